@@ -1,0 +1,44 @@
+"""sheaf: federated learning that simulates fast, deploys safely and is honest about privacy.
+
+The public API in one import::
+
+    import sheaf
+    result = sheaf.simulate()                       # the quickstart
+    result = sheaf.simulate("run.toml", overrides=["rounds=50"])
+    print(result.summary())
+"""
+
+from sheaf.core import (
+    ConfigError,
+    DataError,
+    Params,
+    RunConfig,
+    SheafError,
+    Update,
+    load_config,
+)
+from sheaf.evaluation import History, RoundRecord
+from sheaf.run import RunStore, SimulationResult, report_run, simulate
+from sheaf.strategies import Strategy, chain, fedavg
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "History",
+    "Params",
+    "RoundRecord",
+    "RunConfig",
+    "RunStore",
+    "SheafError",
+    "SimulationResult",
+    "Strategy",
+    "Update",
+    "__version__",
+    "chain",
+    "fedavg",
+    "load_config",
+    "report_run",
+    "simulate",
+]

@@ -1,0 +1,110 @@
+"""The Backend interface: where a round's client work runs.
+
+The unit of work is a *cohort*: the round loop asks a backend once per round to "run these
+clients from these params", and once per evaluation to "evaluate these clients". How —
+a loop in this process, long-lived worker processes, a vectorised batch, remote machines —
+is the backend's business; strategies and tasks never know. A client whose work fails
+comes back as a :class:`~sheaf.core.errors.ClientFailure` in the outcome, never as an
+exception out of the backend: the round loop treats it as a dropout.
+
+Example:
+    >>> import numpy as np
+    >>> from sheaf.core.params import Params
+    >>> Cohort(round=1, client_ids=(0, 3), params=Params({"w": np.zeros(2)}), train=TrainConfig()).size
+    2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from sheaf.core.config import TrainConfig
+from sheaf.core.errors import ClientFailure
+from sheaf.core.params import Params
+from sheaf.core.update import Scalar, Update
+from sheaf.data.dataset import Federation
+from sheaf.task.base import EvalResult, Task
+
+__all__ = ["Backend", "Cohort", "EvalOutcome", "FitOutcome", "SimulationEnv"]
+
+
+@dataclass(frozen=True)
+class SimulationEnv:
+    """What a simulation backend needs to start: the task, the data, and run settings.
+
+    Attributes:
+        task: the user's task.
+        federation: every client's data.
+        seed: the run seed (clients derive their streams from it).
+        threads: torch threads per worker.
+    """
+
+    task: Task
+    federation: Federation
+    seed: int
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """One round's training work.
+
+    Attributes:
+        round: the round number (1-based).
+        client_ids: the sampled clients, in increasing order.
+        params: the global params every client starts from.
+        train: local training settings.
+        options: strategy settings sent with the instructions.
+    """
+
+    round: int
+    client_ids: Sequence[int]
+    params: Params
+    train: TrainConfig
+    options: Mapping[str, Scalar] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        """Number of clients in the cohort."""
+        return len(self.client_ids)
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    """The result of a cohort: updates of the clients that succeeded, failures of the rest."""
+
+    updates: list[Update]
+    failures: list[ClientFailure]
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """Per-client evaluation results, and the clients whose evaluation failed."""
+
+    results: dict[int, EvalResult]
+    failures: list[ClientFailure]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs cohorts of client work. Use as a context manager, or call start/close."""
+
+    name: str
+
+    def start(self, env: SimulationEnv) -> None:
+        """Prepare to run work for ``env`` (start workers, load data)."""
+        ...
+
+    def fit(self, cohort: Cohort) -> FitOutcome:
+        """Train every client of the cohort; failures are returned, not raised."""
+        ...
+
+    def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
+        """Evaluate ``params`` on each client's local test split."""
+        ...
+
+    def close(self) -> None:
+        """Release workers and resources; safe to call twice."""
+        ...

@@ -1,0 +1,86 @@
+"""InlineBackend: every client in turn, in this process.
+
+The reference backend: simplest, no start-up cost, and the one every other backend must
+match bit for bit.
+
+Example:
+    >>> InlineBackend().name
+    'inline'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sheaf.backends.base import Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.core.errors import BackendError, ClientFailure
+from sheaf.core.params import Params
+from sheaf.core.update import Update
+from sheaf.task.base import EvalResult, prepare_worker
+from sheaf.task.client import evaluate_client, fit_client
+
+__all__ = ["InlineBackend"]
+
+
+class InlineBackend:
+    """Runs clients one after another in the calling process."""
+
+    name = "inline"
+
+    def __init__(self) -> None:
+        self._env: SimulationEnv | None = None
+
+    def __enter__(self) -> InlineBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def env(self) -> SimulationEnv:
+        if self._env is None:
+            raise BackendError("backend not started; call start(env) first")
+        return self._env
+
+    def start(self, env: SimulationEnv) -> None:
+        """Remember the environment and fix the task's thread count."""
+        prepare_worker(env.task, env.threads)
+        self._env = env
+
+    def fit(self, cohort: Cohort) -> FitOutcome:
+        """Train the cohort's clients in increasing id order."""
+        env = self.env
+        updates: list[Update] = []
+        failures: list[ClientFailure] = []
+        for client_id in cohort.client_ids:
+            try:
+                updates.append(
+                    fit_client(
+                        env.task,
+                        env.federation.client(client_id),
+                        cohort.params,
+                        round=cohort.round,
+                        train=cohort.train,
+                        run_seed=env.seed,
+                        options=cohort.options,
+                    )
+                )
+            except ClientFailure as failure:
+                failures.append(failure)
+        return FitOutcome(updates, failures)
+
+    def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
+        """Evaluate each client's local test split in turn."""
+        env = self.env
+        results: dict[int, EvalResult] = {}
+        failures: list[ClientFailure] = []
+        for client_id in client_ids:
+            try:
+                results[client_id] = evaluate_client(env.task, env.federation.client(client_id), params)
+            except ClientFailure as failure:
+                failures.append(failure)
+        return EvalOutcome(results, failures)
+
+    def close(self) -> None:
+        """Forget the environment."""
+        self._env = None

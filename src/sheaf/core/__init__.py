@@ -1,0 +1,61 @@
+"""Framework-free building blocks: params, updates, config, errors, random streams."""
+
+from sheaf.core.config import (
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainConfig,
+    apply_overrides,
+    load_config,
+)
+from sheaf.core.errors import (
+    BackendError,
+    ClientFailure,
+    ConfigError,
+    DataError,
+    SheafError,
+    StoreError,
+    StrategyError,
+    TaskError,
+)
+from sheaf.core.params import Array, Params, ParamSpec
+from sheaf.core.rng import Purpose, seed_for, stream
+from sheaf.core.tensor import array_from_record, array_to_record
+from sheaf.core.tree import decode_tree, encode_tree
+from sheaf.core.update import Metrics, Scalar, Update, check_update, validate_metrics
+
+__all__ = [
+    "Array",
+    "BackendError",
+    "ClientFailure",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "EvalConfig",
+    "Metrics",
+    "ModelConfig",
+    "ParamSpec",
+    "Params",
+    "Purpose",
+    "RunConfig",
+    "Scalar",
+    "SheafError",
+    "StoreError",
+    "StrategyConfig",
+    "StrategyError",
+    "TaskError",
+    "TrainConfig",
+    "Update",
+    "apply_overrides",
+    "array_from_record",
+    "array_to_record",
+    "check_update",
+    "decode_tree",
+    "encode_tree",
+    "load_config",
+    "seed_for",
+    "stream",
+    "validate_metrics",
+]

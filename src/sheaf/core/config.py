@@ -1,0 +1,391 @@
+"""The run configuration: typed, frozen, loaded from TOML and ``key=value`` overrides.
+
+A run is described by one :class:`RunConfig`, grouped in sections (``data``, ``model``,
+``train``, ``strategy``, ``evaluation``). Every key is checked: an unknown or misspelt key,
+a value of the wrong type or out of range is a :class:`~sheaf.core.errors.ConfigError`
+whose message names the key and what would be valid.
+
+Overrides use dotted keys (``data.alpha=0.3``); a bare key that names exactly one setting
+may drop its section (``alpha=0.3``, ``epochs=2``), and a section name set to a string sets
+that section's ``name`` (``strategy=fedavg``). Values are parsed as TOML literals, so
+``hidden=[64, 32]`` and ``federated=false`` work.
+
+Example:
+    >>> cfg = load_config(overrides=["rounds=5", "alpha=0.3", "strategy=fedavg"])
+    >>> cfg.rounds, cfg.data.alpha, cfg.strategy.name
+    (5, 0.3, 'fedavg')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sheaf.core.errors import ConfigError
+from sheaf.core.update import Scalar
+
+__all__ = [
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "RunConfig",
+    "StrategyConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+]
+
+
+def _check(condition: bool, key: str, requirement: str, value: object) -> None:
+    if not condition:
+        raise ConfigError(f"{key} must be {requirement}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, and how it is split over clients.
+
+    Attributes:
+        dataset: a name from ``sheaf datasets``.
+        partition: ``iid``, ``dirichlet`` (label skew), ``shards`` (k label shards per
+            client), ``quantity`` (log-normal sizes, IID labels) or ``natural`` (one
+            client per value of the dataset's natural key, e.g. hospital).
+        clients: number of clients (for ``natural``: must match the number of groups, or 0
+            to take it from the data).
+        alpha: Dirichlet concentration for ``dirichlet``; smaller is more skewed.
+        shards_per_client: label shards per client for ``shards``.
+        sigma: log-normal sigma of client sizes for ``quantity``.
+        min_samples: the fewest samples any client may hold.
+        test_fraction: share of each client's samples kept as its local test split.
+        central_test_fraction: share of the dataset held out as the central test set
+            (datasets whose test set is the union of the clients' splits ignore it).
+    """
+
+    dataset: str = "digits"
+    partition: str = "dirichlet"
+    clients: int = 20
+    alpha: float = 0.5
+    shards_per_client: int = 2
+    sigma: float = 1.0
+    min_samples: int = 2
+    test_fraction: float = 0.2
+    central_test_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check(self.clients >= 0, "data.clients", ">= 1 (or 0 for natural partitions)", self.clients)
+        _check(self.alpha > 0, "data.alpha", "> 0 for Dirichlet partitioning", self.alpha)
+        _check(self.shards_per_client >= 1, "data.shards_per_client", ">= 1", self.shards_per_client)
+        _check(self.sigma >= 0, "data.sigma", ">= 0", self.sigma)
+        _check(self.min_samples >= 1, "data.min_samples", ">= 1", self.min_samples)
+        _check(0 <= self.test_fraction < 1, "data.test_fraction", "in [0, 1)", self.test_fraction)
+        _check(
+            0 < self.central_test_fraction < 1,
+            "data.central_test_fraction",
+            "in (0, 1)",
+            self.central_test_fraction,
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The built-in model, used when no custom ``task`` is given.
+
+    Attributes:
+        name: ``mlp`` or ``logreg`` (multinomial logistic regression).
+        hidden: hidden layer widths of the MLP.
+    """
+
+    name: str = "mlp"
+    hidden: tuple[int, ...] = (64,)
+
+    def __post_init__(self) -> None:
+        _check(all(h >= 1 for h in self.hidden), "model.hidden", "a list of widths >= 1", self.hidden)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training on each client.
+
+    Attributes:
+        epochs: passes over the client's training split per round.
+        batch_size: mini-batch size.
+        lr: learning rate of the client optimiser.
+        optimizer: ``sgd`` or ``adam``.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty of the client optimiser.
+    """
+
+    epochs: int = 2
+    batch_size: int = 10
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
+        _check(self.batch_size >= 1, "train.batch_size", ">= 1", self.batch_size)
+        _check(self.lr > 0, "train.lr", "> 0", self.lr)
+        _check(self.optimizer in ("sgd", "adam"), "train.optimizer", "one of: sgd, adam", self.optimizer)
+        _check(0 <= self.momentum < 1, "train.momentum", "in [0, 1)", self.momentum)
+        _check(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """How the server picks clients and aggregates their updates.
+
+    Attributes:
+        name: a strategy from ``sheaf.strategies.available_strategies()``.
+        fraction: share of clients sampled each round, in (0, 1].
+        min_clients: the fewest clients sampled per round, and the fewest successful
+            updates a round needs to be aggregated.
+        options: the strategy's own hyperparameters (any other key of the section).
+    """
+
+    name: str = "fedavg"
+    fraction: float = 0.5
+    min_clients: int = 2
+    options: Mapping[str, Scalar] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(0 < self.fraction <= 1, "strategy.fraction", "in (0, 1]", self.fraction)
+        _check(self.min_clients >= 1, "strategy.min_clients", ">= 1", self.min_clients)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation of the global model.
+
+    Attributes:
+        interval: federated evaluation on the clients' local test splits every this many
+            rounds, and always after the last round.
+        federated: set false to skip federated evaluation altogether.
+    """
+
+    interval: int = 5
+    federated: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.interval >= 1, "evaluation.interval", ">= 1", self.interval)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; the same config and seed give the same model.
+
+    The defaults are the quickstart: digits over 20 clients (Dirichlet 0.5), half of them
+    per round, FedAvg, 60 rounds of 2 local epochs (SGD, lr 0.05, momentum 0.9, batch 10).
+
+    Attributes:
+        seed: the root of every random stream in the run.
+        rounds: number of federated rounds.
+        backend: where client work runs (``inline``).
+        threads: torch threads per worker; fixed so results are reproducible.
+        task: optional ``module:attr`` naming a custom Task (or a factory taking the
+            dataset's :class:`~sheaf.data.DatasetInfo`); empty uses the built-in model.
+        name: run name; the run is stored at ``runs_dir/name.sqlite``. Empty: derived
+            from the dataset, strategy and time.
+        runs_dir: folder for run stores.
+        keep_params: keep the global params of only the last this many rounds (0: all).
+    """
+
+    seed: int = 0
+    rounds: int = 60
+    backend: str = "inline"
+    threads: int = 1
+    task: str = ""
+    name: str = ""
+    runs_dir: str = "runs"
+    keep_params: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.seed >= 0, "seed", ">= 0", self.seed)
+        _check(self.rounds >= 1, "rounds", ">= 1", self.rounds)
+        _check(self.threads >= 1, "threads", ">= 1", self.threads)
+        _check(self.keep_params >= 0, "keep_params", ">= 0", self.keep_params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain nested dict (JSON/TOML-ready); strategy options sit in their section."""
+        out = dataclasses.asdict(self)
+        strategy = out["strategy"]
+        strategy.update(strategy.pop("options"))
+        out["model"]["hidden"] = list(self.model.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
+        """Build and validate a config from a nested mapping.
+
+        Raises:
+            ConfigError: on an unknown key, a wrong type or a value out of range.
+        """
+        return _build(cls, raw, "")
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with top-level fields replaced (sections are replaced whole)."""
+        return dataclasses.replace(self, **changes)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "strategy": StrategyConfig,
+    "evaluation": EvalConfig,
+}
+
+T = TypeVar("T")
+
+
+def _unknown_key(key: str, valid: Sequence[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint} valid keys here: {', '.join(sorted(valid))}")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif annotation is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif origin is tuple:
+        item = typing.get_args(annotation)[0]
+        if isinstance(value, list | tuple):
+            return tuple(_coerce(v, item, key) for v in value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (_coerce(value, item, key),)
+    elif origin in (Mapping, dict) or origin is types.UnionType:
+        return value
+    raise ConfigError(f"{key} must be of type {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def _build(cls: type[T], raw: Mapping[str, Any], prefix: str) -> T:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table of settings, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    extras: dict[str, Any] = {}
+    for key, value in raw.items():
+        full = f"{prefix}{key}"
+        if key not in names or key == "options":
+            if cls is StrategyConfig:
+                extras[key] = value
+                continue
+            raise _unknown_key(full, [n for n in names if n != "options"])
+        annotation = hints[key]
+        if key in _SECTIONS and cls is RunConfig:
+            kwargs[key] = _build(_SECTIONS[key], value, f"{key}.")
+        else:
+            kwargs[key] = _coerce(value, annotation, full)
+    if cls is StrategyConfig:
+        for key, value in extras.items():
+            if not isinstance(value, bool | int | float | str):
+                raise ConfigError(f"strategy.{key} must be a number, boolean or string, got {value!r}")
+        kwargs["options"] = extras
+    return cls(**kwargs)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _resolve_key(key: str, value: Any) -> tuple[str, ...]:
+    parts = tuple(key.split("."))
+    if len(parts) > 2 or not all(parts):
+        raise ConfigError(f"config key {key!r} must be 'name' or 'section.name'")
+    top = [f.name for f in dataclasses.fields(RunConfig) if f.name not in _SECTIONS]
+    if len(parts) == 2:
+        if parts[0] not in _SECTIONS:
+            raise _unknown_key(parts[0], list(_SECTIONS))
+        return parts
+    (name,) = parts
+    if name in top:
+        return parts
+    if name in _SECTIONS and not isinstance(value, Mapping):
+        return (name, "name")
+    owners = [
+        section
+        for section, cls in _SECTIONS.items()
+        if name in {f.name for f in dataclasses.fields(cls)} - {"options", "name"}
+    ]
+    if len(owners) == 1:
+        return (owners[0], name)
+    if len(owners) > 1:
+        raise ConfigError(f"config key {name!r} is ambiguous; write one of: {', '.join(f'{o}.{name}' for o in owners)}")
+    valid = top + [f"{s}.{f.name}" for s, c in _SECTIONS.items() for f in dataclasses.fields(c) if f.name != "options"]
+    close = difflib.get_close_matches(name, [v.rsplit(".", 1)[-1] for v in valid], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown config key {name!r}{hint} run 'sheaf simulate --help' for the valid keys")
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides to a nested config mapping (returns a new dict).
+
+    Raises:
+        ConfigError: if an override is not of the form ``key=value`` or names no setting.
+    """
+    out: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. rounds=10")
+        value = _parse_value(text.strip())
+        path = _resolve_key(key.strip(), value)
+        if len(path) == 1:
+            out[path[0]] = value
+        else:
+            section = out.setdefault(path[0], {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"{path[0]} must be a table of settings, got {section!r}")
+            section[path[1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Load a config from a TOML file (or the defaults) and apply overrides.
+
+    Args:
+        path: a TOML file, or None for the defaults (the quickstart).
+        overrides: ``key=value`` strings, applied in order.
+
+    Raises:
+        ConfigError: if the file is missing or not valid TOML, or any setting is invalid.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(file)!r} not found; pass a path to an existing TOML file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {str(file)!r} is not valid TOML: {exc}") from None
+    return RunConfig.from_dict(apply_overrides(raw, overrides))

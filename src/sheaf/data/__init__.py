@@ -1,0 +1,51 @@
+"""Datasets (offline), partitioners, local preprocessing and the federation of client data."""
+
+from sheaf.data.catalog import (
+    DatasetSpec,
+    available_datasets,
+    build_federation,
+    load_dataset,
+    partition_rows,
+    register_dataset,
+)
+from sheaf.data.dataset import ClientData, DatasetInfo, Federation, Split
+from sheaf.data.partition import (
+    PARTITIONERS,
+    Partition,
+    partition_dirichlet,
+    partition_iid,
+    partition_natural,
+    partition_quantity,
+    partition_shards,
+)
+from sheaf.data.preprocess import FittedTabular, TabularPreprocessor, TabularSchema
+from sheaf.data.sources import HEART_SCHEMA, RawDataset, load_digits, load_heart
+from sheaf.data.summary import partition_summary
+
+__all__ = [
+    "HEART_SCHEMA",
+    "PARTITIONERS",
+    "ClientData",
+    "DatasetInfo",
+    "DatasetSpec",
+    "Federation",
+    "FittedTabular",
+    "Partition",
+    "RawDataset",
+    "Split",
+    "TabularPreprocessor",
+    "TabularSchema",
+    "available_datasets",
+    "build_federation",
+    "load_dataset",
+    "load_digits",
+    "load_heart",
+    "partition_dirichlet",
+    "partition_iid",
+    "partition_natural",
+    "partition_quantity",
+    "partition_rows",
+    "partition_shards",
+    "partition_summary",
+    "register_dataset",
+]

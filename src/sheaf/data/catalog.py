@@ -1,0 +1,221 @@
+"""The dataset catalog, and turning a dataset plus a partition config into a Federation.
+
+:func:`build_federation` is the whole data pipeline of a simulation:
+
+1. load the raw dataset (offline);
+2. hold out the central test set (the dataset's own, or a stratified share; for data whose
+   preprocessing is fitted per client, the union of the clients' local test splits);
+3. deal the remaining rows to clients with the configured partitioner;
+4. split each client's rows into its local train and test parts;
+5. preprocess each client's rows with statistics of *its own* training rows only.
+
+Example:
+    >>> from sheaf.core.config import DataConfig
+    >>> fed = build_federation(DataConfig(dataset="digits", clients=10, partition="iid"), seed=0)
+    >>> fed.num_clients, fed.info.num_classes, fed.info.input_shape
+    (10, 10, (64,))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from sheaf.core.config import DataConfig
+from sheaf.core.errors import DataError
+from sheaf.core.rng import Purpose, stream
+from sheaf.data.dataset import DatasetInfo, Federation, Split
+from sheaf.data.partition import (
+    PARTITIONERS,
+    Partition,
+    partition_dirichlet,
+    partition_iid,
+    partition_natural,
+    partition_quantity,
+    partition_shards,
+)
+from sheaf.data.sources import RawDataset, load_digits, load_heart
+
+__all__ = [
+    "DatasetSpec",
+    "available_datasets",
+    "build_federation",
+    "load_dataset",
+    "partition_rows",
+    "register_dataset",
+]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A catalog entry: how to load a dataset and what it holds.
+
+    Attributes:
+        name: the name used in configs (``data.dataset``).
+        description: one line for ``sheaf datasets``.
+        loader: returns the :class:`RawDataset`; must work offline.
+        natural_partition: what the natural key is (e.g. "hospital"), or "" if none.
+    """
+
+    name: str
+    description: str
+    loader: Callable[[], RawDataset]
+    natural_partition: str = ""
+
+
+_CATALOG: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> None:
+    """Add (or replace) a dataset in the catalog so configs can name it."""
+    _CATALOG[spec.name] = spec
+    load_dataset.cache_clear()
+
+
+def available_datasets() -> list[DatasetSpec]:
+    """Every dataset in the catalog, by name."""
+    return [_CATALOG[name] for name in sorted(_CATALOG)]
+
+
+@lru_cache(maxsize=8)
+def load_dataset(name: str) -> RawDataset:
+    """Load a dataset from the catalog by name.
+
+    Raises:
+        DataError: if no dataset has that name (the message lists those that exist).
+    """
+    spec = _CATALOG.get(name)
+    if spec is None:
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(_CATALOG))}")
+    return spec.loader()
+
+
+register_dataset(DatasetSpec("digits", "8x8 handwritten digits, 1,797 images, 10 classes (scikit-learn)", load_digits))
+register_dataset(
+    DatasetSpec(
+        "heart",
+        "UCI Heart Disease, 920 patients of 4 hospitals, binary target (CC BY 4.0)",
+        load_heart,
+        natural_partition="hospital (4 clients)",
+    )
+)
+
+
+def _stratified_holdout(
+    labels: npt.NDArray[Any], fraction: float, rng: np.random.Generator
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    held: list[npt.NDArray[np.int64]] = []
+    for k in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == k))
+        held.append(rows[: round(fraction * len(rows))])
+    test = np.sort(np.concatenate(held)).astype(np.int64)
+    keep = np.setdiff1d(np.arange(len(labels)), test).astype(np.int64)
+    return test, keep
+
+
+def partition_rows(config: DataConfig, raw: RawDataset, rows: npt.NDArray[np.int64], seed: int) -> Partition:
+    """Deal ``rows`` of ``raw`` to clients as ``config`` says; indices refer to ``raw``.
+
+    Raises:
+        DataError: on an unknown partitioner, a natural partition of data without a natural
+            key or with a mismatching client count, or any partitioner's own error.
+    """
+    rng = stream(seed, Purpose.PARTITION)
+    labels = raw.labels[rows]
+    name = config.partition
+    if name == "iid":
+        part = partition_iid(len(rows), config.clients, rng)
+    elif name == "dirichlet":
+        part = partition_dirichlet(labels, config.clients, config.alpha, rng, config.min_samples)
+    elif name == "shards":
+        part = partition_shards(labels, config.clients, config.shards_per_client, rng)
+    elif name == "quantity":
+        part = partition_quantity(len(rows), config.clients, config.sigma, rng, config.min_samples)
+    elif name == "natural":
+        if raw.groups is None:
+            choices = ", ".join(p for p in PARTITIONERS if p != "natural")
+            raise DataError(f"dataset {raw.name!r} has no natural partition; use one of: {choices}")
+        part = partition_natural(raw.groups[rows], raw.group_order)
+        if config.clients not in (0, part.num_clients):
+            raise DataError(
+                f"dataset {raw.name!r} has {part.num_clients} natural clients ({', '.join(part.names)}); "
+                f"set data.clients={part.num_clients} (or 0), got {config.clients}"
+            )
+    else:
+        raise DataError(f"unknown partition {name!r}; choose one of: {', '.join(PARTITIONERS)}")
+    return Partition(rows[part.indices], part.offsets, part.names)
+
+
+def _local_split(part: Partition, test_fraction: float, seed: int) -> tuple[Partition, npt.NDArray[np.int64]]:
+    """Shuffle within each client and count its test rows (kept at the end of its range)."""
+    sizes = part.sizes
+    owner = np.repeat(np.arange(part.num_clients), sizes)
+    keys = stream(seed, Purpose.LOCAL_SPLIT).random(len(part.indices))
+    shuffled = part.indices[np.lexsort((keys, owner))]
+    tests = np.clip(np.floor(test_fraction * sizes + 0.5).astype(np.int64), 0, np.maximum(sizes - 1, 0))
+    return Partition(shuffled, part.offsets, part.names), sizes - tests
+
+
+def _preprocess_per_client(
+    raw: RawDataset, part: Partition, train_counts: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float32]:
+    assert raw.preprocessor is not None
+    assert isinstance(raw.features, pd.DataFrame)
+    blocks = []
+    for client in range(part.num_clients):
+        rows = part.client_indices(client)
+        frame = raw.features.iloc[rows]
+        fitted = raw.preprocessor.fit(frame.iloc[: train_counts[client]])
+        blocks.append(fitted.transform(frame))
+    return np.concatenate(blocks) if blocks else np.zeros((0, len(raw.preprocessor.schema.feature_names)), np.float32)
+
+
+def build_federation(config: DataConfig, seed: int, raw: RawDataset | None = None) -> Federation:
+    """Partition a dataset over clients and preprocess each client's rows locally.
+
+    Args:
+        config: the data section of the run config.
+        seed: the run seed; partition and splits come from streams derived from it.
+        raw: a dataset to use instead of loading ``config.dataset`` from the catalog.
+
+    Returns:
+        The federation: every client's train and local test rows, and a central test set.
+
+    Raises:
+        DataError: if the dataset, partition or sizes are not possible.
+    """
+    raw = raw if raw is not None else load_dataset(config.dataset)
+    all_rows = np.arange(len(raw), dtype=np.int64)
+    central: Split | None = None
+    if raw.test is not None:
+        central = Split(*raw.test)
+        rows = all_rows
+    elif raw.preprocessor is None:
+        held, rows = _stratified_holdout(raw.labels, config.central_test_fraction, stream(seed, Purpose.SPLIT))
+        central = Split(np.asarray(raw.features)[held], raw.labels[held])
+    else:
+        rows = all_rows
+    part, train_counts = _local_split(partition_rows(config, raw, rows, seed), config.test_fraction, seed)
+
+    if raw.preprocessor is not None:
+        x = _preprocess_per_client(raw, part, train_counts)
+        feature_names = raw.preprocessor.schema.feature_names
+    else:
+        x = np.asarray(raw.features)[part.indices]
+        feature_names = ()
+    y = raw.labels[part.indices]
+    if central is None:
+        is_test = np.ones(len(y), dtype=bool)
+        for client in range(part.num_clients):
+            start = part.offsets[client]
+            is_test[start : start + train_counts[client]] = False
+        central = Split(x[is_test], y[is_test])
+
+    info = DatasetInfo(raw.name, tuple(x.shape[1:]), len(raw.class_names), raw.class_names, feature_names)
+    return Federation(info, x, y, part.offsets, train_counts, central, part.names)

@@ -1,0 +1,16 @@
+"""Evaluation: fairness across clients, the run history, plots and the HTML report."""
+
+from sheaf.evaluation.fairness import FairnessSummary, jain_index, summarize, worst_fraction_mean
+from sheaf.evaluation.history import ClientRecord, History, RoundRecord
+from sheaf.evaluation.report import render_report
+
+__all__ = [
+    "ClientRecord",
+    "FairnessSummary",
+    "History",
+    "RoundRecord",
+    "jain_index",
+    "render_report",
+    "summarize",
+    "worst_fraction_mean",
+]

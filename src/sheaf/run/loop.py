@@ -1,0 +1,169 @@
+"""The round loop: sample a cohort, dispatch it, aggregate, evaluate, commit.
+
+One function, :func:`run_rounds`, drives every simulation (and, behind another backend,
+deployment). It starts from the run store's last committed round, so a run that was
+stopped resumes where it left off with the same results as an uninterrupted one: params
+and strategy state come from the store, and every random choice comes from streams
+derived from (seed, round, client), not from state in memory.
+
+Per round:
+
+1. sample the cohort from (seed, round);
+2. ask the backend to train it; failed clients are dropouts;
+3. check every update (names, shapes, dtypes, finite); rejected updates are dropouts;
+4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain,
+   otherwise keep the model unchanged;
+5. evaluate the new model centrally, and on the clients' local test splits every
+   ``evaluation.interval`` rounds and after the last;
+6. commit the round to the store in one transaction, then tell the listener.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from sheaf.backends.base import Backend, Cohort
+from sheaf.core.config import RunConfig
+from sheaf.core.errors import ClientFailure, SheafError
+from sheaf.core.params import Params
+from sheaf.core.update import Update, check_update
+from sheaf.data.dataset import Federation
+from sheaf.evaluation.fairness import summarize
+from sheaf.evaluation.history import ClientRecord, History, RoundRecord
+from sheaf.run.store import RunStore
+from sheaf.strategies.base import RoundContext, Strategy
+from sheaf.strategies.sampling import cohort_size, sample_cohort
+from sheaf.task.base import Task
+
+__all__ = ["Federated", "RoundListener", "run_rounds"]
+
+
+class RoundListener(Protocol):
+    """Receives progress from the round loop (the CLI's progress bar is one)."""
+
+    def on_start(self, config: RunConfig, first_round: int, cohort: int, population: int) -> None:
+        """Called once before the first round to run."""
+
+    def on_round(self, record: RoundRecord) -> None:
+        """Called after each round is committed."""
+
+
+@dataclass(frozen=True)
+class Federated:
+    """The pieces the loop works with.
+
+    Attributes:
+        config: the run config.
+        task: the user's task (the server uses it for central evaluation).
+        federation: the clients' data (the loop reads only its sizes and central test set).
+        strategy: the aggregation strategy.
+        backend: a started backend.
+        store: the run's store, holding at least round 0.
+    """
+
+    config: RunConfig
+    task: Task
+    federation: Federation
+    strategy: Strategy
+    backend: Backend
+    store: RunStore
+
+
+def _weighted(records: Sequence[ClientRecord], metric: str) -> float:
+    values = [(r.metrics[metric], r.num_examples) for r in records if metric in r.metrics]
+    weight = sum(n for _, n in values)
+    return float(sum(v * n for v, n in values) / weight) if weight else float("nan")
+
+
+def _federated_evaluation(
+    parts: Federated, params: Params
+) -> tuple[dict[str, dict[str, float]], list[ClientRecord], list[ClientFailure]]:
+    clients = np.flatnonzero(parts.federation.test_counts > 0).tolist()
+    outcome = parts.backend.evaluate(clients, params)
+    records = [
+        ClientRecord(cid, "evaluate", r.num_examples, {"loss": r.loss, **r.metrics})
+        for cid, r in sorted(outcome.results.items())
+    ]
+    names = sorted({name for r in records for name in r.metrics})
+    summaries = {
+        name: summarize(
+            [r.metrics.get(name, float("nan")) for r in records], [r.num_examples for r in records]
+        ).as_dict()
+        for name in names
+    }
+    return summaries, records, outcome.failures
+
+
+def _checked(updates: Sequence[Update], like: Params) -> tuple[list[Update], list[ClientFailure]]:
+    good: list[Update] = []
+    rejected: list[ClientFailure] = []
+    for update in updates:
+        try:
+            check_update(update, like)
+            good.append(update)
+        except SheafError as exc:
+            rejected.append(ClientFailure(update.client_id, f"update rejected: {exc}"))
+    return good, rejected
+
+
+def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple[History, Params]:
+    """Run the remaining rounds of a run and return its full history and final params.
+
+    Raises:
+        ConfigError: if the sampling settings do not fit the population.
+        SheafError: on errors that stop the whole run (a broken store, a backend failure).
+    """
+    config, store = parts.config, parts.store
+    population = parts.federation.num_clients
+    size = cohort_size(population, config.strategy.fraction, config.strategy.min_clients)
+    history = store.history()
+    params = store.params()
+    state = store.state(template=parts.strategy.init(params))
+    if listener is not None:
+        listener.on_start(config, store.last_round + 1, size, population)
+
+    for round in range(store.last_round + 1, config.rounds + 1):
+        started = time.perf_counter()
+        cohort = sample_cohort(population, size, seed=config.seed, round=round)
+        outcome = parts.backend.fit(Cohort(round, cohort.tolist(), params, config.train, parts.strategy.client_options))
+        updates, rejected = _checked(outcome.updates, params)
+        failures: list[tuple[str, ClientFailure]] = [("fit", f) for f in [*outcome.failures, *rejected]]
+        clients = [ClientRecord(u.client_id, "fit", u.num_examples, u.metrics) for u in updates]
+
+        aggregated = len(updates) >= config.strategy.min_clients
+        fit: dict[str, float] = {"train_loss": _weighted(clients, "train_loss")}
+        if aggregated:
+            ctx = RoundContext(round, params, config.seed, population)
+            params, state, agg_metrics = parts.strategy.aggregate(updates, state, ctx)
+            fit.update(agg_metrics)
+
+        central = parts.task.evaluate(params, parts.federation.central_test)
+        central_metrics: Mapping[str, float] = {"loss": central.loss, **central.metrics}
+
+        federated: dict[str, dict[str, float]] = {}
+        if config.evaluation.federated and (round % config.evaluation.interval == 0 or round == config.rounds):
+            federated, eval_records, eval_failures = _federated_evaluation(parts, params)
+            clients += eval_records
+            failures += [("evaluate", f) for f in eval_failures]
+
+        record = RoundRecord(
+            round=round,
+            sampled=len(cohort),
+            completed=len(updates) if aggregated else 0,
+            failed=sum(1 for phase, _ in failures if phase == "fit"),
+            aggregated=aggregated,
+            central=dict(central_metrics),
+            fit=fit,
+            federated=federated,
+            seconds=time.perf_counter() - started,
+        )
+        store.commit_round(record, params, state, clients, failures, keep_params=config.keep_params)
+        history.append(record)
+        if listener is not None:
+            listener.on_round(record)
+    return history, params

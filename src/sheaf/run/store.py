@@ -1,0 +1,303 @@
+"""RunStore: a run as one SQLite file — config, rounds, client metrics, params, state.
+
+Each finished round is written in **one transaction**: its record, the global params it
+produced, the strategy state, the clients' metrics and the failures. A reader (or a
+restarted run) therefore sees whole rounds only. The database runs in WAL mode so
+``sheaf report`` can read while a run writes.
+
+Round 0 holds the initial params and state. Tensors are stored as raw bytes with dtype
+and shape (:mod:`sheaf.core.tensor`); state trees as JSON plus tensors
+(:mod:`sheaf.core.tree`). Nothing is pickled.
+
+Example:
+    >>> import tempfile, pathlib, numpy as np
+    >>> from sheaf.core.params import Params
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "run.sqlite"
+    >>> store = RunStore.create(path, {"seed": 0}, Params({"w": np.zeros(2)}), state=())
+    >>> store.last_round, store.params()["w"].tolist()
+    (0, [0.0, 0.0])
+    >>> store.close()
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sheaf.core.errors import ClientFailure, StoreError
+from sheaf.core.params import Params
+from sheaf.core.tensor import array_from_record, array_to_record
+from sheaf.core.tree import decode_tree, encode_tree
+from sheaf.evaluation.history import ClientRecord, History, RoundRecord
+
+__all__ = ["FORMAT_VERSION", "RunStore"]
+
+FORMAT_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY, finished REAL NOT NULL, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS client_metrics (
+    round INTEGER NOT NULL, client_id INTEGER NOT NULL, phase TEXT NOT NULL,
+    num_examples INTEGER NOT NULL, metrics TEXT NOT NULL,
+    PRIMARY KEY (round, client_id, phase));
+CREATE TABLE IF NOT EXISTS failures (
+    round INTEGER NOT NULL, client_id INTEGER NOT NULL, phase TEXT NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tensors (
+    round INTEGER NOT NULL, owner TEXT NOT NULL, idx INTEGER NOT NULL, name TEXT NOT NULL,
+    dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (round, owner, idx));
+CREATE TABLE IF NOT EXISTS states (
+    round INTEGER NOT NULL, owner TEXT NOT NULL, structure TEXT NOT NULL,
+    PRIMARY KEY (round, owner));
+"""
+
+
+class RunStore:
+    """The SQLite file of one run. Create with :meth:`create`, reopen with :meth:`open`."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+
+    # Opening -----------------------------------------------------------------------
+    @staticmethod
+    def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+        try:
+            if readonly:
+                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            else:
+                db = sqlite3.connect(path, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=10000")
+            return db
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open run store {str(path)!r}: {exc}") from None
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        config: Mapping[str, Any],
+        params: Params,
+        state: object,
+        meta: Mapping[str, Any] | None = None,
+    ) -> RunStore:
+        """Create a new run store holding the config and round 0 (initial params and state).
+
+        Raises:
+            StoreError: if the file already exists or cannot be written.
+        """
+        path = Path(path)
+        if path.exists():
+            raise StoreError(f"run store {str(path)!r} already exists; choose another run name or delete it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = cls(path, cls._connect(path, readonly=False))
+        with store._transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    store._db.execute(statement)
+            entries = {
+                "format_version": FORMAT_VERSION,
+                "config": dict(config),
+                "created": time.time(),
+                "status": "running",
+                **dict(meta or {}),
+            }
+            store._db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in entries.items()])
+            store._write_round_arrays(0, params, state)
+        return store
+
+    @classmethod
+    def open(cls, path: str | Path, *, readonly: bool = False) -> RunStore:
+        """Open an existing run store.
+
+        Raises:
+            StoreError: if it is missing, not a SQLite file, or not a sheaf run store.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise StoreError(f"run store {str(path)!r} not found; pass the .sqlite file of a run (see runs/)")
+        store = cls(path, cls._connect(path, readonly))
+        try:
+            version = store.meta.get("format_version")
+        except sqlite3.DatabaseError:
+            store.close()
+            raise StoreError(f"{str(path)!r} is not a sheaf run store (not a SQLite database)") from None
+        if version != FORMAT_VERSION:
+            store.close()
+            raise StoreError(f"{str(path)!r} is not a sheaf run store of format {FORMAT_VERSION} (found {version!r})")
+        return store
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    # Reading -----------------------------------------------------------------------
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Every meta entry (config, format version, status, ...)."""
+        rows = self._db.execute("SELECT key, value FROM meta").fetchall()
+        return {k: json.loads(v) for k, v in rows}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's config as a nested dict."""
+        config: dict[str, Any] = self.meta["config"]
+        return config
+
+    @property
+    def last_round(self) -> int:
+        """The last committed round (0 if none has finished)."""
+        row = self._db.execute("SELECT MAX(round) FROM rounds").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def history(self) -> History:
+        """Every committed round's record, in order."""
+        rows = self._db.execute("SELECT record FROM rounds ORDER BY round").fetchall()
+        return History([RoundRecord.from_dict(json.loads(r[0])) for r in rows])
+
+    def _arrays(self, round: int, owner: str) -> list[tuple[str, Any]]:
+        rows = self._db.execute(
+            "SELECT name, dtype, shape, data FROM tensors WHERE round = ? AND owner = ? ORDER BY idx",
+            (round, owner),
+        ).fetchall()
+        return [(name, array_from_record(dtype, json.loads(shape), data)) for name, dtype, shape, data in rows]
+
+    def params(self, round: int | None = None) -> Params:
+        """The global params after ``round`` (default: the last committed round).
+
+        Raises:
+            StoreError: if that round's params are not stored (never committed, or pruned).
+        """
+        round = self.last_round if round is None else round
+        arrays = self._arrays(round, "params")
+        if not arrays:
+            raise StoreError(f"run store {str(self.path)!r} holds no params for round {round}")
+        return Params(dict(arrays))
+
+    def state(self, round: int | None = None, template: object = None) -> Any:
+        """The strategy state after ``round``, rebuilt with ``template``'s types.
+
+        Raises:
+            StoreError: if that round's state is not stored.
+        """
+        round = self.last_round if round is None else round
+        row = self._db.execute(
+            "SELECT structure FROM states WHERE round = ? AND owner = 'strategy'", (round,)
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"run store {str(self.path)!r} holds no strategy state for round {round}")
+        arrays = [a for _, a in self._arrays(round, "strategy")]
+        return decode_tree(row[0], arrays, template)
+
+    def client_records(self, round: int | None = None, phase: str | None = None) -> list[tuple[int, ClientRecord]]:
+        """``(round, record)`` for client metrics, optionally of one round and/or phase."""
+        query = "SELECT round, client_id, phase, num_examples, metrics FROM client_metrics WHERE 1=1"
+        args: list[Any] = []
+        if round is not None:
+            query += " AND round = ?"
+            args.append(round)
+        if phase is not None:
+            query += " AND phase = ?"
+            args.append(phase)
+        rows = self._db.execute(query + " ORDER BY round, phase, client_id", args).fetchall()
+        return [(r, ClientRecord(c, p, n, json.loads(m))) for r, c, p, n, m in rows]
+
+    def failures(self) -> list[tuple[int, int, str, str]]:
+        """``(round, client_id, phase, reason)`` of every recorded failure."""
+        rows = self._db.execute("SELECT round, client_id, phase, reason FROM failures ORDER BY round, client_id")
+        return [(int(r), int(c), str(p), str(m)) for r, c, p, m in rows]
+
+    # Writing -----------------------------------------------------------------------
+    def _write_round_arrays(self, round: int, params: Params, state: object) -> None:
+        rows = []
+        for idx, (name, array) in enumerate(params.items()):
+            dtype, shape, data = array_to_record(array)
+            rows.append((round, "params", idx, name, dtype, json.dumps(shape), data))
+        structure, arrays = encode_tree(state)
+        for idx, array in enumerate(arrays):
+            dtype, shape, data = array_to_record(array)
+            rows.append((round, "strategy", idx, "", dtype, json.dumps(shape), data))
+        self._db.executemany("INSERT OR REPLACE INTO tensors VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        self._db.execute("INSERT OR REPLACE INTO states VALUES (?, 'strategy', ?)", (round, structure))
+
+    def commit_round(
+        self,
+        record: RoundRecord,
+        params: Params,
+        state: object,
+        clients: Iterable[ClientRecord] = (),
+        failures: Sequence[tuple[str, ClientFailure]] = (),
+        keep_params: int = 0,
+    ) -> None:
+        """Write one finished round atomically.
+
+        Args:
+            record: the round's record.
+            params: the global params after the round.
+            state: the strategy state after the round.
+            clients: per-client metrics of the round.
+            failures: ``(phase, failure)`` for every client that dropped out.
+            keep_params: if > 0, delete params and state older than this many rounds
+                (round 0, the initial model, is always kept).
+
+        Raises:
+            StoreError: if the round is not the next one.
+        """
+        expected = self.last_round + 1
+        if record.round != expected:
+            raise StoreError(f"cannot commit round {record.round}: the store's next round is {expected}")
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO rounds VALUES (?, ?, ?)", (record.round, time.time(), json.dumps(record.to_dict()))
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO client_metrics VALUES (?, ?, ?, ?, ?)",
+                [(record.round, c.client_id, c.phase, c.num_examples, json.dumps(dict(c.metrics))) for c in clients],
+            )
+            self._db.executemany(
+                "INSERT INTO failures VALUES (?, ?, ?, ?)",
+                [(record.round, f.client_id, phase, f.reason) for phase, f in failures],
+            )
+            self._write_round_arrays(record.round, params, state)
+            if keep_params > 0:
+                cutoff = record.round - keep_params
+                self._db.execute("DELETE FROM tensors WHERE round > 0 AND round <= ?", (cutoff,))
+                self._db.execute("DELETE FROM states WHERE round > 0 AND round <= ?", (cutoff,))
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Set one meta entry (e.g. ``status``) in its own transaction."""
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")

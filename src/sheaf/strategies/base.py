@@ -1,0 +1,237 @@
+"""Strategies as chains of small pure steps, optax-style.
+
+A step is a pair of pure functions held in a NamedTuple: ``init(params) -> state`` and
+``apply(value, state, ctx) -> (value, state)``. State is returned, never kept on an
+object, so a checkpoint of a strategy is just its state tree. There are three kinds of
+step, by what flows through them:
+
+- :class:`UpdateStep` — the clients' individual updates in, updates out (clipping,
+  simulated attacks);
+- :class:`AggregateStep` — updates (or, where it declares it needs only that, their
+  weighted sum) in, one aggregated delta out (weighted mean, median, Krum);
+- :class:`ServerStep` — the aggregated delta in, the delta to apply out (noise, server
+  momentum, server Adam).
+
+:func:`chain` checks the order (update steps, one aggregate step, server steps) and
+returns a :class:`Strategy`. A new algorithm is a new factory that chains steps, never a
+subclass::
+
+    fedavg = chain(weighted_mean(), name="fedavg")
+
+A strategy *needs individual updates* when its aggregate step does (robust aggregators)
+or any update step exists; otherwise a weighted sum is enough — the property secure
+aggregation and per-worker reduction rely on.
+
+Example:
+    >>> import numpy as np
+    >>> from sheaf.core.params import Params
+    >>> from sheaf.core.update import Update
+    >>> from sheaf.strategies.aggregate import weighted_mean
+    >>> strategy = chain(weighted_mean(), name="fedavg")
+    >>> p = Params({"w": np.zeros(2, np.float32)})
+    >>> ups = [Update(0, Params({"w": np.array([1., 1.], np.float32)}), 1),
+    ...        Update(1, Params({"w": np.array([4., 4.], np.float32)}), 2)]
+    >>> new, state, _ = strategy.aggregate(ups, strategy.init(p), RoundContext(1, p, 0, 2))
+    >>> new["w"].tolist()
+    [3.0, 3.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from sheaf.core.errors import StrategyError
+from sheaf.core.params import Params
+from sheaf.core.update import Scalar, Update
+
+__all__ = [
+    "AggregateStep",
+    "RoundContext",
+    "ServerStep",
+    "Step",
+    "Strategy",
+    "UpdateStep",
+    "WeightedSum",
+    "chain",
+    "sum_updates",
+]
+
+
+class RoundContext(NamedTuple):
+    """Facts about the round a step may use (never mutated).
+
+    Attributes:
+        round: the round number (1-based).
+        params: the global params the clients started from.
+        seed: the run seed; steps derive their random streams from it.
+        population: number of registered clients.
+    """
+
+    round: int
+    params: Params
+    seed: int
+    population: int
+
+
+@dataclass(frozen=True)
+class WeightedSum:
+    """The weighted sum of updates: all a sum-only aggregate step may see.
+
+    Attributes:
+        total: sum over clients of ``num_examples * delta`` (float64).
+        weight: sum of ``num_examples``.
+        count: number of updates summed.
+    """
+
+    total: Params
+    weight: float
+    count: int
+
+
+def sum_updates(updates: Sequence[Update], like: Params) -> WeightedSum:
+    """Sum ``num_examples * delta`` over updates, in client-id order, in float64.
+
+    The fixed order makes the result independent of arrival order (float addition is not
+    associative), so the same seed gives the same model on every backend.
+    """
+    totals = {name: np.zeros(array.shape, np.float64) for name, array in like.items()}
+    weight = 0.0
+    for update in sorted(updates, key=lambda u: u.client_id):
+        if update.num_examples == 0:
+            continue
+        for name, total in totals.items():
+            total += update.num_examples * update.delta[name].astype(np.float64)
+        weight += update.num_examples
+    return WeightedSum(Params(totals), weight, sum(1 for u in updates if u.num_examples > 0))
+
+
+InitFn = Callable[[Params], Any]
+
+
+class UpdateStep(NamedTuple):
+    """A step on the individual updates (e.g. clipping). See the module docstring."""
+
+    init: InitFn
+    apply: Callable[[Sequence[Update], Any, RoundContext], tuple[list[Update], Any]]
+    name: str
+
+
+class AggregateStep(NamedTuple):
+    """The step that turns updates into one delta.
+
+    Attributes:
+        needs_updates: True if ``apply`` must see each update (median, Krum); False if a
+            :class:`WeightedSum` is enough — then ``apply`` accepts either.
+    """
+
+    init: InitFn
+    apply: Callable[[Sequence[Update] | WeightedSum, Any, RoundContext], tuple[Params, Any]]
+    name: str
+    needs_updates: bool
+
+
+class ServerStep(NamedTuple):
+    """A step on the aggregated delta (noise, server optimisers). See the module docstring."""
+
+    init: InitFn
+    apply: Callable[[Params, Any, RoundContext], tuple[Params, Any]]
+    name: str
+
+
+Step = UpdateStep | AggregateStep | ServerStep
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A chain of steps that turns a round's updates into the next global params.
+
+    Build one with :func:`chain`. Its state is a tuple with one entry per step.
+
+    Attributes:
+        name: the strategy's name (for logs and the run store).
+        update_steps: steps on individual updates, in order.
+        aggregator: the aggregate step.
+        server_steps: steps on the aggregated delta, in order.
+        client_options: settings sent to every client with its instructions.
+    """
+
+    name: str
+    update_steps: tuple[UpdateStep, ...]
+    aggregator: AggregateStep
+    server_steps: tuple[ServerStep, ...]
+    client_options: Mapping[str, Scalar] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """All steps in order."""
+        return (*self.update_steps, self.aggregator, *self.server_steps)
+
+    @property
+    def needs_updates(self) -> bool:
+        """Whether aggregation must see each client's update, not only their weighted sum."""
+        return bool(self.update_steps) or self.aggregator.needs_updates
+
+    def init(self, params: Params) -> tuple[Any, ...]:
+        """The initial state: one entry per step."""
+        return tuple(step.init(params) for step in self.steps)
+
+    def aggregate(
+        self, updates: Sequence[Update] | WeightedSum, state: tuple[Any, ...], ctx: RoundContext
+    ) -> tuple[Params, tuple[Any, ...], dict[str, float]]:
+        """Run the chain on a round's updates.
+
+        Args:
+            updates: the successful updates (or their weighted sum, for sum-only chains).
+            state: the state returned by ``init`` or the previous call.
+            ctx: the round's context.
+
+        Returns:
+            The new global params, the new state, and metrics about the aggregation.
+
+        Raises:
+            StrategyError: if the state does not fit the chain, or a sum is given to a chain
+                that needs individual updates.
+        """
+        if len(state) != len(self.steps):
+            raise StrategyError(f"strategy {self.name!r} has {len(self.steps)} steps but the state has {len(state)}")
+        if isinstance(updates, WeightedSum) and self.needs_updates:
+            raise StrategyError(f"strategy {self.name!r} needs each client's update, not only their sum")
+        new_state: list[Any] = []
+        value: Any = updates
+        for step, step_state in zip(self.steps, state, strict=True):
+            value, step_state = step.apply(value, step_state, ctx)
+            new_state.append(step_state)
+        delta: Params = value
+        new_params = ctx.params + delta
+        return new_params, tuple(new_state), {"update_norm": delta.l2_norm()}
+
+
+def chain(*steps: Step, name: str, client_options: Mapping[str, Scalar] | None = None) -> Strategy:
+    """Compose steps into a strategy: update steps, exactly one aggregate step, server steps.
+
+    Raises:
+        StrategyError: if the steps are out of order or there is not exactly one aggregate step.
+    """
+    aggregators = [s for s in steps if isinstance(s, AggregateStep)]
+    if len(aggregators) != 1:
+        raise StrategyError(f"a strategy needs exactly one aggregate step, got {len(aggregators)}")
+    cut = steps.index(aggregators[0])
+    before, after = steps[:cut], steps[cut + 1 :]
+    bad = [s.name for s in before if not isinstance(s, UpdateStep)] + [
+        s.name for s in after if not isinstance(s, ServerStep)
+    ]
+    if bad:
+        raise StrategyError(
+            f"steps {bad} are out of place: update steps come before the aggregate step, server steps after"
+        )
+    return Strategy(
+        name,
+        tuple(s for s in before if isinstance(s, UpdateStep)),
+        aggregators[0],
+        tuple(s for s in after if isinstance(s, ServerStep)),
+        dict(client_options or {}),
+    )

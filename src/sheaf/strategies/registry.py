@@ -1,0 +1,58 @@
+"""Strategies by name, built from the ``[strategy]`` section of a run config.
+
+Each registered factory's keyword parameters are its hyperparameters; any other key of
+the section is rejected with the list of valid ones.
+
+Example:
+    >>> from sheaf.core.config import StrategyConfig
+    >>> build_strategy(StrategyConfig(name="fedavg")).name
+    'fedavg'
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+
+from sheaf.core.config import StrategyConfig
+from sheaf.core.errors import ConfigError
+from sheaf.strategies.base import Strategy
+from sheaf.strategies.fedavg import fedavg
+
+__all__ = ["STRATEGIES", "available_strategies", "build_strategy", "register_strategy"]
+
+#: Strategy name -> factory; keyword parameters of the factory are its hyperparameters.
+STRATEGIES: dict[str, Callable[..., Strategy]] = {"fedavg": fedavg}
+
+
+def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
+    """Make ``factory`` selectable as ``strategy.name = name``."""
+    STRATEGIES[name] = factory
+
+
+def available_strategies() -> list[str]:
+    """Names of every registered strategy."""
+    return sorted(STRATEGIES)
+
+
+def build_strategy(config: StrategyConfig) -> Strategy:
+    """Build the configured strategy with its hyperparameters.
+
+    Raises:
+        ConfigError: on an unknown strategy name or hyperparameter, naming the valid ones.
+    """
+    factory = STRATEGIES.get(config.name)
+    if factory is None:
+        raise ConfigError(f"unknown strategy {config.name!r}; choose one of: {', '.join(available_strategies())}")
+    accepted = list(inspect.signature(factory).parameters)
+    for key in config.options:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            valid = ", ".join(["fraction", "min_clients", *accepted])
+            raise ConfigError(f"unknown setting strategy.{key} for {config.name!r}{hint} valid: {valid}")
+    try:
+        return factory(**config.options)
+    except TypeError as exc:
+        raise ConfigError(f"bad hyperparameters for strategy {config.name!r}: {exc}") from None

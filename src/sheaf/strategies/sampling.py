@@ -1,0 +1,47 @@
+"""Client sampling: which clients train in a round.
+
+The cohort depends only on (run seed, round), and costs time in proportion to the cohort,
+not the population (NumPy draws a small sample from a large range without touching it).
+
+Example:
+    >>> cohort_size(population=20, fraction=0.5, min_clients=2)
+    10
+    >>> sample_cohort(20, 10, seed=0, round=1).tolist() == sample_cohort(20, 10, seed=0, round=1).tolist()
+    True
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from sheaf.core.errors import ConfigError
+from sheaf.core.rng import Purpose, stream
+
+__all__ = ["cohort_size", "sample_cohort"]
+
+
+def cohort_size(population: int, fraction: float, min_clients: int) -> int:
+    """How many clients a round samples: ``max(min_clients, ceil(fraction * population))``.
+
+    Raises:
+        ConfigError: if the fraction is outside (0, 1] or min_clients exceeds the population.
+    """
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"strategy.fraction must be in (0, 1], got {fraction}")
+    if min_clients > population:
+        raise ConfigError(
+            f"strategy.min_clients ({min_clients}) exceeds the number of clients ({population}); "
+            f"lower it to at most {population}"
+        )
+    return min(population, max(min_clients, math.ceil(fraction * population - 1e-9)))
+
+
+def sample_cohort(population: int, size: int, *, seed: int, round: int) -> npt.NDArray[np.int64]:
+    """Sample ``size`` distinct client ids uniformly from ``range(population)``, sorted."""
+    rng = stream(seed, Purpose.SAMPLE, round=round)
+    if size >= population:
+        return np.arange(population, dtype=np.int64)
+    return np.sort(rng.choice(population, size=size, replace=False)).astype(np.int64)

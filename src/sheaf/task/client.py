@@ -1,0 +1,82 @@
+"""The client side of a round: run the task on local data and package the result.
+
+Backends (in-process, worker pools) and the deployed client process all call these two
+functions, so a client does the same thing wherever it runs. A failure in user code is
+returned as a :class:`~sheaf.core.errors.ClientFailure` value — the round loop treats it
+as a dropout — rather than raised through the backend.
+
+Example:
+    >>> import numpy as np, torch
+    >>> from sheaf.core.config import TrainConfig
+    >>> from sheaf.data.dataset import ClientData, Split
+    >>> from sheaf.task.torch_task import TorchTask
+    >>> task = TorchTask(lambda: torch.nn.Linear(2, 2))
+    >>> data = ClientData(3, Split(np.ones((4, 2), np.float32), np.array([0, 1, 0, 1])),
+    ...                   Split(np.ones((2, 2), np.float32), np.array([0, 1])))
+    >>> update = fit_client(task, data, task.init_params(0), round=1, train=TrainConfig(), run_seed=0)
+    >>> update.client_id, update.num_examples
+    (3, 4)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from sheaf.core.config import TrainConfig
+from sheaf.core.errors import ClientFailure
+from sheaf.core.params import Params
+from sheaf.core.rng import Purpose, seed_for
+from sheaf.core.update import Scalar, Update, validate_metrics
+from sheaf.data.dataset import ClientData
+from sheaf.task.base import EvalResult, FitInstructions, Task
+
+__all__ = ["evaluate_client", "fit_client", "fit_instructions"]
+
+
+def fit_instructions(
+    run_seed: int, round: int, client_id: int, train: TrainConfig, options: Mapping[str, Scalar] | None = None
+) -> FitInstructions:
+    """The instructions for one client in one round, with its own derived seed."""
+    seed = seed_for(run_seed, Purpose.FIT, round=round, client=client_id)
+    return FitInstructions(round, client_id, train, seed, dict(options or {}))
+
+
+def fit_client(
+    task: Task,
+    data: ClientData,
+    params: Params,
+    *,
+    round: int,
+    train: TrainConfig,
+    run_seed: int,
+    options: Mapping[str, Scalar] | None = None,
+) -> Update:
+    """Train one client and return its update (delta from ``params``).
+
+    Raises:
+        ClientFailure: if the task raised, or returned params that do not match.
+    """
+    instructions = fit_instructions(run_seed, round, data.client_id, train, options)
+    try:
+        result = task.fit(params, data.train, instructions)
+        metrics = validate_metrics(result.metrics, source=f"client {data.client_id} fit metrics")
+        return Update.from_params(data.client_id, params, result.params, result.num_examples, metrics)
+    except Exception as exc:  # user code: anything may go wrong; report it per client
+        raise ClientFailure(data.client_id, f"fit failed: {type(exc).__name__}: {exc}") from exc
+
+
+def evaluate_client(task: Task, data: ClientData, params: Params) -> EvalResult:
+    """Evaluate ``params`` on the client's local test split.
+
+    Raises:
+        ClientFailure: if the task raised or returned unusable metrics.
+    """
+    try:
+        result = task.evaluate(params, data.test)
+        metrics = validate_metrics(result.metrics, source=f"client {data.client_id} evaluation")
+        if math.isinf(result.loss):
+            raise ValueError("evaluation loss is infinite")
+        return EvalResult(float(result.loss), int(result.num_examples), metrics)
+    except Exception as exc:
+        raise ClientFailure(data.client_id, f"evaluate failed: {type(exc).__name__}: {exc}") from exc
