@@ -68,7 +68,7 @@ def simulate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run a federated simulation (the quickstart with no arguments) and save it under runs/."""
-    from sheaf.cli.console import ProgressListener, results_table, rounds_table
+    from sheaf.cli._console import ProgressListener, results_table, rounds_table
     from sheaf.run.simulate import simulate as run_simulation
 
     err = Console(stderr=True)
@@ -132,7 +132,7 @@ def partition(
     limit: Annotated[int, typer.Option(help="Show at most this many clients.")] = 50,
 ) -> None:
     """Show how a config deals the data to clients: samples and labels per client."""
-    from sheaf.cli.console import partition_table
+    from sheaf.cli._console import partition_table
     from sheaf.data.catalog import build_federation
     from sheaf.data.summary import partition_summary
 

@@ -45,8 +45,8 @@ class Params(Mapping[str, Array]):
     """An immutable ordered mapping of names to floating-point arrays.
 
     Args:
-        arrays: name -> array-like of a floating dtype. Arrays are not copied; Params
-            takes them over and marks them read-only, so nobody changes them in place.
+        arrays: name -> array-like of a floating dtype. Arrays are not copied: Params holds
+            read-only views of them (changing the originals would show through).
 
     Raises:
         SheafError: if an array is not of a floating dtype.
@@ -57,10 +57,12 @@ class Params(Mapping[str, Array]):
     def __init__(self, arrays: Mapping[str, npt.ArrayLike]) -> None:
         converted: dict[str, Array] = {}
         for name, value in arrays.items():
-            array = _as_float_array(name, value)
-            if array.flags.writeable and array.base is None:
-                array.flags.writeable = False
-            converted[name] = array
+            # A read-only view: nobody changes params in place through a Params (the global
+            # params are shared by every client of a round), while the caller's own array
+            # stays writable and nothing is copied.
+            view = _as_float_array(name, value).view()
+            view.flags.writeable = False
+            converted[name] = view
         self._arrays = converted
 
     # Mapping protocol -------------------------------------------------------------
@@ -94,8 +96,8 @@ class Params(Mapping[str, Array]):
         return sum(int(v.nbytes) for v in self._arrays.values())
 
     def same_structure(self, other: Mapping[str, Array]) -> bool:
-        """Whether ``other`` has the same names (in order), shapes and dtypes."""
-        if list(self) != list(other):
+        """Whether ``other`` has the same names, shapes and dtypes (name order aside)."""
+        if len(self) != len(other) or set(self) != set(other):
             return False
         return all(self[k].shape == other[k].shape and self[k].dtype == other[k].dtype for k in self)
 
@@ -105,8 +107,8 @@ class Params(Mapping[str, Array]):
         return Params({k: np.asarray(fn(v)).astype(v.dtype, copy=False) for k, v in self.items()})
 
     def zip_map(self, other: Mapping[str, Array], fn: Callable[[Array, Array], Any]) -> Params:
-        """Combine with ``other`` name by name; both must have the same names."""
-        if list(self) != list(other):
+        """Combine with ``other`` name by name (in this Params' order); names must match."""
+        if len(self) != len(other) or set(self) != set(other):
             raise SheafError(f"cannot combine Params with different names: {list(self)} vs {list(other)}")
         return Params({k: np.asarray(fn(v, other[k])).astype(v.dtype, copy=False) for k, v in self.items()})
 

@@ -101,7 +101,7 @@ def check_update(update: Update, like: Params) -> None:
         SheafError: naming the client and the first problem found.
     """
     who = f"client {update.client_id}"
-    if list(update.delta) != list(like):
+    if len(update.delta) != len(like) or set(update.delta) != set(like):
         raise SheafError(f"{who}: update has tensors {list(update.delta)}, the model has {list(like)}")
     for name, expected in like.items():
         got = update.delta[name]

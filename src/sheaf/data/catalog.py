@@ -44,8 +44,11 @@ from sheaf.data.sources import RawDataset, load_digits, load_heart
 
 __all__ = [
     "DatasetSpec",
+    "RowAssignment",
+    "assign_rows",
     "available_datasets",
     "build_federation",
+    "dataset_info",
     "load_dataset",
     "partition_rows",
     "register_dataset",
@@ -176,6 +179,55 @@ def _preprocess_per_client(
     return np.concatenate(blocks) if blocks else np.zeros((0, len(raw.preprocessor.schema.feature_names)), np.float32)
 
 
+@dataclass(frozen=True)
+class RowAssignment:
+    """Which raw rows each client holds, and which are the central test set.
+
+    Attributes:
+        clients: rows per client, shuffled; each client's first ``train_counts[i]`` rows
+            are its training split, the rest its local test split.
+        train_counts: training rows per client.
+        central_rows: rows held out as the central test set, or None when the central test
+            set is the dataset's own (``raw.test``) or the union of the local test splits.
+    """
+
+    clients: Partition
+    train_counts: npt.NDArray[np.int64]
+    central_rows: npt.NDArray[np.int64] | None
+
+    def train_rows(self) -> npt.NDArray[np.int64]:
+        """Every client's training rows, client by client."""
+        return np.concatenate(
+            [self.clients.client_indices(i)[: self.train_counts[i]] for i in range(self.clients.num_clients)]
+        )
+
+    def local_test_rows(self) -> npt.NDArray[np.int64]:
+        """Every client's local test rows, client by client."""
+        return np.concatenate(
+            [self.clients.client_indices(i)[self.train_counts[i] :] for i in range(self.clients.num_clients)]
+        )
+
+
+def assign_rows(config: DataConfig, raw: RawDataset, seed: int) -> RowAssignment:
+    """Hold out the central test rows, deal the rest to clients, split each client's rows.
+
+    Raises:
+        DataError: if the partition is not possible (see :func:`partition_rows`).
+    """
+    rows = np.arange(len(raw), dtype=np.int64)
+    central_rows = None
+    if raw.test is None and raw.preprocessor is None:
+        central_rows, rows = _stratified_holdout(raw.labels, config.central_test_fraction, stream(seed, Purpose.SPLIT))
+    clients, train_counts = _local_split(partition_rows(config, raw, rows, seed), config.test_fraction, seed)
+    return RowAssignment(clients, train_counts, central_rows)
+
+
+def dataset_info(raw: RawDataset, features: npt.NDArray[Any]) -> DatasetInfo:
+    """What a model needs to know about ``raw`` once its rows became ``features``."""
+    names = raw.preprocessor.schema.feature_names if raw.preprocessor is not None else ()
+    return DatasetInfo(raw.name, tuple(features.shape[1:]), len(raw.class_names), raw.class_names, names)
+
+
 def build_federation(config: DataConfig, seed: int, raw: RawDataset | None = None) -> Federation:
     """Partition a dataset over clients and preprocess each client's rows locally.
 
@@ -191,31 +243,23 @@ def build_federation(config: DataConfig, seed: int, raw: RawDataset | None = Non
         DataError: if the dataset, partition or sizes are not possible.
     """
     raw = raw if raw is not None else load_dataset(config.dataset)
-    all_rows = np.arange(len(raw), dtype=np.int64)
-    central: Split | None = None
-    if raw.test is not None:
-        central = Split(*raw.test)
-        rows = all_rows
-    elif raw.preprocessor is None:
-        held, rows = _stratified_holdout(raw.labels, config.central_test_fraction, stream(seed, Purpose.SPLIT))
-        central = Split(np.asarray(raw.features)[held], raw.labels[held])
-    else:
-        rows = all_rows
-    part, train_counts = _local_split(partition_rows(config, raw, rows, seed), config.test_fraction, seed)
-
+    rows = assign_rows(config, raw, seed)
+    part, train_counts = rows.clients, rows.train_counts
     if raw.preprocessor is not None:
         x = _preprocess_per_client(raw, part, train_counts)
-        feature_names = raw.preprocessor.schema.feature_names
     else:
         x = np.asarray(raw.features)[part.indices]
-        feature_names = ()
     y = raw.labels[part.indices]
-    if central is None:
+
+    if raw.test is not None:
+        central = Split(*raw.test)
+    elif rows.central_rows is not None:
+        central = Split(np.asarray(raw.features)[rows.central_rows], raw.labels[rows.central_rows])
+    else:
         is_test = np.ones(len(y), dtype=bool)
         for client in range(part.num_clients):
             start = part.offsets[client]
             is_test[start : start + train_counts[client]] = False
         central = Split(x[is_test], y[is_test])
 
-    info = DatasetInfo(raw.name, tuple(x.shape[1:]), len(raw.class_names), raw.class_names, feature_names)
-    return Federation(info, x, y, part.offsets, train_counts, central, part.names)
+    return Federation(dataset_info(raw, x), x, y, part.offsets, train_counts, central, part.names)

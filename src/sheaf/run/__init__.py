@@ -1,5 +1,6 @@
 """The round loop, the run store, ``simulate`` and ``report_run``."""
 
+from sheaf.run.baseline import BaselineResult, pooled_baseline
 from sheaf.run.loop import Federated, RoundListener, run_rounds
 from sheaf.run.report import report_run
 from sheaf.run.simulate import SimulationResult, open_or_create_store, resolve_config, simulate
@@ -7,11 +8,13 @@ from sheaf.run.store import FORMAT_VERSION, RunStore
 
 __all__ = [
     "FORMAT_VERSION",
+    "BaselineResult",
     "Federated",
     "RoundListener",
     "RunStore",
     "SimulationResult",
     "open_or_create_store",
+    "pooled_baseline",
     "report_run",
     "resolve_config",
     "run_rounds",

@@ -171,6 +171,7 @@ def simulate(
         "threads": cfg.threads,
         "strategy": strategy.name,
         "backend": runner.name,
+        "client_names": list(fed.client_names),
     }
     store = open_or_create_store(path, cfg, initial, strategy.init(initial), meta)
     try:

@@ -77,6 +77,10 @@ class RunStore:
                 db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=10000")
             return db
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc):
+                raise StoreError(f"{str(path)!r} is not a sheaf run store (not a SQLite database)") from None
+            raise StoreError(f"cannot open run store {str(path)!r}: {exc}") from None
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open run store {str(path)!r}: {exc}") from None
 

@@ -13,8 +13,9 @@ from sheaf.task.client import evaluate_client, fit_client, fit_instructions
 from sheaf.task.factory import build_task, load_task
 
 if TYPE_CHECKING:
-    from sheaf.task.models import MODELS, build_model, logistic_regression, mlp
-    from sheaf.task.torch_task import MetricFn, TorchTask, TrainFn, accuracy
+    from sheaf.task import optim
+    from sheaf.task.models import MODELS, build_model, logistic_regression, mlp, model_factory
+    from sheaf.task.torch_task import MetricFn, OptimizerFn, TorchTask, TrainFn, accuracy
 
 __all__ = [
     "MODELS",
@@ -22,6 +23,7 @@ __all__ = [
     "FitInstructions",
     "FitResult",
     "MetricFn",
+    "OptimizerFn",
     "Task",
     "TorchTask",
     "TrainFn",
@@ -34,6 +36,8 @@ __all__ = [
     "load_task",
     "logistic_regression",
     "mlp",
+    "model_factory",
+    "optim",
     "prepare_worker",
 ]
 
@@ -42,7 +46,9 @@ _LAZY = {
     "build_model": "sheaf.task.models",
     "logistic_regression": "sheaf.task.models",
     "mlp": "sheaf.task.models",
+    "model_factory": "sheaf.task.models",
     "MetricFn": "sheaf.task.torch_task",
+    "OptimizerFn": "sheaf.task.torch_task",
     "TorchTask": "sheaf.task.torch_task",
     "TrainFn": "sheaf.task.torch_task",
     "accuracy": "sheaf.task.torch_task",
@@ -50,6 +56,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "optim":
+        import importlib
+
+        return importlib.import_module("sheaf.task.optim")
     if name in _LAZY:
         import importlib
 

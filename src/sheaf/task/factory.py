@@ -25,8 +25,9 @@ __all__ = ["build_task", "load_task"]
 def load_task(spec: str, info: DatasetInfo | None = None) -> Task:
     """Load a task from ``"package.module:attr"``.
 
-    ``attr`` may be a Task object, or a callable returning one; a callable that takes one
-    parameter is given the dataset's :class:`~sheaf.data.dataset.DatasetInfo`.
+    ``attr`` may be a Task object, or a callable (a class or a factory) returning one; a
+    callable with a required positional parameter is given the dataset's
+    :class:`~sheaf.data.dataset.DatasetInfo`.
 
     Raises:
         TaskError: if the spec is malformed, cannot be imported, or is not a Task.
@@ -44,7 +45,10 @@ def load_task(spec: str, info: DatasetInfo | None = None) -> Task:
         raise TaskError(f"module {module_name!r} has no attribute {attr!r}") from None
     if inspect.isclass(obj) or (not isinstance(obj, Task) and callable(obj)):
         factory: Callable[..., object] = obj
-        wants_info = len(inspect.signature(factory).parameters) >= 1
+        wants_info = any(
+            p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            for p in inspect.signature(factory).parameters.values()
+        )
         obj = factory(info) if wants_info else factory()
     if not isinstance(obj, Task):
         raise TaskError(f"{spec!r} is not a Task (needs init_params, fit and evaluate), got {type(obj).__name__}")

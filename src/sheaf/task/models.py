@@ -16,7 +16,7 @@ from torch import nn
 from sheaf.core.config import ModelConfig
 from sheaf.core.errors import ConfigError
 
-__all__ = ["MODELS", "build_model", "logistic_regression", "mlp"]
+__all__ = ["MODELS", "build_model", "logistic_regression", "mlp", "model_factory"]
 
 #: Names accepted by ``model.name``.
 MODELS = ("mlp", "logreg")

@@ -139,7 +139,7 @@ class TorchTask:
 
     def _load(self, params: Params) -> nn.Module:
         model = self.model
-        if list(params) != list(self._tensors):
+        if len(params) != len(self._tensors) or set(params) != set(self._tensors):
             raise TaskError(f"params {list(params)} do not match the model's tensors {list(self._tensors)}")
         with torch.no_grad():
             for name, tensor in self._tensors.items():

@@ -1,0 +1,23 @@
+"""Test settings shared by the whole suite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("default", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> str:
+    """A fresh folder for run stores, as an override."""
+    return f"runs_dir={tmp_path / 'runs'}"
+
+
+#: A small fast run: 8 IID digits clients, all of them each round, 3 rounds.
+SMALL = ["rounds=3", "clients=8", "partition=iid", "fraction=1", "evaluation.interval=2"]

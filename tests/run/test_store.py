@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sheaf.core.errors import ClientFailure, StoreError
+from sheaf.core.params import Params
+from sheaf.evaluation.history import ClientRecord, RoundRecord
+from sheaf.run.store import RunStore
+
+
+def params(value: float) -> Params:
+    return Params({"w": np.full((2, 2), value, np.float32), "b": np.full(2, value, np.float64)})
+
+
+def test_rounds_are_committed_whole_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "run.sqlite"
+    with RunStore.create(path, {"seed": 1}, params(0.0), state=((),), meta={"dataset": "digits"}) as store:
+        for r in (1, 2):
+            store.commit_round(
+                RoundRecord(r, 3, 2, failed=1, central={"accuracy": r / 10}),
+                params(float(r)),
+                ((),),
+                [ClientRecord(5, "fit", 10, {"train_loss": 0.5})],
+                [("fit", ClientFailure(7, "timed out"))],
+            )
+    with RunStore.open(path, readonly=True) as store:
+        assert store.config == {"seed": 1}
+        assert store.meta["dataset"] == "digits"
+        assert store.last_round == 2
+        assert [r.central["accuracy"] for r in store.history()] == [0.1, 0.2]
+        assert store.params().array_equal(params(2.0))
+        assert store.params(0).array_equal(params(0.0))
+        assert store.client_records(round=1) == [(1, ClientRecord(5, "fit", 10, {"train_loss": 0.5}))]
+        assert store.failures() == [(1, 7, "fit", "timed out"), (2, 7, "fit", "timed out")]
+
+
+def test_a_round_can_only_follow_the_last_one(tmp_path: Path) -> None:
+    with RunStore.create(tmp_path / "r.sqlite", {}, params(0.0), ()) as store:
+        with pytest.raises(StoreError, match="cannot commit round 2: the store's next round is 1"):
+            store.commit_round(RoundRecord(2, 1, 1), params(1.0), ())
+
+
+def test_a_failed_commit_leaves_no_partial_round(tmp_path: Path) -> None:
+    with RunStore.create(tmp_path / "r.sqlite", {}, params(0.0), ()) as store:
+        with pytest.raises(Exception, match="cannot store state"):
+            store.commit_round(RoundRecord(1, 1, 1), params(1.0), {"bad": object()})
+        assert store.last_round == 0
+        assert len(store.history()) == 0
+        store.commit_round(RoundRecord(1, 1, 1), params(1.0), ())
+        assert store.last_round == 1
+
+
+def test_keep_params_prunes_old_rounds_but_keeps_the_initial_model(tmp_path: Path) -> None:
+    with RunStore.create(tmp_path / "r.sqlite", {}, params(0.0), ()) as store:
+        for r in range(1, 6):
+            store.commit_round(RoundRecord(r, 1, 1), params(float(r)), (), keep_params=2)
+        assert store.params(0).array_equal(params(0.0))
+        assert store.params(5).array_equal(params(5.0))
+        assert store.params(4).array_equal(params(4.0))
+        with pytest.raises(StoreError, match="holds no params for round 3"):
+            store.params(3)
+        assert len(store.history()) == 5
+
+
+def test_creating_over_an_existing_run_is_refused(tmp_path: Path) -> None:
+    RunStore.create(tmp_path / "r.sqlite", {}, params(0.0), ()).close()
+    with pytest.raises(StoreError, match="already exists"):
+        RunStore.create(tmp_path / "r.sqlite", {}, params(0.0), ())
+
+
+def test_missing_foreign_and_corrupt_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="not found"):
+        RunStore.open(tmp_path / "none.sqlite")
+    text = tmp_path / "notes.sqlite"
+    text.write_text("hello, not a database" * 100)
+    with pytest.raises(StoreError, match="not a sheaf run store"):
+        RunStore.open(text)
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(StoreError, match="not a sheaf run store"):
+        RunStore.open(other)
+
+
+def test_the_store_is_in_wal_mode(tmp_path: Path) -> None:
+    RunStore.create(tmp_path / "r.sqlite", {}, params(0.0), ()).close()
+    mode = sqlite3.connect(tmp_path / "r.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
