@@ -14,6 +14,7 @@ from sheaf.run.baseline import pooled_baseline
 from sheaf.run.report import report_run
 from sheaf.run.simulate import simulate
 from sheaf.run.store import RunStore
+from sheaf.strategies.base import RoundContext, Strategy
 from sheaf.task.base import EvalResult, FitInstructions, FitResult
 from sheaf.task.factory import build_task
 from tests.conftest import SMALL
@@ -190,3 +191,50 @@ def test_heart_fedavg_is_within_003_of_pooled_training(runs_dir: str) -> None:
         pooled = pooled_baseline(cfg).metrics["accuracy"]
         assert abs(federated - pooled) <= 0.03, (seed, federated, pooled)
         assert federated > 0.75
+
+
+class CountingTask:
+    """Keeps a per-client participation count as client state; checks the strategy payload."""
+
+    def init_params(self, seed: int) -> Params:
+        return Params({"w": np.zeros(2)})
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        assert instructions.options["round_option"] == instructions.round
+        assert instructions.payload["server"]["r"].tolist() == [float(instructions.round)]
+        previous = instructions.client_state.get("count", Params({"n": np.zeros(1)}))
+        count = Params({"n": previous["n"] + 1})
+        return FitResult(params, len(data), extras={"echo": count}, client_state={"count": count})
+
+    def evaluate(self, params: Params, data: Split) -> EvalResult:
+        return EvalResult(0.0, len(data), {"accuracy": 1.0})
+
+
+def counting_strategy() -> Strategy:
+    from sheaf.strategies import chain, weighted_mean
+
+    def configure(state: tuple[object, ...], ctx: RoundContext) -> tuple[dict[str, int], dict[str, Params]]:
+        return {"round_option": ctx.round}, {"server": Params({"r": np.array([float(ctx.round)])})}
+
+    return chain(weighted_mean(), name="counting", configure=configure)
+
+
+def test_client_state_persists_per_client_and_payload_reaches_every_client(runs_dir: str) -> None:
+    cfg = config(runs_dir, "rounds=6", "fraction=0.5", "name=counting")
+    result = simulate(cfg, task=CountingTask(), strategy=counting_strategy())
+    with RunStore.open(result.run_path, readonly=True) as store:
+        fits = [rec.client_id for _, rec in store.client_records(phase="fit")]
+        states = store.client_states(range(8))
+    assert {cid: int(s["count"]["n"][0]) for cid, s in states.items()} == {cid: fits.count(cid) for cid in set(fits)}
+
+
+def test_client_state_survives_an_interruption(runs_dir: str) -> None:
+    cfg = config(runs_dir, "rounds=6", "fraction=0.5", "name=stateful")
+    with pytest.raises(KeyboardInterrupt):
+        simulate(cfg, task=CountingTask(), strategy=counting_strategy(), listener=StopAfter(3))
+    resumed = simulate(cfg, task=CountingTask(), strategy=counting_strategy())
+    straight = simulate(cfg.replace(name="stateful-straight"), task=CountingTask(), strategy=counting_strategy())
+    with RunStore.open(resumed.run_path) as a, RunStore.open(straight.run_path) as b:
+        left, right = a.client_states(range(8)), b.client_states(range(8))
+    assert left.keys() == right.keys()
+    assert all(left[c]["count"].array_equal(right[c]["count"]) for c in left)

@@ -141,7 +141,8 @@ def test_fit_client_returns_the_delta_and_the_clients_weight() -> None:
     task = TorchTask(make_model)
     start = task.init_params(0)
     client = ClientData(2, data(0, n=30), data(1, n=5))
-    update = fit_client(task, client, start, round=3, train=TrainConfig(), run_seed=11)
+    update, state = fit_client(task, client, start, round=3, train=TrainConfig(), run_seed=11)
+    assert state is None
     assert update.client_id == 2
     assert update.num_examples == 30
     assert "train_loss" in update.metrics

@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 from sheaf.core.config import TrainConfig
 from sheaf.core.errors import ClientFailure
 from sheaf.core.params import Params
-from sheaf.core.update import Scalar, Update
+from sheaf.core.update import Scalar, TensorGroups, Update
 from sheaf.data.dataset import Federation
 from sheaf.task.base import EvalResult, Task
 
@@ -57,6 +57,8 @@ class Cohort:
         params: the global params every client starts from.
         train: local training settings.
         options: strategy settings sent with the instructions.
+        payload: tensors the strategy sends to every client of the round.
+        client_states: the persistent state of each cohort client that has one.
     """
 
     round: int
@@ -64,6 +66,8 @@ class Cohort:
     params: Params
     train: TrainConfig
     options: Mapping[str, Scalar] = field(default_factory=dict)
+    payload: TensorGroups = field(default_factory=dict)
+    client_states: Mapping[int, TensorGroups] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -73,10 +77,17 @@ class Cohort:
 
 @dataclass(frozen=True)
 class FitOutcome:
-    """The result of a cohort: updates of the clients that succeeded, failures of the rest."""
+    """The result of a cohort.
+
+    Attributes:
+        updates: the updates of the clients that succeeded.
+        failures: the clients that failed, with reasons.
+        client_states: new persistent state of clients whose state changed.
+    """
 
     updates: list[Update]
     failures: list[ClientFailure]
+    client_states: dict[int, TensorGroups] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

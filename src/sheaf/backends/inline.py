@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from sheaf.backends.base import Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.core.errors import BackendError, ClientFailure
 from sheaf.core.params import Params
-from sheaf.core.update import Update
+from sheaf.core.update import TensorGroups, Update
 from sheaf.task.base import EvalResult, prepare_worker
 from sheaf.task.client import evaluate_client, fit_client
 
@@ -52,22 +52,27 @@ class InlineBackend:
         env = self.env
         updates: list[Update] = []
         failures: list[ClientFailure] = []
+        states: dict[int, TensorGroups] = {}
         for client_id in cohort.client_ids:
             try:
-                updates.append(
-                    fit_client(
-                        env.task,
-                        env.federation.client(client_id),
-                        cohort.params,
-                        round=cohort.round,
-                        train=cohort.train,
-                        run_seed=env.seed,
-                        options=cohort.options,
-                    )
+                update, state = fit_client(
+                    env.task,
+                    env.federation.client(client_id),
+                    cohort.params,
+                    round=cohort.round,
+                    train=cohort.train,
+                    run_seed=env.seed,
+                    options=cohort.options,
+                    payload=cohort.payload,
+                    client_state=cohort.client_states.get(client_id),
                 )
             except ClientFailure as failure:
                 failures.append(failure)
-        return FitOutcome(updates, failures)
+                continue
+            updates.append(update)
+            if state is not None:
+                states[client_id] = state
+        return FitOutcome(updates, failures, states)
 
     def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
         """Evaluate each client's local test split in turn."""

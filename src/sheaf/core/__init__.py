@@ -24,7 +24,7 @@ from sheaf.core.params import Array, Params, ParamSpec
 from sheaf.core.rng import Purpose, seed_for, stream
 from sheaf.core.tensor import ALLOWED_DTYPES, array_from_record, array_to_record
 from sheaf.core.tree import decode_tree, encode_tree
-from sheaf.core.update import Metrics, Scalar, Update, check_update, validate_metrics
+from sheaf.core.update import Metrics, Scalar, TensorGroups, Update, check_update, validate_metrics
 
 __all__ = [
     "ALLOWED_DTYPES",
@@ -47,6 +47,7 @@ __all__ = [
     "StrategyConfig",
     "StrategyError",
     "TaskError",
+    "TensorGroups",
     "TrainConfig",
     "Update",
     "apply_overrides",

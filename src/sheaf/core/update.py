@@ -25,13 +25,18 @@ import numpy as np
 from sheaf.core.errors import SheafError
 from sheaf.core.params import Params
 
-__all__ = ["Metrics", "Scalar", "Update", "check_update", "validate_metrics"]
+__all__ = ["Metrics", "Scalar", "TensorGroups", "Update", "check_update", "validate_metrics"]
 
 #: A value that can travel in a config or a metrics record.
 Scalar = bool | int | float | str
 
 #: Named numbers a client or evaluation reports (loss, accuracy, ...).
 Metrics = Mapping[str, float]
+
+#: Named groups of tensors besides the model itself: what a strategy sends to clients
+#: (e.g. SCAFFOLD's server control variate), what a client sends back beside its delta, or
+#: a client's own persistent state (e.g. its control variate or a personal head).
+TensorGroups = Mapping[str, Params]
 
 
 def validate_metrics(metrics: Mapping[str, object], *, source: str) -> dict[str, float]:
@@ -65,12 +70,14 @@ class Update:
         delta: trained params minus the global params the client started from.
         num_examples: how many training examples the client used (its weight in FedAvg).
         metrics: numbers the client chose to share (e.g. its training loss).
+        extras: further tensors the client sends (e.g. SCAFFOLD's control-variate delta).
     """
 
     client_id: int
     delta: Params
     num_examples: int
     metrics: Metrics = field(default_factory=dict)
+    extras: TensorGroups = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.num_examples < 0:
@@ -84,6 +91,7 @@ class Update:
         trained: Params,
         num_examples: int,
         metrics: Metrics | None = None,
+        extras: TensorGroups | None = None,
     ) -> Update:
         """Build an update from the params a client started from and ended with."""
         if not start.same_structure(trained):
@@ -91,7 +99,7 @@ class Update:
                 f"client {client_id}: trained params do not match the global model's "
                 f"names/shapes/dtypes ({trained!r} vs {start!r})"
             )
-        return cls(client_id, trained - start, num_examples, dict(metrics or {}))
+        return cls(client_id, trained - start, num_examples, dict(metrics or {}), dict(extras or {}))
 
 
 def check_update(update: Update, like: Params) -> None:
@@ -111,3 +119,6 @@ def check_update(update: Update, like: Params) -> None:
             raise SheafError(f"{who}: tensor {name!r} has dtype {got.dtype}, expected {expected.dtype}")
         if not bool(np.isfinite(got).all()):
             raise SheafError(f"{who}: tensor {name!r} holds NaN or infinite values")
+    for group, tensors in update.extras.items():
+        if not tensors.all_finite():
+            raise SheafError(f"{who}: extra tensors {group!r} hold NaN or infinite values")

@@ -31,7 +31,7 @@ from sheaf.backends.base import Backend, Cohort
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import ClientFailure, SheafError
 from sheaf.core.params import Params
-from sheaf.core.update import Update, check_update
+from sheaf.core.update import TensorGroups, Update, check_update
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.fairness import summarize
 from sheaf.evaluation.history import ClientRecord, History, RoundRecord
@@ -130,17 +130,25 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
     for round in range(store.last_round + 1, config.rounds + 1):
         started = time.perf_counter()
         cohort = sample_cohort(population, size, seed=config.seed, round=round)
-        outcome = parts.backend.fit(Cohort(round, cohort.tolist(), params, config.train, parts.strategy.client_options))
+        ctx = RoundContext(round, params, config.seed, population)
+        options, payload = parts.strategy.configure(state, ctx)
+        ids = cohort.tolist()
+        outcome = parts.backend.fit(
+            Cohort(round, ids, params, config.train, options, payload, store.client_states(ids))
+        )
         updates, rejected = _checked(outcome.updates, params)
         failures: list[tuple[str, ClientFailure]] = [("fit", f) for f in [*outcome.failures, *rejected]]
         clients = [ClientRecord(u.client_id, "fit", u.num_examples, u.metrics) for u in updates]
 
         aggregated = len(updates) >= config.strategy.min_clients
         fit: dict[str, float] = {"train_loss": _weighted(clients, "train_loss")}
+        new_states: dict[int, TensorGroups] = {}
         if aggregated:
-            ctx = RoundContext(round, params, config.seed, population)
             params, state, agg_metrics = parts.strategy.aggregate(updates, state, ctx)
             fit.update(agg_metrics)
+            # A client's state moves on only if its update was used.
+            used = {u.client_id for u in updates}
+            new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
 
         central = parts.task.evaluate(params, parts.federation.central_test)
         central_metrics: Mapping[str, float] = {"loss": central.loss, **central.metrics}
@@ -162,7 +170,9 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             federated=federated,
             seconds=time.perf_counter() - started,
         )
-        store.commit_round(record, params, state, clients, failures, keep_params=config.keep_params)
+        store.commit_round(
+            record, params, state, clients, failures, keep_params=config.keep_params, client_states=new_states
+        )
         history.append(record)
         if listener is not None:
             listener.on_round(record)

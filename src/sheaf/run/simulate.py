@@ -28,6 +28,7 @@ from sheaf.data.dataset import Federation
 from sheaf.evaluation.history import History
 from sheaf.run.loop import Federated, RoundListener, run_rounds
 from sheaf.run.store import RunStore
+from sheaf.strategies.base import Strategy
 from sheaf.strategies.registry import build_strategy
 from sheaf.strategies.sampling import cohort_size
 from sheaf.task.base import Task
@@ -133,6 +134,7 @@ def simulate(
     overrides: Sequence[str] = (),
     task: Task | None = None,
     federation: Federation | None = None,
+    strategy: Strategy | None = None,
     backend: Backend | None = None,
     listener: RoundListener | None = None,
 ) -> SimulationResult:
@@ -146,6 +148,8 @@ def simulate(
         overrides: ``key=value`` settings applied on top (e.g. ``"rounds=10"``).
         task: use this task instead of the one the config names.
         federation: use this data instead of building it from the config.
+        strategy: use this strategy (e.g. your own chain) instead of ``config.strategy.name``;
+            sampling still follows ``config.strategy``.
         backend: use this (unstarted) backend instead of the configured one.
         listener: receives progress (the CLI passes its progress bar).
 
@@ -157,7 +161,7 @@ def simulate(
     """
     started = time.perf_counter()
     cfg = resolve_config(config, overrides)
-    strategy = build_strategy(cfg.strategy)
+    chosen = strategy if strategy is not None else build_strategy(cfg.strategy)
     runner = backend if backend is not None else build_backend(cfg.backend)
     fed = federation if federation is not None else build_federation(cfg.data, cfg.seed)
     cohort_size(fed.num_clients, cfg.strategy.fraction, cfg.strategy.min_clients)
@@ -169,15 +173,15 @@ def simulate(
         "population": fed.num_clients,
         "dataset": fed.info.name,
         "threads": cfg.threads,
-        "strategy": strategy.name,
+        "strategy": chosen.name,
         "backend": runner.name,
         "client_names": list(fed.client_names),
     }
-    store = open_or_create_store(path, cfg, initial, strategy.init(initial), meta)
+    store = open_or_create_store(path, cfg, initial, chosen.init(initial), meta)
     try:
         runner.start(SimulationEnv(user_task, fed, cfg.seed, cfg.threads))
         try:
-            history, params = run_rounds(Federated(cfg, user_task, fed, strategy, runner, store), listener)
+            history, params = run_rounds(Federated(cfg, user_task, fed, chosen, runner, store), listener)
         finally:
             runner.close()
         store.set_meta("status", "finished")

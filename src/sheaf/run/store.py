@@ -32,6 +32,7 @@ from sheaf.core.errors import ClientFailure, StoreError
 from sheaf.core.params import Params
 from sheaf.core.tensor import array_from_record, array_to_record
 from sheaf.core.tree import decode_tree, encode_tree
+from sheaf.core.update import TensorGroups
 from sheaf.evaluation.history import ClientRecord, History, RoundRecord
 
 __all__ = ["FORMAT_VERSION", "RunStore"]
@@ -52,6 +53,12 @@ CREATE TABLE IF NOT EXISTS tensors (
     round INTEGER NOT NULL, owner TEXT NOT NULL, idx INTEGER NOT NULL, name TEXT NOT NULL,
     dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (round, owner, idx));
+CREATE TABLE IF NOT EXISTS client_states (
+    client_id INTEGER PRIMARY KEY, round INTEGER NOT NULL, structure TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS client_tensors (
+    client_id INTEGER NOT NULL, idx INTEGER NOT NULL,
+    dtype TEXT NOT NULL, shape TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (client_id, idx));
 CREATE TABLE IF NOT EXISTS states (
     round INTEGER NOT NULL, owner TEXT NOT NULL, structure TEXT NOT NULL,
     PRIMARY KEY (round, owner));
@@ -210,6 +217,29 @@ class RunStore:
         arrays = [a for _, a in self._arrays(round, "strategy")]
         return decode_tree(row[0], arrays, template)
 
+    def client_states(self, client_ids: Iterable[int]) -> dict[int, TensorGroups]:
+        """The latest persistent state of each given client that has one."""
+        ids = list(dict.fromkeys(int(c) for c in client_ids))
+        found: dict[int, TensorGroups] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT client_id, structure FROM client_states WHERE client_id IN ({marks})", chunk
+            )
+            for client_id, structure in rows.fetchall():
+                tensors = self._db.execute(
+                    "SELECT dtype, shape, data FROM client_tensors WHERE client_id = ? ORDER BY idx", (client_id,)
+                ).fetchall()
+                arrays = [array_from_record(d, json.loads(s), b) for d, s, b in tensors]
+                found[int(client_id)] = decode_tree(structure, arrays)
+        return found
+
+    @property
+    def clients_with_state(self) -> int:
+        """How many clients have a persistent state stored."""
+        return int(self._db.execute("SELECT COUNT(*) FROM client_states").fetchone()[0])
+
     def client_records(self, round: int | None = None, phase: str | None = None) -> list[tuple[int, ClientRecord]]:
         """``(round, record)`` for client metrics, optionally of one round and/or phase."""
         query = "SELECT round, client_id, phase, num_examples, metrics FROM client_metrics WHERE 1=1"
@@ -249,6 +279,7 @@ class RunStore:
         clients: Iterable[ClientRecord] = (),
         failures: Sequence[tuple[str, ClientFailure]] = (),
         keep_params: int = 0,
+        client_states: Mapping[int, TensorGroups] | None = None,
     ) -> None:
         """Write one finished round atomically.
 
@@ -260,6 +291,7 @@ class RunStore:
             failures: ``(phase, failure)`` for every client that dropped out.
             keep_params: if > 0, delete params and state older than this many rounds
                 (round 0, the initial model, is always kept).
+            client_states: new persistent states of clients, replacing their old ones.
 
         Raises:
             StoreError: if the round is not the next one.
@@ -280,10 +312,22 @@ class RunStore:
                 [(record.round, f.client_id, phase, f.reason) for phase, f in failures],
             )
             self._write_round_arrays(record.round, params, state)
+            for client_id, client_state in (client_states or {}).items():
+                self._write_client_state(record.round, client_id, client_state)
             if keep_params > 0:
                 cutoff = record.round - keep_params
                 self._db.execute("DELETE FROM tensors WHERE round > 0 AND round <= ?", (cutoff,))
                 self._db.execute("DELETE FROM states WHERE round > 0 AND round <= ?", (cutoff,))
+
+    def _write_client_state(self, round: int, client_id: int, state: TensorGroups) -> None:
+        structure, arrays = encode_tree(dict(state))
+        self._db.execute("INSERT OR REPLACE INTO client_states VALUES (?, ?, ?)", (client_id, round, structure))
+        self._db.execute("DELETE FROM client_tensors WHERE client_id = ?", (client_id,))
+        rows = []
+        for idx, array in enumerate(arrays):
+            dtype, shape, data = array_to_record(array)
+            rows.append((client_id, idx, dtype, json.dumps(shape), data))
+        self._db.executemany("INSERT INTO client_tensors VALUES (?, ?, ?, ?, ?)", rows)
 
     def set_meta(self, key: str, value: Any) -> None:
         """Set one meta entry (e.g. ``status``) in its own transaction."""

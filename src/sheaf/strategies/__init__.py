@@ -3,6 +3,7 @@
 from sheaf.strategies.aggregate import weighted_mean
 from sheaf.strategies.base import (
     AggregateStep,
+    ConfigureFn,
     RoundContext,
     ServerStep,
     Step,
@@ -19,6 +20,7 @@ from sheaf.strategies.sampling import cohort_size, sample_cohort
 __all__ = [
     "STRATEGIES",
     "AggregateStep",
+    "ConfigureFn",
     "RoundContext",
     "ServerStep",
     "Step",

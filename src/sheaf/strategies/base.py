@@ -46,10 +46,11 @@ import numpy as np
 
 from sheaf.core.errors import StrategyError
 from sheaf.core.params import Params
-from sheaf.core.update import Scalar, Update
+from sheaf.core.update import Scalar, TensorGroups, Update
 
 __all__ = [
     "AggregateStep",
+    "ConfigureFn",
     "RoundContext",
     "ServerStep",
     "Step",
@@ -144,6 +145,9 @@ class ServerStep(NamedTuple):
 
 Step = UpdateStep | AggregateStep | ServerStep
 
+#: ``(strategy state, ctx) -> (options, payload)`` sent to every client of a round.
+ConfigureFn = Callable[[tuple[Any, ...], RoundContext], tuple[Mapping[str, Scalar], TensorGroups]]
+
 
 @dataclass(frozen=True)
 class Strategy:
@@ -157,6 +161,9 @@ class Strategy:
         aggregator: the aggregate step.
         server_steps: steps on the aggregated delta, in order.
         client_options: settings sent to every client with its instructions.
+        configure_fn: optional ``(state, ctx) -> (options, payload)`` for what depends on
+            the state: per-round options and tensors sent to every client (e.g. SCAFFOLD's
+            server control variate).
     """
 
     name: str
@@ -164,6 +171,7 @@ class Strategy:
     aggregator: AggregateStep
     server_steps: tuple[ServerStep, ...]
     client_options: Mapping[str, Scalar] = field(default_factory=dict)
+    configure_fn: ConfigureFn | None = None
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -174,6 +182,15 @@ class Strategy:
     def needs_updates(self) -> bool:
         """Whether aggregation must see each client's update, not only their weighted sum."""
         return bool(self.update_steps) or self.aggregator.needs_updates
+
+    def configure(self, state: tuple[Any, ...], ctx: RoundContext) -> tuple[dict[str, Scalar], TensorGroups]:
+        """What every client of the round receives besides the params: options and payload."""
+        options: dict[str, Scalar] = dict(self.client_options)
+        payload: TensorGroups = {}
+        if self.configure_fn is not None:
+            extra, payload = self.configure_fn(state, ctx)
+            options.update(extra)
+        return options, payload
 
     def init(self, params: Params) -> tuple[Any, ...]:
         """The initial state: one entry per step."""
@@ -210,8 +227,20 @@ class Strategy:
         return new_params, tuple(new_state), {"update_norm": delta.l2_norm()}
 
 
-def chain(*steps: Step, name: str, client_options: Mapping[str, Scalar] | None = None) -> Strategy:
+def chain(
+    *steps: Step,
+    name: str,
+    client_options: Mapping[str, Scalar] | None = None,
+    configure: ConfigureFn | None = None,
+) -> Strategy:
     """Compose steps into a strategy: update steps, exactly one aggregate step, server steps.
+
+    Args:
+        steps: the steps, in order.
+        name: the strategy's name.
+        client_options: fixed settings sent to every client (e.g. ``{"proximal_mu": 0.01}``).
+        configure: ``(state, ctx) -> (options, payload)`` for per-round settings and tensors
+            that depend on the strategy state.
 
     Raises:
         StrategyError: if the steps are out of order or there is not exactly one aggregate step.
@@ -234,4 +263,5 @@ def chain(*steps: Step, name: str, client_options: Mapping[str, Scalar] | None =
         aggregators[0],
         tuple(s for s in after if isinstance(s, ServerStep)),
         dict(client_options or {}),
+        configure,
     )

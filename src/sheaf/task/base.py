@@ -29,7 +29,7 @@ from typing import Protocol, runtime_checkable
 
 from sheaf.core.config import TrainConfig
 from sheaf.core.params import Params
-from sheaf.core.update import Metrics, Scalar
+from sheaf.core.update import Metrics, Scalar, TensorGroups
 from sheaf.data.dataset import Split
 
 __all__ = ["EvalResult", "FitInstructions", "FitResult", "Task", "prepare_worker"]
@@ -47,6 +47,10 @@ class FitInstructions:
             from (run seed, round, client id), so a client trains the same way wherever
             and whenever it runs.
         options: per-round settings from the strategy (e.g. a proximal term's ``mu``).
+        payload: tensors the strategy sends to every client this round (e.g. SCAFFOLD's
+            server control variate).
+        client_state: this client's own persistent state from its earlier rounds (e.g. its
+            control variate, or a personal head); empty the first time it trains.
     """
 
     round: int
@@ -54,6 +58,8 @@ class FitInstructions:
     train: TrainConfig
     seed: int
     options: Mapping[str, Scalar] = field(default_factory=dict)
+    payload: TensorGroups = field(default_factory=dict)
+    client_state: TensorGroups = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -64,11 +70,16 @@ class FitResult:
         params: the trained parameters (same names, shapes and dtypes as the input).
         num_examples: training examples used (the client's weight in FedAvg).
         metrics: numbers the client shares, e.g. its mean training loss.
+        extras: further tensors sent to the server beside the delta.
+        client_state: the client's new persistent state (kept by the client, never sent to
+            the server); None keeps the state it had.
     """
 
     params: Params
     num_examples: int
     metrics: Metrics = field(default_factory=dict)
+    extras: TensorGroups = field(default_factory=dict)
+    client_state: TensorGroups | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ Example:
     >>> task = TorchTask(lambda: torch.nn.Linear(2, 2))
     >>> data = ClientData(3, Split(np.ones((4, 2), np.float32), np.array([0, 1, 0, 1])),
     ...                   Split(np.ones((2, 2), np.float32), np.array([0, 1])))
-    >>> update = fit_client(task, data, task.init_params(0), round=1, train=TrainConfig(), run_seed=0)
+    >>> update, state = fit_client(task, data, task.init_params(0), round=1, train=TrainConfig(), run_seed=0)
     >>> update.client_id, update.num_examples
     (3, 4)
 """
@@ -27,7 +27,7 @@ from sheaf.core.config import TrainConfig
 from sheaf.core.errors import ClientFailure
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, seed_for
-from sheaf.core.update import Scalar, Update, validate_metrics
+from sheaf.core.update import Scalar, TensorGroups, Update, validate_metrics
 from sheaf.data.dataset import ClientData
 from sheaf.task.base import EvalResult, FitInstructions, Task
 
@@ -35,11 +35,19 @@ __all__ = ["evaluate_client", "fit_client", "fit_instructions"]
 
 
 def fit_instructions(
-    run_seed: int, round: int, client_id: int, train: TrainConfig, options: Mapping[str, Scalar] | None = None
+    run_seed: int,
+    round: int,
+    client_id: int,
+    train: TrainConfig,
+    options: Mapping[str, Scalar] | None = None,
+    payload: TensorGroups | None = None,
+    client_state: TensorGroups | None = None,
 ) -> FitInstructions:
     """The instructions for one client in one round, with its own derived seed."""
     seed = seed_for(run_seed, Purpose.FIT, round=round, client=client_id)
-    return FitInstructions(round, client_id, train, seed, dict(options or {}))
+    return FitInstructions(
+        round, client_id, train, seed, dict(options or {}), dict(payload or {}), dict(client_state or {})
+    )
 
 
 def fit_client(
@@ -51,17 +59,23 @@ def fit_client(
     train: TrainConfig,
     run_seed: int,
     options: Mapping[str, Scalar] | None = None,
-) -> Update:
-    """Train one client and return its update (delta from ``params``).
+    payload: TensorGroups | None = None,
+    client_state: TensorGroups | None = None,
+) -> tuple[Update, TensorGroups | None]:
+    """Train one client; return its update (delta from ``params``) and its new state.
+
+    Returns:
+        The update to send, and the client's new persistent state (None: unchanged).
 
     Raises:
         ClientFailure: if the task raised, or returned params that do not match.
     """
-    instructions = fit_instructions(run_seed, round, data.client_id, train, options)
+    instructions = fit_instructions(run_seed, round, data.client_id, train, options, payload, client_state)
     try:
         result = task.fit(params, data.train, instructions)
         metrics = validate_metrics(result.metrics, source=f"client {data.client_id} fit metrics")
-        return Update.from_params(data.client_id, params, result.params, result.num_examples, metrics)
+        update = Update.from_params(data.client_id, params, result.params, result.num_examples, metrics, result.extras)
+        return update, result.client_state
     except Exception as exc:  # user code: anything may go wrong; report it per client
         raise ClientFailure(data.client_id, f"fit failed: {type(exc).__name__}: {exc}") from exc
 
