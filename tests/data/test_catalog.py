@@ -107,3 +107,16 @@ def test_partition_summary_counts_every_row_by_label() -> None:
     assert len(table) == 6
     assert (table[label_columns].sum(axis=1) == table["train"] + table["test"]).all()
     assert (table["classes"] <= 4).all()
+
+
+def test_a_client_recomputes_its_own_local_split_from_its_rows_alone() -> None:
+    from sheaf.data.catalog import local_split
+
+    config = DataConfig(dataset="heart", partition="natural", clients=4)
+    raw = load_dataset("heart")
+    rows = assign_rows(config, raw, seed=5)
+    for client in range(4):
+        own = np.flatnonzero(raw.groups == rows.clients.names[client])  # the hospital's file, in order
+        order, train = local_split(client, len(own), config.test_fraction, seed=5)
+        assert own[order][:train].tolist() == rows.clients.client_indices(client)[: rows.train_counts[client]].tolist()
+        assert own[order][train:].tolist() == rows.clients.client_indices(client)[rows.train_counts[client] :].tolist()

@@ -21,7 +21,7 @@ from sheaf.core.errors import (
     TaskError,
 )
 from sheaf.core.params import Array, Params, ParamSpec
-from sheaf.core.rng import Purpose, seed_for, stream
+from sheaf.core.rng import Purpose, counter_uniforms, seed_for, stream
 from sheaf.core.tensor import ALLOWED_DTYPES, array_from_record, array_to_record
 from sheaf.core.tree import decode_tree, encode_tree
 from sheaf.core.update import Metrics, Scalar, TensorGroups, Update, check_update, validate_metrics
@@ -54,6 +54,7 @@ __all__ = [
     "array_from_record",
     "array_to_record",
     "check_update",
+    "counter_uniforms",
     "decode_tree",
     "encode_tree",
     "load_config",

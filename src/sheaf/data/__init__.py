@@ -8,6 +8,7 @@ from sheaf.data.catalog import (
     build_federation,
     dataset_info,
     load_dataset,
+    local_split,
     partition_rows,
     register_dataset,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "load_dataset",
     "load_digits",
     "load_heart",
+    "local_split",
     "partition_dirichlet",
     "partition_iid",
     "partition_natural",

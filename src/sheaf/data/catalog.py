@@ -29,7 +29,7 @@ import pandas as pd
 
 from sheaf.core.config import DataConfig
 from sheaf.core.errors import DataError
-from sheaf.core.rng import Purpose, stream
+from sheaf.core.rng import Purpose, counter_uniforms, stream
 from sheaf.data.dataset import DatasetInfo, Federation, Split
 from sheaf.data.partition import (
     PARTITIONERS,
@@ -50,6 +50,7 @@ __all__ = [
     "build_federation",
     "dataset_info",
     "load_dataset",
+    "local_split",
     "partition_rows",
     "register_dataset",
 ]
@@ -155,11 +156,29 @@ def partition_rows(config: DataConfig, raw: RawDataset, rows: npt.NDArray[np.int
     return Partition(rows[part.indices], part.offsets, part.names)
 
 
+def local_split(client_id: int, num_rows: int, test_fraction: float, seed: int) -> tuple[npt.NDArray[np.int64], int]:
+    """One client's local split: a shuffle of its rows, and how many (from the start) train.
+
+    Depends only on (seed, client id, number of rows), so a deployed client computes the
+    same split of its own data file as the simulation does.
+
+    Returns:
+        ``(order, train_count)``: rows ``order[:train_count]`` train, the rest are its test split.
+    """
+    keys = counter_uniforms(seed, Purpose.LOCAL_SPLIT, np.full(num_rows, client_id), np.arange(num_rows))
+    tests = min(int(np.floor(test_fraction * num_rows + 0.5)), max(num_rows - 1, 0))
+    return np.argsort(keys, kind="stable").astype(np.int64), num_rows - tests
+
+
 def _local_split(part: Partition, test_fraction: float, seed: int) -> tuple[Partition, npt.NDArray[np.int64]]:
-    """Shuffle within each client and count its test rows (kept at the end of its range)."""
+    """Shuffle within each client and count its test rows (kept at the end of its range).
+
+    The vectorised form of :func:`local_split` over every client at once.
+    """
     sizes = part.sizes
     owner = np.repeat(np.arange(part.num_clients), sizes)
-    keys = stream(seed, Purpose.LOCAL_SPLIT).random(len(part.indices))
+    local = np.arange(len(part.indices)) - np.repeat(part.offsets[:-1], sizes)
+    keys = counter_uniforms(seed, Purpose.LOCAL_SPLIT, owner, local)
     shuffled = part.indices[np.lexsort((keys, owner))]
     tests = np.clip(np.floor(test_fraction * sizes + 0.5).astype(np.int64), 0, np.maximum(sizes - 1, 0))
     return Partition(shuffled, part.offsets, part.names), sizes - tests
