@@ -48,7 +48,7 @@ def test_simulate_reads_a_toml_file(tmp_path: Path, runs_dir: str) -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["dataset=mnist"], "error: unknown dataset 'mnist'; choose one of: digits, heart"),
+        (["dataset=mnist"], "error: unknown dataset 'mnist'; choose one of: digits, fashion_mnist, heart"),
         (["strategy=fedsgd"], "error: unknown strategy 'fedsgd'; choose one of: fedavg"),
         (["data.clinets=5"], "error: unknown config key 'data.clinets'; did you mean 'clients'?"),
         (["alpha=0"], "error: data.alpha must be > 0 for Dirichlet partitioning, got 0.0"),

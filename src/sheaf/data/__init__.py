@@ -23,10 +23,19 @@ from sheaf.data.partition import (
     partition_shards,
 )
 from sheaf.data.preprocess import FittedTabular, TabularPreprocessor, TabularSchema
-from sheaf.data.sources import HEART_SCHEMA, RawDataset, load_digits, load_heart
+from sheaf.data.sources import (
+    FASHION_MNIST_DIR,
+    HEART_SCHEMA,
+    RawDataset,
+    load_digits,
+    load_fashion_mnist,
+    load_heart,
+    read_idx,
+)
 from sheaf.data.summary import partition_summary
 
 __all__ = [
+    "FASHION_MNIST_DIR",
     "HEART_SCHEMA",
     "PARTITIONERS",
     "ClientData",
@@ -46,6 +55,7 @@ __all__ = [
     "dataset_info",
     "load_dataset",
     "load_digits",
+    "load_fashion_mnist",
     "load_heart",
     "local_split",
     "partition_dirichlet",
@@ -55,5 +65,6 @@ __all__ = [
     "partition_rows",
     "partition_shards",
     "partition_summary",
+    "read_idx",
     "register_dataset",
 ]

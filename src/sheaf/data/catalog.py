@@ -40,7 +40,7 @@ from sheaf.data.partition import (
     partition_quantity,
     partition_shards,
 )
-from sheaf.data.sources import RawDataset, load_digits, load_heart
+from sheaf.data.sources import RawDataset, load_digits, load_fashion_mnist, load_heart
 
 __all__ = [
     "DatasetSpec",
@@ -101,6 +101,13 @@ def load_dataset(name: str) -> RawDataset:
 
 
 register_dataset(DatasetSpec("digits", "8x8 handwritten digits, 1,797 images, 10 classes (scikit-learn)", load_digits))
+register_dataset(
+    DatasetSpec(
+        "fashion_mnist",
+        "Fashion-MNIST, 60,000 + 10,000 28x28 grey images, 10 classes (Debian dataset-fashion-mnist)",
+        load_fashion_mnist,
+    )
+)
 register_dataset(
     DatasetSpec(
         "heart",

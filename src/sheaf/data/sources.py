@@ -8,6 +8,9 @@ Bundled here:
 
 - ``digits``: scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), pixels
   scaled to [0, 1]. No natural partition.
+- ``fashion_mnist``: Zalando's Fashion-MNIST (60,000 training and 10,000 test images,
+  28x28 grey, 10 classes), from Debian's ``dataset-fashion-mnist`` package; the official
+  test set is the central test set.
 - ``heart``: UCI Heart Disease from four hospitals (Cleveland 304, Hungary 293, VA Long
   Beach 200, Switzerland 123 patients), target "disease present" (``num > 0``); the
   natural key is the hospital. Missing values are imputed per client.
@@ -30,7 +33,15 @@ import pandas as pd
 from sheaf.core.errors import DataError
 from sheaf.data.preprocess import TabularPreprocessor, TabularSchema
 
-__all__ = ["HEART_SCHEMA", "RawDataset", "load_digits", "load_heart"]
+__all__ = [
+    "FASHION_MNIST_DIR",
+    "HEART_SCHEMA",
+    "RawDataset",
+    "load_digits",
+    "load_fashion_mnist",
+    "load_heart",
+    "read_idx",
+]
 
 HEART_SHA256 = "574f2fa2b43012fa25fca4fcdb36bd7c6bccdd0af4242f6c0e4c8633c5a072ae"
 
@@ -136,4 +147,73 @@ def load_heart() -> RawDataset:
         groups=frame["dataset"].astype(str).to_numpy(),
         group_order=("Cleveland", "Hungary", "Switzerland", "VA Long Beach"),
         preprocessor=TabularPreprocessor(HEART_SCHEMA),
+    )
+
+
+#: Where Debian's ``dataset-fashion-mnist`` puts the files; ``SHEAF_FASHION_MNIST_DIR`` overrides.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+_IDX_TYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def read_idx(path: Path) -> npt.NDArray[Any]:
+    """Read an IDX file (the MNIST format), gzipped or not, validating its header.
+
+    Raises:
+        DataError: if the file is not a well-formed IDX file.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+        raise DataError(f"{path} is not an IDX file (bad magic number)")
+    dims = data[3]
+    header = 4 + 4 * dims
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    dtype = _IDX_TYPES[data[2]]
+    if len(data) != header + int(np.prod(shape)) * dtype.itemsize:
+        raise DataError(f"{path} is truncated or has trailing bytes for shape {shape}")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+
+
+def load_fashion_mnist() -> RawDataset:
+    """Fashion-MNIST from Debian's package: images as (1, 28, 28) floats in [0, 1].
+
+    Raises:
+        DataError: if the files are not installed.
+    """
+    import os
+
+    folder = Path(os.environ.get("SHEAF_FASHION_MNIST_DIR", FASHION_MNIST_DIR))
+    names = (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    )
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise DataError(
+            f"Fashion-MNIST files {missing} not found in {folder}; install them with "
+            "'apt-get install dataset-fashion-mnist' or set SHEAF_FASHION_MNIST_DIR"
+        )
+    images, labels, test_images, test_labels = (read_idx(folder / n) for n in names)
+
+    def scale(x: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        return (x.astype(np.float32) / 255.0)[:, None, :, :]
+
+    classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    return RawDataset(
+        name="fashion_mnist",
+        features=scale(images),
+        labels=labels.astype(np.int64),
+        class_names=classes,
+        test=(scale(test_images), test_labels.astype(np.int64)),
     )
