@@ -21,7 +21,7 @@ from sheaf.strategies.registry import STRATEGIES, build_strategy
 from tests.helpers import rounds_of_updates
 
 #: name -> hyperparameters used for the conformance properties.
-CONFORMANCE: dict[str, dict[str, object]] = {"fedavg": {}}
+CONFORMANCE: dict[str, dict[str, object]] = {"fedavg": {}, "fedprox": {"mu": 0.1}}
 
 
 def test_every_registered_strategy_is_in_the_conformance_suite() -> None:
@@ -117,7 +117,7 @@ def test_unknown_hyperparameters_are_refused_with_the_valid_ones(name: str) -> N
 
 
 def test_unknown_strategy_names_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown strategy 'fedsgd'; choose one of: fedavg"):
+    with pytest.raises(ConfigError, match="unknown strategy 'fedsgd'; choose one of: fedavg, fedprox"):
         build_strategy(StrategyConfig(name="fedsgd"))
 
 

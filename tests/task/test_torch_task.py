@@ -148,3 +148,32 @@ def test_fit_client_returns_the_delta_and_the_clients_weight() -> None:
     assert "train_loss" in update.metrics
     trained = start + update.delta
     assert not trained.array_equal(start)
+
+
+def test_the_proximal_term_pulls_training_towards_the_global_model() -> None:
+    task = TorchTask(make_model)
+    start = task.init_params(0)
+    split = data(3, n=80)
+
+    def distance(mu: float) -> float:
+        how = FitInstructions(1, 0, TrainConfig(epochs=5, lr=0.1, momentum=0.0), 7, {"proximal_mu": mu})
+        return (task.fit(start, split, how).params - start).l2_norm()
+
+    assert distance(1.0) < distance(0.1) < distance(0.0)
+    plain = task.fit(start, split, FitInstructions(1, 0, TrainConfig(), 7)).params
+    zero = task.fit(start, split, FitInstructions(1, 0, TrainConfig(), 7, {"proximal_mu": 0.0})).params
+    assert plain.array_equal(zero)
+
+
+def test_the_standard_loop_reports_its_optimiser_steps() -> None:
+    task = TorchTask(make_model)
+    result = task.fit(task.init_params(0), data(0, n=25), instructions(epochs=3, batch_size=10))
+    assert result.metrics["steps"] == 9.0
+
+
+def test_fedprox_is_refused_with_a_negative_mu() -> None:
+    from sheaf.core.errors import ConfigError
+    from sheaf.strategies import fedprox
+
+    with pytest.raises(ConfigError, match="strategy.mu must be >= 0 for FedProx, got -1"):
+        fedprox(mu=-1)

@@ -14,6 +14,7 @@ from sheaf.strategies.base import (
     sum_updates,
 )
 from sheaf.strategies.fedavg import fedavg
+from sheaf.strategies.fedprox import fedprox
 from sheaf.strategies.registry import STRATEGIES, available_strategies, build_strategy, register_strategy
 from sheaf.strategies.sampling import cohort_size, sample_cohort
 
@@ -32,6 +33,7 @@ __all__ = [
     "chain",
     "cohort_size",
     "fedavg",
+    "fedprox",
     "register_strategy",
     "sample_cohort",
     "sum_updates",

@@ -19,11 +19,12 @@ from sheaf.core.config import StrategyConfig
 from sheaf.core.errors import ConfigError
 from sheaf.strategies.base import Strategy
 from sheaf.strategies.fedavg import fedavg
+from sheaf.strategies.fedprox import fedprox
 
 __all__ = ["STRATEGIES", "available_strategies", "build_strategy", "register_strategy"]
 
 #: Strategy name -> factory; keyword parameters of the factory are its hyperparameters.
-STRATEGIES: dict[str, Callable[..., Strategy]] = {"fedavg": fedavg}
+STRATEGIES: dict[str, Callable[..., Strategy]] = {"fedavg": fedavg, "fedprox": fedprox}
 
 
 def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:

@@ -3,7 +3,9 @@
 The task holds a *model factory*, not a model, so it can be sent to worker processes; each
 process builds one model and reuses it for every client, only copying parameters in and
 out. Training follows the round's :class:`~sheaf.task.base.FitInstructions` (epochs,
-batch size, optimiser, lr); all randomness — the mini-batch order and torch's own RNG for
+batch size, optimiser, lr; a strategy's ``options["proximal_mu"]`` adds FedProx's
+proximal term); the standard loop reports ``train_loss`` and ``steps`` (optimiser steps
+taken, which FedNova and SCAFFOLD use); all randomness — the mini-batch order and torch's own RNG for
 layers such as dropout — comes from the instructions' seed, so a client trains identically
 wherever it runs.
 
@@ -71,6 +73,19 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
     finally:
         generator.set_state(saved)
+
+
+@torch.no_grad()
+def _add_proximal_gradient(params: list[nn.Parameter], anchors: list[torch.Tensor], mu: float) -> None:
+    """FedProx: the gradient of ``(mu / 2) * ||w - w_global||^2`` is ``mu * (w - w_global)``.
+
+    Added to each parameter's data gradient after ``backward`` (same value as putting the
+    term in the loss, without a second autograd graph). A backend that trains differently
+    must add it the same way, in this order, to give the same model.
+    """
+    for param, anchor in zip(params, anchors, strict=True):
+        if param.grad is not None:
+            param.grad.add_(param.detach() - anchor, alpha=mu)
 
 
 def _tensor(array: npt.NDArray[Any]) -> torch.Tensor:
@@ -176,12 +191,14 @@ class TorchTask:
     ) -> dict[str, float]:
         cfg = instructions.train
         if len(data) == 0:
-            return {"train_loss": float("nan")}
+            return {"train_loss": float("nan"), "steps": 0.0}
         x, y = _tensor(data.x), _tensor(data.y)
         params = [p for p in model.parameters() if p.requires_grad]
         custom = self.optimizer_fn(params, cfg) if self.optimizer_fn is not None else None
         state = optim.init_state(params, cfg.optimizer)
-        total, seen = 0.0, 0
+        mu = float(instructions.options.get("proximal_mu", 0.0))
+        anchors = [p.detach().clone() for p in params] if mu > 0 else []
+        total, seen, steps = 0.0, 0, 0
         for _ in range(cfg.epochs):
             order = torch.from_numpy(generator.permutation(len(data)))
             for start in range(0, len(data), cfg.batch_size):
@@ -190,6 +207,8 @@ class TorchTask:
                     param.grad = None
                 loss = self.loss_fn(model(x[batch]), y[batch])
                 loss.backward()  # type: ignore[no-untyped-call]
+                if mu > 0:
+                    _add_proximal_gradient(params, anchors, mu)
                 if custom is not None:
                     custom.step()
                 else:
@@ -204,7 +223,8 @@ class TorchTask:
                     )
                 total += float(loss.detach()) * len(batch)
                 seen += len(batch)
-        return {"train_loss": total / seen}
+                steps += 1
+        return {"train_loss": total / seen, "steps": float(steps)}
 
     def evaluate(self, params: Params, data: Split) -> EvalResult:
         """Mean loss and the task's metrics of ``params`` on ``data``."""
