@@ -49,7 +49,7 @@ def test_simulate_reads_a_toml_file(tmp_path: Path, runs_dir: str) -> None:
     ("overrides", "message"),
     [
         (["dataset=mnist"], "error: unknown dataset 'mnist'; choose one of: digits, fashion_mnist, heart"),
-        (["strategy=fedsgd"], "error: unknown strategy 'fedsgd'; choose one of: fedavg, fedprox"),
+        (["strategy=fedsgd"], "error: unknown strategy 'fedsgd'; choose one of: bulyan, fedadagrad, fedadam"),
         (["data.clinets=5"], "error: unknown config key 'data.clinets'; did you mean 'clients'?"),
         (["alpha=0"], "error: data.alpha must be > 0 for Dirichlet partitioning, got 0.0"),
         (["alpha=-1"], "error: data.alpha must be > 0 for Dirichlet partitioning, got -1.0"),

@@ -11,6 +11,7 @@ from sheaf.core.config import (
     load_config,
 )
 from sheaf.core.errors import (
+    AggregationError,
     BackendError,
     ClientFailure,
     ConfigError,
@@ -28,6 +29,7 @@ from sheaf.core.update import Metrics, Scalar, TensorGroups, Update, check_updat
 
 __all__ = [
     "ALLOWED_DTYPES",
+    "AggregationError",
     "Array",
     "BackendError",
     "ClientFailure",

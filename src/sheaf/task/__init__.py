@@ -10,7 +10,23 @@ from typing import TYPE_CHECKING, Any
 
 from sheaf.task.base import EvalResult, FitInstructions, FitResult, Task, prepare_worker
 from sheaf.task.client import evaluate_client, fit_client, fit_instructions
+from sheaf.task.client_steps import (
+    CLIENT_STEPS_OPTION,
+    GRADIENT_CORRECTION,
+    LOCAL_STEPS,
+    ClientContext,
+    ClientStep,
+    FitFn,
+    available_client_steps,
+    client_step,
+    fit_with_steps,
+    merged_state,
+    register_client_step,
+    requested_steps,
+)
+from sheaf.task.correction_steps import CORRECTION_STEPS, SCAFFOLD_KEY, effective_lr, fednova_norm, reported_steps
 from sheaf.task.factory import build_task, load_task
+from sheaf.task.personal_steps import FEDPER_KEY, PERSONAL_STEPS, head_names
 
 if TYPE_CHECKING:
     from sheaf.task import optim
@@ -18,8 +34,18 @@ if TYPE_CHECKING:
     from sheaf.task.torch_task import MetricFn, OptimizerFn, TorchTask, TrainFn, accuracy
 
 __all__ = [
+    "CLIENT_STEPS_OPTION",
+    "CORRECTION_STEPS",
+    "FEDPER_KEY",
+    "GRADIENT_CORRECTION",
+    "LOCAL_STEPS",
     "MODELS",
+    "PERSONAL_STEPS",
+    "SCAFFOLD_KEY",
+    "ClientContext",
+    "ClientStep",
     "EvalResult",
+    "FitFn",
     "FitInstructions",
     "FitResult",
     "MetricFn",
@@ -28,17 +54,27 @@ __all__ = [
     "TorchTask",
     "TrainFn",
     "accuracy",
+    "available_client_steps",
     "build_model",
     "build_task",
+    "client_step",
+    "effective_lr",
     "evaluate_client",
+    "fednova_norm",
     "fit_client",
     "fit_instructions",
+    "fit_with_steps",
+    "head_names",
     "load_task",
     "logistic_regression",
+    "merged_state",
     "mlp",
     "model_factory",
     "optim",
     "prepare_worker",
+    "register_client_step",
+    "reported_steps",
+    "requested_steps",
 ]
 
 _LAZY = {
