@@ -1,4 +1,4 @@
-"""The ``sheaf`` command line: simulate, report, datasets, partition, config.
+"""The ``sheaf`` command line: simulate, report, datasets, strategies, partition, config.
 
 Every command turns a :class:`~sheaf.core.errors.SheafError` into one line on standard
 error — ``error: <what was wrong and what to do>`` — and exit status 2.
@@ -122,6 +122,24 @@ def datasets() -> None:
         table.add_column(col)
     for spec in available_datasets():
         table.add_row(spec.name, spec.description, spec.natural_partition or "-")
+    Console().print(table)
+
+
+@app.command()
+def strategies() -> None:
+    """List the aggregation strategies and their hyperparameters (set with --set strategy.KEY=VALUE)."""
+    from rich.table import Table
+
+    from sheaf.strategies.registry import available_strategies, describe_strategy
+
+    table = Table(title="Strategies (--set strategy=NAME --set strategy.KEY=VALUE)")
+    for col in ("name", "hyperparameters (defaults)", "server sees", "client steps", "what it does"):
+        table.add_column(col)
+    for name in available_strategies():
+        info = describe_strategy(name)
+        hyper = ", ".join(f"{k}={v!r}" for k, v in info["hyperparameters"].items()) or "-"
+        sees = "weighted sum" if info["sum_only"] else "each update"
+        table.add_row(name, hyper, sees, ", ".join(info["client_steps"]) or "-", info["summary"])
     Console().print(table)
 
 

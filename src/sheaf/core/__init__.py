@@ -1,9 +1,12 @@
 """Framework-free building blocks: params, updates, config, errors, random streams."""
 
 from sheaf.core.config import (
+    ATTACKS,
+    AttackConfig,
     DataConfig,
     EvalConfig,
     ModelConfig,
+    PersonalizationConfig,
     RunConfig,
     StrategyConfig,
     TrainConfig,
@@ -29,8 +32,10 @@ from sheaf.core.update import Metrics, Scalar, TensorGroups, Update, check_updat
 
 __all__ = [
     "ALLOWED_DTYPES",
+    "ATTACKS",
     "AggregationError",
     "Array",
+    "AttackConfig",
     "BackendError",
     "ClientFailure",
     "ConfigError",
@@ -41,6 +46,7 @@ __all__ = [
     "ModelConfig",
     "ParamSpec",
     "Params",
+    "PersonalizationConfig",
     "Purpose",
     "RunConfig",
     "Scalar",

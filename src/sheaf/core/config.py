@@ -1,7 +1,7 @@
 """The run configuration: typed, frozen, loaded from TOML and ``key=value`` overrides.
 
 A run is described by one :class:`RunConfig`, grouped in sections (``data``, ``model``,
-``train``, ``strategy``, ``evaluation``). Every key is checked: an unknown or misspelt key,
+``train``, ``strategy``, ``evaluation``, ``attack``, ``personalization``). Every key is checked: an unknown or misspelt key,
 a value of the wrong type or out of range is a :class:`~sheaf.core.errors.ConfigError`
 whose message names the key and what would be valid.
 
@@ -32,9 +32,12 @@ from sheaf.core.errors import ConfigError
 from sheaf.core.update import Scalar
 
 __all__ = [
+    "ATTACKS",
+    "AttackConfig",
     "DataConfig",
     "EvalConfig",
     "ModelConfig",
+    "PersonalizationConfig",
     "RunConfig",
     "StrategyConfig",
     "TrainConfig",
@@ -177,6 +180,57 @@ class EvalConfig:
         _check(self.interval >= 1, "evaluation.interval", ">= 1", self.interval)
 
 
+#: Simulated attacks a malicious client can mount (``attack.name``).
+ATTACKS = ("none", "sign_flip", "scale", "gaussian", "label_flip")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Simulated malicious clients, to evaluate defences (simulation only).
+
+    Attributes:
+        name: ``none``; ``sign_flip`` (send ``-scale`` times the honest update); ``scale``
+            (send ``scale`` times it); ``gaussian`` (send Gaussian noise of standard
+            deviation ``noise_std`` instead); ``label_flip`` (train on labels
+            ``num_classes - 1 - y``).
+        malicious_fraction: share of all clients that are malicious, chosen once from the
+            seed.
+        scale: the factor of ``sign_flip`` and ``scale``.
+        noise_std: the standard deviation of ``gaussian``.
+    """
+
+    name: str = "none"
+    malicious_fraction: float = 0.2
+    scale: float = 10.0
+    noise_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.name in ATTACKS, "attack.name", f"one of: {', '.join(ATTACKS)}", self.name)
+        _check(0 <= self.malicious_fraction <= 1, "attack.malicious_fraction", "in [0, 1]", self.malicious_fraction)
+        _check(self.scale > 0, "attack.scale", "> 0", self.scale)
+        _check(self.noise_std > 0, "attack.noise_std", "> 0", self.noise_std)
+
+
+@dataclass(frozen=True)
+class PersonalizationConfig:
+    """Personalised evaluation: each client's model after local fine-tuning.
+
+    Attributes:
+        finetune_steps: k; on federated-evaluation rounds every client also evaluates the
+            global model after k mini-batch steps on its own training split, reported
+            beside the global model's figures (0: off, unless the strategy keeps personal
+            layers, e.g. FedPer, which is then evaluated with each client's own layers).
+        finetune_lr: learning rate of the fine-tuning steps (0: ``train.lr``).
+    """
+
+    finetune_steps: int = 0
+    finetune_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.finetune_steps >= 0, "personalization.finetune_steps", ">= 0", self.finetune_steps)
+        _check(self.finetune_lr >= 0, "personalization.finetune_lr", ">= 0 (0: train.lr)", self.finetune_lr)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run; the same config and seed give the same model.
@@ -210,6 +264,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    personalization: PersonalizationConfig = field(default_factory=PersonalizationConfig)
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", ">= 0", self.seed)
@@ -245,6 +301,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "train": TrainConfig,
     "strategy": StrategyConfig,
     "evaluation": EvalConfig,
+    "attack": AttackConfig,
+    "personalization": PersonalizationConfig,
 }
 
 T = TypeVar("T")

@@ -11,10 +11,12 @@ Per round:
 1. sample the cohort from (seed, round);
 2. ask the backend to train it; failed clients are dropouts;
 3. check every update (names, shapes, dtypes, finite); rejected updates are dropouts;
-4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain,
-   otherwise keep the model unchanged;
+4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain and
+   they meet the strategy's assumption (e.g. Krum's ``n >= 2f + 3``), otherwise keep the
+   model unchanged and record why;
 5. evaluate the new model centrally, and on the clients' local test splits every
-   ``evaluation.interval`` rounds and after the last;
+   ``evaluation.interval`` rounds and after the last (with personalised models beside the
+   global one when asked, :mod:`sheaf.run.personalize`);
 6. commit the round to the store in one transaction, then tell the listener.
 """
 
@@ -29,12 +31,13 @@ import numpy as np
 
 from sheaf.backends.base import Backend, Cohort
 from sheaf.core.config import RunConfig
-from sheaf.core.errors import ClientFailure, SheafError
+from sheaf.core.errors import AggregationError, ClientFailure, SheafError
 from sheaf.core.params import Params
 from sheaf.core.update import TensorGroups, Update, check_update
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.fairness import summarize
 from sheaf.evaluation.history import ClientRecord, History, RoundRecord
+from sheaf.run.personalize import personalized_evaluation, wants_personalization
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import RoundContext, Strategy
 from sheaf.strategies.sampling import cohort_size, sample_cohort
@@ -99,12 +102,13 @@ def _federated_evaluation(
     return summaries, records, outcome.failures
 
 
-def _checked(updates: Sequence[Update], like: Params) -> tuple[list[Update], list[ClientFailure]]:
+def _checked(updates: Sequence[Update], like: Params, strategy: Strategy) -> tuple[list[Update], list[ClientFailure]]:
     good: list[Update] = []
     rejected: list[ClientFailure] = []
     for update in updates:
         try:
             check_update(update, like)
+            strategy.check_update(update, like)
             good.append(update)
         except SheafError as exc:
             rejected.append(ClientFailure(update.client_id, f"update rejected: {exc}"))
@@ -136,19 +140,28 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         outcome = parts.backend.fit(
             Cohort(round, ids, params, config.train, options, payload, store.client_states(ids))
         )
-        updates, rejected = _checked(outcome.updates, params)
+        updates, rejected = _checked(outcome.updates, params, parts.strategy)
         failures: list[tuple[str, ClientFailure]] = [("fit", f) for f in [*outcome.failures, *rejected]]
         clients = [ClientRecord(u.client_id, "fit", u.num_examples, u.metrics) for u in updates]
 
         aggregated = len(updates) >= config.strategy.min_clients
+        note = (
+            ""
+            if aggregated
+            else f"{len(updates)} updates, fewer than strategy.min_clients={config.strategy.min_clients}"
+        )
         fit: dict[str, float] = {"train_loss": _weighted(clients, "train_loss")}
         new_states: dict[int, TensorGroups] = {}
         if aggregated:
-            params, state, agg_metrics = parts.strategy.aggregate(updates, state, ctx)
-            fit.update(agg_metrics)
-            # A client's state moves on only if its update was used.
-            used = {u.client_id for u in updates}
-            new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
+            try:
+                params, state, agg_metrics = parts.strategy.aggregate(updates, state, ctx)
+            except AggregationError as exc:  # e.g. too few updates for Krum: skip the round, say why
+                aggregated, note = False, str(exc)
+            else:
+                fit.update(agg_metrics)
+                # A client's state moves on only if its update was used.
+                used = {u.client_id for u in updates}
+                new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
 
         central = parts.task.evaluate(params, parts.federation.central_test)
         central_metrics: Mapping[str, float] = {"loss": central.loss, **central.metrics}
@@ -158,6 +171,14 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             federated, eval_records, eval_failures = _federated_evaluation(parts, params)
             clients += eval_records
             failures += [("evaluate", f) for f in eval_failures]
+            if wants_personalization(config, parts.strategy):
+                evaluated = [r.client_id for r in eval_records]
+                personal, personal_records, personal_failures = personalized_evaluation(
+                    parts.backend, parts.strategy, config, store, round, params, evaluated
+                )
+                federated.update(personal)
+                clients += personal_records
+                failures += [("personalize", f) for f in personal_failures]
 
         record = RoundRecord(
             round=round,
@@ -169,6 +190,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             fit=fit,
             federated=federated,
             seconds=time.perf_counter() - started,
+            note=note,
         )
         store.commit_round(
             record, params, state, clients, failures, keep_params=config.keep_params, client_states=new_states

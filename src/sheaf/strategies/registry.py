@@ -96,7 +96,7 @@ def describe_strategy(name: str) -> dict[str, Any]:
     strategy = factory()
     return {
         "name": name,
-        "summary": doc.split("\n", 1)[0],
+        "summary": doc.split("\n", 1)[0].replace("``", ""),
         "hyperparameters": {
             key: param.default
             for key, param in inspect.signature(factory).parameters.items()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sheaf.task.attack import AttackedTask, attack_task, malicious_clients
 from sheaf.task.base import EvalResult, FitInstructions, FitResult, Task, prepare_worker
 from sheaf.task.client import evaluate_client, fit_client, fit_instructions
 from sheaf.task.client_steps import (
@@ -42,6 +43,7 @@ __all__ = [
     "MODELS",
     "PERSONAL_STEPS",
     "SCAFFOLD_KEY",
+    "AttackedTask",
     "ClientContext",
     "ClientStep",
     "EvalResult",
@@ -54,6 +56,7 @@ __all__ = [
     "TorchTask",
     "TrainFn",
     "accuracy",
+    "attack_task",
     "available_client_steps",
     "build_model",
     "build_task",
@@ -67,6 +70,7 @@ __all__ = [
     "head_names",
     "load_task",
     "logistic_regression",
+    "malicious_clients",
     "merged_state",
     "mlp",
     "model_factory",
