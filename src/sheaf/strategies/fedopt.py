@@ -63,7 +63,7 @@ def _adaptive(name: str, kind: str, lr: float, beta1: float, beta2: float, tau: 
     return chain(weighted_mean(), step, name=name)
 
 
-def fedadam(lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> Strategy:
+def fedadam(lr: float = 0.03, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> Strategy:
     """FedAdam: the mean update as a pseudo-gradient for server Adam (no bias correction).
 
     Args:
@@ -82,7 +82,7 @@ def fedadam(lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99, tau: floa
     return _adaptive("fedadam", "adam", lr, beta1, beta2, tau)
 
 
-def fedyogi(lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> Strategy:
+def fedyogi(lr: float = 0.03, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> Strategy:
     """FedYogi: like FedAdam, but ``v`` moves by ``(1 − β₂) Δ²`` towards ``Δ²`` (additively).
 
     Args:
