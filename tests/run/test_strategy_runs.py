@@ -160,7 +160,7 @@ def test_an_attacked_run_records_who_attacked_and_the_same_seed_picks_the_same_a
 
 @pytest.mark.e2e
 def test_twenty_percent_attackers_break_fedavg_but_not_krum_or_bulyan(runs_dir: str) -> None:
-    base = ["rounds=30", "clients=20", "partition=iid", "fraction=0.5", "evaluation.interval=30", runs_dir]
+    base = ["rounds=20", "clients=20", "partition=iid", "fraction=0.5", "evaluation.interval=20", runs_dir]
     accuracy = {}
     for name, hyper in (("fedavg", []), ("krum", ["strategy.f=2"]), ("bulyan", ["strategy.f=1"])):
         for attack in ("none", "sign_flip", "scale"):

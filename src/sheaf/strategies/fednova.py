@@ -70,6 +70,17 @@ def fednova() -> Strategy:
     Clients must train with local SGD (with or without momentum) and report their
     ``steps``; TorchTask's standard loop does.
 
+    Example:
+        >>> import numpy as np
+        >>> from sheaf.core.params import Params
+        >>> from sheaf.core.update import Update
+        >>> from sheaf.strategies.base import RoundContext
+        >>> p = Params({"w": np.zeros(1)})
+        >>> s = fednova()
+        >>> ups = [Update(i, Params({"w": np.array([v])}), 1, {"fednova_norm": 1.0 + 3 * (v > 1)}) for i, v in enumerate([1.0, 4.0])]
+        >>> s.aggregate(ups, s.init(p), RoundContext(1, p, 0, len(ups)))[0]["w"].round(4).tolist()
+        [2.5]
+
     References:
         Wang, Liu, Liang, Joshi, Poor. Tackling the Objective Inconsistency Problem in
         Heterogeneous Federated Optimization. NeurIPS 2020.

@@ -42,6 +42,17 @@ def fedavgm(lr: float = 1.0, momentum: float = 0.9) -> Strategy:
     Raises:
         ConfigError: if a hyperparameter is out of range.
 
+    Example:
+        >>> import numpy as np
+        >>> from sheaf.core.params import Params
+        >>> from sheaf.core.update import Update
+        >>> from sheaf.strategies.base import RoundContext
+        >>> p = Params({"w": np.zeros(1)})
+        >>> s = fedavgm(lr=1.0, momentum=0.9)
+        >>> ups = [Update(i, Params({"w": np.array([v])}), 1) for i, v in enumerate([1.0, 3.0])]
+        >>> s.aggregate(ups, s.init(p), RoundContext(1, p, 0, len(ups)))[0]["w"].round(4).tolist()
+        [2.0]
+
     References:
         Hsu, Qi, Brown. Measuring the Effects of Non-Identical Data Distribution for
         Federated Visual Classification. arXiv:1909.06335, 2019. Reddi et al. Adaptive
@@ -76,6 +87,17 @@ def fedadam(lr: float = 0.03, beta1: float = 0.9, beta2: float = 0.99, tau: floa
     Raises:
         ConfigError: if a hyperparameter is out of range.
 
+    Example:
+        >>> import numpy as np
+        >>> from sheaf.core.params import Params
+        >>> from sheaf.core.update import Update
+        >>> from sheaf.strategies.base import RoundContext
+        >>> p = Params({"w": np.zeros(1)})
+        >>> s = fedadam(lr=0.1, tau=0.01)
+        >>> ups = [Update(i, Params({"w": np.array([v])}), 1) for i, v in enumerate([1.0, 1.0])]
+        >>> s.aggregate(ups, s.init(p), RoundContext(1, p, 0, len(ups)))[0]["w"].round(4).tolist()
+        [0.0905]
+
     References:
         Reddi et al. Adaptive Federated Optimization. ICLR 2021, Algorithm 2.
     """
@@ -94,6 +116,17 @@ def fedyogi(lr: float = 0.03, beta1: float = 0.9, beta2: float = 0.99, tau: floa
     Raises:
         ConfigError: if a hyperparameter is out of range.
 
+    Example:
+        >>> import numpy as np
+        >>> from sheaf.core.params import Params
+        >>> from sheaf.core.update import Update
+        >>> from sheaf.strategies.base import RoundContext
+        >>> p = Params({"w": np.zeros(1)})
+        >>> s = fedyogi(lr=0.1, tau=0.01)
+        >>> ups = [Update(i, Params({"w": np.array([v])}), 1) for i, v in enumerate([1.0, 1.0])]
+        >>> s.aggregate(ups, s.init(p), RoundContext(1, p, 0, len(ups)))[0]["w"].round(4).tolist()   # v = 1e-4 + 0.01 * 1
+        [0.0905]
+
     References:
         Reddi et al. Adaptive Federated Optimization. ICLR 2021, Algorithm 2; Zaheer et al.
         Adaptive Methods for Nonconvex Optimization. NeurIPS 2018.
@@ -111,6 +144,17 @@ def fedadagrad(lr: float = 0.1, beta1: float = 0.0, tau: float = 1e-3) -> Strate
 
     Raises:
         ConfigError: if a hyperparameter is out of range.
+
+    Example:
+        >>> import numpy as np
+        >>> from sheaf.core.params import Params
+        >>> from sheaf.core.update import Update
+        >>> from sheaf.strategies.base import RoundContext
+        >>> p = Params({"w": np.zeros(1)})
+        >>> s = fedadagrad(lr=0.1, tau=0.01)
+        >>> ups = [Update(i, Params({"w": np.array([v])}), 1) for i, v in enumerate([1.0, 1.0])]
+        >>> s.aggregate(ups, s.init(p), RoundContext(1, p, 0, len(ups)))[0]["w"].round(4).tolist()   # 0.1 * 1 / (sqrt(1e-4 + 1) + 0.01)
+        [0.099]
 
     References:
         Reddi et al. Adaptive Federated Optimization. ICLR 2021, Algorithm 2.

@@ -39,6 +39,10 @@ def fedper(head: str = "") -> Strategy:
     Raises:
         ConfigError: if head is not a string.
 
+    Example:
+        >>> fedper().client_options
+        {'client_steps': 'fedper', 'fedper_head': ''}
+
     References:
         Arivazhagan, Aggarwal, Singh, Choudhary. Federated Learning with Personalization
         Layers. arXiv:1912.00818, 2019.

@@ -159,6 +159,17 @@ def krum(f: int = 1) -> Strategy:
     Raises:
         ConfigError: if f is not a whole number >= 0.
 
+    Example:
+        >>> import numpy as np
+        >>> from sheaf.core.params import Params
+        >>> from sheaf.core.update import Update
+        >>> from sheaf.strategies.base import RoundContext
+        >>> p = Params({"w": np.zeros(1)})
+        >>> s = krum(f=1)
+        >>> ups = [Update(i, Params({"w": np.array([v])}), 1) for i, v in enumerate([0.0, 1.0, 2.0, 3.0, 50.0])]
+        >>> s.aggregate(ups, s.init(p), RoundContext(1, p, 0, len(ups)))[0]["w"].round(4).tolist()
+        [1.0]
+
     References:
         Blanchard, El Mhamdi, Guerraoui, Stainer. Machine Learning with Adversaries:
         Byzantine Tolerant Gradient Descent. NeurIPS 2017.
@@ -176,6 +187,17 @@ def multikrum(f: int = 1, m: int = 0) -> Strategy:
     Raises:
         ConfigError: if f or m is not a whole number >= 0.
 
+    Example:
+        >>> import numpy as np
+        >>> from sheaf.core.params import Params
+        >>> from sheaf.core.update import Update
+        >>> from sheaf.strategies.base import RoundContext
+        >>> p = Params({"w": np.zeros(1)})
+        >>> s = multikrum(f=1)   # keeps n - f = 4
+        >>> ups = [Update(i, Params({"w": np.array([v])}), 1) for i, v in enumerate([0.0, 1.0, 2.0, 3.0, 50.0])]
+        >>> s.aggregate(ups, s.init(p), RoundContext(1, p, 0, len(ups)))[0]["w"].round(4).tolist()
+        [1.5]
+
     References:
         Blanchard, El Mhamdi, Guerraoui, Stainer. Machine Learning with Adversaries:
         Byzantine Tolerant Gradient Descent. NeurIPS 2017.
@@ -191,6 +213,17 @@ def bulyan(f: int = 1) -> Strategy:
 
     Raises:
         ConfigError: if f is not a whole number >= 0.
+
+    Example:
+        >>> import numpy as np
+        >>> from sheaf.core.params import Params
+        >>> from sheaf.core.update import Update
+        >>> from sheaf.strategies.base import RoundContext
+        >>> p = Params({"w": np.zeros(1)})
+        >>> s = bulyan(f=1)
+        >>> ups = [Update(i, Params({"w": np.array([v])}), 1) for i, v in enumerate([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 100.0])]
+        >>> s.aggregate(ups, s.init(p), RoundContext(1, p, 0, len(ups)))[0]["w"].round(4).tolist()
+        [2.0]
 
     References:
         El Mhamdi, Guerraoui, Rouault. The Hidden Vulnerability of Distributed Learning in

@@ -79,6 +79,17 @@ def qfedavg(q: float = 1.0) -> Strategy:
     Raises:
         ConfigError: if q is negative.
 
+    Example:
+        >>> import numpy as np
+        >>> from sheaf.core.params import Params
+        >>> from sheaf.core.update import Update
+        >>> from sheaf.strategies.base import RoundContext
+        >>> p = Params({"w": np.zeros(1)})
+        >>> s = qfedavg(q=0.0)   # q = 0: the plain mean
+        >>> ups = [Update(i, Params({"w": np.array([v])}), 1, {"qffl_loss": 1.0, "qffl_lipschitz": 10.0}) for i, v in enumerate([1.0, 3.0])]
+        >>> s.aggregate(ups, s.init(p), RoundContext(1, p, 0, len(ups)))[0]["w"].round(4).tolist()
+        [2.0]
+
     References:
         Li, Sanjabi, Beirami, Smith. Fair Resource Allocation in Federated Learning. ICLR 2020.
     """

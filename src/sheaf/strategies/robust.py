@@ -135,6 +135,17 @@ def median(f: int = 0) -> Strategy:
     Raises:
         ConfigError: if f is not a whole number >= 0.
 
+    Example:
+        >>> import numpy as np
+        >>> from sheaf.core.params import Params
+        >>> from sheaf.core.update import Update
+        >>> from sheaf.strategies.base import RoundContext
+        >>> p = Params({"w": np.zeros(1)})
+        >>> s = median(f=1)
+        >>> ups = [Update(i, Params({"w": np.array([v])}), 1) for i, v in enumerate([1.0, 2.0, 90.0])]
+        >>> s.aggregate(ups, s.init(p), RoundContext(1, p, 0, len(ups)))[0]["w"].round(4).tolist()
+        [2.0]
+
     References:
         Yin, Chen, Ramchandran, Bartlett. Byzantine-Robust Distributed Learning: Towards
         Optimal Statistical Rates. ICML 2018.
@@ -150,6 +161,17 @@ def trimmed_mean(beta: float = 0.2) -> Strategy:
 
     Raises:
         ConfigError: if beta is outside (0, 0.5).
+
+    Example:
+        >>> import numpy as np
+        >>> from sheaf.core.params import Params
+        >>> from sheaf.core.update import Update
+        >>> from sheaf.strategies.base import RoundContext
+        >>> p = Params({"w": np.zeros(1)})
+        >>> s = trimmed_mean(beta=0.2)
+        >>> ups = [Update(i, Params({"w": np.array([v])}), 1) for i, v in enumerate([-90.0, 1.0, 2.0, 3.0, 90.0])]
+        >>> s.aggregate(ups, s.init(p), RoundContext(1, p, 0, len(ups)))[0]["w"].round(4).tolist()
+        [2.0]
 
     References:
         Yin, Chen, Ramchandran, Bartlett. Byzantine-Robust Distributed Learning: Towards

@@ -114,6 +114,11 @@ def scaffold(lr: float = 1.0) -> Strategy:
     Raises:
         ConfigError: if lr is not > 0.
 
+    Example:
+        >>> s = scaffold()
+        >>> s.client_options["client_steps"], s.requires_extras, s.needs_updates
+        ('scaffold', ('scaffold',), True)
+
     References:
         Karimireddy, Kale, Mohri, Reddi, Stich, Suresh. SCAFFOLD: Stochastic Controlled
         Averaging for Federated Learning. ICML 2020.
