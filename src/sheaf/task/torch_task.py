@@ -6,8 +6,8 @@ out. Training follows the round's :class:`~sheaf.task.base.FitInstructions` (epo
 batch size, optimiser, lr; a strategy's ``options["proximal_mu"]`` adds FedProx's
 proximal term, ``payload["gradient_correction"]`` is added to every gradient (SCAFFOLD),
 ``options["local_steps"]`` trains that many mini-batches instead of whole epochs); the
-standard loop reports ``train_loss`` and ``steps`` (optimiser steps
-taken, which FedNova and SCAFFOLD use); all randomness — the mini-batch order and torch's own RNG for
+standard loop reports ``train_loss`` and ``steps`` (optimiser steps taken, which FedNova
+and SCAFFOLD use); all randomness — the mini-batch order and torch's own RNG for
 layers such as dropout — comes from the instructions' seed, so a client trains identically
 wherever it runs.
 
