@@ -193,14 +193,19 @@ class AttackConfig:
             (send ``scale`` times it); ``gaussian`` (send Gaussian noise of standard
             deviation ``noise_std`` instead); ``label_flip`` (train on labels
             ``num_classes - 1 - y``).
-        malicious_fraction: share of all clients that are malicious, chosen once from the
-            seed.
+        malicious_fraction: share of the clients that are malicious.
+        per_round: false (default): ``malicious_fraction`` of ALL clients are malicious,
+            chosen once from the seed, so a round holds however many of them were sampled;
+            true: exactly ``round(malicious_fraction * cohort)`` of EACH round's sampled
+            clients are malicious, chosen from (seed, round) — the setting in which robust
+            aggregators state their guarantee (f attackers among the n updates of a round).
         scale: the factor of ``sign_flip`` and ``scale``.
         noise_std: the standard deviation of ``gaussian``.
     """
 
     name: str = "none"
     malicious_fraction: float = 0.2
+    per_round: bool = False
     scale: float = 10.0
     noise_std: float = 1.0
 

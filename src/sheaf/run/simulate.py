@@ -168,9 +168,10 @@ def simulate(
     chosen = strategy if strategy is not None else build_strategy(cfg.strategy)
     runner = backend if backend is not None else build_backend(cfg.backend)
     fed = federation if federation is not None else build_federation(cfg.data, cfg.seed)
-    chosen.check_cohort(cohort_size(fed.num_clients, cfg.strategy.fraction, cfg.strategy.min_clients))
+    size = cohort_size(fed.num_clients, cfg.strategy.fraction, cfg.strategy.min_clients)
+    chosen.check_cohort(size)
     user_task = task if task is not None else build_task(cfg, fed.info)
-    user_task = attack_task(user_task, cfg.attack, fed.num_clients, fed.info.num_classes, cfg.seed)
+    user_task = attack_task(user_task, cfg.attack, fed.num_clients, fed.info.num_classes, cfg.seed, size)
 
     path = _run_path(cfg)
     initial = user_task.init_params(seed_for(cfg.seed, Purpose.INIT))
@@ -183,7 +184,11 @@ def simulate(
         "client_names": list(fed.client_names),
     }
     if isinstance(user_task, AttackedTask):
-        meta["attack"] = {"name": cfg.attack.name, "malicious_clients": sorted(user_task.malicious)}
+        meta["attack"] = {
+            "name": cfg.attack.name,
+            "per_round": cfg.attack.per_round,
+            "malicious_clients": sorted(user_task.malicious),
+        }
     store = open_or_create_store(path, cfg, initial, chosen.init(initial), meta)
     try:
         runner.start(SimulationEnv(user_task, fed, cfg.seed, cfg.threads))
