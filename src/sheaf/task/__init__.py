@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sheaf.task.attack import AttackedTask, attack_task, malicious_clients
+from sheaf.task.attack import AttackedTask, attack_task, malicious_clients, malicious_in_round
 from sheaf.task.base import EvalResult, FitInstructions, FitResult, Task, prepare_worker
 from sheaf.task.client import evaluate_client, fit_client, fit_instructions
 from sheaf.task.client_steps import (
@@ -71,6 +71,7 @@ __all__ = [
     "load_task",
     "logistic_regression",
     "malicious_clients",
+    "malicious_in_round",
     "merged_state",
     "mlp",
     "model_factory",
