@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,9 @@ class Federation:
         train_counts: how many of each client's rows (from its first) are training rows.
         central_test: the held-out test set for central evaluation.
         client_names: optional readable name per client (e.g. the hospital).
+        preprocessing: how tabular features were made (JSON-ready): ``mode`` ``local``
+            with the declared ``pipeline``, or ``federated`` with the ``fitted`` pipeline
+            every client used; empty for data without preprocessing.
     """
 
     info: DatasetInfo
@@ -103,6 +107,7 @@ class Federation:
     train_counts: IntArray
     central_test: Split
     client_names: tuple[str, ...] = field(default=())
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n_clients = len(self.offsets) - 1

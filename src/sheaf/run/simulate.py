@@ -177,6 +177,8 @@ def simulate(
         "backend": runner.name,
         "client_names": list(fed.client_names),
     }
+    if fed.preprocessing:
+        meta["preprocessing"] = dict(fed.preprocessing)  # the (fitted) pipeline, JSON
     store = open_or_create_store(path, cfg, initial, chosen.init(initial), meta)
     try:
         runner.start(SimulationEnv(user_task, fed, cfg.seed, cfg.threads))

@@ -14,11 +14,21 @@ from sheaf.task.factory import build_task, load_task
 
 if TYPE_CHECKING:
     from sheaf.task import optim
-    from sheaf.task.models import MODELS, build_model, logistic_regression, mlp, model_factory
+    from sheaf.task.models import (
+        MODELS,
+        CharLSTM,
+        build_model,
+        char_lstm,
+        cnn,
+        logistic_regression,
+        mlp,
+        model_factory,
+    )
     from sheaf.task.torch_task import MetricFn, OptimizerFn, TorchTask, TrainFn, accuracy
 
 __all__ = [
     "MODELS",
+    "CharLSTM",
     "EvalResult",
     "FitInstructions",
     "FitResult",
@@ -30,6 +40,8 @@ __all__ = [
     "accuracy",
     "build_model",
     "build_task",
+    "char_lstm",
+    "cnn",
     "evaluate_client",
     "fit_client",
     "fit_instructions",
@@ -43,6 +55,9 @@ __all__ = [
 
 _LAZY = {
     "MODELS": "sheaf.task.models",
+    "CharLSTM": "sheaf.task.models",
+    "char_lstm": "sheaf.task.models",
+    "cnn": "sheaf.task.models",
     "build_model": "sheaf.task.models",
     "logistic_regression": "sheaf.task.models",
     "mlp": "sheaf.task.models",
