@@ -94,6 +94,7 @@ from sheaf.data.stats import (
 from sheaf.data.steps import (
     STEPS,
     Clip,
+    Columns,
     FitContext,
     Impute,
     MinMaxScale,
@@ -122,6 +123,7 @@ __all__ = [
     "ColumnProfile",
     "ColumnQuery",
     "ColumnStats",
+    "Columns",
     "DatasetInfo",
     "DatasetSpec",
     "Federation",

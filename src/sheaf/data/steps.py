@@ -7,15 +7,19 @@ applies them to any client's rows (:meth:`Step.apply`). A step never sees rows, 
 statistics, so fitting on one client (local preprocessing) and on the whole federation
 (federated preprocessing) are the same code.
 
+Rows travel between steps as :data:`Columns`: column name -> a numpy array (float64 for
+numeric columns with NaN for missing values, object arrays of strings with None for
+categorical ones), in order — cheap for the many small clients of a simulation.
+
 Numeric statistics come in two stages: first count, min and max; then, where the step
 needs moments or quantiles, the sums centred on the range's midpoint and a histogram over
 the global range (see :class:`~sheaf.data.stats.NumericStats`).
 
 Example:
-    >>> import pandas as pd
+    >>> import numpy as np
     >>> from sheaf.data.stats import compute_stats
     >>> step, ctx = StandardScale(("x",)), FitContext({"x": "numeric"})
-    >>> frame = pd.DataFrame({"x": [1.0, 2.0, 3.0]})
+    >>> frame = {"x": np.array([1.0, 2.0, 3.0])}
     >>> stats, stage = {}, 0
     >>> while queries := step.queries(stage, stats, ctx):
     ...     stats, stage = {**stats, **compute_stats(frame, queries)}, stage + 1
@@ -41,6 +45,7 @@ from sheaf.data.stats import CategoricalStats, ColumnQuery, ColumnStats, Numeric
 __all__ = [
     "STEPS",
     "Clip",
+    "Columns",
     "FitContext",
     "Impute",
     "MinMaxScale",
@@ -53,6 +58,9 @@ __all__ = [
 
 Stats = Mapping[str, ColumnStats]
 FloatArray = npt.NDArray[np.float64]
+
+#: A client's rows between steps: column -> values, in column order.
+Columns = dict[str, npt.NDArray[Any]]
 
 
 @dataclass(frozen=True)
@@ -107,9 +115,9 @@ class Step:
         """Parameters per column (JSON-ready) from the merged statistics."""
         return {}
 
-    def apply(self, frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
-        """Transform ``frame`` (canonical form) with fitted parameters into a new frame."""
-        return frame
+    def apply(self, frame: Mapping[str, npt.NDArray[Any]], params: Mapping[str, Any]) -> Columns:
+        """Transform rows (canonical :data:`Columns`) with fitted parameters into new columns."""
+        return dict(frame)
 
     def outputs(self, column: str, params: Mapping[str, Any]) -> list[str]:
         """The names of the columns that ``column`` becomes."""
@@ -150,11 +158,11 @@ def _midpoint(s: NumericStats) -> float:
 
 
 def _map_numeric(
-    frame: pd.DataFrame, columns: Sequence[str], fn: Callable[[str, FloatArray], FloatArray]
-) -> pd.DataFrame:
-    out = frame.copy()
+    frame: Mapping[str, npt.NDArray[Any]], columns: Sequence[str], fn: Callable[[str, FloatArray], FloatArray]
+) -> Columns:
+    out = dict(frame)
     for c in columns:
-        out[c] = fn(c, out[c].to_numpy(dtype=np.float64))
+        out[c] = fn(c, np.asarray(frame[c], dtype=np.float64))
     return out
 
 
@@ -165,9 +173,9 @@ class Select(Step):
     kind: ClassVar[str] = "select"
     accepts: ClassVar[frozenset[str]] = frozenset({"numeric", "categorical"})
 
-    def apply(self, frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+    def apply(self, frame: Mapping[str, npt.NDArray[Any]], params: Mapping[str, Any]) -> Columns:
         """Keep the selected columns."""
-        return frame[list(self.columns)]
+        return {c: frame[c] for c in self.columns}
 
 
 @dataclass(frozen=True)
@@ -227,17 +235,20 @@ class Impute(Step):
                 fills[c] = (n.quantile(0.5) if self.strategy == "median" else n.mean) if n.count else 0.0
         return fills
 
-    def apply(self, frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+    def apply(self, frame: Mapping[str, npt.NDArray[Any]], params: Mapping[str, Any]) -> Columns:
         """Fill each column's missing values with its fitted value."""
-        out = frame.copy()
+        out = dict(frame)
         for c in self.columns:
             fill = params[c]
             if fill is None:
                 continue
-            if out[c].dtype == object:
-                out[c] = out[c].where(out[c].notna(), str(fill))
+            values = np.asarray(frame[c])
+            if values.dtype == object:
+                filled = values.copy()
+                filled[pd.isna(values)] = str(fill)
+                out[c] = filled
             else:
-                out[c] = out[c].fillna(float(fill))
+                out[c] = np.where(np.isnan(values), float(fill), values)
         return out
 
 
@@ -289,7 +300,7 @@ class Clip(Step):
             bounds[c] = [None if v is None or math.isnan(v) else float(v) for v in (low, high)]
         return bounds
 
-    def apply(self, frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+    def apply(self, frame: Mapping[str, npt.NDArray[Any]], params: Mapping[str, Any]) -> Columns:
         """Clip each column to its bounds; missing values stay missing."""
 
         def clip(c: str, x: FloatArray) -> FloatArray:
@@ -322,7 +333,7 @@ class StandardScale(Step):
             out[c] = {"mean": float(s.mean) if s.count else 0.0, "std": std if std > 0 else 1.0}
         return out
 
-    def apply(self, frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+    def apply(self, frame: Mapping[str, npt.NDArray[Any]], params: Mapping[str, Any]) -> Columns:
         """Standardise each column."""
         return _map_numeric(frame, self.columns, lambda c, x: (x - params[c]["mean"]) / params[c]["std"])
 
@@ -357,7 +368,7 @@ class MinMaxScale(Step):
             out[c] = {"min": s.min, "max": s.max} if s.count else {"min": 0.0, "max": 0.0}
         return out
 
-    def apply(self, frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+    def apply(self, frame: Mapping[str, npt.NDArray[Any]], params: Mapping[str, Any]) -> Columns:
         """Rescale each column; a constant column maps to ``low``."""
 
         def scale(c: str, x: FloatArray) -> FloatArray:
@@ -410,17 +421,17 @@ class OneHot(Step):
         """The vocabulary per column."""
         return {c: _vocabulary(self, c, stats, ctx) for c in self.columns}
 
-    def apply(self, frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+    def apply(self, frame: Mapping[str, npt.NDArray[Any]], params: Mapping[str, Any]) -> Columns:
         """Replace each column by its indicator columns, in place."""
-        parts: dict[str, Any] = {}
-        for c in frame.columns:
+        parts: Columns = {}
+        for c in frame:
             if c not in self.columns:
                 parts[c] = frame[c]
                 continue
-            values = frame[c].to_numpy(dtype=object)
+            values = np.asarray(frame[c], dtype=object)
             for cat in params[c]:
                 parts[f"{c}={cat}"] = (values == cat).astype(np.float64)
-        return pd.DataFrame(parts, index=frame.index)
+        return parts
 
     def outputs(self, column: str, params: Mapping[str, Any]) -> list[str]:
         """``col=value`` for every category."""
@@ -453,12 +464,12 @@ class Ordinal(Step):
         """The vocabulary per column."""
         return {c: _vocabulary(self, c, stats, ctx) for c in self.columns}
 
-    def apply(self, frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+    def apply(self, frame: Mapping[str, npt.NDArray[Any]], params: Mapping[str, Any]) -> Columns:
         """Replace each column by its codes."""
-        out = frame.copy()
+        out = dict(frame)
         for c in self.columns:
             codes = {cat: float(i) for i, cat in enumerate(params[c])}
-            out[c] = np.array([codes.get(v, -1.0) for v in frame[c].to_numpy(dtype=object)], dtype=np.float64)
+            out[c] = np.array([codes.get(v, -1.0) for v in np.asarray(frame[c], dtype=object)], dtype=np.float64)
         return out
 
 
