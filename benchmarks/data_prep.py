@@ -64,9 +64,9 @@ def synthetic(clients: int, rows: int, seed: int = 0) -> list[pd.DataFrame]:
 
 def fit_cost(sizes: list[int]) -> list[dict[str, Any]]:
     from sheaf.data.analytics import profile_clients
+    from sheaf.data.federated_stats import merge_answers
     from sheaf.data.pipeline import PipelineFit, answer_request, fit_federated, standard_pipeline
     from sheaf.data.schema import TabularSchema
-    from sheaf.data.stats import merge_answers
 
     schema = TabularSchema(numeric=tuple(f"x{j}" for j in range(5)), categorical={"c0": (), "c1": ()})
     pipeline = standard_pipeline(schema)

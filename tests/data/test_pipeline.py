@@ -13,6 +13,8 @@ import pytest
 from sheaf.core.config import DataConfig
 from sheaf.core.errors import ConfigError, DataError, SchemaError
 from sheaf.data.catalog import assign_rows, build_federation, client_frames, load_dataset
+from sheaf.data.encoders import OneHot, Ordinal
+from sheaf.data.federated_stats import merge_answers
 from sheaf.data.pipeline import (
     FittedPipeline,
     Pipeline,
@@ -25,8 +27,8 @@ from sheaf.data.pipeline import (
 )
 from sheaf.data.schema import TabularSchema
 from sheaf.data.sources import HEART_SCHEMA
-from sheaf.data.stats import ColumnStats, NumericStats, merge_answers
-from sheaf.data.steps import Clip, Impute, MinMaxScale, OneHot, Ordinal, Select, StandardScale
+from sheaf.data.stats import ColumnStats, NumericStats
+from sheaf.data.steps import Clip, Impute, MinMaxScale, Select, StandardScale
 from sheaf.run.simulate import simulate
 from sheaf.run.store import RunStore
 

@@ -12,16 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sheaf.core.errors import DataError
-from sheaf.data.stats import (
-    CategoricalStats,
-    ColumnQuery,
-    NumericStats,
-    compute_stats,
-    histogram_edges,
-    merge_answers,
-    merge_stats,
-    stats_from_dict,
-)
+from sheaf.data.federated_stats import compute_stats, merge_answers, merge_stats
+from sheaf.data.stats import CategoricalStats, ColumnQuery, NumericStats, histogram_edges, stats_from_dict
 
 values = st.lists(
     st.one_of(st.none(), st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, allow_infinity=False)),

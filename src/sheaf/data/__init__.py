@@ -28,6 +28,15 @@ from sheaf.data.dataset import (
     Federation,
     Split,
 )
+from sheaf.data.encoders import (
+    OneHot,
+    Ordinal,
+)
+from sheaf.data.federated_stats import (
+    compute_stats,
+    merge_answers,
+    merge_stats,
+)
 from sheaf.data.partition import (
     PARTITIONERS,
     Partition,
@@ -38,6 +47,7 @@ from sheaf.data.partition import (
     partition_shards,
 )
 from sheaf.data.pipeline import (
+    STEPS,
     FittedPipeline,
     Pipeline,
     PipelineFit,
@@ -85,21 +95,15 @@ from sheaf.data.stats import (
     ColumnStats,
     NumericStats,
     StatsHook,
-    compute_stats,
     histogram_edges,
-    merge_answers,
-    merge_stats,
     stats_from_dict,
 )
 from sheaf.data.steps import (
-    STEPS,
     Clip,
     Columns,
     FitContext,
     Impute,
     MinMaxScale,
-    OneHot,
-    Ordinal,
     Select,
     StandardScale,
     Step,

