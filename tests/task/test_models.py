@@ -48,3 +48,21 @@ def test_char_lstm_learns_a_repeating_text_through_torchtask() -> None:
     )
     after = task.evaluate(result.params, data).metrics["accuracy"]
     assert after == 1.0 > before
+
+
+@pytest.mark.parametrize(
+    ("model", "dtype", "message"),
+    [
+        (
+            "mlp",
+            "uint8",
+            r"model mlp needs numeric features, but the data are uint8 indices .*; use model.name=char_lstm",
+        ),
+        ("cnn", "int64", r"model cnn needs numeric features, but the data are int64 indices"),
+        ("char_lstm", "float32", r"model char_lstm needs integer character indices, but the data are float32"),
+    ],
+)
+def test_a_model_that_cannot_read_the_features_says_which_would(model: str, dtype: str, message: str) -> None:
+    info = DatasetInfo("toy", (80,), 80, tuple(str(i) for i in range(80)), input_dtype=dtype)
+    with pytest.raises(ConfigError, match=message):
+        build_task(RunConfig(model=ModelConfig(name=model)), info)

@@ -357,7 +357,14 @@ def client_label(part: Partition, client: int) -> str:
 
 def dataset_info(raw: RawDataset, features: npt.NDArray[Any], feature_names: tuple[str, ...] = ()) -> DatasetInfo:
     """What a model needs to know about ``raw`` once its rows became ``features``."""
-    return DatasetInfo(raw.name, tuple(features.shape[1:]), len(raw.class_names), raw.class_names, feature_names)
+    return DatasetInfo(
+        raw.name,
+        tuple(features.shape[1:]),
+        len(raw.class_names),
+        raw.class_names,
+        feature_names,
+        np.asarray(features).dtype.name,
+    )
 
 
 def build_federation(config: DataConfig, seed: int, raw: RawDataset | None = None) -> Federation:

@@ -44,6 +44,8 @@ class DatasetInfo:
         num_classes: number of target classes.
         class_names: a readable name per class.
         feature_names: a name per feature column, when the data is tabular.
+        input_dtype: the features' numpy dtype name (e.g. ``float32``, or ``uint8`` for
+            character indices); empty if unknown.
     """
 
     name: str
@@ -51,6 +53,7 @@ class DatasetInfo:
     num_classes: int
     class_names: tuple[str, ...]
     feature_names: tuple[str, ...] = ()
+    input_dtype: str = ""
 
     @property
     def num_features(self) -> int:

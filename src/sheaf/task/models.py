@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -103,17 +104,19 @@ def char_lstm(num_classes: int, hidden: tuple[int, ...] = (64,)) -> nn.Module:
     return CharLSTM(num_classes, hidden)
 
 
-def build_model(config: ModelConfig, input_dim: int, num_classes: int, input_shape: tuple[int, ...] = ()) -> nn.Module:
+def build_model(
+    config: ModelConfig, input_dim: int, num_classes: int, input_shape: tuple[int, ...] = (), *, input_dtype: str = ""
+) -> nn.Module:
     """Build a built-in model by name.
 
     Raises:
         ConfigError: if the name is not one of :data:`MODELS`, or the input does not suit it.
     """
-    return model_factory(config, input_dim, num_classes, input_shape)()
+    return model_factory(config, input_dim, num_classes, input_shape, input_dtype=input_dtype)()
 
 
 def model_factory(
-    config: ModelConfig, input_dim: int, num_classes: int, input_shape: tuple[int, ...] = ()
+    config: ModelConfig, input_dim: int, num_classes: int, input_shape: tuple[int, ...] = (), *, input_dtype: str = ""
 ) -> partial[nn.Module]:
     """A picklable zero-argument factory for the configured model.
 
@@ -122,10 +125,21 @@ def model_factory(
         input_dim: scalars per sample.
         num_classes: output classes.
         input_shape: one sample's shape (``cnn`` needs it; default ``(input_dim,)``).
+        input_dtype: the features' dtype name, if known: integer features are character
+            indices for ``char_lstm``, float features numbers for the other models.
 
     Raises:
         ConfigError: if the name is unknown or the input does not suit the model.
     """
+    if input_dtype and config.name in MODELS:
+        indices = np.dtype(input_dtype).kind in "iu"
+        if indices and config.name != "char_lstm":
+            raise ConfigError(
+                f"model {config.name} needs numeric features, but the data are {input_dtype} indices "
+                "(e.g. characters); use model.name=char_lstm"
+            )
+        if not indices and config.name == "char_lstm":
+            raise ConfigError(f"model char_lstm needs integer character indices, but the data are {input_dtype}")
     if config.name == "mlp":
         return partial(mlp, input_dim, tuple(config.hidden), num_classes)
     if config.name == "logreg":
