@@ -29,6 +29,10 @@ Example:
     (40.0, 8.165, True)
     >>> stats_from_dict(stats.to_dict()) == stats
     True
+
+References:
+    Chan, Golub, LeVeque. Algorithms for computing the sample variance: analysis and
+    recommendations. The American Statistician 37(3), 1983 (sums of shifted data).
 """
 
 from __future__ import annotations
