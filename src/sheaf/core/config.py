@@ -69,6 +69,9 @@ class DataConfig:
         test_fraction: share of each client's samples kept as its local test split.
         central_test_fraction: share of the dataset held out as the central test set
             (datasets whose test set is the union of the clients' splits ignore it).
+        preprocessing: for tabular datasets, ``local`` (each client fits the pipeline on
+            its own training rows) or ``federated`` (one pipeline fitted from statistics
+            merged over every client's training rows, then used by all).
     """
 
     dataset: str = "digits"
@@ -80,6 +83,7 @@ class DataConfig:
     min_samples: int = 2
     test_fraction: float = 0.2
     central_test_fraction: float = 0.2
+    preprocessing: str = "local"
 
     def __post_init__(self) -> None:
         _check(self.clients >= 0, "data.clients", ">= 1 (or 0 for natural partitions)", self.clients)
@@ -94,6 +98,12 @@ class DataConfig:
             "in (0, 1)",
             self.central_test_fraction,
         )
+        _check(
+            self.preprocessing in ("local", "federated"),
+            "data.preprocessing",
+            "one of: local, federated",
+            self.preprocessing,
+        )
 
 
 @dataclass(frozen=True)
@@ -101,8 +111,9 @@ class ModelConfig:
     """The built-in model, used when no custom ``task`` is given.
 
     Attributes:
-        name: ``mlp`` or ``logreg`` (multinomial logistic regression).
-        hidden: hidden layer widths of the MLP.
+        name: ``mlp``, ``logreg`` (multinomial logistic regression), ``cnn`` (two 5x5
+            convolutions for images) or ``char_lstm`` (characters in, the next out).
+        hidden: hidden layer widths of the MLP; the LSTM's layer widths for ``char_lstm``.
     """
 
     name: str = "mlp"

@@ -189,6 +189,8 @@ def simulate(
             "per_round": cfg.attack.per_round,
             "malicious_clients": sorted(user_task.malicious),
         }
+    if fed.preprocessing:
+        meta["preprocessing"] = dict(fed.preprocessing)  # the (fitted) pipeline, JSON
     store = open_or_create_store(path, cfg, initial, chosen.init(initial), meta)
     try:
         runner.start(SimulationEnv(user_task, fed, cfg.seed, cfg.threads))
