@@ -40,7 +40,7 @@ from sheaf.data.partition import (
     partition_quantity,
     partition_shards,
 )
-from sheaf.data.sources import RawDataset, load_digits, load_fashion_mnist, load_heart
+from sheaf.data.sources import RawDataset, heart_from_frame, load_digits, load_fashion_mnist, load_heart
 
 __all__ = [
     "DatasetSpec",
@@ -49,6 +49,7 @@ __all__ = [
     "available_datasets",
     "build_federation",
     "dataset_info",
+    "dataset_spec",
     "load_dataset",
     "local_split",
     "partition_rows",
@@ -65,12 +66,16 @@ class DatasetSpec:
         description: one line for ``sheaf datasets``.
         loader: returns the :class:`RawDataset`; must work offline.
         natural_partition: what the natural key is (e.g. "hospital"), or "" if none.
+        from_table: turns a table in the dataset's own columns (a deployed client's data
+            file) into a dataset with its labels and preprocessing, if the dataset is
+            tabular.
     """
 
     name: str
     description: str
     loader: Callable[[], RawDataset]
     natural_partition: str = ""
+    from_table: Callable[[pd.DataFrame], RawDataset] | None = None
 
 
 _CATALOG: dict[str, DatasetSpec] = {}
@@ -85,6 +90,11 @@ def register_dataset(spec: DatasetSpec) -> None:
 def available_datasets() -> list[DatasetSpec]:
     """Every dataset in the catalog, by name."""
     return [_CATALOG[name] for name in sorted(_CATALOG)]
+
+
+def dataset_spec(name: str) -> DatasetSpec | None:
+    """The catalog entry of a dataset, or None if no dataset has that name."""
+    return _CATALOG.get(name)
 
 
 @lru_cache(maxsize=8)
@@ -114,6 +124,7 @@ register_dataset(
         "UCI Heart Disease, 920 patients of 4 hospitals, binary target (CC BY 4.0)",
         load_heart,
         natural_partition="hospital (4 clients)",
+        from_table=heart_from_frame,
     )
 )
 

@@ -2,6 +2,7 @@
 
 from sheaf.run.baseline import BaselineResult, pooled_baseline
 from sheaf.run.loop import Federated, RoundListener, run_rounds
+from sheaf.run.population import Population
 from sheaf.run.report import report_run
 from sheaf.run.simulate import SimulationResult, open_or_create_store, resolve_config, simulate
 from sheaf.run.store import FORMAT_VERSION, RunStore
@@ -10,6 +11,7 @@ __all__ = [
     "FORMAT_VERSION",
     "BaselineResult",
     "Federated",
+    "Population",
     "RoundListener",
     "RunStore",
     "SimulationResult",

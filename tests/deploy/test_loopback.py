@@ -1,0 +1,61 @@
+"""The real server and clients in one process, over gRPC on loopback (fast integration)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sheaf.deploy.keys import KeySet
+from sheaf.run.simulate import simulate
+from sheaf.run.store import RunStore
+from tests.deploy.conftest import client_files, deploy_config, start_client, start_server
+from tests.deploy.rogue import rogue
+
+
+def test_deployed_run_equals_the_simulated_one(tmp_path: Path, keys: KeySet) -> None:
+    config = deploy_config(tmp_path, "name=deployed")
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys)
+    clients = [start_client(server.port, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
+
+    result = server.result()
+
+    for client in clients:
+        client["thread"].join(30)
+        assert client.get("status") == 0, client
+    simulated = simulate(config.replace(name="simulated"))
+    assert result.params.array_equal(simulated.params)
+    assert [r.federated for r in result.history] == [r.federated for r in simulated.history]
+    with RunStore.open(result.run_path, readonly=True) as store:
+        assert store.meta["status"] == "finished"
+        assert store.failures() == []
+
+
+def test_bad_updates_are_rejected_with_reasons_and_the_run_goes_on(tmp_path: Path, keys: KeySet) -> None:
+    modes = ["nan", "shape", "dtype", "oversize", "bigchunk", "tampered", "duplicate"]
+    config = deploy_config(tmp_path, f"rounds={len(modes) + 1}", "evaluation.interval=100")
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys)
+    honest = [start_client(server.port, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+
+    lines = asyncio.run(rogue(f"127.0.0.1:{server.port}", keys.client_keys[3], modes))
+    result = server.result()
+
+    for client in honest:
+        client["thread"].join(30)
+        assert client.get("status") == 0
+    by_mode = dict(line.split(" ", 1) for line in lines if not line.startswith("duplicate"))
+    assert by_mode["nan"].startswith("REJECTED") and "NaN" in by_mode["nan"]
+    assert by_mode["shape"].startswith("REJECTED") and "shape (3, 3)" in by_mode["shape"]
+    assert by_mode["dtype"].startswith("REJECTED") and "dtype float64" in by_mode["dtype"]
+    assert by_mode["oversize"].startswith("REJECTED") and "the most accepted" in by_mode["oversize"]
+    assert by_mode["bigchunk"].startswith("REJECTED") and "chunk size" in by_mode["bigchunk"]
+    assert by_mode["tampered"].startswith("UNAUTHENTICATED") and "bad signature" in by_mode["tampered"]
+    assert [line.split(" ")[1] for line in lines if line.startswith("duplicate")] == ["ACCEPTED", "DUPLICATE"]
+    # Rounds 1-5 rejected; the tampered push of round 6 is refused unauthenticated, so the
+    # same task is answered again (the duplicate mode): accepted once, then ignored.
+    assert [r.completed for r in result.history] == [3, 3, 3, 3, 3, 4, 3, 3]
+    with RunStore.open(result.run_path, readonly=True) as store:
+        reasons = {r: reason for r, c, phase, reason in store.failures() if c == 3 and phase == "fit"}
+    assert "NaN" in reasons[1] and "shape" in reasons[2] and "dtype" in reasons[3]
+    assert 6 not in reasons and reasons[7].startswith("no contact")
