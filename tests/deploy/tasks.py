@@ -16,7 +16,11 @@ from sheaf.task.base import EvalResult, FitInstructions, FitResult
 
 
 class SoftmaxTask:
-    """Softmax regression in float32. ``SHEAF_TEST_SLOW_ROUND``/``_SECONDS`` slow one round."""
+    """Softmax regression in float32.
+
+    For tests of timing: ``SHEAF_TEST_FIT_SECONDS`` makes every fit take at least that long;
+    ``SHEAF_TEST_SLOW_ROUND`` and ``SHEAF_TEST_SLOW_SECONDS`` stall one round's fit.
+    """
 
     def __init__(self, features: int, classes: int) -> None:
         self.features, self.classes = features, classes
@@ -34,6 +38,7 @@ class SoftmaxTask:
     def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
         if str(instructions.round) == os.environ.get("SHEAF_TEST_SLOW_ROUND"):
             time.sleep(float(os.environ.get("SHEAF_TEST_SLOW_SECONDS", "60")))
+        time.sleep(float(os.environ.get("SHEAF_TEST_FIT_SECONDS", "0")))
         w, b = params["w"].copy(), params["b"].copy()
         onehot = np.eye(self.classes, dtype=np.float32)[data.y]
         order = np.random.default_rng(instructions.seed).permutation(len(data))
