@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from sheaf.deploy.client_state import ClientStateFile
 from sheaf.deploy.keys import KeySet
 from sheaf.run.simulate import simulate
 from sheaf.run.store import RunStore
 from tests.deploy.conftest import client_files, deploy_config, start_client, start_server
 from tests.deploy.rogue import rogue
+from tests.deploy.tasks import counting_strategy
 
 
 def test_deployed_run_equals_the_simulated_one(tmp_path: Path, keys: KeySet) -> None:
@@ -59,3 +61,63 @@ def test_bad_updates_are_rejected_with_reasons_and_the_run_goes_on(tmp_path: Pat
         reasons = {r: reason for r, c, phase, reason in store.failures() if c == 3 and phase == "fit"}
     assert "NaN" in reasons[1] and "shape" in reasons[2] and "dtype" in reasons[3]
     assert 6 not in reasons and reasons[7].startswith("no contact")
+
+
+def test_over_tls_clients_verify_the_server_and_plaintext_clients_cannot_connect(tmp_path: Path, keys: KeySet) -> None:
+    config = deploy_config(tmp_path, "rounds=2", "min_clients=3")
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys, insecure=False)
+    tls = [
+        start_client(server.port, keys.client_keys[i], files[i], tmp_path / "s", insecure=False, ca=keys.ca_cert)
+        for i in range(3)
+    ]
+    plaintext = start_client(server.port, keys.client_keys[3], files[3], tmp_path / "s", give_up_after=2.0)
+
+    result = server.result()
+
+    assert result.history.rounds_completed == 2
+    assert all(c["thread"].join(30) is None and c.get("status") == 0 for c in tls)
+    plaintext["thread"].join(30)
+    assert plaintext.get("status") == 1
+
+
+def test_client_state_stays_on_the_clients_and_moves_on_as_in_simulation(tmp_path: Path, keys: KeySet) -> None:
+    config = deploy_config(
+        tmp_path, "rounds=6", "fraction=0.5", "min_clients=2", "task=tests.deploy.tasks:CountingTask"
+    )
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys, strategy=counting_strategy())
+    clients = [start_client(server.port, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
+
+    result = server.result()
+
+    for client in clients:
+        client["thread"].join(30)
+    simulated = simulate(config.replace(name="simulated"), strategy=counting_strategy())
+    assert result.params.array_equal(simulated.params)
+    with RunStore.open(result.run_path, readonly=True) as server_store, RunStore.open(simulated.run_path) as sim:
+        assert server_store.clients_with_state == 0  # the server never held a client's state
+        expected = sim.client_states(range(4))
+        last_used = {c.client_id: r for r, c in server_store.client_records(phase="fit")}
+    for client_id in range(4):
+        (path,) = (tmp_path / "state").glob(f"*-client{client_id}.npz")
+        # what the client would train with next: its last aggregated round's state
+        kept = ClientStateFile(path).state_for(config.rounds + 1, aggregated_round=last_used[client_id])
+        assert kept["count"]["n"].tolist() == expected[client_id]["count"]["n"].tolist()
+
+
+def test_rounds_with_fewer_updates_than_the_minimum_leave_the_model_and_the_run_finishes(
+    tmp_path: Path, keys: KeySet
+) -> None:
+    config = deploy_config(tmp_path, "rounds=3", "min_clients=3", "evaluation.interval=100")
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys)
+    honest = [start_client(server.port, keys.client_keys[i], files[i], tmp_path / "state") for i in range(2)]
+
+    asyncio.run(rogue(f"127.0.0.1:{server.port}", keys.client_keys[3], ["duplicate"]))  # one round, then gone
+    result = server.result()
+
+    assert [r.aggregated for r in result.history] == [True, False, False]
+    assert all(c["thread"].join(30) is None and c.get("status") == 0 for c in honest)
+    with RunStore.open(result.run_path, readonly=True) as store:
+        assert store.params(3).array_equal(store.params(1))
