@@ -135,6 +135,7 @@ class Coordinator:
         # Recent update ids per client: a late repeat of a delivery is still a duplicate.
         self._delivered: dict[int, deque[str]] = {}
         self.on_tick = on_tick
+        self._last_tick = self._started
         #: set by the service: wakes handlers waiting for work (called without the lock)
         self.wakeup: Callable[[], None] | None = None
 
@@ -288,7 +289,6 @@ class Coordinator:
 
     def wait(self, work: Work) -> WorkOutcome:
         """Block until every share of ``work`` is settled; return what came back."""
-        last_tick = self._clock()
         while True:
             with self._lock:
                 now = self._clock()
@@ -298,20 +298,21 @@ class Coordinator:
                     break
                 deadline = work.posted + self.settings.round_timeout
                 self._changed.wait(timeout=max(0.01, min(0.25, deadline - now)))
-            if self._clock() - last_tick >= 1.0:
-                last_tick = self._clock()
-                self._tick()
+            self._tick()
         results = {c: s.result for c, s in sorted(work.slots.items()) if s.result is not None}
         failures = [ClientFailure(c, s.failure) for c, s in sorted(work.slots.items()) if s.failure]
         return WorkOutcome(results, failures)
 
-    def _tick(self) -> None:
-        if self.on_tick is not None:
+    def _tick(self, force: bool = False) -> None:
+        """Call ``on_tick`` if a second has passed since the last call (or if forced)."""
+        now = self._clock()
+        if self.on_tick is not None and (force or now - self._last_tick >= 1.0):
+            self._last_tick = now
             self.on_tick()
 
     def wait_for_clients(self, count: int, *, report_every: float = 10.0) -> None:
         """Block until at least ``count`` clients are connected, logging who is awaited."""
-        last_report = last_tick = self._clock() - report_every
+        last_report = self._clock() - report_every
         while len(connected := self.connected()) < count:
             now = self._clock()
             if now - last_report >= report_every:
@@ -321,9 +322,7 @@ class Coordinator:
                     _log, logging.INFO, "waiting_for_clients", connected=len(connected), needed=count,
                     not_connected=missing[:20],
                 )  # fmt: skip
-            if now - last_tick >= 1.0:
-                last_tick = now
-                self._tick()
+            self._tick()
             with self._lock:
                 self._changed.wait(timeout=0.2)
 

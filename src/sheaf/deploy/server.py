@@ -24,6 +24,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,10 +177,11 @@ class _GrpcThread:
 
 
 class _LogListener:
-    """Logs the round loop's progress, and passes it on to another listener."""
+    """Logs the round loop's progress, refreshes the live status, passes progress on."""
 
-    def __init__(self, then: RoundListener | None) -> None:
+    def __init__(self, then: RoundListener | None, refresh: Callable[[], None]) -> None:
         self.then = then
+        self.refresh = refresh
 
     def on_start(self, config: RunConfig, first_round: int, cohort: int, population: int) -> None:
         log_event(
@@ -196,6 +198,7 @@ class _LogListener:
             aggregated=record.aggregated, central=dict(record.central), federated=federated,
             train_loss=record.fit.get("train_loss"), seconds=record.seconds,
         )  # fmt: skip
+        self.refresh()
         if self.then is not None:
             self.then.on_round(record)
 
@@ -292,9 +295,10 @@ def run_server(
             write_status()
             coordinator.wait_for_clients(config.strategy.min_clients)
             state = "running"
+            write_status()
             backend = DeploymentBackend(coordinator, store)
             parts = Federated(config, task, Population(ids, ids, central), chosen, backend, store)
-            history, params = run_rounds(parts, _LogListener(listener))
+            history, params = run_rounds(parts, _LogListener(listener, write_status))
         else:
             history, params = store.history(), store.params()
             log_event(_log, logging.INFO, "already_finished", rounds=store.last_round)
