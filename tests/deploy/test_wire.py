@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +17,7 @@ from sheaf.core.config import ServerConfig, TrainConfig
 from sheaf.core.params import Params
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.auth import AuthorizedClient, ClientIdentity, RequestVerifier
-from sheaf.deploy.chunks import CHUNK_BYTES, TensorAssembler, WireError, encode_tensors
+from sheaf.deploy.chunks import CHUNK_BYTES, TensorAssembler, WireError, encode_tensors, tensor_digest
 from sheaf.deploy.coordinator import Coordinator, Slot, Work
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.wire import (
@@ -50,7 +49,7 @@ def _read_task(messages: list[bytes], limit: int = 1 << 30) -> Any:
 def test_any_params_survive_the_chunks_bit_for_bit(model: Params, chunk: int) -> None:
     sent = encode_tensors({"": model}, chunk_bytes=chunk)
     assert all(0 < len(c) <= chunk for c in sent.chunks)
-    receiver = TensorAssembler(sent.specs, sent.total_bytes, sent.sha256, limit=sent.total_bytes, what="test")
+    receiver = TensorAssembler(sent.specs, sent.total_bytes, sent.digest, limit=sent.total_bytes, what="test")
     for data in sent.chunks:
         receiver.add(data)
     back = receiver.finish().get("", Params({}))
@@ -106,8 +105,8 @@ def test_idle_is_the_whole_answer() -> None:
 
 
 def _result_header(**fields: Any) -> bytes:
-    empty = hashlib.sha256(b"").hexdigest()
-    base: dict[str, Any] = {"task_id": "t", "update_id": "u", "kind": pb.FIT, "round": 1, "tensors_sha256": empty}
+    empty = tensor_digest().hexdigest()
+    base: dict[str, Any] = {"task_id": "t", "update_id": "u", "kind": pb.FIT, "round": 1, "tensors_digest": empty}
     return pb.ResultMessage(result=pb.Result(**{**base, **fields})).SerializeToString()
 
 
@@ -144,7 +143,7 @@ def test_tensor_bytes_must_be_exactly_what_the_header_declares() -> None:
         _read_result([*messages, messages[-1]])
     tampered = pb.ResultMessage.FromString(messages[1])
     tampered.chunk.data = b"\xff" + tampered.chunk.data[1:]
-    with pytest.raises(WireError, match="do not match the SHA-256"):
+    with pytest.raises(WireError, match="do not match the digest"):
         _read_result([messages[0], tampered.SerializeToString(), *messages[2:]])
     big = pb.ResultMessage(chunk=pb.Chunk(data=b"\0" * (CHUNK_BYTES + 1))).SerializeToString()
     with pytest.raises(WireError, match="chunk size"):
@@ -165,7 +164,7 @@ def test_unusable_contents_are_refused() -> None:
     ints = encode_tensors({"": Params({"w": np.ones(2)})})
     ints.specs[0].dtype = "int64"
     header = pb.ResultMessage(result=pb.Result(task_id="t", update_id="u", kind=pb.FIT, round=1, tensors=ints.specs,
-                                               total_bytes=16, tensors_sha256=ints.sha256))  # fmt: skip
+                                               total_bytes=16, tensors_digest=ints.digest))  # fmt: skip
     chunk = pb.ResultMessage(chunk=pb.Chunk(data=ints.chunks[0])).SerializeToString()
     with pytest.raises(WireError, match="floating-point"):
         _read_result([header.SerializeToString(), chunk])
@@ -180,7 +179,7 @@ def test_unusable_contents_are_refused() -> None:
             task_id="t",
             kind=pb.FIT,
             train=[pb.NamedScalar(name="epochs", value=pb.Scalar(int_value=0))],
-            tensors_sha256=hashlib.sha256(b"").hexdigest(),
+            tensors_digest=tensor_digest().hexdigest(),
         )
     )
     with pytest.raises(WireError, match="train settings"):
@@ -220,7 +219,7 @@ def test_structured_nonsense_never_crashes_or_allocates_past_the_limit(
     specs: list[pb.TensorSpec], total: int, chunks: list[bytes], digest: str
 ) -> None:
     header = pb.Result(task_id="t", update_id="u", kind=pb.FIT, round=1, tensors=specs, total_bytes=total,
-                       tensors_sha256=digest)  # fmt: skip
+                       tensors_digest=digest)  # fmt: skip
     messages = [pb.ResultMessage(result=header).SerializeToString()]
     messages += [pb.ResultMessage(chunk=pb.Chunk(data=c)).SerializeToString() for c in chunks]
     with contextlib.suppress(WireError):

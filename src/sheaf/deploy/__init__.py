@@ -29,6 +29,7 @@ from sheaf.deploy.chunks import (
     TensorAssembler,
     WireError,
     encode_tensors,
+    tensor_digest,
 )
 from sheaf.deploy.client import ClientOptions, DeployedClient, run_client
 from sheaf.deploy.client_state import ClientStateFile
@@ -120,5 +121,6 @@ __all__ = [
     "server_run_path",
     "task_chunk",
     "task_id",
+    "tensor_digest",
     "value_problem",
 ]

@@ -134,6 +134,7 @@ class Coordinator:
         self._finished = False
         # Recent update ids per client: a late repeat of a delivery is still a duplicate.
         self._delivered: dict[int, deque[str]] = {}
+        self._traffic = {"sent": 0, "received": 0}
         self.on_tick = on_tick
         self._last_tick = self._started
         #: set by the service: wakes handlers waiting for work (called without the lock)
@@ -150,6 +151,18 @@ class Coordinator:
         if first or back:
             event = "client_connected" if first else "client_back"
             log_event(_log, logging.INFO, event, client=client_id, name=self.names.get(client_id, "?"), peer=peer)
+
+    def count_traffic(self, *, sent: int = 0, received: int = 0) -> None:
+        """Add message bytes the server sent or received (protobuf bytes, before gRPC framing)."""
+        with self._lock:
+            self._traffic["sent"] += sent
+            self._traffic["received"] += received
+
+    @property
+    def traffic(self) -> dict[str, int]:
+        """Message bytes sent and received since the server started."""
+        with self._lock:
+            return dict(self._traffic)
 
     def _silent_for(self, client_id: int, now: float) -> float:
         return now - max(self._last_seen.get(client_id, self._started), self._started)
@@ -172,6 +185,8 @@ class Coordinator:
                 "heartbeat_timeout": self.settings.heartbeat_timeout,
                 "work": {"kind": work.kind, "round": work.round, "waiting_for": pending} if work else None,
                 "finished": self._finished,
+                "bytes_sent": self._traffic["sent"],
+                "bytes_received": self._traffic["received"],
             }
 
     def _sweep(self, now: float) -> None:

@@ -179,9 +179,11 @@ class _GrpcThread:
 class _LogListener:
     """Logs the round loop's progress, refreshes the live status, passes progress on."""
 
-    def __init__(self, then: RoundListener | None, refresh: Callable[[], None]) -> None:
+    def __init__(self, then: RoundListener | None, coordinator: Coordinator, refresh: Callable[[], None]) -> None:
         self.then = then
+        self.coordinator = coordinator
         self.refresh = refresh
+        self._traffic = coordinator.traffic
 
     def on_start(self, config: RunConfig, first_round: int, cohort: int, population: int) -> None:
         log_event(
@@ -193,10 +195,13 @@ class _LogListener:
 
     def on_round(self, record: RoundRecord) -> None:
         federated = {name: summary.get("weighted_mean") for name, summary in record.federated.items()}
+        traffic, before = self.coordinator.traffic, self._traffic
+        self._traffic = traffic
         log_event(
             _log, logging.INFO, "round_done", round=record.round, completed=record.completed, failed=record.failed,
             aggregated=record.aggregated, central=dict(record.central), federated=federated,
             train_loss=record.fit.get("train_loss"), seconds=record.seconds,
+            bytes_sent=traffic["sent"] - before["sent"], bytes_received=traffic["received"] - before["received"],
         )  # fmt: skip
         self.refresh()
         if self.then is not None:
@@ -298,7 +303,7 @@ def run_server(
             write_status()
             backend = DeploymentBackend(coordinator, store)
             parts = Federated(config, task, Population(ids, ids, central), chosen, backend, store)
-            history, params = run_rounds(parts, _LogListener(listener, write_status))
+            history, params = run_rounds(parts, _LogListener(listener, coordinator, write_status))
         else:
             history, params = store.history(), store.params()
             log_event(_log, logging.INFO, "already_finished", rounds=store.last_round)

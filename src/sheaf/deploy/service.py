@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -40,6 +40,8 @@ __all__ = ["FederationService", "ServiceSettings"]
 
 _log = logging.getLogger("sheaf.server")
 _STATUS = {"accepted": pb.ACCEPTED, "duplicate": pb.DUPLICATE, "stale": pb.STALE, "rejected": pb.REJECTED}
+
+Context = grpc.aio.ServicerContext[Any, Any]
 
 #: The longest a pull is held open waiting for work.
 MAX_PULL_WAIT = 30.0
@@ -108,14 +110,44 @@ class FederationService:
             self._work_posted = asyncio.Event()
 
     def handler(self) -> grpc.GenericRpcHandler:
-        """The generic handler to register on a ``grpc.aio`` server (raw bytes in and out)."""
+        """The generic handler to register on a ``grpc.aio`` server (raw bytes in and out).
+
+        Every message's bytes are counted on the way (the coordinator's traffic figures).
+        """
+        count = self.coordinator.count_traffic
+
+        def unary(method: Callable[[bytes, Context], Awaitable[bytes]]) -> Callable[[bytes, Context], Awaitable[bytes]]:
+            async def counted(request: bytes, context: Context) -> bytes:
+                count(received=len(request))
+                reply = await method(request, context)
+                count(sent=len(reply))
+                return reply
+
+            return counted
+
+        async def pull(request: bytes, context: Context) -> AsyncIterator[bytes]:
+            count(received=len(request))
+            async for message in self.pull_task(request, context):
+                count(sent=len(message))
+                yield message
+
+        async def push(requests: AsyncIterator[bytes], context: Context) -> bytes:
+            async def counted() -> AsyncIterator[bytes]:
+                async for message in requests:
+                    count(received=len(message))
+                    yield message
+
+            reply = await self.push_result(counted(), context)
+            count(sent=len(reply))
+            return reply
+
         return grpc.method_handlers_generic_handler(
             SERVICE_NAME,
             {
-                "Join": grpc.unary_unary_rpc_method_handler(self.join),
-                "Heartbeat": grpc.unary_unary_rpc_method_handler(self.heartbeat),
-                "PullTask": grpc.unary_stream_rpc_method_handler(self.pull_task),
-                "PushResult": grpc.stream_unary_rpc_method_handler(self.push_result),
+                "Join": grpc.unary_unary_rpc_method_handler(unary(self.join)),
+                "Heartbeat": grpc.unary_unary_rpc_method_handler(unary(self.heartbeat)),
+                "PullTask": grpc.unary_stream_rpc_method_handler(pull),
+                "PushResult": grpc.stream_unary_rpc_method_handler(push),
             },
         )
 

@@ -11,7 +11,7 @@ trust anything: every message must parse and come in order (header first, then c
 ids, kinds, counts, scalars and metrics must be well formed; the tensors pass
 :class:`~sheaf.core.errors.SheafError`-free through the chunk assembler's checks (allowed
 dtypes, sizes within the limit before any buffer is allocated, exactly the declared bytes
-with the declared SHA-256 — a result's header is what its client signs, so the digest
+with the declared digest — a result's header is what its client signs, so the digest
 binds the tensors to the signature). Any violation is one :class:`WireError`.
 
 Example:
@@ -123,7 +123,7 @@ def encode_task_header(
         tensors=tensors.specs,
         total_bytes=tensors.total_bytes,
         aggregated_round=aggregated_round,
-        tensors_sha256=tensors.sha256,
+        tensors_digest=tensors.digest,
     )
     return pb.TaskMessage(task=task).SerializeToString()
 
@@ -203,7 +203,7 @@ class TaskReader:
             task = message.task
             if task.kind not in _KINDS:
                 raise WireError(f"task has unknown kind {task.kind}")
-            self._assembler = TensorAssembler(task.tensors, task.total_bytes, task.tensors_sha256, self._limit, "task")
+            self._assembler = TensorAssembler(task.tensors, task.total_bytes, task.tensors_digest, self._limit, "task")
             self._header = task
         elif part == "chunk" and self._assembler is not None:
             self._assembler.add(message.chunk.data)
@@ -279,7 +279,7 @@ def encode_result(
         tensors=encoded.specs,
         total_bytes=encoded.total_bytes,
         failure=failure[:_MAX_REASON],
-        tensors_sha256=encoded.sha256,
+        tensors_digest=encoded.digest,
     )
     messages = [pb.ResultMessage(result=header).SerializeToString()]
     messages += [pb.ResultMessage(chunk=pb.Chunk(data=c)).SerializeToString() for c in encoded.chunks]
@@ -352,7 +352,7 @@ class ResultReader:
             # The header is known (and may be answered) even if its tensors are refused.
             self.header = header
             self._assembler = TensorAssembler(
-                header.tensors, header.total_bytes, header.tensors_sha256, self._limit, "result"
+                header.tensors, header.total_bytes, header.tensors_digest, self._limit, "result"
             )
         elif part == "chunk" and self._assembler is not None:
             self._assembler.add(message.chunk.data)

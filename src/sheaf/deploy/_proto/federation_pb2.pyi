@@ -110,7 +110,7 @@ class PullRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "kind", "round", "client_id", "train", "options", "tensors", "total_bytes", "aggregated_round", "tensors_sha256")
+    __slots__ = ("task_id", "kind", "round", "client_id", "train", "options", "tensors", "total_bytes", "aggregated_round", "tensors_digest")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -120,7 +120,7 @@ class Task(_message.Message):
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     AGGREGATED_ROUND_FIELD_NUMBER: _ClassVar[int]
-    TENSORS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     kind: TaskKind
     round: int
@@ -130,8 +130,8 @@ class Task(_message.Message):
     tensors: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     total_bytes: int
     aggregated_round: int
-    tensors_sha256: str
-    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., client_id: _Optional[int] = ..., train: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., options: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., aggregated_round: _Optional[int] = ..., tensors_sha256: _Optional[str] = ...) -> None: ...
+    tensors_digest: str
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., client_id: _Optional[int] = ..., train: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., options: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., aggregated_round: _Optional[int] = ..., tensors_digest: _Optional[str] = ...) -> None: ...
 
 class Idle(_message.Message):
     __slots__ = ("retry_after", "finished")
@@ -158,7 +158,7 @@ class TaskMessage(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., idle: _Optional[_Union[Idle, _Mapping]] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("task_id", "update_id", "kind", "round", "num_examples", "metrics", "loss", "tensors", "total_bytes", "failure", "tensors_sha256")
+    __slots__ = ("task_id", "update_id", "kind", "round", "num_examples", "metrics", "loss", "tensors", "total_bytes", "failure", "tensors_digest")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     UPDATE_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -169,7 +169,7 @@ class Result(_message.Message):
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
-    TENSORS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     update_id: str
     kind: TaskKind
@@ -180,8 +180,8 @@ class Result(_message.Message):
     tensors: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     total_bytes: int
     failure: str
-    tensors_sha256: str
-    def __init__(self, task_id: _Optional[str] = ..., update_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., loss: _Optional[float] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., failure: _Optional[str] = ..., tensors_sha256: _Optional[str] = ...) -> None: ...
+    tensors_digest: str
+    def __init__(self, task_id: _Optional[str] = ..., update_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., loss: _Optional[float] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., failure: _Optional[str] = ..., tensors_digest: _Optional[str] = ...) -> None: ...
 
 class ResultMessage(_message.Message):
     __slots__ = ("result", "chunk")
