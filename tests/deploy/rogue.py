@@ -7,7 +7,8 @@ Used in-process by the loopback tests and as a real process by the e2e test::
 Modes (one fit round each): ``nan`` (a NaN in the delta), ``shape`` (a tensor of the wrong
 shape), ``dtype`` (float64 instead of float32), ``oversize`` (declares more bytes than the
 server accepts), ``bigchunk`` (one 5 MiB chunk message), ``tampered`` (a header that does
-not match its signature), ``duplicate`` (a valid update delivered twice). It answers every
+not match its signature), ``duplicate`` (a valid update delivered twice); ``honest`` sends a
+valid update and ``pause`` goes silent for a while, then joins again. It answers every
 evaluation with a failure report and prints one line per push: ``<mode> <status> <detail>``.
 """
 
@@ -52,34 +53,54 @@ def _bad_result(mode: str, task: ReceivedTask, max_bytes: int) -> list[bytes]:
     if mode == "bigchunk":
         messages = encode_result(task.task_id, update_id, "fit", task.round, num_examples=5, delta=good)
         return [messages[0], pb.ResultMessage(chunk=pb.Chunk(data=b"\0" * (5 << 20))).SerializeToString()]
-    if mode in ("tampered", "duplicate"):
+    if mode in ("tampered", "duplicate", "honest"):
         return encode_result(task.task_id, update_id, "fit", task.round, num_examples=5, delta=good)
     raise ValueError(f"unknown mode {mode}")
 
 
-async def rogue(target: str, key: Path, modes: list[str], *, ca: Path | None = None) -> list[str]:
-    """Join with a valid key and send one bad update per fit round; return one line per push."""
-    identity = load_identity(key)
+def _channel(target: str, ca: Path | None) -> grpc.aio.Channel:
     # A roomy send limit, so the oversized messages actually leave this process.
     options = [*client_options(), ("grpc.max_send_message_length", 64 << 20)]
     if ca is None:
-        channel = grpc.aio.insecure_channel(target, options=options)
-    else:
-        credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
-        channel = grpc.aio.secure_channel(target, credentials, options=options)
+        return grpc.aio.insecure_channel(target, options=options)
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+async def _join(rpc: _Rpc) -> pb.JoinReply:
+    for _ in range(300):  # the server may still be starting
+        try:
+            return await rpc.join()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            await asyncio.sleep(0.1)
+    raise TimeoutError("the server did not come up")
+
+
+async def rogue(target: str, key: Path, modes: list[str], *, ca: Path | None = None, pause: float = 3.0) -> list[str]:
+    """Join with a valid key and send one bad update per fit round; return one line per push.
+
+    Besides the bad modes: ``honest`` answers one fit with a valid update; ``pause`` goes
+    silent for ``pause`` seconds (no requests at all), then joins again.
+    """
+    identity = load_identity(key)
+    channel = _channel(target, ca)
     rpc = _Rpc(channel, identity)
     lines: list[str] = []
     try:
-        for _ in range(300):  # the server may still be starting
-            try:
-                join = await rpc.join()
-                break
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
-                await asyncio.sleep(0.1)
+        join = await _join(rpc)
         remaining = list(modes)
         while remaining:
+            if remaining[0] == "pause":
+                remaining.pop(0)
+                await channel.close()
+                await asyncio.sleep(pause)
+                channel = _channel(target, ca)
+                rpc = _Rpc(channel, identity)
+                join = await _join(rpc)
+                lines.append("pause rejoined")
+                continue
             reader = await rpc.pull(join.run_id, 1 << 30)
             if reader.idle is not None:
                 if reader.idle.finished:
@@ -92,7 +113,7 @@ async def rogue(target: str, key: Path, modes: list[str], *, ca: Path | None = N
                 continue
             mode = remaining.pop(0)
             messages = _bad_result(mode, task, join.max_update_bytes)
-            for attempt in range(2 if mode == "duplicate" else 1):
+            for _ in range(2 if mode == "duplicate" else 1):
                 metadata = identity.sign(METHODS["PushResult"], BodyDigest().update(messages[0]).digest())
                 if mode == "tampered":
                     forged = pb.ResultMessage.FromString(messages[0])
@@ -101,10 +122,9 @@ async def rogue(target: str, key: Path, modes: list[str], *, ca: Path | None = N
                 try:
                     reply = await rpc._push(iter(messages), metadata=metadata)
                     answer = pb.PushReply.FromString(reply)
-                    lines.append(f"{mode} {pb.PushStatus.Name(answer.status)} {answer.detail}")
+                    lines.append(f"{mode} {pb.PushStatus.Name(answer.status)} round={task.round} {answer.detail}")
                 except grpc.aio.AioRpcError as exc:
-                    lines.append(f"{mode} {exc.code().name} {exc.details()}")
-                del attempt
+                    lines.append(f"{mode} {exc.code().name} round={task.round} {exc.details()}")
     finally:
         await channel.close()
     return lines

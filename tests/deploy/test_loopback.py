@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sheaf.data.catalog import build_federation
 from sheaf.deploy.client_state import ClientStateFile
@@ -52,6 +53,7 @@ def test_bad_updates_are_rejected_with_reasons_and_the_run_goes_on(tmp_path: Pat
         client["thread"].join(30)
         assert client.get("status") == 0
     by_mode = dict(line.split(" ", 1) for line in lines if not line.startswith("duplicate"))
+    assert "round=1" in by_mode["nan"]
     assert by_mode["nan"].startswith("REJECTED") and "NaN" in by_mode["nan"]
     assert by_mode["shape"].startswith("REJECTED") and "shape (3, 3)" in by_mode["shape"]
     assert by_mode["dtype"].startswith("REJECTED") and "dtype float64" in by_mode["dtype"]
@@ -126,3 +128,26 @@ def test_rounds_with_fewer_updates_than_the_minimum_leave_the_model_and_the_run_
     assert all(c["thread"].join(30) is None and c.get("status") == 0 for c in honest)
     with RunStore.open(result.run_path, readonly=True) as store:
         assert store.params(3).array_equal(store.params(1))
+
+
+def test_a_silent_client_is_dropped_and_takes_part_again_once_it_rejoins(
+    tmp_path: Path, keys: KeySet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHEAF_TEST_FIT_SECONDS", "0.4")  # rounds long enough to come back in
+    config = deploy_config(tmp_path, "rounds=10", "min_clients=2", "heartbeat_timeout=1", "evaluation.interval=100")
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys)
+    honest = [start_client(server.port, keys.client_keys[i], files[i], tmp_path / "state") for i in range(2)]
+
+    lines = asyncio.run(rogue(f"127.0.0.1:{server.port}", keys.client_keys[3], ["honest", "pause", "honest"]))
+    result = server.result()
+
+    assert all(c["thread"].join(30) is None and c.get("status") == 0 for c in honest)
+    assert lines[0].startswith("honest ACCEPTED round=1") and lines[1] == "pause rejoined"
+    back = int(lines[2].split("round=")[1].split()[0])
+    assert lines[2].startswith("honest ACCEPTED") and back > 2
+    with RunStore.open(result.run_path, readonly=True) as store:
+        dropped = sorted(r for r, c, phase, reason in store.failures() if c == 3 and reason.startswith("no contact"))
+        used = sorted(r for r, rec in store.client_records(phase="fit") if rec.client_id == 3)
+    assert [r for r in dropped if r <= back] == list(range(2, back))  # gone while silent, then back in
+    assert used[:2] == [1, back]

@@ -93,7 +93,6 @@ class _Session:
     task: Task
     data: ClientData
     states: ClientStateFile
-    heartbeat_interval: float
 
 
 class _Rpc:
@@ -136,7 +135,15 @@ class _Refused(Exception):
 
 
 def _work(session: _Session, task: ReceivedTask) -> list[bytes]:
-    """Run one task with the simulation's functions; return the result's messages."""
+    """Run one task; return the result's messages (a failure report if it cannot be sent)."""
+    try:
+        return _run_task(session, task)
+    except WireError as exc:  # e.g. the task returned tensors of a dtype that cannot travel
+        reason = f"{task.kind} failed: cannot send the result: {exc}"
+        return encode_result(task.task_id, uuid.uuid4().hex, task.kind, task.round, failure=reason)
+
+
+def _run_task(session: _Session, task: ReceivedTask) -> list[bytes]:
     update_id = uuid.uuid4().hex
     if task.kind == "evaluate":
         if len(session.data.test) == 0:
@@ -220,9 +227,7 @@ class DeployedClient:
             test=len(data.test),
             file=str(self.options.data),
         )
-        return _Session(
-            join.run_id, int(join.client_id), join.client_name, config, task, data, states, join.heartbeat_interval
-        )
+        return _Session(join.run_id, int(join.client_id), join.client_name, config, task, data, states)
 
     async def _heartbeats(self, rpc: _Rpc, run_id: str, interval: float) -> None:
         interval = max(interval, 0.05)
