@@ -37,7 +37,7 @@ from sheaf.deploy.coordinator import Coordinator, Slot, Work, WorkOutcome
 from sheaf.deploy.keys import KeySet, init_keys, new_client_key
 from sheaf.deploy.local import catalog_info, deployment_task, load_client_data, load_test_data
 from sheaf.deploy.logs import configure_logging, log_event
-from sheaf.deploy.server import ServerOptions, ServerResult, run_server, server_run_path
+from sheaf.deploy.server import ServerOptions, ServerResult, limit_malloc_arenas, run_server, server_run_path
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.status import run_status
 from sheaf.deploy.transport import (
@@ -107,6 +107,7 @@ __all__ = [
     "idle_message",
     "init_keys",
     "key_id",
+    "limit_malloc_arenas",
     "load_authorized_clients",
     "load_client_data",
     "load_identity",
