@@ -87,3 +87,13 @@ def test_the_task_comes_from_the_config_or_the_catalogs_info() -> None:
     with pytest.raises(ConfigError, match="not in sheaf's catalog"):
         deployment_task(load_config(overrides=["dataset=private"]))
     assert catalog_info("private") is None
+
+
+def test_parquet_files_read_like_their_csv(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, str(HEART / "split_csv.py"), "--out", str(tmp_path)], check=True)
+    config = load_config(HEART / "heart.toml")
+    pd.read_csv(tmp_path / "1-hungary.csv").to_parquet(tmp_path / "hungary.parquet")
+    from_parquet = load_client_data(tmp_path / "hungary.parquet", 1, config)
+    simulated = build_federation(config.data, config.seed).client(1)
+    assert np.array_equal(from_parquet.train.x, simulated.train.x)
+    assert np.array_equal(from_parquet.test.y, simulated.test.y)

@@ -55,7 +55,10 @@ def server(
         Path | None, typer.Option(help="A held-out CSV/Parquet/NPZ file for central evaluation on the server.")
     ] = None,
     label: Annotated[str, typer.Option(help="Label column of --test-data, if it is a plain table.")] = "label",
-    run: Annotated[Path | None, typer.Option(help="The run store (default runs_dir/<name>.sqlite).")] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option(help="The run store (default runs_dir/<name>.sqlite; name defaults to <dataset>-<strategy>-server)."),
+    ] = None,
     log_json: LogJson = False,
 ) -> None:
     """Serve a federated run to remote clients over gRPC; resume it if it exists."""
