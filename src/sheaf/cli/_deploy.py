@@ -57,7 +57,9 @@ def server(
     label: Annotated[str, typer.Option(help="Label column of --test-data, if it is a plain table.")] = "label",
     run: Annotated[
         Path | None,
-        typer.Option(help="The run store (default runs_dir/<name>.sqlite; name defaults to <dataset>-<strategy>-server)."),
+        typer.Option(
+            help="The run store (default runs_dir/<name>.sqlite; name defaults to <dataset>-<strategy>-server)."
+        ),
     ] = None,
     log_json: LogJson = False,
 ) -> None:

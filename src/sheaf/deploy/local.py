@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +93,8 @@ def _read_table(path: Path) -> pd.DataFrame | dict[str, npt.NDArray[Any]]:
         if suffix in (".csv", ".gz"):
             return pd.read_csv(path)
         if suffix in (".parquet", ".pq"):
-            try:
-                import pyarrow  # noqa: F401  (pandas reads Parquet through it)
-            except ImportError:
-                raise DataError(
-                    f"reading {str(path)!r} needs pyarrow: pip install 'sheaf[parquet]', or use CSV or NPZ"
-                ) from None
+            if importlib.util.find_spec("pyarrow") is None:  # pandas reads Parquet through it
+                raise DataError(f"reading {str(path)!r} needs pyarrow: pip install 'sheaf[parquet]', or use CSV or NPZ")
             return pd.read_parquet(path)
     except (OSError, ValueError, ImportError) as exc:
         raise DataError(f"cannot read {str(path)!r}: {exc}") from None
