@@ -196,7 +196,7 @@ def test_unknown_keys_replays_and_plaintext_clients_are_refused(tmp_path: Path, 
     processes.start("plaintext", *plaintext, "--insecure", "--give-up-after", "3")
 
     assert processes.wait("stranger", STARTUP) == 2
-    assert "unknown client key" in processes.log("stranger")
+    assert f"error: server localhost:{port} refused this client: unknown client key" in processes.log("stranger")
     assert processes.wait("plaintext", STARTUP) == 1
     assert "giving_up" in processes.log("plaintext")
 

@@ -120,10 +120,14 @@ def test_rounds_with_fewer_updates_than_the_minimum_leave_the_model_and_the_run_
     files = client_files(config, tmp_path / "data")
     server = start_server(config, keys)
     honest = [start_client(server.port, keys.client_keys[i], files[i], tmp_path / "state") for i in range(2)]
+    np.savez(tmp_path / "wrong.npz", x=np.ones((5, 3), np.float32), y=np.zeros(5))
+    unfit = start_client(server.port, keys.client_keys[2], tmp_path / "wrong.npz", tmp_path / "state")
 
     asyncio.run(rogue(f"127.0.0.1:{server.port}", keys.client_keys[3], ["duplicate"]))  # one round, then gone
     result = server.result()
 
+    unfit["thread"].join(30)
+    assert "the run's model expects (64,)" in str(unfit.get("error"))  # one clear error, no retries
     assert [r.aggregated for r in result.history] == [True, False, False]
     assert all(c["thread"].join(30) is None and c.get("status") == 0 for c in honest)
     with RunStore.open(result.run_path, readonly=True) as store:

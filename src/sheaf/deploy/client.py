@@ -11,7 +11,7 @@ Networks fail and servers restart: any transport error closes the channel, waits
 doubling up to ``max_backoff``, with jitter) and joins again. A result that could not be
 delivered is kept and delivered after the reconnection with the same update id, so the
 server ignores it if the first delivery did arrive. Only a refusal — an unknown key, a
-protocol mismatch — or unusable local data ends the client, with one clear log line.
+protocol mismatch — or unusable local data ends the client, with one clear error.
 """
 
 from __future__ import annotations
@@ -282,8 +282,12 @@ class DeployedClient:
         """Work for the server until the run ends; returns the process exit status.
 
         Returns:
-            0 when the run finished, 2 when the server refused this client or its data is
-            unusable, 1 when ``give_up_after`` passed without reaching the server.
+            0 when the run finished, 1 when ``give_up_after`` passed without reaching the
+            server.
+
+        Raises:
+            SheafError: when the server refuses this client (unknown key, protocol
+                mismatch) or its data or task cannot take part in the run.
         """
         loop = asyncio.get_running_loop()
         backoff, last_contact = 0.2, loop.time()
@@ -295,11 +299,11 @@ class DeployedClient:
                     return 0
             except _Refused as exc:
                 log_event(_log, logging.ERROR, "refused", server=self.options.server, reason=str(exc))
-                return 2
+                raise SheafError(f"server {self.options.server} refused this client: {exc}") from None
             except SheafError as exc:
                 if not isinstance(exc, WireError):
                     log_event(_log, logging.ERROR, "cannot_take_part", reason=str(exc))
-                    return 2
+                    raise
                 log_event(_log, logging.WARNING, "bad_message_from_server", reason=str(exc))
             except grpc.aio.AioRpcError as exc:
                 log_event(
