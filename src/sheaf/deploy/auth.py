@@ -15,6 +15,10 @@ The server refuses a key it does not know, a time off its own clock by more than
 ``max_skew`` seconds, a nonce it has seen within the window (a replay), and a signature
 that does not verify over the digest *it* computed from the bytes that arrived.
 
+References:
+    Bernstein, Duif, Lange, Schwabe, Yang. High-speed high-security signatures (Ed25519),
+    Journal of Cryptographic Engineering 2012; RFC 8032.
+
 Example:
     >>> from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     >>> identity = ClientIdentity(Ed25519PrivateKey.generate())

@@ -14,6 +14,10 @@ client's late delivery for the round being redone is still recognised.
 Each fit task also tells its client the last round whose update from it was aggregated
 (from the run store), which is how a client's own persistent state moves on exactly as in
 simulation (:mod:`sheaf.deploy.client_state`).
+
+Example:
+    >>> task_id(3, "fit", 7)
+    'r3-fit-c7'
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ at the end requires exactly the declared bytes with the declared digest. Any vio
 one :class:`WireError`. Nothing is ever unpickled: arrays are rebuilt by
 :func:`sheaf.core.tensor.array_from_record`.
 
+References:
+    Aumasson, Neves, Wilcox-O'Hearn, Winnerlein. BLAKE2: simpler, smaller, fast as MD5,
+    ACNS 2013; RFC 7693 (the tensor digest).
+
 Example:
     >>> import numpy as np
     >>> from sheaf.core.params import Params

@@ -12,6 +12,12 @@ doubling up to ``max_backoff``, with jitter) and joins again. A result that coul
 delivered is kept and delivered after the reconnection with the same update id, so the
 server ignores it if the first delivery did arrive. Only a refusal — an unknown key, a
 protocol mismatch — or unusable local data ends the client, with one clear error.
+
+Example:
+    >>> from pathlib import Path
+    >>> options = ClientOptions("fl.example.org:7443", Path("my.key"), Path("hungary.csv"), ca=Path("ca.pem"))
+    >>> options.insecure, options.max_backoff
+    (False, 10.0)
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ The server holds the run config and the run store, and no data. It:
 4. about once a second writes its live status (connected clients, the batch in
    progress) into the store for ``sheaf status``; logs every event as a structured line;
 5. when the last round is committed, tells clients the run is over and stops.
+
+Example:
+    >>> from sheaf.core.config import RunConfig
+    >>> server_run_path(RunConfig()).as_posix()
+    'runs/digits-fedavg-server.sqlite'
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ delivery), the declared tensors against the model and the size limit — all bef
 tensor bytes are taken — then, once received, the bytes against the header's digest,
 and the values (finite, norm bound: :mod:`sheaf.deploy.validation`). A rejected update
 settles the client's share of the round as a dropout with the reason; the round goes on.
+
+Example:
+    >>> ServiceSettings("run-1", "{}", heartbeat_interval=5.0, max_update_bytes=1 << 20).max_update_norm
+    0.0
 """
 
 from __future__ import annotations
