@@ -188,7 +188,8 @@ def status(
         )
     if "in_progress" in info:
         work = info["in_progress"]
-        table.add_row("in progress", f"{work['kind']} of round {work['round']}, waiting for {work['waiting_for']}")
+        waiting = f"waiting for clients {work['waiting_for']}" if work["waiting_for"] else "every client answered"
+        table.add_row("in progress", f"{work['kind']} of round {work['round']}: {waiting}")
     if "last_round" in info:
         last = info["last_round"]
         table.add_row(
