@@ -155,3 +155,48 @@ def test_a_silent_client_is_dropped_and_takes_part_again_once_it_rejoins(
         used = sorted(r for r, rec in store.client_records(phase="fit") if rec.client_id == 3)
     assert [r for r in dropped if r <= back] == list(range(2, back))  # gone while silent, then back in
     assert used[:2] == [1, back]
+
+
+def test_malformed_requests_with_valid_signatures_are_refused_and_the_server_keeps_serving(
+    tmp_path: Path, keys: KeySet
+) -> None:
+    import grpc
+
+    from sheaf.deploy.auth import BodyDigest, load_identity
+    from sheaf.deploy.transport import METHODS
+
+    config = deploy_config(tmp_path, "rounds=1", "min_clients=1", "clients=1", "evaluation.federated=false")
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys)
+    identity = load_identity(keys.client_keys[1])
+    garbage = [b"\xff\xff\xff", b"\x0a\x05abc", bytes(range(256)), b"\x08" * 50]
+
+    async def send() -> list[str]:
+        codes = []
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            await channel.channel_ready()
+            for method in ("Join", "Heartbeat", "PullTask"):
+                for body in garbage:
+                    metadata = identity.sign(METHODS[method], BodyDigest().update(body).digest())
+                    try:
+                        if method == "PullTask":
+                            async for _ in channel.unary_stream(METHODS[method])(body, metadata=metadata):
+                                pass
+                        else:
+                            await channel.unary_unary(METHODS[method])(body, metadata=metadata, timeout=10)
+                        codes.append("OK")
+                    except grpc.aio.AioRpcError as exc:
+                        codes.append(exc.code().name)
+            for body in garbage:  # a result stream whose header is nonsense
+                metadata = identity.sign(METHODS["PushResult"], BodyDigest().update(body).digest())
+                reply = await channel.stream_unary(METHODS["PushResult"])(iter([body, body]), metadata=metadata)
+                codes.append(f"push:{reply[:2].hex()}")
+        return codes
+
+    codes = asyncio.run(send())
+    client = start_client(server.port, keys.client_keys[0], files[0], tmp_path / "state")
+    result = server.result()
+
+    assert all(code in ("INVALID_ARGUMENT", "FAILED_PRECONDITION") for code in codes[:12]), codes
+    assert all(code == "push:0804" for code in codes[12:]), codes  # PushReply(status=REJECTED)
+    assert result.history.rounds_completed == 1 and client["thread"].join(30) is None
