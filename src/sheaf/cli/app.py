@@ -1,4 +1,5 @@
-"""The ``sheaf`` command line: simulate, report, datasets, strategies, partition, analyze, check, config.
+"""The ``sheaf`` command line: simulate, report, datasets, strategies, partition, analyze, check,
+config (and, from :mod:`sheaf.cli._deploy`, server, client, keys, status).
 
 Every command turns a :class:`~sheaf.core.errors.SheafError` into one line on standard
 error — ``error: <what was wrong and what to do>`` — and exit status 2.
@@ -244,3 +245,7 @@ def show_config(config: ConfigArg = None, overrides: SetOpt = None) -> None:
         if isinstance(values, dict):
             lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     typer.echo("\n".join(lines))
+
+
+# The deployment commands (server, client, keys, status) register themselves on ``app``.
+from sheaf.cli import _deploy  # noqa: E402, F401

@@ -1,7 +1,7 @@
 """The run configuration: typed, frozen, loaded from TOML and ``key=value`` overrides.
 
 A run is described by one :class:`RunConfig`, grouped in sections (``data``, ``model``,
-``train``, ``strategy``, ``evaluation``, ``attack``, ``personalization``). Every key is checked: an unknown or misspelt key,
+``train``, ``strategy``, ``evaluation``, ``attack``, ``personalization``, and ``server`` for deployed runs). Every key is checked: an unknown or misspelt key,
 a value of the wrong type or out of range is a :class:`~sheaf.core.errors.ConfigError`
 whose message names the key and what would be valid.
 
@@ -39,6 +39,7 @@ __all__ = [
     "ModelConfig",
     "PersonalizationConfig",
     "RunConfig",
+    "ServerConfig",
     "StrategyConfig",
     "TrainConfig",
     "apply_overrides",
@@ -248,6 +249,40 @@ class PersonalizationConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """How a deployed server (``sheaf server``) runs its rounds; simulations ignore it.
+
+    Attributes:
+        round_timeout: seconds a round (or an evaluation) waits for its clients' results;
+            a client that has not answered by then has dropped out of it.
+        heartbeat_interval: seconds between a connected client's heartbeats.
+        heartbeat_timeout: a client silent for this long is taken as gone: its pending work
+            counts as a dropout at once rather than at the round timeout.
+        max_update_mb: the largest update (delta and extras) accepted, in MiB; 0 accepts
+            up to twice the model's size.
+        max_update_norm: reject an update whose delta has a larger L2 norm; 0: no bound.
+    """
+
+    round_timeout: float = 300.0
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 30.0
+    max_update_mb: float = 0.0
+    max_update_norm: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.round_timeout > 0, "server.round_timeout", "> 0 seconds", self.round_timeout)
+        _check(self.heartbeat_interval > 0, "server.heartbeat_interval", "> 0 seconds", self.heartbeat_interval)
+        _check(
+            self.heartbeat_timeout > self.heartbeat_interval,
+            "server.heartbeat_timeout",
+            f"longer than server.heartbeat_interval ({self.heartbeat_interval})",
+            self.heartbeat_timeout,
+        )
+        _check(self.max_update_mb >= 0, "server.max_update_mb", ">= 0 (0: twice the model size)", self.max_update_mb)
+        _check(self.max_update_norm >= 0, "server.max_update_norm", ">= 0 (0: no bound)", self.max_update_norm)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run; the same config and seed give the same model.
 
@@ -282,6 +317,7 @@ class RunConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     personalization: PersonalizationConfig = field(default_factory=PersonalizationConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", ">= 0", self.seed)
@@ -319,6 +355,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "evaluation": EvalConfig,
     "attack": AttackConfig,
     "personalization": PersonalizationConfig,
+    "server": ServerConfig,
 }
 
 T = TypeVar("T")

