@@ -31,7 +31,7 @@ __all__ = ["OneHot", "Ordinal"]
 Stats = Mapping[str, ColumnStats]
 
 
-def _vocabulary(step: OneHot | Ordinal, column: str, stats: Stats, ctx: FitContext) -> list[str]:
+def _vocabulary(step: _Categorical, column: str, stats: Stats, ctx: FitContext) -> list[str]:
     declared = ctx.categories.get(column, ())
     if declared:
         return list(declared)
@@ -44,19 +44,14 @@ def _vocabulary(step: OneHot | Ordinal, column: str, stats: Stats, ctx: FitConte
 
 
 @dataclass(frozen=True)
-class OneHot(Step):
-    """One indicator column ``col=value`` per category; a missing or unknown value is all zeros.
-
-    Declared categories are used as declared (in their order); otherwise the vocabulary is
-    every value the federation holds at least ``min_count`` times (at most
-    ``max_categories`` of the most frequent, if set), sorted.
+class _Categorical(Step):
+    """An encoder: a vocabulary per categorical column, declared or learned from federated counts.
 
     Attributes:
         min_count: the fewest rows a learned category needs.
         max_categories: keep at most this many learned categories (0: no limit).
     """
 
-    kind: ClassVar[str] = "one_hot"
     accepts: ClassVar[frozenset[str]] = frozenset({"categorical"})
     encodes: ClassVar[bool] = True
 
@@ -72,6 +67,22 @@ class OneHot(Step):
     def fit(self, stats: Stats, ctx: FitContext) -> dict[str, Any]:
         """The vocabulary per column."""
         return {c: _vocabulary(self, c, stats, ctx) for c in self.columns}
+
+
+@dataclass(frozen=True)
+class OneHot(_Categorical):
+    """One indicator column ``col=value`` per category; a missing or unknown value is all zeros.
+
+    Declared categories are used as declared (in their order); otherwise the vocabulary is
+    every value the federation holds at least ``min_count`` times (at most
+    ``max_categories`` of the most frequent, if set), sorted.
+
+    Attributes:
+        min_count: the fewest rows a learned category needs.
+        max_categories: keep at most this many learned categories (0: no limit).
+    """
+
+    kind: ClassVar[str] = "one_hot"
 
     def apply(self, frame: Mapping[str, npt.NDArray[Any]], params: Mapping[str, Any]) -> Columns:
         """Replace each column by its indicator columns, in place."""
@@ -91,7 +102,7 @@ class OneHot(Step):
 
 
 @dataclass(frozen=True)
-class Ordinal(Step):
+class Ordinal(_Categorical):
     """The category's position in the vocabulary (declared order, or sorted); -1 if missing or unknown.
 
     Attributes:
@@ -100,21 +111,6 @@ class Ordinal(Step):
     """
 
     kind: ClassVar[str] = "ordinal"
-    accepts: ClassVar[frozenset[str]] = frozenset({"categorical"})
-    encodes: ClassVar[bool] = True
-
-    min_count: int = 1
-    max_categories: int = 0
-
-    def queries(self, stage: int, stats: Stats, ctx: FitContext) -> list[ColumnQuery]:
-        """Counts of every value, for the columns whose categories are not declared."""
-        if stage > 0:
-            return []
-        return [ColumnQuery(c, "categorical") for c in self.columns if not ctx.categories.get(c)]
-
-    def fit(self, stats: Stats, ctx: FitContext) -> dict[str, Any]:
-        """The vocabulary per column."""
-        return {c: _vocabulary(self, c, stats, ctx) for c in self.columns}
 
     def apply(self, frame: Mapping[str, npt.NDArray[Any]], params: Mapping[str, Any]) -> Columns:
         """Replace each column by its codes."""
