@@ -2,11 +2,14 @@
 
 from sheaf.core.config import (
     ATTACKS,
+    PRIVACY_MODES,
+    SAMPLINGS,
     AttackConfig,
     DataConfig,
     EvalConfig,
     ModelConfig,
     PersonalizationConfig,
+    PrivacyConfig,
     RunConfig,
     StrategyConfig,
     TrainConfig,
@@ -33,6 +36,8 @@ from sheaf.core.update import Metrics, Scalar, TensorGroups, Update, check_updat
 __all__ = [
     "ALLOWED_DTYPES",
     "ATTACKS",
+    "PRIVACY_MODES",
+    "SAMPLINGS",
     "AggregationError",
     "Array",
     "AttackConfig",
@@ -47,6 +52,7 @@ __all__ = [
     "ParamSpec",
     "Params",
     "PersonalizationConfig",
+    "PrivacyConfig",
     "Purpose",
     "RunConfig",
     "Scalar",
