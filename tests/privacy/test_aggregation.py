@@ -121,9 +121,17 @@ def test_server_clipping_and_adaptive_clipping_need_each_update() -> None:
 def test_the_clients_are_told_the_mechanism_and_the_round_clip() -> None:
     strategy = with_privacy(fedadam(), plan_for(10, "fraction=0.2", "privacy.clipping=client", "privacy.clip=0.7"))
     options, payload = strategy.configure(strategy.init(START), RoundContext(1, START, 0, 10))
-    assert options["client_steps"] == "privacy_budget,dp_clip" and options["dp_clip"] == 0.7
+    assert options["client_steps"] == "dp_clip" and options["dp_clip"] == 0.7
     assert options["dp_mechanism"] == "fixed" and options["dp_cohort"] == 2 and payload == {}
     assert strategy.name == "dp-fedadam"
+
+
+def test_clients_check_their_budgets_only_where_one_may_have_a_limit() -> None:
+    budgeted = with_privacy(fedavg(), plan_for(10, "privacy.client_budget=5"))
+    assert budgeted.client_steps == ("privacy_budget",)
+    assert with_privacy(fedavg(), plan_for(10)).client_steps == ()  # server clipping: no client step at all
+    deployed = privacy_plan(load_config(overrides=["privacy.mode=local", "min_clients=1"]), 10, ledgers=True)
+    assert deployed is not None and with_privacy(fedavg(), deployed).client_steps == ("privacy_budget", "local_dp")
 
 
 @pytest.mark.parametrize("factory", [krum, scaffold])

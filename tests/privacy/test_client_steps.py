@@ -47,7 +47,7 @@ START = Params({"w": np.full(DIM, 0.25, np.float32)})
 
 
 def options_for(*settings: str, population: int = 10, round: int = 1) -> dict:  # type: ignore[type-arg]
-    plan = privacy_plan(load_config(overrides=["privacy.mode=central", *settings]), population)
+    plan = privacy_plan(load_config(overrides=["privacy.mode=central", *settings]), population, ledgers=True)
     assert plan is not None
     strategy = with_privacy(fedavg(), plan)
     return strategy.configure(strategy.init(START), RoundContext(round, START, 0, population))[0]

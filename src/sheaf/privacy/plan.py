@@ -58,6 +58,9 @@ class PrivacyPlan:
         expected_cohort: the fixed denominator of the mean (clients expected per round).
         population: the number of clients.
         rounds: the rounds the run will release.
+        ledgers: whether clients are asked to run their budget check (``privacy_budget``):
+            needed wherever a client may have a limit; without it a central run with server
+            clipping has no client step at all (so a vectorised backend can batch it).
     """
 
     mode: str
@@ -75,6 +78,7 @@ class PrivacyPlan:
     expected_cohort: float
     population: int
     rounds: int
+    ledgers: bool = True
 
     @property
     def update_noise_multiplier(self) -> float:
@@ -88,9 +92,10 @@ class PrivacyPlan:
     @property
     def client_steps(self) -> tuple[str, ...]:
         """The client steps the plan needs, outermost first."""
+        budget = ("privacy_budget",) if self.ledgers else ()
         if self.mode == "local":
-            return ("privacy_budget", "local_dp")
-        return ("privacy_budget", "dp_clip") if self.clipping == "client" else ("privacy_budget",)
+            return (*budget, "local_dp")
+        return (*budget, "dp_clip") if self.clipping == "client" else budget
 
     def client_options(self) -> dict[str, Scalar]:
         """What every client is told about the round's mechanism (for its clipping and ledger)."""
@@ -125,6 +130,7 @@ class PrivacyPlan:
             "expected_cohort": self.expected_cohort,
             "population": self.population,
             "rounds": self.rounds,
+            "ledgers": self.ledgers,
         }
 
 
@@ -146,8 +152,15 @@ def mechanism_from_options(options: Mapping[str, Scalar]) -> RoundMechanism:
         raise TaskError(f"the server's privacy options do not describe the round's mechanism: {exc}") from None
 
 
-def privacy_plan(config: RunConfig, population: int) -> PrivacyPlan | None:
+def privacy_plan(config: RunConfig, population: int, *, ledgers: bool | None = None) -> PrivacyPlan | None:
     """Resolve ``config.privacy`` for ``population`` clients (None when privacy is off).
+
+    Args:
+        config: the run config.
+        population: the number of clients.
+        ledgers: ask clients to check their own budgets; None: only if ``[privacy]`` gives
+            any simulated client one. A deployed server, which cannot know its clients'
+            limits, should pass True.
 
     Raises:
         ConfigError: on settings that do not fit together, naming what to change.
@@ -202,6 +215,7 @@ def privacy_plan(config: RunConfig, population: int) -> PrivacyPlan | None:
         expected_cohort=expected,
         population=population,
         rounds=config.rounds,
+        ledgers=bool(p.client_budget > 0 or budgets) if ledgers is None else ledgers,
     )
     plan.update_noise_multiplier  # noqa: B018 - raises a clear error if σ_b is too small for z
     return plan
