@@ -60,6 +60,7 @@ class ProgressListener:
         self.console.print(
             f"[bold]sheaf[/] {config.data.dataset} · {population} clients ({config.data.partition}) · "
             f"{config.strategy.name} · {cohort} per round · backend {config.backend}"
+            + (f" · {config.privacy.mode} DP" if config.privacy.mode != "none" else "")
             + (f" · resuming at round {first_round}" if first_round > 1 else "")
         )
         self._progress.start()
