@@ -10,6 +10,8 @@
 - ``attacks``: the same runs with 20% of the clients malicious, sending sign-flipped
   (x -10) or scaled (x10) updates, for FedAvg and the robust aggregators; beside each, its
   clean accuracy and the drop (means over seeds).
+- ``attacks_per_round``: the same with exactly 2 of every round's 10 clients malicious
+  (``attack.per_round``), the setting robust aggregators state their guarantees for.
 - ``fairness``: q-FedAvg for several q against FedAvg on the four hospitals of the heart
   data (a naturally skewed partition: sizes 123-304, disease rates 46-94%), over eight
   seeds: the worst hospital's accuracy and the mean over hospitals.
@@ -93,26 +95,44 @@ def strategies(rounds: int, seeds: int, folder: str) -> dict[str, Any]:
     return {"command": "sheaf simulate --set " + " --set ".join([*common, "seed=S", "strategy=NAME"]), "rows": rows}
 
 
-def attacks(rounds: int, seeds: int, folder: str, clean: dict[str, Any] | None) -> dict[str, Any]:
+#: With exactly 2 attackers in every cohort of 10 (attack.per_round): each aggregator with
+#: the f that names them (Bulyan's assumption n >= 4f + 3 allows only f = 1 for n = 10).
+HYPER_PER_ROUND: dict[str, list[str]] = {
+    "median": ["strategy.f=2"],
+    "trimmed_mean": ["strategy.beta=0.2"],
+    "krum": ["strategy.f=2"],
+    "multikrum": ["strategy.f=2"],
+    "bulyan": ["strategy.f=1"],
+}
+
+
+def attacks(
+    rounds: int, seeds: int, folder: str, clean: dict[str, Any] | None, per_round: bool = False
+) -> dict[str, Any]:
     common = [*BASE, f"rounds={rounds}", f"evaluation.interval={rounds}"]
+    hyper = HYPER_PER_ROUND if per_round else HYPER
+    mode = [f"attack.per_round={'true' if per_round else 'false'}"]
     rows: dict[str, Any] = {}
     for name in ROBUST:
-        settings = [*common, f"strategy={name}", *HYPER.get(name, [])]
+        settings = [*common, f"strategy={name}", *hyper.get(name, [])]
         base = (
             clean["rows"][name]["central_accuracy"]
-            if clean
+            if clean and not per_round
             else over_seeds(settings, folder, seeds)["central_accuracy"]
         )
-        rows[name] = {"settings": HYPER.get(name, []), "clean": base}
+        rows[name] = {"settings": hyper.get(name, []), "clean": base}
         for attack in ("sign_flip", "scale"):
             attacked = over_seeds(
-                [*settings, f"attack={attack}", "attack.malicious_fraction=0.2", "attack.scale=10"], folder, seeds
+                [*settings, f"attack={attack}", "attack.malicious_fraction=0.2", "attack.scale=10", *mode],
+                folder,
+                seeds,
             )
             rows[name][attack] = attacked["central_accuracy"]
             rows[name][f"{attack}_by_seed"] = attacked["central_by_seed"]
             rows[name][f"{attack}_drop"] = round(base - attacked["central_accuracy"], 4)
     return {
-        "command": "the strategies runs with --set attack=sign_flip|scale --set attack.malicious_fraction=0.2 --set attack.scale=10",
+        "command": "the strategies runs with --set attack=sign_flip|scale --set attack.malicious_fraction=0.2 "
+        f"--set attack.scale=10 --set {mode[0]}",
         "rows": rows,
     }
 
@@ -139,7 +159,9 @@ def fairness(seeds: int, folder: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="strategies,attacks,fairness", help="comma-separated sections")
+    parser.add_argument(
+        "--only", default="strategies,attacks,attacks_per_round,fairness", help="comma-separated sections"
+    )
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=3, help="seeds for the digits runs (heart uses 8)")
     args = parser.parse_args()
@@ -150,6 +172,8 @@ def main() -> None:
             figures["strategies"] = strategies(args.rounds, args.seeds, folder)
         if "attacks" in sections:
             figures["attacks"] = attacks(args.rounds, args.seeds, folder, figures.get("strategies"))
+        if "attacks_per_round" in sections:
+            figures["attacks_per_round"] = attacks(args.rounds, args.seeds, folder, None, per_round=True)
         if "fairness" in sections:
             figures["fairness"] = fairness(8, folder)
     print(json.dumps(figures, indent=2))

@@ -154,7 +154,7 @@ def test_an_attacked_run_records_who_attacked_and_the_same_seed_picks_the_same_a
     assert first.params.array_equal(second.params)
     assert not first.params.array_equal(clean.params)
     assert json.dumps(stored) == json.dumps(
-        {"name": "sign_flip", "malicious_fraction": 0.25, "scale": 10.0, "noise_std": 1.0}
+        {"name": "sign_flip", "malicious_fraction": 0.25, "per_round": False, "scale": 10.0, "noise_std": 1.0}
     )
 
 

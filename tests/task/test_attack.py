@@ -90,3 +90,28 @@ def test_label_flipping_needs_classes() -> None:
 def test_bad_attack_settings_are_one_clear_error(setting: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         AttackConfig(**setting)  # type: ignore[arg-type]
+
+
+def test_per_round_attackers_are_exactly_the_share_of_every_rounds_cohort() -> None:
+    from sheaf.strategies.sampling import sample_cohort
+    from sheaf.task.attack import malicious_in_round
+
+    for round in range(1, 30):
+        chosen = malicious_in_round(population=100, cohort=10, fraction=0.2, seed=5, round=round)
+        assert len(chosen) == 2
+        assert set(chosen.tolist()) <= set(sample_cohort(100, 10, seed=5, round=round).tolist())
+    assert (
+        malicious_in_round(100, 10, 0.2, seed=5, round=2).tolist()
+        == malicious_in_round(100, 10, 0.2, seed=5, round=2).tolist()
+    )
+
+
+def test_a_per_round_attacked_task_attacks_only_in_the_rounds_that_chose_the_client() -> None:
+    from sheaf.task.attack import malicious_in_round
+
+    task = attack_task(Honest(), AttackConfig(name="sign_flip", per_round=True, scale=10.0), 20, 4, seed=1, cohort=5)
+    for round in (1, 2, 3):
+        bad = set(malicious_in_round(20, 5, 0.2, seed=1, round=round).tolist())
+        for cid in range(20):
+            expected = -7.5 if cid in bad else 0.75
+            np.testing.assert_allclose(delta(task, cid, round), expected)

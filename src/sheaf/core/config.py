@@ -1,8 +1,8 @@
 """The run configuration: typed, frozen, loaded from TOML and ``key=value`` overrides.
 
 A run is described by one :class:`RunConfig`, grouped in sections (``data``, ``model``,
-``train``, ``strategy``, ``evaluation``, ``attack``, ``personalization``, ``privacy``).
-Every key is checked: an unknown or misspelt key,
+``train``, ``strategy``, ``evaluation``, ``attack``, ``personalization``, ``privacy``,
+and ``server`` for deployed runs). Every key is checked: an unknown or misspelt key,
 a value of the wrong type or out of range is a :class:`~sheaf.core.errors.ConfigError`
 whose message names the key and what would be valid.
 
@@ -43,6 +43,7 @@ __all__ = [
     "PersonalizationConfig",
     "PrivacyConfig",
     "RunConfig",
+    "ServerConfig",
     "StrategyConfig",
     "TrainConfig",
     "apply_overrides",
@@ -73,6 +74,9 @@ class DataConfig:
         test_fraction: share of each client's samples kept as its local test split.
         central_test_fraction: share of the dataset held out as the central test set
             (datasets whose test set is the union of the clients' splits ignore it).
+        preprocessing: for tabular datasets, ``local`` (each client fits the pipeline on
+            its own training rows) or ``federated`` (one pipeline fitted from statistics
+            merged over every client's training rows, then used by all).
     """
 
     dataset: str = "digits"
@@ -84,6 +88,7 @@ class DataConfig:
     min_samples: int = 2
     test_fraction: float = 0.2
     central_test_fraction: float = 0.2
+    preprocessing: str = "local"
 
     def __post_init__(self) -> None:
         _check(self.clients >= 0, "data.clients", ">= 1 (or 0 for natural partitions)", self.clients)
@@ -98,6 +103,12 @@ class DataConfig:
             "in (0, 1)",
             self.central_test_fraction,
         )
+        _check(
+            self.preprocessing in ("local", "federated"),
+            "data.preprocessing",
+            "one of: local, federated",
+            self.preprocessing,
+        )
 
 
 @dataclass(frozen=True)
@@ -105,8 +116,9 @@ class ModelConfig:
     """The built-in model, used when no custom ``task`` is given.
 
     Attributes:
-        name: ``mlp`` or ``logreg`` (multinomial logistic regression).
-        hidden: hidden layer widths of the MLP.
+        name: ``mlp``, ``logreg`` (multinomial logistic regression), ``cnn`` (two 5x5
+            convolutions for images) or ``char_lstm`` (characters in, the next out).
+        hidden: hidden layer widths of the MLP; the LSTM's layer widths for ``char_lstm``.
     """
 
     name: str = "mlp"
@@ -206,14 +218,19 @@ class AttackConfig:
             (send ``scale`` times it); ``gaussian`` (send Gaussian noise of standard
             deviation ``noise_std`` instead); ``label_flip`` (train on labels
             ``num_classes - 1 - y``).
-        malicious_fraction: share of all clients that are malicious, chosen once from the
-            seed.
+        malicious_fraction: share of the clients that are malicious.
+        per_round: false (default): ``malicious_fraction`` of ALL clients are malicious,
+            chosen once from the seed, so a round holds however many of them were sampled;
+            true: exactly ``round(malicious_fraction * cohort)`` of EACH round's sampled
+            clients are malicious, chosen from (seed, round) — the setting in which robust
+            aggregators state their guarantee (f attackers among the n updates of a round).
         scale: the factor of ``sign_flip`` and ``scale``.
         noise_std: the standard deviation of ``gaussian``.
     """
 
     name: str = "none"
     malicious_fraction: float = 0.2
+    per_round: bool = False
     scale: float = 10.0
     noise_std: float = 1.0
 
@@ -325,6 +342,40 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """How a deployed server (``sheaf server``) runs its rounds; simulations ignore it.
+
+    Attributes:
+        round_timeout: seconds a round (or an evaluation) waits for its clients' results;
+            a client that has not answered by then has dropped out of it.
+        heartbeat_interval: seconds between a connected client's heartbeats.
+        heartbeat_timeout: a client silent for this long is taken as gone: its pending work
+            counts as a dropout at once rather than at the round timeout.
+        max_update_mb: the largest update (delta and extras) accepted, in MiB; 0 accepts
+            up to twice the model's size.
+        max_update_norm: reject an update whose delta has a larger L2 norm; 0: no bound.
+    """
+
+    round_timeout: float = 300.0
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 30.0
+    max_update_mb: float = 0.0
+    max_update_norm: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.round_timeout > 0, "server.round_timeout", "> 0 seconds", self.round_timeout)
+        _check(self.heartbeat_interval > 0, "server.heartbeat_interval", "> 0 seconds", self.heartbeat_interval)
+        _check(
+            self.heartbeat_timeout > self.heartbeat_interval,
+            "server.heartbeat_timeout",
+            f"longer than server.heartbeat_interval ({self.heartbeat_interval})",
+            self.heartbeat_timeout,
+        )
+        _check(self.max_update_mb >= 0, "server.max_update_mb", ">= 0 (0: twice the model size)", self.max_update_mb)
+        _check(self.max_update_norm >= 0, "server.max_update_norm", ">= 0 (0: no bound)", self.max_update_norm)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run; the same config and seed give the same model.
 
@@ -360,6 +411,7 @@ class RunConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     personalization: PersonalizationConfig = field(default_factory=PersonalizationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", ">= 0", self.seed)
@@ -398,6 +450,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "attack": AttackConfig,
     "personalization": PersonalizationConfig,
     "privacy": PrivacyConfig,
+    "server": ServerConfig,
 }
 
 T = TypeVar("T")

@@ -6,6 +6,7 @@ dependencies are translated into one of these at the boundary where they occur::
     SheafError
     ├── ConfigError          a setting is unknown, mistyped or out of range
     ├── DataError            a dataset, partition or client's data is unusable
+    │   └── SchemaError      a client's rows do not match the declared schema
     ├── TaskError            the user's task cannot be loaded or misbehaves
     ├── StrategyError        an aggregation step got a bad hyperparameter or input
     │   └── AggregationError a round's updates break a step's assumption (round skipped)
@@ -25,6 +26,7 @@ __all__ = [
     "ClientFailure",
     "ConfigError",
     "DataError",
+    "SchemaError",
     "SheafError",
     "StoreError",
     "StrategyError",
@@ -42,6 +44,11 @@ class ConfigError(SheafError):
 
 class DataError(SheafError):
     """A dataset, partition or client's data cannot be used as asked."""
+
+
+class SchemaError(DataError):
+    """A client's rows break the declared schema (missing column, wrong type, unseen
+    category, too many missing values)."""
 
 
 class TaskError(SheafError):

@@ -3,6 +3,7 @@
 from sheaf.run.baseline import BaselineResult, pooled_baseline
 from sheaf.run.loop import Federated, RoundListener, run_rounds
 from sheaf.run.personalize import PERSONALIZED, personal_steps, personalized_evaluation, wants_personalization
+from sheaf.run.population import Population
 from sheaf.run.report import report_run
 from sheaf.run.simulate import SimulationResult, open_or_create_store, resolve_config, simulate
 from sheaf.run.store import FORMAT_VERSION, RunStore
@@ -12,6 +13,7 @@ __all__ = [
     "PERSONALIZED",
     "BaselineResult",
     "Federated",
+    "Population",
     "RoundListener",
     "RunStore",
     "SimulationResult",

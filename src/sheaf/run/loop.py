@@ -15,7 +15,8 @@ Per round:
    they meet the strategy's assumption (e.g. Krum's ``n >= 2f + 3``), otherwise keep the
    model unchanged and record why (with differential privacy, the privacy spent so far
    is recorded with every round);
-5. evaluate the new model centrally, and on the clients' local test splits every
+5. evaluate the new model centrally (if there is a central test set), and on the
+   clients' local test splits every
    ``evaluation.interval`` rounds and after the last (with personalised models beside the
    global one when asked, :mod:`sheaf.run.personalize`);
 6. commit the round to the store in one transaction, then tell the listener.
@@ -28,8 +29,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
 from sheaf.backends.base import Backend, Cohort
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import AggregationError, ClientFailure, SheafError
@@ -40,9 +39,10 @@ from sheaf.evaluation.fairness import summarize
 from sheaf.evaluation.history import ClientRecord, History, RoundRecord
 from sheaf.privacy.aggregation import privacy_report
 from sheaf.run.personalize import personalized_evaluation, wants_personalization
+from sheaf.run.population import Population
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import RoundContext, Strategy
-from sheaf.strategies.sampling import cohort_size, sample_cohort
+from sheaf.strategies.sampling import cohort_size
 from sheaf.task.base import Task
 
 __all__ = ["Federated", "RoundListener", "run_rounds"]
@@ -65,7 +65,9 @@ class Federated:
     Attributes:
         config: the run config.
         task: the user's task (the server uses it for central evaluation).
-        federation: the clients' data (the loop reads only its sizes and central test set).
+        federation: the clients' data (the loop reads only its sizes and central test
+            set), or a :class:`~sheaf.run.population.Population` when the clients hold
+            their own data (deployment).
         strategy: the aggregation strategy.
         backend: a started backend.
         store: the run's store, holding at least round 0.
@@ -73,7 +75,7 @@ class Federated:
 
     config: RunConfig
     task: Task
-    federation: Federation
+    federation: Federation | Population
     strategy: Strategy
     backend: Backend
     store: RunStore
@@ -85,11 +87,15 @@ def _weighted(records: Sequence[ClientRecord], metric: str) -> float:
     return float(sum(v * n for v, n in values) / weight) if weight else float("nan")
 
 
+def _population(parts: Federated) -> Population:
+    fed = parts.federation
+    return fed if isinstance(fed, Population) else Population.of(fed)
+
+
 def _federated_evaluation(
     parts: Federated, params: Params
 ) -> tuple[dict[str, dict[str, float]], list[ClientRecord], list[ClientFailure]]:
-    clients = np.flatnonzero(parts.federation.test_counts > 0).tolist()
-    outcome = parts.backend.evaluate(clients, params)
+    outcome = parts.backend.evaluate(list(_population(parts).evaluation_clients), params)
     records = [
         ClientRecord(cid, "evaluate", r.num_examples, {"loss": r.loss, **r.metrics})
         for cid, r in sorted(outcome.results.items())
@@ -125,7 +131,8 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         SheafError: on errors that stop the whole run (a broken store, a backend failure).
     """
     config, store = parts.config, parts.store
-    population = parts.federation.num_clients
+    clients_of_run = _population(parts)
+    population = clients_of_run.num_clients
     size = cohort_size(population, config.strategy.fraction, config.strategy.min_clients)
     history = store.history()
     params = store.params()
@@ -136,10 +143,9 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
     for round in range(store.last_round + 1, config.rounds + 1):
         started = time.perf_counter()
         rate = config.strategy.fraction if config.strategy.sampling == "poisson" else None
-        cohort = sample_cohort(population, size, seed=config.seed, round=round, rate=rate)
+        ids = clients_of_run.cohort(size, seed=config.seed, round=round, rate=rate)
         ctx = RoundContext(round, params, config.seed, population)
         options, payload = parts.strategy.configure(state, ctx)
-        ids = cohort.tolist()
         outcome = parts.backend.fit(
             Cohort(round, ids, params, config.train, options, payload, store.client_states(ids))
         )
@@ -166,8 +172,10 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
                 used = {u.client_id for u in updates}
                 new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
 
-        central = parts.task.evaluate(params, parts.federation.central_test)
-        central_metrics: Mapping[str, float] = {"loss": central.loss, **central.metrics}
+        central_metrics: Mapping[str, float] = {}
+        if clients_of_run.central_test is not None:
+            central = parts.task.evaluate(params, clients_of_run.central_test)
+            central_metrics = {"loss": central.loss, **central.metrics}
 
         federated: dict[str, dict[str, float]] = {}
         if config.evaluation.federated and (round % config.evaluation.interval == 0 or round == config.rounds):
@@ -185,7 +193,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
 
         record = RoundRecord(
             round=round,
-            sampled=len(cohort),
+            sampled=len(ids),
             completed=len(updates) if aggregated else 0,
             failed=sum(1 for phase, _ in failures if phase == "fit"),
             aggregated=aggregated,

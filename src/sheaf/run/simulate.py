@@ -174,9 +174,10 @@ def simulate(
     chosen = strategy if strategy is not None else build_strategy(cfg.strategy)
     runner = backend if backend is not None else build_backend(cfg.backend)
     fed = federation if federation is not None else build_federation(cfg.data, cfg.seed)
-    chosen.check_cohort(cohort_size(fed.num_clients, cfg.strategy.fraction, cfg.strategy.min_clients))
+    size = cohort_size(fed.num_clients, cfg.strategy.fraction, cfg.strategy.min_clients)
+    chosen.check_cohort(size)
     user_task = task if task is not None else build_task(cfg, fed.info)
-    user_task = attack_task(user_task, cfg.attack, fed.num_clients, fed.info.num_classes, cfg.seed)
+    user_task = attack_task(user_task, cfg.attack, fed.num_clients, fed.info.num_classes, cfg.seed, size)
     plan = privacy_plan(cfg, fed.num_clients)
     if plan is not None:
         chosen = with_privacy(chosen, plan)
@@ -194,7 +195,13 @@ def simulate(
     if plan is not None:
         meta["privacy"] = plan.describe()
     if isinstance(user_task, AttackedTask):
-        meta["attack"] = {"name": cfg.attack.name, "malicious_clients": sorted(user_task.malicious)}
+        meta["attack"] = {
+            "name": cfg.attack.name,
+            "per_round": cfg.attack.per_round,
+            "malicious_clients": sorted(user_task.malicious),
+        }
+    if fed.preprocessing:
+        meta["preprocessing"] = dict(fed.preprocessing)  # the (fitted) pipeline, JSON
     if plan is not None:
         user_task = simulated_client_privacy(user_task, cfg.privacy)
     store = open_or_create_store(path, cfg, initial, chosen.init(initial), meta)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sheaf.task.attack import AttackedTask, attack_task, malicious_clients
+from sheaf.task.attack import AttackedTask, attack_task, malicious_clients, malicious_in_round
 from sheaf.task.base import EvalResult, FitInstructions, FitResult, Task, prepare_worker
 from sheaf.task.client import evaluate_client, fit_client, fit_instructions
 from sheaf.task.client_steps import (
@@ -31,7 +31,16 @@ from sheaf.task.personal_steps import FEDPER_KEY, PERSONAL_STEPS, head_names
 
 if TYPE_CHECKING:
     from sheaf.task import optim
-    from sheaf.task.models import MODELS, build_model, logistic_regression, mlp, model_factory
+    from sheaf.task.models import (
+        MODELS,
+        CharLSTM,
+        build_model,
+        char_lstm,
+        cnn,
+        logistic_regression,
+        mlp,
+        model_factory,
+    )
     from sheaf.task.torch_task import MetricFn, OptimizerFn, TorchTask, TrainFn, accuracy
 
 __all__ = [
@@ -44,6 +53,7 @@ __all__ = [
     "PERSONAL_STEPS",
     "SCAFFOLD_KEY",
     "AttackedTask",
+    "CharLSTM",
     "ClientContext",
     "ClientStep",
     "EvalResult",
@@ -60,7 +70,9 @@ __all__ = [
     "available_client_steps",
     "build_model",
     "build_task",
+    "char_lstm",
     "client_step",
+    "cnn",
     "effective_lr",
     "evaluate_client",
     "fednova_norm",
@@ -71,6 +83,7 @@ __all__ = [
     "load_task",
     "logistic_regression",
     "malicious_clients",
+    "malicious_in_round",
     "merged_state",
     "mlp",
     "model_factory",
@@ -83,6 +96,9 @@ __all__ = [
 
 _LAZY = {
     "MODELS": "sheaf.task.models",
+    "CharLSTM": "sheaf.task.models",
+    "char_lstm": "sheaf.task.models",
+    "cnn": "sheaf.task.models",
     "build_model": "sheaf.task.models",
     "logistic_regression": "sheaf.task.models",
     "mlp": "sheaf.task.models",
