@@ -10,7 +10,14 @@ from sheaf.core.errors import ConfigError, StrategyError
 from sheaf.core.params import Params
 from sheaf.core.tree import decode_tree, encode_tree
 from sheaf.core.update import Update
-from sheaf.privacy import PrivateMeanState, epsilon, privacy_plan, privacy_report, with_privacy
+from sheaf.privacy import (
+    PrivateMeanState,
+    deployed_privacy_plan,
+    epsilon,
+    privacy_plan,
+    privacy_report,
+    with_privacy,
+)
 from sheaf.strategies import RoundContext, fedadam, fedavg, krum, scaffold, sum_updates
 
 
@@ -132,6 +139,15 @@ def test_clients_check_their_budgets_only_where_one_may_have_a_limit() -> None:
     assert with_privacy(fedavg(), plan_for(10)).client_steps == ()  # server clipping: no client step at all
     deployed = privacy_plan(load_config(overrides=["privacy.mode=local", "min_clients=1"]), 10, ledgers=True)
     assert deployed is not None and with_privacy(fedavg(), deployed).client_steps == ("privacy_budget", "local_dp")
+
+
+def test_a_deployed_server_noises_securely_asks_every_client_for_its_budget_and_sets_none() -> None:
+    seeded = load_config(overrides=["privacy.mode=central", "privacy.noise=seeded"])
+    plan = deployed_privacy_plan(seeded, 10)
+    assert plan is not None and plan.noise == "secure" and plan.client_steps == ("privacy_budget",)
+    assert deployed_privacy_plan(load_config(), 10) is None
+    with pytest.raises(ConfigError, match="in a deployment each client sets its own: 'sheaf client --privacy-budget"):
+        deployed_privacy_plan(load_config(overrides=["privacy.mode=central", "privacy.client_budget=3"]), 10)
 
 
 @pytest.mark.parametrize("factory", [krum, scaffold])

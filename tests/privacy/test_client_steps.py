@@ -116,3 +116,11 @@ def test_local_dp_charges_each_update_sent_without_amplification() -> None:
     for round in (2, 9, 11):
         ledger = ledger.charged(local, round)
     assert ledger.events == ((local, 3),) and ledger.epsilon(1e-5) == epsilon(local, 3, 1e-5)
+
+
+def test_a_client_with_a_budget_refuses_a_round_that_does_not_account_it() -> None:
+    task = with_client_privacy(StepTask(0.01), default_budget=50.0)
+    with pytest.raises(ClientFailure, match="client 3 has a privacy budget .* not differentially private"):
+        fit(task, {})  # a run without DP asks for no privacy_budget step
+    update, _ = fit(task, options_for())  # one that does: it trains
+    assert update.num_examples == 12

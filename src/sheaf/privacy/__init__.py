@@ -31,7 +31,14 @@ from sheaf.privacy.ledger import (
     with_client_privacy,
 )
 from sheaf.privacy.noise import NOISE_SOURCES, NoiseSource, SecureNoise, SeededNoise, secure_uniform, server_noise
-from sheaf.privacy.plan import BELOW_CLIP_METRIC, CLIP_OPTION, PrivacyPlan, mechanism_from_options, privacy_plan
+from sheaf.privacy.plan import (
+    BELOW_CLIP_METRIC,
+    CLIP_OPTION,
+    PrivacyPlan,
+    deployed_privacy_plan,
+    mechanism_from_options,
+    privacy_plan,
+)
 
 __all__ = [
     "ACCOUNTANTS",
@@ -57,6 +64,7 @@ __all__ = [
     "client_privacy",
     "clip_delta",
     "clip_sent",
+    "deployed_privacy_plan",
     "dp_event",
     "epsilon",
     "epsilon_of",

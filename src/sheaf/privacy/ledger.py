@@ -50,6 +50,7 @@ from sheaf.core.params import Params
 from sheaf.data.dataset import Split
 from sheaf.privacy.accountant import MECHANISM_KINDS, RoundMechanism, epsilon_of
 from sheaf.task.base import EvalResult, FitInstructions, FitResult, Task, prepare_worker
+from sheaf.task.client_steps import requested_steps
 
 __all__ = [
     "LEDGER_KEY",
@@ -178,7 +179,19 @@ class PrivateClientTask:
         return self.task.init_params(seed)
 
     def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
-        """The wrapped task's training."""
+        """The wrapped task's training, if the round accounts this client's budget.
+
+        Raises:
+            BudgetExceeded: if the client has a budget but the server did not ask it to
+                check it (``privacy_budget``): a run without differential privacy, or one
+                that would spend its privacy unaccounted. It refuses rather than train.
+        """
+        budget = self.client_privacy(instructions.client_id).budget
+        if budget is not None and "privacy_budget" not in requested_steps(instructions.options):
+            raise BudgetExceeded(
+                f"client {instructions.client_id} has a privacy budget ({budget:g}) but round {instructions.round} "
+                "does not account it (the run is not differentially private): it refuses to train"
+            )
         return self.task.fit(params, data, instructions)
 
     def evaluate(self, params: Params, data: Split) -> EvalResult:

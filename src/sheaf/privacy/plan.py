@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,14 @@ from sheaf.privacy.calibration import calibrate_noise_multiplier
 from sheaf.privacy.clipping import update_noise_multiplier
 from sheaf.strategies.sampling import cohort_size
 
-__all__ = ["BELOW_CLIP_METRIC", "CLIP_OPTION", "PrivacyPlan", "mechanism_from_options", "privacy_plan"]
+__all__ = [
+    "BELOW_CLIP_METRIC",
+    "CLIP_OPTION",
+    "PrivacyPlan",
+    "deployed_privacy_plan",
+    "mechanism_from_options",
+    "privacy_plan",
+]
 
 #: The per-round option carrying the current clip norm to the clients.
 CLIP_OPTION = "dp_clip"
@@ -219,3 +227,30 @@ def privacy_plan(config: RunConfig, population: int, *, ledgers: bool | None = N
     )
     plan.update_noise_multiplier  # noqa: B018 - raises a clear error if σ_b is too small for z
     return plan
+
+
+def deployed_privacy_plan(config: RunConfig, population: int) -> PrivacyPlan | None:
+    """What a deployed server (``sheaf server``) runs: ``config``'s plan with secure noise.
+
+    A deployment's server noise always comes from the operating system's cryptographic
+    generator, whatever ``privacy.noise`` says: seeded noise can be removed by anyone who
+    knows the seed, and the seed is in the config every client receives. Every client is
+    asked to run its budget check, since only the clients know their own limits.
+
+    Example:
+        >>> from sheaf.core.config import load_config
+        >>> deployed_privacy_plan(load_config(overrides=["privacy.mode=central"]), 10).noise
+        'secure'
+
+    Raises:
+        ConfigError: if the config sets clients' budgets (a deployed client sets its own:
+            ``sheaf client --privacy-budget``), or on any setting :func:`privacy_plan` refuses.
+    """
+    p = config.privacy
+    if p.client_budget > 0 or p.client_budgets:
+        raise ConfigError(
+            "privacy.client_budget(s) give simulated clients their limits; in a deployment each client "
+            "sets its own: 'sheaf client --privacy-budget EPSILON'. Remove them from the server's config"
+        )
+    plan = privacy_plan(config, population, ledgers=True)
+    return None if plan is None else dataclasses.replace(plan, noise="secure")
