@@ -18,6 +18,7 @@ PACKAGES = [
     "sheaf.backends",
     "sheaf.evaluation",
     "sheaf.run",
+    "sheaf.privacy",
     "sheaf.deploy",
     "sheaf.cli",
 ]

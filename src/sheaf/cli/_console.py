@@ -28,6 +28,13 @@ def _num(value: Any, digits: int = 4) -> str:
     return "-"
 
 
+def _epsilon(privacy: Mapping[str, float]) -> str:
+    """`` ε 1.23 (δ 1e-05)`` for the progress bar; empty without differential privacy."""
+    if "epsilon" not in privacy:
+        return ""
+    return f" [magenta]ε {_num(privacy['epsilon'], 3)}[/] (δ {privacy.get('delta', math.nan):.0e})"
+
+
 class ProgressListener:
     """A rich progress bar that shows the round and the live central accuracy."""
 
@@ -37,7 +44,10 @@ class ProgressListener:
             TextColumn("[bold]round"),
             MofNCompleteColumn(),
             BarColumn(),
-            TextColumn("acc [cyan]{task.fields[acc]}[/] loss {task.fields[loss]} clients {task.fields[clients]}"),
+            TextColumn(
+                "acc [cyan]{task.fields[acc]}[/] loss {task.fields[loss]} clients {task.fields[clients]}"
+                "{task.fields[eps]}"
+            ),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
@@ -50,11 +60,12 @@ class ProgressListener:
         self.console.print(
             f"[bold]sheaf[/] {config.data.dataset} · {population} clients ({config.data.partition}) · "
             f"{config.strategy.name} · {cohort} per round · backend {config.backend}"
+            + (f" · {config.privacy.mode} DP" if config.privacy.mode != "none" else "")
             + (f" · resuming at round {first_round}" if first_round > 1 else "")
         )
         self._progress.start()
         self._task = self._progress.add_task(
-            "rounds", total=config.rounds, completed=first_round - 1, acc="-", loss="-", clients="-"
+            "rounds", total=config.rounds, completed=first_round - 1, acc="-", loss="-", clients="-", eps=""
         )
 
     def on_round(self, record: RoundRecord) -> None:
@@ -65,6 +76,7 @@ class ProgressListener:
             acc=_num(record.central.get("accuracy")),
             loss=_num(record.central.get("loss")),
             clients=f"{record.completed}/{record.sampled}",
+            eps=_epsilon(record.privacy),
         )
 
     def stop(self) -> None:
@@ -91,6 +103,9 @@ def rounds_table(history: History) -> Table:
     if personal:
         table.add_column("personalised mean", justify="right")
         table.add_column("personalised worst 10%", justify="right")
+    private = any(r.privacy for r in history)
+    if private:
+        table.add_column("ε spent", justify="right")
     last = history.rounds_completed
     skipped = sum(1 for r in history if not r.aggregated)
     for r in history:
@@ -111,6 +126,8 @@ def rounds_table(history: History) -> Table:
         if personal:
             tuned = r.federated.get("personalized_accuracy", {})
             cells += [_num(tuned.get("mean")), _num(tuned.get("p10"))]
+        if private:
+            cells.append(_num(r.privacy.get("epsilon"), 3))
         table.add_row(*cells)
     if skipped:
         reasons = sorted({r.note for r in history if r.note})
@@ -142,6 +159,12 @@ def results_table(summary: Mapping[str, Any]) -> Table:
     for key, label in (("mean", "mean"), ("p10", "worst 10% mean")):
         if key in personal:
             table.add_row(f"personalised accuracy: {label}", _num(personal[key]))
+    if "epsilon" in summary:
+        epsilon = summary["epsilon"]
+        table.add_row(f"privacy spent: ε at δ = {summary['delta']:g}", "∞" if epsilon is None else _num(float(epsilon)))
+        table.add_row(
+            "noise multiplier · final clip norm", f"{summary['noise_multiplier']:.4g} · {summary['clip']:.4g}"
+        )
     table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
     table.add_row("run store", str(summary["run_path"]))
     return table

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sheaf.cli.app import ConfigArg, SetOpt, _clear_errors, _config, app
+from sheaf.core.errors import ConfigError
 
 __all__: list[str] = []
 
@@ -96,6 +97,13 @@ def client(
     give_up_after: Annotated[
         float, typer.Option(help="Exit after this many seconds without reaching the server (0: never).")
     ] = 0.0,
+    privacy_budget: Annotated[
+        float,
+        typer.Option(
+            help="Your own epsilon limit (0: none): keep a privacy ledger and refuse rounds of a "
+            "differentially private run that would exceed it, and every round of a run without DP."
+        ),
+    ] = 0.0,
     log_json: LogJson = False,
 ) -> None:
     """Take part in a deployed run: train on your own data, send only updates and metrics."""
@@ -105,7 +113,12 @@ def client(
     configure_logging(as_json=log_json)
     _stop_on_sigterm()
     with _clear_errors():
-        options = ClientOptions(server, key, data, ca, insecure, task, label, state_dir, max_backoff, give_up_after)
+        if privacy_budget < 0:
+            raise ConfigError(f"--privacy-budget must be an epsilon >= 0 (0: no limit), got {privacy_budget:g}")
+        options = ClientOptions(
+            server, key, data, ca, insecure, task, label, state_dir, max_backoff, give_up_after,
+            privacy_budget=privacy_budget,
+        )  # fmt: skip
         try:
             status = run_client(options)
         except KeyboardInterrupt:
@@ -202,6 +215,10 @@ def status(
         for name, summary in info["federated"].items():
             spread = f"min {_fmt(summary.get('min'))} · max {_fmt(summary.get('max'))}"
             table.add_row(f"clients' {name}", f"weighted mean {_fmt(summary.get('weighted_mean'))} · {spread}")
+        if "privacy" in info:
+            spent = info["privacy"]
+            epsilon = "∞" if spent.get("epsilon") is None else f"{spent['epsilon']:.4g}"  # None: not finite (z = 0)
+            table.add_row("privacy spent", f"epsilon {epsilon} at delta {spent.get('delta', 0.0):g}")
         for drop in info["dropouts"]:
             table.add_row("dropout", f"client {drop['client']} ({drop['name']}) {drop['phase']}: {drop['reason']}")
     Console().print(table)

@@ -2,11 +2,14 @@
 
 from sheaf.core.config import (
     ATTACKS,
+    PRIVACY_MODES,
+    SAMPLINGS,
     AttackConfig,
     DataConfig,
     EvalConfig,
     ModelConfig,
     PersonalizationConfig,
+    PrivacyConfig,
     RunConfig,
     ServerConfig,
     StrategyConfig,
@@ -35,6 +38,8 @@ from sheaf.core.update import Metrics, Scalar, TensorGroups, Update, check_updat
 __all__ = [
     "ALLOWED_DTYPES",
     "ATTACKS",
+    "PRIVACY_MODES",
+    "SAMPLINGS",
     "AggregationError",
     "Array",
     "AttackConfig",
@@ -49,6 +54,7 @@ __all__ = [
     "ParamSpec",
     "Params",
     "PersonalizationConfig",
+    "PrivacyConfig",
     "Purpose",
     "RunConfig",
     "Scalar",

@@ -1,7 +1,8 @@
 """The run configuration: typed, frozen, loaded from TOML and ``key=value`` overrides.
 
 A run is described by one :class:`RunConfig`, grouped in sections (``data``, ``model``,
-``train``, ``strategy``, ``evaluation``, ``attack``, ``personalization``, and ``server`` for deployed runs). Every key is checked: an unknown or misspelt key,
+``train``, ``strategy``, ``evaluation``, ``attack``, ``personalization``, ``privacy``,
+and ``server`` for deployed runs). Every key is checked: an unknown or misspelt key,
 a value of the wrong type or out of range is a :class:`~sheaf.core.errors.ConfigError`
 whose message names the key and what would be valid.
 
@@ -33,11 +34,14 @@ from sheaf.core.update import Scalar
 
 __all__ = [
     "ATTACKS",
+    "PRIVACY_MODES",
+    "SAMPLINGS",
     "AttackConfig",
     "DataConfig",
     "EvalConfig",
     "ModelConfig",
     "PersonalizationConfig",
+    "PrivacyConfig",
     "RunConfig",
     "ServerConfig",
     "StrategyConfig",
@@ -153,6 +157,10 @@ class TrainConfig:
         _check(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
 
 
+#: How a round's clients are drawn (``strategy.sampling``).
+SAMPLINGS = ("fixed", "poisson")
+
+
 @dataclass(frozen=True)
 class StrategyConfig:
     """How the server picks clients and aggregates their updates.
@@ -162,17 +170,22 @@ class StrategyConfig:
         fraction: share of clients sampled each round, in (0, 1].
         min_clients: the fewest clients sampled per round, and the fewest successful
             updates a round needs to be aggregated.
+        sampling: ``fixed`` (a uniform subset of ``max(min_clients, ceil(fraction * N))``
+            clients) or ``poisson`` (every client independently with probability
+            ``fraction``: what the privacy accountant's amplification by sampling assumes).
         options: the strategy's own hyperparameters (any other key of the section).
     """
 
     name: str = "fedavg"
     fraction: float = 0.5
     min_clients: int = 2
+    sampling: str = "fixed"
     options: Mapping[str, Scalar] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(0 < self.fraction <= 1, "strategy.fraction", "in (0, 1]", self.fraction)
         _check(self.min_clients >= 1, "strategy.min_clients", ">= 1", self.min_clients)
+        _check(self.sampling in SAMPLINGS, "strategy.sampling", f"one of: {', '.join(SAMPLINGS)}", self.sampling)
 
 
 @dataclass(frozen=True)
@@ -248,6 +261,86 @@ class PersonalizationConfig:
         _check(self.finetune_lr >= 0, "personalization.finetune_lr", ">= 0 (0: train.lr)", self.finetune_lr)
 
 
+#: Where differential privacy is applied (``privacy.mode``).
+PRIVACY_MODES = ("none", "central", "local")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy of the clients (client-level: a client's whole data is the unit).
+
+    See ``docs/privacy.md``. ``central`` is DP-FedAvg (McMahan et al. 2018): updates are
+    clipped to L2 norm ``clip`` (by the server, or by the clients with ``clipping =
+    "client"``), averaged with a fixed denominator and noised on the server; ``local``: every
+    client clips and noises its own update before it leaves.
+
+    Attributes:
+        mode: ``none``, ``central`` or ``local``.
+        clipping: ``server`` or ``client`` (central mode; local mode always clips on the client).
+        clip: the L2 clip norm C (the starting value with adaptive clipping).
+        noise_multiplier: z; the noise's standard deviation is ``z * C`` on the sum of the
+            clipped updates (central) or on each update (local).
+        target_epsilon: if > 0, choose z so that ``rounds`` rounds spend this epsilon at
+            ``delta`` (overrides ``noise_multiplier``).
+        delta: the delta epsilon is reported at.
+        accountant: ``rdp`` or ``pld`` (dp-accounting's Rényi DP or privacy-loss-distribution
+            accountant).
+        adaptive_clip: let C track the ``target_quantile`` of update norms (Andrew et al. 2021).
+        target_quantile: the quantile adaptive clipping aims at.
+        clip_lr: the learning rate of adaptive clipping's geometric update.
+        count_stddev: noise on the count of unclipped updates (0: expected cohort / 20).
+        noise: ``seeded`` (reproducible from the run seed: simulation) or ``secure`` (from
+            the operating system's cryptographic generator: deployment).
+        client_budget: the epsilon limit of every client (0: none); a client past it refuses.
+        client_budgets: epsilon limits of single clients, ``{client id = epsilon}``.
+    """
+
+    mode: str = "none"
+    clipping: str = "server"
+    clip: float = 1.0
+    noise_multiplier: float = 1.0
+    target_epsilon: float = 0.0
+    delta: float = 1e-5
+    accountant: str = "rdp"
+    adaptive_clip: bool = False
+    target_quantile: float = 0.5
+    clip_lr: float = 0.2
+    count_stddev: float = 0.0
+    noise: str = "seeded"
+    client_budget: float = 0.0
+    client_budgets: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.mode in PRIVACY_MODES, "privacy.mode", f"one of: {', '.join(PRIVACY_MODES)}", self.mode)
+        _check(self.clipping in ("server", "client"), "privacy.clipping", "one of: server, client", self.clipping)
+        _check(self.clip > 0, "privacy.clip", "> 0", self.clip)
+        _check(self.noise_multiplier >= 0, "privacy.noise_multiplier", ">= 0", self.noise_multiplier)
+        _check(
+            self.target_epsilon >= 0, "privacy.target_epsilon", ">= 0 (0: use noise_multiplier)", self.target_epsilon
+        )
+        _check(0 < self.delta < 1, "privacy.delta", "in (0, 1)", self.delta)
+        _check(self.accountant in ("rdp", "pld"), "privacy.accountant", "one of: rdp, pld", self.accountant)
+        _check(0 < self.target_quantile < 1, "privacy.target_quantile", "in (0, 1)", self.target_quantile)
+        _check(self.clip_lr > 0, "privacy.clip_lr", "> 0", self.clip_lr)
+        _check(self.count_stddev >= 0, "privacy.count_stddev", ">= 0 (0: expected cohort / 20)", self.count_stddev)
+        _check(self.noise in ("seeded", "secure"), "privacy.noise", "one of: seeded, secure", self.noise)
+        _check(self.client_budget >= 0, "privacy.client_budget", ">= 0 (0: no limit)", self.client_budget)
+        _check(
+            isinstance(self.client_budgets, Mapping),
+            "privacy.client_budgets",
+            "a table {id = epsilon}",
+            self.client_budgets,
+        )
+        for key, value in self.client_budgets.items():
+            _check(str(key).isdigit(), "privacy.client_budgets", "keyed by client ids (whole numbers >= 0)", key)
+            _check(
+                not isinstance(value, bool) and isinstance(value, int | float) and value > 0,
+                f"privacy.client_budgets.{key}",
+                "an epsilon > 0",
+                value,
+            )
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """How a deployed server (``sheaf server``) runs its rounds; simulations ignore it.
@@ -317,6 +410,7 @@ class RunConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     personalization: PersonalizationConfig = field(default_factory=PersonalizationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
 
     def __post_init__(self) -> None:
@@ -355,6 +449,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "evaluation": EvalConfig,
     "attack": AttackConfig,
     "personalization": PersonalizationConfig,
+    "privacy": PrivacyConfig,
     "server": ServerConfig,
 }
 

@@ -46,6 +46,7 @@ from sheaf.deploy.local import catalog_info, deployment_task, load_client_data
 from sheaf.deploy.logs import log_event
 from sheaf.deploy.transport import METHODS, client_channel
 from sheaf.deploy.wire import PROTOCOL, ReceivedTask, TaskReader, encode_result
+from sheaf.privacy.ledger import with_client_privacy
 from sheaf.task.base import Task, prepare_worker
 from sheaf.task.client import evaluate_client, fit_client
 
@@ -73,6 +74,10 @@ class ClientOptions:
         give_up_after: stop after this many seconds without reaching the server
             (0: never; a client normally outlives server restarts).
         max_task_mb: the largest task (model and payload) accepted, in MiB.
+        privacy_budget: this client's own epsilon limit (0: none). With it the client
+            keeps a privacy ledger in its state file and refuses any round of a
+            differentially private run that would take it past the limit
+            (:mod:`sheaf.privacy.ledger`); the server records the refusal as a dropout.
     """
 
     server: str
@@ -86,6 +91,7 @@ class ClientOptions:
     max_backoff: float = 10.0
     give_up_after: float = 0.0
     max_task_mb: float = 4096.0
+    privacy_budget: float = 0.0
 
 
 @dataclass
@@ -215,6 +221,8 @@ class DeployedClient:
     def _prepare(self, join: pb.JoinReply) -> _Session:
         config = RunConfig.from_dict(json.loads(join.config_json))
         task = deployment_task(config, self.options.task)
+        if self.options.privacy_budget > 0:
+            task = with_client_privacy(task, default_budget=self.options.privacy_budget)
         prepare_worker(task, config.threads)
         data = load_client_data(
             self.options.data,

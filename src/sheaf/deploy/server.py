@@ -49,6 +49,8 @@ from sheaf.deploy.logs import log_event
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.transport import server_credentials, server_options
 from sheaf.evaluation.history import History, RoundRecord
+from sheaf.privacy.aggregation import with_privacy
+from sheaf.privacy.plan import deployed_privacy_plan
 from sheaf.run.loop import Federated, RoundListener, run_rounds
 from sheaf.run.population import Population
 from sheaf.run.simulate import open_or_create_store
@@ -218,11 +220,13 @@ class _LogListener:
         federated = {name: summary.get("weighted_mean") for name, summary in record.federated.items()}
         traffic, before = self.coordinator.traffic, self._traffic
         self._traffic = traffic
+        privacy = {key: record.privacy[key] for key in ("epsilon", "delta") if key in record.privacy}
         log_event(
             _log, logging.INFO, "round_done", round=record.round, completed=record.completed, failed=record.failed,
             aggregated=record.aggregated, central=dict(record.central), federated=federated,
             train_loss=record.fit.get("train_loss"), seconds=record.seconds,
             bytes_sent=traffic["sent"] - before["sent"], bytes_received=traffic["received"] - before["received"],
+            **privacy,
         )  # fmt: skip
         self.refresh()
         if self.then is not None:
@@ -260,6 +264,9 @@ def run_server(
         info = catalog_info(config.data.dataset)
         central = load_test_data(options.test_data, config, label=options.label, info=info)
     chosen = strategy if strategy is not None else build_strategy(config.strategy)
+    plan = deployed_privacy_plan(config, len(ids))  # secure noise; clients keep their own ledgers
+    if plan is not None:
+        chosen = with_privacy(chosen, plan)
     initial = task.init_params(seed_for(config.seed, Purpose.INIT))
     path = options.run_path or server_run_path(config)
     meta = {
@@ -272,6 +279,8 @@ def run_server(
         "client_names": [names[i] for i in ids],
         "run_id": uuid.uuid4().hex[:16],
     }
+    if plan is not None:
+        meta["privacy"] = plan.describe()
     store = open_or_create_store(path, config, initial, chosen.init(initial), meta)
     started = time.time()
     grpc_thread: _GrpcThread | None = None

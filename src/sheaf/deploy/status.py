@@ -91,6 +91,8 @@ def run_status(path: str | Path, *, now: float | None = None) -> dict[str, Any]:
         }
         out["central"] = _finite(dict(history.final_central))
         out["federated"] = _finite({k: dict(v) for k, v in history.final_federated.items()})
+        if record.privacy:  # differential privacy: what the run has spent so far
+            out["privacy"] = _finite(dict(record.privacy))
         out["dropouts"] = [
             {"client": c, "name": name_of.get(c, str(c)), "phase": phase, "reason": reason}
             for _, c, phase, reason in failures

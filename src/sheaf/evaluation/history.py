@@ -52,6 +52,9 @@ class RoundRecord:
         seconds: wall time of the round (not part of equality: see :meth:`results`).
         note: why the model was left unchanged, when it was (too few updates, or the
             updates broke the strategy's assumption); empty otherwise.
+        privacy: with differential privacy, what the run has spent after this round:
+            ``epsilon`` at ``delta``, the ``rounds`` released, the ``clip`` norm of the next
+            round and the ``noise_multiplier``; empty otherwise.
     """
 
     round: int
@@ -64,6 +67,7 @@ class RoundRecord:
     federated: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     seconds: float = field(default=0.0, compare=False)
     note: str = ""
+    privacy: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -118,6 +122,11 @@ class History(Sequence[RoundRecord]):
             if record.federated:
                 return record.federated
         return {}
+
+    @property
+    def final_privacy(self) -> Mapping[str, float]:
+        """What the run had spent on privacy after its last round (empty without DP)."""
+        return self._records[-1].privacy if self._records else {}
 
     def series(self, section: str, metric: str) -> list[tuple[int, float]]:
         """``(round, value)`` pairs of a metric, e.g. ``series("central", "accuracy")``."""

@@ -119,10 +119,23 @@ def _html(
         ("central loss", final.get("loss", math.nan)),
         *[(f"client accuracy: {k}", float(v)) for k, v in fed.items()],
         *[(f"personalised accuracy: {k}", float(v)) for k, v in tuned.items()],
+        *(
+            [
+                (
+                    f"privacy spent: epsilon at delta = {history.final_privacy.get('delta', math.nan):g}",
+                    history.final_privacy.get("epsilon", math.nan),
+                ),
+                ("noise multiplier", history.final_privacy.get("noise_multiplier", math.nan)),
+                ("final clip norm", history.final_privacy.get("clip", math.nan)),
+            ]
+            if history.final_privacy
+            else []
+        ),
         ("client failures (all rounds)", failures),
         ("rounds that left the model unchanged", sum(1 for r in history if not r.aggregated)),
     ]
     personal = any("personalized_accuracy" in r.federated for r in history)
+    private = any(r.privacy for r in history)
     per_round = [
         (
             r.round,
@@ -141,6 +154,7 @@ def _html(
                 if personal
                 else ()
             ),
+            *((r.privacy.get("epsilon", math.nan),) if private else ()),
             r.seconds,
             r.note,
         )
@@ -156,6 +170,7 @@ def _html(
         "client acc mean",
         "client acc worst 10%",
         *(["personalised acc mean", "personalised acc worst 10%"] if personal else []),
+        *(["epsilon spent"] if private else []),
         "seconds",
         "note",
     ]

@@ -13,7 +13,8 @@ Per round:
 3. check every update (names, shapes, dtypes, finite); rejected updates are dropouts;
 4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain and
    they meet the strategy's assumption (e.g. Krum's ``n >= 2f + 3``), otherwise keep the
-   model unchanged and record why;
+   model unchanged and record why (with differential privacy, the privacy spent so far
+   is recorded with every round);
 5. evaluate the new model centrally (if there is a central test set), and on the
    clients' local test splits every
    ``evaluation.interval`` rounds and after the last (with personalised models beside the
@@ -36,6 +37,7 @@ from sheaf.core.update import TensorGroups, Update, check_update
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.fairness import summarize
 from sheaf.evaluation.history import ClientRecord, History, RoundRecord
+from sheaf.privacy.aggregation import privacy_report
 from sheaf.run.personalize import personalized_evaluation, wants_personalization
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
@@ -140,7 +142,8 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
 
     for round in range(store.last_round + 1, config.rounds + 1):
         started = time.perf_counter()
-        ids = clients_of_run.cohort(size, seed=config.seed, round=round)
+        rate = config.strategy.fraction if config.strategy.sampling == "poisson" else None
+        ids = clients_of_run.cohort(size, seed=config.seed, round=round, rate=rate)
         ctx = RoundContext(round, params, config.seed, population)
         options, payload = parts.strategy.configure(state, ctx)
         outcome = parts.backend.fit(
@@ -199,6 +202,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             federated=federated,
             seconds=time.perf_counter() - started,
             note=note,
+            privacy=privacy_report(parts.strategy, state),
         )
         store.commit_round(
             record, params, state, clients, failures, keep_params=config.keep_params, client_states=new_states

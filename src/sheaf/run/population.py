@@ -69,7 +69,11 @@ class Population:
         """How many clients are registered."""
         return len(self.client_ids)
 
-    def cohort(self, size: int, *, seed: int, round: int) -> list[int]:
-        """The ``size`` clients sampled for ``round``, in increasing id order."""
-        positions = sample_cohort(self.num_clients, size, seed=seed, round=round)
+    def cohort(self, size: int, *, seed: int, round: int, rate: float | None = None) -> list[int]:
+        """The ``size`` clients sampled for ``round``, in increasing id order.
+
+        With ``rate`` (Poisson sampling) each client is included with that probability and
+        ``size`` is ignored (:func:`~sheaf.strategies.sampling.sample_cohort`).
+        """
+        positions = sample_cohort(self.num_clients, size, seed=seed, round=round, rate=rate)
         return [self.client_ids[int(p)] for p in positions]

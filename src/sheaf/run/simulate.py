@@ -26,6 +26,9 @@ from sheaf.core.rng import Purpose, seed_for
 from sheaf.data.catalog import build_federation
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.history import History
+from sheaf.privacy.aggregation import with_privacy
+from sheaf.privacy.ledger import simulated_client_privacy
+from sheaf.privacy.plan import privacy_plan
 from sheaf.run.loop import Federated, RoundListener, run_rounds
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
@@ -88,6 +91,9 @@ class SimulationResult:
         personal = federated.get("personalized_accuracy")
         if personal:
             summary["personalized_accuracy"] = _clean(dict(personal))
+        privacy = self.history.final_privacy
+        if privacy:
+            summary.update(_clean({key: privacy[key] for key in ("epsilon", "delta", "noise_multiplier", "clip")}))
         return summary
 
 
@@ -172,6 +178,9 @@ def simulate(
     chosen.check_cohort(size)
     user_task = task if task is not None else build_task(cfg, fed.info)
     user_task = attack_task(user_task, cfg.attack, fed.num_clients, fed.info.num_classes, cfg.seed, size)
+    plan = privacy_plan(cfg, fed.num_clients)
+    if plan is not None:
+        chosen = with_privacy(chosen, plan)
 
     path = _run_path(cfg)
     initial = user_task.init_params(seed_for(cfg.seed, Purpose.INIT))
@@ -183,6 +192,8 @@ def simulate(
         "backend": runner.name,
         "client_names": list(fed.client_names),
     }
+    if plan is not None:
+        meta["privacy"] = plan.describe()
     if isinstance(user_task, AttackedTask):
         meta["attack"] = {
             "name": cfg.attack.name,
@@ -191,6 +202,8 @@ def simulate(
         }
     if fed.preprocessing:
         meta["preprocessing"] = dict(fed.preprocessing)  # the (fitted) pipeline, JSON
+    if plan is not None:
+        user_task = simulated_client_privacy(user_task, cfg.privacy)
     store = open_or_create_store(path, cfg, initial, chosen.init(initial), meta)
     try:
         runner.start(SimulationEnv(user_task, fed, cfg.seed, cfg.threads))

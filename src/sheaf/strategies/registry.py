@@ -75,7 +75,7 @@ def build_strategy(config: StrategyConfig) -> Strategy:
         if key not in accepted:
             close = difflib.get_close_matches(key, accepted, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            valid = ", ".join(["fraction", "min_clients", *accepted])
+            valid = ", ".join(["fraction", "min_clients", "sampling", *accepted])
             raise ConfigError(f"unknown setting strategy.{key} for {config.name!r}{hint} valid: {valid}")
     try:
         return factory(**config.options)

@@ -39,9 +39,26 @@ def cohort_size(population: int, fraction: float, min_clients: int) -> int:
     return min(population, max(min_clients, math.ceil(fraction * population - 1e-9)))
 
 
-def sample_cohort(population: int, size: int, *, seed: int, round: int) -> npt.NDArray[np.int64]:
-    """Sample ``size`` distinct client ids uniformly from ``range(population)``, sorted."""
+def sample_cohort(
+    population: int, size: int, *, seed: int, round: int, rate: float | None = None
+) -> npt.NDArray[np.int64]:
+    """Sample ``size`` distinct client ids uniformly from ``range(population)``, sorted.
+
+    With ``rate`` (``strategy.sampling = "poisson"``) every client is instead included
+    independently with probability ``rate``, and ``size`` is ignored: the cohort's size is
+    drawn from Binomial(population, rate), then that many distinct clients uniformly — the
+    same distribution as one coin per client, in time proportional to the cohort. This is
+    the sampling the privacy accountant's amplification by sampling assumes.
+
+    Example:
+        >>> ids = sample_cohort(1000, 0, seed=0, round=1, rate=0.05)
+        >>> 20 <= len(ids) <= 80, bool((ids[1:] > ids[:-1]).all())
+        (True, True)
+    """
     rng = stream(seed, Purpose.SAMPLE, round=round)
+    if rate is not None:
+        count = int(rng.binomial(population, rate))
+        return np.sort(rng.choice(population, size=count, replace=False)).astype(np.int64)
     if size >= population:
         return np.arange(population, dtype=np.int64)
     return np.sort(rng.choice(population, size=size, replace=False)).astype(np.int64)

@@ -105,9 +105,12 @@ _REGISTRY: dict[str, ClientStep] = {}
 
 def _builtins() -> None:
     # Imported on first use: the built-in steps import this module for their types.
+    # Differential privacy's client half lives with the rest of DP in sheaf.privacy; it is
+    # built in so that every client process knows it, wherever it runs.
+    from sheaf.privacy import client_steps as privacy_steps
     from sheaf.task import correction_steps, personal_steps
 
-    for step in (*correction_steps.CORRECTION_STEPS, *personal_steps.PERSONAL_STEPS):
+    for step in (*correction_steps.CORRECTION_STEPS, *personal_steps.PERSONAL_STEPS, *privacy_steps.PRIVACY_STEPS):
         _REGISTRY.setdefault(step.name, step)
 
 

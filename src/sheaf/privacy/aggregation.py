@@ -1,0 +1,219 @@
+"""The server half of differential privacy: a clipped, noised mean with a fixed denominator.
+
+:func:`private_mean` is the aggregate step of DP-FedAvg (McMahan et al. 2018, with uniform
+client weights): with C the round's clip norm and m the *expected* number of clients per
+round,
+
+    Δ = (Σ_i clip(Δ_i, C) + N(0, (z_Δ C)² I)) / m
+
+Uniform weights and the fixed denominator m are what the sensitivity argument needs: one
+client moves the sum by at most C whatever its data and whoever else took part, so the
+noise hides it (weighting by example counts would let a client with many examples move
+it further, and dividing by the number that actually arrived would make the denominator
+depend on who did). Clients that drop out only shrink the sum.
+
+- ``clipping = "server"``: the server clips each update (it sees each update);
+- ``clipping = "client"``: each client clips before sending (client step ``dp_clip``) and
+  the server only sums — the variant that works under secure aggregation. In simulation
+  the server clips again (a no-op for honest clients);
+- adaptive clipping (Andrew et al. 2021): every update also carries the bit ``[‖Δ_i‖ ≤ C]``;
+  the server releases ``b̄ = (Σ b_i + N(0, σ_b²)) / m`` and sets ``C ← C exp(−η (b̄ − γ))``;
+- ``mode = "local"``: the clients clipped and noised their own updates (client step
+  ``local_dp``); the server takes their plain uniform mean.
+
+The step's state holds the clip norm and the privacy ledger of the run (rounds released;
+in local mode how often each client took part) with the epsilon spent so far, so it is
+stored with every round and a resumed run reports the same epsilon.
+:func:`with_privacy` puts the step in place of a FedAvg-family strategy's weighted mean,
+keeping its server optimiser (DP-FedAdam, DP-FedAvgM, ...).
+
+Example:
+    >>> import numpy as np
+    >>> from sheaf.core.config import load_config
+    >>> from sheaf.core.params import Params
+    >>> from sheaf.core.update import Update
+    >>> from sheaf.strategies import RoundContext, fedavg
+    >>> from sheaf.privacy.plan import privacy_plan
+    >>> plan = privacy_plan(load_config(overrides=["privacy.mode=central", "privacy.noise_multiplier=0.5",
+    ...                                            "fraction=1", "rounds=10"]), population=2)
+    >>> strategy = with_privacy(fedavg(), plan)
+    >>> p = Params({"w": np.zeros(3)})
+    >>> ups = [Update(0, Params({"w": np.array([3.0, 4.0, 0.0])}), 10), Update(1, p, 1)]
+    >>> new, state, _ = strategy.aggregate(ups, strategy.init(p), RoundContext(1, p, 0, 2))
+    >>> report = privacy_report(strategy, state)
+    >>> report["rounds"], round(report["epsilon"], 2), report["clip"]
+    (1.0, 25.93, 1.0)
+
+References:
+    McMahan, Ramage, Talwar, Zhang. Learning Differentially Private Recurrent Language
+    Models. ICLR 2018. Andrew, Thakkar, McMahan, Ramaswamy. Differentially Private Learning
+    with Adaptive Clipping. NeurIPS 2021.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from sheaf.core.errors import ConfigError, StrategyError
+from sheaf.core.params import Params
+from sheaf.core.update import Scalar, TensorGroups, Update
+from sheaf.privacy.accountant import epsilon
+from sheaf.privacy.clipping import clip_delta, update_clip
+from sheaf.privacy.noise import server_noise
+from sheaf.privacy.plan import BELOW_CLIP_METRIC, CLIP_OPTION, PrivacyPlan
+from sheaf.strategies.base import AggregateStep, RoundContext, Strategy, WeightedSum, chain
+from sheaf.task.client_steps import CLIENT_STEPS_OPTION
+
+__all__ = ["PrivateMeanState", "privacy_report", "private_mean", "with_privacy"]
+
+
+class PrivateMeanState(NamedTuple):
+    """The state of :func:`private_mean`: the clip norm and the run's privacy ledger.
+
+    Attributes:
+        clip: the clip norm of the next round.
+        rounds: rounds released so far.
+        participations: local mode: how many updates each client has sent (by client id);
+            empty in central mode.
+        epsilon: the epsilon spent after the last released round.
+    """
+
+    clip: float
+    rounds: int
+    participations: npt.NDArray[np.int64]
+    epsilon: float
+
+
+def _spent(plan: PrivacyPlan, rounds: int, participations: npt.NDArray[np.int64]) -> float:
+    if plan.mode == "local":
+        # Every client's own ledger; the run reports the client that took part most often.
+        most = int(participations.max()) if participations.size else 0
+        return epsilon(plan.mechanism, most, plan.delta, plan.accountant)
+    return epsilon(plan.mechanism, rounds, plan.delta, plan.accountant)
+
+
+def private_mean(plan: PrivacyPlan) -> AggregateStep:
+    """DP-FedAvg's aggregate step for ``plan`` (see the module docstring).
+
+    Sum-only (it accepts a :class:`~sheaf.strategies.base.WeightedSum` of updates with one
+    example each) when clients clip to a fixed norm in central mode; otherwise it needs
+    each update.
+
+    Raises:
+        StrategyError: on a weighted sum whose updates were not sent with one example each.
+    """
+    needs_updates = plan.mode == "local" or plan.clipping == "server" or plan.adaptive
+    z_update = plan.update_noise_multiplier
+    m = plan.expected_cohort
+
+    def init(params: Params) -> PrivateMeanState:
+        counts = np.zeros(plan.population if plan.mode == "local" else 0, np.int64)
+        return PrivateMeanState(float(plan.clip), 0, counts, 0.0)
+
+    def apply(
+        updates: Sequence[Update] | WeightedSum, state: PrivateMeanState, ctx: RoundContext
+    ) -> tuple[Params, PrivateMeanState]:
+        clip = state.clip
+        like = ctx.params
+        totals = {name: np.zeros(array.shape, np.float64) for name, array in like.items()}
+        below = 0.0
+        counts = state.participations
+        if isinstance(updates, WeightedSum):
+            if needs_updates:
+                raise StrategyError("this private mean needs each client's update, not only their sum")
+            if updates.weight != updates.count:
+                raise StrategyError("a private sum needs updates sent with one example each (the dp_clip client step)")
+            for name, total in totals.items():
+                total += updates.total[name]
+            arrived = updates.count
+        else:
+            chosen = sorted(updates, key=lambda u: u.client_id)
+            arrived = len(chosen)
+            for update in chosen:
+                if plan.mode == "local":
+                    clipped = update.delta.astype(np.float64)  # already clipped and noised by the client
+                else:
+                    clipped, norm = clip_delta(update.delta, clip)
+                    if plan.clipping == "server":
+                        below += float(norm <= clip)
+                    else:
+                        below += float(update.metrics.get(BELOW_CLIP_METRIC, 0.0) >= 0.5)
+                for name, total in totals.items():
+                    total += clipped[name]
+            if plan.mode == "local" and chosen:
+                counts = counts.copy()
+                np.add.at(counts, [u.client_id for u in chosen if u.client_id < counts.size], 1)
+        if plan.mode == "local":
+            denominator = float(max(arrived, 1))
+        else:
+            noise = server_noise(plan.noise, ctx.seed, ctx.round)
+            for total in totals.values():
+                total += noise.normal(total.shape, z_update * clip)
+            denominator = m
+            if plan.adaptive:
+                noisy_below = (below + float(noise.normal((1,), plan.count_stddev)[0])) / m
+                clip = update_clip(clip, noisy_below, plan.target_quantile, plan.clip_lr)
+        delta = Params({name: (total / denominator).astype(like[name].dtype) for name, total in totals.items()})
+        rounds = state.rounds + 1
+        return delta, PrivateMeanState(clip, rounds, counts, _spent(plan, rounds, counts))
+
+    return AggregateStep(init, apply, "private_mean", needs_updates=needs_updates)
+
+
+def _configure(state: tuple[Any, ...], ctx: RoundContext) -> tuple[dict[str, Scalar], TensorGroups]:
+    ours: PrivateMeanState = state[0]
+    return {CLIP_OPTION: ours.clip}, {}
+
+
+def with_privacy(strategy: Strategy, plan: PrivacyPlan) -> Strategy:
+    """``strategy`` made differentially private by ``plan``.
+
+    The strategy's weighted mean becomes :func:`private_mean`; its server steps (server
+    momentum, Adam, ...) stay and see only the noised mean, so they are post-processing.
+    The clients run ``privacy_budget`` (their own ledgers) and, when they clip,
+    ``dp_clip`` or ``local_dp``, outside the strategy's own client steps.
+
+    Raises:
+        ConfigError: if the strategy is not built on the weighted mean (FedAvg, FedProx,
+            FedAvgM, FedAdam, FedYogi, FedAdagrad, FedPer): per-update rules such as Krum
+            or SCAFFOLD have no DP analysis here.
+    """
+    if strategy.aggregator.name != "weighted_mean" or strategy.update_steps or strategy.configure_fn:
+        raise ConfigError(
+            f"privacy.mode={plan.mode} works with strategies built on the weighted mean (fedavg, fedprox, fedavgm, "
+            f"fedadam, fedyogi, fedadagrad, fedper), not {strategy.name!r}"
+        )
+    steps = ",".join([*plan.client_steps, *strategy.client_steps])
+    options = {**strategy.client_options, **plan.client_options(), CLIENT_STEPS_OPTION: steps}
+    needs = (BELOW_CLIP_METRIC,) if plan.adaptive and plan.clipping == "client" else ()
+    prefix = "ldp" if plan.mode == "local" else "dp"
+    return chain(
+        private_mean(plan),
+        *strategy.server_steps,
+        name=f"{prefix}-{strategy.name}",
+        client_options=options,
+        configure=_configure,
+        requires_metrics=(*strategy.requires_metrics, *needs),
+    )
+
+
+def privacy_report(strategy: Strategy, state: tuple[Any, ...]) -> dict[str, float]:
+    """What a round records about privacy: ``epsilon``, ``delta``, rounds and the clip norm.
+
+    Empty for a strategy without :func:`private_mean`.
+    """
+    for step, step_state in zip(strategy.steps, state):
+        if step.name == "private_mean" and isinstance(step_state, PrivateMeanState):
+            delta = strategy.client_options.get("dp_delta")
+            return {
+                "epsilon": float(step_state.epsilon),
+                "delta": float(delta) if isinstance(delta, int | float) else float("nan"),
+                "rounds": float(step_state.rounds),
+                "clip": float(step_state.clip),
+                "noise_multiplier": float(strategy.client_options.get("dp_noise_multiplier", float("nan"))),
+            }
+    return {}

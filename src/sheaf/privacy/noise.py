@@ -1,0 +1,119 @@
+"""Gaussian noise from a seeded stream (simulation) or a cryptographically secure source.
+
+Differential privacy is only as good as its noise is unpredictable. Two sources:
+
+- :class:`SeededNoise` — a NumPy generator derived from the run seed (``Purpose.NOISE``),
+  so a simulation gives the same model every time and on every backend. Anyone who knows
+  the seed can subtract this noise: it protects nothing outside a simulation.
+- :class:`SecureNoise` — uniform bits from the operating system's cryptographically secure
+  generator (``os.urandom``: ``getrandom(2)`` on Linux) turned into Gaussians with the
+  Box–Muller transform. Not reproducible, by design: use it in deployment.
+
+The choice is explicit (``privacy.noise = "seeded" | "secure"``); a client that adds its
+own noise (local DP) uses secure noise unless its own policy allows seeded noise, whatever
+the server asks (:mod:`sheaf.privacy.ledger`).
+
+Floating-point Gaussians leak through their low-order bits in principle (Mironov 2012 for
+Laplace; Jin et al. 2022 for Gaussians); sheaf samples in float64 and casts the noised
+result to the model's dtype, which rounds away most of that, but it does not implement a
+discrete Gaussian.
+
+Example:
+    >>> from sheaf.core.rng import Purpose, stream
+    >>> a = SeededNoise(stream(0, Purpose.NOISE, round=1)).normal((3,), 2.0)
+    >>> b = SeededNoise(stream(0, Purpose.NOISE, round=1)).normal((3,), 2.0)
+    >>> bool((a == b).all()), SecureNoise().normal((2, 2), 1.0).shape
+    (True, (2, 2))
+
+References:
+    Box, Muller. A Note on the Generation of Random Normal Deviates. Ann. Math. Statist.
+    1958. Mironov. On Significance of the Least Significant Bits for Differential Privacy.
+    CCS 2012. Jin, McMurtry, Rubinstein, Ohrimenko. Are We There Yet? Timing and
+    Floating-Point Attacks on Differential Privacy Systems. IEEE S&P 2022.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from sheaf.core.errors import ConfigError
+from sheaf.core.rng import Purpose, stream
+
+__all__ = ["NOISE_SOURCES", "NoiseSource", "SecureNoise", "SeededNoise", "secure_uniform", "server_noise"]
+
+#: The noise sources a run can choose (``privacy.noise``).
+NOISE_SOURCES = ("seeded", "secure")
+
+_TWO_TO_MINUS_53 = 1.0 / (1 << 53)
+
+
+class NoiseSource(Protocol):
+    """Draws Gaussian noise."""
+
+    def normal(self, shape: tuple[int, ...], std: float) -> npt.NDArray[np.float64]:
+        """Independent N(0, std²) values of the given shape, in float64."""
+        ...
+
+
+class SeededNoise:
+    """Gaussian noise from a NumPy generator (reproducible; for simulation).
+
+    Args:
+        generator: e.g. ``stream(seed, Purpose.NOISE, round=r)``.
+    """
+
+    def __init__(self, generator: np.random.Generator) -> None:
+        self.generator = generator
+
+    def normal(self, shape: tuple[int, ...], std: float) -> npt.NDArray[np.float64]:
+        """N(0, std²) values from the generator."""
+        return self.generator.normal(0.0, std, size=shape)
+
+
+def secure_uniform(count: int) -> npt.NDArray[np.float64]:
+    """``count`` uniform numbers in (0, 1] from ``os.urandom`` (53 random bits each).
+
+    Example:
+        >>> u = secure_uniform(1000)
+        >>> bool(((u > 0) & (u <= 1)).all())
+        True
+    """
+    raw = np.frombuffer(os.urandom(8 * count), dtype=np.uint64)
+    # The top 53 bits, shifted to (0, 1] so that log(u) below is finite.
+    return ((raw >> np.uint64(11)).astype(np.float64) + 1.0) * _TWO_TO_MINUS_53
+
+
+class SecureNoise:
+    """Gaussian noise from the operating system's cryptographically secure generator.
+
+    Box–Muller on uniforms from :func:`secure_uniform`: ``sqrt(-2 ln u1)`` times the
+    cosine and the sine of ``2π u2`` are two independent standard normals.
+    """
+
+    def normal(self, shape: tuple[int, ...], std: float) -> npt.NDArray[np.float64]:
+        """N(0, std²) values from ``os.urandom``."""
+        count = math.prod(shape)
+        pairs = (count + 1) // 2
+        u = secure_uniform(2 * pairs)
+        radius = np.sqrt(-2.0 * np.log(u[:pairs]))
+        angle = (2.0 * math.pi) * u[pairs:]
+        values = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count]
+        return (values * std).reshape(shape)
+
+
+def server_noise(kind: str, seed: int, round: int) -> NoiseSource:
+    """The server's noise for one round: seeded from (seed, round), or secure.
+
+    Raises:
+        ConfigError: on an unknown kind.
+    """
+    if kind == "seeded":
+        return SeededNoise(stream(seed, Purpose.NOISE, round=round))
+    if kind == "secure":
+        return SecureNoise()
+    raise ConfigError(f"privacy.noise must be one of: {', '.join(NOISE_SOURCES)}, got {kind!r}")

@@ -1,0 +1,156 @@
+"""The server half: fixed-denominator mean, calibrated noise, adaptive clipping, the ledger."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sheaf.core.config import load_config
+from sheaf.core.errors import ConfigError, StrategyError
+from sheaf.core.params import Params
+from sheaf.core.tree import decode_tree, encode_tree
+from sheaf.core.update import Update
+from sheaf.privacy import (
+    PrivateMeanState,
+    deployed_privacy_plan,
+    epsilon,
+    privacy_plan,
+    privacy_report,
+    with_privacy,
+)
+from sheaf.strategies import RoundContext, fedadam, fedavg, krum, scaffold, sum_updates
+
+
+def plan_for(population: int, *settings: str, rounds: int = 10):  # type: ignore[no-untyped-def]
+    config = load_config(overrides=["privacy.mode=central", f"rounds={rounds}", *settings])
+    plan = privacy_plan(config, population)
+    assert plan is not None
+    return plan
+
+
+def updates_of(vectors: list[list[float]], examples: int = 5) -> list[Update]:
+    return [Update(i, Params({"w": np.array(v)}), examples) for i, v in enumerate(vectors)]
+
+
+START = Params({"w": np.zeros(2)})
+
+
+def test_no_noise_gives_the_uniform_mean_of_clipped_updates_over_the_fixed_cohort() -> None:
+    plan = plan_for(4, "fraction=1", "privacy.noise_multiplier=0", "privacy.clip=1")
+    strategy = with_privacy(fedavg(), plan)
+    ups = updates_of([[3.0, 4.0], [0.3, 0.4]])  # clipped to [0.6, 0.8]; the second is within
+    new, _, _ = strategy.aggregate(ups, strategy.init(START), RoundContext(1, START, 0, 4))
+    # Divided by the expected cohort (4 clients), not by the two that arrived; weights ignored.
+    np.testing.assert_allclose(new["w"], [(0.6 + 0.3) / 4, (0.8 + 0.4) / 4])
+
+
+@pytest.mark.parametrize("noise", ["seeded", "secure"])
+def test_the_noise_on_the_mean_has_deviation_z_times_clip_over_the_cohort(noise: str) -> None:
+    z, clip, population = 1.3, 0.5, 20
+    plan = plan_for(
+        population, "fraction=0.5", f"privacy.noise_multiplier={z}", f"privacy.clip={clip}", f"privacy.noise={noise}"
+    )
+    strategy = with_privacy(fedavg(), plan)
+    start = Params({"w": np.zeros(200_000, np.float32)})
+    ups = [Update(i, start.zeros_like(), 3) for i in range(10)]
+    new, _, _ = strategy.aggregate(ups, strategy.init(start), RoundContext(1, start, 7, population))
+    expected = z * clip / plan.expected_cohort
+    assert new["w"].dtype == np.float32
+    assert float(new["w"].astype(np.float64).std()) == pytest.approx(expected, rel=0.01)
+
+
+def test_seeded_noise_makes_the_round_reproducible_and_secure_noise_does_not() -> None:
+    ups = updates_of([[1.0, 0.0], [0.0, 1.0]])
+    results = {}
+    for noise in ("seeded", "secure"):
+        strategy = with_privacy(fedavg(), plan_for(2, "fraction=1", f"privacy.noise={noise}"))
+        runs = [strategy.aggregate(ups, strategy.init(START), RoundContext(1, START, 0, 2))[0]["w"] for _ in range(2)]
+        results[noise] = np.array_equal(*runs)
+    assert results == {"seeded": True, "secure": False}
+
+
+def test_every_round_advances_the_ledger_and_reports_the_accountants_epsilon() -> None:
+    plan = plan_for(10, "fraction=0.5", "sampling=poisson")
+    strategy = with_privacy(fedavg(), plan)
+    state = strategy.init(START)
+    for round in (1, 2, 3):
+        _, state, _ = strategy.aggregate(updates_of([[1.0, 1.0]]), state, RoundContext(round, START, 0, 10))
+    report = privacy_report(strategy, state)
+    assert report["rounds"] == 3 and report["delta"] == 1e-5
+    assert report["epsilon"] == epsilon(plan.mechanism, 3, 1e-5, "rdp")
+
+
+def test_the_state_with_its_ledger_round_trips_through_the_store_encoding() -> None:
+    strategy = with_privacy(
+        fedadam(), plan_for(6, "fraction=1", "privacy.adaptive_clip=true", "privacy.count_stddev=2")
+    )
+    _, state, _ = strategy.aggregate(updates_of([[3.0, 4.0]]), strategy.init(START), RoundContext(1, START, 0, 6))
+    structure, arrays = encode_tree(state)
+    back = decode_tree(structure, arrays, template=strategy.init(START))
+    assert isinstance(back[0], PrivateMeanState) and back[0] == state[0]
+    assert privacy_report(strategy, back) == privacy_report(strategy, state)
+
+
+def test_adaptive_clipping_shrinks_the_norm_when_every_update_is_below_it() -> None:
+    plan = plan_for(40, "fraction=1", "privacy.adaptive_clip=true", "privacy.noise_multiplier=0.5", "privacy.clip=10")
+    strategy = with_privacy(fedavg(), plan)
+    state = strategy.init(START)
+    clips = []
+    for round in range(1, 6):
+        ups = [Update(i, Params({"w": np.array([0.1, 0.0])}), 1) for i in range(40)]
+        _, state, _ = strategy.aggregate(ups, state, RoundContext(round, START, 0, 40))
+        clips.append(privacy_report(strategy, state)["clip"])
+    assert clips == sorted(clips, reverse=True) and clips[-1] < 10 * np.exp(-0.2 * 0.5 * 5 * 0.9)
+
+
+def test_client_clipping_sums_only_and_agrees_with_the_per_update_path() -> None:
+    plan = plan_for(3, "fraction=1", "privacy.clipping=client")
+    strategy = with_privacy(fedavg(), plan)
+    assert not strategy.needs_updates
+    ups = [Update(i, Params({"w": np.array(v)}), 1) for i, v in enumerate([[0.1, 0.2], [0.3, -0.1], [0.0, 0.5]])]
+    ctx = RoundContext(1, START, 0, 3)
+    from_updates = strategy.aggregate(ups, strategy.init(START), ctx)[0]
+    from_sum = strategy.aggregate(sum_updates(ups, START), strategy.init(START), ctx)[0]
+    np.testing.assert_allclose(from_sum["w"], from_updates["w"], rtol=1e-12)
+    weighted = [Update(0, ups[0].delta, 5)]
+    with pytest.raises(StrategyError, match="one example each"):
+        strategy.aggregate(sum_updates(weighted, START), strategy.init(START), ctx)
+
+
+def test_server_clipping_and_adaptive_clipping_need_each_update() -> None:
+    assert with_privacy(fedavg(), plan_for(3, "fraction=1")).needs_updates
+    assert with_privacy(
+        fedavg(),
+        plan_for(3, "fraction=1", "privacy.clipping=client", "privacy.adaptive_clip=true", "privacy.count_stddev=5"),
+    ).needs_updates
+
+
+def test_the_clients_are_told_the_mechanism_and_the_round_clip() -> None:
+    strategy = with_privacy(fedadam(), plan_for(10, "fraction=0.2", "privacy.clipping=client", "privacy.clip=0.7"))
+    options, payload = strategy.configure(strategy.init(START), RoundContext(1, START, 0, 10))
+    assert options["client_steps"] == "dp_clip" and options["dp_clip"] == 0.7
+    assert options["dp_mechanism"] == "fixed" and options["dp_cohort"] == 2 and payload == {}
+    assert strategy.name == "dp-fedadam"
+
+
+def test_clients_check_their_budgets_only_where_one_may_have_a_limit() -> None:
+    budgeted = with_privacy(fedavg(), plan_for(10, "privacy.client_budget=5"))
+    assert budgeted.client_steps == ("privacy_budget",)
+    assert with_privacy(fedavg(), plan_for(10)).client_steps == ()  # server clipping: no client step at all
+    deployed = privacy_plan(load_config(overrides=["privacy.mode=local", "min_clients=1"]), 10, ledgers=True)
+    assert deployed is not None and with_privacy(fedavg(), deployed).client_steps == ("privacy_budget", "local_dp")
+
+
+def test_a_deployed_server_noises_securely_asks_every_client_for_its_budget_and_sets_none() -> None:
+    seeded = load_config(overrides=["privacy.mode=central", "privacy.noise=seeded"])
+    plan = deployed_privacy_plan(seeded, 10)
+    assert plan is not None and plan.noise == "secure" and plan.client_steps == ("privacy_budget",)
+    assert deployed_privacy_plan(load_config(), 10) is None
+    with pytest.raises(ConfigError, match="in a deployment each client sets its own: 'sheaf client --privacy-budget"):
+        deployed_privacy_plan(load_config(overrides=["privacy.mode=central", "privacy.client_budget=3"]), 10)
+
+
+@pytest.mark.parametrize("factory", [krum, scaffold])
+def test_strategies_without_a_weighted_mean_are_refused_naming_those_that_work(factory) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match="works with strategies built on the weighted mean"):
+        with_privacy(factory(), plan_for(10))

@@ -1,0 +1,187 @@
+"""Whole private runs through the real loop, store, CLI and report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dp_accounting
+import numpy as np
+import pytest
+from dp_accounting import rdp
+from typer.testing import CliRunner
+
+from sheaf.cli.app import app
+from sheaf.core.config import RunConfig, load_config
+from sheaf.core.errors import ConfigError
+from sheaf.evaluation.history import RoundRecord
+from sheaf.privacy import LEDGER_KEY, PrivacyLedger, RoundMechanism, epsilon
+from sheaf.run.report import report_run
+from sheaf.run.simulate import simulate
+from sheaf.run.store import RunStore
+from sheaf.strategies.sampling import sample_cohort
+
+#: 10 IID digits clients, Poisson sampling at rate 0.4, 4 rounds, DP-FedAvg.
+PRIVATE = [
+    "rounds=4",
+    "clients=10",
+    "partition=iid",
+    "fraction=0.4",
+    "sampling=poisson",
+    "min_clients=1",
+    "evaluation.interval=2",
+    "privacy.mode=central",
+    "privacy.noise_multiplier=0.8",
+    "privacy.clip=2",
+]
+
+
+def config(runs_dir: str, *extra: str) -> RunConfig:
+    return load_config(overrides=[*PRIVATE, runs_dir, *extra])
+
+
+class StopAfter:
+    """Interrupts the run after a given round, like Ctrl-C would."""
+
+    def __init__(self, round: int) -> None:
+        self.round = round
+
+    def on_start(self, *args: object) -> None:
+        pass
+
+    def on_round(self, record: RoundRecord) -> None:
+        if record.round == self.round:
+            raise KeyboardInterrupt
+
+
+def test_every_round_records_the_epsilon_dp_accounting_computes_for_the_run(runs_dir: str) -> None:
+    result = simulate(config(runs_dir))
+    for record in result.history:
+        event = dp_accounting.SelfComposedDpEvent(
+            dp_accounting.PoissonSampledDpEvent(0.4, dp_accounting.GaussianDpEvent(0.8)), record.round
+        )
+        assert record.privacy["epsilon"] == rdp.RdpAccountant().compose(event).get_epsilon(1e-5)
+        assert record.privacy["delta"] == 1e-5 and record.privacy["rounds"] == record.round
+    with RunStore.open(result.run_path) as store:
+        assert list(store.history()) == list(result.history)
+        assert store.meta["privacy"]["noise_multiplier"] == 0.8 and store.meta["strategy"] == "dp-fedavg"
+    summary = result.summary()
+    assert summary["epsilon"] == result.history[-1].privacy["epsilon"] and summary["delta"] == 1e-5
+
+
+def test_poisson_sampling_draws_cohorts_of_varying_size_around_the_rate(runs_dir: str) -> None:
+    result = simulate(config(runs_dir, "rounds=8", "privacy.mode=none", "evaluation.federated=false"))
+    sizes = [r.sampled for r in result.history]
+    assert len(set(sizes)) > 1 and 1 <= np.mean(sizes) <= 7
+
+
+def test_a_resumed_run_reports_the_same_epsilon_and_ends_with_the_same_model(runs_dir: str) -> None:
+    cfg = config(
+        runs_dir, "name=private", "privacy.adaptive_clip=true", "privacy.count_stddev=2", "privacy.noise_multiplier=0.5"
+    )
+    with pytest.raises(KeyboardInterrupt):
+        simulate(cfg, listener=StopAfter(2))
+    resumed = simulate(cfg)
+    straight = simulate(cfg.replace(name="straight"))
+    assert [r.privacy for r in resumed.history] == [r.privacy for r in straight.history]
+    assert resumed.history[-1].privacy["clip"] != 2.0  # the adaptive clip norm moved and was restored
+    assert resumed.params.array_equal(straight.params)
+
+
+def test_client_clipping_gives_the_same_model_as_server_clipping(runs_dir: str) -> None:
+    server = simulate(config(runs_dir, "privacy.clip=0.5"))
+    client = simulate(config(runs_dir, "privacy.clip=0.5", "privacy.clipping=client"))
+    for name in server.params:
+        np.testing.assert_allclose(client.params[name], server.params[name], rtol=1e-4, atol=1e-6)
+    assert client.summary()["epsilon"] == server.summary()["epsilon"]
+
+
+def test_seeded_runs_repeat_and_secure_runs_do_not(runs_dir: str) -> None:
+    a, b = simulate(config(runs_dir, "rounds=1")), simulate(config(runs_dir, "rounds=1"))
+    assert a.params.array_equal(b.params)
+    c, d = (simulate(config(runs_dir, "rounds=1", "privacy.noise=secure")) for _ in range(2))
+    assert not c.params.array_equal(d.params)
+    assert c.summary()["epsilon"] == a.summary()["epsilon"]
+
+
+def test_a_client_at_its_budget_refuses_and_the_server_records_a_dropout(runs_dir: str) -> None:
+    cohorts = [set(sample_cohort(10, 0, seed=0, round=r, rate=0.4).tolist()) for r in range(1, 7)]
+    owner = min(c for c in cohorts[0] if any(c in later for later in cohorts[2:]))  # in round 1, and again later
+    mechanism = RoundMechanism("poisson", 0.8, rate=0.4, population=10)
+    limit = (epsilon(mechanism, 1, 1e-5) + epsilon(mechanism, 2, 1e-5)) / 2  # round 1 fits, round 2 does not
+    result = simulate(config(runs_dir, "rounds=6", f"privacy.client_budgets={{{owner} = {limit}}}"))
+    with RunStore.open(result.run_path) as store:
+        refusals = [f for f in store.failures() if f[1] == owner]
+        took_part = [r for r, rec in store.client_records(phase="fit") if rec.client_id == owner]
+        ledger = store.client_states([owner])[owner][LEDGER_KEY]
+    assert took_part == [1]
+    assert [r for r, *_ in refusals] == [r for r in range(2, 7) if owner in cohorts[r - 1]]
+    assert all(
+        phase == "fit" and "refuses round" in reason and "past its limit" in reason for _, _, phase, reason in refusals
+    )
+    assert PrivacyLedger.from_params(ledger).epsilon(1e-5) == epsilon(mechanism, 1, 1e-5) <= limit
+    assert sum(r.failed for r in result.history) == len(refusals)  # everyone else went on
+
+
+def test_local_dp_reports_the_epsilon_of_the_client_that_sent_most(runs_dir: str) -> None:
+    result = simulate(config(runs_dir, "privacy.mode=local", "privacy.noise_multiplier=3"))
+    with RunStore.open(result.run_path) as store:
+        counts = np.bincount([rec.client_id for _, rec in store.client_records(phase="fit")], minlength=10)
+        fits = store.client_records(phase="fit")
+    assert all(rec.metrics == {} and rec.num_examples == 1 for _, rec in fits)  # nothing else left the clients
+    expected = epsilon(RoundMechanism("local", 3.0), int(counts.max()), 1e-5)
+    assert result.summary()["epsilon"] == expected
+
+
+def test_a_target_epsilon_is_calibrated_and_met(runs_dir: str) -> None:
+    result = simulate(config(runs_dir, "privacy.target_epsilon=3", "privacy.accountant=pld"))
+    assert result.summary()["epsilon"] <= 3.0
+    assert result.summary()["epsilon"] == pytest.approx(3.0, abs=0.01)
+    assert result.summary()["noise_multiplier"] != 0.8
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["privacy.accountant=pld", "sampling=fixed"],
+            "pld supports Poisson sampling only; set strategy.sampling=poisson",
+        ),
+        (["privacy.mode=local", "min_clients=2"], "privacy.mode=local needs strategy.min_clients=1"),
+        (["privacy.adaptive_clip=true", "privacy.mode=local"], "adaptive_clip needs privacy.mode=central"),
+        (["strategy=median"], "works with strategies built on the weighted mean"),
+        (["privacy.mode=none", "privacy.client_budget=2"], "need privacy.mode=central or local"),
+        (["privacy.client_budgets={12 = 1.0}"], "names client 12, but there are only 10"),
+        (["privacy.accountant=gdp"], "privacy.accountant must be one of: rdp, pld"),
+    ],
+)
+def test_settings_that_do_not_fit_are_one_clear_error(runs_dir: str, extra: list[str], message: str) -> None:
+    result = CliRunner().invoke(
+        app, ["simulate", "--json", *[a for s in [*PRIVATE, runs_dir, *extra] for a in ("--set", s)]]
+    )
+    assert result.exit_code == 2 and message in result.output
+    assert result.output.startswith("error: ") and result.output.count("\n") == 1
+
+
+def test_the_cli_shows_epsilon_and_prints_it_in_the_json_summary(runs_dir: str, tmp_path: Path) -> None:
+    args = [a for s in [*PRIVATE, runs_dir] for a in ("--set", s)]
+    shown = CliRunner().invoke(app, ["simulate", *args], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "ε spent" in shown.stdout and "privacy spent: ε at δ = 1e-05" in shown.stdout
+    assert "ε " in shown.stderr  # the progress bar
+    summary = json.loads(CliRunner().invoke(app, ["simulate", "--json", *args]).stdout)
+    assert summary["epsilon"] > 0 and summary["delta"] == 1e-5
+    page = report_run(summary["run_path"], tmp_path / "report")[-1].read_text()
+    assert "epsilon spent" in page and "privacy spent: epsilon at delta = 1e-05" in page
+
+
+def test_a_config_with_privacy_round_trips_through_toml_and_the_config_command(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["config", "--set", "privacy.client_budgets={3 = 1.5}", "--set", "privacy.mode=central"]
+    )
+    path = tmp_path / "run.toml"
+    path.write_text(result.stdout)
+    cfg = load_config(path)
+    assert cfg.privacy.client_budgets == {"3": 1.5} and cfg.privacy.mode == "central"
+    with pytest.raises(ConfigError, match="privacy.client_budgets.3 must be an epsilon > 0"):
+        load_config(overrides=["privacy.client_budgets={3 = -1}"])
