@@ -2,6 +2,7 @@
 
 from sheaf.core.config import (
     DataConfig,
+    EngineConfig,
     EvalConfig,
     ModelConfig,
     RunConfig,
@@ -20,6 +21,7 @@ from sheaf.core.errors import (
     StrategyError,
     TaskError,
 )
+from sheaf.core.exactsum import MAX_TERMS, ExactSum
 from sheaf.core.params import Array, Params, ParamSpec
 from sheaf.core.rng import Purpose, counter_uniforms, seed_for, stream
 from sheaf.core.tensor import ALLOWED_DTYPES, array_from_record, array_to_record
@@ -28,13 +30,16 @@ from sheaf.core.update import Metrics, Scalar, TensorGroups, Update, check_updat
 
 __all__ = [
     "ALLOWED_DTYPES",
+    "MAX_TERMS",
     "Array",
     "BackendError",
     "ClientFailure",
     "ConfigError",
     "DataConfig",
     "DataError",
+    "EngineConfig",
     "EvalConfig",
+    "ExactSum",
     "Metrics",
     "ModelConfig",
     "ParamSpec",

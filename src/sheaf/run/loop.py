@@ -9,12 +9,14 @@ derived from (seed, round, client), not from state in memory.
 Per round:
 
 1. sample the cohort from (seed, round);
-2. ask the backend to train it; failed clients are dropouts;
+2. ask the backend to train it; failed clients are dropouts (for a strategy that needs only
+   the weighted sum, the backend may return the exact sum of the updates instead);
 3. check every update (names, shapes, dtypes, finite); rejected updates are dropouts;
 4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain,
    otherwise keep the model unchanged;
 5. evaluate the new model centrally, and on the clients' local test splits every
-   ``evaluation.interval`` rounds and after the last;
+   ``evaluation.interval`` rounds and after the last (at most ``evaluation.max_clients``
+   clients: a fixed sample drawn once from the seed);
 6. commit the round to the store in one transaction, then tell the listener.
 """
 
@@ -30,13 +32,15 @@ import numpy as np
 from sheaf.backends.base import Backend, Cohort
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import ClientFailure, SheafError
+from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
+from sheaf.core.rng import Purpose, stream
 from sheaf.core.update import TensorGroups, Update, check_update
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.fairness import summarize
 from sheaf.evaluation.history import ClientRecord, History, RoundRecord
 from sheaf.run.store import RunStore
-from sheaf.strategies.base import RoundContext, Strategy
+from sheaf.strategies.base import RoundContext, Strategy, WeightedSum
 from sheaf.strategies.sampling import cohort_size, sample_cohort
 from sheaf.task.base import Task
 
@@ -80,10 +84,18 @@ def _weighted(records: Sequence[ClientRecord], metric: str) -> float:
     return float(sum(v * n for v, n in values) / weight) if weight else float("nan")
 
 
+def _evaluation_clients(parts: Federated) -> list[int]:
+    """The clients with a local test split, or a fixed sample of them (seeded, sorted)."""
+    candidates = np.flatnonzero(parts.federation.test_counts > 0)
+    limit = parts.config.evaluation.max_clients
+    if 0 < limit < len(candidates):
+        candidates = np.sort(stream(parts.config.seed, Purpose.EVALUATE).choice(candidates, limit, replace=False))
+    return [int(c) for c in candidates]
+
+
 def _federated_evaluation(
-    parts: Federated, params: Params
+    parts: Federated, params: Params, clients: list[int]
 ) -> tuple[dict[str, dict[str, float]], list[ClientRecord], list[ClientFailure]]:
-    clients = np.flatnonzero(parts.federation.test_counts > 0).tolist()
     outcome = parts.backend.evaluate(clients, params)
     records = [
         ClientRecord(cid, "evaluate", r.num_examples, {"loss": r.loss, **r.metrics})
@@ -111,6 +123,14 @@ def _checked(updates: Sequence[Update], like: Params) -> tuple[list[Update], lis
     return good, rejected
 
 
+def _merged(summed: ExactSum, updates: Sequence[Update], like: Params) -> WeightedSum:
+    """A backend's exact partial sum plus the updates it returned whole."""
+    total = ExactSum(like)
+    total.merge(summed)
+    total.add_updates(updates)
+    return WeightedSum.from_exact(total)
+
+
 def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple[History, Params]:
     """Run the remaining rounds of a run and return its full history and final params.
 
@@ -124,6 +144,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
     history = store.history()
     params = store.params()
     state = store.state(template=parts.strategy.init(params))
+    eval_clients: list[int] | None = None
     if listener is not None:
         listener.on_start(config, store.last_round + 1, size, population)
 
@@ -133,21 +154,26 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         ctx = RoundContext(round, params, config.seed, population)
         options, payload = parts.strategy.configure(state, ctx)
         ids = cohort.tolist()
+        reduce = not parts.strategy.needs_updates
         outcome = parts.backend.fit(
-            Cohort(round, ids, params, config.train, options, payload, store.client_states(ids))
+            Cohort(round, ids, params, config.train, options, payload, store.client_states(ids), reduce)
         )
         updates, rejected = _checked(outcome.updates, params)
         failures: list[tuple[str, ClientFailure]] = [("fit", f) for f in [*outcome.failures, *rejected]]
         clients = [ClientRecord(u.client_id, "fit", u.num_examples, u.metrics) for u in updates]
+        clients += [ClientRecord(r.client_id, "fit", r.num_examples, r.metrics) for r in outcome.reports]
+        clients.sort(key=lambda c: c.client_id)
 
-        aggregated = len(updates) >= config.strategy.min_clients
+        succeeded = len(clients)
+        aggregated = succeeded >= config.strategy.min_clients
         fit: dict[str, float] = {"train_loss": _weighted(clients, "train_loss")}
         new_states: dict[int, TensorGroups] = {}
         if aggregated:
-            params, state, agg_metrics = parts.strategy.aggregate(updates, state, ctx)
+            summed = None if outcome.summed is None else _merged(outcome.summed, updates, params)
+            params, state, agg_metrics = parts.strategy.aggregate(summed or updates, state, ctx)
             fit.update(agg_metrics)
             # A client's state moves on only if its update was used.
-            used = {u.client_id for u in updates}
+            used = {c.client_id for c in clients}
             new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
 
         central = parts.task.evaluate(params, parts.federation.central_test)
@@ -155,14 +181,16 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
 
         federated: dict[str, dict[str, float]] = {}
         if config.evaluation.federated and (round % config.evaluation.interval == 0 or round == config.rounds):
-            federated, eval_records, eval_failures = _federated_evaluation(parts, params)
+            if eval_clients is None:
+                eval_clients = _evaluation_clients(parts)
+            federated, eval_records, eval_failures = _federated_evaluation(parts, params, eval_clients)
             clients += eval_records
             failures += [("evaluate", f) for f in eval_failures]
 
         record = RoundRecord(
             round=round,
             sampled=len(cohort),
-            completed=len(updates) if aggregated else 0,
+            completed=succeeded if aggregated else 0,
             failed=sum(1 for phase, _ in failures if phase == "fit"),
             aggregated=aggregated,
             central=dict(central_metrics),
