@@ -1,17 +1,32 @@
-"""Backends: where client work runs. The interface, and the in-process reference backend."""
+"""Backends: where client work runs — inline, pool, vectorized, Ray, or chosen automatically."""
 
-from sheaf.backends.base import Backend, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.backends.auto import SMALL_FLOPS, AutoBackend, describe_backend, forward_flops
+from sheaf.backends.base import Backend, ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.backends.inline import InlineBackend
+from sheaf.backends.pool import PoolBackend, default_workers
+from sheaf.backends.ray_backend import RayBackend, ray_available
 from sheaf.backends.registry import BACKENDS, available_backends, build_backend
+from sheaf.backends.vectorized import VectorizedBackend, vectorize_reason
 
 __all__ = [
     "BACKENDS",
+    "SMALL_FLOPS",
+    "AutoBackend",
     "Backend",
+    "ClientReport",
     "Cohort",
     "EvalOutcome",
     "FitOutcome",
     "InlineBackend",
+    "PoolBackend",
+    "RayBackend",
     "SimulationEnv",
+    "VectorizedBackend",
     "available_backends",
     "build_backend",
+    "default_workers",
+    "describe_backend",
+    "forward_flops",
+    "ray_available",
+    "vectorize_reason",
 ]

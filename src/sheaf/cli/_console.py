@@ -44,12 +44,17 @@ class ProgressListener:
             transient=False,
         )
         self._task: Any = None
+        self._backend = ""
+
+    def on_backend(self, name: str, reason: str) -> None:
+        """Remember which backend runs the clients (``auto`` chooses one) and why."""
+        self._backend = name if reason == "as configured" else f"{name} ({reason})"
 
     def on_start(self, config: RunConfig, first_round: int, cohort: int, population: int) -> None:
         """Start the bar; a resumed run starts part-way."""
         self.console.print(
             f"[bold]sheaf[/] {config.data.dataset} · {population} clients ({config.data.partition}) · "
-            f"{config.strategy.name} · {cohort} per round · backend {config.backend}"
+            f"{config.strategy.name} · {cohort} per round · backend {self._backend or config.backend}"
             + (f" · resuming at round {first_round}" if first_round > 1 else "")
         )
         self._progress.start()

@@ -1,0 +1,148 @@
+"""AutoBackend (the default): picks the backend that suits the task, and says which and why.
+
+1. ``vectorized`` when the task can be vectorised (a plain TorchTask, see
+   :func:`~sheaf.backends.vectorized.vectorize_reason`) and its model is small — at most
+   :data:`SMALL_FLOPS` floating-point operations per sample in the forward pass, where one
+   batched step for the whole cohort beats many tiny per-client steps. Convolutions and
+   large layers are already efficient per client and run slower as ``vmap``'s grouped
+   convolutions, so bigger models go on;
+2. ``pool`` when there are at least two cores for workers and the task can be sent to a
+   worker process;
+3. ``inline`` otherwise.
+
+The choice depends only on the task, the data and the machine's core count, never on
+timings, so the same config and seed give the same model every time on a machine. Inline
+and pool give bit-identical models; vectorized agrees with them to float32 rounding.
+
+Example:
+    >>> AutoBackend().name
+    'auto'
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Sequence
+
+from sheaf.backends.base import Backend, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.backends.inline import InlineBackend
+from sheaf.backends.pool import PoolBackend, default_workers
+from sheaf.backends.vectorized import VectorizedBackend, vectorize_reason
+from sheaf.core.errors import BackendError
+from sheaf.core.params import Params
+from sheaf.task.base import Task
+
+__all__ = ["SMALL_FLOPS", "AutoBackend", "describe_backend", "forward_flops"]
+
+logger = logging.getLogger("sheaf.backends")
+
+#: Models with at most this many forward FLOPs per sample are trained vectorized.
+SMALL_FLOPS = 1_000_000
+
+
+def forward_flops(task: Task, env: SimulationEnv) -> int:
+    """Floating-point operations of one sample's forward pass (torch's flop counter)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = getattr(task, "model")  # noqa: B009 - a TorchTask's model, checked by vectorize_reason
+    sample = torch.from_numpy(env.federation.x[:1].copy())
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(sample)
+    return int(counter.get_total_flops())
+
+
+class AutoBackend:
+    """Chooses vectorized, pool or inline at start (see the module docstring).
+
+    Attributes:
+        chosen: the backend that runs the work (after :meth:`start`).
+        reason: why it was chosen, in words.
+    """
+
+    name = "auto"
+
+    def __init__(self) -> None:
+        self.chosen: Backend | None = None
+        self.reason = ""
+
+    def __enter__(self) -> AutoBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def backend(self) -> Backend:
+        if self.chosen is None:
+            raise BackendError("backend not started; call start(env) first")
+        return self.chosen
+
+    def _pool_reason(self, env: SimulationEnv) -> str | None:
+        workers = env.engine.workers or default_workers(env.threads)
+        if workers < 2:
+            return f"only {workers} worker would fit this machine's cores"
+        try:
+            pickle.dumps(env.task)
+        except Exception as exc:
+            return f"the task cannot be sent to worker processes ({type(exc).__name__}: {exc})"
+        return None
+
+    def _fallback(self, env: SimulationEnv) -> Backend:
+        """What the vectorized backend hands unvectorisable cohorts to."""
+        return PoolBackend() if self._pool_reason(env) is None else InlineBackend()
+
+    def start(self, env: SimulationEnv) -> None:
+        """Choose, start the chosen backend and log the choice."""
+        not_vectorized = vectorize_reason(env.task, env.federation)
+        if not_vectorized is None:
+            flops = forward_flops(env.task, env)
+            if flops <= SMALL_FLOPS:
+                self.chosen = VectorizedBackend(fallback=lambda: self._fallback(env))
+                self.reason = f"a TorchTask with the standard loop and a small model ({flops:,} FLOPs per sample)"
+            else:
+                not_vectorized = f"the model is not small ({flops:,} FLOPs per sample > {SMALL_FLOPS:,})"
+        if self.chosen is None:
+            not_pool = self._pool_reason(env)
+            if not_pool is None:
+                self.chosen = PoolBackend()
+                self.reason = (
+                    f"{not_vectorized}; {env.engine.workers or default_workers(env.threads)} cores for workers"
+                )
+            else:
+                self.chosen = InlineBackend()
+                self.reason = f"{not_vectorized}; {not_pool}"
+        try:
+            self.chosen.start(env)
+        except BackendError as exc:
+            if isinstance(self.chosen, InlineBackend):
+                raise
+            failed, self.chosen = self.chosen.name, InlineBackend()
+            self.reason = f"the {failed} backend could not start ({exc})"
+            self.chosen.start(env)
+        logger.info("sheaf auto: using the %s backend: %s", self.chosen.name, self.reason)
+
+    def fit(self, cohort: Cohort) -> FitOutcome:
+        """Train the cohort with the chosen backend."""
+        return self.backend.fit(cohort)
+
+    def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
+        """Evaluate with the chosen backend."""
+        return self.backend.evaluate(client_ids, params)
+
+    def close(self) -> None:
+        """Close the chosen backend (safe to call twice)."""
+        if self.chosen is not None:
+            self.chosen.close()
+            self.chosen = None
+
+
+def describe_backend(backend: Backend) -> tuple[str, str]:
+    """The backend that really runs the work, and why (for logs, progress and the run store)."""
+    if isinstance(backend, AutoBackend) and backend.chosen is not None:
+        return backend.chosen.name, backend.reason
+    if isinstance(backend, VectorizedBackend) and backend.reason is not None:
+        return backend.name, f"falls back to one client at a time: {backend.reason}"
+    return backend.name, "as configured"
