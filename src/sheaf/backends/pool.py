@@ -1,7 +1,9 @@
 """PoolBackend: a few long-lived worker processes, each training many clients with one model.
 
-Each worker is a fresh Python process (``spawn``: no fork of a threaded parent) that loads
-the task once, fixes its torch threads, and then trains whichever clients it is given
+Each worker is a fresh process — forked from a clean ``forkserver`` that imported torch
+and sheaf once (never a fork of the threaded parent; ``spawn`` where there is no
+forkserver) — that loads the task once, fixes its torch threads, and then trains whichever
+clients it is given
 with :func:`~sheaf.task.client.fit_client` — the same function the inline backend runs, so
 the results are bit-identical. Nothing is copied per client: the federation's data sits in
 one shared-memory block mapped by every worker, and the round's params in another,
@@ -64,6 +66,20 @@ def default_workers(threads: int = 1) -> int:
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
     return max(1, cores // max(1, threads))
+
+
+def _context() -> Any:
+    """A forkserver context with torch and sheaf preloaded (spawn where there is none).
+
+    The forkserver is one clean, single-threaded process per parent: workers fork from it in
+    milliseconds instead of importing torch for seconds, and forking it is safe where forking
+    the parent (which may run torch threads) is not.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Windows
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["sheaf.backends.pool", "torch"])
+    return context
 
 
 def _describe_exit(code: int | None) -> str:
@@ -165,7 +181,7 @@ class PoolBackend:
     def __init__(self, workers: int | None = None) -> None:
         self._requested = workers
         self._env: SimulationEnv | None = None
-        self._context = multiprocessing.get_context("spawn")
+        self._context = _context()
         self._workers: list[_Worker] = []
         self._args: tuple[Any, ...] = ()
         self._data: SharedArrays | None = None

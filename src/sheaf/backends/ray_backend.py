@@ -234,7 +234,13 @@ class RayBackend:
             try:
                 value = ray.get(ref, timeout=0)
             except Exception as exc:
-                return f"its Ray actor failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]})"
+                from ray.exceptions import ActorDiedError
+
+                if isinstance(exc, ActorDiedError):
+                    return "the Ray actor running it died"
+                return (
+                    f"the Ray actor running it failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]})"
+                )
             if ref is slot.flush:
                 assert add_sum is not None
                 add_sum(value)
@@ -282,14 +288,18 @@ class RayBackend:
                     dead[id(slot)] = (slot, f"it ran for more than {timeout:g} s (engine.client_timeout)")
             for slot, why in dead.values():
                 self._slots.remove(slot)
-                for ref in list(slot.calls):  # a call that finished before the death still counts
+                running = True  # an actor runs its calls in order: the first unfinished one was running
+                for ref in list(slot.calls):
                     if ray.wait([ref], timeout=0)[0] and not settle(slot, ref):
-                        continue
+                        continue  # it finished before the death: its replies count
                     chunk, _ = slot.calls.pop(ref)
-                    if len(chunk) == 1:
+                    if not running:
+                        queue.extendleft(reversed(chunk))  # never started
+                    elif len(chunk) == 1:
                         failed[chunk[0]] = why
                     else:
-                        suspects.extend(chunk)
+                        suspects.extend(chunk)  # one of them did it: run each alone to find it
+                    running = False
                 ray.kill(slot.handle)
                 forget(slot.summed)
                 queue.extendleft(reversed(slot.summed))

@@ -4,7 +4,8 @@ Float addition is not associative: summing client updates in another order, or i
 (one partial sum per worker process, then the partial sums), changes the last bits of the
 result, and with them the trained model. :class:`ExactSum` accumulates every term
 ``weight * delta`` *exactly*, so the total does not depend on the order or the grouping of
-the additions at all, and rounds to float64 once, at the end.
+the additions at all; only the final total is rounded to float64 (to within one unit in
+the last place).
 
 How: each float64 term is split, without error, into pieces on a fixed grid of binary
 exponents — bin ``k`` holds integer multiples of ``2**(32 * k)`` smaller than
@@ -132,11 +133,12 @@ class ExactSum:
         self._reserve(len(keep))
         factors = counts[keep].astype(np.float64)[:, None]
         terms = np.empty((len(keep), self._size), dtype=np.float64)
-        for name, lo, hi in zip(names, self._offsets[:-1], self._offsets[1:], strict=True):
-            rows = np.asarray(deltas[name]).reshape(len(counts), -1)
-            np.multiply(rows[keep] if len(keep) < len(counts) else rows, factors, out=terms[:, lo:hi])
-        for lo in range(0, self._size, max(1, _BLOCK // len(keep))):
-            self._accumulate(terms[:, lo : lo + max(1, _BLOCK // len(keep))], lo)
+        with np.errstate(over="ignore", invalid="ignore"):  # infinities and NaN are summed as IEEE says
+            for name, lo, hi in zip(names, self._offsets[:-1], self._offsets[1:], strict=True):
+                rows = np.asarray(deltas[name]).reshape(len(counts), -1)
+                np.multiply(rows[keep] if len(keep) < len(counts) else rows, factors, out=terms[:, lo:hi])
+            for lo in range(0, self._size, max(1, _BLOCK // len(keep))):
+                self._accumulate(terms[:, lo : lo + max(1, _BLOCK // len(keep))], lo)
         self.weight += int(counts.sum())
         self.count += len(keep)
 
@@ -201,18 +203,38 @@ class ExactSum:
         for k, values in other._bins.items():
             self._bin(k)[...] += values
         if other._special is not None:
-            self._special = other._special.copy() if self._special is None else self._special + other._special
+            with np.errstate(over="ignore", invalid="ignore"):
+                self._special = other._special.copy() if self._special is None else self._special + other._special
         self.weight += other.weight
         self.count += other.count
 
     # Reading ---------------------------------------------------------------------------
     def total(self) -> Params:
-        """The sum rounded to float64 (bins added from the smallest up: a fixed order)."""
+        """The sum in float64, within one unit in the last place of the exact sum.
+
+        The bins are first carried upwards (exactly) so that each is smaller than the unit
+        of the next, then added from the largest down with the rounding error of each
+        addition kept aside (Knuth's TwoSum) and added at the end. A deterministic function
+        of the exact bins, hence of the terms alone.
+        """
+        bins = {k: v.copy() for k, v in self._bins.items()}
+        for k in sorted(bins):
+            if k < _TOP and k + 1 <= max(bins):
+                shift = math.ldexp(1.5, _WIDTH * (k + 1) + 52)
+                carry = (bins[k] + shift) - shift
+                bins[k] -= carry
+                bins[k + 1] = bins[k + 1] + carry if k + 1 in bins else carry
         flat = np.zeros(self._size)
-        for k in sorted(self._bins):
-            flat += self._bins[k]
-        if self._special is not None:
-            flat += self._special
+        error = np.zeros(self._size)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for k in sorted(bins, reverse=True):
+                added = flat + bins[k]
+                back = added - flat
+                error += (flat - (added - back)) + (bins[k] - back)
+                flat = added
+            flat = flat + error
+            if self._special is not None:
+                flat += self._special
         return Params(
             {
                 name: flat[lo:hi].reshape(shape)

@@ -33,6 +33,7 @@ from sheaf.data.sources import (
     read_idx,
 )
 from sheaf.data.summary import partition_summary
+from sheaf.data.synthetic import synthetic_federation
 
 __all__ = [
     "FASHION_MNIST_DIR",
@@ -67,4 +68,5 @@ __all__ = [
     "partition_summary",
     "read_idx",
     "register_dataset",
+    "synthetic_federation",
 ]
