@@ -104,7 +104,7 @@ def test_small_chunks_give_the_same_results_as_one_chunk(monkeypatch: pytest.Mon
     with VectorizedBackend() as whole:
         whole.start(env())
         one = whole.fit(cohort(ids, reduce=reduce, epochs=2, batch_size=7))
-    monkeypatch.setattr(VectorizedBackend, "_chunk_size", lambda self, cohort, longest: 3)
+    monkeypatch.setattr(VectorizedBackend, "_chunk_size", lambda self, cohort: 3)
     with VectorizedBackend() as chunked:
         chunked.start(env())
         many = chunked.fit(cohort(ids, reduce=reduce, epochs=2, batch_size=7))

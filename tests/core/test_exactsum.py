@@ -160,3 +160,19 @@ def test_more_terms_than_an_exact_sum_holds_are_refused(monkeypatch: pytest.Monk
     total.add_stacked({k: np.stack([v] * 3) for k, v in LIKE.items()}, [1, 1, 1])
     with pytest.raises(SheafError, match="at most 3 terms"):
         total.add(LIKE, 1)
+
+
+def test_a_total_made_elsewhere_joins_exactly_with_its_weight_and_count() -> None:
+    rng = np.random.default_rng(1)
+    rows = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in LIKE.items()} for _ in range(4)]
+    made = {k: sum(r[k].astype(np.float64) * 2 for r in rows[:3]) for k in LIKE}
+    total = ExactSum(LIKE)
+    total.add_total(made, weight=6, count=3)
+    total.add(rows[3], 2)
+    other = ExactSum(LIKE)
+    other.add(rows[3], 2)
+    other.add_total(made, weight=6, count=3)
+    assert bits_equal(total.total(), other.total())
+    assert (total.weight, total.count) == (8, 4)
+    with pytest.raises(SheafError, match=">= 0"):
+        total.add_total(made, weight=-1, count=1)

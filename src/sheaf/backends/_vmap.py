@@ -10,9 +10,12 @@ gradient of its own loss. The rest is TorchTask's loop, step for step:
 - FedProx adds ``mu * (w - w_global)`` to the data gradient, then the optimiser step of
   :mod:`sheaf.task.optim` (the same functions, on stacked tensors) updates the weights;
 - clients are sorted by their number of steps, so the clients still training at any step
-  are a prefix of the stack and work on views of it; a client whose last batch of an epoch
-  is short trains in a group of clients with that batch size (no padding, so any
-  ``loss_fn`` keeps its meaning);
+  are a prefix of the stack and work on views of it;
+- a client whose last batch of an epoch is short has its batch padded with rows of weight
+  0, and its loss is the mean over its real rows — for the losses whose per-sample values
+  torch gives (``reduction="none"``: cross-entropy, NLL, MSE, L1, Huber, binary
+  cross-entropy). With any other ``loss_fn``, clients with short batches train in groups
+  of equal batch size instead (no padding, so the loss keeps its meaning);
 - ``train_loss`` is the mean of the batch losses weighted by batch size, ``steps`` the
   optimiser steps taken.
 
@@ -35,7 +38,6 @@ from torch.func import functional_call, vmap
 
 from sheaf.core.config import TrainConfig
 from sheaf.core.params import Params
-from sheaf.data.dataset import Split
 from sheaf.task import optim
 from sheaf.task.torch_task import TorchTask
 
@@ -43,6 +45,20 @@ __all__ = ["ChunkResult", "VectorTrainer", "static_reason"]
 
 #: Options of a cohort the kernel implements; any other makes the backend fall back.
 KNOWN_OPTIONS = frozenset({"proximal_mu"})
+
+#: Losses whose mean reduction is the mean of ``reduction="none"`` values (padded batches).
+PER_SAMPLE: frozenset[Callable[..., torch.Tensor]] = frozenset(
+    {
+        nn.functional.cross_entropy,
+        nn.functional.nll_loss,
+        nn.functional.mse_loss,
+        nn.functional.l1_loss,
+        nn.functional.smooth_l1_loss,
+        nn.functional.huber_loss,
+        nn.functional.binary_cross_entropy,
+        nn.functional.binary_cross_entropy_with_logits,
+    }
+)
 
 
 def static_reason(task: object) -> str | None:
@@ -89,11 +105,14 @@ def _schedule(
     steps = max(epochs * b for b in batches)
     index = np.full((len(sizes), steps, batch), -1, dtype=np.int64)
     for row, (n, seed, per_epoch) in enumerate(zip(sizes, seeds, batches, strict=True)):
-        generator = np.random.default_rng(seed)
-        padded = np.full(per_epoch * batch, -1, dtype=np.int64)
-        for epoch in range(epochs):
-            padded[:n] = generator.permutation(n)
-            index[row, epoch * per_epoch : (epoch + 1) * per_epoch] = padded.reshape(per_epoch, batch)
+        padded = np.full((epochs, per_epoch * batch), -1, dtype=np.int64)
+        if n == 1:  # a permutation of one row needs no draw
+            padded[:, 0] = 0
+        else:
+            generator = np.random.default_rng(seed)
+            for epoch in range(epochs):
+                padded[epoch, :n] = generator.permutation(n)
+        index[row, : epochs * per_epoch] = padded.reshape(epochs * per_epoch, batch)
     return index, (index >= 0).sum(axis=2)
 
 
@@ -112,11 +131,21 @@ class VectorTrainer:
         self.trainable = [name for name, p in self.model.named_parameters() if p.requires_grad]
         self._frozen = {name: p.detach() for name, p in self.model.named_parameters() if not p.requires_grad}
         loss_fn = task.loss_fn
+        self.padded = loss_fn in PER_SAMPLE
 
         def client_loss(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return loss_fn(functional_call(self.model, {**params, **self._frozen}, (x,)), y)
 
-        self._losses: Callable[..., torch.Tensor] = vmap(client_loss, randomness="error")
+        def padded_loss(
+            params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+        ) -> torch.Tensor:
+            values = loss_fn(functional_call(self.model, {**params, **self._frozen}, (x,)), y, reduction="none")  # type: ignore[call-arg]
+            per_row = values.reshape(values.shape[0], -1).mean(dim=1) if values.dim() > 1 else values
+            return (per_row * w).sum() / w.sum()
+
+        self._losses: Callable[..., torch.Tensor] = vmap(
+            padded_loss if self.padded else client_loss, randomness="error"
+        )
 
     def load(self, params: Params) -> None:
         """Copy global params into the trainer's own model (for evaluation)."""
@@ -145,23 +174,32 @@ class VectorTrainer:
     def train(
         self,
         params: Params,
-        data: Sequence[Split],
+        x: npt.NDArray[Any],
+        y: npt.NDArray[Any],
+        starts: Sequence[int],
+        sizes: Sequence[int],
         seeds: Sequence[int],
         cfg: TrainConfig,
         mu: float,
     ) -> ChunkResult:
-        """Train clients (non-empty splits, sorted by steps, most first) from the global params."""
-        count = len(data)
-        sizes = [len(split) for split in data]
-        index_np, batch_np = _schedule(sizes, seeds, cfg.epochs, cfg.batch_size)
-        longest = max(sizes)
-        first = data[0].x
-        x = torch.zeros((count, longest, *first.shape[1:]), dtype=_dtype(first.dtype))
-        y = torch.zeros((count, longest), dtype=_dtype(data[0].y.dtype))
-        for row, split in enumerate(data):
-            x[row, : len(split)] = _tensor(split.x)
-            y[row, : len(split)] = _tensor(split.y)
-        index = torch.from_numpy(index_np)
+        """Train clients from the global params.
+
+        Args:
+            params: the global params.
+            x: features of all rows (the federation's array; only the clients' rows are read).
+            y: labels of all rows.
+            starts: each client's first training row in ``x``.
+            sizes: each client's number of training rows (> 0), sorted so that the number of
+                steps never increases along the list.
+            seeds: each client's seed for this round (its batch order).
+            cfg: the training settings.
+            mu: FedProx's proximal strength (0: none).
+        """
+        count = len(sizes)
+        local, batch_np = _schedule(sizes, seeds, cfg.epochs, cfg.batch_size)
+        first = np.asarray(starts, dtype=np.int64)[:, None, None]
+        rows = np.where(local >= 0, local + first, first)  # padding: the client's first row, weight 0
+        weights = torch.from_numpy((local >= 0).astype(np.float32))
 
         anchors = {name: torch.from_numpy(np.array(params[name])) for name in self.names}
         stacked = {name: anchors[name].expand(count, *anchors[name].shape).clone() for name in self.names}
@@ -171,14 +209,26 @@ class VectorTrainer:
         }
         total = np.zeros(count)
         seen = np.zeros(count, dtype=np.int64)
-        for step in range(index_np.shape[1]):
+        for step in range(local.shape[1]):
             sizes_now = batch_np[:, step]
             active = int(np.count_nonzero(sizes_now))
-            for size in np.unique(sizes_now[:active])[::-1]:
-                rows = np.flatnonzero(sizes_now[:active] == size)
-                losses = self._step(stacked, anchors, buffers, x, y, index, rows, step, int(size), cfg, mu)
-                total[rows] += losses * int(size)
-                seen[rows] += int(size)
+            if self.padded:  # one batch for all, as wide as the widest real one
+                groups = [(np.arange(active), int(sizes_now[:active].max()))]
+            else:
+                groups = [
+                    (np.flatnonzero(sizes_now[:active] == b), int(b)) for b in np.unique(sizes_now[:active])[::-1]
+                ]
+            for members, width in groups:
+                picked = rows[members, step, :width]
+                batch = (
+                    torch.from_numpy(np.take(x, picked, axis=0)),
+                    torch.from_numpy(np.take(y, picked, axis=0)),
+                    weights[members, step, :width] if self.padded else None,
+                )
+                losses = self._step(stacked, anchors, buffers, batch, members, step, cfg, mu)
+                real = sizes_now[members]
+                total[members] += losses * real
+                seen[members] += real
         steps = (batch_np > 0).sum(axis=1)
         return ChunkResult(stacked, total / seen, steps)
 
@@ -187,16 +237,13 @@ class VectorTrainer:
         stacked: dict[str, torch.Tensor],
         anchors: dict[str, torch.Tensor],
         buffers: dict[str, list[torch.Tensor | None]],
-        x: torch.Tensor,
-        y: torch.Tensor,
-        index: torch.Tensor,
+        batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
         rows: npt.NDArray[np.int64],
         step: int,
-        size: int,
         cfg: TrainConfig,
         mu: float,
     ) -> npt.NDArray[np.float64]:
-        """One optimiser step for the clients in ``rows`` (all with batches of ``size``)."""
+        """One optimiser step for the clients in ``rows`` of the stack, on their batches."""
         lo, hi = int(rows[0]), int(rows[-1]) + 1
         contiguous = hi - lo == len(rows)
         picked = torch.from_numpy(rows)
@@ -206,10 +253,8 @@ class VectorTrainer:
 
         weights = {name: take(stacked[name]) for name in self.trainable}
         leaves = {name: w.detach().requires_grad_(True) for name, w in weights.items()}
-        batch = index[picked, step, :size]
-        xb = x[picked[:, None], batch]
-        yb = y[picked[:, None], batch]
-        losses = self._losses(leaves, xb, yb)
+        xb, yb, wb = batch
+        losses = self._losses(leaves, xb, yb) if wb is None else self._losses(leaves, xb, yb, wb)
         grads = list(torch.autograd.grad(losses.sum(), list(leaves.values())))
         with torch.no_grad():
             if mu > 0:

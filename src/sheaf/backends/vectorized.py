@@ -37,7 +37,7 @@ from sheaf.backends.inline import InlineBackend
 from sheaf.core.errors import BackendError, ClientFailure, SheafError
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
-from sheaf.core.rng import Purpose, seed_for
+from sheaf.core.rng import Purpose, seeds_for
 from sheaf.core.update import Update, check_update
 from sheaf.data.dataset import ClientData, Federation, Split
 from sheaf.task.base import EvalResult, Task, prepare_worker
@@ -71,9 +71,8 @@ def vectorize_reason(task: Task, federation: Federation | None = None) -> str | 
 
     try:
         trainer = VectorTrainer(task)  # type: ignore[arg-type]
-        rows = Split(federation.x[:2], federation.y[:2])
-        params = task.init_params(0)
-        trainer.train(params, [rows, rows], [1, 2], TrainConfig(epochs=1, batch_size=2), mu=0.0)
+        x, y = federation.x[:2], federation.y[:2]
+        trainer.train(task.init_params(0), x, y, [0, 0], [len(y)] * 2, [1, 2], TrainConfig(epochs=1, batch_size=2), 0.0)
     except Exception as exc:
         return f"the model cannot be trained under torch.func.vmap ({type(exc).__name__}: {exc})"
     return None
@@ -179,12 +178,13 @@ class VectorizedBackend:
             return f"the strategy sends options the vectorized loop does not implement ({', '.join(unknown)})"
         return None
 
-    def _chunk_size(self, cohort: Cohort, longest: int) -> int:
+    def _chunk_size(self, cohort: Cohort) -> int:
         budget = (self._memory_mb or self.env.engine.memory_mb) * 2**20
         x = self.env.federation.x
         sample_bytes = x.itemsize * int(np.prod(x.shape[1:], dtype=np.int64))
-        # parameters, gradients, two optimiser buffers and a copy; the data; activations
-        need = 5 * self._per_client + longest * sample_bytes + 3 * cohort.train.batch_size * self._act_bytes
+        # parameters, gradients, two optimiser buffers and a copy; a batch; activations
+        batch = cohort.train.batch_size
+        need = 5 * self._per_client + batch * sample_bytes + 3 * batch * self._act_bytes
         return max(1, budget // max(1, need))
 
     def fit(self, cohort: Cohort) -> FitOutcome:
@@ -195,12 +195,13 @@ class VectorizedBackend:
                 self._say(reason)
             return self._fallback_backend().fit(cohort)
         env = self.env
-        data = {int(c): env.federation.client(int(c)) for c in cohort.client_ids}
-        batches = {c: math.ceil(len(d.train) / cohort.train.batch_size) for c, d in data.items()}
-        busy = sorted((c for c in data if batches[c] > 0), key=lambda c: (-batches[c], c))
-        size = self._chunk_size(cohort, max((len(data[c].train) for c in busy), default=0))
+        fed = env.federation
+        sizes = {int(c): int(fed.train_counts[int(c)]) for c in cohort.client_ids}
+        batches = {c: math.ceil(n / cohort.train.batch_size) for c, n in sizes.items()}
+        busy = sorted((c for c in sizes if batches[c] > 0), key=lambda c: (-batches[c], c))
+        size = self._chunk_size(cohort)
         outcome = _Assembly(cohort)
-        for c in data:
+        for c in sizes:
             if batches[c] == 0:  # TorchTask's loop: nothing to train on, params unchanged
                 outcome.add_one(c, cohort.params, 0, {"train_loss": float("nan"), "steps": 0.0})
         for start in range(0, len(busy), size):
@@ -208,8 +209,11 @@ class VectorizedBackend:
             try:
                 result = self._trainer.train(
                     cohort.params,
-                    [data[c].train for c in chunk],
-                    [seed_for(env.seed, Purpose.FIT, round=cohort.round, client=c) for c in chunk],
+                    fed.x,
+                    fed.y,
+                    [int(fed.offsets[c]) for c in chunk],
+                    [sizes[c] for c in chunk],
+                    seeds_for(env.seed, Purpose.FIT, round=cohort.round, clients=chunk),
                     cohort.train,
                     float(cohort.options.get("proximal_mu", 0.0)),
                 )
@@ -217,7 +221,7 @@ class VectorizedBackend:
                 self._say(f"vectorized training failed ({type(exc).__name__}: {exc})")
                 outcome.take(_inline(env).fit(Cohort(cohort.round, chunk, cohort.params, cohort.train, cohort.options)))
                 continue
-            outcome.add_chunk(chunk, result, [len(data[c].train) for c in chunk])
+            outcome.add_chunk(chunk, result, [sizes[c] for c in chunk])
         return outcome.outcome()
 
     # Evaluation ------------------------------------------------------------------------------
@@ -309,20 +313,26 @@ class _Assembly:
     def add_chunk(self, clients: list[int], result: ChunkResult, sizes: list[int]) -> None:
         import torch
 
-        deltas: dict[str, np.ndarray[Any, Any]] = {}
-        finite = np.ones(len(clients), dtype=bool)
-        for name, like in self.cohort.params.items():
-            delta = result.params[name] - torch.from_numpy(np.array(like))
-            deltas[name] = delta.numpy()
-            finite &= torch.isfinite(delta).reshape(len(clients), -1).all(dim=1).numpy()
+        deltas = {
+            name: (result.params[name] - torch.from_numpy(np.array(like))).numpy()
+            for name, like in self.cohort.params.items()
+        }
         metrics = [
             {"train_loss": float(loss), "steps": float(steps)}
             for loss, steps in zip(result.train_loss, result.steps, strict=True)
         ]
-        if self.exact is not None and finite.all():
-            self.exact.add_stacked(deltas, sizes)
-            self.reports += [ClientReport(c, n, m) for c, n, m in zip(clients, sizes, metrics, strict=True)]
-            return
+        if self.exact is not None:
+            # Results are promised to float32 rounding, so the chunk's weighted sum is taken in
+            # float64 in a fixed order (a tenth of an exact sum's cost) and then added exactly.
+            counts = np.asarray(sizes, dtype=np.float64)
+            totals = {
+                name: np.multiply(d, counts.reshape((-1,) + (1,) * (d.ndim - 1)), dtype=np.float64).sum(axis=0)
+                for name, d in deltas.items()
+            }
+            if all(bool(np.isfinite(t).all()) for t in totals.values()):  # then every client's delta is
+                self.exact.add_total(totals, int(sum(sizes)), len(clients))
+                self.reports += [ClientReport(c, n, m) for c, n, m in zip(clients, sizes, metrics, strict=True)]
+                return
         for row, client in enumerate(clients):
             row_delta = Params({name: deltas[name][row].copy() for name in deltas})
             self.add_update(Update(client, row_delta, sizes[row], metrics[row]))

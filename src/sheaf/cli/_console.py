@@ -45,10 +45,12 @@ class ProgressListener:
         )
         self._task: Any = None
         self._backend = ""
+        self._reason = ""
 
     def on_backend(self, name: str, reason: str) -> None:
         """Remember which backend runs the clients (``auto`` chooses one) and why."""
-        self._backend = name if reason == "as configured" else f"{name} ({reason})"
+        self._backend = name
+        self._reason = "" if reason == "as configured" else reason
 
     def on_start(self, config: RunConfig, first_round: int, cohort: int, population: int) -> None:
         """Start the bar; a resumed run starts part-way."""
@@ -57,6 +59,8 @@ class ProgressListener:
             f"{config.strategy.name} · {cohort} per round · backend {self._backend or config.backend}"
             + (f" · resuming at round {first_round}" if first_round > 1 else "")
         )
+        if self._reason:
+            self.console.print(f"[dim]{config.backend}: {self._backend} — {self._reason}[/]", highlight=False)
         self._progress.start()
         self._task = self._progress.add_task(
             "rounds", total=config.rounds, completed=first_round - 1, acc="-", loss="-", clients="-"

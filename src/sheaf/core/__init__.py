@@ -23,7 +23,7 @@ from sheaf.core.errors import (
 )
 from sheaf.core.exactsum import MAX_TERMS, ExactSum
 from sheaf.core.params import Array, Params, ParamSpec
-from sheaf.core.rng import Purpose, counter_uniforms, seed_for, stream
+from sheaf.core.rng import Purpose, counter_uniforms, seed_for, seeds_for, stream
 from sheaf.core.tensor import ALLOWED_DTYPES, array_from_record, array_to_record
 from sheaf.core.tree import decode_tree, encode_tree
 from sheaf.core.update import Metrics, Scalar, TensorGroups, Update, check_update, validate_metrics
@@ -64,6 +64,7 @@ __all__ = [
     "encode_tree",
     "load_config",
     "seed_for",
+    "seeds_for",
     "stream",
     "validate_metrics",
 ]

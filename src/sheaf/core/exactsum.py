@@ -70,16 +70,20 @@ MAX_TERMS = 1 << 21
 Float64 = npt.NDArray[np.float64]
 
 
+def _mantissa_bits(dtype: np.dtype[Any]) -> int:
+    return int(np.finfo(dtype).nmant) + 1 if np.issubdtype(dtype, np.floating) else 53
+
+
 def _bin_above(magnitude: float) -> int:
     """The bin whose pieces can hold a value of this magnitude (< 2**(unit + 31))."""
     exponent = math.frexp(magnitude)[1]  # magnitude < 2**exponent
     return min(max(-((31 - exponent) // _WIDTH), _BOTTOM), _TOP)  # ceil((exponent - 31) / 32)
 
 
-def _bin_below(smallest: float) -> int:
+def _bin_below(smallest: float, significant: int = 53) -> int:
     """The bin whose unit divides every bit of values at least this large (in magnitude)."""
-    exponent = math.frexp(smallest)[1]  # lowest set bit of a float64 >= 2**(exponent - 53)
-    return max((exponent - 53) // _WIDTH, _BOTTOM)
+    exponent = math.frexp(smallest)[1]  # lowest set bit >= 2**(exponent - significant bits)
+    return max((exponent - significant) // _WIDTH, _BOTTOM)
 
 
 class ExactSum:
@@ -131,6 +135,10 @@ class ExactSum:
         if not len(keep):
             return
         self._reserve(len(keep))
+        # A float32 delta times a weight below 2**b has at most 24 + b significant bits, so its
+        # pieces end that many bits under its top: fewer bins to visit than for any float64.
+        mantissa = max(_mantissa_bits(np.asarray(deltas[name]).dtype) for name in names)
+        significant = min(53, mantissa + int(counts.max()).bit_length())
         factors = counts[keep].astype(np.float64)[:, None]
         terms = np.empty((len(keep), self._size), dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):  # infinities and NaN are summed as IEEE says
@@ -138,9 +146,29 @@ class ExactSum:
                 rows = np.asarray(deltas[name]).reshape(len(counts), -1)
                 np.multiply(rows[keep] if len(keep) < len(counts) else rows, factors, out=terms[:, lo:hi])
             for lo in range(0, self._size, max(1, _BLOCK // len(keep))):
-                self._accumulate(terms[:, lo : lo + max(1, _BLOCK // len(keep))], lo)
+                self._accumulate(terms[:, lo : lo + max(1, _BLOCK // len(keep))], lo, significant)
         self.weight += int(counts.sum())
         self.count += len(keep)
+
+    def add_total(self, total: Mapping[str, npt.NDArray[Any]], weight: int, count: int) -> None:
+        """Add a sum the caller made itself, as given: ``count`` terms of total ``weight``.
+
+        For a backend whose results are only promised to a tolerance (the vectorized one
+        sums a chunk of clients in float64, in a fixed order, far cheaper than exactly):
+        the total joins this sum exactly, so merging stays independent of order.
+
+        Raises:
+            SheafError: as :meth:`add`, or if weight or count is negative.
+        """
+        if weight < 0 or count < 0:
+            raise SheafError(f"weight and count must be >= 0, got {weight} and {count}")
+        names = self._check(total)
+        self._reserve(count)
+        flat = np.concatenate([np.asarray(total[name], dtype=np.float64).reshape(-1) for name in names])[None]
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._accumulate(flat, 0)
+        self.weight += int(weight)
+        self.count += int(count)
 
     def add_updates(self, updates: Sequence[Update]) -> None:
         """Add ``num_examples * delta`` of every update, stacking a few at a time.
@@ -157,8 +185,11 @@ class ExactSum:
                     [u.num_examples for u in chunk],
                 )
 
-    def _accumulate(self, block: Float64, lo: int) -> None:
-        """Split the terms of a block of columns into the bins (``block`` is overwritten)."""
+    def _accumulate(self, block: Float64, lo: int, significant: int = 53) -> None:
+        """Split the terms of a block of columns into the bins (``block`` is overwritten).
+
+        ``significant`` bounds the significant bits of every term (53 for any float64).
+        """
         hi = lo + block.shape[1]
         magnitude = np.abs(block)
         largest = float(magnitude.max())
@@ -173,7 +204,7 @@ class ExactSum:
         if largest == 0.0:
             return
         smallest = float(np.min(magnitude, where=magnitude > 0, initial=largest))
-        top, bottom = _bin_above(largest), _bin_below(smallest)
+        top, bottom = _bin_above(largest), _bin_below(smallest, significant)
         piece = magnitude  # reuse the buffer
         for k in range(top, bottom - 1, -1):
             if k == bottom:
