@@ -97,7 +97,9 @@ class BrokenSetup(Crashing):
 
 def test_a_worker_that_cannot_load_the_task_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHEAF_TEST_PARENT", str(os.getpid()))
-    with pytest.raises(BackendError, match="could not load the task: ImportError: no module named 'cuda_magic'"):
+    with pytest.raises(
+        BackendError, match=r"^a pool worker could not load the task: ImportError: no module named 'cuda_magic'$"
+    ):
         run(tmp_path, PoolBackend(workers=1), BrokenSetup(0, 0, "raise"))
 
 

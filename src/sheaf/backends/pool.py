@@ -102,6 +102,7 @@ def _worker_main(
     threads: int,
 ) -> None:
     """A pool worker: load the task once, then answer messages until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
     try:
         tune_allocator()
         task = pickle.loads(task_bytes)  # from the parent process, which pickled it
@@ -188,6 +189,7 @@ class PoolBackend:
         self._params: SharedArrays | None = None
         self._control: bytes = b""  # the round (or params) message a new worker must see first
         self._started = 0
+        self._running = False  # all first workers started: later start failures are not fatal
         self._finalizer: weakref.finalize[Any, PoolBackend] | None = None
 
     def __enter__(self) -> PoolBackend:
@@ -238,6 +240,7 @@ class PoolBackend:
         except BackendError:
             self.close()
             raise
+        self._running = True
         logger.info("sheaf pool: %d worker processes, %d torch thread(s) each", len(self._workers), env.threads)
 
     def _spawn(self) -> _Worker:
@@ -267,6 +270,7 @@ class PoolBackend:
         if self._finalizer is not None:
             self._finalizer.detach()
         self._env = None
+        self._running = False
 
     @property
     def env(self) -> SimulationEnv:
@@ -310,13 +314,21 @@ class PoolBackend:
                 pass
             except BackendError as exc:
                 worker.kill()
-                why = f"its worker sent a malformed reply and was replaced ({exc})"
-            if why or not worker.process.is_alive():
-                worker.process.join(1)
-                if not worker.ready:
-                    reason = why or f"a pool worker {_describe_exit(worker.process.exitcode)} while starting"
-                    raise BackendError(reason)
+                why = str(exc) if not worker.ready else f"its worker sent a malformed reply and was replaced ({exc})"
+            if not why and worker.process.is_alive():
+                continue
+            worker.process.join(1)
+            if worker.ready:
                 dead.append((worker, why or f"the worker process running it {_describe_exit(worker.process.exitcode)}"))
+                continue
+            # A worker that never became ready: the task cannot be loaded, or the machine is
+            # out of something. At start that is one clear error; mid-run the others go on.
+            why = why or f"a pool worker {_describe_exit(worker.process.exitcode)} while starting"
+            self._workers.remove(worker)
+            worker.conn.close()
+            if not self._running or not any(w.ready for w in self._workers):
+                raise BackendError(why)
+            logger.warning("sheaf pool: a new worker failed to start (%s); going on with %d", why, len(self._workers))
         return dead
 
     def _receive(self, worker: _Worker, message: bytes, on_message: Callable[[_Worker, bytes], None] | None) -> None:
