@@ -41,7 +41,7 @@ def test_a_small_torch_model_is_vectorised() -> None:
 def test_a_big_model_goes_to_the_pool_when_there_are_cores() -> None:
     name, why = chosen(TorchTask(wide_model), workers=2)
     assert name == "pool"
-    assert "not small" in why and "2 cores for workers" in why
+    assert "not small" in why and why.endswith("2 cores for workers; 2 workers x 1 torch thread")
 
 
 def test_with_one_core_or_a_task_that_cannot_travel_it_runs_inline() -> None:

@@ -37,8 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -55,30 +53,7 @@ from sheaf.data.dataset import Federation
 from sheaf.task.base import Task, prepare_worker
 from sheaf.task.client import evaluate_client, fit_client
 
-__all__ = ["ClientRunner", "round_header", "tune_allocator"]
-
-# glibc mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-
-
-def tune_allocator() -> bool:
-    """Keep freed memory in a long-lived worker instead of returning it to the OS each time.
-
-    A worker alternates training steps and large evaluation batches; glibc's default
-    (dynamic) thresholds then map and unmap big buffers over and over. The same effect as
-    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``. Returns False where glibc is
-    not the allocator.
-    """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+__all__ = ["ClientRunner", "round_header"]
 
 
 def round_header(

@@ -140,9 +140,18 @@ class AutoBackend:
 
 
 def describe_backend(backend: Backend) -> tuple[str, str]:
-    """The backend that really runs the work, and why (for logs, progress and the run store)."""
+    """The backend that really runs the work, and why (for logs, progress and the run store).
+
+    Pool and Ray add how many workers run, with how many torch threads each.
+    """
+    reason = "as configured"
     if isinstance(backend, AutoBackend) and backend.chosen is not None:
-        return backend.chosen.name, backend.reason
-    if isinstance(backend, VectorizedBackend) and backend.reason is not None:
-        return backend.name, f"falls back to one client at a time: {backend.reason}"
-    return backend.name, "as configured"
+        backend, reason = backend.chosen, backend.reason
+    elif isinstance(backend, VectorizedBackend) and backend.reason is not None:
+        reason = f"falls back to one client at a time: {backend.reason}"
+    workers = getattr(backend, "running", 0)
+    if workers:
+        threads = getattr(backend, "threads", 1)
+        size = f"{workers} workers x {threads} torch thread{'s' if threads > 1 else ''}"
+        reason = size if reason == "as configured" else f"{reason}; {size}"
+    return backend.name, reason

@@ -42,8 +42,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sheaf.backends._allocator import tune_allocator
 from sheaf.backends._collect import FitCollector, decode_evaluation
-from sheaf.backends._runner import ClientRunner, round_header, tune_allocator
+from sheaf.backends._runner import ClientRunner, round_header
 from sheaf.backends._shared import SharedArrays, attach
 from sheaf.backends._wire import fit_message, fit_states, pack, unpack
 from sheaf.backends.base import Cohort, EvalOutcome, FitOutcome, SimulationEnv
@@ -271,6 +272,16 @@ class PoolBackend:
             self._finalizer.detach()
         self._env = None
         self._running = False
+
+    @property
+    def running(self) -> int:
+        """Worker processes running now."""
+        return sum(1 for w in self._workers if w.ready)
+
+    @property
+    def threads(self) -> int:
+        """Torch threads per worker."""
+        return self._env.threads if self._env is not None else 1
 
     @property
     def env(self) -> SimulationEnv:

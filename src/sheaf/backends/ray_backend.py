@@ -57,7 +57,8 @@ def _actor_class() -> Any:
 
     class ClientActor:
         def __init__(self, task: Any, data: dict[str, Any], info: Any, seed: int, threads: int) -> None:
-            from sheaf.backends._runner import ClientRunner, tune_allocator
+            from sheaf.backends._allocator import tune_allocator
+            from sheaf.backends._runner import ClientRunner
             from sheaf.backends._shared import writable_copy
             from sheaf.data.dataset import Federation, Split
 
@@ -134,6 +135,16 @@ class RayBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def running(self) -> int:
+        """Actors running now."""
+        return len(self._slots)
+
+    @property
+    def threads(self) -> int:
+        """Torch threads per actor."""
+        return self._env.threads if self._env is not None else 1
 
     @property
     def env(self) -> SimulationEnv:

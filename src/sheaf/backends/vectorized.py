@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sheaf.backends._allocator import tune_allocator
 from sheaf.backends.base import Backend, ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.backends.inline import InlineBackend
 from sheaf.core.errors import BackendError, ClientFailure, SheafError
@@ -145,6 +146,7 @@ class VectorizedBackend:
         """Check that the task can be vectorised (else start the fallback, saying why)."""
         self._env = env
         prepare_worker(env.task, env.threads)
+        tune_allocator()
         self.reason = vectorize_reason(env.task, env.federation)
         if self.reason is not None:
             self._say(f"cannot vectorise this task: {self.reason}")

@@ -60,7 +60,8 @@ class ProgressListener:
             + (f" · resuming at round {first_round}" if first_round > 1 else "")
         )
         if self._reason:
-            self.console.print(f"[dim]{config.backend}: {self._backend} — {self._reason}[/]", highlight=False)
+            chose = self._backend if config.backend == self._backend else f"{config.backend} chose {self._backend}"
+            self.console.print(f"[dim]{chose}: {self._reason}[/]", highlight=False)
         self._progress.start()
         self._task = self._progress.add_task(
             "rounds", total=config.rounds, completed=first_round - 1, acc="-", loss="-", clients="-"
