@@ -145,13 +145,14 @@ def describe_backend(backend: Backend) -> tuple[str, str]:
     Pool and Ray add how many workers run, with how many torch threads each.
     """
     reason = "as configured"
+    runs = backend
     if isinstance(backend, AutoBackend) and backend.chosen is not None:
-        backend, reason = backend.chosen, backend.reason
-    elif isinstance(backend, VectorizedBackend) and backend.reason is not None:
-        reason = f"falls back to one client at a time: {backend.reason}"
-    workers = getattr(backend, "running", 0)
+        runs, reason = backend.chosen, backend.reason
+    if isinstance(runs, VectorizedBackend) and runs.reason is not None:
+        reason = f"falls back to one client at a time: {runs.reason}"
+    workers = getattr(runs, "running", 0)
     if workers:
-        threads = getattr(backend, "threads", 1)
+        threads = getattr(runs, "threads", 1)
         size = f"{workers} workers x {threads} torch thread{'s' if threads > 1 else ''}"
         reason = size if reason == "as configured" else f"{reason}; {size}"
-    return backend.name, reason
+    return runs.name, reason

@@ -35,22 +35,20 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
-import signal
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sheaf.backends._allocator import tune_allocator
 from sheaf.backends._collect import FitCollector, decode_evaluation
-from sheaf.backends._runner import ClientRunner, round_header
-from sheaf.backends._shared import SharedArrays, attach
-from sheaf.backends._wire import fit_message, fit_states, pack, unpack
+from sheaf.backends._process import WorkerHandle, describe_exit, pool_context
+from sheaf.backends._runner import round_header
+from sheaf.backends._shared import SharedArrays
+from sheaf.backends._wire import fit_message, pack, unpack
 from sheaf.backends.base import Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.core.errors import BackendError, ClientFailure
 from sheaf.core.params import Params
-from sheaf.data.dataset import DatasetInfo, Federation, Split
 from sheaf.task.base import EvalResult, prepare_worker
 
 __all__ = ["PoolBackend", "default_workers"]
@@ -69,107 +67,6 @@ def default_workers(threads: int = 1) -> int:
     return max(1, cores // max(1, threads))
 
 
-def _context() -> Any:
-    """A forkserver context with torch and sheaf preloaded (spawn where there is none).
-
-    The forkserver is one clean, single-threaded process per parent: workers fork from it in
-    milliseconds instead of importing torch for seconds, and forking it is safe where forking
-    the parent (which may run torch threads) is not.
-    """
-    if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Windows
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["sheaf.backends.pool", "torch"])
-    return context
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "stopped responding"
-    if code < 0:
-        try:
-            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-def _worker_main(
-    conn: multiprocessing.connection.Connection,
-    task_bytes: bytes,
-    data: dict[str, Any],
-    info: DatasetInfo,
-    seed: int,
-    threads: int,
-) -> None:
-    """A pool worker: load the task once, then answer messages until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
-    try:
-        tune_allocator()
-        task = pickle.loads(task_bytes)  # from the parent process, which pickled it
-        _, arrays = attach(data, writable=True)
-        x, y = arrays["x"], arrays["y"]
-        federation = Federation(info, x, y, arrays["offsets"], arrays["train_counts"], Split(x[:0], y[:0]))
-        runner = ClientRunner(task, federation, seed, threads)
-    except BaseException as exc:
-        conn.send_bytes(pack({"op": "error", "reason": f"{type(exc).__name__}: {exc}"}))
-        return
-    conn.send_bytes(pack({"op": "ready", "pid": os.getpid()}))
-    blocks: dict[str, dict[str, Any]] = {}
-    while True:
-        try:
-            header, arrays_in = unpack(conn.recv_bytes())
-        except EOFError:
-            return
-        op = header["op"]
-        if op == "stop":
-            return
-        if op in ("round", "params"):
-            handle = header["params"]
-            if handle["name"] not in blocks:
-                blocks = {handle["name"]: attach(handle)[1]}  # the old block was replaced
-            params = Params(blocks[handle["name"]])
-            if op == "round":
-                runner.begin_round(header, arrays_in, params)
-            else:
-                runner.set_params(params)
-        elif op == "fit":
-            states = fit_states(header["states"], arrays_in)
-            for client in header["clients"]:
-                conn.send_bytes(runner.fit([client], states)[0])
-        elif op == "evaluate":
-            for reply in runner.evaluate(header["clients"]):
-                conn.send_bytes(reply)
-        elif op == "flush":
-            conn.send_bytes(runner.flush())
-
-
-class _Worker:
-    """The parent's view of one worker process."""
-
-    def __init__(self, context: Any, index: int, args: tuple[Any, ...]) -> None:
-        self.conn, child = context.Pipe(duplex=True)
-        self.process = context.Process(
-            target=_worker_main, args=(child, *args), name=f"sheaf-pool-{index}", daemon=True
-        )
-        self.process.start()
-        child.close()
-        self.index = index
-        self.ready = False
-        self.pending: deque[int] = deque()  # clients sent, not yet answered, in order
-        self.summed: list[int] = []  # clients whose updates sit in its unsent partial sum
-        self.flushing = False
-        self.since = time.monotonic()  # when its current client started
-
-    def send(self, message: bytes) -> None:
-        self.conn.send_bytes(message)
-
-    def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(5)
-
-
 class PoolBackend:
     """Runs clients in long-lived worker processes (see the module docstring).
 
@@ -183,8 +80,8 @@ class PoolBackend:
     def __init__(self, workers: int | None = None) -> None:
         self._requested = workers
         self._env: SimulationEnv | None = None
-        self._context = _context()
-        self._workers: list[_Worker] = []
+        self._context = pool_context()
+        self._workers: list[WorkerHandle] = []
         self._args: tuple[Any, ...] = ()
         self._data: SharedArrays | None = None
         self._params: SharedArrays | None = None
@@ -244,14 +141,14 @@ class PoolBackend:
         self._running = True
         logger.info("sheaf pool: %d worker processes, %d torch thread(s) each", len(self._workers), env.threads)
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self) -> WorkerHandle:
         self._started += 1
-        worker = _Worker(self._context, self._started, self._args)
+        worker = WorkerHandle(self._context, self._started, self._args)
         self._workers.append(worker)
         return worker
 
     @staticmethod
-    def _cleanup(workers: list[_Worker], blocks: list[SharedArrays | None]) -> None:
+    def _cleanup(workers: list[WorkerHandle], blocks: list[SharedArrays | None]) -> None:
         for worker in workers:
             with contextlib.suppress(OSError, ValueError):
                 worker.send(pack({"op": "stop"}))
@@ -307,15 +204,18 @@ class PoolBackend:
                 worker.send(self._control)
 
     def _wait(
-        self, workers: list[_Worker], timeout: float | None, on_message: Callable[[_Worker, bytes], None] | None
-    ) -> list[tuple[_Worker, str]]:
+        self,
+        workers: list[WorkerHandle],
+        timeout: float | None,
+        on_message: Callable[[WorkerHandle, bytes], None] | None,
+    ) -> list[tuple[WorkerHandle, str]]:
         """Wait for replies (passed to ``on_message``); returns the workers that died, and why."""
-        handles: dict[Any, _Worker] = {}
+        handles: dict[Any, WorkerHandle] = {}
         for worker in workers:
             handles[worker.conn] = worker
             handles[worker.process.sentinel] = worker
         ready = multiprocessing.connection.wait(list(handles), None if timeout is None else max(timeout, 0.0))
-        dead: list[tuple[_Worker, str]] = []
+        dead: list[tuple[WorkerHandle, str]] = []
         for worker in {id(handles[h]): handles[h] for h in ready}.values():
             why = ""
             try:
@@ -330,11 +230,11 @@ class PoolBackend:
                 continue
             worker.process.join(1)
             if worker.ready:
-                dead.append((worker, why or f"the worker process running it {_describe_exit(worker.process.exitcode)}"))
+                dead.append((worker, why or f"the worker process running it {describe_exit(worker.process.exitcode)}"))
                 continue
             # A worker that never became ready: the task cannot be loaded, or the machine is
             # out of something. At start that is one clear error; mid-run the others go on.
-            why = why or f"a pool worker {_describe_exit(worker.process.exitcode)} while starting"
+            why = why or f"a pool worker {describe_exit(worker.process.exitcode)} while starting"
             self._workers.remove(worker)
             worker.conn.close()
             if not self._running or not any(w.ready for w in self._workers):
@@ -342,7 +242,9 @@ class PoolBackend:
             logger.warning("sheaf pool: a new worker failed to start (%s); going on with %d", why, len(self._workers))
         return dead
 
-    def _receive(self, worker: _Worker, message: bytes, on_message: Callable[[_Worker, bytes], None] | None) -> None:
+    def _receive(
+        self, worker: WorkerHandle, message: bytes, on_message: Callable[[WorkerHandle, bytes], None] | None
+    ) -> None:
         if not worker.ready:
             header, _ = unpack(message)
             if header.get("op") == "error":
@@ -355,7 +257,7 @@ class PoolBackend:
         if on_message is not None:
             on_message(worker, message)
 
-    def _bury(self, dead: list[tuple[_Worker, str]]) -> None:
+    def _bury(self, dead: list[tuple[WorkerHandle, str]]) -> None:
         """Forget dead workers and start one new worker for each."""
         for worker, why in dead:
             if worker in self._workers:
@@ -390,7 +292,7 @@ class PoolBackend:
         queue: deque[int] = deque(clients)
         failed: dict[int, str] = {}
 
-        def on_message(worker: _Worker, data: bytes) -> None:
+        def on_message(worker: WorkerHandle, data: bytes) -> None:
             if worker.flushing:
                 assert add_sum is not None
                 add_sum(data)
