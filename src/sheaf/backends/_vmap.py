@@ -134,12 +134,14 @@ class VectorTrainer:
         self.padded = loss_fn in PER_SAMPLE
 
         def client_loss(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return loss_fn(functional_call(self.model, {**params, **self._frozen}, (x,)), y)
+            return loss_fn(functional_call(self.model, {**params, **self._frozen}, (x,), tie_weights=False), y)
 
         def padded_loss(
             params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
         ) -> torch.Tensor:
-            values = loss_fn(functional_call(self.model, {**params, **self._frozen}, (x,)), y, reduction="none")  # type: ignore[call-arg]
+            values = loss_fn(
+                functional_call(self.model, {**params, **self._frozen}, (x,), tie_weights=False), y, reduction="none"
+            )  # type: ignore[call-arg]
             per_row = values.reshape(values.shape[0], -1).mean(dim=1) if values.dim() > 1 else values
             return (per_row * w).sum() / w.sum()
 
