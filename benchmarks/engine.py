@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sheaf.backends import AutoBackend, Backend, Cohort, EvalOutcome, FitOutcome, SimulationEnv, build_backend
+from sheaf.backends import Backend, Cohort, EvalOutcome, FitOutcome, SimulationEnv, build_backend, describe_backend
 from sheaf.backends.ray_backend import ray_available
 from sheaf.core.config import DataConfig
 from sheaf.core.params import Params
@@ -81,9 +81,11 @@ class Timed:
         self.inner = inner
         self.name = inner.name
         self.fit_seconds: list[float] = []
+        self.chosen = inner.name
 
     def start(self, env: SimulationEnv) -> None:
         self.inner.start(env)
+        self.chosen = describe_backend(self.inner)[0]
 
     def fit(self, cohort: Cohort) -> FitOutcome:
         started = time.perf_counter()
@@ -96,11 +98,6 @@ class Timed:
 
     def close(self) -> None:
         self.inner.close()
-
-    @property
-    def chosen(self) -> str:
-        inner = self.inner.chosen if isinstance(self.inner, AutoBackend) else None
-        return inner.name if inner is not None else self.inner.name
 
 
 def plain_loop(
