@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from sheaf.backends import vectorized as vectorized_module
 from sheaf.backends.base import Cohort, SimulationEnv
 from sheaf.backends.inline import InlineBackend
 from sheaf.backends.vectorized import VectorizedBackend, vectorize_reason
@@ -169,8 +170,13 @@ def smoothed_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(outputs, targets, label_smoothing=0.1)
 
 
+@pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("loss", [None, smoothed_loss])
-def test_short_batches_match_inline_with_padding_or_groups(loss: object) -> None:
+def test_short_batches_match_inline_with_padding_groups_or_client_by_client(
+    loss: object, batched: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not batched:  # as for a model above SMALL_FLOPS: forward and backward client after client
+        monkeypatch.setattr(vectorized_module, "SMALL_FLOPS", 0)
     task = TorchTask(small_mlp, loss_fn=loss)  # type: ignore[arg-type]
     fed = digits()
     ids = list(range(fed.num_clients))
@@ -179,6 +185,7 @@ def test_short_batches_match_inline_with_padding_or_groups(loss: object) -> None
         vectorized.start(SimulationEnv(task, fed, seed=0))
         inline.start(SimulationEnv(task, fed, seed=0))
         mine, theirs = vectorized.fit(work), inline.fit(work)
+        assert vectorized.batched is batched
     for got, want in zip(mine.updates, theirs.updates, strict=True):
         assert got.metrics == pytest.approx(want.metrics, rel=1e-5)
         for name, value in want.delta.items():

@@ -1,12 +1,12 @@
 """Backends: where client work runs — inline, pool, vectorized, Ray, or chosen automatically."""
 
-from sheaf.backends.auto import SMALL_FLOPS, AutoBackend, describe_backend, forward_flops
+from sheaf.backends.auto import AutoBackend, describe_backend
 from sheaf.backends.base import Backend, ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.backends.inline import InlineBackend
 from sheaf.backends.pool import PoolBackend, default_workers
 from sheaf.backends.ray_backend import RayBackend, ray_available
 from sheaf.backends.registry import BACKENDS, available_backends, build_backend
-from sheaf.backends.vectorized import VectorizedBackend, vectorize_reason
+from sheaf.backends.vectorized import SMALL_FLOPS, VectorizedBackend, forward_flops, vectorize_reason
 
 __all__ = [
     "BACKENDS",

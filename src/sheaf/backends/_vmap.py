@@ -43,6 +43,10 @@ from sheaf.task.torch_task import TorchTask
 
 __all__ = ["ChunkResult", "VectorTrainer", "static_reason"]
 
+#: A step's data: stacked ``(x, y, row weights or None)`` for one vmap call, or one
+#: ``(x, y)`` per client for client-after-client steps.
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | list[tuple[torch.Tensor, torch.Tensor]]
+
 #: Options of a cohort the kernel implements; any other makes the backend fall back.
 KNOWN_OPTIONS = frozenset({"proximal_mu"})
 
@@ -121,10 +125,15 @@ class VectorTrainer:
 
     Args:
         task: a TorchTask that :func:`static_reason` accepts.
+        batched: run the forward and backward passes of all clients as one ``vmap`` call;
+            False runs them client after client inside each (still stacked) step, for
+            models whose layers ``vmap`` batches into slower kernels (convolutions become
+            grouped convolutions, slower on CPUs than the same convolutions in turn).
     """
 
-    def __init__(self, task: TorchTask) -> None:
+    def __init__(self, task: TorchTask, batched: bool = True) -> None:
         self.task = task
+        self.batched = batched
         self.model: nn.Module = task.model_fn()
         self.model.train()
         self.names = [name for name, _ in self.model.named_parameters()]
@@ -145,6 +154,7 @@ class VectorTrainer:
             per_row = values.reshape(values.shape[0], -1).mean(dim=1) if values.dim() > 1 else values
             return (per_row * w).sum() / w.sum()
 
+        self._single = client_loss
         self._losses: Callable[..., torch.Tensor] = vmap(
             padded_loss if self.padded else client_loss, randomness="error"
         )
@@ -202,6 +212,15 @@ class VectorTrainer:
         first = np.asarray(starts, dtype=np.int64)[:, None, None]
         rows = np.where(local >= 0, local + first, first)  # padding: the client's first row, weight 0
         weights = torch.from_numpy((local >= 0).astype(np.float32))
+        # Gather batches as TorchTask does (indexing a tensor view of the data), so that they
+        # keep the data's strides, from which torch picks its kernels.
+        source = (torch.from_numpy(x), torch.from_numpy(y)) if x.flags.writeable and y.flags.writeable else None
+
+        def gather(picked: npt.NDArray[np.int64]) -> tuple[torch.Tensor, torch.Tensor]:
+            if source is not None:
+                index = torch.from_numpy(picked)
+                return source[0][index], source[1][index]
+            return torch.from_numpy(np.take(x, picked, axis=0)), torch.from_numpy(np.take(y, picked, axis=0))
 
         anchors = {name: torch.from_numpy(np.array(params[name])) for name in self.names}
         stacked = {name: anchors[name].expand(count, *anchors[name].shape).clone() for name in self.names}
@@ -214,19 +233,21 @@ class VectorTrainer:
         for step in range(local.shape[1]):
             sizes_now = batch_np[:, step]
             active = int(np.count_nonzero(sizes_now))
-            if self.padded:  # one batch for all, as wide as the widest real one
+            if not self.batched:  # one group; each client's own batch, unpadded
+                groups = [(np.arange(active), 0)]
+            elif self.padded:  # one batch for all, as wide as the widest real one
                 groups = [(np.arange(active), int(sizes_now[:active].max()))]
             else:
                 groups = [
                     (np.flatnonzero(sizes_now[:active] == b), int(b)) for b in np.unique(sizes_now[:active])[::-1]
                 ]
             for members, width in groups:
-                picked = rows[members, step, :width]
-                batch = (
-                    torch.from_numpy(np.take(x, picked, axis=0)),
-                    torch.from_numpy(np.take(y, picked, axis=0)),
-                    weights[members, step, :width] if self.padded else None,
-                )
+                batch: Batch
+                if not self.batched:
+                    batch = [gather(rows[m, step, : sizes_now[m]]) for m in members]
+                else:
+                    xb, yb = gather(rows[members, step, :width])
+                    batch = (xb, yb, weights[members, step, :width] if self.padded else None)
                 losses = self._step(stacked, anchors, buffers, batch, members, step, cfg, mu)
                 real = sizes_now[members]
                 total[members] += losses * real
@@ -239,7 +260,7 @@ class VectorTrainer:
         stacked: dict[str, torch.Tensor],
         anchors: dict[str, torch.Tensor],
         buffers: dict[str, list[torch.Tensor | None]],
-        batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+        batch: Batch,
         rows: npt.NDArray[np.int64],
         step: int,
         cfg: TrainConfig,
@@ -254,10 +275,21 @@ class VectorTrainer:
             return tensor[lo:hi] if contiguous else tensor.index_select(0, picked)
 
         weights = {name: take(stacked[name]) for name in self.trainable}
-        leaves = {name: w.detach().requires_grad_(True) for name, w in weights.items()}
-        xb, yb, wb = batch
-        losses = self._losses(leaves, xb, yb) if wb is None else self._losses(leaves, xb, yb, wb)
-        grads = list(torch.autograd.grad(losses.sum(), list(leaves.values())))
+        if isinstance(batch, list):  # client after client, then one stacked optimiser step
+            per_client = []
+            values = []
+            for row, (xb, yb) in enumerate(batch):
+                own = {name: w[row].detach().requires_grad_(True) for name, w in weights.items()}
+                loss = self._single(own, xb, yb)
+                per_client.append(torch.autograd.grad(loss, list(own.values())))
+                values.append(loss.detach())
+            grads = [torch.stack([g[i] for g in per_client]) for i in range(len(self.trainable))]
+            losses = torch.stack(values)
+        else:
+            leaves = {name: w.detach().requires_grad_(True) for name, w in weights.items()}
+            xb, yb, wb = batch
+            losses = self._losses(leaves, xb, yb) if wb is None else self._losses(leaves, xb, yb, wb)
+            grads = list(torch.autograd.grad(losses.sum(), list(leaves.values())))
         with torch.no_grad():
             if mu > 0:
                 for grad, name in zip(grads, self.trainable, strict=True):

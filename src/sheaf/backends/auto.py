@@ -28,30 +28,13 @@ from collections.abc import Sequence
 from sheaf.backends.base import Backend, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.backends.inline import InlineBackend
 from sheaf.backends.pool import PoolBackend, default_workers
-from sheaf.backends.vectorized import VectorizedBackend, vectorize_reason
+from sheaf.backends.vectorized import SMALL_FLOPS, VectorizedBackend, forward_flops, vectorize_reason
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
-from sheaf.task.base import Task
 
-__all__ = ["SMALL_FLOPS", "AutoBackend", "describe_backend", "forward_flops"]
+__all__ = ["AutoBackend", "describe_backend"]
 
 logger = logging.getLogger("sheaf.backends")
-
-#: Models with at most this many forward FLOPs per sample are trained vectorized.
-SMALL_FLOPS = 1_000_000
-
-
-def forward_flops(task: Task, env: SimulationEnv) -> int:
-    """Floating-point operations of one sample's forward pass (torch's flop counter)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model = getattr(task, "model")  # noqa: B009 - a TorchTask's model, checked by vectorize_reason
-    sample = torch.from_numpy(env.federation.x[:1].copy())
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(sample)
-    return int(counter.get_total_flops())
 
 
 class AutoBackend:
@@ -98,7 +81,7 @@ class AutoBackend:
         """Choose, start the chosen backend and log the choice."""
         not_vectorized = vectorize_reason(env.task, env.federation)
         if not_vectorized is None:
-            flops = forward_flops(env.task, env)
+            flops = forward_flops(env.task, env.federation.x[:1])
             if flops <= SMALL_FLOPS:
                 self.chosen = VectorizedBackend(fallback=lambda: self._fallback(env))
                 self.reason = f"a TorchTask with the standard loop and a small model ({flops:,} FLOPs per sample)"
@@ -150,6 +133,9 @@ def describe_backend(backend: Backend) -> tuple[str, str]:
         runs, reason = backend.chosen, backend.reason
     if isinstance(runs, VectorizedBackend) and runs.reason is not None:
         reason = f"falls back to one client at a time: {runs.reason}"
+    elif isinstance(runs, VectorizedBackend) and not runs.batched:
+        step = "each step's forward and backward passes run client after client (the model is not small)"
+        reason = step if reason == "as configured" else f"{reason}; {step}"
     workers = getattr(runs, "running", 0)
     if workers:
         threads = getattr(runs, "threads", 1)

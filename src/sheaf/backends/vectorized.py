@@ -47,11 +47,28 @@ from sheaf.task.client import evaluate_client
 if TYPE_CHECKING:
     from sheaf.backends._vmap import ChunkResult, VectorTrainer
 
-__all__ = ["VectorizedBackend", "vectorize_reason"]
+__all__ = ["SMALL_FLOPS", "VectorizedBackend", "forward_flops", "vectorize_reason"]
 
 logger = logging.getLogger("sheaf.backends")
 
 _EVAL_ROWS = 1 << 16  # rows of test data per batched evaluation pass
+
+#: Models with at most this many forward FLOPs per sample run all clients' forward and
+#: backward passes as one ``vmap`` call; bigger ones run them client after client inside
+#: each stacked step (batched convolutions become grouped ones, slower on CPUs).
+SMALL_FLOPS = 1_000_000
+
+
+def forward_flops(task: Task, sample: np.ndarray[Any, Any]) -> int:
+    """Floating-point operations of one sample's forward pass of a TorchTask's model."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = getattr(task, "model")  # noqa: B009 - a TorchTask's model
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.from_numpy(np.array(sample[:1])))
+    return int(counter.get_total_flops())
 
 
 def vectorize_reason(task: Task, federation: Federation | None = None) -> str | None:
@@ -116,6 +133,8 @@ class VectorizedBackend:
         self._said: set[str] = set()
         #: Why the whole task is not vectorised (None when it is).
         self.reason: str | None = None
+        #: Whether each step's forward and backward passes are one vmap call (small models).
+        self.batched = True
         self._per_client = 0
         self._act_bytes = 0
 
@@ -154,7 +173,8 @@ class VectorizedBackend:
             return
         from sheaf.backends._vmap import VectorTrainer
 
-        self._trainer = VectorTrainer(env.task)  # type: ignore[arg-type]
+        self.batched = len(env.federation.x) == 0 or forward_flops(env.task, env.federation.x[:1]) <= SMALL_FLOPS
+        self._trainer = VectorTrainer(env.task, self.batched)  # type: ignore[arg-type]
         sample = env.federation.x[:1]
         self._act_bytes = self._trainer.activation_bytes(sample) if len(sample) else 0
         self._per_client = sum(p.numel() * p.element_size() for p in self._trainer.model.parameters())
