@@ -23,9 +23,10 @@ def wide_model() -> nn.Module:
 WIDE_FLOPS = 2 * (64 * 8192 + 8192 * 10)  # two multiply-adds per weight
 
 
-def chosen(task: object, workers: int = 0) -> tuple[str, str]:
+def chosen(task: object, workers: int = 0, cohort: int = 0) -> tuple[str, str]:
     backend = AutoBackend()
-    backend.start(SimulationEnv(task, digits(), seed=0, engine=EngineConfig(workers=workers)))  # type: ignore[arg-type]
+    engine = EngineConfig(workers=workers)
+    backend.start(SimulationEnv(task, digits(), seed=0, engine=engine, cohort_size=cohort))  # type: ignore[arg-type]
     try:
         return describe_backend(backend)
     finally:
@@ -52,6 +53,15 @@ def test_with_one_core_or_a_task_that_cannot_travel_it_runs_inline() -> None:
     )
     name, why = chosen(TorchTask(lambda: wide_model()), workers=2)
     assert name == "inline" and "cannot be sent to worker processes" in why
+
+
+def test_few_clients_or_little_work_per_round_run_inline() -> None:
+    name, why = chosen(mlp_task(), workers=2, cohort=4)
+    assert name == "inline"
+    assert "4 clients per round are too few to batch (fewer than 8)" in why
+    assert "too little to spread over processes" in why
+    assert chosen(mlp_task(), workers=2, cohort=8)[0] == "vectorized"
+    assert chosen(TorchTask(wide_model), workers=2, cohort=10)[0] == "pool"  # ~2 GFLOP a round
 
 
 def test_a_task_that_is_not_a_torch_task_goes_to_the_pool() -> None:

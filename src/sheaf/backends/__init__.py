@@ -1,6 +1,6 @@
 """Backends: where client work runs — inline, pool, vectorized, Ray, or chosen automatically."""
 
-from sheaf.backends.auto import AutoBackend, describe_backend
+from sheaf.backends.auto import MIN_COHORT, POOL_MIN_FLOPS, AutoBackend, describe_backend
 from sheaf.backends.base import Backend, ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.backends.inline import InlineBackend
 from sheaf.backends.pool import PoolBackend, default_workers
@@ -10,6 +10,8 @@ from sheaf.backends.vectorized import SMALL_FLOPS, VectorizedBackend, forward_fl
 
 __all__ = [
     "BACKENDS",
+    "MIN_COHORT",
+    "POOL_MIN_FLOPS",
     "SMALL_FLOPS",
     "AutoBackend",
     "Backend",

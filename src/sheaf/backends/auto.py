@@ -1,18 +1,20 @@
 """AutoBackend (the default): picks the backend that suits the task, and says which and why.
 
 1. ``vectorized`` when the task can be vectorised (a plain TorchTask, see
-   :func:`~sheaf.backends.vectorized.vectorize_reason`) and its model is small — at most
-   :data:`SMALL_FLOPS` floating-point operations per sample in the forward pass, where one
-   batched step for the whole cohort beats many tiny per-client steps. Convolutions and
-   large layers are already efficient per client and run slower as ``vmap``'s grouped
-   convolutions, so bigger models go on;
-2. ``pool`` when there are at least two cores for workers and the task can be sent to a
-   worker process;
+   :func:`~sheaf.backends.vectorized.vectorize_reason`), its model is small — at most
+   :data:`~sheaf.backends.vectorized.SMALL_FLOPS` floating-point operations per sample in the
+   forward pass — and a round has at least :data:`MIN_COHORT` clients: then one batched step
+   for the whole cohort beats many tiny per-client steps. Bigger models are already
+   efficient per client;
+2. ``pool`` when at least two workers fit the cores, the task can be sent to a worker
+   process, and a round has enough training to be worth spreading (for a TorchTask, an
+   estimated :data:`POOL_MIN_FLOPS` or more; other tasks are assumed to have);
 3. ``inline`` otherwise.
 
-The choice depends only on the task, the data and the machine's core count, never on
-timings, so the same config and seed give the same model every time on a machine. Inline
-and pool give bit-identical models; vectorized agrees with them to float32 rounding.
+The choice depends only on the task, the data, the cohort size and the machine's core
+count, never on timings, so the same config and seed give the same model every time on a
+machine. Inline and pool give bit-identical models; vectorized agrees with them to float32
+rounding.
 
 Example:
     >>> AutoBackend().name
@@ -32,7 +34,15 @@ from sheaf.backends.vectorized import SMALL_FLOPS, VectorizedBackend, forward_fl
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
 
-__all__ = ["AutoBackend", "describe_backend"]
+__all__ = ["MIN_COHORT", "POOL_MIN_FLOPS", "AutoBackend", "describe_backend"]
+
+#: Fewer clients per round than this are not worth a vectorized step (its fixed cost is a
+#: few small steps' worth).
+MIN_COHORT = 8
+
+#: A round with less training than this (FLOPs, estimated) runs inline: spreading it over
+#: worker processes costs more than it saves.
+POOL_MIN_FLOPS = 2e8
 
 logger = logging.getLogger("sheaf.backends")
 
@@ -80,15 +90,23 @@ class AutoBackend:
     def start(self, env: SimulationEnv) -> None:
         """Choose, start the chosen backend and log the choice."""
         not_vectorized = vectorize_reason(env.task, env.federation)
+        work = None  # training FLOPs per round, where they can be estimated
         if not_vectorized is None:
             flops = forward_flops(env.task, env.federation.x[:1])
-            if flops <= SMALL_FLOPS:
+            if env.cohort_size:
+                rows = float(env.federation.train_counts.mean()) * env.cohort_size
+                work = 3 * flops * rows  # forward and backward, one epoch
+            if flops > SMALL_FLOPS:
+                not_vectorized = f"the model is not small ({flops:,} FLOPs per sample > {SMALL_FLOPS:,})"
+            elif 0 < env.cohort_size < MIN_COHORT:
+                not_vectorized = f"{env.cohort_size} clients per round are too few to batch (fewer than {MIN_COHORT})"
+            else:
                 self.chosen = VectorizedBackend(fallback=lambda: self._fallback(env))
                 self.reason = f"a TorchTask with the standard loop and a small model ({flops:,} FLOPs per sample)"
-            else:
-                not_vectorized = f"the model is not small ({flops:,} FLOPs per sample > {SMALL_FLOPS:,})"
         if self.chosen is None:
             not_pool = self._pool_reason(env)
+            if not_pool is None and work is not None and work < POOL_MIN_FLOPS:
+                not_pool = f"a round is about {work / 1e6:,.0f} MFLOP of training, too little to spread over processes"
             if not_pool is None:
                 self.chosen = PoolBackend()
                 self.reason = (

@@ -41,6 +41,7 @@ class SimulationEnv:
         seed: the run seed (clients derive their streams from it).
         threads: torch threads per worker.
         engine: how backends run the work (workers, memory, Ray address, timeouts).
+        cohort_size: clients per round, where known (0: unknown); ``auto`` weighs it.
     """
 
     task: Task
@@ -48,6 +49,7 @@ class SimulationEnv:
     seed: int
     threads: int = 1
     engine: EngineConfig = field(default_factory=EngineConfig)
+    cohort_size: int = 0
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,7 @@ def simulate(
     chosen = strategy if strategy is not None else build_strategy(cfg.strategy)
     runner = backend if backend is not None else build_backend(cfg.backend)
     fed = federation if federation is not None else build_federation(cfg.data, cfg.seed)
-    cohort_size(fed.num_clients, cfg.strategy.fraction, cfg.strategy.min_clients)
+    cohort = cohort_size(fed.num_clients, cfg.strategy.fraction, cfg.strategy.min_clients)
     user_task = task if task is not None else build_task(cfg, fed.info)
 
     path = _run_path(cfg)
@@ -182,7 +182,7 @@ def simulate(
     }
     store = open_or_create_store(path, cfg, initial, chosen.init(initial), meta)
     try:
-        runner.start(SimulationEnv(user_task, fed, cfg.seed, cfg.threads, cfg.engine))
+        runner.start(SimulationEnv(user_task, fed, cfg.seed, cfg.threads, cfg.engine, cohort))
         try:
             used, why = describe_backend(runner)
             store.set_meta("backend", used)
