@@ -18,6 +18,7 @@ PACKAGES = [
     "sheaf.backends",
     "sheaf.evaluation",
     "sheaf.run",
+    "sheaf.deploy",
     "sheaf.cli",
 ]
 
@@ -55,5 +56,11 @@ def test_public_functions_and_classes_have_docstrings() -> None:
 
 def test_importing_sheaf_does_not_import_torch() -> None:
     code = "import sys, sheaf, sheaf.task; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_importing_sheaf_or_its_cli_does_not_import_grpc() -> None:
+    code = "import sys, sheaf, sheaf.cli; print('grpc' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

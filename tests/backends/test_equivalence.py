@@ -23,6 +23,7 @@ from tests.backends.tasks import SMALL, Stateful, clipped_fedavg, digits, mlp_ta
 VECTORIZED = {
     "fedavg": {},
     "fedprox": {"mu": 0.1},
+    "fedadam": {"lr": 0.03},
 }
 
 #: Vectorized results agree with inline to this tolerance (float32 reassociation in batched

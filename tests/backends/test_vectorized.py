@@ -92,6 +92,31 @@ def test_a_cohort_with_a_payload_falls_back_and_says_so(tmp_path: Path, caplog: 
     assert len(said) == 1  # three rounds, said once
 
 
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("scaffold", "sends tensors to its clients (scaffold)"),
+        ("fednova", "does not implement (client_steps)"),
+        ("qfedavg", "does not implement (client_steps)"),
+        ("fedper", "does not implement (client_steps, fedper_head)"),
+    ],
+)
+def test_strategies_with_client_steps_fall_back_once_and_match_inline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, why: str
+) -> None:
+    # SCAFFOLD's corrections, FedNova's and q-FFL's client halves, FedPer's personal heads:
+    # run by fit_client on the fallback, so the model is inline's bit for bit.
+    overrides = [*SMALL, f"runs_dir={tmp_path}", f"strategy={name}"]
+    with caplog.at_level(logging.WARNING, "sheaf.backends"):
+        result = simulate(overrides=overrides, task=mlp_task(), federation=digits(), backend=VectorizedBackend())
+    inline = simulate(overrides=overrides, task=mlp_task(), federation=digits(), backend=InlineBackend())
+    assert result.params.array_equal(inline.params)
+    assert list(result.history) == list(inline.history)
+    said = [r.getMessage() for r in caplog.records if r.name == "sheaf.backends"]
+    assert len(said) == 1, said  # three rounds and a personalised evaluation, said once
+    assert why in said[0] and "train one by one instead" in said[0]
+
+
 def env(federation: Federation | None = None) -> SimulationEnv:
     return SimulationEnv(mlp_task(), federation or digits(), seed=0)
 

@@ -56,8 +56,11 @@ def test_simulate_reads_a_toml_file(tmp_path: Path, runs_dir: str) -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["dataset=mnist"], "error: unknown dataset 'mnist'; choose one of: digits, fashion_mnist, heart"),
-        (["strategy=fedsgd"], "error: unknown strategy 'fedsgd'; choose one of: fedavg, fedprox"),
+        (
+            ["dataset=mnist"],
+            "error: unknown dataset 'mnist'; choose one of: chem97, digits, fashion_mnist, heart, shakespeare",
+        ),
+        (["strategy=fedsgd"], "error: unknown strategy 'fedsgd'; choose one of: bulyan, fedadagrad, fedadam"),
         (["data.clinets=5"], "error: unknown config key 'data.clinets'; did you mean 'clients'?"),
         (["alpha=0"], "error: data.alpha must be > 0 for Dirichlet partitioning, got 0.0"),
         (["alpha=-1"], "error: data.alpha must be > 0 for Dirichlet partitioning, got -1.0"),
@@ -68,7 +71,7 @@ def test_simulate_reads_a_toml_file(tmp_path: Path, runs_dir: str) -> None:
         (["fraction=0"], "error: strategy.fraction must be in (0, 1], got 0.0"),
         (["fraction=1.5"], "error: strategy.fraction must be in (0, 1], got 1.5"),
         (["backend=gpu"], "error: unknown backend 'gpu'; choose one of: auto, inline, pool, ray, vectorized"),
-        (["model=cnn"], "error: unknown model 'cnn'; choose one of: mlp, logreg"),
+        (["model=resnet"], "error: unknown model 'resnet'; choose one of: mlp, logreg, cnn, char_lstm"),
         (["strategy.momentum=0.9"], "error: unknown setting strategy.momentum for 'fedavg'"),
     ],
 )

@@ -16,7 +16,9 @@ def test_the_catalog_lists_the_bundled_datasets() -> None:
 
 
 def test_unknown_dataset_names_the_valid_ones() -> None:
-    with pytest.raises(DataError, match="unknown dataset 'mnist'; choose one of: digits, fashion_mnist, heart"):
+    with pytest.raises(
+        DataError, match="unknown dataset 'mnist'; choose one of: chem97, digits, fashion_mnist, heart, shakespeare"
+    ):
         load_dataset("mnist")
 
 

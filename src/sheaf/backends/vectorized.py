@@ -151,8 +151,11 @@ class VectorizedBackend:
         return self._env
 
     def _say(self, reason: str) -> None:
-        if reason not in self._said:
-            self._said.add(reason)
+        # Once per kind of reason (the text before any parenthesised detail): a strategy
+        # whose options vary between training and personalised evaluation is said once.
+        kind = reason.split(" (", 1)[0]
+        if kind not in self._said:
+            self._said.add(kind)
             logger.warning("sheaf vectorized: %s; those clients train one by one instead", reason)
 
     def _fallback_backend(self) -> Backend:
@@ -191,13 +194,14 @@ class VectorizedBackend:
     def _cohort_reason(self, cohort: Cohort) -> str | None:
         if cohort.payload:
             return f"the strategy sends tensors to its clients ({', '.join(sorted(cohort.payload))})"
-        if cohort.client_states:
-            return "clients carry persistent state from round to round"
         from sheaf.backends._vmap import KNOWN_OPTIONS
 
+        # The strategy's reasons first: they hold every round, so they are said once.
         unknown = sorted(set(cohort.options) - KNOWN_OPTIONS)
         if unknown:
             return f"the strategy sends options the vectorized loop does not implement ({', '.join(unknown)})"
+        if cohort.client_states:
+            return "clients carry persistent state from round to round"
         return None
 
     def _chunk_size(self, cohort: Cohort) -> int:

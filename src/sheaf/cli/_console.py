@@ -97,12 +97,17 @@ def rounds_table(history: History) -> Table:
         "failed",
     ):
         table.add_column(col, justify="right")
+    personal = any("personalized_accuracy" in r.federated for r in history)
+    if personal:
+        table.add_column("personalised mean", justify="right")
+        table.add_column("personalised worst 10%", justify="right")
     last = history.rounds_completed
+    skipped = sum(1 for r in history if not r.aggregated)
     for r in history:
         if not r.federated and r.round != last:
             continue
         acc = r.federated.get("accuracy", {})
-        table.add_row(
+        cells = [
             str(r.round),
             _num(r.central.get("accuracy")),
             _num(r.central.get("loss")),
@@ -112,7 +117,14 @@ def rounds_table(history: History) -> Table:
             _num(acc.get("jain")),
             str(r.completed),
             str(r.failed),
-        )
+        ]
+        if personal:
+            tuned = r.federated.get("personalized_accuracy", {})
+            cells += [_num(tuned.get("mean")), _num(tuned.get("p10"))]
+        table.add_row(*cells)
+    if skipped:
+        reasons = sorted({r.note for r in history if r.note})
+        table.caption = f"{skipped} round(s) left the model unchanged: " + "; ".join(reasons[:3])
     return table
 
 
@@ -136,6 +148,10 @@ def results_table(summary: Mapping[str, Any]) -> Table:
     ):
         if key in fed:
             table.add_row(f"client accuracy: {label}", _num(fed[key]))
+    personal = summary.get("personalized_accuracy") or {}
+    for key, label in (("mean", "mean"), ("p10", "worst 10% mean")):
+        if key in personal:
+            table.add_row(f"personalised accuracy: {label}", _num(personal[key]))
     table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
     table.add_row("run store", str(summary["run_path"]))
     return table

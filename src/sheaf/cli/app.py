@@ -1,4 +1,5 @@
-"""The ``sheaf`` command line: simulate, report, datasets, partition, config.
+"""The ``sheaf`` command line: simulate, report, datasets, strategies, partition, analyze, check,
+config (and, from :mod:`sheaf.cli._deploy`, server, client, keys, status).
 
 Every command turns a :class:`~sheaf.core.errors.SheafError` into one line on standard
 error — ``error: <what was wrong and what to do>`` — and exit status 2.
@@ -118,10 +119,28 @@ def datasets() -> None:
     from sheaf.data.catalog import available_datasets
 
     table = Table(title="Datasets")
-    for col in ("name", "description", "natural partition"):
+    for col in ("name", "description", "natural partition", "install"):
         table.add_column(col)
     for spec in available_datasets():
-        table.add_row(spec.name, spec.description, spec.natural_partition or "-")
+        table.add_row(spec.name, spec.description, spec.natural_partition or "-", spec.install or "-")
+    Console().print(table)
+
+
+@app.command()
+def strategies() -> None:
+    """List the aggregation strategies and their hyperparameters (set with --set strategy.KEY=VALUE)."""
+    from rich.table import Table
+
+    from sheaf.strategies.registry import available_strategies, describe_strategy
+
+    table = Table(title="Strategies (--set strategy=NAME --set strategy.KEY=VALUE)")
+    for col in ("name", "hyperparameters (defaults)", "server sees", "client steps", "what it does"):
+        table.add_column(col)
+    for name in available_strategies():
+        info = describe_strategy(name)
+        hyper = ", ".join(f"{k}={v!r}" for k, v in info["hyperparameters"].items()) or "-"
+        sees = "weighted sum" if info["sum_only"] else "each update"
+        table.add_row(name, hyper, sees, ", ".join(info["client_steps"]) or "-", info["summary"])
     Console().print(table)
 
 
@@ -140,6 +159,69 @@ def partition(
         cfg = _config(config, overrides)
         federation = build_federation(cfg.data, cfg.seed)
     Console().print(partition_table(federation, partition_summary(federation), limit))
+
+
+@app.command()
+def analyze(
+    config: ConfigArg = None,
+    overrides: SetOpt = None,
+    column: Annotated[
+        list[str] | None, typer.Option("--column", "-c", help="Show only these columns (repeatable).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many clients per column.")] = 20,
+    bins: Annotated[int, typer.Option(help="Histogram bins over each numeric column's range.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole profile as one JSON object.")] = False,
+) -> None:
+    """Summarise every column on every client (counts, means, stds, histograms, missingness) from
+    federated statistics, to see how non-IID the federation is before training."""
+    from sheaf.cli._analyze import client_table, json_ready, problems_table, summary_table
+    from sheaf.data.analytics import profile_dataset
+
+    with _clear_errors():
+        cfg = _config(config, overrides)
+        if bins < 1:
+            raise SheafError(f"--bins must be >= 1, got {bins}")
+        profile = profile_dataset(cfg.data, cfg.seed, bins=bins)
+        shown = [profile.column(c) for c in column] if column else list(profile.columns)
+    if as_json:
+        typer.echo(json.dumps(json_ready(profile.to_dict()), allow_nan=False))
+        return
+    out = Console()
+    title = f"{cfg.data.dataset}: {len(profile.names)} clients ({cfg.data.partition}), from federated statistics"
+    out.print(summary_table(profile, title))
+    problems = problems_table(profile)
+    if problems is not None:
+        out.print(problems)
+    for p in shown:
+        out.print(client_table(p, limit))
+
+
+@app.command()
+def check(
+    data: Annotated[Path, typer.Argument(help="A CSV file of one data owner's rows.", show_default=False)],
+    config: ConfigArg = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Check a data file against the schema of the config's dataset, as a client does before training."""
+    import pandas as pd
+
+    from sheaf.core.errors import DataError
+    from sheaf.data.catalog import load_dataset
+
+    with _clear_errors():
+        cfg = _config(config, overrides)
+        raw = load_dataset(cfg.data.dataset)
+        if raw.preprocessor is None:
+            raise DataError(f"dataset {cfg.data.dataset!r} has no tabular schema to check a file against")
+        try:
+            frame = pd.read_csv(data)
+        except FileNotFoundError:
+            raise DataError(f"data file {str(data)!r} not found") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise DataError(f"data file {str(data)!r} is not a readable CSV file: {exc}") from None
+        schema = raw.preprocessor.schema
+        schema.check(frame, who=str(data))
+    typer.echo(f"ok: {data}: {len(frame)} rows match the {cfg.data.dataset} schema ({len(schema.columns)} columns)")
 
 
 def _toml_value(value: Any) -> str:
@@ -163,3 +245,7 @@ def show_config(config: ConfigArg = None, overrides: SetOpt = None) -> None:
         if isinstance(values, dict):
             lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     typer.echo("\n".join(lines))
+
+
+# The deployment commands (server, client, keys, status) register themselves on ``app``.
+from sheaf.cli import _deploy  # noqa: E402, F401

@@ -1,21 +1,27 @@
 """Framework-free building blocks: params, updates, config, errors, random streams."""
 
 from sheaf.core.config import (
+    ATTACKS,
+    AttackConfig,
     DataConfig,
     EngineConfig,
     EvalConfig,
     ModelConfig,
+    PersonalizationConfig,
     RunConfig,
+    ServerConfig,
     StrategyConfig,
     TrainConfig,
     apply_overrides,
     load_config,
 )
 from sheaf.core.errors import (
+    AggregationError,
     BackendError,
     ClientFailure,
     ConfigError,
     DataError,
+    SchemaError,
     SheafError,
     StoreError,
     StrategyError,
@@ -30,8 +36,11 @@ from sheaf.core.update import Metrics, Scalar, TensorGroups, Update, check_updat
 
 __all__ = [
     "ALLOWED_DTYPES",
+    "ATTACKS",
     "MAX_TERMS",
+    "AggregationError",
     "Array",
+    "AttackConfig",
     "BackendError",
     "ClientFailure",
     "ConfigError",
@@ -44,9 +53,12 @@ __all__ = [
     "ModelConfig",
     "ParamSpec",
     "Params",
+    "PersonalizationConfig",
     "Purpose",
     "RunConfig",
     "Scalar",
+    "SchemaError",
+    "ServerConfig",
     "SheafError",
     "StoreError",
     "StrategyConfig",

@@ -1,7 +1,8 @@
 """The run configuration: typed, frozen, loaded from TOML and ``key=value`` overrides.
 
 A run is described by one :class:`RunConfig`, grouped in sections (``data``, ``model``,
-``train``, ``strategy``, ``evaluation``, ``engine``). Every key is checked: an unknown or misspelt key,
+``train``, ``strategy``, ``evaluation``, ``engine``, ``attack``, ``personalization``, and ``server`` for
+deployed runs). Every key is checked: an unknown or misspelt key,
 a value of the wrong type or out of range is a :class:`~sheaf.core.errors.ConfigError`
 whose message names the key and what would be valid.
 
@@ -32,11 +33,15 @@ from sheaf.core.errors import ConfigError
 from sheaf.core.update import Scalar
 
 __all__ = [
+    "ATTACKS",
+    "AttackConfig",
     "DataConfig",
     "EngineConfig",
     "EvalConfig",
     "ModelConfig",
+    "PersonalizationConfig",
     "RunConfig",
+    "ServerConfig",
     "StrategyConfig",
     "TrainConfig",
     "apply_overrides",
@@ -67,6 +72,9 @@ class DataConfig:
         test_fraction: share of each client's samples kept as its local test split.
         central_test_fraction: share of the dataset held out as the central test set
             (datasets whose test set is the union of the clients' splits ignore it).
+        preprocessing: for tabular datasets, ``local`` (each client fits the pipeline on
+            its own training rows) or ``federated`` (one pipeline fitted from statistics
+            merged over every client's training rows, then used by all).
     """
 
     dataset: str = "digits"
@@ -78,6 +86,7 @@ class DataConfig:
     min_samples: int = 2
     test_fraction: float = 0.2
     central_test_fraction: float = 0.2
+    preprocessing: str = "local"
 
     def __post_init__(self) -> None:
         _check(self.clients >= 0, "data.clients", ">= 1 (or 0 for natural partitions)", self.clients)
@@ -92,6 +101,12 @@ class DataConfig:
             "in (0, 1)",
             self.central_test_fraction,
         )
+        _check(
+            self.preprocessing in ("local", "federated"),
+            "data.preprocessing",
+            "one of: local, federated",
+            self.preprocessing,
+        )
 
 
 @dataclass(frozen=True)
@@ -99,8 +114,9 @@ class ModelConfig:
     """The built-in model, used when no custom ``task`` is given.
 
     Attributes:
-        name: ``mlp`` or ``logreg`` (multinomial logistic regression).
-        hidden: hidden layer widths of the MLP.
+        name: ``mlp``, ``logreg`` (multinomial logistic regression), ``cnn`` (two 5x5
+            convolutions for images) or ``char_lstm`` (characters in, the next out).
+        hidden: hidden layer widths of the MLP; the LSTM's layer widths for ``char_lstm``.
     """
 
     name: str = "mlp"
@@ -209,6 +225,96 @@ class EngineConfig:
         _check(self.client_timeout >= 0, "engine.client_timeout", ">= 0 (0: no limit)", self.client_timeout)
 
 
+#: Simulated attacks a malicious client can mount (``attack.name``).
+ATTACKS = ("none", "sign_flip", "scale", "gaussian", "label_flip")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Simulated malicious clients, to evaluate defences (simulation only).
+
+    Attributes:
+        name: ``none``; ``sign_flip`` (send ``-scale`` times the honest update); ``scale``
+            (send ``scale`` times it); ``gaussian`` (send Gaussian noise of standard
+            deviation ``noise_std`` instead); ``label_flip`` (train on labels
+            ``num_classes - 1 - y``).
+        malicious_fraction: share of the clients that are malicious.
+        per_round: false (default): ``malicious_fraction`` of ALL clients are malicious,
+            chosen once from the seed, so a round holds however many of them were sampled;
+            true: exactly ``round(malicious_fraction * cohort)`` of EACH round's sampled
+            clients are malicious, chosen from (seed, round) — the setting in which robust
+            aggregators state their guarantee (f attackers among the n updates of a round).
+        scale: the factor of ``sign_flip`` and ``scale``.
+        noise_std: the standard deviation of ``gaussian``.
+    """
+
+    name: str = "none"
+    malicious_fraction: float = 0.2
+    per_round: bool = False
+    scale: float = 10.0
+    noise_std: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.name in ATTACKS, "attack.name", f"one of: {', '.join(ATTACKS)}", self.name)
+        _check(0 <= self.malicious_fraction <= 1, "attack.malicious_fraction", "in [0, 1]", self.malicious_fraction)
+        _check(self.scale > 0, "attack.scale", "> 0", self.scale)
+        _check(self.noise_std > 0, "attack.noise_std", "> 0", self.noise_std)
+
+
+@dataclass(frozen=True)
+class PersonalizationConfig:
+    """Personalised evaluation: each client's model after local fine-tuning.
+
+    Attributes:
+        finetune_steps: k; on federated-evaluation rounds every client also evaluates the
+            global model after k mini-batch steps on its own training split, reported
+            beside the global model's figures (0: off, unless the strategy keeps personal
+            layers, e.g. FedPer, which is then evaluated with each client's own layers).
+        finetune_lr: learning rate of the fine-tuning steps (0: ``train.lr``).
+    """
+
+    finetune_steps: int = 0
+    finetune_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.finetune_steps >= 0, "personalization.finetune_steps", ">= 0", self.finetune_steps)
+        _check(self.finetune_lr >= 0, "personalization.finetune_lr", ">= 0 (0: train.lr)", self.finetune_lr)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How a deployed server (``sheaf server``) runs its rounds; simulations ignore it.
+
+    Attributes:
+        round_timeout: seconds a round (or an evaluation) waits for its clients' results;
+            a client that has not answered by then has dropped out of it.
+        heartbeat_interval: seconds between a connected client's heartbeats.
+        heartbeat_timeout: a client silent for this long is taken as gone: its pending work
+            counts as a dropout at once rather than at the round timeout.
+        max_update_mb: the largest update (delta and extras) accepted, in MiB; 0 accepts
+            up to twice the model's size.
+        max_update_norm: reject an update whose delta has a larger L2 norm; 0: no bound.
+    """
+
+    round_timeout: float = 300.0
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 30.0
+    max_update_mb: float = 0.0
+    max_update_norm: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.round_timeout > 0, "server.round_timeout", "> 0 seconds", self.round_timeout)
+        _check(self.heartbeat_interval > 0, "server.heartbeat_interval", "> 0 seconds", self.heartbeat_interval)
+        _check(
+            self.heartbeat_timeout > self.heartbeat_interval,
+            "server.heartbeat_timeout",
+            f"longer than server.heartbeat_interval ({self.heartbeat_interval})",
+            self.heartbeat_timeout,
+        )
+        _check(self.max_update_mb >= 0, "server.max_update_mb", ">= 0 (0: twice the model size)", self.max_update_mb)
+        _check(self.max_update_norm >= 0, "server.max_update_norm", ">= 0 (0: no bound)", self.max_update_norm)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run; the same config and seed give the same model.
@@ -245,6 +351,9 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    personalization: PersonalizationConfig = field(default_factory=PersonalizationConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", ">= 0", self.seed)
@@ -281,6 +390,9 @@ _SECTIONS: dict[str, type[Any]] = {
     "strategy": StrategyConfig,
     "evaluation": EvalConfig,
     "engine": EngineConfig,
+    "attack": AttackConfig,
+    "personalization": PersonalizationConfig,
+    "server": ServerConfig,
 }
 
 T = TypeVar("T")

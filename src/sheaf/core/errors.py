@@ -6,8 +6,10 @@ dependencies are translated into one of these at the boundary where they occur::
     SheafError
     ├── ConfigError          a setting is unknown, mistyped or out of range
     ├── DataError            a dataset, partition or client's data is unusable
+    │   └── SchemaError      a client's rows do not match the declared schema
     ├── TaskError            the user's task cannot be loaded or misbehaves
     ├── StrategyError        an aggregation step got a bad hyperparameter or input
+    │   └── AggregationError a round's updates break a step's assumption (round skipped)
     ├── BackendError         a backend cannot start or lost its workers
     ├── ClientFailure        one client's work failed (a dropout for the round loop)
     └── StoreError           the run store is missing, foreign or inconsistent
@@ -19,10 +21,12 @@ Messages say what was wrong and what to do, in one line, e.g.
 from __future__ import annotations
 
 __all__ = [
+    "AggregationError",
     "BackendError",
     "ClientFailure",
     "ConfigError",
     "DataError",
+    "SchemaError",
     "SheafError",
     "StoreError",
     "StrategyError",
@@ -42,12 +46,26 @@ class DataError(SheafError):
     """A dataset, partition or client's data cannot be used as asked."""
 
 
+class SchemaError(DataError):
+    """A client's rows break the declared schema (missing column, wrong type, unseen
+    category, too many missing values)."""
+
+
 class TaskError(SheafError):
     """The user's task cannot be loaded, or it returned something unusable."""
 
 
 class StrategyError(SheafError):
     """An aggregation step was given a bad hyperparameter or unusable updates."""
+
+
+class AggregationError(StrategyError):
+    """A round's updates do not meet an aggregation step's assumption.
+
+    For example Krum with ``f`` attackers needs at least ``2f + 3`` updates, and FedNova
+    needs each client's step count. The round loop records the round as not aggregated,
+    with this message, and the run carries on.
+    """
 
 
 class BackendError(SheafError):

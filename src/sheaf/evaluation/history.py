@@ -50,6 +50,8 @@ class RoundRecord:
         federated: per metric, its fairness summary over clients' local test splits, on
             rounds with federated evaluation; empty otherwise.
         seconds: wall time of the round (not part of equality: see :meth:`results`).
+        note: why the model was left unchanged, when it was (too few updates, or the
+            updates broke the strategy's assumption); empty otherwise.
     """
 
     round: int
@@ -61,6 +63,7 @@ class RoundRecord:
     fit: Mapping[str, float] = field(default_factory=dict)
     federated: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     seconds: float = field(default=0.0, compare=False)
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

@@ -3,7 +3,8 @@
 ``render_report(...)`` writes (``sheaf.run.report_run`` feeds it from a run store)
 
 - ``accuracy.png`` — central accuracy per round, with the clients' federated accuracy
-  (mean, worst 10%, min–max band) on the rounds it was measured;
+  (mean, worst 10%, min–max band) on the rounds it was measured, and the personalised
+  accuracy (mean, worst 10%) when it was;
 - ``loss.png`` — central loss and the clients' mean training loss per round;
 - ``clients.png`` — the distribution of per-client accuracy at the last federated
   evaluation (sorted bars and a histogram);
@@ -50,6 +51,11 @@ def _figures(history: History, client_acc: Sequence[float], out: Path) -> list[P
             alpha=0.15,
             label="clients: min-max",
         )
+    tuned = [(r.round, r.federated["personalized_accuracy"]) for r in history if "personalized_accuracy" in r.federated]
+    if tuned:
+        rounds = [r for r, _ in tuned]
+        ax.plot(rounds, [s["mean"] for _, s in tuned], "^-", color="C2", label="personalised: mean")
+        ax.plot(rounds, [s["p10"] for _, s in tuned], "v--", color="C4", label="personalised: worst 10%")
     ax.set(xlabel="round", ylabel="accuracy", title="Accuracy of the global model", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
@@ -106,13 +112,17 @@ def _html(
 ) -> str:
     final = history.final_central
     fed = history.final_federated.get("accuracy", {})
+    tuned = history.final_federated.get("personalized_accuracy", {})
     summary = [
         ("rounds", history.rounds_completed),
         ("central accuracy", final.get("accuracy", math.nan)),
         ("central loss", final.get("loss", math.nan)),
         *[(f"client accuracy: {k}", float(v)) for k, v in fed.items()],
+        *[(f"personalised accuracy: {k}", float(v)) for k, v in tuned.items()],
         ("client failures (all rounds)", failures),
+        ("rounds that left the model unchanged", sum(1 for r in history if not r.aggregated)),
     ]
+    personal = any("personalized_accuracy" in r.federated for r in history)
     per_round = [
         (
             r.round,
@@ -123,10 +133,35 @@ def _html(
             r.fit.get("train_loss", math.nan),
             r.federated.get("accuracy", {}).get("mean", math.nan),
             r.federated.get("accuracy", {}).get("p10", math.nan),
+            *(
+                (
+                    r.federated.get("personalized_accuracy", {}).get("mean", math.nan),
+                    r.federated.get("personalized_accuracy", {}).get("p10", math.nan),
+                )
+                if personal
+                else ()
+            ),
             r.seconds,
+            r.note,
         )
         for r in history
     ]
+    round_headers = [
+        "round",
+        "updates",
+        "failed",
+        "central acc",
+        "central loss",
+        "train loss",
+        "client acc mean",
+        "client acc worst 10%",
+        *(["personalised acc mean", "personalised acc worst 10%"] if personal else []),
+        "seconds",
+        "note",
+    ]
+    client_headers = ["client", "test examples", "loss", "accuracy"]
+    if clients and len(clients[0]) > 4:
+        client_headers.append("personalised accuracy")
     pictures = "".join(
         f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in images
     )
@@ -143,8 +178,8 @@ def _html(
 {html.escape(str(meta.get("population")))} clients, backend {html.escape(str(meta.get("backend")))}, status {html.escape(str(meta.get("status")))}.</p>
 <h2>Final figures</h2>{_table(["figure", "value"], summary)}
 <h2>Plots</h2>{pictures}
-<h2>Rounds</h2>{_table(["round", "updates", "failed", "central acc", "central loss", "train loss", "client acc mean", "client acc worst 10%", "seconds"], per_round)}
-<h2>Clients at the last federated evaluation</h2>{_table(["client", "test examples", "loss", "accuracy"], clients)}
+<h2>Rounds</h2>{_table(round_headers, per_round)}
+<h2>Clients at the last federated evaluation</h2>{_table(client_headers, clients)}
 <h2>Config</h2><pre>{html.escape(json.dumps(meta.get("config", {}), indent=2))}</pre>
 </body></html>
 """
@@ -154,7 +189,7 @@ def render_report(
     name: str,
     meta: Mapping[str, Any],
     history: History,
-    clients: Sequence[tuple[int, int, float, float]],
+    clients: Sequence[tuple[int, int, float, float] | tuple[int, int, float, float, float]],
     failures: int,
     out_dir: str | Path,
 ) -> list[Path]:
@@ -165,7 +200,7 @@ def render_report(
         meta: the run's meta entries (config, dataset, strategy, population, ...).
         history: the run's rounds.
         clients: ``(client id, test examples, loss, accuracy)`` at the last federated
-            evaluation.
+            evaluation, with the personalised accuracy appended when it was measured.
         failures: how many client failures the run recorded.
         out_dir: the folder to write into (created if missing).
 

@@ -68,6 +68,7 @@ def pooled_baseline(config: RunConfig, *, task: Task | None = None, epochs: int 
     raw = load_dataset(config.data.dataset)
     rows = assign_rows(config.data, raw, config.seed)
     train_rows = rows.train_rows()
+    names: tuple[str, ...] = ()
     if raw.preprocessor is not None:
         assert isinstance(raw.features, pd.DataFrame)
         frame = raw.features
@@ -75,6 +76,7 @@ def pooled_baseline(config: RunConfig, *, task: Task | None = None, epochs: int 
         test_rows = rows.local_test_rows()
         train = Split(fitted.transform(frame.iloc[train_rows]), raw.labels[train_rows])
         test = Split(fitted.transform(frame.iloc[test_rows]), raw.labels[test_rows])
+        names = fitted.feature_names
     else:
         features = np.asarray(raw.features)
         train = Split(features[train_rows], raw.labels[train_rows])
@@ -84,7 +86,7 @@ def pooled_baseline(config: RunConfig, *, task: Task | None = None, epochs: int 
             central = rows.central_rows if rows.central_rows is not None else rows.local_test_rows()
             test = Split(features[central], raw.labels[central])
 
-    model = task if task is not None else build_task(config, dataset_info(raw, train.x))
+    model = task if task is not None else build_task(config, dataset_info(raw, train.x, names))
     passes = epochs or max(1, round(config.rounds * config.train.epochs * config.strategy.fraction))
     instructions = FitInstructions(
         round=0,

@@ -12,11 +12,13 @@ Per round:
 2. ask the backend to train it; failed clients are dropouts (for a strategy that needs only
    the weighted sum, the backend may return the exact sum of the updates instead);
 3. check every update (names, shapes, dtypes, finite); rejected updates are dropouts;
-4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain,
-   otherwise keep the model unchanged;
-5. evaluate the new model centrally, and on the clients' local test splits every
-   ``evaluation.interval`` rounds and after the last (at most ``evaluation.max_clients``
-   clients: a fixed sample drawn once from the seed);
+4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain and
+   they meet the strategy's assumption (e.g. Krum's ``n >= 2f + 3``), otherwise keep the
+   model unchanged and record why;
+5. evaluate the new model centrally (if there is a central test set), and on the
+   clients' local test splits every ``evaluation.interval`` rounds and after the last (at
+   most ``evaluation.max_clients`` clients: a fixed sample drawn once from the seed; with
+   personalised models beside the global one when asked, :mod:`sheaf.run.personalize`);
 6. commit the round to the store in one transaction, then tell the listener.
 """
 
@@ -31,7 +33,7 @@ import numpy as np
 
 from sheaf.backends.base import Backend, Cohort
 from sheaf.core.config import RunConfig
-from sheaf.core.errors import ClientFailure, SheafError
+from sheaf.core.errors import AggregationError, ClientFailure, SheafError
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, stream
@@ -39,9 +41,11 @@ from sheaf.core.update import TensorGroups, Update, check_update
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.fairness import summarize
 from sheaf.evaluation.history import ClientRecord, History, RoundRecord
+from sheaf.run.personalize import personalized_evaluation, wants_personalization
+from sheaf.run.population import Population
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import RoundContext, Strategy, WeightedSum
-from sheaf.strategies.sampling import cohort_size, sample_cohort
+from sheaf.strategies.sampling import cohort_size
 from sheaf.task.base import Task
 
 __all__ = ["Federated", "RoundListener", "run_rounds"]
@@ -64,7 +68,9 @@ class Federated:
     Attributes:
         config: the run config.
         task: the user's task (the server uses it for central evaluation).
-        federation: the clients' data (the loop reads only its sizes and central test set).
+        federation: the clients' data (the loop reads only its sizes and central test
+            set), or a :class:`~sheaf.run.population.Population` when the clients hold
+            their own data (deployment).
         strategy: the aggregation strategy.
         backend: a started backend.
         store: the run's store, holding at least round 0.
@@ -72,7 +78,7 @@ class Federated:
 
     config: RunConfig
     task: Task
-    federation: Federation
+    federation: Federation | Population
     strategy: Strategy
     backend: Backend
     store: RunStore
@@ -84,9 +90,14 @@ def _weighted(records: Sequence[ClientRecord], metric: str) -> float:
     return float(sum(v * n for v, n in values) / weight) if weight else float("nan")
 
 
-def _evaluation_clients(parts: Federated) -> list[int]:
+def _population(parts: Federated) -> Population:
+    fed = parts.federation
+    return fed if isinstance(fed, Population) else Population.of(fed)
+
+
+def _evaluation_clients(parts: Federated, population: Population) -> list[int]:
     """The clients with a local test split, or a fixed sample of them (seeded, sorted)."""
-    candidates = np.flatnonzero(parts.federation.test_counts > 0)
+    candidates = np.asarray(population.evaluation_clients, dtype=np.int64)
     limit = parts.config.evaluation.max_clients
     if 0 < limit < len(candidates):
         candidates = np.sort(stream(parts.config.seed, Purpose.EVALUATE).choice(candidates, limit, replace=False))
@@ -111,12 +122,13 @@ def _federated_evaluation(
     return summaries, records, outcome.failures
 
 
-def _checked(updates: Sequence[Update], like: Params) -> tuple[list[Update], list[ClientFailure]]:
+def _checked(updates: Sequence[Update], like: Params, strategy: Strategy) -> tuple[list[Update], list[ClientFailure]]:
     good: list[Update] = []
     rejected: list[ClientFailure] = []
     for update in updates:
         try:
             check_update(update, like)
+            strategy.check_update(update, like)
             good.append(update)
         except SheafError as exc:
             rejected.append(ClientFailure(update.client_id, f"update rejected: {exc}"))
@@ -139,26 +151,29 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         SheafError: on errors that stop the whole run (a broken store, a backend failure).
     """
     config, store = parts.config, parts.store
-    population = parts.federation.num_clients
+    clients_of_run = _population(parts)
+    population = clients_of_run.num_clients
     size = cohort_size(population, config.strategy.fraction, config.strategy.min_clients)
     history = store.history()
     params = store.params()
     state = store.state(template=parts.strategy.init(params))
     eval_clients: list[int] | None = None
+    # Backends may return the exact sum instead of the updates only where nothing reads a
+    # single update: neither the strategy's steps nor its per-update checks.
+    strategy = parts.strategy
+    reduce = not (strategy.needs_updates or strategy.requires_metrics or strategy.requires_extras)
     if listener is not None:
         listener.on_start(config, store.last_round + 1, size, population)
 
     for round in range(store.last_round + 1, config.rounds + 1):
         started = time.perf_counter()
-        cohort = sample_cohort(population, size, seed=config.seed, round=round)
+        ids = clients_of_run.cohort(size, seed=config.seed, round=round)
         ctx = RoundContext(round, params, config.seed, population)
         options, payload = parts.strategy.configure(state, ctx)
-        ids = cohort.tolist()
-        reduce = not parts.strategy.needs_updates
         outcome = parts.backend.fit(
             Cohort(round, ids, params, config.train, options, payload, store.client_states(ids), reduce)
         )
-        updates, rejected = _checked(outcome.updates, params)
+        updates, rejected = _checked(outcome.updates, params, parts.strategy)
         failures: list[tuple[str, ClientFailure]] = [("fit", f) for f in [*outcome.failures, *rejected]]
         clients = [ClientRecord(u.client_id, "fit", u.num_examples, u.metrics) for u in updates]
         clients += [ClientRecord(r.client_id, "fit", r.num_examples, r.metrics) for r in outcome.reports]
@@ -166,30 +181,47 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
 
         succeeded = len(clients)
         aggregated = succeeded >= config.strategy.min_clients
+        note = (
+            "" if aggregated else f"{succeeded} updates, fewer than strategy.min_clients={config.strategy.min_clients}"
+        )
         fit: dict[str, float] = {"train_loss": _weighted(clients, "train_loss")}
         new_states: dict[int, TensorGroups] = {}
         if aggregated:
             summed = None if outcome.summed is None else _merged(outcome.summed, updates, params)
-            params, state, agg_metrics = parts.strategy.aggregate(summed or updates, state, ctx)
-            fit.update(agg_metrics)
-            # A client's state moves on only if its update was used.
-            used = {c.client_id for c in clients}
-            new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
+            try:
+                params, state, agg_metrics = parts.strategy.aggregate(summed or updates, state, ctx)
+            except AggregationError as exc:  # e.g. too few updates for Krum: skip the round, say why
+                aggregated, note = False, str(exc)
+            else:
+                fit.update(agg_metrics)
+                # A client's state moves on only if its update was used.
+                used = {c.client_id for c in clients}
+                new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
 
-        central = parts.task.evaluate(params, parts.federation.central_test)
-        central_metrics: Mapping[str, float] = {"loss": central.loss, **central.metrics}
+        central_metrics: Mapping[str, float] = {}
+        if clients_of_run.central_test is not None:
+            central = parts.task.evaluate(params, clients_of_run.central_test)
+            central_metrics = {"loss": central.loss, **central.metrics}
 
         federated: dict[str, dict[str, float]] = {}
         if config.evaluation.federated and (round % config.evaluation.interval == 0 or round == config.rounds):
             if eval_clients is None:
-                eval_clients = _evaluation_clients(parts)
+                eval_clients = _evaluation_clients(parts, clients_of_run)
             federated, eval_records, eval_failures = _federated_evaluation(parts, params, eval_clients)
             clients += eval_records
             failures += [("evaluate", f) for f in eval_failures]
+            if wants_personalization(config, parts.strategy):
+                evaluated = [r.client_id for r in eval_records]
+                personal, personal_records, personal_failures = personalized_evaluation(
+                    parts.backend, parts.strategy, config, store, round, params, evaluated
+                )
+                federated.update(personal)
+                clients += personal_records
+                failures += [("personalize", f) for f in personal_failures]
 
         record = RoundRecord(
             round=round,
-            sampled=len(cohort),
+            sampled=len(ids),
             completed=succeeded if aggregated else 0,
             failed=sum(1 for phase, _ in failures if phase == "fit"),
             aggregated=aggregated,
@@ -197,6 +229,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             fit=fit,
             federated=federated,
             seconds=time.perf_counter() - started,
+            note=note,
         )
         store.commit_round(
             record, params, state, clients, failures, keep_params=config.keep_params, client_states=new_states

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sheaf.core.errors import StoreError
 from sheaf.evaluation.report import render_report
+from sheaf.run.personalize import PERSONALIZED
 from sheaf.run.store import RunStore
 
 __all__ = ["report_run"]
@@ -41,9 +42,17 @@ def report_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]
             raise StoreError(f"run {str(path)!r} has no finished round yet; nothing to report")
         last_eval = max((r.round for r in history if r.federated), default=None)
         records = store.client_records(round=last_eval, phase="evaluate") if last_eval else []
+        tuned = store.client_records(round=last_eval, phase=PERSONALIZED) if last_eval else []
         failures = len(store.failures())
+    personal = {rec.client_id: rec.metrics.get("accuracy", math.nan) for _, rec in tuned}
     clients = [
-        (rec.client_id, rec.num_examples, rec.metrics.get("loss", math.nan), rec.metrics.get("accuracy", math.nan))
+        (
+            rec.client_id,
+            rec.num_examples,
+            rec.metrics.get("loss", math.nan),
+            rec.metrics.get("accuracy", math.nan),
+            *((personal.get(rec.client_id, math.nan),) if personal else ()),
+        )
         for _, rec in records
     ]
     out = Path(out_dir) if out_dir is not None else path.with_suffix("")

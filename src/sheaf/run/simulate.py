@@ -32,6 +32,7 @@ from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
 from sheaf.strategies.registry import build_strategy
 from sheaf.strategies.sampling import cohort_size
+from sheaf.task.attack import AttackedTask, attack_task
 from sheaf.task.base import Task
 from sheaf.task.factory import build_task
 
@@ -87,6 +88,9 @@ class SimulationResult:
                 "seed": self.config.seed,
             }
         )
+        personal = federated.get("personalized_accuracy")
+        if personal:
+            summary["personalized_accuracy"] = _clean(dict(personal))
         return summary
 
 
@@ -167,8 +171,10 @@ def simulate(
     chosen = strategy if strategy is not None else build_strategy(cfg.strategy)
     runner = backend if backend is not None else build_backend(cfg.backend)
     fed = federation if federation is not None else build_federation(cfg.data, cfg.seed)
-    cohort = cohort_size(fed.num_clients, cfg.strategy.fraction, cfg.strategy.min_clients)
+    size = cohort_size(fed.num_clients, cfg.strategy.fraction, cfg.strategy.min_clients)
+    chosen.check_cohort(size)
     user_task = task if task is not None else build_task(cfg, fed.info)
+    user_task = attack_task(user_task, cfg.attack, fed.num_clients, fed.info.num_classes, cfg.seed, size)
 
     path = _run_path(cfg)
     initial = user_task.init_params(seed_for(cfg.seed, Purpose.INIT))
@@ -180,9 +186,17 @@ def simulate(
         "backend": runner.name,
         "client_names": list(fed.client_names),
     }
+    if isinstance(user_task, AttackedTask):
+        meta["attack"] = {
+            "name": cfg.attack.name,
+            "per_round": cfg.attack.per_round,
+            "malicious_clients": sorted(user_task.malicious),
+        }
+    if fed.preprocessing:
+        meta["preprocessing"] = dict(fed.preprocessing)  # the (fitted) pipeline, JSON
     store = open_or_create_store(path, cfg, initial, chosen.init(initial), meta)
     try:
-        runner.start(SimulationEnv(user_task, fed, cfg.seed, cfg.threads, cfg.engine, cohort))
+        runner.start(SimulationEnv(user_task, fed, cfg.seed, cfg.threads, cfg.engine, size))
         try:
             used, why = describe_backend(runner)
             store.set_meta("backend", used)

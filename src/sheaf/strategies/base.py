@@ -38,11 +38,12 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from sheaf.core.errors import StrategyError
+from sheaf.core.errors import AggregationError, ConfigError, StrategyError
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.update import Scalar, TensorGroups, Update
@@ -127,12 +128,18 @@ class AggregateStep(NamedTuple):
     Attributes:
         needs_updates: True if ``apply`` must see each update (median, Krum); False if a
             :class:`WeightedSum` is enough — then ``apply`` accepts either.
+        min_updates: the fewest updates (from clients with examples) its assumption allows,
+            e.g. ``2f + 3`` for Krum; a round with fewer is skipped, not aggregated.
+        assumption: the assumption in words, for error messages (``"Krum with f=1 assumes
+            n >= 2f + 3 = 5 updates"``).
     """
 
     init: InitFn
     apply: Callable[[Sequence[Update] | WeightedSum, Any, RoundContext], tuple[Params, Any]]
     name: str
     needs_updates: bool
+    min_updates: int = 1
+    assumption: str = ""
 
 
 class ServerStep(NamedTuple):
@@ -164,6 +171,10 @@ class Strategy:
         configure_fn: optional ``(state, ctx) -> (options, payload)`` for what depends on
             the state: per-round options and tensors sent to every client (e.g. SCAFFOLD's
             server control variate).
+        requires_metrics: metrics every update from a client with examples must carry
+            (e.g. FedNova's ``fednova_norm``); see :meth:`check_update`.
+        requires_extras: extra tensor groups, shaped like the model, every such update
+            must carry (e.g. SCAFFOLD's ``scaffold``).
     """
 
     name: str
@@ -172,6 +183,8 @@ class Strategy:
     server_steps: tuple[ServerStep, ...]
     client_options: Mapping[str, Scalar] = field(default_factory=dict)
     configure_fn: ConfigureFn | None = None
+    requires_metrics: tuple[str, ...] = ()
+    requires_extras: tuple[str, ...] = ()
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -182,6 +195,52 @@ class Strategy:
     def needs_updates(self) -> bool:
         """Whether aggregation must see each client's update, not only their weighted sum."""
         return bool(self.update_steps) or self.aggregator.needs_updates
+
+    @property
+    def min_updates(self) -> int:
+        """The fewest updates a round needs for the aggregate step's assumption to hold."""
+        return self.aggregator.min_updates
+
+    @property
+    def client_steps(self) -> tuple[str, ...]:
+        """Names of the client steps every client runs around its training (e.g. ``scaffold``)."""
+        names = str(self.client_options.get("client_steps", ""))
+        return tuple(n.strip() for n in names.split(",") if n.strip())
+
+    def check_update(self, update: Update, like: Params) -> None:
+        """Check that an update carries what this strategy's steps read, before aggregation.
+
+        The round loop turns a failed check into a dropout, so the steps can rely on it.
+
+        Raises:
+            StrategyError: naming the client and what is missing or malformed.
+        """
+        if update.num_examples == 0:
+            return
+        who = f"client {update.client_id}"
+        for key in self.requires_metrics:
+            value = update.metrics.get(key)
+            if value is None or not math.isfinite(value):
+                raise StrategyError(f"{who}: strategy {self.name!r} needs a finite metric {key!r}, got {value!r}")
+        for group in self.requires_extras:
+            tensors = update.extras.get(group)
+            if tensors is None or not like.same_structure(tensors):
+                raise StrategyError(
+                    f"{who}: strategy {self.name!r} needs extra tensors {group!r} shaped like the model"
+                )
+
+    def check_cohort(self, size: int) -> None:
+        """Check that a round of ``size`` sampled clients can meet the aggregator's assumption.
+
+        Raises:
+            ConfigError: naming the assumption, the numbers and what to change.
+        """
+        if size < self.min_updates:
+            raise ConfigError(
+                f"strategy {self.name!r}: {self.aggregator.assumption or f'needs {self.min_updates} updates'}, "
+                f"but a round samples only {size} clients; raise strategy.fraction or strategy.min_clients, "
+                "or lower the strategy's f"
+            )
 
     def configure(self, state: tuple[Any, ...], ctx: RoundContext) -> tuple[dict[str, Scalar], TensorGroups]:
         """What every client of the round receives besides the params: options and payload."""
@@ -212,6 +271,8 @@ class Strategy:
         Raises:
             StrategyError: if the state does not fit the chain, or a sum is given to a chain
                 that needs individual updates.
+            AggregationError: if the updates break a step's assumption (too few for the
+                aggregator, or missing what a step needs); the round loop skips the round.
         """
         if len(state) != len(self.steps):
             raise StrategyError(f"strategy {self.name!r} has {len(self.steps)} steps but the state has {len(state)}")
@@ -220,11 +281,22 @@ class Strategy:
         new_state: list[Any] = []
         value: Any = updates
         for step, step_state in zip(self.steps, state, strict=True):
+            if step is self.aggregator:
+                self._check_count(value)
             value, step_state = step.apply(value, step_state, ctx)
             new_state.append(step_state)
         delta: Params = value
         new_params = ctx.params + delta
         return new_params, tuple(new_state), {"update_norm": delta.l2_norm()}
+
+    def _check_count(self, updates: Sequence[Update] | WeightedSum) -> None:
+        count = updates.count if isinstance(updates, WeightedSum) else sum(1 for u in updates if u.num_examples > 0)
+        # An aggregator that accepts any number (min_updates 1) returns a zero delta for none.
+        if count < self.min_updates and self.min_updates > 1:
+            raise AggregationError(
+                f"{self.aggregator.assumption or f'{self.name} needs {self.min_updates} updates'}, "
+                f"but only {count} arrived; round skipped"
+            )
 
 
 def chain(
@@ -232,15 +304,20 @@ def chain(
     name: str,
     client_options: Mapping[str, Scalar] | None = None,
     configure: ConfigureFn | None = None,
+    requires_metrics: Sequence[str] = (),
+    requires_extras: Sequence[str] = (),
 ) -> Strategy:
     """Compose steps into a strategy: update steps, exactly one aggregate step, server steps.
 
     Args:
         steps: the steps, in order.
         name: the strategy's name.
-        client_options: fixed settings sent to every client (e.g. ``{"proximal_mu": 0.01}``).
+        client_options: fixed settings sent to every client (e.g. ``{"proximal_mu": 0.01}``,
+            or ``{"client_steps": "scaffold"}`` for a client-side half).
         configure: ``(state, ctx) -> (options, payload)`` for per-round settings and tensors
             that depend on the strategy state.
+        requires_metrics: metrics each update must carry (checked before aggregation).
+        requires_extras: extra tensor groups each update must carry.
 
     Raises:
         StrategyError: if the steps are out of order or there is not exactly one aggregate step.
@@ -264,4 +341,6 @@ def chain(
         tuple(s for s in after if isinstance(s, ServerStep)),
         dict(client_options or {}),
         configure,
+        tuple(requires_metrics),
+        tuple(requires_extras),
     )

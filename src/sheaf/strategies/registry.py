@@ -14,17 +14,41 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 from sheaf.core.config import StrategyConfig
 from sheaf.core.errors import ConfigError
 from sheaf.strategies.base import Strategy
 from sheaf.strategies.fedavg import fedavg
+from sheaf.strategies.fednova import fednova
+from sheaf.strategies.fedopt import fedadagrad, fedadam, fedavgm, fedyogi
+from sheaf.strategies.fedper import fedper
 from sheaf.strategies.fedprox import fedprox
+from sheaf.strategies.krum import bulyan, krum, multikrum
+from sheaf.strategies.qfedavg import qfedavg
+from sheaf.strategies.robust import median, trimmed_mean
+from sheaf.strategies.scaffold import scaffold
 
-__all__ = ["STRATEGIES", "available_strategies", "build_strategy", "register_strategy"]
+__all__ = ["STRATEGIES", "available_strategies", "build_strategy", "describe_strategy", "register_strategy"]
 
 #: Strategy name -> factory; keyword parameters of the factory are its hyperparameters.
-STRATEGIES: dict[str, Callable[..., Strategy]] = {"fedavg": fedavg, "fedprox": fedprox}
+STRATEGIES: dict[str, Callable[..., Strategy]] = {
+    "bulyan": bulyan,
+    "fedadagrad": fedadagrad,
+    "fedadam": fedadam,
+    "fedavg": fedavg,
+    "fedavgm": fedavgm,
+    "fednova": fednova,
+    "fedper": fedper,
+    "fedprox": fedprox,
+    "fedyogi": fedyogi,
+    "krum": krum,
+    "median": median,
+    "multikrum": multikrum,
+    "qfedavg": qfedavg,
+    "scaffold": scaffold,
+    "trimmed_mean": trimmed_mean,
+}
 
 
 def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
@@ -57,3 +81,28 @@ def build_strategy(config: StrategyConfig) -> Strategy:
         return factory(**config.options)
     except TypeError as exc:
         raise ConfigError(f"bad hyperparameters for strategy {config.name!r}: {exc}") from None
+
+
+def describe_strategy(name: str) -> dict[str, Any]:
+    """What ``sheaf strategies`` shows: summary, hyperparameters with defaults, sum-only or not.
+
+    Raises:
+        ConfigError: if no strategy has that name.
+    """
+    factory = STRATEGIES.get(name)
+    if factory is None:
+        raise ConfigError(f"unknown strategy {name!r}; choose one of: {', '.join(available_strategies())}")
+    doc = inspect.getdoc(factory) or ""
+    strategy = factory()
+    return {
+        "name": name,
+        "summary": doc.split("\n", 1)[0].replace("``", ""),
+        "hyperparameters": {
+            key: param.default
+            for key, param in inspect.signature(factory).parameters.items()
+            if param.default is not inspect.Parameter.empty
+        },
+        "sum_only": not strategy.needs_updates,
+        "client_steps": list(strategy.client_steps),
+        "min_updates": strategy.min_updates,
+    }

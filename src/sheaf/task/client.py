@@ -30,6 +30,7 @@ from sheaf.core.rng import Purpose, seed_for
 from sheaf.core.update import Scalar, TensorGroups, Update, validate_metrics
 from sheaf.data.dataset import ClientData
 from sheaf.task.base import EvalResult, FitInstructions, Task
+from sheaf.task.client_steps import fit_with_steps
 
 __all__ = ["evaluate_client", "fit_client", "fit_instructions"]
 
@@ -64,6 +65,9 @@ def fit_client(
 ) -> tuple[Update, TensorGroups | None]:
     """Train one client; return its update (delta from ``params``) and its new state.
 
+    The client steps named in ``options["client_steps"]`` (e.g. SCAFFOLD's) run around
+    ``task.fit`` (:mod:`sheaf.task.client_steps`).
+
     Returns:
         The update to send, and the client's new persistent state (None: unchanged).
 
@@ -72,7 +76,7 @@ def fit_client(
     """
     instructions = fit_instructions(run_seed, round, data.client_id, train, options, payload, client_state)
     try:
-        result = task.fit(params, data.train, instructions)
+        result = fit_with_steps(task, data, params, instructions)
         metrics = validate_metrics(result.metrics, source=f"client {data.client_id} fit metrics")
         update = Update.from_params(data.client_id, params, result.params, result.num_examples, metrics, result.extras)
         return update, result.client_state

@@ -62,4 +62,6 @@ def build_task(config: RunConfig, info: DatasetInfo) -> Task:
     from sheaf.task.models import model_factory
     from sheaf.task.torch_task import TorchTask
 
-    return TorchTask(model_factory(config.model, info.num_features, info.num_classes))
+    return TorchTask(
+        model_factory(config.model, info.num_features, info.num_classes, info.input_shape, input_dtype=info.input_dtype)
+    )

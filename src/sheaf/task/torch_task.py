@@ -4,8 +4,10 @@ The task holds a *model factory*, not a model, so it can be sent to worker proce
 process builds one model and reuses it for every client, only copying parameters in and
 out. Training follows the round's :class:`~sheaf.task.base.FitInstructions` (epochs,
 batch size, optimiser, lr; a strategy's ``options["proximal_mu"]`` adds FedProx's
-proximal term); the standard loop reports ``train_loss`` and ``steps`` (optimiser steps
-taken, which FedNova and SCAFFOLD use); all randomness — the mini-batch order and torch's own RNG for
+proximal term, ``payload["gradient_correction"]`` is added to every gradient (SCAFFOLD),
+``options["local_steps"]`` trains that many mini-batches instead of whole epochs); the
+standard loop reports ``train_loss`` and ``steps`` (optimiser steps taken, which FedNova
+and SCAFFOLD use); all randomness — the mini-batch order and torch's own RNG for
 layers such as dropout — comes from the instructions' seed, so a client trains identically
 wherever it runs.
 
@@ -38,6 +40,7 @@ from sheaf.core.params import Params
 from sheaf.data.dataset import Split
 from sheaf.task import optim
 from sheaf.task.base import EvalResult, FitInstructions, FitResult
+from sheaf.task.client_steps import GRADIENT_CORRECTION, LOCAL_STEPS
 
 __all__ = ["MetricFn", "OptimizerFn", "TorchTask", "TrainFn", "accuracy"]
 
@@ -86,6 +89,37 @@ def _add_proximal_gradient(params: list[nn.Parameter], anchors: list[torch.Tenso
     for param, anchor in zip(params, anchors, strict=True):
         if param.grad is not None:
             param.grad.add_(param.detach() - anchor, alpha=mu)
+
+
+@torch.no_grad()
+def _add_correction(params: list[nn.Parameter], corrections: list[torch.Tensor]) -> None:
+    """SCAFFOLD and kin: add ``payload["gradient_correction"]`` to each gradient, after the proximal term."""
+    for param, correction in zip(params, corrections, strict=True):
+        if param.grad is not None:
+            param.grad.add_(correction)
+
+
+def _corrections(named: list[tuple[str, nn.Parameter]], instructions: FitInstructions) -> list[torch.Tensor]:
+    group = instructions.payload.get(GRADIENT_CORRECTION)
+    if group is None:
+        return []
+    missing = [name for name, _ in named if name not in group]
+    if missing:
+        raise TaskError(f"payload {GRADIENT_CORRECTION!r} lacks tensors {missing}")
+    return [_tensor(group[name]).to(param.dtype).reshape(param.shape) for name, param in named]
+
+
+def _batch_orders(n: int, cfg: TrainConfig, local_steps: int, generator: np.random.Generator) -> Iterator[torch.Tensor]:
+    """Mini-batches: ``cfg.epochs`` shuffled passes, or exactly ``local_steps`` batches if > 0."""
+    taken, epoch = 0, 0
+    while local_steps > 0 or epoch < cfg.epochs:
+        order = torch.from_numpy(generator.permutation(n))
+        epoch += 1
+        for start in range(0, n, cfg.batch_size):
+            if 0 < local_steps == taken:
+                return
+            taken += 1
+            yield order[start : start + cfg.batch_size]
 
 
 def _tensor(array: npt.NDArray[Any]) -> torch.Tensor:
@@ -193,38 +227,40 @@ class TorchTask:
         if len(data) == 0:
             return {"train_loss": float("nan"), "steps": 0.0}
         x, y = _tensor(data.x), _tensor(data.y)
-        params = [p for p in model.parameters() if p.requires_grad]
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        params = [p for _, p in named]
         custom = self.optimizer_fn(params, cfg) if self.optimizer_fn is not None else None
         state = optim.init_state(params, cfg.optimizer)
         mu = float(instructions.options.get("proximal_mu", 0.0))
         anchors = [p.detach().clone() for p in params] if mu > 0 else []
+        corrections = _corrections(named, instructions)
+        local_steps = int(instructions.options.get(LOCAL_STEPS, 0))
         total, seen, steps = 0.0, 0, 0
-        for _ in range(cfg.epochs):
-            order = torch.from_numpy(generator.permutation(len(data)))
-            for start in range(0, len(data), cfg.batch_size):
-                batch = order[start : start + cfg.batch_size]
-                for param in params:
-                    param.grad = None
-                loss = self.loss_fn(model(x[batch]), y[batch])
-                loss.backward()  # type: ignore[no-untyped-call]
-                if mu > 0:
-                    _add_proximal_gradient(params, anchors, mu)
-                if custom is not None:
-                    custom.step()
-                else:
-                    optim.step(
-                        params,
-                        [p.grad for p in params],
-                        state,
-                        optimizer=cfg.optimizer,
-                        lr=cfg.lr,
-                        momentum=cfg.momentum,
-                        weight_decay=cfg.weight_decay,
-                    )
-                total += float(loss.detach()) * len(batch)
-                seen += len(batch)
-                steps += 1
-        return {"train_loss": total / seen, "steps": float(steps)}
+        for batch in _batch_orders(len(data), cfg, local_steps, generator):
+            for param in params:
+                param.grad = None
+            loss = self.loss_fn(model(x[batch]), y[batch])
+            loss.backward()  # type: ignore[no-untyped-call]
+            if mu > 0:
+                _add_proximal_gradient(params, anchors, mu)
+            if corrections:
+                _add_correction(params, corrections)
+            if custom is not None:
+                custom.step()
+            else:
+                optim.step(
+                    params,
+                    [p.grad for p in params],
+                    state,
+                    optimizer=cfg.optimizer,
+                    lr=cfg.lr,
+                    momentum=cfg.momentum,
+                    weight_decay=cfg.weight_decay,
+                )
+            total += float(loss.detach()) * len(batch)
+            seen += len(batch)
+            steps += 1
+        return {"train_loss": total / seen if seen else float("nan"), "steps": float(steps)}
 
     def evaluate(self, params: Params, data: Split) -> EvalResult:
         """Mean loss and the task's metrics of ``params`` on ``data``."""

@@ -1,0 +1,127 @@
+"""Deployment: one ``sheaf server`` and many ``sheaf client`` processes over gRPC.
+
+The same task and strategy code as simulation; only the backend differs
+(:class:`DeploymentBackend`). Tensors travel as raw bytes in chunks (:mod:`.chunks`,
+:mod:`.wire`), never pickled; every client request is signed with the client's own key
+(:mod:`.auth`) over TLS (:mod:`.keys`, :mod:`.transport`); every update is checked before
+aggregation (:mod:`.validation`); the server's state is its run store, so a killed server
+resumes where it stopped (:mod:`.server`); clients reconnect with backoff and keep their
+own state (:mod:`.client`, :mod:`.client_state`). Imported lazily by the CLI: ``import
+sheaf`` does not load gRPC.
+"""
+
+from sheaf.deploy.auth import (
+    AuthError,
+    AuthorizedClient,
+    BodyDigest,
+    ClientIdentity,
+    RequestVerifier,
+    authorized_line,
+    key_id,
+    load_authorized_clients,
+    load_identity,
+)
+from sheaf.deploy.backend import DeploymentBackend, task_id
+from sheaf.deploy.chunks import (
+    CHUNK_BYTES,
+    MAX_MESSAGE_BYTES,
+    EncodedTensors,
+    TensorAssembler,
+    WireError,
+    encode_tensors,
+    tensor_digest,
+)
+from sheaf.deploy.client import ClientOptions, DeployedClient, run_client
+from sheaf.deploy.client_state import ClientStateFile
+from sheaf.deploy.coordinator import Coordinator, Slot, Work, WorkOutcome
+from sheaf.deploy.keys import KeySet, init_keys, new_client_key
+from sheaf.deploy.local import catalog_info, deployment_task, load_client_data, load_test_data
+from sheaf.deploy.logs import configure_logging, log_event
+from sheaf.deploy.server import ServerOptions, ServerResult, limit_malloc_arenas, run_server, server_run_path
+from sheaf.deploy.service import FederationService, ServiceSettings
+from sheaf.deploy.status import run_status
+from sheaf.deploy.transport import (
+    METHODS,
+    SERVICE_NAME,
+    client_channel,
+    client_options,
+    server_credentials,
+    server_options,
+)
+from sheaf.deploy.validation import declared_problem, value_problem
+from sheaf.deploy.wire import (
+    PROTOCOL,
+    ReceivedResult,
+    ReceivedTask,
+    ResultReader,
+    TaskReader,
+    chunk_messages,
+    encode_result,
+    encode_task_header,
+    idle_message,
+    task_chunk,
+)
+
+__all__ = [
+    "CHUNK_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "METHODS",
+    "PROTOCOL",
+    "SERVICE_NAME",
+    "AuthError",
+    "AuthorizedClient",
+    "BodyDigest",
+    "ClientIdentity",
+    "ClientOptions",
+    "ClientStateFile",
+    "Coordinator",
+    "DeployedClient",
+    "DeploymentBackend",
+    "EncodedTensors",
+    "FederationService",
+    "KeySet",
+    "ReceivedResult",
+    "ReceivedTask",
+    "RequestVerifier",
+    "ResultReader",
+    "ServerOptions",
+    "ServerResult",
+    "ServiceSettings",
+    "Slot",
+    "TaskReader",
+    "TensorAssembler",
+    "WireError",
+    "Work",
+    "WorkOutcome",
+    "authorized_line",
+    "catalog_info",
+    "chunk_messages",
+    "client_channel",
+    "client_options",
+    "configure_logging",
+    "declared_problem",
+    "deployment_task",
+    "encode_result",
+    "encode_task_header",
+    "encode_tensors",
+    "idle_message",
+    "init_keys",
+    "key_id",
+    "limit_malloc_arenas",
+    "load_authorized_clients",
+    "load_client_data",
+    "load_identity",
+    "load_test_data",
+    "log_event",
+    "new_client_key",
+    "run_client",
+    "run_server",
+    "run_status",
+    "server_credentials",
+    "server_options",
+    "server_run_path",
+    "task_chunk",
+    "task_id",
+    "tensor_digest",
+    "value_problem",
+]

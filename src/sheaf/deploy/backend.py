@@ -1,0 +1,137 @@
+"""DeploymentBackend: the round loop's cohorts, run by remote clients over gRPC.
+
+The server runs the very round loop simulations run (:func:`sheaf.run.run_rounds`),
+with this backend in place of an in-process one. ``fit`` encodes the global params (and
+the strategy's payload) *once* for the whole cohort, posts one task per client to the
+:class:`~sheaf.deploy.coordinator.Coordinator` and waits until every client answered,
+dropped out or timed out; ``evaluate`` does the same for an evaluation. Clients that did
+not deliver come back as :class:`~sheaf.core.errors.ClientFailure` values — dropouts the
+loop records — never as exceptions.
+
+Task ids are deterministic (``r<round>-<kind>-c<client>``), so after a server restart a
+client's late delivery for the round being redone is still recognised.
+
+Each fit task also tells its client the last round whose update from it was aggregated
+(from the run store), which is how a client's own persistent state moves on exactly as in
+simulation (:mod:`sheaf.deploy.client_state`).
+
+Example:
+    >>> task_id(3, "fit", 7)
+    'r3-fit-c7'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from sheaf.backends.base import Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.core.params import Params
+from sheaf.core.update import Update
+from sheaf.deploy.chunks import encode_tensors
+from sheaf.deploy.coordinator import Coordinator, Slot, Work, WorkOutcome
+from sheaf.deploy.logs import log_event
+from sheaf.deploy.wire import encode_task_header, task_chunk
+from sheaf.run.store import RunStore
+from sheaf.task.base import EvalResult
+
+__all__ = ["DeploymentBackend", "task_id"]
+
+_log = logging.getLogger("sheaf.server")
+
+
+def task_id(round: int, kind: str, client_id: int) -> str:
+    """The id of a client's task: the same for the same work, across server restarts."""
+    return f"r{round}-{kind}-c{client_id}"
+
+
+class DeploymentBackend:
+    """A :class:`~sheaf.backends.base.Backend` whose clients are remote processes.
+
+    Args:
+        coordinator: the server's live state (shared with the gRPC handlers).
+        store: the run store (read for which clients' updates were aggregated).
+    """
+
+    name = "grpc"
+
+    def __init__(self, coordinator: Coordinator, store: RunStore) -> None:
+        self.coordinator = coordinator
+        self.store = store
+        self._round = store.last_round
+        self._aggregated: dict[int, int] = {}
+        self._synced = 0
+
+    def start(self, env: SimulationEnv) -> None:
+        """Nothing to start: deployed clients hold their own data and task (env is unused)."""
+
+    def close(self) -> None:
+        """Nothing to release: the server owns the gRPC transport."""
+
+    def _aggregated_rounds(self) -> dict[int, int]:
+        """Client id -> the last committed round whose update from it was aggregated."""
+        last = self.store.last_round
+        if last > self._synced:
+            for record in self.store.history():
+                if self._synced < record.round <= last and record.aggregated:
+                    for round, client in self.store.client_records(round=record.round, phase="fit"):
+                        self._aggregated[client.client_id] = round
+            self._synced = last
+        return self._aggregated
+
+    def fit(self, cohort: Cohort) -> FitOutcome:
+        """Send the cohort its tasks and collect the updates that come back."""
+        self._round = cohort.round
+        aggregated = self._aggregated_rounds()
+        tensors = encode_tensors({"": cohort.params, **{k: v for k, v in cohort.payload.items() if k}})
+        chunks = [task_chunk(c) for c in tensors.chunks]
+        slots = {}
+        for client_id in cohort.client_ids:
+            tid = task_id(cohort.round, "fit", client_id)
+            header = encode_task_header(
+                tid,
+                "fit",
+                cohort.round,
+                client_id,
+                tensors,
+                train=cohort.train,
+                options=cohort.options,
+                aggregated_round=aggregated.get(client_id, 0),
+            )
+            slots[client_id] = Slot(client_id, tid, header)
+        log_event(
+            _log, logging.INFO, "round_started", round=cohort.round, cohort=list(cohort.client_ids)[:50],
+            model_bytes=tensors.total_bytes,
+        )  # fmt: skip
+        outcome = self._run(Work("fit", cohort.round, slots, chunks, like=cohort.params))
+        updates = [
+            Update(client_id, result.delta, result.num_examples, result.metrics, result.extras)
+            for client_id, result in outcome.results.items()
+            if result.delta is not None
+        ]
+        return FitOutcome(updates, outcome.failures)
+
+    def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
+        """Ask the clients to evaluate ``params`` on their local test splits.
+
+        A client without a local test split answers with no examples and is left out.
+        """
+        tensors = encode_tensors({"": params})
+        chunks = [task_chunk(c) for c in tensors.chunks]
+        slots = {}
+        for client_id in client_ids:
+            tid = task_id(self._round, "evaluate", client_id)
+            slots[client_id] = Slot(
+                client_id, tid, encode_task_header(tid, "evaluate", self._round, client_id, tensors)
+            )
+        outcome = self._run(Work("evaluate", self._round, slots, chunks))
+        results = {
+            client_id: EvalResult(result.loss, result.num_examples, result.metrics)
+            for client_id, result in outcome.results.items()
+            if result.num_examples > 0
+        }
+        return EvalOutcome(results, outcome.failures)
+
+    def _run(self, work: Work) -> WorkOutcome:
+        self.coordinator.post(work)
+        return self.coordinator.wait(work)

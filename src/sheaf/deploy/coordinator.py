@@ -1,0 +1,360 @@
+"""The server's live state: who is in contact, what each client must do, what came back.
+
+Two threads share it. The round loop (main thread) *posts* a batch of work — a round's
+fit cohort, or an evaluation — and *waits* for it; the gRPC handlers (the event-loop
+thread) hand each client its task when it pulls, and *settle* its share when its result
+arrives. All state sits behind one lock; the waits are a condition variable (main
+thread) and a wake-up callback the service turns into an asyncio event (handlers).
+
+A client's share of a batch is settled exactly once, by the first of:
+
+- its result (or its report that the work failed);
+- a rejection of its result by the server's checks;
+- silence: no request from it for ``server.heartbeat_timeout`` seconds (counted from
+  this server's start for a client it has not heard from yet) — it has dropped out;
+- the batch's ``server.round_timeout``.
+
+A second delivery of the same update id is a duplicate and changes nothing.
+
+Example:
+    >>> from sheaf.core.config import ServerConfig
+    >>> coordinator = Coordinator({0: "a", 1: "b"}, ServerConfig(round_timeout=0.2))
+    >>> work = Work("fit", 1, {c: Slot(c, f"r1-fit-c{c}", b"header") for c in (0, 1)}, [])
+    >>> coordinator.post(work)
+    >>> coordinator.touch(0)
+    >>> coordinator.task_for(0)[0]
+    b'header'
+    >>> coordinator.settle(0, "r1-fit-c0", "u1", failure="fit failed: out of memory")
+    ('accepted', '')
+    >>> outcome = coordinator.wait(work)
+    >>> [f.reason for f in outcome.failures]
+    ['fit failed: out of memory', 'no result within server.round_timeout=0.2 s']
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sheaf.core.config import ServerConfig
+from sheaf.core.errors import ClientFailure
+from sheaf.core.params import Params
+from sheaf.deploy.logs import log_event
+from sheaf.deploy.wire import ReceivedResult
+
+__all__ = ["Coordinator", "Slot", "Work", "WorkOutcome"]
+
+_log = logging.getLogger("sheaf.server")
+
+
+@dataclass
+class Slot:
+    """One client's share of a batch of work.
+
+    Attributes:
+        client_id: the client.
+        task_id: the task's id (deterministic: the same after a server restart).
+        header: the task's first message, addressed to this client.
+        state: ``waiting`` (not yet pulled), ``sent``, or ``done``.
+        update_id: the id of the result that settled it.
+        result: the result, if one was accepted.
+        failure: why this client's share failed, if it did.
+    """
+
+    client_id: int
+    task_id: str
+    header: bytes
+    state: str = "waiting"
+    update_id: str = ""
+    result: ReceivedResult | None = None
+    failure: str = ""
+
+
+@dataclass
+class Work:
+    """A batch: one round's fit cohort, or one evaluation.
+
+    Attributes:
+        kind: ``fit`` or ``evaluate``.
+        round: the round number.
+        slots: each client's share, by client id.
+        chunks: the task's tensor chunk messages, shared by every client.
+        like: the model the results must match (fits).
+    """
+
+    kind: str
+    round: int
+    slots: dict[int, Slot]
+    chunks: list[bytes]
+    like: Params | None = None
+    posted: float = field(default=0.0)
+
+
+@dataclass(frozen=True)
+class WorkOutcome:
+    """What a batch produced: accepted results by client, and the clients that failed."""
+
+    results: dict[int, ReceivedResult]
+    failures: list[ClientFailure]
+
+
+class Coordinator:
+    """The shared state of a running server. See the module docstring.
+
+    Args:
+        clients: every authorised client id and its name.
+        settings: the run's ``[server]`` settings (timeouts).
+        clock: monotonic seconds (for tests).
+        on_tick: called about once a second from :meth:`wait` (the server writes its
+            status to the run store there).
+    """
+
+    def __init__(
+        self,
+        clients: Mapping[int, str],
+        settings: ServerConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_tick: Callable[[], None] | None = None,
+    ) -> None:
+        self.names = dict(clients)
+        self.settings = settings
+        self._clock = clock
+        self._started = clock()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._last_seen: dict[int, float] = {}
+        self._lost: set[int] = set()
+        self._work: Work | None = None
+        self._finished = False
+        # Recent update ids per client: a late repeat of a delivery is still a duplicate.
+        self._delivered: dict[int, deque[str]] = {}
+        self._traffic = {"sent": 0, "received": 0}
+        self.on_tick = on_tick
+        self._last_tick = self._started
+        #: set by the service: wakes handlers waiting for work (called without the lock)
+        self.wakeup: Callable[[], None] | None = None
+
+    # Contact ---------------------------------------------------------------------------
+    def touch(self, client_id: int, peer: str = "") -> None:
+        """Record a request from a client (any request counts as a heartbeat)."""
+        with self._lock:
+            first = client_id not in self._last_seen
+            back = client_id in self._lost
+            self._last_seen[client_id] = self._clock()
+            self._lost.discard(client_id)
+        if first or back:
+            event = "client_connected" if first else "client_back"
+            log_event(_log, logging.INFO, event, client=client_id, name=self.names.get(client_id, "?"), peer=peer)
+
+    def count_traffic(self, *, sent: int = 0, received: int = 0) -> None:
+        """Add message bytes the server sent or received (protobuf bytes, before gRPC framing)."""
+        with self._lock:
+            self._traffic["sent"] += sent
+            self._traffic["received"] += received
+
+    @property
+    def traffic(self) -> dict[str, int]:
+        """Message bytes sent and received since the server started."""
+        with self._lock:
+            return dict(self._traffic)
+
+    def _silent_for(self, client_id: int, now: float) -> float:
+        return now - max(self._last_seen.get(client_id, self._started), self._started)
+
+    def connected(self) -> list[int]:
+        """Clients heard from within ``heartbeat_timeout``, by id."""
+        now = self._clock()
+        with self._lock:
+            return sorted(c for c in self._last_seen if now - self._last_seen[c] <= self.settings.heartbeat_timeout)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The live view ``sheaf status`` shows: contacts and the batch in progress."""
+        now = self._clock()
+        with self._lock:
+            work = self._work
+            contacts = {str(c): round(now - t, 1) for c, t in sorted(self._last_seen.items())}
+            pending = sorted(c for c, s in work.slots.items() if s.state != "done") if work else []
+            return {
+                "seconds_since_contact": contacts,
+                "heartbeat_timeout": self.settings.heartbeat_timeout,
+                "work": {"kind": work.kind, "round": work.round, "waiting_for": pending} if work else None,
+                "finished": self._finished,
+                "bytes_sent": self._traffic["sent"],
+                "bytes_received": self._traffic["received"],
+            }
+
+    def _sweep(self, now: float) -> None:
+        """Log clients that just went silent (called with the lock held)."""
+        for client_id, seen in self._last_seen.items():
+            if client_id not in self._lost and now - seen > self.settings.heartbeat_timeout:
+                self._lost.add(client_id)
+                log_event(
+                    _log,
+                    logging.WARNING,
+                    "client_lost",
+                    client=client_id,
+                    name=self.names.get(client_id, "?"),
+                    silent_seconds=now - seen,
+                )
+
+    # Work --------------------------------------------------------------------------------
+    def post(self, work: Work) -> None:
+        """Make a batch the current one; its clients may pull their tasks from now on."""
+        with self._lock:
+            work.posted = self._clock()
+            self._work = work
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.wakeup is not None:
+            self.wakeup()
+
+    def task_for(self, client_id: int) -> tuple[bytes, list[bytes]] | None:
+        """The task a pulling client should receive now (header, chunks), if any."""
+        with self._lock:
+            work = self._work
+            slot = work.slots.get(client_id) if work is not None else None
+            if work is None or slot is None or slot.state == "done":
+                return None
+            slot.state = "sent"  # a client that lost the stream may pull the same task again
+            return slot.header, work.chunks
+
+    def awaited(self, client_id: int, task_id: str) -> tuple[Work, Slot] | None:
+        """The open batch and slot a result for ``task_id`` from this client would settle."""
+        with self._lock:
+            work = self._work
+            slot = work.slots.get(client_id) if work is not None else None
+            if work is None or slot is None or slot.task_id != task_id:
+                return None
+            return work, slot
+
+    def settle(
+        self,
+        client_id: int,
+        task_id: str,
+        update_id: str,
+        *,
+        result: ReceivedResult | None = None,
+        failure: str = "",
+        rejected: bool = False,
+    ) -> tuple[str, str]:
+        """Settle a client's share with its result, its failure, or a rejection.
+
+        Returns:
+            ``(status, detail)``: status is ``accepted``, ``duplicate`` (this update id
+            settled it before), ``stale`` (not awaited: other task, or already settled) or
+            ``rejected``.
+        """
+        with self._lock:
+            if update_id in self._delivered.get(client_id, ()):
+                return "duplicate", "this update was delivered before; ignored"
+            work = self._work
+            slot = work.slots.get(client_id) if work is not None else None
+            if work is None or slot is None or slot.task_id != task_id:
+                return "stale", f"task {task_id} is not awaited (its round is over, or it is unknown)"
+            if slot.state == "done":
+                if slot.update_id == update_id:
+                    return "duplicate", "this update was delivered before; ignored"
+                settled = slot.failure or "a result was accepted"
+                return "stale", f"task {task_id} is already settled ({settled})"
+            slot.state, slot.update_id = "done", update_id
+            self._delivered.setdefault(client_id, deque(maxlen=16)).append(update_id)
+            if failure:
+                slot.failure = failure
+            else:
+                slot.result = result
+            self._changed.notify_all()
+        if failure:
+            log_event(
+                _log,
+                logging.WARNING,
+                "update_rejected" if rejected else "client_failed",
+                client=client_id,
+                round=work.round,
+                kind=work.kind,
+                reason=failure,
+            )
+        return ("rejected", failure) if rejected else ("accepted", "")
+
+    def _fail_open(self, work: Work, now: float) -> None:
+        """Settle the shares of silent clients, and all open ones past the deadline."""
+        timeout = self.settings.heartbeat_timeout
+        late = now - work.posted >= self.settings.round_timeout
+        for slot in work.slots.values():
+            if slot.state == "done":
+                continue
+            silent = self._silent_for(slot.client_id, now)
+            if silent > timeout:
+                slot.failure = f"no contact for {silent:.0f} s (server.heartbeat_timeout={timeout:g} s)"
+            elif late:
+                slot.failure = f"no result within server.round_timeout={self.settings.round_timeout:g} s"
+            else:
+                continue
+            slot.state = "done"
+            log_event(
+                _log, logging.WARNING, "client_dropped", client=slot.client_id, round=work.round, kind=work.kind,
+                reason=slot.failure,
+            )  # fmt: skip
+
+    def wait(self, work: Work) -> WorkOutcome:
+        """Block until every share of ``work`` is settled; return what came back."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._sweep(now)
+                self._fail_open(work, now)
+                if all(slot.state == "done" for slot in work.slots.values()):
+                    break
+                deadline = work.posted + self.settings.round_timeout
+                self._changed.wait(timeout=max(0.01, min(0.25, deadline - now)))
+            self._tick()
+        results = {c: s.result for c, s in sorted(work.slots.items()) if s.result is not None}
+        failures = [ClientFailure(c, s.failure) for c, s in sorted(work.slots.items()) if s.failure]
+        return WorkOutcome(results, failures)
+
+    def _tick(self, force: bool = False) -> None:
+        """Call ``on_tick`` if a second has passed since the last call (or if forced)."""
+        now = self._clock()
+        if self.on_tick is not None and (force or now - self._last_tick >= 1.0):
+            self._last_tick = now
+            self.on_tick()
+
+    def wait_for_clients(self, count: int, *, report_every: float = 10.0) -> None:
+        """Block until at least ``count`` clients are connected, logging who is awaited."""
+        last_report = self._clock() - report_every
+        while len(connected := self.connected()) < count:
+            now = self._clock()
+            if now - last_report >= report_every:
+                last_report = now
+                missing = sorted(set(self.names) - set(connected))
+                log_event(
+                    _log, logging.INFO, "waiting_for_clients", connected=len(connected), needed=count,
+                    not_connected=missing[:20],
+                )  # fmt: skip
+            self._tick()
+            with self._lock:
+                self._changed.wait(timeout=0.2)
+
+    # End ----------------------------------------------------------------------------------
+    def finish(self) -> None:
+        """Mark the run over: pulls and heartbeats tell clients to stop."""
+        with self._lock:
+            self._finished = True
+            self._work = None
+        self._wake()
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run is over."""
+        return self._finished
+
+    @property
+    def work(self) -> Work | None:
+        """The batch in progress, if any."""
+        return self._work

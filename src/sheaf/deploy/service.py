@@ -1,0 +1,332 @@
+"""The server's gRPC handlers: authenticate, decode, check, and hand over to the coordinator.
+
+The handlers are registered on **raw bytes** (no automatic deserialisation), so every
+request is authenticated over exactly the bytes that arrived before anything parses them
+(:mod:`sheaf.deploy.auth`), and every decode goes through the checked readers of
+:mod:`sheaf.deploy.wire`. A refused request gets a gRPC status with one line saying why,
+and a log event; nothing a client sends can stop the server.
+
+A result is checked in stages, each cheaper than the next: its signature (over its
+header), whether its task is still awaited (else ``STALE``, or ``DUPLICATE`` for a repeat
+delivery), the declared tensors against the model and the size limit — all before any
+tensor bytes are taken — then, once received, the bytes against the header's digest,
+and the values (finite, norm bound: :mod:`sheaf.deploy.validation`). A rejected update
+settles the client's share of the round as a dropout with the reason; the round goes on.
+
+Example:
+    >>> ServiceSettings("run-1", "{}", heartbeat_interval=5.0, max_update_bytes=1 << 20).max_update_norm
+    0.0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+import grpc.aio
+
+from sheaf.core.update import Update
+from sheaf.deploy._proto import federation_pb2 as pb
+from sheaf.deploy.auth import SIGNATURE_HEADER, AuthError, AuthorizedClient, BodyDigest, RequestVerifier
+from sheaf.deploy.chunks import CHUNK_BYTES, WireError
+from sheaf.deploy.coordinator import Coordinator
+from sheaf.deploy.logs import log_event
+from sheaf.deploy.transport import METHODS, SERVICE_NAME
+from sheaf.deploy.validation import declared_problem, value_problem
+from sheaf.deploy.wire import PROTOCOL, ResultReader, idle_message
+
+__all__ = ["FederationService", "ServiceSettings"]
+
+_log = logging.getLogger("sheaf.server")
+_STATUS = {"accepted": pb.ACCEPTED, "duplicate": pb.DUPLICATE, "stale": pb.STALE, "rejected": pb.REJECTED}
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+#: The longest a pull is held open waiting for work.
+MAX_PULL_WAIT = 30.0
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What the handlers tell clients and enforce.
+
+    Attributes:
+        run_id: the run's id; a client of another run must join again.
+        config_json: the run's config, sent to clients when they join.
+        heartbeat_interval: seconds between client heartbeats.
+        max_update_bytes: the largest update accepted (all its tensors).
+        max_update_norm: the largest delta L2 norm accepted (0: no bound).
+    """
+
+    run_id: str
+    config_json: str
+    heartbeat_interval: float
+    max_update_bytes: int
+    max_update_norm: float = 0.0
+
+
+def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> list[tuple[str, str | bytes]]:
+    return [(str(k), v) for k, v in (context.invocation_metadata() or ())]
+
+
+def _signature(metadata: list[tuple[str, str | bytes]]) -> str:
+    for key, value in metadata:
+        if key == SIGNATURE_HEADER:
+            return value.decode() if isinstance(value, bytes) else value
+    raise AuthError("request lacks the sheaf-signature metadata")
+
+
+class FederationService:
+    """The ``sheaf.v1.Federation`` service on top of a :class:`Coordinator`.
+
+    Args:
+        coordinator: the server's live state.
+        verifier: checks every request's signature.
+        settings: what the handlers enforce.
+    """
+
+    def __init__(self, coordinator: Coordinator, verifier: RequestVerifier, settings: ServiceSettings) -> None:
+        self.coordinator = coordinator
+        self.verifier = verifier
+        self.settings = settings
+        self._work_posted: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # Wiring ----------------------------------------------------------------------------
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach to the server's event loop, so posted work wakes waiting pulls."""
+        self._loop = loop
+        self._work_posted = asyncio.Event()
+
+        def wakeup() -> None:
+            loop.call_soon_threadsafe(self._wake)
+
+        self.coordinator.wakeup = wakeup
+
+    def _wake(self) -> None:
+        if self._work_posted is not None:
+            self._work_posted.set()
+            self._work_posted = asyncio.Event()
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The generic handler to register on a ``grpc.aio`` server (raw bytes in and out).
+
+        Every message's bytes are counted on the way (the coordinator's traffic figures).
+        """
+        count = self.coordinator.count_traffic
+
+        def unary(method: Callable[[bytes, Context], Awaitable[bytes]]) -> Callable[[bytes, Context], Awaitable[bytes]]:
+            async def counted(request: bytes, context: Context) -> bytes:
+                count(received=len(request))
+                reply = await method(request, context)
+                count(sent=len(reply))
+                return reply
+
+            return counted
+
+        async def pull(request: bytes, context: Context) -> AsyncIterator[bytes]:
+            count(received=len(request))
+            async for message in self.pull_task(request, context):
+                count(sent=len(message))
+                yield message
+
+        async def push(requests: AsyncIterator[bytes], context: Context) -> bytes:
+            async def counted() -> AsyncIterator[bytes]:
+                async for message in requests:
+                    count(received=len(message))
+                    yield message
+
+            reply = await self.push_result(counted(), context)
+            count(sent=len(reply))
+            return reply
+
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                "Join": grpc.unary_unary_rpc_method_handler(unary(self.join)),
+                "Heartbeat": grpc.unary_unary_rpc_method_handler(unary(self.heartbeat)),
+                "PullTask": grpc.unary_stream_rpc_method_handler(pull),
+                "PushResult": grpc.stream_unary_rpc_method_handler(push),
+            },
+        )
+
+    # Shared steps ----------------------------------------------------------------------
+    async def _refuse(
+        self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, event: str, reason: str, **fields: Any
+    ) -> NoReturn:
+        log_event(_log, logging.WARNING, event, peer=context.peer(), reason=reason, **fields)
+        await context.abort(code, reason)
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    async def _authenticate(
+        self, context: grpc.aio.ServicerContext[Any, Any], method: str, body: bytes
+    ) -> AuthorizedClient:
+        try:
+            client = self.verifier.authenticate(METHODS[method], _metadata(context), BodyDigest().update(body).digest())
+        except AuthError as exc:
+            await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "request_refused", str(exc), method=method)
+        self.coordinator.touch(client.client_id, context.peer())
+        return client
+
+    async def _parse(self, context: grpc.aio.ServicerContext[Any, Any], message_type: type[Any], body: bytes) -> Any:
+        message = message_type()
+        try:
+            message.ParseFromString(body)
+        except Exception as exc:  # any parser error is the client's: refuse the request, keep serving
+            await self._refuse(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "request_malformed",
+                f"malformed {message_type.__name__}: {exc}",
+            )
+        return message
+
+    async def _check_run(
+        self, context: grpc.aio.ServicerContext[Any, Any], run_id: str, client: AuthorizedClient
+    ) -> None:
+        if run_id != self.settings.run_id:
+            await self._refuse(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "request_refused",
+                f"this server runs {self.settings.run_id}, not {run_id or 'nothing'}; join again",
+                client=client.client_id,
+            )
+
+    # Handlers --------------------------------------------------------------------------
+    async def join(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        """Authenticate a client and tell it who it is and what the run is."""
+        client = await self._authenticate(context, "Join", request)
+        message: pb.JoinRequest = await self._parse(context, pb.JoinRequest, request)
+        if message.protocol != PROTOCOL:
+            await self._refuse(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "request_refused",
+                f"client speaks protocol {message.protocol}, this server {PROTOCOL}; install matching sheaf versions",
+                client=client.client_id,
+            )
+        log_event(_log, logging.INFO, "client_joined", client=client.client_id, name=client.name, peer=context.peer())
+        reply = pb.JoinReply(
+            protocol=PROTOCOL,
+            client_id=client.client_id,
+            client_name=client.name,
+            run_id=self.settings.run_id,
+            config_json=self.settings.config_json,
+            heartbeat_interval=self.settings.heartbeat_interval,
+            chunk_bytes=CHUNK_BYTES,
+            max_update_bytes=self.settings.max_update_bytes,
+        )
+        return reply.SerializeToString()
+
+    async def heartbeat(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        """Note that the client is alive; tell it whether the run is over."""
+        client = await self._authenticate(context, "Heartbeat", request)
+        message: pb.HeartbeatRequest = await self._parse(context, pb.HeartbeatRequest, request)
+        await self._check_run(context, message.run_id, client)
+        return pb.HeartbeatReply(finished=self.coordinator.finished).SerializeToString()
+
+    async def pull_task(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
+        """Stream the client's next task, waiting up to its ``wait_seconds`` for one."""
+        client = await self._authenticate(context, "PullTask", request)
+        message: pb.PullRequest = await self._parse(context, pb.PullRequest, request)
+        await self._check_run(context, message.run_id, client)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(message.wait_seconds, 0.0), MAX_PULL_WAIT)
+        while True:
+            if self.coordinator.finished:
+                yield idle_message(0.0, finished=True)
+                return
+            task = self.coordinator.task_for(client.client_id)
+            if task is not None:
+                header, chunks = task
+                for data in (header, *chunks):
+                    yield data
+                return
+            remaining = deadline - loop.time()
+            event = self._work_posted
+            if remaining <= 0 or event is None:
+                yield idle_message(0.0)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)
+
+    async def push_result(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        """Receive, check and settle one result."""
+        metadata = _metadata(context)
+        try:
+            client, pending = self.verifier.precheck(METHODS["PushResult"], metadata)
+            stream = aiter(requests)
+            first = await anext(stream, None)
+            if first is None:
+                raise AuthError("empty result stream")
+            self.verifier.verify(client, pending, _signature(metadata), BodyDigest().update(first).digest())
+        except AuthError as exc:
+            await self._refuse(
+                context, grpc.StatusCode.UNAUTHENTICATED, "request_refused", str(exc), method="PushResult"
+            )
+        self.coordinator.touch(client.client_id, context.peer())
+        status, detail = await self._receive(client, first, stream)
+        if status == "duplicate":
+            log_event(_log, logging.INFO, "duplicate_ignored", client=client.client_id, detail=detail)
+        elif status == "stale":
+            log_event(_log, logging.INFO, "stale_result", client=client.client_id, detail=detail)
+        return pb.PushReply(status=_STATUS[status], detail=detail).SerializeToString()
+
+    async def _receive(self, client: AuthorizedClient, first: bytes, stream: AsyncIterator[bytes]) -> tuple[str, str]:
+        cid = client.client_id
+        reader = ResultReader(self.settings.max_update_bytes)
+        try:
+            reader.feed(first)
+        except WireError as exc:
+            header = reader.header
+            if header is None:  # not even a header: nothing to settle, just refuse it
+                log_event(_log, logging.WARNING, "result_refused", client=cid, reason=str(exc))
+                return "rejected", str(exc)
+            return self._reject(cid, header.task_id, header.update_id, str(exc))
+        header = reader.header
+        assert header is not None
+        found = self.coordinator.awaited(cid, header.task_id)
+        if found is None or found[1].state == "done":
+            return self.coordinator.settle(cid, header.task_id, header.update_id)  # stale or duplicate
+        work, _ = found
+        kind = {pb.FIT: "fit", pb.EVALUATE: "evaluate"}.get(header.kind)
+        if kind != work.kind or header.round != work.round:
+            return self._reject(
+                cid, header.task_id, header.update_id, f"result is for a {kind} of round {header.round}"
+            )
+        if work.kind == "fit" and not header.failure and work.like is not None:
+            problem = declared_problem(header.tensors, work.like)
+            if problem is not None:
+                return self._reject(cid, header.task_id, header.update_id, problem)
+        try:
+            async for message in stream:
+                reader.feed(message)
+            result = reader.finish()
+        except WireError as exc:
+            return self._reject(cid, header.task_id, header.update_id, str(exc))
+        if result.failure:
+            reason = f"{result.kind} failed on the client: {result.failure}"
+            return self.coordinator.settle(cid, result.task_id, result.update_id, failure=reason)
+        if result.kind == "fit" and work.like is not None and result.delta is not None:
+            update = Update(cid, result.delta, result.num_examples, result.metrics, result.extras)
+            problem = value_problem(update, work.like, self.settings.max_update_norm)
+            if problem is not None:
+                return self._reject(cid, result.task_id, result.update_id, problem)
+        elif result.kind == "evaluate" and result.loss in (float("inf"), float("-inf")):
+            return self._reject(cid, result.task_id, result.update_id, "evaluation loss is infinite")
+        return self.coordinator.settle(cid, result.task_id, result.update_id, result=result)
+
+    def _reject(self, client_id: int, task_id: str, update_id: str, reason: str) -> tuple[str, str]:
+        status, detail = self.coordinator.settle(
+            client_id, task_id, update_id, failure=f"update rejected: {reason}", rejected=True
+        )
+        if status != "rejected":  # the task was not awaited: nothing to settle, but say why
+            log_event(_log, logging.WARNING, "result_refused", client=client_id, reason=reason)
+            return "rejected", reason
+        return status, detail

@@ -1,0 +1,63 @@
+"""What the server checks on an incoming update before it may reach aggregation.
+
+Two stages, so a bad update costs little:
+
+1. :func:`declared_problem` — on the result's header alone, before any tensor bytes are
+   received: the delta must declare exactly the model's tensor names, shapes and dtypes
+   (the size limit is enforced by the reader: see :mod:`sheaf.deploy.wire`);
+2. :func:`value_problem` — on the received values: every value finite (extras included)
+   and, if the run sets ``server.max_update_norm``, the delta's L2 norm within it.
+
+Each returns None or one line saying what is wrong, which the server logs and records as
+the client's dropout reason for the round.
+
+Example:
+    >>> import numpy as np
+    >>> from sheaf.core.params import Params
+    >>> from sheaf.core.update import Update
+    >>> model = Params({"w": np.zeros(2, np.float32)})
+    >>> bad = Update(3, Params({"w": np.array([np.nan, 0], np.float32)}), 5)
+    >>> value_problem(bad, model, max_norm=0.0)
+    "client 3: tensor 'w' holds NaN or infinite values"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from sheaf.core.errors import SheafError
+from sheaf.core.params import Params
+from sheaf.core.update import Update, check_update
+from sheaf.deploy._proto import federation_pb2 as pb
+
+__all__ = ["declared_problem", "value_problem"]
+
+
+def declared_problem(tensors: Sequence[pb.TensorSpec], like: Params) -> str | None:
+    """Whether a fit result's declared delta (group ``""``) matches the model, as one line."""
+    declared = {spec.name: spec for spec in tensors if spec.group == ""}
+    if set(declared) != set(like) or len(declared) != len(like):
+        return f"update declares tensors {sorted(declared)[:8]}, the model has {sorted(like)[:8]}"
+    for name, array in like.items():
+        spec = declared[name]
+        shape = tuple(int(d) for d in spec.shape)
+        if shape != array.shape:
+            return f"tensor {name!r} has shape {shape}, the model's is {array.shape}"
+        if spec.dtype != array.dtype.name:
+            return f"tensor {name!r} has dtype {spec.dtype}, the model's is {array.dtype.name}"
+    return None
+
+
+def value_problem(update: Update, like: Params, max_norm: float) -> str | None:
+    """Whether an update's values may be aggregated: finite, and within the norm bound."""
+    try:
+        check_update(update, like)
+    except SheafError as exc:
+        return str(exc)
+    if max_norm > 0:
+        norm = update.delta.l2_norm()
+        if not np.isfinite(norm) or norm > max_norm:
+            return f"client {update.client_id}: update norm {norm:.4g} exceeds server.max_update_norm={max_norm:g}"
+    return None

@@ -1,0 +1,104 @@
+"""Tasks for the deployment tests: plain NumPy, so client processes start without torch."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from sheaf.core.params import Params
+from sheaf.data.dataset import DatasetInfo, Split
+from sheaf.strategies import Strategy, chain, weighted_mean
+from sheaf.strategies.base import RoundContext
+from sheaf.task.base import EvalResult, FitInstructions, FitResult
+
+
+class SoftmaxTask:
+    """Softmax regression in float32.
+
+    For tests of timing: ``SHEAF_TEST_FIT_SECONDS`` makes every fit take at least that long;
+    ``SHEAF_TEST_SLOW_ROUND`` and ``SHEAF_TEST_SLOW_SECONDS`` stall one round's fit.
+    """
+
+    def __init__(self, features: int, classes: int) -> None:
+        self.features, self.classes = features, classes
+
+    def init_params(self, seed: int) -> Params:
+        rng = np.random.default_rng(seed)
+        return Params({"w": (0.01 * rng.standard_normal((self.features, self.classes))).astype(np.float32),
+                       "b": np.zeros(self.classes, np.float32)})  # fmt: skip
+
+    def _probs(self, w: np.ndarray[Any, Any], b: np.ndarray[Any, Any], x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        logits = x @ w + b
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        if str(instructions.round) == os.environ.get("SHEAF_TEST_SLOW_ROUND"):
+            time.sleep(float(os.environ.get("SHEAF_TEST_SLOW_SECONDS", "60")))
+        time.sleep(float(os.environ.get("SHEAF_TEST_FIT_SECONDS", "0")))
+        w, b = params["w"].copy(), params["b"].copy()
+        onehot = np.eye(self.classes, dtype=np.float32)[data.y]
+        order = np.random.default_rng(instructions.seed).permutation(len(data))
+        x, onehot = data.x[order], onehot[order]
+        for _ in range(instructions.train.epochs * 3):
+            grad = self._probs(w, b, x) - onehot
+            w -= np.float32(instructions.train.lr) * (x.T @ grad) / len(data)
+            b -= np.float32(instructions.train.lr) * grad.mean(axis=0)
+        return FitResult(Params({"w": w, "b": b}), len(data), {"train_loss": 0.0, "steps": 3.0})
+
+    def evaluate(self, params: Params, data: Split) -> EvalResult:
+        probs = self._probs(params["w"], params["b"], data.x)
+        loss = float(-np.log(probs[np.arange(len(data)), data.y] + 1e-12).mean())
+        return EvalResult(loss, len(data), {"accuracy": float((probs.argmax(1) == data.y).mean())})
+
+
+def softmax(info: DatasetInfo) -> SoftmaxTask:
+    """The task factory: sized from the dataset's info, like a user's factory would be."""
+    return SoftmaxTask(info.num_features, info.num_classes)
+
+
+class CountingTask:
+    """Keeps a per-client participation count as client state; checks the strategy payload."""
+
+    def init_params(self, seed: int) -> Params:
+        return Params({"w": np.zeros(2)})
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        assert instructions.options["round_option"] == instructions.round
+        assert instructions.payload["server"]["r"].tolist() == [float(instructions.round)]
+        previous = instructions.client_state.get("count", Params({"n": np.zeros(1)}))
+        count = Params({"n": previous["n"] + 1})
+        moved = params.map(lambda a: a + count["n"][0])
+        return FitResult(moved, len(data), extras={"echo": count}, client_state={"count": count})
+
+    def evaluate(self, params: Params, data: Split) -> EvalResult:
+        return EvalResult(0.0, len(data), {"accuracy": 1.0})
+
+
+def counting_strategy() -> Strategy:
+    """FedAvg that sends the round as an option and as a payload tensor."""
+
+    def configure(state: tuple[object, ...], ctx: RoundContext) -> tuple[dict[str, int], dict[str, Params]]:
+        return {"round_option": ctx.round}, {"server": Params({"r": np.array([float(ctx.round)])})}
+
+    return chain(weighted_mean(), name="counting", configure=configure)
+
+
+class BigTask:
+    """One large float32 tensor (``SHEAF_TEST_BIG_ELEMENTS``, default 50M = 200 MB); cheap steps."""
+
+    def __init__(self) -> None:
+        self.elements = int(os.environ.get("SHEAF_TEST_BIG_ELEMENTS", str(50_000_000)))
+
+    def init_params(self, seed: int) -> Params:
+        return Params({"w": np.zeros(self.elements, np.float32), "b": np.zeros(3, np.float32)})
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        step = np.float32(float(data.y.mean()) + instructions.round)
+        return FitResult(Params({"w": params["w"] + step, "b": params["b"] - step}), len(data))
+
+    def evaluate(self, params: Params, data: Split) -> EvalResult:
+        return EvalResult(float(params["w"][:10].mean()), len(data), {"accuracy": 0.5})
