@@ -37,6 +37,14 @@ def test_simulate_shows_tables_and_how_to_report(runs_dir: str) -> None:
     assert "sheaf report" in result.stdout
 
 
+def test_the_progress_header_says_which_backend_auto_chose_and_why(runs_dir: str) -> None:
+    result = runner.invoke(app, ["simulate", *sets(*SMALL, runs_dir)])
+    assert result.exit_code == 0, result.output
+    header = " ".join(result.stderr.split())  # the console wraps long lines
+    assert "backend vectorized" in header
+    assert "auto chose vectorized: a TorchTask with the standard loop and a small model" in header
+
+
 def test_simulate_reads_a_toml_file(tmp_path: Path, runs_dir: str) -> None:
     path = tmp_path / "run.toml"
     path.write_text('rounds = 2\n[data]\nclients = 4\npartition = "iid"\n[strategy]\nfraction = 1.0\n')
@@ -62,7 +70,7 @@ def test_simulate_reads_a_toml_file(tmp_path: Path, runs_dir: str) -> None:
         ),
         (["fraction=0"], "error: strategy.fraction must be in (0, 1], got 0.0"),
         (["fraction=1.5"], "error: strategy.fraction must be in (0, 1], got 1.5"),
-        (["backend=gpu"], "error: unknown backend 'gpu'; choose one of: inline"),
+        (["backend=gpu"], "error: unknown backend 'gpu'; choose one of: auto, inline, pool, ray, vectorized"),
         (["model=resnet"], "error: unknown model 'resnet'; choose one of: mlp, logreg, cnn, char_lstm"),
         (["strategy.momentum=0.9"], "error: unknown setting strategy.momentum for 'fedavg'"),
     ],

@@ -44,6 +44,13 @@ def test_every_setting_the_issue_names_can_be_overridden_by_its_bare_name() -> N
     assert cfg.evaluation.interval == 2
 
 
+def test_engine_settings_and_the_evaluation_sample() -> None:
+    cfg = load_config(overrides=["backend=pool", "workers=3", "memory_mb=256", "ray_address=auto", "max_clients=50"])
+    assert (cfg.backend, cfg.engine.workers, cfg.engine.memory_mb, cfg.engine.ray_address) == ("pool", 3, 256, "auto")
+    assert cfg.evaluation.max_clients == 50
+    assert load_config().backend == "auto"
+
+
 def test_dotted_keys_and_toml_literals() -> None:
     cfg = load_config(overrides=["model.hidden=[32, 16]", "evaluation.federated=false", "data.alpha=1"])
     assert cfg.model.hidden == (32, 16)
@@ -73,6 +80,10 @@ def test_a_toml_file_then_overrides(tmp_path: Path) -> None:
         (["epochs=1.5"], "train.epochs must be of type int"),
         (["optimizer=rmsprop"], "train.optimizer must be one of: sgd, adam"),
         (["novalue"], "must look like key=value"),
+        (["workers=-1"], r"engine.workers must be >= 0 \(0: one per core\), got -1"),
+        (["memory_mb=0"], "engine.memory_mb must be >= 1, got 0"),
+        (["client_timeout=-2"], r"engine.client_timeout must be >= 0 \(0: no limit\)"),
+        (["max_clients=-5"], r"evaluation.max_clients must be >= 0 \(0: all clients\), got -5"),
     ],
 )
 def test_bad_settings_get_one_clear_error(overrides: list[str], message: str) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sheaf.core.rng import Purpose, seed_for, stream
+from sheaf.core.rng import Purpose, seed_for, seeds_for, stream
 
 seeds = st.integers(0, 2**32)
 rounds = st.integers(0, 10_000)
@@ -40,3 +40,17 @@ def test_seed_for_gives_a_63_bit_seed(seed: int, round: int, client: int) -> Non
     value = seed_for(seed, Purpose.FIT, round=round, client=client)
     assert 0 <= value < 2**63
     assert value == seed_for(seed, Purpose.FIT, round=round, client=client)
+
+
+@given(
+    seed=st.one_of(st.integers(0, 2**32), st.integers(0, 2**200)),
+    round=st.integers(0, 10**7),
+    clients=st.lists(st.integers(0, 2**33), max_size=8),
+    purpose=st.sampled_from(list(Purpose)),
+)
+def test_seeds_for_a_cohort_equal_one_seed_for_each_client(
+    seed: int, round: int, clients: list[int], purpose: Purpose
+) -> None:
+    assert seeds_for(seed, purpose, round=round, clients=clients) == [
+        seed_for(seed, purpose, round=round, client=c) for c in clients
+    ]

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sheaf.core.config import DataConfig
 from sheaf.core.errors import DataError
-from sheaf.data.catalog import assign_rows, available_datasets, build_federation, load_dataset
+from sheaf.data.catalog import _sort_within_clients, assign_rows, available_datasets, build_federation, load_dataset
 from sheaf.data.summary import partition_summary
 
 
@@ -122,3 +124,17 @@ def test_a_client_recomputes_its_own_local_split_from_its_rows_alone() -> None:
         order, train = local_split(client, len(own), config.test_fraction, seed=5)
         assert own[order][:train].tolist() == rows.clients.client_indices(client)[: rows.train_counts[client]].tolist()
         assert own[order][train:].tolist() == rows.clients.client_indices(client)[rows.train_counts[client] :].tolist()
+
+
+@given(
+    sizes=st.lists(st.integers(0, 9), min_size=1, max_size=40),
+    keys=st.lists(
+        st.sampled_from([0.0, 0.25, 0.5, 0.9999999999999999]) | st.floats(0, 1, exclude_max=True),
+        min_size=400,
+        max_size=400,
+    ),
+)
+def test_sorting_rows_within_clients_is_lexsort_exactly(sizes: list[int], keys: list[float]) -> None:
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    values = np.array(keys[: len(owner)])
+    assert np.array_equal(_sort_within_clients(owner, values), np.lexsort((values, owner)))

@@ -1,17 +1,34 @@
-"""Backends: where client work runs. The interface, and the in-process reference backend."""
+"""Backends: where client work runs — inline, pool, vectorized, Ray, or chosen automatically."""
 
-from sheaf.backends.base import Backend, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.backends.auto import MIN_COHORT, POOL_MIN_FLOPS, AutoBackend, describe_backend
+from sheaf.backends.base import Backend, ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.backends.inline import InlineBackend
+from sheaf.backends.pool import PoolBackend, default_workers
+from sheaf.backends.ray_backend import RayBackend, ray_available
 from sheaf.backends.registry import BACKENDS, available_backends, build_backend
+from sheaf.backends.vectorized import SMALL_FLOPS, VectorizedBackend, forward_flops, vectorize_reason
 
 __all__ = [
     "BACKENDS",
+    "MIN_COHORT",
+    "POOL_MIN_FLOPS",
+    "SMALL_FLOPS",
+    "AutoBackend",
     "Backend",
+    "ClientReport",
     "Cohort",
     "EvalOutcome",
     "FitOutcome",
     "InlineBackend",
+    "PoolBackend",
+    "RayBackend",
     "SimulationEnv",
+    "VectorizedBackend",
     "available_backends",
     "build_backend",
+    "default_workers",
+    "describe_backend",
+    "forward_flops",
+    "ray_available",
+    "vectorize_reason",
 ]

@@ -20,14 +20,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from sheaf.core.config import TrainConfig
+from sheaf.core.config import EngineConfig, TrainConfig
 from sheaf.core.errors import ClientFailure
+from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
-from sheaf.core.update import Scalar, TensorGroups, Update
+from sheaf.core.update import Metrics, Scalar, TensorGroups, Update
 from sheaf.data.dataset import Federation
 from sheaf.task.base import EvalResult, Task
 
-__all__ = ["Backend", "Cohort", "EvalOutcome", "FitOutcome", "SimulationEnv"]
+__all__ = ["Backend", "ClientReport", "Cohort", "EvalOutcome", "FitOutcome", "SimulationEnv"]
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,16 @@ class SimulationEnv:
         federation: every client's data.
         seed: the run seed (clients derive their streams from it).
         threads: torch threads per worker.
+        engine: how backends run the work (workers, memory, Ray address, timeouts).
+        cohort_size: clients per round, where known (0: unknown); ``auto`` weighs it.
     """
 
     task: Task
     federation: Federation
     seed: int
     threads: int = 1
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    cohort_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class Cohort:
         options: strategy settings sent with the instructions.
         payload: tensors the strategy sends to every client of the round.
         client_states: the persistent state of each cohort client that has one.
+        reduce: the strategy needs only the weighted sum of the updates, so a backend may
+            return an exact sum (:attr:`FitOutcome.summed`) instead of the updates.
     """
 
     round: int
@@ -68,6 +75,7 @@ class Cohort:
     options: Mapping[str, Scalar] = field(default_factory=dict)
     payload: TensorGroups = field(default_factory=dict)
     client_states: Mapping[int, TensorGroups] = field(default_factory=dict)
+    reduce: bool = False
 
     @property
     def size(self) -> int:
@@ -76,18 +84,32 @@ class Cohort:
 
 
 @dataclass(frozen=True)
+class ClientReport:
+    """What the round loop records of a client whose update went into a pre-reduced sum."""
+
+    client_id: int
+    num_examples: int
+    metrics: Metrics = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class FitOutcome:
     """The result of a cohort.
 
     Attributes:
-        updates: the updates of the clients that succeeded.
+        updates: the updates of the clients that succeeded (sorted by client id).
         failures: the clients that failed, with reasons.
         client_states: new persistent state of clients whose state changed.
+        summed: for a cohort with ``reduce``: the exact sum of the updates a backend
+            already added up (checked like any update), or None.
+        reports: the clients whose updates are in ``summed``, with their metrics.
     """
 
     updates: list[Update]
     failures: list[ClientFailure]
     client_states: dict[int, TensorGroups] = field(default_factory=dict)
+    summed: ExactSum | None = None
+    reports: list[ClientReport] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sheaf.backends._allocator import tune_allocator
 from sheaf.backends.base import Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.core.errors import BackendError, ClientFailure
 from sheaf.core.params import Params
@@ -43,8 +44,9 @@ class InlineBackend:
         return self._env
 
     def start(self, env: SimulationEnv) -> None:
-        """Remember the environment and fix the task's thread count."""
+        """Remember the environment, fix the task's thread count and tune the allocator."""
         prepare_worker(env.task, env.threads)
+        tune_allocator()
         self._env = env
 
     def fit(self, cohort: Cohort) -> FitOutcome:

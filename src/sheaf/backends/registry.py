@@ -9,14 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sheaf.backends.auto import AutoBackend
 from sheaf.backends.base import Backend
 from sheaf.backends.inline import InlineBackend
+from sheaf.backends.pool import PoolBackend
+from sheaf.backends.ray_backend import RayBackend
+from sheaf.backends.vectorized import VectorizedBackend
 from sheaf.core.errors import ConfigError
 
 __all__ = ["BACKENDS", "available_backends", "build_backend"]
 
 #: Backend name -> zero-argument factory.
-BACKENDS: dict[str, Callable[[], Backend]] = {"inline": InlineBackend}
+BACKENDS: dict[str, Callable[[], Backend]] = {
+    "auto": AutoBackend,
+    "inline": InlineBackend,
+    "pool": PoolBackend,
+    "ray": RayBackend,
+    "vectorized": VectorizedBackend,
+}
 
 
 def available_backends() -> list[str]:

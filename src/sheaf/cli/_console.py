@@ -54,15 +54,25 @@ class ProgressListener:
             transient=False,
         )
         self._task: Any = None
+        self._backend = ""
+        self._reason = ""
+
+    def on_backend(self, name: str, reason: str) -> None:
+        """Remember which backend runs the clients (``auto`` chooses one) and why."""
+        self._backend = name
+        self._reason = "" if reason == "as configured" else reason
 
     def on_start(self, config: RunConfig, first_round: int, cohort: int, population: int) -> None:
         """Start the bar; a resumed run starts part-way."""
         self.console.print(
             f"[bold]sheaf[/] {config.data.dataset} · {population} clients ({config.data.partition}) · "
-            f"{config.strategy.name} · {cohort} per round · backend {config.backend}"
+            f"{config.strategy.name} · {cohort} per round · backend {self._backend or config.backend}"
             + (f" · {config.privacy.mode} DP" if config.privacy.mode != "none" else "")
             + (f" · resuming at round {first_round}" if first_round > 1 else "")
         )
+        if self._reason:
+            chose = self._backend if config.backend == self._backend else f"{config.backend} chose {self._backend}"
+            self.console.print(f"[dim]{chose}: {self._reason}[/]", highlight=False)
         self._progress.start()
         self._task = self._progress.add_task(
             "rounds", total=config.rounds, completed=first_round - 1, acc="-", loss="-", clients="-", eps=""

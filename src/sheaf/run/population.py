@@ -19,8 +19,9 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
+
+import numpy as np
 
 from sheaf.core.errors import ConfigError
 from sheaf.data.dataset import Federation, Split
@@ -49,19 +50,21 @@ class Population:
     central_test: Split | None = None
 
     def __post_init__(self) -> None:
-        ids = self.client_ids
-        if not ids:
+        if not self.client_ids:
             raise ConfigError("a run needs at least one registered client")
-        if any(b <= a for a, b in itertools.pairwise(ids)):
-            raise ConfigError(f"client ids must be distinct and increasing, got {list(ids)[:10]}")
-        unknown = set(self.evaluation_clients) - set(ids)
-        if unknown:
-            raise ConfigError(f"evaluation clients {sorted(unknown)[:10]} are not registered clients")
+        # numpy, not Python loops: a simulation may register a million clients
+        ids = np.asarray(self.client_ids, dtype=np.int64)
+        if np.any(ids[1:] <= ids[:-1]):
+            raise ConfigError(f"client ids must be distinct and increasing, got {list(self.client_ids)[:10]}")
+        testers = np.asarray(self.evaluation_clients, dtype=np.int64)
+        unknown = testers[~np.isin(testers, ids)]
+        if len(unknown):
+            raise ConfigError(f"evaluation clients {sorted(set(unknown.tolist()))[:10]} are not registered clients")
 
     @classmethod
     def of(cls, federation: Federation) -> Population:
         """A simulation's population: clients ``0..n-1``; those with local test rows evaluate."""
-        testers = tuple(int(i) for i, n in enumerate(federation.test_counts) if n > 0)
+        testers = tuple(np.flatnonzero(np.asarray(federation.test_counts) > 0).tolist())
         return cls(tuple(range(federation.num_clients)), testers, federation.central_test)
 
     @property

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sheaf.backends.auto import describe_backend
 from sheaf.backends.base import Backend, SimulationEnv
 from sheaf.backends.registry import build_backend
 from sheaf.core.config import RunConfig, apply_overrides, load_config
@@ -60,6 +61,7 @@ class SimulationResult:
         params: the final global params.
         run_path: the run's SQLite store.
         wall_seconds: wall time of this call (set-up, rounds and evaluation).
+        backend: the backend that ran the clients (``auto`` says which it chose).
     """
 
     config: RunConfig
@@ -67,6 +69,7 @@ class SimulationResult:
     params: Params
     run_path: Path
     wall_seconds: float
+    backend: str = ""
 
     def summary(self) -> dict[str, Any]:
         """The figures ``sheaf simulate --json`` prints (NaN shown as null)."""
@@ -83,7 +86,7 @@ class SimulationResult:
                 "run_path": str(self.run_path),
                 "dataset": self.config.data.dataset,
                 "strategy": self.config.strategy.name,
-                "backend": self.config.backend,
+                "backend": self.backend or self.config.backend,
                 "clients": self.config.data.clients,
                 "seed": self.config.seed,
             }
@@ -206,12 +209,18 @@ def simulate(
         user_task = simulated_client_privacy(user_task, cfg.privacy)
     store = open_or_create_store(path, cfg, initial, chosen.init(initial), meta)
     try:
-        runner.start(SimulationEnv(user_task, fed, cfg.seed, cfg.threads))
+        runner.start(SimulationEnv(user_task, fed, cfg.seed, cfg.threads, cfg.engine, size))
         try:
+            used, why = describe_backend(runner)
+            store.set_meta("backend", used)
+            store.set_meta("backend_reason", why)
+            announce = getattr(listener, "on_backend", None)  # optional: tell the user what runs
+            if callable(announce):
+                announce(used, why)
             history, params = run_rounds(Federated(cfg, user_task, fed, chosen, runner, store), listener)
         finally:
             runner.close()
         store.set_meta("status", "finished")
     finally:
         store.close()
-    return SimulationResult(cfg, history, params, path, time.perf_counter() - started)
+    return SimulationResult(cfg, history, params, path, time.perf_counter() - started, used)

@@ -30,8 +30,8 @@ def weighted_mean() -> AggregateStep:
     """The mean of the deltas weighted by each client's number of examples (FedAvg).
 
     Clients with zero examples carry no weight; a round whose clients all have zero
-    examples leaves the model unchanged. The sum runs in client-id order in float64 and is
-    cast back to each parameter's dtype.
+    examples leaves the model unchanged. The sum is exact (independent of order and
+    grouping), rounded to float64 once and cast back to each parameter's dtype.
 
     References:
         McMahan et al. Communication-Efficient Learning of Deep Networks from

@@ -43,9 +43,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from sheaf.core.errors import AggregationError, ConfigError, StrategyError
+from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.update import Scalar, TensorGroups, Update
 
@@ -84,7 +83,7 @@ class WeightedSum:
     """The weighted sum of updates: all a sum-only aggregate step may see.
 
     Attributes:
-        total: sum over clients of ``num_examples * delta`` (float64).
+        total: sum over clients of ``num_examples * delta`` (float64, see :func:`sum_updates`).
         weight: sum of ``num_examples``.
         count: number of updates summed.
     """
@@ -93,22 +92,23 @@ class WeightedSum:
     weight: float
     count: int
 
+    @classmethod
+    def from_exact(cls, exact: ExactSum) -> WeightedSum:
+        """The weighted sum held by an exact accumulator (e.g. partial sums merged)."""
+        return cls(exact.total(), float(exact.weight), exact.count)
+
 
 def sum_updates(updates: Sequence[Update], like: Params) -> WeightedSum:
-    """Sum ``num_examples * delta`` over updates, in client-id order, in float64.
+    """Sum ``num_examples * delta`` over updates exactly, then round to float64 once.
 
-    The fixed order makes the result independent of arrival order (float addition is not
-    associative), so the same seed gives the same model on every backend.
+    The sum is exact (:class:`~sheaf.core.exactsum.ExactSum`), so it depends neither on the
+    order of the updates nor on how they were grouped: partial sums made by worker
+    processes and merged give the same bits as summing every update in one place, and the
+    same seed gives the same model on every backend.
     """
-    totals = {name: np.zeros(array.shape, np.float64) for name, array in like.items()}
-    weight = 0.0
-    for update in sorted(updates, key=lambda u: u.client_id):
-        if update.num_examples == 0:
-            continue
-        for name, total in totals.items():
-            total += update.num_examples * update.delta[name].astype(np.float64)
-        weight += update.num_examples
-    return WeightedSum(Params(totals), weight, sum(1 for u in updates if u.num_examples > 0))
+    exact = ExactSum(like)
+    exact.add_updates(updates)
+    return WeightedSum.from_exact(exact)
 
 
 InitFn = Callable[[Params], Any]

@@ -1,0 +1,162 @@
+"""Named arrays in one POSIX shared-memory block, for worker processes to read without copies.
+
+The pool backend puts the federation's data in one block when it starts and the global
+params in another, rewritten each round: every worker maps both, so no client's data or
+params are copied or pickled per client.
+
+Example:
+    >>> import numpy as np
+    >>> block = SharedArrays({"w": np.arange(3.0)})
+    >>> memory, arrays = attach(block.handle)
+    >>> arrays["w"].tolist(), arrays["w"].flags.writeable
+    ([0.0, 1.0, 2.0], False)
+    >>> block.write({"w": np.ones(3)}); arrays["w"].tolist()
+    [1.0, 1.0, 1.0]
+    >>> del arrays; memory.close(); block.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from multiprocessing import shared_memory
+from typing import Any
+
+import numpy as np
+
+from sheaf.core.errors import BackendError
+
+__all__ = ["SharedArrays", "attach", "writable_copy"]
+
+_ALIGN = 64
+_SHM_DIR = "/dev/shm"
+
+
+def _strides(array: np.ndarray[Any, Any]) -> list[int]:
+    """The array's own strides when its bytes are one block (C or Fortran order), else C order's.
+
+    Strides matter beyond addressing: torch picks kernels (e.g. channels-last convolutions)
+    from them, and with them its float rounding. A worker must see the strides the parent
+    has, or the same client trains to a different model.
+    """
+    if array.flags.c_contiguous or array.flags.f_contiguous:
+        return list(array.strides)
+    return list(np.empty(array.shape, array.dtype).strides)
+
+
+def _layout(arrays: Mapping[str, np.ndarray[Any, Any]]) -> tuple[list[list[Any]], int]:
+    layout: list[list[Any]] = []
+    offset = 0
+    for name, array in arrays.items():
+        layout.append([name, array.dtype.str, list(array.shape), offset, _strides(array)])
+        offset += -(-array.nbytes // _ALIGN) * _ALIGN
+    return layout, max(offset, 1)
+
+
+def _view(buffer: Any, entry: list[Any]) -> np.ndarray[Any, Any]:
+    _, dtype, shape, offset, strides = entry
+    return np.ndarray(tuple(shape), np.dtype(dtype), buffer=buffer, offset=offset, strides=tuple(strides))
+
+
+def _views(buffer: memoryview, layout: list[list[Any]], writable: bool) -> dict[str, np.ndarray[Any, Any]]:
+    out: dict[str, np.ndarray[Any, Any]] = {}
+    for entry in layout:
+        view = _view(buffer, entry)
+        view.flags.writeable = writable
+        out[entry[0]] = view
+    return out
+
+
+def writable_copy(array: np.ndarray[Any, Any], strides: Sequence[int]) -> np.ndarray[Any, Any]:
+    """A writable copy of ``array`` with ``strides`` where they fit a one-block copy (else C order).
+
+    For workers that receive data through a channel that normalises strides (Ray's object
+    store): TorchTask copies read-only data, which would normalise them again.
+    """
+    fresh = np.empty(array.shape, array.dtype)
+    wanted = tuple(int(s) for s in strides)
+    if len(wanted) == fresh.ndim and all(
+        n == 1 or a == b for n, a, b in zip(fresh.shape, fresh.strides, wanted, strict=True)
+    ):
+        fresh = np.lib.stride_tricks.as_strided(fresh, fresh.shape, wanted)
+    fresh[...] = array
+    return fresh
+
+
+class SharedArrays:
+    """Copies arrays into a new shared-memory block; :attr:`handle` lets others attach.
+
+    Args:
+        arrays: name -> array (any dtype NumPy can describe by its ``dtype.str``).
+
+    Raises:
+        BackendError: if the system's shared memory (``/dev/shm``) has too little room.
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        self.layout, size = _layout(arrays)
+        if os.path.isdir(_SHM_DIR):
+            free = shutil.disk_usage(_SHM_DIR).free
+            if free < size:
+                raise BackendError(
+                    f"the pool backend needs {size / 2**20:.0f} MiB of shared memory but {_SHM_DIR} has "
+                    f"{free / 2**20:.0f} MiB free; enlarge it (e.g. docker --shm-size) or use backend=vectorized/inline"
+                )
+        self._memory = shared_memory.SharedMemory(create=True, size=size)
+        self.write(arrays)
+
+    @property
+    def handle(self) -> dict[str, Any]:
+        """What :func:`attach` needs (JSON-ready)."""
+        return {"name": self._memory.name, "layout": self.layout}
+
+    def fits(self, arrays: Mapping[str, np.ndarray[Any, Any]]) -> bool:
+        """Whether ``arrays`` have exactly this block's names, dtypes and shapes."""
+        return _layout(arrays)[0] == self.layout
+
+    def write(self, arrays: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        """Overwrite the block's values (same names, dtypes and shapes)."""
+        for entry in self.layout:
+            _view(self._memory.buf, entry)[...] = arrays[entry[0]]
+
+    def close(self) -> None:
+        """Release and remove the block (safe to call twice)."""
+        memory, self._memory = self._memory, None  # type: ignore[assignment]
+        if memory is not None:
+            memory.close()
+            with contextlib.suppress(FileNotFoundError):
+                memory.unlink()
+
+
+class _Mapped(shared_memory.SharedMemory):
+    """An attached block whose array views may outlive it: never closed on collection.
+
+    ``SharedMemory.__del__`` closes the mapping, which fails (and complains) while NumPy
+    views of it exist; a worker's views live as long as the process, and the mapping goes
+    with the process.
+    """
+
+    def __del__(self) -> None:
+        pass
+
+
+def attach(
+    handle: Mapping[str, Any], *, writable: bool = False
+) -> tuple[shared_memory.SharedMemory, dict[str, np.ndarray[Any, Any]]]:
+    """Map a block made by :class:`SharedArrays`; returns it and views of its arrays.
+
+    Args:
+        handle: the block's :attr:`SharedArrays.handle`.
+        writable: give writable views. The pool's workers see the federation's data as the
+            inline backend does (writable, with the parent's strides), because TorchTask
+            copies read-only data and the copy's strides would change its kernels.
+    """
+    if sys.version_info >= (3, 13):
+        memory: shared_memory.SharedMemory = _Mapped(name=handle["name"], track=False)
+    else:  # pragma: no cover - older Pythons register the block with the parent's tracker
+        memory = _Mapped(name=handle["name"])
+    assert memory.buf is not None
+    return memory, _views(memory.buf, handle["layout"], writable)

@@ -1,0 +1,107 @@
+"""Tasks, data and strategies for the backend tests.
+
+Everything here is defined at module level so that worker processes and Ray actors can load
+it, as a user's own task must be.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from sheaf.core.config import DataConfig
+from sheaf.core.params import Params
+from sheaf.data.catalog import build_federation
+from sheaf.data.dataset import Federation, Split
+from sheaf.strategies.aggregate import weighted_mean
+from sheaf.strategies.base import RoundContext, Strategy, UpdateStep, chain
+from sheaf.task.base import EvalResult, FitInstructions, FitResult
+from sheaf.task.models import mlp
+from sheaf.task.torch_task import TorchTask
+
+SMALL = ["rounds=3", "fraction=1", "evaluation.interval=2", "batch_size=8", "epochs=1"]
+
+
+def digits(clients: int = 10, partition: str = "dirichlet") -> Federation:
+    """Digits over a few clients (Dirichlet 0.5: unequal sizes)."""
+    return build_federation(DataConfig(dataset="digits", clients=clients, partition=partition), seed=0)
+
+
+def small_mlp() -> nn.Module:
+    return mlp(64, (16,), 10)
+
+
+def mlp_task() -> TorchTask:
+    return TorchTask(small_mlp)
+
+
+class Crashing:
+    """The MLP task, except one client in one round kills its own process (or raises)."""
+
+    def __init__(self, client: int, round: int, how: str) -> None:
+        self.inner = mlp_task()
+        self.client, self.round, self.how = client, round, how
+
+    def init_params(self, seed: int) -> Params:
+        return self.inner.init_params(seed)
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        if (instructions.client_id, instructions.round) == (self.client, self.round):
+            if self.how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.how == "hang":
+                time.sleep(60)
+            raise RuntimeError("out of memory")
+        return self.inner.fit(params, data, instructions)
+
+    def evaluate(self, params: Params, data: Split) -> EvalResult:
+        return self.inner.evaluate(params, data)
+
+
+class Stateful:
+    """The MLP task plus per-client state (a visit counter) and an extra tensor sent back."""
+
+    def __init__(self) -> None:
+        self.inner = mlp_task()
+
+    def init_params(self, seed: int) -> Params:
+        return self.inner.init_params(seed)
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        result = self.inner.fit(params, data, instructions)
+        visits = instructions.client_state.get("counter", Params({"visits": np.zeros(1)}))["visits"] + 1
+        extra = Params({"mean_x": np.asarray(data.x.mean(axis=0), dtype=np.float32)})
+        return FitResult(
+            result.params,
+            result.num_examples,
+            {**result.metrics, "visits": float(visits[0])},
+            extras={"stats": extra},
+            client_state={"counter": Params({"visits": visits})},
+        )
+
+    def evaluate(self, params: Params, data: Split) -> EvalResult:
+        return self.inner.evaluate(params, data)
+
+
+def _clip_init(params: Params) -> tuple[()]:
+    return ()
+
+
+def _clip_apply(updates: Any, state: tuple[()], ctx: RoundContext) -> tuple[list[Any], tuple[()]]:
+    from sheaf.core.update import Update
+
+    out = []
+    for u in updates:
+        scale = min(1.0, 0.5 / max(u.delta.l2_norm(), 1e-12))
+        out.append(Update(u.client_id, u.delta * scale, u.num_examples, u.metrics, u.extras))
+    return out, state
+
+
+def clipped_fedavg() -> Strategy:
+    """FedAvg behind a per-update clipping step: needs each update, so nothing is pre-summed."""
+    return chain(UpdateStep(_clip_init, _clip_apply, "clip"), weighted_mean(), name="clipped")
