@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,18 @@ def test_vectorized_is_deterministic(tmp_path: Path) -> None:
     first, second = run(tmp_path, VectorizedBackend()), run(tmp_path, VectorizedBackend())
     assert first.params.array_equal(second.params)
     assert list(first.history) == list(second.history)
+
+
+def test_central_dp_clipped_on_the_server_trains_batched_and_matches_inline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The server clips and noises; clients hear nothing of it, so vectorized trains them batched.
+    dp = ["privacy.mode=central", "privacy.noise_multiplier=0.5", "sampling=poisson", "fraction=0.6"]
+    inline = run(tmp_path, InlineBackend(), *dp)
+    with caplog.at_level(logging.WARNING, "sheaf.backends"):
+        vectorized = run(tmp_path, VectorizedBackend(), *dp)
+    assert not [r for r in caplog.records if "one by one" in r.getMessage()]
+    for key, value in inline.params.items():
+        np.testing.assert_allclose(vectorized.params[key], value, rtol=RTOL, atol=ATOL)
+    assert [r.privacy for r in vectorized.history] == [r.privacy for r in inline.history]
+    assert inline.history[-1].privacy["epsilon"] > 0

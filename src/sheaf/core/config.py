@@ -320,7 +320,7 @@ class PrivacyConfig:
         adaptive_clip: let C track the ``target_quantile`` of update norms (Andrew et al. 2021).
         target_quantile: the quantile adaptive clipping aims at.
         clip_lr: the learning rate of adaptive clipping's geometric update.
-        count_stddev: noise on the count of unclipped updates (0: expected cohort / 20).
+        count_stddev: noise on the count of unclipped updates (0: the larger of expected cohort / 20 and the noise multiplier).
         noise: ``seeded`` (reproducible from the run seed: simulation) or ``secure`` (from
             the operating system's cryptographic generator: deployment).
         client_budget: the epsilon limit of every client (0: none); a client past it refuses.
@@ -354,7 +354,12 @@ class PrivacyConfig:
         _check(self.accountant in ("rdp", "pld"), "privacy.accountant", "one of: rdp, pld", self.accountant)
         _check(0 < self.target_quantile < 1, "privacy.target_quantile", "in (0, 1)", self.target_quantile)
         _check(self.clip_lr > 0, "privacy.clip_lr", "> 0", self.clip_lr)
-        _check(self.count_stddev >= 0, "privacy.count_stddev", ">= 0 (0: expected cohort / 20)", self.count_stddev)
+        _check(
+            self.count_stddev >= 0,
+            "privacy.count_stddev",
+            ">= 0 (0: the larger of expected cohort / 20 and the noise multiplier)",
+            self.count_stddev,
+        )
         _check(self.noise in ("seeded", "secure"), "privacy.noise", "one of: seeded, secure", self.noise)
         _check(self.client_budget >= 0, "privacy.client_budget", ">= 0 (0: no limit)", self.client_budget)
         _check(

@@ -80,12 +80,16 @@ class PrivateMeanState(NamedTuple):
         participations: local mode: how many updates each client has sent (by client id);
             empty in central mode.
         epsilon: the epsilon spent after the last released round.
+        delta: the delta epsilon is reported at (the plan's).
+        noise_multiplier: the plan's noise multiplier z.
     """
 
     clip: float
     rounds: int
     participations: npt.NDArray[np.int64]
     epsilon: float
+    delta: float
+    noise_multiplier: float
 
 
 def _spent(plan: PrivacyPlan, rounds: int, participations: npt.NDArray[np.int64]) -> float:
@@ -112,7 +116,7 @@ def private_mean(plan: PrivacyPlan) -> AggregateStep:
 
     def init(params: Params) -> PrivateMeanState:
         counts = np.zeros(plan.population if plan.mode == "local" else 0, np.int64)
-        return PrivateMeanState(float(plan.clip), 0, counts, 0.0)
+        return PrivateMeanState(float(plan.clip), 0, counts, 0.0, plan.delta, plan.noise_multiplier)
 
     def apply(
         updates: Sequence[Update] | WeightedSum, state: PrivateMeanState, ctx: RoundContext
@@ -159,7 +163,9 @@ def private_mean(plan: PrivacyPlan) -> AggregateStep:
                 clip = update_clip(clip, noisy_below, plan.target_quantile, plan.clip_lr)
         delta = Params({name: (total / denominator).astype(like[name].dtype) for name, total in totals.items()})
         rounds = state.rounds + 1
-        return delta, PrivateMeanState(clip, rounds, counts, _spent(plan, rounds, counts))
+        return delta, PrivateMeanState(
+            clip, rounds, counts, _spent(plan, rounds, counts), plan.delta, plan.noise_multiplier
+        )
 
     return AggregateStep(init, apply, "private_mean", needs_updates=needs_updates)
 
@@ -188,7 +194,12 @@ def with_privacy(strategy: Strategy, plan: PrivacyPlan) -> Strategy:
             f"fedadam, fedyogi, fedadagrad, fedper), not {strategy.name!r}"
         )
     steps = ",".join([*plan.client_steps, *strategy.client_steps])
-    options = {**strategy.client_options, **plan.client_options(), CLIENT_STEPS_OPTION: steps}
+    # Clients hear of the mechanism only when they act on it (clip, noise, keep a ledger): a run
+    # clipped on the server sends them nothing new, so any backend can train it as usual.
+    on_clients = bool(plan.client_steps)
+    options = {**strategy.client_options, **(plan.client_options() if on_clients else {})}
+    if steps:
+        options[CLIENT_STEPS_OPTION] = steps
     needs = (BELOW_CLIP_METRIC,) if plan.adaptive and plan.clipping == "client" else ()
     prefix = "ldp" if plan.mode == "local" else "dp"
     return chain(
@@ -196,7 +207,7 @@ def with_privacy(strategy: Strategy, plan: PrivacyPlan) -> Strategy:
         *strategy.server_steps,
         name=f"{prefix}-{strategy.name}",
         client_options=options,
-        configure=_configure,
+        configure=_configure if on_clients else None,
         requires_metrics=(*strategy.requires_metrics, *needs),
     )
 
@@ -208,12 +219,11 @@ def privacy_report(strategy: Strategy, state: tuple[Any, ...]) -> dict[str, floa
     """
     for step, step_state in zip(strategy.steps, state):
         if step.name == "private_mean" and isinstance(step_state, PrivateMeanState):
-            delta = strategy.client_options.get("dp_delta")
             return {
                 "epsilon": float(step_state.epsilon),
-                "delta": float(delta) if isinstance(delta, int | float) else float("nan"),
+                "delta": float(step_state.delta),
                 "rounds": float(step_state.rounds),
                 "clip": float(step_state.clip),
-                "noise_multiplier": float(strategy.client_options.get("dp_noise_multiplier", float("nan"))),
+                "noise_multiplier": float(step_state.noise_multiplier),
             }
     return {}

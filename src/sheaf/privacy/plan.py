@@ -206,7 +206,9 @@ def privacy_plan(config: RunConfig, population: int, *, ledgers: bool | None = N
         # Local DP: calibrated for a client that takes part in every round (the worst case).
         z = calibrate_noise_multiplier(p.target_epsilon, p.delta, config.rounds, mechanism, p.accountant)
     mechanism = mechanism._replace(noise_multiplier=z)
-    count_stddev = (p.count_stddev or expected / 20.0) if p.adaptive_clip else 0.0
+    # Andrew et al.'s expected/20 is below z/2 (unusable) for small cohorts; at least z costs the
+    # update at most 15% more noise (z_delta = z / sqrt(1 - 1/4)).
+    count_stddev = (p.count_stddev or max(expected / 20.0, z)) if p.adaptive_clip else 0.0
     plan = PrivacyPlan(
         mode=p.mode,
         clipping="client" if p.mode == "local" else p.clipping,

@@ -205,7 +205,9 @@ def simulate(
         }
     if fed.preprocessing:
         meta["preprocessing"] = dict(fed.preprocessing)  # the (fitted) pipeline, JSON
-    if plan is not None:
+    if plan is not None and (cfg.privacy.mode == "local" or cfg.privacy.client_budget or cfg.privacy.client_budgets):
+        # Only local noise and budgets live on the clients; a central run keeps the plain task
+        # (so a batching backend can still train it).
         user_task = simulated_client_privacy(user_task, cfg.privacy)
     store = open_or_create_store(path, cfg, initial, chosen.init(initial), meta)
     try:
