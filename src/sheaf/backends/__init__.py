@@ -1,7 +1,7 @@
 """Backends: where client work runs — inline, pool, vectorized, Ray, or chosen automatically."""
 
 from sheaf.backends.auto import MIN_COHORT, POOL_MIN_FLOPS, AutoBackend, describe_backend
-from sheaf.backends.base import Backend, ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.backends.base import Backend, BackendBase, ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.backends.inline import InlineBackend
 from sheaf.backends.pool import PoolBackend, default_workers
 from sheaf.backends.ray_backend import RayBackend, ray_available
@@ -15,6 +15,7 @@ __all__ = [
     "SMALL_FLOPS",
     "AutoBackend",
     "Backend",
+    "BackendBase",
     "ClientReport",
     "Cohort",
     "EvalOutcome",

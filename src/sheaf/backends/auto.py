@@ -27,7 +27,7 @@ import logging
 import pickle
 from collections.abc import Sequence
 
-from sheaf.backends.base import Backend, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.backends.base import Backend, BackendBase, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.backends.inline import InlineBackend
 from sheaf.backends.pool import PoolBackend, default_workers
 from sheaf.backends.vectorized import SMALL_FLOPS, VectorizedBackend, forward_flops, vectorize_reason
@@ -47,7 +47,7 @@ POOL_MIN_FLOPS = 2e8
 logger = logging.getLogger("sheaf.backends")
 
 
-class AutoBackend:
+class AutoBackend(BackendBase):
     """Chooses vectorized, pool or inline at start (see the module docstring).
 
     Attributes:
@@ -60,12 +60,6 @@ class AutoBackend:
     def __init__(self) -> None:
         self.chosen: Backend | None = None
         self.reason = ""
-
-    def __enter__(self) -> AutoBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def backend(self) -> Backend:

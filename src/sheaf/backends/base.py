@@ -18,17 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from sheaf.core.config import EngineConfig, TrainConfig
-from sheaf.core.errors import ClientFailure
+from sheaf.core.errors import BackendError, ClientFailure
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.update import Metrics, Scalar, TensorGroups, Update
 from sheaf.data.dataset import Federation
 from sheaf.task.base import EvalResult, Task
 
-__all__ = ["Backend", "ClientReport", "Cohort", "EvalOutcome", "FitOutcome", "SimulationEnv"]
+__all__ = ["Backend", "BackendBase", "ClientReport", "Cohort", "EvalOutcome", "FitOutcome", "SimulationEnv"]
 
 
 @dataclass(frozen=True)
@@ -141,3 +141,32 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release workers and resources; safe to call twice."""
         ...
+
+
+class BackendBase:
+    """What the simulation backends share: use as a context manager, and the started environment.
+
+    Subclasses set ``_env`` in ``start`` and implement ``close``.
+    """
+
+    _env: SimulationEnv | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release workers and resources (subclasses override; safe to call twice)."""
+
+    @property
+    def env(self) -> SimulationEnv:
+        """The environment given to ``start``.
+
+        Raises:
+            BackendError: if the backend has not been started.
+        """
+        if self._env is None:
+            raise BackendError("backend not started; call start(env) first")
+        return self._env

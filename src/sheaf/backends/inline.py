@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sheaf.backends._allocator import tune_allocator
-from sheaf.backends.base import Cohort, EvalOutcome, FitOutcome, SimulationEnv
-from sheaf.core.errors import BackendError, ClientFailure
+from sheaf.backends.base import BackendBase, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.core.errors import ClientFailure
 from sheaf.core.params import Params
 from sheaf.core.update import TensorGroups, Update
 from sheaf.task.base import EvalResult, prepare_worker
@@ -23,25 +23,13 @@ from sheaf.task.client import evaluate_client, fit_client
 __all__ = ["InlineBackend"]
 
 
-class InlineBackend:
+class InlineBackend(BackendBase):
     """Runs clients one after another in the calling process."""
 
     name = "inline"
 
     def __init__(self) -> None:
         self._env: SimulationEnv | None = None
-
-    def __enter__(self) -> InlineBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def env(self) -> SimulationEnv:
-        if self._env is None:
-            raise BackendError("backend not started; call start(env) first")
-        return self._env
 
     def start(self, env: SimulationEnv) -> None:
         """Remember the environment, fix the task's thread count and tune the allocator."""

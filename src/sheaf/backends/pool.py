@@ -46,7 +46,7 @@ from sheaf.backends._process import WorkerHandle, describe_exit, pool_context
 from sheaf.backends._runner import round_header
 from sheaf.backends._shared import SharedArrays
 from sheaf.backends._wire import fit_message, pack, unpack
-from sheaf.backends.base import Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.backends.base import BackendBase, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.core.errors import BackendError, ClientFailure
 from sheaf.core.params import Params
 from sheaf.task.base import EvalResult, prepare_worker
@@ -67,7 +67,7 @@ def default_workers(threads: int = 1) -> int:
     return max(1, cores // max(1, threads))
 
 
-class PoolBackend:
+class PoolBackend(BackendBase):
     """Runs clients in long-lived worker processes (see the module docstring).
 
     Args:
@@ -89,12 +89,6 @@ class PoolBackend:
         self._started = 0
         self._running = False  # all first workers started: later start failures are not fatal
         self._finalizer: weakref.finalize[Any, PoolBackend] | None = None
-
-    def __enter__(self) -> PoolBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def workers(self) -> int:
@@ -179,12 +173,6 @@ class PoolBackend:
     def threads(self) -> int:
         """Torch threads per worker."""
         return self._env.threads if self._env is not None else 1
-
-    @property
-    def env(self) -> SimulationEnv:
-        if self._env is None:
-            raise BackendError("backend not started; call start(env) first")
-        return self._env
 
     # Messages and worker deaths ------------------------------------------------------------
     def _publish(self, params: Params, op: str, header: dict[str, Any], arrays: Sequence[Any] = ()) -> None:

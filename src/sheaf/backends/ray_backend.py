@@ -32,7 +32,7 @@ from typing import Any
 from sheaf.backends._collect import FitCollector, decode_evaluation
 from sheaf.backends._runner import round_header
 from sheaf.backends._wire import fit_message, pack
-from sheaf.backends.base import Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.backends.base import BackendBase, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.core.errors import BackendError, ClientFailure
 from sheaf.core.params import Params
 from sheaf.task.base import EvalResult, prepare_worker
@@ -109,7 +109,7 @@ class _Slot:
         self.flush: Any = None
 
 
-class RayBackend:
+class RayBackend(BackendBase):
     """Runs clients on Ray actors (see the module docstring).
 
     Args:
@@ -130,12 +130,6 @@ class RayBackend:
         self._begin: tuple[bytes, Any, str] | None = None
         self._made = 0
 
-    def __enter__(self) -> RayBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @property
     def running(self) -> int:
         """Actors running now."""
@@ -145,12 +139,6 @@ class RayBackend:
     def threads(self) -> int:
         """Torch threads per actor."""
         return self._env.threads if self._env is not None else 1
-
-    @property
-    def env(self) -> SimulationEnv:
-        if self._env is None:
-            raise BackendError("backend not started; call start(env) first")
-        return self._env
 
     def start(self, env: SimulationEnv) -> None:
         """Join (or start) Ray, put the data in its object store and start the actors.

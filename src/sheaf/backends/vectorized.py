@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sheaf.backends._allocator import tune_allocator
-from sheaf.backends.base import Backend, ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.backends.base import Backend, BackendBase, ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.backends.inline import InlineBackend
-from sheaf.core.errors import BackendError, ClientFailure, SheafError
+from sheaf.core.errors import ClientFailure, SheafError
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, seeds_for
@@ -114,7 +114,7 @@ class _Precomputed:
         return self.result
 
 
-class VectorizedBackend:
+class VectorizedBackend(BackendBase):
     """Trains the cohort's clients together (see the module docstring).
 
     Args:
@@ -137,18 +137,6 @@ class VectorizedBackend:
         self.batched = True
         self._per_client = 0
         self._act_bytes = 0
-
-    def __enter__(self) -> VectorizedBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def env(self) -> SimulationEnv:
-        if self._env is None:
-            raise BackendError("backend not started; call start(env) first")
-        return self._env
 
     def _say(self, reason: str) -> None:
         # Once per kind of reason (the text before any parenthesised detail): a strategy
