@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 from sheaf.cli.app import app
 from sheaf.core.config import RunConfig, load_config
 from sheaf.core.errors import ConfigError
-from sheaf.evaluation.history import RoundRecord
 from sheaf.privacy import LEDGER_KEY, PrivacyLedger, RoundMechanism, epsilon
 from sheaf.run.report import report_run
 from sheaf.run.simulate import simulate
 from sheaf.run.store import RunStore
 from sheaf.strategies.sampling import sample_cohort
+from tests.run.test_simulate import StopAfter
 
 #: 10 IID digits clients, Poisson sampling at rate 0.4, 4 rounds, DP-FedAvg.
 PRIVATE = [
@@ -38,20 +38,6 @@ PRIVATE = [
 
 def config(runs_dir: str, *extra: str) -> RunConfig:
     return load_config(overrides=[*PRIVATE, runs_dir, *extra])
-
-
-class StopAfter:
-    """Interrupts the run after a given round, like Ctrl-C would."""
-
-    def __init__(self, round: int) -> None:
-        self.round = round
-
-    def on_start(self, *args: object) -> None:
-        pass
-
-    def on_round(self, record: RoundRecord) -> None:
-        if record.round == self.round:
-            raise KeyboardInterrupt
 
 
 def test_every_round_records_the_epsilon_dp_accounting_computes_for_the_run(runs_dir: str) -> None:
