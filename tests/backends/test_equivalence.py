@@ -115,3 +115,23 @@ def test_central_dp_clipped_on_the_server_trains_batched_and_matches_inline(
         np.testing.assert_allclose(vectorized.params[key], value, rtol=RTOL, atol=ATOL)
     assert [r.privacy for r in vectorized.history] == [r.privacy for r in inline.history]
     assert inline.history[-1].privacy["epsilon"] > 0
+
+
+@pytest.mark.parametrize(
+    "dp",
+    [
+        ["privacy.mode=central", "privacy.clipping=client", "privacy.client_budget=50"],
+        ["privacy.mode=local", "strategy.min_clients=1"],
+    ],
+    ids=["client-clipping-with-budgets", "local"],
+)
+def test_private_runs_give_the_inline_model_bit_for_bit(tmp_path: Path, parallel: str, dp: list[str]) -> None:
+    # Client steps (clipping, local noise from the seed, ledgers in client state) run in the workers.
+    dp = [*dp, "privacy.noise_multiplier=0.5", "sampling=poisson", "fraction=0.6"]
+    reference, other = run(tmp_path, InlineBackend(), *dp), run(tmp_path, make(parallel), *dp)
+    assert reference.params.array_equal(other.params)
+    for a, b in zip(reference.history, other.history, strict=True):  # (local DP's train_loss is NaN: no metrics)
+        assert (a.sampled, a.completed, a.central, a.privacy) == (b.sampled, b.completed, b.central, b.privacy)
+    if "privacy.mode=central" in dp:  # the ledgers in client state too
+        same_run(reference, other)
+    assert reference.history[-1].privacy["epsilon"] > 0
