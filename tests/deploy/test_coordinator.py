@@ -105,3 +105,29 @@ def test_finishing_ends_work_and_wakes_waiting_pulls() -> None:
     coordinator.wakeup = lambda: woken.append(True)
     coordinator.finish()
     assert coordinator.finished and coordinator.task_for(0) is None and woken == [True]
+
+
+def test_each_result_is_handed_to_on_result_once_as_it_arrives_and_its_return_is_kept() -> None:
+    coordinator, _, work = make(clients=3)
+    seen: list[int] = []
+
+    def strip(client_id: int, got: ReceivedResult) -> ReceivedResult:
+        seen.append(client_id)
+        return ReceivedResult(got.task_id, got.update_id, "fit", 4, got.num_examples)  # no tensors
+
+    outcome_holder = {}
+    waiter = threading.Thread(target=lambda: outcome_holder.update(o=coordinator.wait(work, strip)))
+    waiter.start()
+    coordinator.settle(2, "r4-fit-c2", "u2", result=result("u2"))
+    for _ in range(100):  # the waiter takes client 2's result while the others still train
+        if seen:
+            break
+        waiter.join(0.05)
+    assert seen == [2] and waiter.is_alive()
+    coordinator.settle(0, "r4-fit-c0", "u0", result=result("u0"))
+    coordinator.settle(1, "r4-fit-c1", "u1", failure="fit failed: boom")
+    waiter.join(5)
+    outcome = outcome_holder["o"]
+    assert sorted(seen) == [0, 2] and len(seen) == 2
+    assert list(outcome.results) == [0, 2] and all(r.delta is None for r in outcome.results.values())
+    assert [(f.client_id, f.reason) for f in outcome.failures] == [(1, "fit failed: boom")]

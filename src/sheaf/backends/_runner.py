@@ -46,17 +46,14 @@ import numpy as np
 from sheaf.backends._wire import decode_groups, encode_groups, encode_params, pack
 from sheaf.core.config import TrainConfig
 from sheaf.core.errors import BackendError, ClientFailure, SheafError
-from sheaf.core.exactsum import ExactSum
+from sheaf.core.exactsum import StackedSum
 from sheaf.core.params import Params
-from sheaf.core.update import Scalar, TensorGroups, Update, check_update
+from sheaf.core.update import Scalar, TensorGroups, check_update
 from sheaf.data.dataset import Federation
 from sheaf.task.base import Task, prepare_worker
 from sheaf.task.client import evaluate_client, fit_client
 
 __all__ = ["ClientRunner", "round_header"]
-
-_STACK_CLIENTS = 32  # updates added to the worker's exact sum together
-_STACK_BYTES = 1 << 24
 
 
 def round_header(
@@ -95,8 +92,7 @@ class ClientRunner:
         self._options: dict[str, Scalar] = {}
         self._payload: dict[str, Params] = {}
         self._params: Params | None = None
-        self._sum: ExactSum | None = None
-        self._pending: list[Update] = []  # checked updates not yet in the sum (added in stacks)
+        self._sum: StackedSum | None = None  # checked updates, added in stacks
 
     @property
     def params(self) -> Params:
@@ -115,8 +111,7 @@ class ClientRunner:
         self._options = dict(header["options"])
         self._payload = decode_groups(header["payload"], arrays)
         self._params = params
-        self._sum = ExactSum(params) if header["reduce"] else None
-        self._pending = []
+        self._sum = StackedSum(params) if header["reduce"] else None
 
     def fit(self, client_ids: Sequence[int], states: Mapping[int, TensorGroups]) -> list[bytes]:
         """Train clients in turn; one reply message per client."""
@@ -153,9 +148,7 @@ class ClientRunner:
                 check_update(update, params)
             except SheafError as exc:  # the same words the round loop uses for a whole update
                 return pack({"op": "fit", "client": client_id, "ok": False, "reason": f"update rejected: {exc}"})
-            self._pending.append(update)
-            if len(self._pending) * params.nbytes >= _STACK_BYTES or len(self._pending) >= _STACK_CLIENTS:
-                self._add_pending()
+            self._sum.add(update)
             return pack({**header, "summed": True}, state_arrays)
         names, deltas = encode_params(update.delta)
         extras_layout, extras = encode_groups(update.extras)
@@ -166,16 +159,9 @@ class ClientRunner:
         """The exact sum of this round's reduced updates (then a fresh, empty one)."""
         if self._sum is None:
             return pack({"op": "sum", "empty": True})
-        self._add_pending()
-        header, arrays = self._sum.to_arrays()
-        self._sum = ExactSum(self.params)
+        header, arrays = self._sum.result().to_arrays()
+        self._sum = StackedSum(self.params)
         return pack({"op": "sum", "empty": False, **header}, arrays)
-
-    def _add_pending(self) -> None:
-        # Adding a stack of updates costs about as much as adding one: per-call overhead.
-        if self._sum is not None and self._pending:
-            self._sum.add_updates(self._pending)
-        self._pending = []
 
     def evaluate(self, client_ids: Sequence[int]) -> list[bytes]:
         """Evaluate the current params on each client's local test split; one reply per client."""

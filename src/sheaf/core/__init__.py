@@ -30,7 +30,7 @@ from sheaf.core.errors import (
     StrategyError,
     TaskError,
 )
-from sheaf.core.exactsum import MAX_TERMS, ExactSum
+from sheaf.core.exactsum import MAX_TERMS, ExactSum, StackedSum
 from sheaf.core.params import Array, Params, ParamSpec
 from sheaf.core.rng import Purpose, counter_uniforms, seed_for, seeds_for, stream
 from sheaf.core.tensor import ALLOWED_DTYPES, array_from_record, array_to_record
@@ -66,6 +66,7 @@ __all__ = [
     "SchemaError",
     "ServerConfig",
     "SheafError",
+    "StackedSum",
     "StoreError",
     "StrategyConfig",
     "StrategyError",

@@ -54,7 +54,7 @@ from sheaf.core.errors import SheafError
 from sheaf.core.params import Params
 from sheaf.core.update import Update
 
-__all__ = ["MAX_TERMS", "ExactSum"]
+__all__ = ["MAX_TERMS", "ExactSum", "StackedSum"]
 
 _WIDTH = 32  # bits per bin
 _TOP = 30  # highest bin: unit 2**960; its extraction constant 1.5 * 2**1012 is still finite
@@ -333,3 +333,56 @@ class ExactSum:
                 out._bins[k] = values.copy()
         out.weight, out.count = weight, count
         return out
+
+
+class StackedSum:
+    """Updates that arrive one at a time, added to an :class:`ExactSum` a stack at a time.
+
+    Adding a stack of updates costs about as much as adding one (the cost is per call), so
+    whoever receives updates singly — a pool worker, a deployed server — keeps a few pending
+    and adds them together. Memory stays at one stack, however large the cohort.
+
+    Args:
+        like: the shapes of the updates.
+        clients: the most updates kept pending.
+        nbytes: the most bytes of pending updates.
+
+    Example:
+        >>> import numpy as np
+        >>> like = Params({"w": np.zeros(1)})
+        >>> stacked = StackedSum(like, clients=2)
+        >>> for i, v in enumerate([1.0, 2.0, 4.0]):
+        ...     stacked.add(Update(i, Params({"w": np.array([v])}), 1))
+        >>> stacked.pending, stacked.result().total()["w"].tolist()
+        (1, [7.0])
+    """
+
+    def __init__(self, like: Params, clients: int = 32, nbytes: int = 1 << 24) -> None:
+        self.sum = ExactSum(like)
+        self._limit = max(1, min(clients, nbytes // max(1, like.nbytes)))
+        self._pending: list[Update] = []
+
+    @property
+    def pending(self) -> int:
+        """Updates given but not yet added."""
+        return len(self._pending)
+
+    def add(self, update: Update) -> None:
+        """Add ``num_examples * delta`` (now, or with the next stack).
+
+        Raises:
+            SheafError: as :meth:`ExactSum.add_stacked` (when the stack is added).
+        """
+        self._pending.append(update)
+        if len(self._pending) >= self._limit:
+            self._add_pending()
+
+    def result(self) -> ExactSum:
+        """The exact sum of every update given so far."""
+        self._add_pending()
+        return self.sum
+
+    def _add_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            self.sum.add_updates(pending)

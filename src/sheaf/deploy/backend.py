@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
-from sheaf.backends.base import Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.backends.base import ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.core.errors import ClientFailure, SheafError
+from sheaf.core.exactsum import StackedSum
 from sheaf.core.params import Params
-from sheaf.core.update import Update
+from sheaf.core.update import Update, check_update
 from sheaf.deploy.chunks import encode_tensors
 from sheaf.deploy.coordinator import Coordinator, Slot, Work, WorkOutcome
 from sheaf.deploy.logs import log_event
-from sheaf.deploy.wire import encode_task_header, task_chunk
+from sheaf.deploy.wire import ReceivedResult, encode_task_header, task_chunk
 from sheaf.run.store import RunStore
 from sheaf.task.base import EvalResult
 
@@ -103,13 +106,42 @@ class DeploymentBackend:
             _log, logging.INFO, "round_started", round=cohort.round, cohort=list(cohort.client_ids)[:50],
             model_bytes=tensors.total_bytes,
         )  # fmt: skip
-        outcome = self._run(Work("fit", cohort.round, slots, chunks, like=cohort.params))
+        work = Work("fit", cohort.round, slots, chunks, like=cohort.params)
+        if cohort.reduce:
+            return self._fit_summed(cohort, work)
+        outcome = self._run(work)
         updates = [
             Update(client_id, result.delta, result.num_examples, result.metrics, result.extras)
             for client_id, result in outcome.results.items()
             if result.delta is not None
         ]
         return FitOutcome(updates, outcome.failures)
+
+    def _fit_summed(self, cohort: Cohort, work: Work) -> FitOutcome:
+        # The strategy needs only the sum: each update joins an exact running sum as it
+        # arrives, and its tensors are dropped, so the server holds a stack of updates
+        # rather than the whole cohort's. Checked first, as the round loop checks updates.
+        running = StackedSum(cohort.params)
+        reports: dict[int, ClientReport] = {}
+        rejected: list[ClientFailure] = []
+
+        def fold(client_id: int, result: ReceivedResult) -> ReceivedResult:
+            if result.delta is None:
+                return result
+            update = Update(client_id, result.delta, result.num_examples, result.metrics, result.extras)
+            try:
+                check_update(update, cohort.params)
+            except SheafError as exc:
+                rejected.append(ClientFailure(client_id, f"update rejected: {exc}"))
+            else:
+                running.add(update)
+                reports[client_id] = ClientReport(client_id, result.num_examples, result.metrics)
+            return replace(result, delta=None, extras={})
+
+        self.coordinator.post(work)
+        outcome = self.coordinator.wait(work, fold)
+        failures = sorted([*outcome.failures, *rejected], key=lambda f: f.client_id)
+        return FitOutcome([], failures, summed=running.result(), reports=[reports[c] for c in sorted(reports)])
 
     def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
         """Ask the clients to evaluate ``params`` on their local test splits.

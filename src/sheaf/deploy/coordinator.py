@@ -302,17 +302,34 @@ class Coordinator:
                 reason=slot.failure,
             )  # fmt: skip
 
-    def wait(self, work: Work) -> WorkOutcome:
-        """Block until every share of ``work`` is settled; return what came back."""
+    def wait(self, work: Work, on_result: Callable[[int, ReceivedResult], ReceivedResult] | None = None) -> WorkOutcome:
+        """Block until every share of ``work`` is settled; return what came back.
+
+        Args:
+            work: the batch posted with :meth:`post`.
+            on_result: called, in this thread, with each accepted result as soon as it is
+                in; what it returns is kept in its place (e.g. the result without its
+                tensors, once they are added to a running sum).
+        """
+        taken: set[int] = set()
         while True:
             with self._lock:
                 now = self._clock()
                 self._sweep(now)
                 self._fail_open(work, now)
-                if all(slot.state == "done" for slot in work.slots.values()):
-                    break
-                deadline = work.posted + self.settings.round_timeout
-                self._changed.wait(timeout=max(0.01, min(0.25, deadline - now)))
+                done = all(slot.state == "done" for slot in work.slots.values())
+                fresh: list[tuple[Slot, ReceivedResult]] = []
+                if on_result is not None:
+                    fresh = [(s, s.result) for c, s in work.slots.items() if s.result is not None and c not in taken]
+                taken.update(s.client_id for s, _ in fresh)
+                if not done and not fresh:
+                    deadline = work.posted + self.settings.round_timeout
+                    self._changed.wait(timeout=max(0.01, min(0.25, deadline - now)))
+            for slot, result in fresh:  # outside the lock: results keep arriving meanwhile
+                if on_result is not None:
+                    slot.result = on_result(slot.client_id, result)
+            if done:
+                break
             self._tick()
         results = {c: s.result for c, s in sorted(work.slots.items()) if s.result is not None}
         failures = [ClientFailure(c, s.failure) for c, s in sorted(work.slots.items()) if s.failure]
