@@ -6,7 +6,9 @@ the strategy's payload) *once* for the whole cohort, posts one task per client t
 :class:`~sheaf.deploy.coordinator.Coordinator` and waits until every client answered,
 dropped out or timed out; ``evaluate`` does the same for an evaluation. Clients that did
 not deliver come back as :class:`~sheaf.core.errors.ClientFailure` values — dropouts the
-loop records — never as exceptions.
+loop records — never as exceptions. Where the strategy needs only the weighted sum
+(``Cohort.reduce``), each update is checked and added to an exact running sum as it
+arrives, so the server never holds the whole cohort's updates.
 
 Task ids are deterministic (``r<round>-<kind>-c<client>``), so after a server restart a
 client's late delivery for the round being redone is still recognised.
