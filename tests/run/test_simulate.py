@@ -14,10 +14,10 @@ from sheaf.run.baseline import pooled_baseline
 from sheaf.run.report import report_run
 from sheaf.run.simulate import simulate
 from sheaf.run.store import RunStore
-from sheaf.strategies.base import RoundContext, Strategy
 from sheaf.task.base import EvalResult, FitInstructions, FitResult
 from sheaf.task.factory import build_task
 from tests.conftest import SMALL
+from tests.deploy.tasks import counting_strategy
 
 
 def config(runs_dir: str, *extra: str) -> RunConfig:
@@ -212,15 +212,6 @@ class CountingTask:
 
     def evaluate(self, params: Params, data: Split) -> EvalResult:
         return EvalResult(0.0, len(data), {"accuracy": 1.0})
-
-
-def counting_strategy() -> Strategy:
-    from sheaf.strategies import chain, weighted_mean
-
-    def configure(state: tuple[object, ...], ctx: RoundContext) -> tuple[dict[str, int], dict[str, Params]]:
-        return {"round_option": ctx.round}, {"server": Params({"r": np.array([float(ctx.round)])})}
-
-    return chain(weighted_mean(), name="counting", configure=configure)
 
 
 def test_client_state_persists_per_client_and_payload_reaches_every_client(runs_dir: str) -> None:

@@ -18,18 +18,18 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from sheaf.backends._wire import decode_groups, decode_params, unpack
-from sheaf.backends.base import ClientReport, FitOutcome
+from sheaf.backends._wire import decode_groups, decode_params, fit_message, unpack
+from sheaf.backends.base import ClientReport, Cohort, FitOutcome
 from sheaf.core.errors import BackendError, ClientFailure, SheafError
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.update import TensorGroups, Update, validate_metrics
 from sheaf.task.base import EvalResult
 
-__all__ = ["FitCollector", "decode_evaluation"]
+__all__ = ["FitCollector", "RunChunks", "decode_evaluation", "gather_fit"]
 
 
 def _count(value: Any, what: str) -> int:
@@ -133,6 +133,45 @@ class FitCollector:
             summed=self.summed,
             reports=[self.reports[c] for c in sorted(self.reports)],
         )
+
+
+#: How a backend hands clients out: ``(clients, message for a chunk, reply handler, sum
+#: handler or None, forget) -> {client: why its worker died}`` (see PoolBackend._run).
+RunChunks = Callable[
+    [
+        list[int],
+        Callable[[list[int]], bytes],
+        Callable[[bytes], tuple[int, bool]],
+        Callable[[bytes], None] | None,
+        Callable[[list[int]], None],
+    ],
+    dict[int, str],
+]
+
+
+def gather_fit(cohort: Cohort, run: RunChunks) -> FitOutcome:
+    """Train ``cohort`` through ``run`` (the round's params already published) and collect it.
+
+    Raises:
+        BackendError: if a worker's reply is malformed.
+    """
+    collector = FitCollector(cohort.params)
+    states = cohort.client_states
+
+    def reply(data: bytes) -> tuple[int, bool]:
+        client = collector.add_reply(data)
+        return client, client in collector.reports
+
+    died = run(
+        [int(c) for c in cohort.client_ids],
+        lambda chunk: fit_message(chunk, states),
+        reply,
+        collector.add_sum if cohort.reduce else None,
+        collector.forget,
+    )
+    for client, why in died.items():
+        collector.fail(client, f"fit failed: {why}")
+    return collector.outcome()
 
 
 def decode_evaluation(message: bytes, results: dict[int, EvalResult], failures: dict[int, ClientFailure]) -> int:

@@ -41,11 +41,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sheaf.backends._collect import FitCollector, decode_evaluation
+from sheaf.backends._collect import decode_evaluation, gather_fit
 from sheaf.backends._process import WorkerHandle, describe_exit, pool_context
 from sheaf.backends._runner import round_header
 from sheaf.backends._shared import SharedArrays
-from sheaf.backends._wire import fit_message, pack, unpack
+from sheaf.backends._wire import pack, unpack
 from sheaf.backends.base import BackendBase, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.core.errors import BackendError, ClientFailure
 from sheaf.core.params import Params
@@ -336,28 +336,9 @@ class PoolBackend(BackendBase):
 
     def fit(self, cohort: Cohort) -> FitOutcome:
         """Train the cohort in the workers; see the module docstring for sums and crashes."""
-        collector = FitCollector(cohort.params)
         header, arrays = round_header(cohort.round, cohort.train, cohort.options, cohort.payload, reduce=cohort.reduce)
         self._publish(cohort.params, "round", header, arrays)
-        states = cohort.client_states
-
-        def message(chunk: list[int]) -> bytes:
-            return fit_message(chunk, states)
-
-        def reply(data: bytes) -> tuple[int, bool]:
-            client = collector.add_reply(data)
-            return client, client in collector.reports
-
-        died = self._run(
-            [int(c) for c in cohort.client_ids],
-            message,
-            reply,
-            collector.add_sum if cohort.reduce else None,
-            collector.forget,
-        )
-        for client, why in died.items():
-            collector.fail(client, f"fit failed: {why}")
-        return collector.outcome()
+        return gather_fit(cohort, self._run)
 
     def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
         """Evaluate the clients in the workers (one model per worker, params shared)."""

@@ -29,9 +29,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sheaf.backends._collect import FitCollector, decode_evaluation
+from sheaf.backends._collect import decode_evaluation, gather_fit
 from sheaf.backends._runner import round_header
-from sheaf.backends._wire import fit_message, pack
+from sheaf.backends._wire import pack
 from sheaf.backends.base import BackendBase, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.core.errors import BackendError, ClientFailure
 from sheaf.core.params import Params
@@ -307,28 +307,21 @@ class RayBackend(BackendBase):
 
     def fit(self, cohort: Cohort) -> FitOutcome:
         """Train the cohort on the actors."""
-        collector = FitCollector(cohort.params)
         header, arrays = round_header(cohort.round, cohort.train, cohort.options, cohort.payload, reduce=cohort.reduce)
         self._publish(cohort.params, "round", pack(header, arrays))
-        states = cohort.client_states
 
-        def call(slot: _Slot, chunk: list[int]) -> Any:
-            return slot.handle.fit.remote(fit_message(chunk, states))
+        def run(
+            clients: list[int],
+            message: Callable[[list[int]], bytes],
+            reply: Callable[[bytes], tuple[int, bool]],
+            add_sum: Callable[[bytes], None] | None,
+            forget: Callable[[list[int]], None],
+        ) -> dict[int, str]:
+            return self._run(
+                clients, lambda slot, chunk: slot.handle.fit.remote(message(chunk)), reply, add_sum, forget
+            )
 
-        def reply(data: bytes) -> tuple[int, bool]:
-            client = collector.add_reply(data)
-            return client, client in collector.reports
-
-        died = self._run(
-            [int(c) for c in cohort.client_ids],
-            call,
-            reply,
-            collector.add_sum if cohort.reduce else None,
-            collector.forget,
-        )
-        for client, why in died.items():
-            collector.fail(client, f"fit failed: {why}")
-        return collector.outcome()
+        return gather_fit(cohort, run)
 
     def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
         """Evaluate the clients on the actors."""
