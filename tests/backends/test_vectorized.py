@@ -19,7 +19,7 @@ from sheaf.core.params import Params
 from sheaf.data.dataset import Federation
 from sheaf.run.simulate import simulate
 from sheaf.strategies.aggregate import weighted_mean
-from sheaf.strategies.base import chain
+from sheaf.strategies.base import Broadcast, EmptyState, RoundContext, chain, client_side
 from sheaf.task.torch_task import TorchTask
 from tests.backends.tasks import SMALL, digits, mlp_task, small_mlp
 
@@ -73,12 +73,12 @@ def test_an_unvectorisable_task_falls_back_saying_why_once(tmp_path: Path, caplo
     assert "cannot be trained under torch.func.vmap" in said[0]
 
 
-def _payload(state: tuple[object, ...], ctx: object) -> tuple[dict[str, float], dict[str, Params]]:
-    return {}, {"control": Params({"c": np.zeros(2, np.float32)})}
+def _payload(state: EmptyState, ctx: RoundContext) -> Broadcast:
+    return Broadcast({}, {"control": Params({"c": np.zeros(2, np.float32)})})
 
 
 def test_a_cohort_with_a_payload_falls_back_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    strategy = chain(weighted_mean(), name="with-payload", configure=_payload)
+    strategy = chain(weighted_mean(), client_side("sends", configure=_payload), name="with-payload")
     overrides = [*SMALL, f"runs_dir={tmp_path}"]
     with caplog.at_level(logging.WARNING, "sheaf.backends"):
         result = simulate(
@@ -95,10 +95,10 @@ def test_a_cohort_with_a_payload_falls_back_and_says_so(tmp_path: Path, caplog: 
 @pytest.mark.parametrize(
     ("name", "why"),
     [
-        ("scaffold", "sends tensors to its clients (scaffold)"),
-        ("fednova", "does not implement (client_steps)"),
-        ("qfedavg", "does not implement (client_steps)"),
-        ("fedper", "does not implement (client_steps, fedper_head)"),
+        ("scaffold", "clients run client steps (scaffold)"),
+        ("fednova", "clients run client steps (fednova)"),
+        ("qfedavg", "clients run client steps (qffl)"),
+        ("fedper", "clients run client steps (fedper)"),
     ],
 )
 def test_strategies_with_client_steps_fall_back_once_and_match_inline(

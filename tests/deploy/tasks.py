@@ -11,7 +11,7 @@ import numpy as np
 from sheaf.core.params import Params
 from sheaf.data.dataset import DatasetInfo, Split
 from sheaf.strategies import Strategy, chain, weighted_mean
-from sheaf.strategies.base import RoundContext
+from sheaf.strategies.base import Broadcast, EmptyState, RoundContext, client_side
 from sheaf.task.base import EvalResult, FitInstructions, FitResult
 
 
@@ -78,13 +78,13 @@ class CountingTask:
         return EvalResult(0.0, len(data), {"accuracy": 1.0})
 
 
+def _send_round(state: EmptyState, ctx: RoundContext) -> Broadcast:
+    return Broadcast({"round_option": ctx.round}, {"server": Params({"r": np.array([float(ctx.round)])})})
+
+
 def counting_strategy() -> Strategy:
     """FedAvg that sends the round as an option and as a payload tensor."""
-
-    def configure(state: tuple[object, ...], ctx: RoundContext) -> tuple[dict[str, int], dict[str, Params]]:
-        return {"round_option": ctx.round}, {"server": Params({"r": np.array([float(ctx.round)])})}
-
-    return chain(weighted_mean(), name="counting", configure=configure)
+    return chain(weighted_mean(), client_side("counting", configure=_send_round), name="counting")
 
 
 class BigTask:

@@ -10,7 +10,9 @@ from sheaf.core.errors import ClientFailure
 from sheaf.core.params import Params
 from sheaf.data.dataset import ClientData, Split
 from sheaf.privacy import (
+    BUDGET_STEP,
     LEDGER_KEY,
+    LOCAL_DP_STEP,
     PrivacyLedger,
     RoundMechanism,
     epsilon,
@@ -21,6 +23,7 @@ from sheaf.privacy import (
 from sheaf.strategies import RoundContext, fedavg
 from sheaf.task.base import EvalResult, FitInstructions, FitResult
 from sheaf.task.client import fit_client
+from sheaf.task.client_steps import ClientStep
 
 DIM = 50_000
 
@@ -46,16 +49,27 @@ DATA = ClientData(3, Split(np.zeros((12, 2), np.float32), np.zeros(12, np.int64)
 START = Params({"w": np.full(DIM, 0.25, np.float32)})
 
 
-def options_for(*settings: str, population: int = 10, round: int = 1) -> dict:  # type: ignore[type-arg]
+def options_for(*settings: str, population: int = 10, round: int = 1) -> tuple[dict, tuple[ClientStep, ...]]:  # type: ignore[type-arg]
+    """What a private round sends every client, and the client steps it runs."""
     plan = privacy_plan(load_config(overrides=["privacy.mode=central", *settings]), population, ledgers=True)
     assert plan is not None
     strategy = with_privacy(fedavg(), plan)
-    return strategy.configure(strategy.init(START), RoundContext(round, START, 0, population))[0]
+    sent = strategy.configure(strategy.init(START), RoundContext(round, START, 0, population))
+    return dict(sent.options), strategy.client_steps
 
 
-def fit(task, options, round: int = 1, state=None):  # type: ignore[no-untyped-def]
+def fit(task, sent, round: int = 1, state=None):  # type: ignore[no-untyped-def]
+    options, steps = sent
     return fit_client(
-        task, DATA, START, round=round, train=TrainConfig(), run_seed=0, options=options, client_state=state
+        task,
+        DATA,
+        START,
+        round=round,
+        train=TrainConfig(),
+        run_seed=0,
+        options=options,
+        client_state=state,
+        steps=steps,
     )
 
 
@@ -73,18 +87,19 @@ def test_adaptive_client_clipping_reports_whether_the_update_was_within_the_norm
 
 
 def test_a_local_dp_client_clips_noises_and_sends_nothing_else() -> None:
-    options = {**options_for("privacy.clip=0.5"), "client_steps": "privacy_budget,local_dp", "dp_noise_multiplier": 2.0}
+    options = {**options_for("privacy.clip=0.5")[0], "dp_noise_multiplier": 2.0}
+    steps = (BUDGET_STEP, LOCAL_DP_STEP)
     task = with_client_privacy(StepTask(0.0), seeded_noise=True)
-    update, _ = fit(task, {**options, "dp_noise": "seeded"})
+    update, _ = fit(task, ({**options, "dp_noise": "seeded"}, steps))
     noise = update.delta["w"].astype(np.float64)
     assert noise.std() == pytest.approx(2.0 * 0.5, rel=0.02)  # z * C on every coordinate
     assert update.num_examples == 1 and update.metrics == {} and update.extras == {}
-    again, _ = fit(task, {**options, "dp_noise": "seeded"})
+    again, _ = fit(task, ({**options, "dp_noise": "seeded"}, steps))
     assert np.array_equal(again.delta["w"], update.delta["w"])  # seeded: a simulation repeats
 
 
 def test_a_client_uses_secure_noise_unless_its_own_policy_accepts_seeded_noise() -> None:
-    options = {**options_for(), "client_steps": "local_dp", "dp_noise": "seeded", "dp_noise_multiplier": 1.0}
+    options = ({**options_for()[0], "dp_noise": "seeded", "dp_noise_multiplier": 1.0}, (LOCAL_DP_STEP,))
     plain = StepTask(0.0)  # a deployed client's task: no policy, so secure noise whatever the server asks
     a, b = fit(plain, options)[0], fit(plain, options)[0]
     assert not np.array_equal(a.delta["w"], b.delta["w"])
@@ -121,6 +136,6 @@ def test_local_dp_charges_each_update_sent_without_amplification() -> None:
 def test_a_client_with_a_budget_refuses_a_round_that_does_not_account_it() -> None:
     task = with_client_privacy(StepTask(0.01), default_budget=50.0)
     with pytest.raises(ClientFailure, match="client 3 has a privacy budget .* not differentially private"):
-        fit(task, {})  # a run without DP asks for no privacy_budget step
+        fit(task, ({}, ()))  # a run without DP asks for no privacy_budget step
     update, _ = fit(task, options_for())  # one that does: it trains
     assert update.num_examples == 12

@@ -88,7 +88,7 @@ def test_the_fednova_client_step_reports_the_norm_for_its_momentum() -> None:
         round=1,
         train=train,
         run_seed=0,
-        options={"client_steps": "fednova"},
+        steps=fednova().client_steps,
     )
     steps = update.metrics["steps"]
     assert steps == 3
@@ -105,7 +105,7 @@ def test_fednova_refuses_adam_clients() -> None:
             round=1,
             train=TrainConfig(optimizer="adam"),
             run_seed=0,
-            options={"client_steps": "fednova"},
+            steps=fednova().client_steps,
         )
 
 
@@ -114,7 +114,7 @@ def test_the_qffl_client_step_reports_its_loss_at_the_global_model_before_traini
     start = task.init_params(0)
     data = client_data(12)
     train = TrainConfig(lr=0.05, momentum=0.0)
-    update, _ = fit_client(task, data, start, round=1, train=train, run_seed=0, options={"client_steps": "qffl"})
+    update, _ = fit_client(task, data, start, round=1, train=train, run_seed=0, steps=qfedavg().client_steps)
     assert update.metrics["qffl_loss"] == pytest.approx(task.evaluate(start, data.train).loss)
     assert update.metrics["qffl_lipschitz"] == pytest.approx(20.0)
     assert update.metrics["train_loss"] != update.metrics["qffl_loss"]

@@ -53,8 +53,8 @@ def fit_scaffold(server: np.ndarray, own: np.ndarray | None, train: TrainConfig)
         round=1,
         train=train,
         run_seed=0,
-        options={"client_steps": "scaffold"},
         payload={"scaffold": Params({"w": server})},
+        steps=scaffold().client_steps,
         client_state=state,
     )
     assert new_state is not None
@@ -98,10 +98,9 @@ def test_the_server_averages_uniformly_and_moves_c_by_the_sum_over_all_clients()
     ]
     new, state, _ = strategy.aggregate(updates, strategy.init(start), RoundContext(1, start, 0, population=8))
     np.testing.assert_allclose(new["w"], 0.5 * np.array([2.0, 1.0]))  # uniform, not by examples
-    np.testing.assert_allclose(state[0].control["w"], np.array([4.0, 0.0]) / 8)  # (2/8) * mean
     options, payload = strategy.configure(state, RoundContext(2, new, 0, 8))
-    assert options == {"client_steps": "scaffold"}
-    np.testing.assert_allclose(payload["scaffold"]["w"], [0.5, 0.0])
+    assert options == {} and [step.name for step in strategy.client_steps] == ["scaffold"]
+    np.testing.assert_allclose(payload["scaffold"]["w"], np.array([4.0, 0.0]) / 8)  # c moved by (2/8) * mean
 
 
 def test_torchtask_adds_the_gradient_correction_to_every_step() -> None:

@@ -9,21 +9,23 @@ import pytest
 import torch
 
 from sheaf.core.config import TrainConfig
-from sheaf.core.errors import ClientFailure
+from sheaf.core.errors import TaskError
 from sheaf.core.params import Params
 from sheaf.data.dataset import ClientData, Split
-from sheaf.task import client_steps
+from sheaf.run.assemble import builtin_client_steps
+from sheaf.run.personalize import FINETUNE_EVALUATE
+from sheaf.strategies.fedper import fedper_client_step, head_names
 from sheaf.task.base import EvalResult, FitInstructions, FitResult
 from sheaf.task.client import fit_client
 from sheaf.task.client_steps import (
     ClientContext,
     ClientStep,
     FitFn,
-    available_client_steps,
     fit_with_steps,
-    register_client_step,
+    personalizing,
+    resolve_steps,
+    steps_by_name,
 )
-from sheaf.task.personal_steps import head_names
 from sheaf.task.torch_task import TorchTask
 
 
@@ -58,15 +60,25 @@ def tag(label: str) -> ClientStep:
     return ClientStep(f"tag{label}", run)
 
 
-def test_steps_wrap_in_order_the_first_outermost(monkeypatch: pytest.MonkeyPatch) -> None:
-    available_client_steps()  # the built-ins first
-    monkeypatch.setattr(client_steps, "_REGISTRY", dict(client_steps._REGISTRY))
-    register_client_step(tag("1"))
-    register_client_step(tag("2"))
+def test_steps_wrap_in_order_the_first_outermost() -> None:
     task = Recorder()
-    instructions = FitInstructions(1, 2, TrainConfig(), 0, options={"client_steps": "tag1, tag2"})
-    result = fit_with_steps(task, data(), task.init_params(0), instructions)
+    instructions = FitInstructions(1, 2, TrainConfig(), 0)
+    result = fit_with_steps(task, data(), task.init_params(0), instructions, (tag("1"), tag("2")))
     assert result.metrics["order"] == 21.0  # tag2 finished first (innermost), then tag1
+
+
+class Named(Recorder):
+    """Remembers the client steps its instructions name."""
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        self.named = instructions.client_steps
+        return super().fit(params, data, instructions)
+
+
+def test_the_task_sees_the_names_of_the_steps_around_it() -> None:
+    task = Named()
+    fit_with_steps(task, data(), task.init_params(0), FitInstructions(1, 2, TrainConfig(), 0), (tag("1"), tag("2")))
+    assert task.named == ("tag1", "tag2")
 
 
 def test_without_steps_it_is_the_task_alone() -> None:
@@ -76,18 +88,11 @@ def test_without_steps_it_is_the_task_alone() -> None:
     assert result.params.array_equal(start.map(lambda a: a + 1))
 
 
-def test_an_unknown_step_is_a_client_failure_naming_the_known_ones() -> None:
-    task = Recorder()
-    with pytest.raises(ClientFailure, match=r"unknown client step 'bogus'; this client knows: .*fedper.*scaffold"):
-        fit_client(
-            task,
-            data(),
-            task.init_params(0),
-            round=1,
-            train=TrainConfig(),
-            run_seed=0,
-            options={"client_steps": "bogus"},
-        )
+def test_a_name_a_client_does_not_know_is_refused_naming_those_it_runs() -> None:
+    known = steps_by_name(builtin_client_steps())
+    assert [s.name for s in resolve_steps(["scaffold", "fedper"], known)] == ["scaffold", "fedper"]
+    with pytest.raises(TaskError, match=r"unknown client step\(s\) 'bogus'; this client runs: .*fedper.*scaffold"):
+        resolve_steps(["fedper", "bogus"], known)
 
 
 def test_head_names_default_to_the_last_layer() -> None:
@@ -99,22 +104,36 @@ def test_head_names_default_to_the_last_layer() -> None:
 def test_fedper_keeps_the_head_on_the_client_and_trains_from_it_next_time() -> None:
     task = Recorder()
     start = task.init_params(0)
-    options = {"client_steps": "fedper", "fedper_head": "2."}
-    update, state = fit_client(task, data(), start, round=1, train=TrainConfig(), run_seed=0, options=options)
+    options = {"fedper_head": "2."}
+    steps = (fedper_client_step(),)
+    update, state = fit_client(
+        task, data(), start, round=1, train=TrainConfig(), run_seed=0, options=options, steps=steps
+    )
     assert update.delta["0.weight"].tolist() == [1.0, 1.0]  # the body is shared
     assert update.delta["2.weight"].tolist() == [0.0, 0.0]  # the head never leaves
     assert state is not None and state["fedper"]["2.bias"].tolist() == [1.0]
-    fit_client(task, data(), start, round=2, train=TrainConfig(), run_seed=0, options=options, client_state=state)
+    fit_client(
+        task, data(), start, round=2, train=TrainConfig(), run_seed=0, options=options, client_state=state, steps=steps
+    )
     assert task.seen[-1]["2.bias"].tolist() == [1.0]  # round 2 started from its own head
     assert task.seen[-1]["0.weight"].tolist() == [0.0, 0.0]  # and the global body
 
 
 def test_finetune_evaluate_reports_the_tuned_models_test_figures() -> None:
     task = Recorder()
-    options = {"client_steps": "fedper,finetune_evaluate", "finetune_steps": 3}
+    options = {"finetune_steps": 3}
+    steps = (personalizing(fedper_client_step()), FINETUNE_EVALUATE)
     state = {"fedper": Params({"2.weight": np.full(2, 5.0), "2.bias": np.full(1, 5.0)})}
     update, _ = fit_client(
-        task, data(), task.init_params(0), round=1, train=TrainConfig(), run_seed=0, options=options, client_state=state
+        task,
+        data(),
+        task.init_params(0),
+        round=1,
+        train=TrainConfig(),
+        run_seed=0,
+        options=options,
+        client_state=state,
+        steps=steps,
     )
     # its own head (5), then one (recorded) fit that adds 1
     assert update.metrics["eval_loss"] == 6.0

@@ -1,7 +1,17 @@
 """Backends: where client work runs — inline, pool, vectorized, Ray, or chosen automatically."""
 
 from sheaf.backends.auto import MIN_COHORT, POOL_MIN_FLOPS, AutoBackend, describe_backend
-from sheaf.backends.base import Backend, BackendBase, ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.backends.base import (
+    Backend,
+    BackendBase,
+    ClientReport,
+    Cohort,
+    EvalOutcome,
+    FitOutcome,
+    RoundWork,
+    SimulationEnv,
+)
+from sheaf.backends.client_runner import ClientRunner, FitReply
 from sheaf.backends.inline import InlineBackend
 from sheaf.backends.pool import PoolBackend, default_workers
 from sheaf.backends.ray_backend import RayBackend, ray_available
@@ -17,12 +27,15 @@ __all__ = [
     "Backend",
     "BackendBase",
     "ClientReport",
+    "ClientRunner",
     "Cohort",
     "EvalOutcome",
     "FitOutcome",
+    "FitReply",
     "InlineBackend",
     "PoolBackend",
     "RayBackend",
+    "RoundWork",
     "SimulationEnv",
     "VectorizedBackend",
     "available_backends",

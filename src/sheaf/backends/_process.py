@@ -22,7 +22,7 @@ from collections import deque
 from typing import Any
 
 from sheaf.backends._allocator import tune_allocator
-from sheaf.backends._runner import ClientRunner
+from sheaf.backends._runner import WorkerRunner
 from sheaf.backends._shared import attach
 from sheaf.backends._wire import fit_states, pack, unpack
 from sheaf.core.params import Params
@@ -68,11 +68,11 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
     try:
         tune_allocator()
-        task = pickle.loads(task_bytes)  # from the parent process, which pickled it
+        task, client_steps = pickle.loads(task_bytes)  # from the parent process, which pickled them
         _, arrays = attach(data, writable=True)
         x, y = arrays["x"], arrays["y"]
         federation = Federation(info, x, y, arrays["offsets"], arrays["train_counts"], Split(x[:0], y[:0]))
-        runner = ClientRunner(task, federation, seed, threads)
+        runner = WorkerRunner(task, federation, seed, threads, client_steps)
     except BaseException as exc:
         conn.send_bytes(pack({"op": "error", "reason": f"{type(exc).__name__}: {exc}"}))
         return

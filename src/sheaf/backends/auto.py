@@ -72,9 +72,9 @@ class AutoBackend(BackendBase):
         if workers < 2:
             return f"only {workers} worker would fit this machine's cores"
         try:
-            pickle.dumps(env.task)
+            pickle.dumps((env.task, env.client_steps))
         except Exception as exc:
-            return f"the task cannot be sent to worker processes ({type(exc).__name__}: {exc})"
+            return f"the task or its client steps cannot be sent to worker processes ({type(exc).__name__}: {exc})"
         return None
 
     def _fallback(self, env: SimulationEnv) -> Backend:

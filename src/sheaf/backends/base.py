@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, Self, runtime_checkable
 
+from sheaf.core.acceptance import UpdateRule
 from sheaf.core.config import EngineConfig, TrainConfig
 from sheaf.core.errors import BackendError, ClientFailure
 from sheaf.core.exactsum import ExactSum
@@ -27,8 +28,18 @@ from sheaf.core.params import Params
 from sheaf.core.update import Metrics, Scalar, TensorGroups, Update
 from sheaf.data.dataset import Federation
 from sheaf.task.base import EvalResult, Task
+from sheaf.task.client_steps import ClientStep
 
-__all__ = ["Backend", "BackendBase", "ClientReport", "Cohort", "EvalOutcome", "FitOutcome", "SimulationEnv"]
+__all__ = [
+    "Backend",
+    "BackendBase",
+    "ClientReport",
+    "Cohort",
+    "EvalOutcome",
+    "FitOutcome",
+    "RoundWork",
+    "SimulationEnv",
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,10 @@ class SimulationEnv:
         threads: torch threads per worker.
         engine: how backends run the work (workers, memory, Ray address, timeouts).
         cohort_size: clients per round, where known (0: unknown); ``auto`` weighs it.
+        client_steps: every client step the run may ask its clients to run (the
+            strategy's and personalised evaluation's). Workers in other processes are
+            given these once at start, then only names travel: a cohort's steps must be
+            among them.
     """
 
     task: Task
@@ -50,6 +65,32 @@ class SimulationEnv:
     threads: int = 1
     engine: EngineConfig = field(default_factory=EngineConfig)
     cohort_size: int = 0
+    client_steps: tuple[ClientStep, ...] = ()
+
+
+@dataclass(frozen=True)
+class RoundWork:
+    """What every client of a training round is given: the same for all of them.
+
+    Attributes:
+        round: the round number (1-based).
+        params: the global params every client starts from.
+        train: local training settings.
+        options: strategy settings sent with the instructions.
+        payload: tensors the strategy sends to every client of the round.
+        steps: the client steps every client runs around its training, outermost first.
+        rule: the acceptance rule for updates that are added up where they arrive (a
+            worker's partial sum, the deployed server's running sum); None where the
+            round loop checks whole updates itself.
+    """
+
+    round: int
+    params: Params
+    train: TrainConfig
+    options: Mapping[str, Scalar] = field(default_factory=dict)
+    payload: TensorGroups = field(default_factory=dict)
+    steps: tuple[ClientStep, ...] = ()
+    rule: UpdateRule | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +106,11 @@ class Cohort:
         payload: tensors the strategy sends to every client of the round.
         client_states: the persistent state of each cohort client that has one.
         reduce: the strategy needs only the weighted sum of the updates, so a backend may
-            return an exact sum (:attr:`FitOutcome.summed`) instead of the updates.
+            return an exact sum (:attr:`FitOutcome.summed`) instead of the updates; each
+            update is then checked against ``rule`` before it joins a sum.
+        steps: the client steps every client runs around its training, outermost first.
+        rule: what an update must carry to be aggregated (the strategy's
+            :class:`~sheaf.core.acceptance.UpdateRule`).
     """
 
     round: int
@@ -76,11 +121,26 @@ class Cohort:
     payload: TensorGroups = field(default_factory=dict)
     client_states: Mapping[int, TensorGroups] = field(default_factory=dict)
     reduce: bool = False
+    steps: tuple[ClientStep, ...] = ()
+    rule: UpdateRule = field(default_factory=UpdateRule)
 
     @property
     def size(self) -> int:
         """Number of clients in the cohort."""
         return len(self.client_ids)
+
+    @property
+    def work(self) -> RoundWork:
+        """What every client of the cohort is given (with the rule where updates are summed)."""
+        return RoundWork(
+            self.round,
+            self.params,
+            self.train,
+            self.options,
+            self.payload,
+            self.steps,
+            self.rule if self.reduce else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -111,11 +111,11 @@ class PoolBackend(BackendBase):
         self._env = env
         prepare_worker(env.task, env.threads)  # this process evaluates centrally: same threads
         try:
-            task_bytes = pickle.dumps(env.task)
+            task_bytes = pickle.dumps((env.task, env.client_steps))
         except Exception as exc:
             raise BackendError(
-                f"the pool backend sends the task to worker processes, but it cannot be pickled ({exc}); "
-                "build it from module-level functions (no lambdas or local functions), or use backend=inline"
+                f"the pool backend sends the task and client steps to worker processes, but they cannot be pickled "
+                f"({exc}); build them from module-level functions (no lambdas or local functions), or use backend=inline"
             ) from None
         fed = env.federation
         self._data = SharedArrays({"x": fed.x, "y": fed.y, "offsets": fed.offsets, "train_counts": fed.train_counts})
@@ -336,7 +336,7 @@ class PoolBackend(BackendBase):
 
     def fit(self, cohort: Cohort) -> FitOutcome:
         """Train the cohort in the workers; see the module docstring for sums and crashes."""
-        header, arrays = round_header(cohort.round, cohort.train, cohort.options, cohort.payload, reduce=cohort.reduce)
+        header, arrays = round_header(cohort.work)
         self._publish(cohort.params, "round", header, arrays)
         return gather_fit(cohort, self._run)
 

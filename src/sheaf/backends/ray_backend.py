@@ -3,7 +3,7 @@
 ``pip install 'sheaf[ray]'``. On a local Ray instance by default, or on a running cluster
 given by ``engine.ray_address`` (e.g. ``ray://head:10001`` or ``auto``; every node needs
 sheaf and the task's code installed). Each actor holds one
-:class:`~sheaf.backends._runner.ClientRunner` — the task loaded once, the federation's data
+:class:`~sheaf.backends._runner.WorkerRunner` — the task loaded once, the federation's data
 taken once from Ray's object store (zero-copy on the same node) — and trains chunks of
 clients with :func:`~sheaf.task.client.fit_client`, so results are bit-identical to the
 inline and pool backends. Params go to the object store once per round; replies are sheaf's
@@ -56,9 +56,11 @@ def _actor_class() -> Any:
     import ray
 
     class ClientActor:
-        def __init__(self, task: Any, data: dict[str, Any], info: Any, seed: int, threads: int) -> None:
+        def __init__(
+            self, task: Any, data: dict[str, Any], info: Any, seed: int, threads: int, client_steps: Any
+        ) -> None:
             from sheaf.backends._allocator import tune_allocator
-            from sheaf.backends._runner import ClientRunner
+            from sheaf.backends._runner import WorkerRunner
             from sheaf.backends._shared import writable_copy
             from sheaf.data.dataset import Federation, Split
 
@@ -68,7 +70,7 @@ def _actor_class() -> Any:
             data = {name: writable_copy(ray.get(ref), data["strides"][name]) for name, ref in data["refs"].items()}
             x, y = data["x"], data["y"]
             federation = Federation(info, x, y, data["offsets"], data["train_counts"], Split(x[:0], y[:0]))
-            self.runner = ClientRunner(task, federation, seed, threads)
+            self.runner = WorkerRunner(task, federation, seed, threads, client_steps)
 
         def ready(self) -> bool:
             return True
@@ -165,7 +167,7 @@ class RayBackend(BackendBase):
             "refs": {name: ray.put(getattr(fed, name)) for name in names},
             "strides": {name: list(getattr(fed, name).strides) for name in names},
         }
-        self._args = (env.task, data, fed.info, env.seed, env.threads)
+        self._args = (env.task, data, fed.info, env.seed, env.threads, env.client_steps)
         count = (
             self._requested or env.engine.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // env.threads)  # type: ignore[no-untyped-call]
         )
@@ -307,7 +309,7 @@ class RayBackend(BackendBase):
 
     def fit(self, cohort: Cohort) -> FitOutcome:
         """Train the cohort on the actors."""
-        header, arrays = round_header(cohort.round, cohort.train, cohort.options, cohort.payload, reduce=cohort.reduce)
+        header, arrays = round_header(cohort.work)
         self._publish(cohort.params, "round", pack(header, arrays))
 
         def run(

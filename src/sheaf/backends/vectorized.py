@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
@@ -180,6 +181,8 @@ class VectorizedBackend(BackendBase):
 
     # Training --------------------------------------------------------------------------------
     def _cohort_reason(self, cohort: Cohort) -> str | None:
+        if cohort.steps:
+            return f"the strategy's clients run client steps ({', '.join(s.name for s in cohort.steps)})"
         if cohort.payload:
             return f"the strategy sends tensors to its clients ({', '.join(sorted(cohort.payload))})"
         from sheaf.backends._vmap import KNOWN_OPTIONS
@@ -233,7 +236,7 @@ class VectorizedBackend(BackendBase):
                 )
             except Exception as exc:  # e.g. a client's data the model cannot take: per client, inline
                 self._say(f"vectorized training failed ({type(exc).__name__}: {exc})")
-                outcome.take(_inline(env).fit(Cohort(cohort.round, chunk, cohort.params, cohort.train, cohort.options)))
+                outcome.take(_inline(env).fit(dataclasses.replace(cohort, client_ids=chunk, reduce=False)))
                 continue
             outcome.add_chunk(chunk, result, [sizes[c] for c in chunk])
         return outcome.outcome()

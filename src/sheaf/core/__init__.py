@@ -1,5 +1,6 @@
 """Framework-free building blocks: params, updates, config, errors, random streams."""
 
+from sheaf.core.acceptance import MetricRange, UpdateRejected, UpdateRule
 from sheaf.core.config import (
     ATTACKS,
     PRIVACY_MODES,
@@ -54,6 +55,7 @@ __all__ = [
     "EngineConfig",
     "EvalConfig",
     "ExactSum",
+    "MetricRange",
     "Metrics",
     "ModelConfig",
     "ParamSpec",
@@ -74,6 +76,8 @@ __all__ = [
     "TensorGroups",
     "TrainConfig",
     "Update",
+    "UpdateRejected",
+    "UpdateRule",
     "apply_overrides",
     "array_from_record",
     "array_to_record",

@@ -32,13 +32,14 @@ from sheaf.backends.base import ClientReport, Cohort, EvalOutcome, FitOutcome, S
 from sheaf.core.errors import ClientFailure, SheafError
 from sheaf.core.exactsum import StackedSum
 from sheaf.core.params import Params
-from sheaf.core.update import Update, check_update
+from sheaf.core.update import Update
 from sheaf.deploy.chunks import encode_tensors
 from sheaf.deploy.coordinator import Coordinator, Slot, Work, WorkOutcome
 from sheaf.deploy.logs import log_event
 from sheaf.deploy.wire import ReceivedResult, encode_task_header, task_chunk
 from sheaf.run.store import RunStore
 from sheaf.task.base import EvalResult
+from sheaf.task.client_steps import step_names
 
 __all__ = ["DeploymentBackend", "task_id"]
 
@@ -102,6 +103,7 @@ class DeploymentBackend:
                 train=cohort.train,
                 options=cohort.options,
                 aggregated_round=aggregated.get(client_id, 0),
+                client_steps=step_names(cohort.steps),
             )
             slots[client_id] = Slot(client_id, tid, header)
         log_event(
@@ -132,7 +134,7 @@ class DeploymentBackend:
                 return result
             update = Update(client_id, result.delta, result.num_examples, result.metrics, result.extras)
             try:
-                check_update(update, cohort.params)
+                cohort.rule.check(update, cohort.params)
             except SheafError as exc:
                 rejected.append(ClientFailure(client_id, f"update rejected: {exc}"))
             else:

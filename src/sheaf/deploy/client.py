@@ -2,10 +2,12 @@
 
 A client connects to the server, presents its key, learns its client id and the run's
 config, loads its own data file (:mod:`sheaf.deploy.local`) and the task, then loops:
-pull a task (long poll), train or evaluate with the *same* functions simulation uses
-(:func:`~sheaf.task.fit_client`, :func:`~sheaf.task.evaluate_client`: same seeds from
-(run seed, round, client id), same thread count), and push the result. Heartbeats go out
-in the background, also while it trains.
+pull a task (long poll), train or evaluate with the *same* client runner simulation uses
+(:class:`~sheaf.backends.client_runner.ClientRunner`: same seeds from (run seed, round,
+client id), same thread count), and push the result. A task names the client steps to run
+around training; the client runs only steps it knows itself (by default sheaf's built-in
+ones, :func:`~sheaf.run.assemble.builtin_client_steps`) and reports any other request as
+a failure of that task. Heartbeats go out in the background, also while it trains.
 
 Networks fail and servers restart: any transport error closes the channel, waits (0.2 s,
 doubling up to ``max_backoff``, with jitter) and joins again. A result that could not be
@@ -35,6 +37,8 @@ import grpc
 import grpc.aio
 
 from sheaf import __version__
+from sheaf.backends.base import RoundWork
+from sheaf.backends.client_runner import ClientRunner
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import ClientFailure, SheafError
 from sheaf.data.dataset import ClientData
@@ -47,8 +51,9 @@ from sheaf.deploy.logs import log_event
 from sheaf.deploy.transport import METHODS, client_channel
 from sheaf.deploy.wire import PROTOCOL, ReceivedTask, TaskReader, encode_result
 from sheaf.privacy.ledger import with_client_privacy
+from sheaf.run.assemble import builtin_client_steps
 from sheaf.task.base import Task, prepare_worker
-from sheaf.task.client import evaluate_client, fit_client
+from sheaf.task.client_steps import ClientStep, resolve_steps, steps_by_name
 
 __all__ = ["ClientOptions", "DeployedClient", "run_client"]
 
@@ -105,6 +110,8 @@ class _Session:
     task: Task
     data: ClientData
     states: ClientStateFile
+    runner: ClientRunner
+    steps: dict[str, ClientStep]
 
 
 class _Rpc:
@@ -160,10 +167,9 @@ def _run_task(session: _Session, task: ReceivedTask) -> list[bytes]:
     if task.kind == "evaluate":
         if len(session.data.test) == 0:
             return encode_result(task.task_id, update_id, "evaluate", task.round, loss=float("nan"))
-        try:
-            evaluation = evaluate_client(session.task, session.data, task.params)
-        except ClientFailure as failure:
-            return encode_result(task.task_id, update_id, "evaluate", task.round, failure=failure.reason)
+        evaluation = session.runner.evaluate(session.data, task.params)
+        if isinstance(evaluation, ClientFailure):
+            return encode_result(task.task_id, update_id, "evaluate", task.round, failure=evaluation.reason)
         return encode_result(
             task.task_id,
             update_id,
@@ -173,23 +179,19 @@ def _run_task(session: _Session, task: ReceivedTask) -> list[bytes]:
             metrics=evaluation.metrics,
             loss=evaluation.loss,
         )
-    state = session.states.state_for(task.round, task.aggregated_round)
     try:
-        update, new_state = fit_client(
-            session.task,
-            session.data,
-            task.params,
-            round=task.round,
-            train=task.train,
-            run_seed=session.config.seed,
-            options=task.options,
-            payload=task.payload,
-            client_state=state,
-        )
-    except ClientFailure as failure:
+        steps = resolve_steps(task.client_steps, session.steps)
+    except SheafError as exc:  # the server asks for what this client does not run: refuse
+        return encode_result(task.task_id, update_id, "fit", task.round, failure=f"fit refused: {exc}")
+    state = session.states.state_for(task.round, task.aggregated_round)
+    work = RoundWork(task.round, task.params, task.train, task.options, task.payload, steps)
+    reply = session.runner.fit(session.data, work, state)
+    if reply.update is None:
+        failure = reply.failure or ClientFailure(session.client_id, "fit failed")
         return encode_result(task.task_id, update_id, "fit", task.round, failure=failure.reason)
-    if new_state is not None:
-        session.states.set_pending(task.round, new_state)
+    if reply.state is not None:
+        session.states.set_pending(task.round, reply.state)
+    update = reply.update
     return encode_result(
         task.task_id,
         update_id,
@@ -208,10 +210,19 @@ class DeployedClient:
     Args:
         options: where the server, key and data are.
         identity: the signing key (default: loaded from ``options.key``).
+        client_steps: the client steps this client runs when a task names them (default:
+            sheaf's built-in ones); a task naming any other step is refused.
     """
 
-    def __init__(self, options: ClientOptions, identity: ClientIdentity | None = None) -> None:
+    def __init__(
+        self,
+        options: ClientOptions,
+        identity: ClientIdentity | None = None,
+        client_steps: tuple[ClientStep, ...] | None = None,
+    ) -> None:
         self.options = options
+        #: The client steps this client agrees to run (default: sheaf's built-in ones).
+        self.client_steps = builtin_client_steps() if client_steps is None else client_steps
         self.identity = identity if identity is not None else load_identity(options.key)
         self._session: _Session | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sheaf-work")
@@ -241,7 +252,17 @@ class DeployedClient:
             test=len(data.test),
             file=str(self.options.data),
         )
-        return _Session(join.run_id, int(join.client_id), join.client_name, config, task, data, states)
+        return _Session(
+            join.run_id,
+            int(join.client_id),
+            join.client_name,
+            config,
+            task,
+            data,
+            states,
+            ClientRunner(task, config.seed),
+            steps_by_name(self.client_steps),
+        )
 
     async def _heartbeats(self, rpc: _Rpc, run_id: str, interval: float) -> None:
         interval = max(interval, 0.05)

@@ -40,7 +40,6 @@ import grpc.aio
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import ConfigError
 from sheaf.core.params import Params
-from sheaf.core.rng import Purpose, seed_for
 from sheaf.deploy.auth import RequestVerifier, load_authorized_clients
 from sheaf.deploy.backend import DeploymentBackend
 from sheaf.deploy.coordinator import Coordinator
@@ -49,14 +48,10 @@ from sheaf.deploy.logs import log_event
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.transport import server_credentials, server_options
 from sheaf.evaluation.history import History, RoundRecord
-from sheaf.privacy.aggregation import with_privacy
-from sheaf.privacy.plan import deployed_privacy_plan
+from sheaf.run.assemble import assemble, open_or_create_store
 from sheaf.run.loop import Federated, RoundListener, run_rounds
 from sheaf.run.population import Population
-from sheaf.run.simulate import open_or_create_store
 from sheaf.strategies.base import Strategy
-from sheaf.strategies.registry import build_strategy
-from sheaf.strategies.sampling import cohort_size
 
 __all__ = ["ServerOptions", "ServerResult", "limit_malloc_arenas", "run_server", "server_run_path"]
 
@@ -256,31 +251,23 @@ def run_server(
     authorized = load_authorized_clients(authorized_path)
     names = {client.client_id: client.name for client in authorized.values()}
     ids = tuple(sorted(names))
-    cohort_size(len(ids), config.strategy.fraction, config.strategy.min_clients)
     credentials = server_credentials(cert, key) if cert is not None and key is not None else None
     task = deployment_task(config, options.task)
     central = None
     if options.test_data is not None:
         info = catalog_info(config.data.dataset)
         central = load_test_data(options.test_data, config, label=options.label, info=info)
-    chosen = strategy if strategy is not None else build_strategy(config.strategy)
-    plan = deployed_privacy_plan(config, len(ids))  # secure noise; clients keep their own ledgers
-    if plan is not None:
-        chosen = with_privacy(chosen, plan)
-    initial = task.init_params(seed_for(config.seed, Purpose.INIT))
+    parts = assemble(config, population=len(ids), task=task, strategy=strategy, deployed=True)
+    chosen, initial = parts.strategy, parts.initial
     path = options.run_path or server_run_path(config)
     meta = {
-        "population": len(ids),
+        **parts.meta,
         "dataset": config.data.dataset,
-        "threads": config.threads,
-        "strategy": chosen.name,
         "backend": "grpc",
         "client_ids": list(ids),
         "client_names": [names[i] for i in ids],
         "run_id": uuid.uuid4().hex[:16],
     }
-    if plan is not None:
-        meta["privacy"] = plan.describe()
     store = open_or_create_store(path, config, initial, chosen.init(initial), meta)
     started = time.time()
     grpc_thread: _GrpcThread | None = None
@@ -333,8 +320,8 @@ def run_server(
             state = "running"
             write_status()
             backend = DeploymentBackend(coordinator, store)
-            parts = Federated(config, task, Population(ids, ids, central), chosen, backend, store)
-            history, params = run_rounds(parts, _LogListener(listener, coordinator, write_status))
+            federated = Federated(config, parts.task, Population(ids, ids, central), chosen, backend, store)
+            history, params = run_rounds(federated, _LogListener(listener, coordinator, write_status))
         else:
             history, params = store.history(), store.params()
             log_event(_log, logging.INFO, "already_finished", rounds=store.last_round)

@@ -93,6 +93,10 @@ def _scalars(entries: Sequence[pb.NamedScalar], what: str) -> dict[str, Scalar]:
     return out
 
 
+#: The most client steps a task may name.
+_MAX_CLIENT_STEPS = 16
+
+
 def _check_id(value: str, what: str) -> str:
     if not value or len(value) > _MAX_ID:
         raise WireError(f"{what} must be 1 to {_MAX_ID} characters, got {len(value)}")
@@ -110,8 +114,12 @@ def encode_task_header(
     train: TrainConfig | None = None,
     options: Mapping[str, Scalar] | None = None,
     aggregated_round: int = 0,
+    client_steps: Sequence[str] = (),
 ) -> bytes:
-    """The first message of a task stream; the chunks of ``tensors`` follow it."""
+    """The first message of a task stream; the chunks of ``tensors`` follow it.
+
+    Client steps travel by name only; a client runs those among its own steps.
+    """
     train_values: dict[str, Scalar] = dict(vars(train)) if train is not None else {}
     task = pb.Task(
         task_id=task_id,
@@ -124,6 +132,7 @@ def encode_task_header(
         total_bytes=tensors.total_bytes,
         aggregated_round=aggregated_round,
         tensors_digest=tensors.digest,
+        client_steps=list(client_steps),
     )
     return pb.TaskMessage(task=task).SerializeToString()
 
@@ -152,6 +161,8 @@ class ReceivedTask:
         options: the strategy's per-round options (fits).
         payload: tensors the strategy sends every client of the round (fits).
         aggregated_round: the last round whose update from this client was aggregated.
+        client_steps: the names of the client steps to run around training, outermost
+            first (fits).
     """
 
     task_id: str
@@ -163,6 +174,7 @@ class ReceivedTask:
     options: Mapping[str, Scalar] = field(default_factory=dict)
     payload: TensorGroups = field(default_factory=dict)
     aggregated_round: int = 0
+    client_steps: tuple[str, ...] = ()
 
 
 def _parse(message_type: type[Any], data: bytes, what: str) -> Any:
@@ -223,6 +235,8 @@ class TaskReader:
         header = self._header
         groups = self._assembler.finish()
         params = groups.pop("", Params({}))
+        if len(header.client_steps) > _MAX_CLIENT_STEPS:
+            raise WireError(f"task names {len(header.client_steps)} client steps, more than {_MAX_CLIENT_STEPS}")
         try:
             train = TrainConfig(**cast(dict[str, Any], _scalars(header.train, "train settings")))
         except (ConfigError, TypeError) as exc:
@@ -237,6 +251,7 @@ class TaskReader:
             _scalars(header.options, "options"),
             groups,
             int(header.aggregated_round),
+            tuple(_check_id(name, "client step name") for name in header.client_steps),
         )
 
 

@@ -16,9 +16,16 @@ from sheaf.privacy.accountant import (
     epsilon_of,
     make_accountant,
 )
-from sheaf.privacy.aggregation import PrivateMeanState, privacy_report, private_mean, with_privacy
+from sheaf.privacy.aggregation import PRIVACY, PrivateMeanState, privacy_report, private_mean, with_privacy
 from sheaf.privacy.calibration import calibrate_noise_multiplier
-from sheaf.privacy.client_steps import PRIVACY_STEPS, client_noise
+from sheaf.privacy.client_steps import (
+    BUDGET_STEP,
+    DP_CLIP_STEP,
+    LOCAL_DP_STEP,
+    PRIVACY_STEPS,
+    client_noise,
+    privacy_client_steps,
+)
 from sheaf.privacy.clipping import clip_delta, clip_sent, update_clip, update_noise_multiplier
 from sheaf.privacy.ledger import (
     LEDGER_KEY,
@@ -43,11 +50,15 @@ from sheaf.privacy.plan import (
 __all__ = [
     "ACCOUNTANTS",
     "BELOW_CLIP_METRIC",
+    "BUDGET_STEP",
     "CLIP_OPTION",
+    "DP_CLIP_STEP",
     "LEDGER_KEY",
+    "LOCAL_DP_STEP",
     "MECHANISM_KINDS",
     "NOISE_SOURCES",
     "PLD_DISCRETIZATION",
+    "PRIVACY",
     "PRIVACY_STEPS",
     "BudgetExceeded",
     "ClientPrivacy",
@@ -70,6 +81,7 @@ __all__ = [
     "epsilon_of",
     "make_accountant",
     "mechanism_from_options",
+    "privacy_client_steps",
     "privacy_plan",
     "privacy_report",
     "private_mean",

@@ -23,9 +23,13 @@ depend on who did). Clients that drop out only shrink the sum.
 
 The step's state holds the clip norm and the privacy ledger of the run (rounds released;
 in local mode how often each client took part) with the epsilon spent so far, so it is
-stored with every round and a resumed run reports the same epsilon.
+stored with every round and a resumed run reports the same epsilon. The step carries its
+whole contract: its client half (the plan's client steps — budget check, clipping, local
+noise — and what the clients are told of the mechanism), the clip norm it sends each round
+from its own state, and the privacy figures it reports from it.
 :func:`with_privacy` puts the step in place of a FedAvg-family strategy's weighted mean,
-keeping its server optimiser (DP-FedAdam, DP-FedAvgM, ...).
+keeping its server optimiser (DP-FedAdam, DP-FedAvgM, ...) and the client halves of its
+other steps (FedProx's proximal term, FedPer's personal layers).
 
 Example:
     >>> import numpy as np
@@ -52,23 +56,33 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from sheaf.core.acceptance import MetricRange
 from sheaf.core.errors import ConfigError, StrategyError
 from sheaf.core.params import Params
-from sheaf.core.update import Scalar, TensorGroups, Update
+from sheaf.core.update import Update
 from sheaf.privacy.accountant import epsilon
+from sheaf.privacy.client_steps import privacy_client_steps
 from sheaf.privacy.clipping import clip_delta, update_clip
 from sheaf.privacy.noise import server_noise
 from sheaf.privacy.plan import BELOW_CLIP_METRIC, CLIP_OPTION, PrivacyPlan
-from sheaf.strategies.base import AggregateStep, RoundContext, Strategy, WeightedSum, chain
-from sheaf.task.client_steps import CLIENT_STEPS_OPTION
+from sheaf.strategies.base import (
+    AggregateStep,
+    Broadcast,
+    ClientHalf,
+    RoundContext,
+    Strategy,
+    StrategyState,
+    WeightedSum,
+    chain,
+)
 
-__all__ = ["PrivateMeanState", "privacy_report", "private_mean", "with_privacy"]
+__all__ = ["PRIVACY", "PrivateMeanState", "privacy_report", "private_mean", "with_privacy"]
 
 
 class PrivateMeanState(NamedTuple):
@@ -100,12 +114,34 @@ def _spent(plan: PrivacyPlan, rounds: int, participations: npt.NDArray[np.int64]
     return epsilon(plan.mechanism, rounds, plan.delta, plan.accountant)
 
 
-def private_mean(plan: PrivacyPlan) -> AggregateStep:
+#: The topic under which the private mean reports (``RoundRecord.privacy``).
+PRIVACY = "privacy"
+
+
+def _send_clip(state: PrivateMeanState, ctx: RoundContext) -> Broadcast:
+    return Broadcast({CLIP_OPTION: state.clip}, {})
+
+
+def _report(state: PrivateMeanState) -> Mapping[str, Mapping[str, float]]:
+    return {
+        PRIVACY: {
+            "epsilon": float(state.epsilon),
+            "delta": float(state.delta),
+            "rounds": float(state.rounds),
+            "clip": float(state.clip),
+            "noise_multiplier": float(state.noise_multiplier),
+        }
+    }
+
+
+def private_mean(plan: PrivacyPlan) -> AggregateStep[PrivateMeanState]:
     """DP-FedAvg's aggregate step for ``plan`` (see the module docstring).
 
     Sum-only (it accepts a :class:`~sheaf.strategies.base.WeightedSum` of updates with one
     example each) when clients clip to a fixed norm in central mode; otherwise it needs
-    each update.
+    each update. Its client half runs the plan's client steps; clients are told of the
+    mechanism (and, each round, the clip norm) only when they act on it — a run clipped on
+    the server sends them nothing new, so any backend can train it as usual.
 
     Raises:
         StrategyError: on a weighted sum whose updates were not sent with one example each.
@@ -167,12 +203,22 @@ def private_mean(plan: PrivacyPlan) -> AggregateStep:
             clip, rounds, counts, _spent(plan, rounds, counts), plan.delta, plan.noise_multiplier
         )
 
-    return AggregateStep(init, apply, "private_mean", needs_updates=needs_updates)
-
-
-def _configure(state: tuple[Any, ...], ctx: RoundContext) -> tuple[dict[str, Scalar], TensorGroups]:
-    ours: PrivateMeanState = state[0]
-    return {CLIP_OPTION: ours.clip}, {}
+    on_clients = bool(plan.client_step_names)
+    reads = (MetricRange(BELOW_CLIP_METRIC, 0.0, 1.0),) if plan.adaptive and plan.clipping == "client" else ()
+    half = ClientHalf(
+        steps=privacy_client_steps(plan),
+        options=plan.client_options() if on_clients else {},
+        metrics=reads,
+    )
+    return AggregateStep(
+        init,
+        apply,
+        "private_mean",
+        needs_updates=needs_updates,
+        client=half,
+        configure=_send_clip if on_clients else None,
+        report=_report,
+    )
 
 
 def with_privacy(strategy: Strategy, plan: PrivacyPlan) -> Strategy:
@@ -188,42 +234,19 @@ def with_privacy(strategy: Strategy, plan: PrivacyPlan) -> Strategy:
             FedAvgM, FedAdam, FedYogi, FedAdagrad, FedPer): per-update rules such as Krum
             or SCAFFOLD have no DP analysis here.
     """
-    if strategy.aggregator.name != "weighted_mean" or strategy.update_steps or strategy.configure_fn:
+    if not strategy.aggregator.weighted_mean or strategy.update_steps:
         raise ConfigError(
             f"privacy.mode={plan.mode} works with strategies built on the weighted mean (fedavg, fedprox, fedavgm, "
             f"fedadam, fedyogi, fedadagrad, fedper), not {strategy.name!r}"
         )
-    steps = ",".join([*plan.client_steps, *strategy.client_steps])
-    # Clients hear of the mechanism only when they act on it (clip, noise, keep a ledger): a run
-    # clipped on the server sends them nothing new, so any backend can train it as usual.
-    on_clients = bool(plan.client_steps)
-    options = {**strategy.client_options, **(plan.client_options() if on_clients else {})}
-    if steps:
-        options[CLIENT_STEPS_OPTION] = steps
-    needs = (BELOW_CLIP_METRIC,) if plan.adaptive and plan.clipping == "client" else ()
     prefix = "ldp" if plan.mode == "local" else "dp"
-    return chain(
-        private_mean(plan),
-        *strategy.server_steps,
-        name=f"{prefix}-{strategy.name}",
-        client_options=options,
-        configure=_configure if on_clients else None,
-        requires_metrics=(*strategy.requires_metrics, *needs),
-    )
+    return chain(private_mean(plan), *strategy.server_steps, name=f"{prefix}-{strategy.name}")
 
 
-def privacy_report(strategy: Strategy, state: tuple[Any, ...]) -> dict[str, float]:
+def privacy_report(strategy: Strategy, state: StrategyState) -> dict[str, float]:
     """What a round records about privacy: ``epsilon``, ``delta``, rounds and the clip norm.
 
-    Empty for a strategy without :func:`private_mean`.
+    What the strategy's steps report under ``"privacy"``; empty for a strategy without
+    :func:`private_mean`.
     """
-    for step, step_state in zip(strategy.steps, state):
-        if step.name == "private_mean" and isinstance(step_state, PrivateMeanState):
-            return {
-                "epsilon": float(step_state.epsilon),
-                "delta": float(step_state.delta),
-                "rounds": float(step_state.rounds),
-                "clip": float(step_state.clip),
-                "noise_multiplier": float(step_state.noise_multiplier),
-            }
-    return {}
+    return strategy.report(state).get(PRIVACY, {})

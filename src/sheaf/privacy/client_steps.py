@@ -1,8 +1,8 @@
 """The client half of differential privacy: the budget check, clipping, and local noise.
 
 Three client steps (:mod:`sheaf.task.client_steps`), run by ``fit_client`` wherever the
-client runs; :func:`~sheaf.privacy.aggregation.with_privacy` asks for them, outside the
-strategy's own steps:
+client runs; they are the client half of :func:`~sheaf.privacy.aggregation.private_mean`,
+chosen by the run's plan (:func:`privacy_client_steps`):
 
 - ``privacy_budget`` — if the client has an epsilon limit (its own :class:`ClientPrivacy`),
   reads its ledger from its state, and refuses the round (``BudgetExceeded``: a dropout
@@ -19,6 +19,11 @@ strategy's own steps:
 Example:
     >>> [step.name for step in PRIVACY_STEPS]
     ['privacy_budget', 'dp_clip', 'local_dp']
+    >>> from sheaf.core.config import load_config
+    >>> from sheaf.privacy.plan import privacy_plan
+    >>> plan = privacy_plan(load_config(overrides=["privacy.mode=local", "min_clients=1"]), population=10, ledgers=True)
+    >>> [step.name for step in privacy_client_steps(plan)]
+    ['privacy_budget', 'local_dp']
 
 References:
     McMahan, Ramage, Talwar, Zhang. Learning Differentially Private Recurrent Language
@@ -39,11 +44,11 @@ from sheaf.core.rng import Purpose
 from sheaf.privacy.clipping import clip_delta, clip_sent
 from sheaf.privacy.ledger import LEDGER_KEY, BudgetExceeded, PrivacyLedger, client_privacy
 from sheaf.privacy.noise import NoiseSource, SecureNoise, SeededNoise
-from sheaf.privacy.plan import BELOW_CLIP_METRIC, CLIP_OPTION, mechanism_from_options
+from sheaf.privacy.plan import BELOW_CLIP_METRIC, CLIP_OPTION, PrivacyPlan, mechanism_from_options
 from sheaf.task.base import FitInstructions, FitResult
 from sheaf.task.client_steps import ClientContext, ClientStep, FitFn, merged_state
 
-__all__ = ["PRIVACY_STEPS", "client_noise"]
+__all__ = ["BUDGET_STEP", "DP_CLIP_STEP", "LOCAL_DP_STEP", "PRIVACY_STEPS", "client_noise", "privacy_client_steps"]
 
 
 def _number(instructions: FitInstructions, key: str) -> float:
@@ -115,9 +120,17 @@ def _local_dp(fit: FitFn, params: Params, instructions: FitInstructions, client:
     return FitResult(sent, 1, {}, {}, result.client_state)
 
 
-#: The steps this module registers.
-PRIVACY_STEPS = (
-    ClientStep("privacy_budget", _privacy_budget),
-    ClientStep("dp_clip", _dp_clip),
-    ClientStep("local_dp", _local_dp),
-)
+#: A data owner's own budget check (and ledger).
+BUDGET_STEP = ClientStep("privacy_budget", _privacy_budget)
+#: Clipping on the client for central DP.
+DP_CLIP_STEP = ClientStep("dp_clip", _dp_clip)
+#: Clipping and noise on the client: local DP.
+LOCAL_DP_STEP = ClientStep("local_dp", _local_dp)
+#: Every privacy client step.
+PRIVACY_STEPS = (BUDGET_STEP, DP_CLIP_STEP, LOCAL_DP_STEP)
+
+
+def privacy_client_steps(plan: PrivacyPlan) -> tuple[ClientStep, ...]:
+    """The client steps ``plan`` needs, outermost first (its :attr:`~PrivacyPlan.client_step_names`)."""
+    known = {step.name: step for step in PRIVACY_STEPS}
+    return tuple(known[name] for name in plan.client_step_names)

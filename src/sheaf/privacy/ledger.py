@@ -50,7 +50,6 @@ from sheaf.core.params import Params
 from sheaf.data.dataset import Split
 from sheaf.privacy.accountant import MECHANISM_KINDS, RoundMechanism, epsilon_of
 from sheaf.task.base import EvalResult, FitInstructions, FitResult, Task, prepare_worker
-from sheaf.task.client_steps import requested_steps
 
 __all__ = [
     "LEDGER_KEY",
@@ -187,7 +186,7 @@ class PrivateClientTask:
                 that would spend its privacy unaccounted. It refuses rather than train.
         """
         budget = self.client_privacy(instructions.client_id).budget
-        if budget is not None and "privacy_budget" not in requested_steps(instructions.options):
+        if budget is not None and "privacy_budget" not in instructions.client_steps:
             raise BudgetExceeded(
                 f"client {instructions.client_id} has a privacy budget ({budget:g}) but round {instructions.round} "
                 "does not account it (the run is not differentially private): it refuses to train"

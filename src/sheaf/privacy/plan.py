@@ -98,8 +98,9 @@ class PrivacyPlan:
         )
 
     @property
-    def client_steps(self) -> tuple[str, ...]:
-        """The client steps the plan needs, outermost first."""
+    def client_step_names(self) -> tuple[str, ...]:
+        """The names of the client steps the plan needs, outermost first
+        (:func:`~sheaf.privacy.client_steps.privacy_client_steps` gives the steps)."""
         budget = ("privacy_budget",) if self.ledgers else ()
         if self.mode == "local":
             return (*budget, "local_dp")

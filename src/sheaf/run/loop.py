@@ -9,9 +9,13 @@ derived from (seed, round, client), not from state in memory.
 Per round:
 
 1. sample the cohort from (seed, round);
-2. ask the backend to train it; failed clients are dropouts (for a strategy that needs only
-   the weighted sum, the backend may return the exact sum of the updates instead);
-3. check every update (names, shapes, dtypes, finite); rejected updates are dropouts;
+2. ask the backend to train it, with what the strategy's steps send (their options and
+   per-round payload) and run on the clients (their client steps); failed clients are
+   dropouts (for a strategy whose steps read nothing but the weighted sum, the backend may
+   return the exact sum of the updates instead, every update checked where it was added);
+3. check every update against the strategy's acceptance rule (names, shapes, dtypes,
+   finite; the metrics and extras its steps read, within their ranges); rejected updates
+   are dropouts;
 4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain and
    they meet the strategy's assumption (e.g. Krum's ``n >= 2f + 3``), otherwise keep the
    model unchanged and record why (with differential privacy, the privacy spent so far
@@ -33,16 +37,17 @@ from typing import Protocol
 import numpy as np
 
 from sheaf.backends.base import Backend, Cohort
+from sheaf.core.acceptance import UpdateRule
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import AggregationError, ClientFailure, SheafError
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, stream
-from sheaf.core.update import TensorGroups, Update, check_update
+from sheaf.core.update import TensorGroups, Update
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.fairness import summarize
 from sheaf.evaluation.history import ClientRecord, History, RoundRecord
-from sheaf.privacy.aggregation import privacy_report
+from sheaf.privacy.aggregation import PRIVACY
 from sheaf.run.personalize import personalized_evaluation, wants_personalization
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
@@ -124,13 +129,12 @@ def _federated_evaluation(
     return summaries, records, outcome.failures
 
 
-def _checked(updates: Sequence[Update], like: Params, strategy: Strategy) -> tuple[list[Update], list[ClientFailure]]:
+def _checked(updates: Sequence[Update], like: Params, rule: UpdateRule) -> tuple[list[Update], list[ClientFailure]]:
     good: list[Update] = []
     rejected: list[ClientFailure] = []
     for update in updates:
         try:
-            check_update(update, like)
-            strategy.check_update(update, like)
+            rule.check(update, like)
             good.append(update)
         except SheafError as exc:
             rejected.append(ClientFailure(update.client_id, f"update rejected: {exc}"))
@@ -161,9 +165,10 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
     state = store.state(template=parts.strategy.init(params))
     eval_clients: list[int] | None = None
     # Backends may return the exact sum instead of the updates only where nothing reads a
-    # single update: neither the strategy's steps nor its per-update checks.
+    # single update: neither the strategy's steps nor its acceptance rule.
     strategy = parts.strategy
-    reduce = not (strategy.needs_updates or strategy.requires_metrics or strategy.requires_extras)
+    reduce = not strategy.reads_updates
+    rule = strategy.update_rule
     if listener is not None:
         listener.on_start(config, store.last_round + 1, size, population)
 
@@ -172,11 +177,22 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         rate = config.strategy.fraction if config.strategy.sampling == "poisson" else None
         ids = clients_of_run.cohort(size, seed=config.seed, round=round, rate=rate)
         ctx = RoundContext(round, params, config.seed, population)
-        options, payload = parts.strategy.configure(state, ctx)
+        sent = strategy.configure(state, ctx)
         outcome = parts.backend.fit(
-            Cohort(round, ids, params, config.train, options, payload, store.client_states(ids), reduce)
+            Cohort(
+                round,
+                ids,
+                params,
+                config.train,
+                sent.options,
+                sent.payload,
+                store.client_states(ids),
+                reduce,
+                strategy.client_steps,
+                rule,
+            )
         )
-        updates, rejected = _checked(outcome.updates, params, parts.strategy)
+        updates, rejected = _checked(outcome.updates, params, rule)
         failures: list[tuple[str, ClientFailure]] = [("fit", f) for f in [*outcome.failures, *rejected]]
         clients = [ClientRecord(u.client_id, "fit", u.num_examples, u.metrics) for u in updates]
         clients += [ClientRecord(r.client_id, "fit", r.num_examples, r.metrics) for r in outcome.reports]
@@ -192,7 +208,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         if aggregated:
             summed = None if outcome.summed is None else _merged(outcome.summed, updates, params)
             try:
-                params, state, agg_metrics = parts.strategy.aggregate(summed or updates, state, ctx)
+                params, state, agg_metrics = strategy.aggregate(summed or updates, state, ctx)
             except AggregationError as exc:  # e.g. too few updates for Krum: skip the round, say why
                 aggregated, note = False, str(exc)
             else:
@@ -213,10 +229,10 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             federated, eval_records, eval_failures = _federated_evaluation(parts, params, eval_clients)
             clients += eval_records
             failures += [("evaluate", f) for f in eval_failures]
-            if wants_personalization(config, parts.strategy):
+            if wants_personalization(config, strategy):
                 evaluated = [r.client_id for r in eval_records]
                 personal, personal_records, personal_failures = personalized_evaluation(
-                    parts.backend, parts.strategy, config, store, round, params, evaluated
+                    parts.backend, strategy, config, store, round, params, evaluated
                 )
                 federated.update(personal)
                 clients += personal_records
@@ -233,7 +249,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             federated=federated,
             seconds=time.perf_counter() - started,
             note=note,
-            privacy=privacy_report(parts.strategy, state),
+            privacy=strategy.report(state).get(PRIVACY, {}),
         )
         store.commit_round(
             record, params, state, clients, failures, keep_params=config.keep_params, client_states=new_states

@@ -21,25 +21,17 @@ from sheaf.backends.auto import describe_backend
 from sheaf.backends.base import Backend, SimulationEnv
 from sheaf.backends.registry import build_backend
 from sheaf.core.config import RunConfig, apply_overrides, load_config
-from sheaf.core.errors import StoreError
 from sheaf.core.params import Params
-from sheaf.core.rng import Purpose, seed_for
 from sheaf.data.catalog import build_federation
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.history import History
-from sheaf.privacy.aggregation import with_privacy
-from sheaf.privacy.ledger import simulated_client_privacy
-from sheaf.privacy.plan import privacy_plan
+from sheaf.run.assemble import assemble, open_or_create_store
 from sheaf.run.loop import Federated, RoundListener, run_rounds
-from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
-from sheaf.strategies.registry import build_strategy
-from sheaf.strategies.sampling import cohort_size
-from sheaf.task.attack import AttackedTask, attack_task
 from sheaf.task.base import Task
 from sheaf.task.factory import build_task
 
-__all__ = ["SimulationResult", "open_or_create_store", "resolve_config", "simulate"]
+__all__ = ["SimulationResult", "resolve_config", "simulate"]
 
 
 def _clean(value: Any) -> Any:
@@ -119,28 +111,6 @@ def _run_path(config: RunConfig) -> Path:
     return path
 
 
-def open_or_create_store(
-    path: Path, config: RunConfig, params: Params, state: object, meta: Mapping[str, Any]
-) -> RunStore:
-    """Open the run at ``path`` to resume it (same config), or create it with round 0.
-
-    Raises:
-        StoreError: if a run exists there with a different config.
-    """
-    if not path.exists():
-        return RunStore.create(path, config.to_dict(), params, state, meta)
-    store = RunStore.open(path)
-    stored = store.config
-    if stored != config.to_dict():
-        store.close()
-        changed = sorted(k for k in set(stored) | set(config.to_dict()) if stored.get(k) != config.to_dict().get(k))
-        raise StoreError(
-            f"run {str(path)!r} exists with a different config (differs in: {', '.join(changed)}); "
-            "choose another run name or delete the file"
-        )
-    return store
-
-
 def simulate(
     config: RunConfig | str | Path | None = None,
     *,
@@ -174,44 +144,25 @@ def simulate(
     """
     started = time.perf_counter()
     cfg = resolve_config(config, overrides)
-    chosen = strategy if strategy is not None else build_strategy(cfg.strategy)
     runner = backend if backend is not None else build_backend(cfg.backend)
     fed = federation if federation is not None else build_federation(cfg.data, cfg.seed)
-    size = cohort_size(fed.num_clients, cfg.strategy.fraction, cfg.strategy.min_clients)
-    chosen.check_cohort(size)
     user_task = task if task is not None else build_task(cfg, fed.info)
-    user_task = attack_task(user_task, cfg.attack, fed.num_clients, fed.info.num_classes, cfg.seed, size)
-    plan = privacy_plan(cfg, fed.num_clients)
-    if plan is not None:
-        chosen = with_privacy(chosen, plan)
-
-    path = _run_path(cfg)
-    initial = user_task.init_params(seed_for(cfg.seed, Purpose.INIT))
+    parts = assemble(
+        cfg, population=fed.num_clients, task=user_task, strategy=strategy, num_classes=fed.info.num_classes
+    )
     meta = {
-        "population": fed.num_clients,
+        **parts.meta,
         "dataset": fed.info.name,
-        "threads": cfg.threads,
-        "strategy": chosen.name,
         "backend": runner.name,
         "client_names": list(fed.client_names),
     }
-    if plan is not None:
-        meta["privacy"] = plan.describe()
-    if isinstance(user_task, AttackedTask):
-        meta["attack"] = {
-            "name": cfg.attack.name,
-            "per_round": cfg.attack.per_round,
-            "malicious_clients": sorted(user_task.malicious),
-        }
     if fed.preprocessing:
         meta["preprocessing"] = dict(fed.preprocessing)  # the (fitted) pipeline, JSON
-    if plan is not None and (cfg.privacy.mode == "local" or cfg.privacy.client_budget or cfg.privacy.client_budgets):
-        # Only local noise and budgets live on the clients; a central run keeps the plain task
-        # (so a batching backend can still train it).
-        user_task = simulated_client_privacy(user_task, cfg.privacy)
-    store = open_or_create_store(path, cfg, initial, chosen.init(initial), meta)
+    path = _run_path(cfg)
+    store = open_or_create_store(path, cfg, parts.initial, parts.strategy.init(parts.initial), meta)
+    env = SimulationEnv(parts.task, fed, cfg.seed, cfg.threads, cfg.engine, parts.cohort, parts.client_steps)
     try:
-        runner.start(SimulationEnv(user_task, fed, cfg.seed, cfg.threads, cfg.engine, size))
+        runner.start(env)
         try:
             used, why = describe_backend(runner)
             store.set_meta("backend", used)
@@ -219,7 +170,7 @@ def simulate(
             announce = getattr(listener, "on_backend", None)  # optional: tell the user what runs
             if callable(announce):
                 announce(used, why)
-            history, params = run_rounds(Federated(cfg, user_task, fed, chosen, runner, store), listener)
+            history, params = run_rounds(Federated(cfg, parts.task, fed, parts.strategy, runner, store), listener)
         finally:
             runner.close()
         store.set_meta("status", "finished")

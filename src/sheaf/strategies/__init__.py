@@ -1,25 +1,39 @@
-"""Aggregation strategies as chains of small pure steps, and client sampling."""
+"""Aggregation strategies as chains of small pure steps, each step carrying its whole contract."""
 
 from sheaf.strategies.aggregate import weighted_mean
 from sheaf.strategies.base import (
+    EMPTY,
     AggregateStep,
-    ConfigureFn,
+    Broadcast,
+    ClientHalf,
+    EmptyState,
     RoundContext,
     ServerStep,
     Step,
     Strategy,
+    StrategyState,
     UpdateStep,
     WeightedSum,
     chain,
+    client_side,
+    init_empty,
     sum_updates,
 )
 from sheaf.strategies.fedavg import fedavg
-from sheaf.strategies.fednova import fednova, normalized_mean
+from sheaf.strategies.fednova import FEDNOVA_NORM, fednova, fednova_client_step, fednova_norm, normalized_mean
 from sheaf.strategies.fedopt import fedadagrad, fedadam, fedavgm, fedyogi
-from sheaf.strategies.fedper import fedper
-from sheaf.strategies.fedprox import fedprox
+from sheaf.strategies.fedper import (
+    FEDPER_HEAD,
+    FEDPER_KEY,
+    fedper,
+    fedper_client_step,
+    head_names,
+    personal_layers,
+)
+from sheaf.strategies.fedprox import PROXIMAL_MU, fedprox, proximal_term
 from sheaf.strategies.krum import bulyan, bulyan_aggregate, krum, krum_aggregate, krum_scores, multikrum
-from sheaf.strategies.qfedavg import qfedavg, qffl_aggregate
+from sheaf.strategies.local_sgd import effective_lr, reported_steps
+from sheaf.strategies.qfedavg import QFFL_LIPSCHITZ, QFFL_LOSS, qfedavg, qffl_aggregate, qffl_client_step
 from sheaf.strategies.registry import (
     STRATEGIES,
     available_strategies,
@@ -29,20 +43,38 @@ from sheaf.strategies.registry import (
 )
 from sheaf.strategies.robust import coordinate_median, coordinate_trimmed_mean, median, stack_updates, trimmed_mean
 from sheaf.strategies.sampling import cohort_size, sample_cohort
-from sheaf.strategies.scaffold import ScaffoldState, scaffold, scaffold_aggregate, server_scale
+from sheaf.strategies.scaffold import (
+    SCAFFOLD_KEY,
+    ScaffoldState,
+    scaffold,
+    scaffold_aggregate,
+    scaffold_client_step,
+    server_scale,
+)
 from sheaf.strategies.server_opt import AdaptiveState, MomentumState, server_adaptive, server_momentum
 
 __all__ = [
+    "EMPTY",
+    "FEDNOVA_NORM",
+    "FEDPER_HEAD",
+    "FEDPER_KEY",
+    "PROXIMAL_MU",
+    "QFFL_LIPSCHITZ",
+    "QFFL_LOSS",
+    "SCAFFOLD_KEY",
     "STRATEGIES",
     "AdaptiveState",
     "AggregateStep",
-    "ConfigureFn",
+    "Broadcast",
+    "ClientHalf",
+    "EmptyState",
     "MomentumState",
     "RoundContext",
     "ScaffoldState",
     "ServerStep",
     "Step",
     "Strategy",
+    "StrategyState",
     "UpdateStep",
     "WeightedSum",
     "available_strategies",
@@ -50,30 +82,42 @@ __all__ = [
     "bulyan",
     "bulyan_aggregate",
     "chain",
+    "client_side",
     "cohort_size",
     "coordinate_median",
     "coordinate_trimmed_mean",
     "describe_strategy",
+    "effective_lr",
     "fedadagrad",
     "fedadam",
     "fedavg",
     "fedavgm",
     "fednova",
+    "fednova_client_step",
+    "fednova_norm",
     "fedper",
+    "fedper_client_step",
     "fedprox",
     "fedyogi",
+    "head_names",
+    "init_empty",
     "krum",
     "krum_aggregate",
     "krum_scores",
     "median",
     "multikrum",
     "normalized_mean",
+    "personal_layers",
+    "proximal_term",
     "qfedavg",
     "qffl_aggregate",
+    "qffl_client_step",
     "register_strategy",
+    "reported_steps",
     "sample_cohort",
     "scaffold",
     "scaffold_aggregate",
+    "scaffold_client_step",
     "server_adaptive",
     "server_momentum",
     "server_scale",

@@ -17,16 +17,15 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from sheaf.core.params import Params
 from sheaf.core.update import Update
-from sheaf.strategies.base import AggregateStep, RoundContext, WeightedSum, sum_updates
+from sheaf.strategies.base import AggregateStep, EmptyState, RoundContext, WeightedSum, init_empty, sum_updates
 
 __all__ = ["weighted_mean"]
 
 
-def weighted_mean() -> AggregateStep:
+def weighted_mean() -> AggregateStep[EmptyState]:
     """The mean of the deltas weighted by each client's number of examples (FedAvg).
 
     Clients with zero examples carry no weight; a round whose clients all have zero
@@ -38,14 +37,13 @@ def weighted_mean() -> AggregateStep:
         Decentralized Data. AISTATS 2017.
     """
 
-    def init(params: Params) -> tuple[()]:
-        return ()
-
-    def apply(updates: Sequence[Update] | WeightedSum, state: tuple[()], ctx: RoundContext) -> tuple[Params, Any]:
+    def apply(
+        updates: Sequence[Update] | WeightedSum, state: EmptyState, ctx: RoundContext
+    ) -> tuple[Params, EmptyState]:
         summed = updates if isinstance(updates, WeightedSum) else sum_updates(updates, ctx.params)
         if summed.weight <= 0:
             return ctx.params.zeros_like(), state
         mean = {name: (total / summed.weight).astype(ctx.params[name].dtype) for name, total in summed.total.items()}
         return Params(mean), state
 
-    return AggregateStep(init, apply, "weighted_mean", needs_updates=False)
+    return AggregateStep(init_empty, apply, "weighted_mean", needs_updates=False, weighted_mean=True)

@@ -1,6 +1,6 @@
-"""Strategies as chains of small pure steps, optax-style.
+"""Strategies as chains of small pure steps, each carrying its whole contract, optax-style.
 
-A step is a pair of pure functions held in a NamedTuple: ``init(params) -> state`` and
+A step is a frozen value holding pure functions: ``init(params) -> state`` and
 ``apply(value, state, ctx) -> (value, state)``. State is returned, never kept on an
 object, so a checkpoint of a strategy is just its state tree. There are three kinds of
 step, by what flows through them:
@@ -12,9 +12,20 @@ step, by what flows through them:
 - :class:`ServerStep` — the aggregated delta in, the delta to apply out (noise, server
   momentum, server Adam).
 
+Besides its server half, a step declares everything else it is part of (its *contract*):
+
+- ``client`` — its client half (:class:`ClientHalf`): the client steps every client runs
+  around its training, fixed options the clients receive, and what the step reads from
+  each update (metrics with their valid ranges, extra tensor groups) so that an update
+  without them, or with a hostile value, is refused before aggregation;
+- ``configure`` — what it sends every client of a round, computed from *its own* state
+  (SCAFFOLD's control variate, DP's current clip norm);
+- ``report`` — what it reports about the round, by topic (the privacy spent).
+
 :func:`chain` checks the order (update steps, one aggregate step, server steps) and
-returns a :class:`Strategy`. A new algorithm is a new factory that chains steps, never a
-subclass::
+returns a :class:`Strategy`, whose contract is derived from its steps'. Nothing outside a
+step reads its state or looks it up by name; each step's functions see only its own
+slice. A new algorithm is a new factory that chains steps, never a subclass::
 
     fedavg = chain(weighted_mean(), name="fedavg")
 
@@ -38,28 +49,55 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from types import MappingProxyType
+from typing import Any, Generic, NamedTuple, TypeVar
 
+from sheaf.core.acceptance import MetricRange, UpdateRule
 from sheaf.core.errors import AggregationError, ConfigError, StrategyError
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.update import Scalar, TensorGroups, Update
+from sheaf.task.client_steps import ClientStep, steps_by_name
 
 __all__ = [
+    "EMPTY",
     "AggregateStep",
-    "ConfigureFn",
+    "Broadcast",
+    "ClientHalf",
+    "EmptyState",
     "RoundContext",
     "ServerStep",
     "Step",
     "Strategy",
+    "StrategyState",
     "UpdateStep",
     "WeightedSum",
     "chain",
+    "client_side",
+    "init_empty",
     "sum_updates",
 ]
+
+S = TypeVar("S")
+
+
+class EmptyState(NamedTuple):
+    """The state of a step that keeps none (one shared value: :data:`EMPTY`)."""
+
+
+#: The one empty state.
+EMPTY = EmptyState()
+
+
+def init_empty(params: Params) -> EmptyState:
+    """``init`` of a step without state."""
+    return EMPTY
+
+
+#: A strategy's state: one entry per step, in step order (each step reads only its own).
+StrategyState = tuple[Any, ...]
 
 
 class RoundContext(NamedTuple):
@@ -111,18 +149,66 @@ def sum_updates(updates: Sequence[Update], like: Params) -> WeightedSum:
     return WeightedSum.from_exact(exact)
 
 
-InitFn = Callable[[Params], Any]
+def _frozen(options: Mapping[str, Scalar]) -> Mapping[str, Scalar]:
+    return MappingProxyType(dict(options))
 
 
-class UpdateStep(NamedTuple):
+@dataclass(frozen=True)
+class ClientHalf:
+    """What a step asks of every client of a round, and reads from what comes back.
+
+    Attributes:
+        steps: client steps every client runs around its training, outermost first.
+        options: fixed settings every client receives (e.g. FedProx's ``proximal_mu``).
+        metrics: metrics read from every update that trained, with their valid ranges.
+        extras: extra tensor groups, shaped like the model, read from every such update.
+    """
+
+    steps: tuple[ClientStep, ...] = ()
+    options: Mapping[str, Scalar] = field(default_factory=dict)
+    metrics: tuple[MetricRange, ...] = ()
+    extras: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", _frozen(self.options))
+
+
+#: A step without a client half.
+NO_CLIENT_HALF = ClientHalf()
+
+
+class Broadcast(NamedTuple):
+    """What every client of a round receives besides the params.
+
+    Attributes:
+        options: settings (numbers, strings, flags).
+        payload: named tensor groups (e.g. SCAFFOLD's ``scaffold`` control variate).
+    """
+
+    options: Mapping[str, Scalar]
+    payload: TensorGroups
+
+
+#: A step's per-round message to the clients, from its own state.
+ConfigureFn = Callable[[S, RoundContext], Broadcast]
+#: What a step reports about the round from its own state: topic -> figures.
+ReportFn = Callable[[S], Mapping[str, Mapping[str, float]]]
+
+
+@dataclass(frozen=True)
+class UpdateStep(Generic[S]):
     """A step on the individual updates (e.g. clipping). See the module docstring."""
 
-    init: InitFn
-    apply: Callable[[Sequence[Update], Any, RoundContext], tuple[list[Update], Any]]
+    init: Callable[[Params], S]
+    apply: Callable[[Sequence[Update], S, RoundContext], tuple[list[Update], S]]
     name: str
+    client: ClientHalf = NO_CLIENT_HALF
+    configure: ConfigureFn[S] | None = None
+    report: ReportFn[S] | None = None
 
 
-class AggregateStep(NamedTuple):
+@dataclass(frozen=True)
+class AggregateStep(Generic[S]):
     """The step that turns updates into one delta.
 
     Attributes:
@@ -132,59 +218,76 @@ class AggregateStep(NamedTuple):
             e.g. ``2f + 3`` for Krum; a round with fewer is skipped, not aggregated.
         assumption: the assumption in words, for error messages (``"Krum with f=1 assumes
             n >= 2f + 3 = 5 updates"``).
+        weighted_mean: True if the step is the plain example-weighted mean of the deltas,
+            which a differentially private mean may stand in for.
     """
 
-    init: InitFn
-    apply: Callable[[Sequence[Update] | WeightedSum, Any, RoundContext], tuple[Params, Any]]
+    init: Callable[[Params], S]
+    apply: Callable[[Sequence[Update] | WeightedSum, S, RoundContext], tuple[Params, S]]
     name: str
     needs_updates: bool
     min_updates: int = 1
     assumption: str = ""
+    weighted_mean: bool = False
+    client: ClientHalf = NO_CLIENT_HALF
+    configure: ConfigureFn[S] | None = None
+    report: ReportFn[S] | None = None
 
 
-class ServerStep(NamedTuple):
+@dataclass(frozen=True)
+class ServerStep(Generic[S]):
     """A step on the aggregated delta (noise, server optimisers). See the module docstring."""
 
-    init: InitFn
-    apply: Callable[[Params, Any, RoundContext], tuple[Params, Any]]
+    init: Callable[[Params], S]
+    apply: Callable[[Params, S, RoundContext], tuple[Params, S]]
     name: str
+    client: ClientHalf = NO_CLIENT_HALF
+    configure: ConfigureFn[S] | None = None
+    report: ReportFn[S] | None = None
 
 
-Step = UpdateStep | AggregateStep | ServerStep
+Step = UpdateStep[Any] | AggregateStep[Any] | ServerStep[Any]
 
-#: ``(strategy state, ctx) -> (options, payload)`` sent to every client of a round.
-ConfigureFn = Callable[[tuple[Any, ...], RoundContext], tuple[Mapping[str, Scalar], TensorGroups]]
+
+def _unchanged(delta: Params, state: EmptyState, ctx: RoundContext) -> tuple[Params, EmptyState]:
+    return delta, state
+
+
+def client_side(
+    name: str, client: ClientHalf = NO_CLIENT_HALF, *, configure: ConfigureFn[EmptyState] | None = None
+) -> ServerStep[EmptyState]:
+    """A step that lives on the clients only: its server half leaves the delta as it is.
+
+    For mechanisms such as FedProx's proximal term or FedPer's personal layers, whose
+    whole effect is in how clients train; ``configure`` may send them something every
+    round (it has no state of its own to send from).
+
+    Example:
+        >>> step = client_side("proximal_term", ClientHalf(options={"proximal_mu": 0.1}))
+        >>> step.name, dict(step.client.options)
+        ('proximal_term', {'proximal_mu': 0.1})
+    """
+    return ServerStep(init_empty, _unchanged, name, client=client, configure=configure)
 
 
 @dataclass(frozen=True)
 class Strategy:
     """A chain of steps that turns a round's updates into the next global params.
 
-    Build one with :func:`chain`. Its state is a tuple with one entry per step.
+    Build one with :func:`chain`. Its state is a tuple with one entry per step; its
+    contract (client steps, options, what it reads, what it reports) is its steps'.
 
     Attributes:
         name: the strategy's name (for logs and the run store).
         update_steps: steps on individual updates, in order.
         aggregator: the aggregate step.
         server_steps: steps on the aggregated delta, in order.
-        client_options: settings sent to every client with its instructions.
-        configure_fn: optional ``(state, ctx) -> (options, payload)`` for what depends on
-            the state: per-round options and tensors sent to every client (e.g. SCAFFOLD's
-            server control variate).
-        requires_metrics: metrics every update from a client with examples must carry
-            (e.g. FedNova's ``fednova_norm``); see :meth:`check_update`.
-        requires_extras: extra tensor groups, shaped like the model, every such update
-            must carry (e.g. SCAFFOLD's ``scaffold``).
     """
 
     name: str
-    update_steps: tuple[UpdateStep, ...]
-    aggregator: AggregateStep
-    server_steps: tuple[ServerStep, ...]
-    client_options: Mapping[str, Scalar] = field(default_factory=dict)
-    configure_fn: ConfigureFn | None = None
-    requires_metrics: tuple[str, ...] = ()
-    requires_extras: tuple[str, ...] = ()
+    update_steps: tuple[UpdateStep[Any], ...]
+    aggregator: AggregateStep[Any]
+    server_steps: tuple[ServerStep[Any], ...]
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -202,32 +305,37 @@ class Strategy:
         return self.aggregator.min_updates
 
     @property
-    def client_steps(self) -> tuple[str, ...]:
-        """Names of the client steps every client runs around its training (e.g. ``scaffold``)."""
-        names = str(self.client_options.get("client_steps", ""))
-        return tuple(n.strip() for n in names.split(",") if n.strip())
+    def client_steps(self) -> tuple[ClientStep, ...]:
+        """The client steps every client runs around its training, outermost first."""
+        return tuple(steps_by_name(s for step in self.steps for s in step.client.steps).values())
+
+    @property
+    def client_options(self) -> Mapping[str, Scalar]:
+        """The fixed settings every client receives (the steps' options, merged in order)."""
+        merged: dict[str, Scalar] = {}
+        for step in self.steps:
+            merged.update(step.client.options)
+        return _frozen(merged)
+
+    @property
+    def update_rule(self) -> UpdateRule:
+        """What every update must carry to be aggregated (the steps' reads, merged)."""
+        metrics = {m.name: m for step in self.steps for m in step.client.metrics}
+        extras = dict.fromkeys(e for step in self.steps for e in step.client.extras)
+        return UpdateRule(self.name, tuple(metrics.values()), tuple(extras))
+
+    @property
+    def reads_updates(self) -> bool:
+        """Whether anything reads a single update (so backends must return them, not a sum)."""
+        return self.needs_updates or self.update_rule.reads_updates
 
     def check_update(self, update: Update, like: Params) -> None:
-        """Check that an update carries what this strategy's steps read, before aggregation.
-
-        The round loop turns a failed check into a dropout, so the steps can rely on it.
+        """Check an update against :attr:`update_rule` (structure, metrics, extras).
 
         Raises:
-            StrategyError: naming the client and what is missing or malformed.
+            UpdateRejected: naming the client and what is missing or malformed.
         """
-        if update.num_examples == 0:
-            return
-        who = f"client {update.client_id}"
-        for key in self.requires_metrics:
-            value = update.metrics.get(key)
-            if value is None or not math.isfinite(value):
-                raise StrategyError(f"{who}: strategy {self.name!r} needs a finite metric {key!r}, got {value!r}")
-        for group in self.requires_extras:
-            tensors = update.extras.get(group)
-            if tensors is None or not like.same_structure(tensors):
-                raise StrategyError(
-                    f"{who}: strategy {self.name!r} needs extra tensors {group!r} shaped like the model"
-                )
+        self.update_rule.check(update, like)
 
     def check_cohort(self, size: int) -> None:
         """Check that a round of ``size`` sampled clients can meet the aggregator's assumption.
@@ -242,22 +350,36 @@ class Strategy:
                 "or lower the strategy's f"
             )
 
-    def configure(self, state: tuple[Any, ...], ctx: RoundContext) -> tuple[dict[str, Scalar], TensorGroups]:
-        """What every client of the round receives besides the params: options and payload."""
+    def configure(self, state: StrategyState, ctx: RoundContext) -> Broadcast:
+        """What every client of the round receives besides the params: each step's fixed
+        options, then what each step sends from its own state."""
+        self._check_state(state)
         options: dict[str, Scalar] = dict(self.client_options)
-        payload: TensorGroups = {}
-        if self.configure_fn is not None:
-            extra, payload = self.configure_fn(state, ctx)
-            options.update(extra)
-        return options, payload
+        payload: dict[str, Params] = {}
+        for step, step_state in zip(self.steps, state, strict=True):
+            if step.configure is not None:
+                sent = step.configure(step_state, ctx)
+                options.update(sent.options)
+                payload.update(sent.payload)
+        return Broadcast(options, payload)
 
-    def init(self, params: Params) -> tuple[Any, ...]:
+    def report(self, state: StrategyState) -> dict[str, dict[str, float]]:
+        """What the steps report about the round, by topic (e.g. ``"privacy"``)."""
+        self._check_state(state)
+        topics: dict[str, dict[str, float]] = {}
+        for step, step_state in zip(self.steps, state, strict=True):
+            if step.report is not None:
+                for topic, figures in step.report(step_state).items():
+                    topics.setdefault(topic, {}).update(figures)
+        return topics
+
+    def init(self, params: Params) -> StrategyState:
         """The initial state: one entry per step."""
         return tuple(step.init(params) for step in self.steps)
 
     def aggregate(
-        self, updates: Sequence[Update] | WeightedSum, state: tuple[Any, ...], ctx: RoundContext
-    ) -> tuple[Params, tuple[Any, ...], dict[str, float]]:
+        self, updates: Sequence[Update] | WeightedSum, state: StrategyState, ctx: RoundContext
+    ) -> tuple[Params, StrategyState, dict[str, float]]:
         """Run the chain on a round's updates.
 
         Args:
@@ -274,8 +396,7 @@ class Strategy:
             AggregationError: if the updates break a step's assumption (too few for the
                 aggregator, or missing what a step needs); the round loop skips the round.
         """
-        if len(state) != len(self.steps):
-            raise StrategyError(f"strategy {self.name!r} has {len(self.steps)} steps but the state has {len(state)}")
+        self._check_state(state)
         if isinstance(updates, WeightedSum) and self.needs_updates:
             raise StrategyError(f"strategy {self.name!r} needs each client's update, not only their sum")
         new_state: list[Any] = []
@@ -289,6 +410,10 @@ class Strategy:
         new_params = ctx.params + delta
         return new_params, tuple(new_state), {"update_norm": delta.l2_norm()}
 
+    def _check_state(self, state: StrategyState) -> None:
+        if len(state) != len(self.steps):
+            raise StrategyError(f"strategy {self.name!r} has {len(self.steps)} steps but the state has {len(state)}")
+
     def _check_count(self, updates: Sequence[Update] | WeightedSum) -> None:
         count = updates.count if isinstance(updates, WeightedSum) else sum(1 for u in updates if u.num_examples > 0)
         # An aggregator that accepts any number (min_updates 1) returns a zero delta for none.
@@ -299,28 +424,17 @@ class Strategy:
             )
 
 
-def chain(
-    *steps: Step,
-    name: str,
-    client_options: Mapping[str, Scalar] | None = None,
-    configure: ConfigureFn | None = None,
-    requires_metrics: Sequence[str] = (),
-    requires_extras: Sequence[str] = (),
-) -> Strategy:
+def chain(*steps: Step, name: str) -> Strategy:
     """Compose steps into a strategy: update steps, exactly one aggregate step, server steps.
 
     Args:
         steps: the steps, in order.
         name: the strategy's name.
-        client_options: fixed settings sent to every client (e.g. ``{"proximal_mu": 0.01}``,
-            or ``{"client_steps": "scaffold"}`` for a client-side half).
-        configure: ``(state, ctx) -> (options, payload)`` for per-round settings and tensors
-            that depend on the strategy state.
-        requires_metrics: metrics each update must carry (checked before aggregation).
-        requires_extras: extra tensor groups each update must carry.
 
     Raises:
-        StrategyError: if the steps are out of order or there is not exactly one aggregate step.
+        StrategyError: if the steps are out of order, there is not exactly one aggregate
+            step, or two steps' client halves use the same client step name or option
+            differently.
     """
     aggregators = [s for s in steps if isinstance(s, AggregateStep)]
     if len(aggregators) != 1:
@@ -334,13 +448,23 @@ def chain(
         raise StrategyError(
             f"steps {bad} are out of place: update steps come before the aggregate step, server steps after"
         )
+    _check_halves(steps)
     return Strategy(
         name,
         tuple(s for s in before if isinstance(s, UpdateStep)),
         aggregators[0],
         tuple(s for s in after if isinstance(s, ServerStep)),
-        dict(client_options or {}),
-        configure,
-        tuple(requires_metrics),
-        tuple(requires_extras),
     )
+
+
+def _check_halves(steps: Sequence[Step]) -> None:
+    """Two steps may not disagree on a client step of one name, or on an option's value."""
+    seen_steps: dict[str, ClientStep] = {}
+    seen_options: dict[str, Scalar] = {}
+    for step in steps:
+        for client_step in step.client.steps:
+            if seen_steps.setdefault(client_step.name, client_step) != client_step:
+                raise StrategyError(f"two steps ask clients to run different client steps named {client_step.name!r}")
+        for key, value in step.client.options.items():
+            if seen_options.setdefault(key, value) != value:
+                raise StrategyError(f"two steps send clients different values of option {key!r}")

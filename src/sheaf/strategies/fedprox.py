@@ -1,8 +1,13 @@
 """FedProx: FedAvg whose clients add a proximal term that keeps them near the global model.
 
+The proximal term lives entirely on the clients: :func:`proximal_term` is a step whose
+server half is the identity and whose client half sends ``proximal_mu``, which
+:class:`~sheaf.task.TorchTask`'s standard loop (and the vectorized backend) turn into the
+term's gradient ``mu * (w - w_global)`` at every local step.
+
 Example:
     >>> s = fedprox(mu=0.01)
-    >>> s.name, s.client_options
+    >>> s.name, dict(s.client_options)
     ('fedprox', {'proximal_mu': 0.01})
 """
 
@@ -10,9 +15,23 @@ from __future__ import annotations
 
 from sheaf.core.errors import ConfigError
 from sheaf.strategies.aggregate import weighted_mean
-from sheaf.strategies.base import Strategy, chain
+from sheaf.strategies.base import ClientHalf, EmptyState, ServerStep, Strategy, chain, client_side
 
-__all__ = ["fedprox"]
+__all__ = ["PROXIMAL_MU", "fedprox", "proximal_term"]
+
+#: The option carrying the proximal strength to the clients.
+PROXIMAL_MU = "proximal_mu"
+
+
+def proximal_term(mu: float) -> ServerStep[EmptyState]:
+    """Clients add ``(mu / 2) * ||w - w_global||^2`` to their loss; the server changes nothing.
+
+    Raises:
+        ConfigError: if mu is negative.
+    """
+    if mu < 0:
+        raise ConfigError(f"strategy.mu must be >= 0 for FedProx, got {mu}")
+    return client_side("proximal_term", ClientHalf(options={PROXIMAL_MU: float(mu)}))
 
 
 def fedprox(mu: float = 0.01) -> Strategy:
@@ -32,6 +51,4 @@ def fedprox(mu: float = 0.01) -> Strategy:
         Li, Sahu, Zaheer, Sanjabi, Talwalkar, Smith. Federated Optimization in Heterogeneous
         Networks. MLSys 2020.
     """
-    if mu < 0:
-        raise ConfigError(f"strategy.mu must be >= 0 for FedProx, got {mu}")
-    return chain(weighted_mean(), name="fedprox", client_options={"proximal_mu": float(mu)})
+    return chain(weighted_mean(), proximal_term(mu), name="fedprox")

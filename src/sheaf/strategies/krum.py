@@ -33,7 +33,6 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +40,7 @@ import numpy.typing as npt
 from sheaf.core.params import Params
 from sheaf.core.update import Update
 from sheaf.strategies._hyper import count
-from sheaf.strategies.base import AggregateStep, RoundContext, Strategy, WeightedSum, chain
+from sheaf.strategies.base import AggregateStep, EmptyState, RoundContext, Strategy, WeightedSum, chain, init_empty
 from sheaf.strategies.robust import stack_updates
 
 __all__ = ["bulyan", "bulyan_aggregate", "krum", "krum_aggregate", "krum_scores", "multikrum"]
@@ -78,7 +77,7 @@ def _best(scores: F64, m: int) -> list[int]:
     return [int(i) for i in np.argsort(scores, kind="stable")[:m]]
 
 
-def krum_aggregate(f: int, m: int = 1) -> AggregateStep:
+def krum_aggregate(f: int, m: int = 1) -> AggregateStep[EmptyState]:
     """Krum (``m = 1``) or Multi-Krum (the uniform mean of the ``m`` best-scored updates).
 
     Args:
@@ -90,7 +89,9 @@ def krum_aggregate(f: int, m: int = 1) -> AggregateStep:
         Descent. NeurIPS 2017.
     """
 
-    def apply(updates: Sequence[Update] | WeightedSum, state: tuple[()], ctx: RoundContext) -> tuple[Params, Any]:
+    def apply(
+        updates: Sequence[Update] | WeightedSum, state: EmptyState, ctx: RoundContext
+    ) -> tuple[Params, EmptyState]:
         _, matrix = stack_updates(updates, ctx.params)
         keep = min(len(matrix), m if m > 0 else len(matrix) - f)
         chosen = _best(krum_scores(_squared_distances(matrix), f), keep)
@@ -98,7 +99,7 @@ def krum_aggregate(f: int, m: int = 1) -> AggregateStep:
 
     label = "Krum" if m == 1 else "Multi-Krum"
     return AggregateStep(
-        _no_state,
+        init_empty,
         apply,
         "krum" if m == 1 else "multikrum",
         needs_updates=True,
@@ -107,7 +108,7 @@ def krum_aggregate(f: int, m: int = 1) -> AggregateStep:
     )
 
 
-def bulyan_aggregate(f: int) -> AggregateStep:
+def bulyan_aggregate(f: int) -> AggregateStep[EmptyState]:
     """Bulyan over Krum: pick ``n − 2f`` updates by repeated Krum, then a trimmed mean around the median.
 
     Args:
@@ -118,7 +119,9 @@ def bulyan_aggregate(f: int) -> AggregateStep:
         Byzantium. ICML 2018.
     """
 
-    def apply(updates: Sequence[Update] | WeightedSum, state: tuple[()], ctx: RoundContext) -> tuple[Params, Any]:
+    def apply(
+        updates: Sequence[Update] | WeightedSum, state: EmptyState, ctx: RoundContext
+    ) -> tuple[Params, EmptyState]:
         _, matrix = stack_updates(updates, ctx.params)
         n = len(matrix)
         theta, beta = n - 2 * f, n - 4 * f
@@ -137,17 +140,13 @@ def bulyan_aggregate(f: int) -> AggregateStep:
         return ctx.params.unflatten(nearest.mean(axis=0)), state
 
     return AggregateStep(
-        _no_state,
+        init_empty,
         apply,
         "bulyan",
         needs_updates=True,
         min_updates=4 * f + 3,
         assumption=f"Bulyan with f={f} assumes n >= 4f + 3 = {4 * f + 3} updates",
     )
-
-
-def _no_state(params: Params) -> tuple[()]:
-    return ()
 
 
 def krum(f: int = 1) -> Strategy:

@@ -103,6 +103,6 @@ def describe_strategy(name: str) -> dict[str, Any]:
             if param.default is not inspect.Parameter.empty
         },
         "sum_only": not strategy.needs_updates,
-        "client_steps": list(strategy.client_steps),
+        "client_steps": [step.name for step in strategy.client_steps],
         "min_updates": strategy.min_updates,
     }

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +35,7 @@ import numpy.typing as npt
 from sheaf.core.params import Params
 from sheaf.core.update import Update
 from sheaf.strategies._hyper import count, real
-from sheaf.strategies.base import AggregateStep, RoundContext, Strategy, WeightedSum, chain
+from sheaf.strategies.base import AggregateStep, EmptyState, RoundContext, Strategy, WeightedSum, chain, init_empty
 
 __all__ = ["coordinate_median", "coordinate_trimmed_mean", "median", "stack_updates", "trimmed_mean"]
 
@@ -64,7 +63,7 @@ def trimmed_count(beta: float, n: int) -> int:
     return math.floor(beta * n + 1e-9)
 
 
-def coordinate_median(f: int = 0) -> AggregateStep:
+def coordinate_median(f: int = 0) -> AggregateStep[EmptyState]:
     """The coordinate-wise median of the deltas (the mean of the two middle values for even n).
 
     Args:
@@ -75,14 +74,16 @@ def coordinate_median(f: int = 0) -> AggregateStep:
         Yin et al. Byzantine-Robust Distributed Learning. ICML 2018.
     """
 
-    def apply(updates: Sequence[Update] | WeightedSum, state: tuple[()], ctx: RoundContext) -> tuple[Params, Any]:
+    def apply(
+        updates: Sequence[Update] | WeightedSum, state: EmptyState, ctx: RoundContext
+    ) -> tuple[Params, EmptyState]:
         _, matrix = stack_updates(updates, ctx.params)
         if len(matrix) == 0:
             return ctx.params.zeros_like(), state
         return ctx.params.unflatten(np.median(matrix, axis=0)), state
 
     return AggregateStep(
-        _no_state,
+        init_empty,
         apply,
         "coordinate_median",
         needs_updates=True,
@@ -91,7 +92,7 @@ def coordinate_median(f: int = 0) -> AggregateStep:
     )
 
 
-def coordinate_trimmed_mean(beta: float) -> AggregateStep:
+def coordinate_trimmed_mean(beta: float) -> AggregateStep[EmptyState]:
     """Per coordinate, drop the ``floor(beta · n)`` largest and smallest values and average the rest.
 
     Args:
@@ -103,14 +104,16 @@ def coordinate_trimmed_mean(beta: float) -> AggregateStep:
     """
     least = next(n for n in range(1, 10**6) if trimmed_count(beta, n) >= 1)
 
-    def apply(updates: Sequence[Update] | WeightedSum, state: tuple[()], ctx: RoundContext) -> tuple[Params, Any]:
+    def apply(
+        updates: Sequence[Update] | WeightedSum, state: EmptyState, ctx: RoundContext
+    ) -> tuple[Params, EmptyState]:
         _, matrix = stack_updates(updates, ctx.params)
         k = trimmed_count(beta, len(matrix))
         kept = np.sort(matrix, axis=0)[k : len(matrix) - k]
         return ctx.params.unflatten(kept.mean(axis=0)), state
 
     return AggregateStep(
-        _no_state,
+        init_empty,
         apply,
         "coordinate_trimmed_mean",
         needs_updates=True,
@@ -120,10 +123,6 @@ def coordinate_trimmed_mean(beta: float) -> AggregateStep:
             f"n >= {least} updates to drop any"
         ),
     )
-
-
-def _no_state(params: Params) -> tuple[()]:
-    return ()
 
 
 def median(f: int = 0) -> Strategy:

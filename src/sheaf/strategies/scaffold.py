@@ -5,8 +5,8 @@ The server keeps a control variate ``c`` (strategy state), sent to every client 
 every local gradient by ``c − c_i``, and after ``K`` local steps of size ``η`` sets
 ``c_i⁺ = c_i − c + (x − y_i) / (K η)`` (option II); it sends its delta ``Δy_i = y_i − x`` and,
 in the extras ``"scaffold"``, ``Δc_i = c_i⁺ − c_i``. The client half is the ``scaffold``
-client step (:mod:`sheaf.task.correction_steps`), run by ``fit_client`` wherever the client
-runs. The server averages uniformly over the ``|S|`` clients that trained:
+client step (:func:`scaffold_client_step`, in this module beside the server half), run by
+``fit_client`` wherever the client runs. The server averages uniformly over the ``|S|`` clients that trained:
 
     x ← x + η_g · (1/|S|) Σ Δy_i          c ← c + (1/N) Σ Δc_i     (N: all clients)
 
@@ -23,9 +23,9 @@ Example:
     >>> ups = [Update(i, Params({"w": np.array([v])}), 5, {}, {"scaffold": Params({"w": np.array([2 * v])})})
     ...        for i, v in enumerate([1.0, 3.0])]
     >>> new, state, _ = s.aggregate(ups, s.init(p), RoundContext(1, p, 0, population=4))
-    >>> new["w"].tolist(), state[0].control["w"].tolist()   # mean delta 2; c = (2 + 6) / 4
-    ([2.0], [2.0])
-    >>> s.configure(state, RoundContext(2, new, 0, 4))[1]["scaffold"]["w"].tolist()
+    >>> new["w"].tolist()   # the mean delta
+    [2.0]
+    >>> s.configure(state, RoundContext(2, new, 0, 4)).payload["scaffold"]["w"].tolist()   # c = (2 + 6) / 4
     [2.0]
 
 References:
@@ -35,19 +35,36 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
+from sheaf.core.errors import TaskError
 from sheaf.core.params import Params
-from sheaf.core.update import Scalar, TensorGroups, Update
+from sheaf.core.update import Update
 from sheaf.strategies._hyper import real
-from sheaf.strategies.base import AggregateStep, RoundContext, ServerStep, Strategy, WeightedSum, chain
+from sheaf.strategies.base import (
+    AggregateStep,
+    Broadcast,
+    ClientHalf,
+    EmptyState,
+    RoundContext,
+    ServerStep,
+    Strategy,
+    WeightedSum,
+    chain,
+    init_empty,
+)
+from sheaf.strategies.local_sgd import effective_lr, reported_steps
+from sheaf.task.base import FitInstructions, FitResult
+from sheaf.task.client_steps import GRADIENT_CORRECTION, ClientContext, ClientStep, FitFn, merged_state
 
-__all__ = ["ScaffoldState", "scaffold", "scaffold_aggregate", "server_scale"]
+__all__ = ["SCAFFOLD_KEY", "ScaffoldState", "scaffold", "scaffold_aggregate", "scaffold_client_step", "server_scale"]
 
-_KEY = "scaffold"
+#: Payload group (server ``c``), client-state group (``c_i``) and extras group (``Δc_i``).
+SCAFFOLD_KEY = "scaffold"
 
 
 class ScaffoldState(NamedTuple):
@@ -65,8 +82,57 @@ def _mean(groups: list[Params], like: Params) -> Params:
     return Params({name: (total / len(groups)).astype(like[name].dtype) for name, total in totals.items()})
 
 
-def scaffold_aggregate() -> AggregateStep:
-    """The uniform mean of the deltas; moves ``c`` by the control-variate deltas over all clients."""
+# Client half ----------------------------------------------------------------------------
+
+
+def _scaffold(fit: FitFn, params: Params, instructions: FitInstructions, client: ClientContext) -> FitResult:
+    server = instructions.payload.get(SCAFFOLD_KEY)
+    if server is None or not params.same_structure(server):
+        raise TaskError("SCAFFOLD needs the server control variate (payload 'scaffold') shaped like the model")
+    own = instructions.client_state.get(SCAFFOLD_KEY)
+    if own is None or not params.same_structure(own):
+        own = params.zeros_like()
+    lr = effective_lr(instructions.train, "SCAFFOLD")
+    payload = {**instructions.payload, GRADIENT_CORRECTION: server - own}
+    result = fit(params, dataclasses.replace(instructions, payload=payload))
+    steps = reported_steps(result, "SCAFFOLD")
+    if steps > 0:
+        # Option II: c_i+ = c_i - c + (x - y) / (K lr)
+        updated = own - server + (params - result.params) * (1.0 / (steps * lr))
+    else:
+        updated = own
+    return dataclasses.replace(
+        result,
+        extras={**result.extras, SCAFFOLD_KEY: updated - own},
+        client_state=merged_state(instructions, result, **{SCAFFOLD_KEY: updated}),
+    )
+
+
+def scaffold_client_step() -> ClientStep:
+    """SCAFFOLD's client half: correct every local gradient by ``c − c_i``, then move ``c_i``.
+
+    Reads the server control variate ``c`` (payload ``"scaffold"``) and its own ``c_i``
+    (client state ``"scaffold"``, zero at first), has every local gradient corrected by
+    ``c − c_i`` (payload ``"gradient_correction"``), then computes option II's
+    ``c_i⁺ = c_i − c + (x − y) / (K η)`` from its ``K`` local steps (metric ``"steps"``);
+    keeps ``c_i⁺`` as its state and sends ``c_i⁺ − c_i`` in the extras ``"scaffold"``.
+    """
+    return ClientStep(SCAFFOLD_KEY, _scaffold)
+
+
+# Server half ----------------------------------------------------------------------------
+
+
+def _send_control(state: ScaffoldState, ctx: RoundContext) -> Broadcast:
+    return Broadcast({}, {SCAFFOLD_KEY: state.control})
+
+
+def scaffold_aggregate() -> AggregateStep[ScaffoldState]:
+    """The uniform mean of the deltas; moves ``c`` by the control-variate deltas over all clients.
+
+    Its client half is :func:`scaffold_client_step`; every round it sends the clients ``c``
+    from its own state, and it reads each update's extras ``"scaffold"``.
+    """
 
     def init(params: Params) -> ScaffoldState:
         return ScaffoldState(params.zeros_like())
@@ -81,24 +147,26 @@ def scaffold_aggregate() -> AggregateStep:
             return ctx.params.zeros_like(), state
         delta = _mean([u.delta for u in chosen], ctx.params)
         # c <- c + (|S| / N) * mean(dc_i) = c + sum(dc_i) / N
-        shift = _mean([u.extras[_KEY] for u in chosen], state.control) * (len(chosen) / max(ctx.population, 1))
+        shift = _mean([u.extras[SCAFFOLD_KEY] for u in chosen], state.control) * (len(chosen) / max(ctx.population, 1))
         return delta, ScaffoldState(state.control + shift)
 
-    return AggregateStep(init, apply, "scaffold_mean", needs_updates=True)
+    return AggregateStep(
+        init,
+        apply,
+        "scaffold_mean",
+        needs_updates=True,
+        client=ClientHalf(steps=(scaffold_client_step(),), extras=(SCAFFOLD_KEY,)),
+        configure=_send_control,
+    )
 
 
-def server_scale(lr: float) -> ServerStep:
+def server_scale(lr: float) -> ServerStep[EmptyState]:
     """Scale the aggregated delta by a global learning rate η_g."""
 
-    def apply(delta: Params, state: tuple[()], ctx: RoundContext) -> tuple[Params, tuple[()]]:
+    def apply(delta: Params, state: EmptyState, ctx: RoundContext) -> tuple[Params, EmptyState]:
         return (delta if lr == 1.0 else delta * lr), state
 
-    return ServerStep(lambda params: (), apply, "server_scale")
-
-
-def _send_control(state: tuple[Any, ...], ctx: RoundContext) -> tuple[dict[str, Scalar], TensorGroups]:
-    control: ScaffoldState = state[0]
-    return {}, {_KEY: control.control}
+    return ServerStep(init_empty, apply, "server_scale")
 
 
 def scaffold(lr: float = 1.0) -> Strategy:
@@ -116,19 +184,12 @@ def scaffold(lr: float = 1.0) -> Strategy:
 
     Example:
         >>> s = scaffold()
-        >>> s.client_options["client_steps"], s.requires_extras, s.needs_updates
-        ('scaffold', ('scaffold',), True)
+        >>> [step.name for step in s.client_steps], s.update_rule.extras, s.needs_updates
+        (['scaffold'], ('scaffold',), True)
 
     References:
         Karimireddy, Kale, Mohri, Reddi, Stich, Suresh. SCAFFOLD: Stochastic Controlled
         Averaging for Federated Learning. ICML 2020.
     """
     eta = real("scaffold", "lr", lr, low=0, low_open=True)
-    return chain(
-        scaffold_aggregate(),
-        server_scale(eta),
-        name="scaffold",
-        client_options={"client_steps": "scaffold"},
-        configure=_send_control,
-        requires_extras=(_KEY,),
-    )
+    return chain(scaffold_aggregate(), server_scale(eta), name="scaffold")

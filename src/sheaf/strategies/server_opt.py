@@ -62,7 +62,7 @@ class AdaptiveState(NamedTuple):
     v: Params
 
 
-def server_momentum(lr: float, momentum: float) -> ServerStep:
+def server_momentum(lr: float, momentum: float) -> ServerStep[MomentumState]:
     """Server SGD with heavy-ball momentum: ``m ← β m + Δ``, apply ``lr · m``.
 
     Args:
@@ -91,7 +91,7 @@ _SECOND_MOMENT: dict[str, Callable[[F64, F64, float], F64]] = {
 }
 
 
-def server_adaptive(kind: str, *, lr: float, beta1: float, beta2: float, tau: float) -> ServerStep:
+def server_adaptive(kind: str, *, lr: float, beta1: float, beta2: float, tau: float) -> ServerStep[AdaptiveState]:
     """An adaptive server optimiser from Reddi et al.'s Algorithm 2 (no bias correction).
 
     Args:

@@ -12,22 +12,20 @@ from sheaf.task.attack import AttackedTask, attack_task, malicious_clients, mali
 from sheaf.task.base import EvalResult, FitInstructions, FitResult, Task, prepare_worker
 from sheaf.task.client import evaluate_client, fit_client, fit_instructions
 from sheaf.task.client_steps import (
-    CLIENT_STEPS_OPTION,
     GRADIENT_CORRECTION,
     LOCAL_STEPS,
     ClientContext,
     ClientStep,
     FitFn,
-    available_client_steps,
-    client_step,
+    PersonalizeFn,
     fit_with_steps,
     merged_state,
-    register_client_step,
-    requested_steps,
+    personalizing,
+    resolve_steps,
+    step_names,
+    steps_by_name,
 )
-from sheaf.task.correction_steps import CORRECTION_STEPS, SCAFFOLD_KEY, effective_lr, fednova_norm, reported_steps
 from sheaf.task.factory import build_task, load_task
-from sheaf.task.personal_steps import FEDPER_KEY, PERSONAL_STEPS, head_names
 
 if TYPE_CHECKING:
     from sheaf.task import optim
@@ -44,14 +42,9 @@ if TYPE_CHECKING:
     from sheaf.task.torch_task import MetricFn, OptimizerFn, TorchTask, TrainFn, accuracy
 
 __all__ = [
-    "CLIENT_STEPS_OPTION",
-    "CORRECTION_STEPS",
-    "FEDPER_KEY",
     "GRADIENT_CORRECTION",
     "LOCAL_STEPS",
     "MODELS",
-    "PERSONAL_STEPS",
-    "SCAFFOLD_KEY",
     "AttackedTask",
     "CharLSTM",
     "ClientContext",
@@ -62,24 +55,20 @@ __all__ = [
     "FitResult",
     "MetricFn",
     "OptimizerFn",
+    "PersonalizeFn",
     "Task",
     "TorchTask",
     "TrainFn",
     "accuracy",
     "attack_task",
-    "available_client_steps",
     "build_model",
     "build_task",
     "char_lstm",
-    "client_step",
     "cnn",
-    "effective_lr",
     "evaluate_client",
-    "fednova_norm",
     "fit_client",
     "fit_instructions",
     "fit_with_steps",
-    "head_names",
     "load_task",
     "logistic_regression",
     "malicious_clients",
@@ -88,10 +77,11 @@ __all__ = [
     "mlp",
     "model_factory",
     "optim",
+    "personalizing",
     "prepare_worker",
-    "register_client_step",
-    "reported_steps",
-    "requested_steps",
+    "resolve_steps",
+    "step_names",
+    "steps_by_name",
 ]
 
 _LAZY = {

@@ -51,6 +51,8 @@ class FitInstructions:
             server control variate).
         client_state: this client's own persistent state from its earlier rounds (e.g. its
             control variate, or a personal head); empty the first time it trains.
+        client_steps: the names of the client steps that run around this training
+            (:mod:`sheaf.task.client_steps`), outermost first.
     """
 
     round: int
@@ -60,6 +62,7 @@ class FitInstructions:
     options: Mapping[str, Scalar] = field(default_factory=dict)
     payload: TensorGroups = field(default_factory=dict)
     client_state: TensorGroups = field(default_factory=dict)
+    client_steps: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

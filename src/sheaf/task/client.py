@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sheaf.core.config import TrainConfig
 from sheaf.core.errors import ClientFailure
@@ -30,7 +30,7 @@ from sheaf.core.rng import Purpose, seed_for
 from sheaf.core.update import Scalar, TensorGroups, Update, validate_metrics
 from sheaf.data.dataset import ClientData
 from sheaf.task.base import EvalResult, FitInstructions, Task
-from sheaf.task.client_steps import fit_with_steps
+from sheaf.task.client_steps import ClientStep, fit_with_steps
 
 __all__ = ["evaluate_client", "fit_client", "fit_instructions"]
 
@@ -62,11 +62,12 @@ def fit_client(
     options: Mapping[str, Scalar] | None = None,
     payload: TensorGroups | None = None,
     client_state: TensorGroups | None = None,
+    steps: Sequence[ClientStep] = (),
 ) -> tuple[Update, TensorGroups | None]:
     """Train one client; return its update (delta from ``params``) and its new state.
 
-    The client steps named in ``options["client_steps"]`` (e.g. SCAFFOLD's) run around
-    ``task.fit`` (:mod:`sheaf.task.client_steps`).
+    The client ``steps`` (e.g. SCAFFOLD's client half) run around ``task.fit``, the first
+    outermost (:mod:`sheaf.task.client_steps`).
 
     Returns:
         The update to send, and the client's new persistent state (None: unchanged).
@@ -76,7 +77,7 @@ def fit_client(
     """
     instructions = fit_instructions(run_seed, round, data.client_id, train, options, payload, client_state)
     try:
-        result = fit_with_steps(task, data, params, instructions)
+        result = fit_with_steps(task, data, params, instructions, steps)
         metrics = validate_metrics(result.metrics, source=f"client {data.client_id} fit metrics")
         update = Update.from_params(data.client_id, params, result.params, result.num_examples, metrics, result.extras)
         return update, result.client_state

@@ -3,14 +3,17 @@
 Some algorithms need more of a client than "train and send the delta": SCAFFOLD corrects
 every local gradient and keeps a control variate, FedNova reports how far its optimiser
 normalises the update, q-FFL reports the loss at the global model before training, FedPer
-keeps a personal head. Each is a :class:`ClientStep`: a function that wraps the client's
-training — it may change the params and instructions going in and the result coming out.
+keeps a personal head, differential privacy clips and noises. Each is a
+:class:`ClientStep`: a value holding a function that wraps the client's training — it may
+change the params and instructions going in and the result coming out. The strategy step
+that needs it declares it (its client half, :mod:`sheaf.strategies.base`), beside its
+server half.
 
-A strategy asks for its steps by name in ``options["client_steps"]`` (comma-separated, in
-order; the first wraps all the others). :func:`fit_with_steps` runs them; it is called by
-:func:`sheaf.task.client.fit_client`, so a client does the same in simulation, in a worker
-process or deployed — only registered steps run, whatever the server names. The
-server-side halves are ordinary strategy steps (see ``docs/strategies.md``).
+Steps are values, passed in from where a run is assembled — never looked up in a global
+registry, never named by the other side and imported. Where a step cannot travel as a
+value (to a worker process, or to a deployed client), only its *name* travels, and the
+receiving side resolves it against the steps it was given itself (:func:`resolve_steps`):
+a client runs only steps it knows and agreed to, whatever the server names.
 
 Two instruction keys let a step steer a task's own loop; :class:`~sheaf.task.TorchTask`'s
 standard loop honours both, and a custom loop should too:
@@ -26,41 +29,40 @@ Example:
     >>> def doubled(fit, params, instructions, client):
     ...     result = fit(params, instructions)
     ...     return FitResult(result.params, result.num_examples, {**result.metrics, "twice": 2.0})
-    >>> register_client_step(ClientStep("doubled", doubled))
-    >>> requested_steps({"client_steps": "doubled"})
-    ('doubled',)
+    >>> step = ClientStep("doubled", doubled)
+    >>> [s.name for s in resolve_steps(["doubled"], steps_by_name([step]))]
+    ['doubled']
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
 from sheaf.core.errors import TaskError
 from sheaf.core.params import Params
-from sheaf.core.update import Scalar, TensorGroups
+from sheaf.core.update import TensorGroups
 from sheaf.data.dataset import ClientData
 from sheaf.task.base import FitInstructions, FitResult, Task
 
 __all__ = [
-    "CLIENT_STEPS_OPTION",
     "GRADIENT_CORRECTION",
     "LOCAL_STEPS",
     "ClientContext",
     "ClientStep",
     "FitFn",
-    "available_client_steps",
-    "client_step",
+    "PersonalizeFn",
     "fit_with_steps",
     "merged_state",
-    "register_client_step",
-    "requested_steps",
+    "personalizing",
+    "resolve_steps",
+    "step_names",
+    "steps_by_name",
 ]
 
-#: The option naming the client steps to run, comma-separated.
-CLIENT_STEPS_OPTION = "client_steps"
 #: Payload group added to every local gradient, by parameter name.
 GRADIENT_CORRECTION = "gradient_correction"
 #: Option: train exactly this many mini-batch steps (instead of ``train.epochs`` epochs).
@@ -83,78 +85,102 @@ class ClientContext:
     data: ClientData
 
 
+#: ``(global params, instructions, client) -> the params this client itself uses``.
+PersonalizeFn = Callable[[Params, FitInstructions, ClientContext], Params]
+
+
 class ClientStep(NamedTuple):
     """A named wrapper around a client's training.
 
     Attributes:
-        name: what strategies put in ``options["client_steps"]``.
+        name: how the step is named where it cannot travel as a value (worker messages,
+            the deployment wire); unique among the steps of a run.
         run: ``(fit, params, instructions, client) -> result``; calls ``fit`` (the rest of
             the chain and the task) at most once, with whatever params and instructions it
             decides, and returns the result to send.
-        personal: True if the step decides which model the client itself uses (FedPer's
-            personal head); such steps also run in personalised evaluation.
+        personalize: for steps that decide which model the client itself uses (FedPer's
+            personal head, Ditto's personal model): maps the global params to that model,
+            from the client's state; personalised evaluation evaluates what it returns.
     """
 
     name: str
     run: Callable[[FitFn, Params, FitInstructions, ClientContext], FitResult]
-    personal: bool = False
+    personalize: PersonalizeFn | None = None
+
+    @property
+    def personal(self) -> bool:
+        """Whether the step shapes the model the client itself uses."""
+        return self.personalize is not None
 
 
-_REGISTRY: dict[str, ClientStep] = {}
+def _personalized(
+    personalize: PersonalizeFn, fit: FitFn, params: Params, instructions: FitInstructions, client: ClientContext
+) -> FitResult:
+    return fit(personalize(params, instructions, client), instructions)
 
 
-def _builtins() -> None:
-    # Imported on first use: the built-in steps import this module for their types.
-    # Differential privacy's client half lives with the rest of DP in sheaf.privacy; it is
-    # built in so that every client process knows it, wherever it runs.
-    from sheaf.privacy import client_steps as privacy_steps
-    from sheaf.task import correction_steps, personal_steps
-
-    for step in (*correction_steps.CORRECTION_STEPS, *personal_steps.PERSONAL_STEPS, *privacy_steps.PRIVACY_STEPS):
-        _REGISTRY.setdefault(step.name, step)
-
-
-def register_client_step(step: ClientStep) -> None:
-    """Make ``step`` runnable by name (replaces a step of the same name)."""
-    _builtins()
-    _REGISTRY[step.name] = step
-
-
-def available_client_steps() -> list[str]:
-    """Names of every registered client step."""
-    _builtins()
-    return sorted(_REGISTRY)
-
-
-def client_step(name: str) -> ClientStep:
-    """The registered step called ``name``.
+def personalizing(step: ClientStep) -> ClientStep:
+    """The step that, in personalised evaluation, swaps the global params for the model
+    ``step`` gives the client itself (named ``<step>:personal``).
 
     Raises:
-        TaskError: if no step has that name (the message lists those that exist).
+        TaskError: if ``step`` is not personal.
+
+    Example:
+        >>> own = ClientStep("own", print, personalize=lambda params, instructions, client: params * 2)
+        >>> personalizing(own).name
+        'own:personal'
     """
-    _builtins()
-    step = _REGISTRY.get(name)
-    if step is None:
-        raise TaskError(f"unknown client step {name!r}; this client knows: {', '.join(available_client_steps())}")
-    return step
+    if step.personalize is None:
+        raise TaskError(f"client step {step.name!r} does not personalise the model")
+    return ClientStep(f"{step.name}:personal", partial(_personalized, step.personalize))
 
 
-def requested_steps(options: Mapping[str, Scalar]) -> tuple[str, ...]:
-    """The step names in ``options["client_steps"]``, in order."""
-    names = str(options.get(CLIENT_STEPS_OPTION, ""))
-    return tuple(name.strip() for name in names.split(",") if name.strip())
+def steps_by_name(steps: Iterable[ClientStep]) -> dict[str, ClientStep]:
+    """Index steps by name (the first of each name wins).
+
+    Example:
+        >>> sorted(steps_by_name([ClientStep("b", print), ClientStep("a", print)]))
+        ['a', 'b']
+    """
+    known: dict[str, ClientStep] = {}
+    for step in steps:
+        known.setdefault(step.name, step)
+    return known
 
 
-def fit_with_steps(task: Task, data: ClientData, params: Params, instructions: FitInstructions) -> FitResult:
-    """Train on ``data.train`` through the client steps the instructions ask for.
+def step_names(steps: Iterable[ClientStep]) -> tuple[str, ...]:
+    """The names of ``steps``, in order."""
+    return tuple(step.name for step in steps)
 
-    With no steps this is exactly ``task.fit(params, data.train, instructions)``.
+
+def resolve_steps(names: Sequence[str], known: Mapping[str, ClientStep]) -> tuple[ClientStep, ...]:
+    """The steps named ``names``, from those this side knows.
 
     Raises:
-        TaskError: if a requested step is unknown or cannot work with what it was given.
+        TaskError: if a name is not among ``known`` (the message lists those that are).
     """
-    steps = [client_step(name) for name in requested_steps(instructions.options)]
+    missing = [name for name in names if name not in known]
+    if missing:
+        have = ", ".join(sorted(known)) or "none"
+        raise TaskError(f"unknown client step(s) {', '.join(map(repr, missing))}; this client runs: {have}")
+    return tuple(known[name] for name in names)
+
+
+def fit_with_steps(
+    task: Task, data: ClientData, params: Params, instructions: FitInstructions, steps: Sequence[ClientStep] = ()
+) -> FitResult:
+    """Train on ``data.train`` through ``steps`` (the first wraps all the others).
+
+    The instructions the task sees name the steps that run around it
+    (``instructions.client_steps``). With no steps this is exactly
+    ``task.fit(params, data.train, instructions)``.
+
+    Raises:
+        TaskError: if a step cannot work with what it was given.
+    """
     context = ClientContext(task, data)
+    named = dataclasses.replace(instructions, client_steps=step_names(steps))
 
     def train(params: Params, instructions: FitInstructions) -> FitResult:
         return task.fit(params, data.train, instructions)
@@ -162,7 +188,7 @@ def fit_with_steps(task: Task, data: ClientData, params: Params, instructions: F
     fit: FitFn = train
     for step in reversed(steps):
         fit = partial(_wrapped, step, fit, context)
-    return fit(params, instructions)
+    return fit(params, named)
 
 
 def _wrapped(

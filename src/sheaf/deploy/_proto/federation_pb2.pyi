@@ -110,7 +110,7 @@ class PullRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "kind", "round", "client_id", "train", "options", "tensors", "total_bytes", "aggregated_round", "tensors_digest")
+    __slots__ = ("task_id", "kind", "round", "client_id", "train", "options", "tensors", "total_bytes", "aggregated_round", "tensors_digest", "client_steps")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class Task(_message.Message):
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     AGGREGATED_ROUND_FIELD_NUMBER: _ClassVar[int]
     TENSORS_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_STEPS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     kind: TaskKind
     round: int
@@ -131,7 +132,8 @@ class Task(_message.Message):
     total_bytes: int
     aggregated_round: int
     tensors_digest: str
-    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., client_id: _Optional[int] = ..., train: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., options: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., aggregated_round: _Optional[int] = ..., tensors_digest: _Optional[str] = ...) -> None: ...
+    client_steps: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., client_id: _Optional[int] = ..., train: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., options: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., aggregated_round: _Optional[int] = ..., tensors_digest: _Optional[str] = ..., client_steps: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Idle(_message.Message):
     __slots__ = ("retry_after", "finished")

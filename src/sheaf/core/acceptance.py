@@ -1,0 +1,146 @@
+"""When an update is accepted for aggregation: one rule, applied wherever updates arrive.
+
+An update from a client that trained (``num_examples > 0``) is accepted if
+
+1. it is shaped like the model: the same tensor names, shapes and dtypes, every value
+   finite (:func:`~sheaf.core.update.check_update`);
+2. it carries every metric the strategy's steps read, each a finite number inside the
+   range the step declares (a :class:`MetricRange`), and every extra tensor group they
+   read, shaped like the model.
+
+Everything a client sends is a claim it may lie about, so the ranges are what a step can
+take without breaking: FedNova's ``fednova_norm`` is a step count, never ``5e-324``;
+q-FFL's Lipschitz estimate is a positive number small enough to square. A client that did
+not train (no examples) carries no weight and is never refused.
+
+The rule is a value (:class:`UpdateRule`) derived from a strategy's contract. It travels
+with a cohort to wherever updates are added up — the round loop, a pool worker or Ray
+actor adding an update to its exact partial sum, the deployed server folding a client's
+delta into its running sum — so an update is judged by the same words everywhere, and a
+refusal becomes that client's dropout with the reason recorded.
+
+Example:
+    >>> import numpy as np
+    >>> from sheaf.core.params import Params
+    >>> from sheaf.core.update import Update
+    >>> rule = UpdateRule("fednova", metrics=(MetricRange("fednova_norm", 1e-6, 1e9),))
+    >>> like = Params({"w": np.zeros(2)})
+    >>> rule.check(Update(3, like, 4, {"fednova_norm": 2.0}), like)
+    >>> rule.check(Update(3, like, 4, {"fednova_norm": 5e-324}), like)
+    Traceback (most recent call last):
+    ...
+    sheaf.core.acceptance.UpdateRejected: client 3: strategy 'fednova' needs metric 'fednova_norm' in [1e-06, 1e+09], got 5e-324
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sheaf.core.errors import SheafError, StrategyError
+from sheaf.core.params import Params
+from sheaf.core.update import Update, check_update
+
+__all__ = ["MetricRange", "UpdateRejected", "UpdateRule"]
+
+
+class UpdateRejected(StrategyError):
+    """An update breaks the acceptance rule: its client is a dropout, with this reason."""
+
+
+@dataclass(frozen=True)
+class MetricRange:
+    """A metric a step reads from every update, and the values it can take.
+
+    Attributes:
+        name: the metric's name.
+        low: the smallest value accepted.
+        high: the largest value accepted.
+    """
+
+    name: str
+    low: float = -math.inf
+    high: float = math.inf
+
+    def __post_init__(self) -> None:
+        if not self.low <= self.high:
+            raise ValueError(f"metric range of {self.name!r} is empty: [{self.low}, {self.high}]")
+
+    def accepts(self, value: object) -> bool:
+        """Whether ``value`` is a finite number within the range."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return math.isfinite(value) and self.low <= value <= self.high
+
+    def describe(self) -> str:
+        """The range in words, e.g. ``in [1e-06, 1e+09]``."""
+        if self.low == -math.inf and self.high == math.inf:
+            return "finite"
+        return f"in [{self.low:g}, {self.high:g}]"
+
+    def to_json(self) -> list[Any]:
+        """``[name, low, high]`` with infinities as None (JSON has none)."""
+        return [self.name, None if math.isinf(self.low) else self.low, None if math.isinf(self.high) else self.high]
+
+    @classmethod
+    def from_json(cls, value: Sequence[Any]) -> MetricRange:
+        """The inverse of :meth:`to_json`."""
+        name, low, high = value
+        return cls(str(name), -math.inf if low is None else float(low), math.inf if high is None else float(high))
+
+
+@dataclass(frozen=True)
+class UpdateRule:
+    """What an update must carry to be aggregated (see the module docstring).
+
+    Attributes:
+        owner: whose rule it is (the strategy's name), for messages.
+        metrics: the metrics read from every update that trained, with their ranges.
+        extras: the extra tensor groups read from every such update (shaped like the model).
+    """
+
+    owner: str = ""
+    metrics: tuple[MetricRange, ...] = ()
+    extras: tuple[str, ...] = ()
+
+    @property
+    def reads_updates(self) -> bool:
+        """Whether anything beyond an update's delta and weight is read (so a sum cannot stand in)."""
+        return bool(self.metrics or self.extras)
+
+    def check(self, update: Update, like: Params) -> None:
+        """Accept ``update`` or say why not.
+
+        Raises:
+            UpdateRejected: naming the client and the first problem found.
+        """
+        try:
+            check_update(update, like)
+        except SheafError as exc:  # the structural check's words, as this rule's one error type
+            raise UpdateRejected(str(exc)) from None
+        if update.num_examples == 0:
+            return
+        who = f"client {update.client_id}: strategy {self.owner!r}"
+        for wanted in self.metrics:
+            value = update.metrics.get(wanted.name)
+            if not wanted.accepts(value):
+                raise UpdateRejected(f"{who} needs metric {wanted.name!r} {wanted.describe()}, got {value!r}")
+        for group in self.extras:
+            tensors = update.extras.get(group)
+            if tensors is None or not like.same_structure(tensors):
+                raise UpdateRejected(f"{who} needs extra tensors {group!r} shaped like the model")
+
+    def to_json(self) -> dict[str, Any]:
+        """The rule as JSON (for a worker's round message)."""
+        return {"owner": self.owner, "metrics": [m.to_json() for m in self.metrics], "extras": list(self.extras)}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> UpdateRule:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            str(value.get("owner", "")),
+            tuple(MetricRange.from_json(m) for m in value.get("metrics", ())),
+            tuple(str(e) for e in value.get("extras", ())),
+        )

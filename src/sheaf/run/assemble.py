@@ -1,0 +1,180 @@
+"""The composition root: a run's parts, assembled from its config in one place.
+
+``sheaf.simulate`` and ``sheaf server`` assemble a run the same way, here: the strategy
+(the configured one, or the caller's), checked against the cohort it will get; the
+differential-privacy plan wrapped around it; the task clients run (in a simulation with
+the configured attack and the simulated clients' own privacy settings); the initial
+params from the run seed; the run store's description of the run; and the client steps the
+run may ask its clients to run — given to backends by value once, so that only names need
+travel to worker processes or remote clients.
+
+Only what differs stays with each caller: a simulation builds or takes a federation and a
+backend; a server reads its authorised clients and listens.
+
+It also holds the built-in client steps a deployed client agrees to run unless its owner
+says otherwise (:func:`builtin_client_steps`): values listed here, not a registry filled
+by imports.
+
+Example:
+    >>> from sheaf.core.config import load_config
+    >>> from sheaf.task.base import EvalResult, FitResult
+    >>> import numpy as np
+    >>> from sheaf.core.params import Params
+    >>> class Zero:
+    ...     def init_params(self, seed): return Params({"w": np.zeros(2)})
+    ...     def fit(self, params, data, instructions): return FitResult(params, len(data))
+    ...     def evaluate(self, params, data): return EvalResult(0.0, len(data))
+    >>> parts = assemble(load_config(overrides=["strategy=fedper"]), population=20, task=Zero())
+    >>> parts.strategy.name, [step.name for step in parts.client_steps]
+    ('fedper', ['fedper', 'fedper:personal', 'finetune_evaluate'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sheaf.core.config import RunConfig
+from sheaf.core.errors import StoreError
+from sheaf.core.params import Params
+from sheaf.core.rng import Purpose, seed_for
+from sheaf.privacy.aggregation import with_privacy
+from sheaf.privacy.client_steps import PRIVACY_STEPS
+from sheaf.privacy.ledger import simulated_client_privacy
+from sheaf.privacy.plan import PrivacyPlan, deployed_privacy_plan, privacy_plan
+from sheaf.run.personalize import FINETUNE_EVALUATE, personalized_evaluation_steps, wants_personalization
+from sheaf.run.store import RunStore
+from sheaf.strategies.base import Strategy
+from sheaf.strategies.fednova import fednova_client_step
+from sheaf.strategies.fedper import fedper_client_step
+from sheaf.strategies.qfedavg import qffl_client_step
+from sheaf.strategies.registry import build_strategy
+from sheaf.strategies.sampling import cohort_size
+from sheaf.strategies.scaffold import scaffold_client_step
+from sheaf.task.attack import AttackedTask, attack_task
+from sheaf.task.base import Task
+from sheaf.task.client_steps import ClientStep, personalizing, steps_by_name
+
+__all__ = ["RunParts", "assemble", "builtin_client_steps", "open_or_create_store"]
+
+
+@dataclass(frozen=True)
+class RunParts:
+    """What a run is made of, before it is stored and run.
+
+    Attributes:
+        config: the run's config.
+        strategy: the strategy, with privacy when the config asks for it.
+        task: the task the clients run (simulation: attacked and privacy-wrapped as
+            configured; the server also evaluates centrally with it).
+        plan: the resolved privacy plan (None without differential privacy).
+        population: the number of clients.
+        cohort: clients sampled per round (the expected number with Poisson sampling).
+        initial: the initial global params, from the run seed.
+        client_steps: every client step the run may ask its clients to run.
+        meta: what the run store records about the run's assembly.
+    """
+
+    config: RunConfig
+    strategy: Strategy
+    task: Task
+    plan: PrivacyPlan | None
+    population: int
+    cohort: int
+    initial: Params
+    client_steps: tuple[ClientStep, ...]
+    meta: Mapping[str, Any]
+
+
+def assemble(
+    config: RunConfig,
+    *,
+    population: int,
+    task: Task,
+    strategy: Strategy | None = None,
+    deployed: bool = False,
+    num_classes: int = 0,
+) -> RunParts:
+    """Assemble a run's parts from its config (see the module docstring).
+
+    Args:
+        config: the run's config.
+        population: how many clients the run has.
+        task: the user's task.
+        strategy: use this strategy instead of ``config.strategy.name``.
+        deployed: assemble a deployed server's run: secure noise, every client asked to
+            keep its own privacy ledger, no simulated attack or client settings.
+        num_classes: classes of the labels (a simulated ``label_flip`` attack needs them).
+
+    Raises:
+        SheafError: on any setting that does not fit (one clear message).
+    """
+    chosen = strategy if strategy is not None else build_strategy(config.strategy)
+    size = cohort_size(population, config.strategy.fraction, config.strategy.min_clients)
+    chosen.check_cohort(size)
+    meta: dict[str, Any] = {"population": population, "threads": config.threads}
+    runs = task
+    if deployed:
+        plan = deployed_privacy_plan(config, population)  # secure noise; clients keep their own ledgers
+    else:
+        runs = attack_task(task, config.attack, population, num_classes, config.seed, size)
+        plan = privacy_plan(config, population)
+        if isinstance(runs, AttackedTask):
+            meta["attack"] = {
+                "name": config.attack.name,
+                "per_round": config.attack.per_round,
+                "malicious_clients": sorted(runs.malicious),
+            }
+    initial = runs.init_params(seed_for(config.seed, Purpose.INIT))
+    if plan is not None:
+        chosen = with_privacy(chosen, plan)
+        meta["privacy"] = plan.describe()
+        p = config.privacy
+        if not deployed and (p.mode == "local" or p.client_budget or p.client_budgets):
+            # Only local noise and budgets live on the clients; a central run keeps the plain
+            # task (so a batching backend can still train it).
+            runs = simulated_client_privacy(runs, p)
+    meta["strategy"] = chosen.name
+    steps = chosen.client_steps
+    if wants_personalization(config, chosen):
+        steps = (*steps, *personalized_evaluation_steps(chosen))
+    return RunParts(config, chosen, runs, plan, population, size, initial, steps, meta)
+
+
+def builtin_client_steps() -> tuple[ClientStep, ...]:
+    """Every client step sheaf ships: what a deployed client runs unless told otherwise.
+
+    The client halves of SCAFFOLD, FedNova, q-FFL and FedPer, differential privacy's
+    budget check, clipping and local noise, and personalised evaluation.
+
+    Example:
+        >>> sorted(step.name for step in builtin_client_steps())[:4]
+        ['dp_clip', 'fednova', 'fedper', 'fedper:personal']
+    """
+    own = (scaffold_client_step(), fednova_client_step(), qffl_client_step(), fedper_client_step(), *PRIVACY_STEPS)
+    personal = tuple(personalizing(step) for step in own if step.personal)
+    return tuple(steps_by_name((*own, *personal, FINETUNE_EVALUATE)).values())
+
+
+def open_or_create_store(
+    path: Path, config: RunConfig, params: Params, state: object, meta: Mapping[str, Any]
+) -> RunStore:
+    """Open the run at ``path`` to resume it (same config), or create it with round 0.
+
+    Raises:
+        StoreError: if a run exists there with a different config.
+    """
+    if not path.exists():
+        return RunStore.create(path, config.to_dict(), params, state, meta)
+    store = RunStore.open(path)
+    stored = store.config
+    if stored != config.to_dict():
+        store.close()
+        changed = sorted(k for k in set(stored) | set(config.to_dict()) if stored.get(k) != config.to_dict().get(k))
+        raise StoreError(
+            f"run {str(path)!r} exists with a different config (differs in: {', '.join(changed)}); "
+            "choose another run name or delete the file"
+        )
+    return store
