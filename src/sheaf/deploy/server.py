@@ -41,6 +41,7 @@ from sheaf.core.config import RunConfig
 from sheaf.core.errors import ConfigError
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, seed_for
+from sheaf.core.sampling import cohort_size
 from sheaf.deploy.auth import RequestVerifier, load_authorized_clients
 from sheaf.deploy.backend import DeploymentBackend
 from sheaf.deploy.coordinator import Coordinator
@@ -56,7 +57,6 @@ from sheaf.run.population import Population
 from sheaf.run.simulate import open_or_create_store
 from sheaf.strategies.base import Strategy
 from sheaf.strategies.registry import build_strategy
-from sheaf.strategies.sampling import cohort_size
 
 __all__ = ["ServerOptions", "ServerResult", "limit_malloc_arenas", "run_server", "server_run_path"]
 

@@ -24,6 +24,7 @@ from sheaf.core.config import RunConfig, apply_overrides, load_config
 from sheaf.core.errors import StoreError
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, seed_for
+from sheaf.core.sampling import cohort_size
 from sheaf.data.catalog import build_federation
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.history import History
@@ -34,7 +35,6 @@ from sheaf.run.loop import Federated, RoundListener, run_rounds
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
 from sheaf.strategies.registry import build_strategy
-from sheaf.strategies.sampling import cohort_size
 from sheaf.task.attack import AttackedTask, attack_task
 from sheaf.task.base import Task
 from sheaf.task.factory import build_task

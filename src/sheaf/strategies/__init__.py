@@ -1,5 +1,6 @@
-"""Aggregation strategies as chains of small pure steps, and client sampling."""
+"""Aggregation strategies as chains of small pure steps, and client sampling (from :mod:`sheaf.core.sampling`)."""
 
+from sheaf.core.sampling import cohort_size, sample_cohort
 from sheaf.strategies.aggregate import weighted_mean
 from sheaf.strategies.base import (
     AggregateStep,
@@ -28,7 +29,6 @@ from sheaf.strategies.registry import (
     register_strategy,
 )
 from sheaf.strategies.robust import coordinate_median, coordinate_trimmed_mean, median, stack_updates, trimmed_mean
-from sheaf.strategies.sampling import cohort_size, sample_cohort
 from sheaf.strategies.scaffold import ScaffoldState, scaffold, scaffold_aggregate, server_scale
 from sheaf.strategies.server_opt import AdaptiveState, MomentumState, server_adaptive, server_momentum
 
