@@ -34,7 +34,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 
-from sheaf import __version__
+from sheaf.core._version import __version__
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import ClientFailure, SheafError
 from sheaf.data.dataset import ClientData
