@@ -47,9 +47,9 @@ from sheaf.backends import Backend, Cohort, EvalOutcome, FitOutcome, SimulationE
 from sheaf.backends.ray_backend import ray_available
 from sheaf.core.config import DataConfig
 from sheaf.core.params import Params
+from sheaf.core.sampling import cohort_size, sample_cohort
 from sheaf.data import Federation, build_federation, synthetic_federation
 from sheaf.run.simulate import simulate
-from sheaf.strategies.sampling import cohort_size, sample_cohort
 from sheaf.task.models import cnn, logistic_regression, mlp
 from sheaf.task.torch_task import TorchTask
 

@@ -17,11 +17,10 @@ from sheaf.core import (
     Update,
     load_config,
 )
+from sheaf.core._version import __version__
 from sheaf.evaluation import History, RoundRecord
 from sheaf.run import RunStore, SimulationResult, report_run, simulate
 from sheaf.strategies import Strategy, chain, fedavg
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",

@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 from sheaf.cli.app import app
 from sheaf.core.config import RunConfig, load_config
 from sheaf.core.errors import ConfigError
+from sheaf.core.sampling import sample_cohort
 from sheaf.privacy import LEDGER_KEY, PrivacyLedger, RoundMechanism, epsilon
 from sheaf.run.report import report_run
 from sheaf.run.simulate import simulate
 from sheaf.run.store import RunStore
-from sheaf.strategies.sampling import sample_cohort
 from tests.run.test_simulate import StopAfter
 
 #: 10 IID digits clients, Poisson sampling at rate 0.4, 4 rounds, DP-FedAvg.

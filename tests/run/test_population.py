@@ -5,9 +5,9 @@ import pytest
 
 from sheaf.core.config import DataConfig
 from sheaf.core.errors import ConfigError
+from sheaf.core.sampling import sample_cohort
 from sheaf.data.catalog import build_federation
 from sheaf.run.population import Population
-from sheaf.strategies.sampling import sample_cohort
 
 
 def test_a_federations_population_samples_exactly_the_simulations_cohorts() -> None:

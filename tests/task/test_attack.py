@@ -93,7 +93,7 @@ def test_bad_attack_settings_are_one_clear_error(setting: dict[str, object], mes
 
 
 def test_per_round_attackers_are_exactly_the_share_of_every_rounds_cohort() -> None:
-    from sheaf.strategies.sampling import sample_cohort
+    from sheaf.core.sampling import sample_cohort
     from sheaf.task.attack import malicious_in_round
 
     for round in range(1, 30):

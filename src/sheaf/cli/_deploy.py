@@ -1,7 +1,8 @@
 """The deployment commands: ``sheaf server``, ``sheaf client``, ``sheaf keys``, ``sheaf status``.
 
-Registered on the main app (:mod:`sheaf.cli.app`). Like every command, a
-:class:`~sheaf.core.errors.SheafError` becomes one ``error: ...`` line and exit status 2.
+Registered on the shared app (:mod:`sheaf.cli._common`) when :mod:`sheaf.cli.app` imports
+this module. Like every command, a :class:`~sheaf.core.errors.SheafError` becomes one
+``error: ...`` line and exit status 2.
 SIGTERM stops a server or client as Ctrl-C does: the server's committed rounds are safe
 in its store, and the same command resumes the run.
 """
@@ -17,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sheaf.cli.app import ConfigArg, SetOpt, _clear_errors, _config, app
+from sheaf.cli._common import ConfigArg, SetOpt, app, clear_errors, load_cli_config
 from sheaf.core.errors import ConfigError
 
 __all__: list[str] = []
@@ -70,8 +71,8 @@ def server(
 
     configure_logging(as_json=log_json)
     _stop_on_sigterm()
-    with _clear_errors():
-        cfg = _config(config, overrides)
+    with clear_errors():
+        cfg = load_cli_config(config, overrides)
         options = ServerOptions(address, keys, cert, key, authorized, insecure, task, test_data, label, run)
         try:
             result = run_server(cfg, options)
@@ -112,7 +113,7 @@ def client(
 
     configure_logging(as_json=log_json)
     _stop_on_sigterm()
-    with _clear_errors():
+    with clear_errors():
         if privacy_budget < 0:
             raise ConfigError(f"--privacy-budget must be an epsilon >= 0 (0: no limit), got {privacy_budget:g}")
         options = ClientOptions(
@@ -144,7 +145,7 @@ def keys_init(
     """A CA, the server's TLS certificate, and one key pair per client."""
     from sheaf.deploy.keys import init_keys
 
-    with _clear_errors():
+    with clear_errors():
         chosen: int | list[str] = [n.strip() for n in names.split(",") if n.strip()] if names else clients
         made = init_keys(folder, chosen, host or [])
     typer.echo(f"CA certificate (give to every client): {made.ca_cert}")
@@ -163,7 +164,7 @@ def keys_client(
     """Make a client key pair on the client's own machine; print the line for the server."""
     from sheaf.deploy.keys import new_client_key
 
-    with _clear_errors():
+    with clear_errors():
         line = new_client_key(path, client_id, name)
     typer.echo(f"wrote {path}; add this line to the server's authorized_clients file:", err=True)
     typer.echo(line)
@@ -183,7 +184,7 @@ def status(
     """Where a run stands: rounds, server, connected clients, last metrics, dropouts."""
     from sheaf.deploy.status import run_status
 
-    with _clear_errors():
+    with clear_errors():
         info = run_status(run)
     if as_json:
         typer.echo(json.dumps(info))

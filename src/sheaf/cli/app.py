@@ -8,55 +8,16 @@ error — ``error: <what was wrong and what to do>`` — and exit status 2.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from sheaf.core.config import RunConfig
+from sheaf.cli._common import ConfigArg, SetOpt, app, clear_errors, load_cli_config
 from sheaf.core.errors import SheafError
 
 __all__ = ["app"]
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="sheaf: federated learning — simulate, deploy, protect, judge.",
-    pretty_exceptions_enable=False,
-)
-
-ConfigArg = Annotated[
-    Path | None, typer.Argument(help="A TOML config file; omit for the quickstart defaults.", show_default=False)
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set",
-        "-s",
-        help="Override a setting, e.g. --set rounds=10 --set data.alpha=0.3 (run 'sheaf config' to list keys).",
-        show_default=False,
-    ),
-]
-
-EXIT_BAD_INPUT = 2
-
-
-@contextmanager
-def _clear_errors() -> Iterator[None]:
-    try:
-        yield
-    except SheafError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-
-
-def _config(path: Path | None, overrides: list[str] | None) -> RunConfig:
-    from sheaf.core.config import load_config
-
-    return load_config(path, overrides or [])
 
 
 @app.command()
@@ -74,8 +35,8 @@ def simulate(
 
     err = Console(stderr=True)
     listener = None if (as_json or quiet) else ProgressListener(err)
-    with _clear_errors():
-        cfg = _config(config, overrides)
+    with clear_errors():
+        cfg = load_cli_config(config, overrides)
         try:
             result = run_simulation(cfg, listener=listener)
         except KeyboardInterrupt:
@@ -105,7 +66,7 @@ def report(
     """Write PNG plots and a self-contained HTML report of a run."""
     from sheaf.run.report import report_run
 
-    with _clear_errors():
+    with clear_errors():
         paths = report_run(run, out)
     for path in paths:
         typer.echo(str(path))
@@ -155,8 +116,8 @@ def partition(
     from sheaf.data.catalog import build_federation
     from sheaf.data.summary import partition_summary
 
-    with _clear_errors():
-        cfg = _config(config, overrides)
+    with clear_errors():
+        cfg = load_cli_config(config, overrides)
         federation = build_federation(cfg.data, cfg.seed)
     Console().print(partition_table(federation, partition_summary(federation), limit))
 
@@ -177,8 +138,8 @@ def analyze(
     from sheaf.cli._analyze import client_table, json_ready, problems_table, summary_table
     from sheaf.data.analytics import profile_dataset
 
-    with _clear_errors():
-        cfg = _config(config, overrides)
+    with clear_errors():
+        cfg = load_cli_config(config, overrides)
         if bins < 1:
             raise SheafError(f"--bins must be >= 1, got {bins}")
         profile = profile_dataset(cfg.data, cfg.seed, bins=bins)
@@ -208,8 +169,8 @@ def check(
     from sheaf.core.errors import DataError
     from sheaf.data.catalog import load_dataset
 
-    with _clear_errors():
-        cfg = _config(config, overrides)
+    with clear_errors():
+        cfg = load_cli_config(config, overrides)
         raw = load_dataset(cfg.data.dataset)
         if raw.preprocessor is None:
             raise DataError(f"dataset {cfg.data.dataset!r} has no tabular schema to check a file against")
@@ -239,8 +200,8 @@ def _toml_value(value: Any) -> str:
 @app.command("config")
 def show_config(config: ConfigArg = None, overrides: SetOpt = None) -> None:
     """Print the resolved config as TOML: every key, with its value."""
-    with _clear_errors():
-        cfg = _config(config, overrides)
+    with clear_errors():
+        cfg = load_cli_config(config, overrides)
     raw = cfg.to_dict()
     lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
     for section, values in raw.items():
@@ -249,5 +210,6 @@ def show_config(config: ConfigArg = None, overrides: SetOpt = None) -> None:
     typer.echo("\n".join(lines))
 
 
-# The deployment commands (server, client, keys, status) register themselves on ``app``.
+# The deployment commands (server, client, keys, status) register themselves on ``app`` when
+# imported; last, so that help lists them after the commands above.
 from sheaf.cli import _deploy  # noqa: E402, F401

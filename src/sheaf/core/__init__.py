@@ -1,4 +1,4 @@
-"""Framework-free building blocks: params, updates, config, errors, random streams."""
+"""Framework-free building blocks: params, updates, config, errors, random streams, cohort sampling."""
 
 from sheaf.core.acceptance import MetricRange, UpdateRejected, UpdateRule
 from sheaf.core.config import (
@@ -34,6 +34,7 @@ from sheaf.core.errors import (
 from sheaf.core.exactsum import MAX_TERMS, ExactSum, StackedSum
 from sheaf.core.params import Array, Params, ParamSpec
 from sheaf.core.rng import Purpose, counter_uniforms, seed_for, seeds_for, stream
+from sheaf.core.sampling import cohort_size, sample_cohort
 from sheaf.core.tensor import ALLOWED_DTYPES, array_from_record, array_to_record
 from sheaf.core.tree import decode_tree, encode_tree
 from sheaf.core.update import Metrics, Scalar, TensorGroups, Update, check_update, validate_metrics
@@ -82,10 +83,12 @@ __all__ = [
     "array_from_record",
     "array_to_record",
     "check_update",
+    "cohort_size",
     "counter_uniforms",
     "decode_tree",
     "encode_tree",
     "load_config",
+    "sample_cohort",
     "seed_for",
     "seeds_for",
     "stream",

@@ -36,9 +36,9 @@ from pathlib import Path
 import grpc
 import grpc.aio
 
-from sheaf import __version__
 from sheaf.backends.base import RoundWork
 from sheaf.backends.client_runner import ClientRunner
+from sheaf.core._version import __version__
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import ClientFailure, SheafError
 from sheaf.data.dataset import ClientData

@@ -24,11 +24,11 @@ from typing import Any
 
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import ConfigError, TaskError
+from sheaf.core.sampling import cohort_size
 from sheaf.core.update import Scalar
 from sheaf.privacy.accountant import RoundMechanism, make_accountant
 from sheaf.privacy.calibration import calibrate_noise_multiplier
 from sheaf.privacy.clipping import update_noise_multiplier
-from sheaf.strategies.sampling import cohort_size
 
 __all__ = [
     "BELOW_CLIP_METRIC",

@@ -40,6 +40,7 @@ from sheaf.core.config import RunConfig
 from sheaf.core.errors import StoreError
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, seed_for
+from sheaf.core.sampling import cohort_size
 from sheaf.privacy.aggregation import with_privacy
 from sheaf.privacy.client_steps import PRIVACY_STEPS
 from sheaf.privacy.ledger import simulated_client_privacy
@@ -51,7 +52,6 @@ from sheaf.strategies.fednova import fednova_client_step
 from sheaf.strategies.fedper import fedper_client_step
 from sheaf.strategies.qfedavg import qffl_client_step
 from sheaf.strategies.registry import build_strategy
-from sheaf.strategies.sampling import cohort_size
 from sheaf.strategies.scaffold import scaffold_client_step
 from sheaf.task.attack import AttackedTask, attack_task
 from sheaf.task.base import Task

@@ -43,6 +43,7 @@ from sheaf.core.errors import AggregationError, ClientFailure, SheafError
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, stream
+from sheaf.core.sampling import cohort_size
 from sheaf.core.update import TensorGroups, Update
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.fairness import summarize
@@ -52,7 +53,6 @@ from sheaf.run.personalize import personalized_evaluation, wants_personalization
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import RoundContext, Strategy, WeightedSum
-from sheaf.strategies.sampling import cohort_size
 from sheaf.task.base import Task
 
 __all__ = ["Federated", "RoundListener", "run_rounds"]

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sheaf.core.errors import ConfigError
+from sheaf.core.sampling import sample_cohort
 from sheaf.data.dataset import Federation, Split
-from sheaf.strategies.sampling import sample_cohort
 
 __all__ = ["Population"]
 
@@ -76,7 +76,7 @@ class Population:
         """The ``size`` clients sampled for ``round``, in increasing id order.
 
         With ``rate`` (Poisson sampling) each client is included with that probability and
-        ``size`` is ignored (:func:`~sheaf.strategies.sampling.sample_cohort`).
+        ``size`` is ignored (:func:`~sheaf.core.sampling.sample_cohort`).
         """
         positions = sample_cohort(self.num_clients, size, seed=seed, round=round, rate=rate)
         return [self.client_ids[int(p)] for p in positions]

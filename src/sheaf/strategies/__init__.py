@@ -1,5 +1,6 @@
 """Aggregation strategies as chains of small pure steps, each step carrying its whole contract."""
 
+from sheaf.core.sampling import cohort_size, sample_cohort
 from sheaf.strategies.aggregate import weighted_mean
 from sheaf.strategies.base import (
     EMPTY,
@@ -42,7 +43,6 @@ from sheaf.strategies.registry import (
     register_strategy,
 )
 from sheaf.strategies.robust import coordinate_median, coordinate_trimmed_mean, median, stack_updates, trimmed_mean
-from sheaf.strategies.sampling import cohort_size, sample_cohort
 from sheaf.strategies.scaffold import (
     SCAFFOLD_KEY,
     ScaffoldState,

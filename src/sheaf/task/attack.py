@@ -41,8 +41,8 @@ from sheaf.core.config import AttackConfig
 from sheaf.core.errors import ConfigError, TaskError
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, stream
+from sheaf.core.sampling import sample_cohort
 from sheaf.data.dataset import Split
-from sheaf.strategies.sampling import sample_cohort
 from sheaf.task.base import EvalResult, FitInstructions, FitResult, Task, prepare_worker
 
 __all__ = ["AttackedTask", "attack_task", "malicious_clients", "malicious_in_round"]

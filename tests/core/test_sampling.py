@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sheaf.core.errors import ConfigError
-from sheaf.strategies.sampling import cohort_size, sample_cohort
+from sheaf.core.sampling import cohort_size, sample_cohort
 
 
 @pytest.mark.parametrize(
