@@ -76,6 +76,7 @@ CONFORMANCE: dict[str, Case] = {
     "multikrum": Case({"f": 1, "m": 3}, bad={"m": -2}),
     "bulyan": Case({"f": 1}, bad={"f": "one"}),
     "fedper": Case({"head": ""}, bad={"head": 3}),
+    "ditto": Case({"lam": 0.5}, bad={"lam": -1.0}),
 }
 
 
@@ -233,7 +234,7 @@ def test_updates_missing_what_the_strategy_reads_are_refused_before_aggregation(
 
 
 def test_unknown_strategy_names_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown strategy 'fedsgd'; choose one of: bulyan, fedadagrad, fedadam"):
+    with pytest.raises(ConfigError, match="unknown strategy 'fedsgd'; choose one of: bulyan, ditto, fedadagrad, fedadam"):
         build_strategy(StrategyConfig(name="fedsgd"))
 
 
@@ -257,4 +258,4 @@ def test_every_strategy_is_exercised_by_the_drawn_rounds() -> None:
 
 def test_which_strategies_need_each_update() -> None:
     sum_only = {name for name in CONFORMANCE if not build(name).needs_updates}
-    assert sum_only == {"fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedper"}
+    assert sum_only == {"fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedper", "ditto"}

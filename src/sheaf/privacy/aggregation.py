@@ -231,13 +231,13 @@ def with_privacy(strategy: Strategy, plan: PrivacyPlan) -> Strategy:
 
     Raises:
         ConfigError: if the strategy is not built on the weighted mean (FedAvg, FedProx,
-            FedAvgM, FedAdam, FedYogi, FedAdagrad, FedPer): per-update rules such as Krum
+            FedAvgM, FedAdam, FedYogi, FedAdagrad, FedPer, Ditto): per-update rules such as Krum
             or SCAFFOLD have no DP analysis here.
     """
     if not strategy.aggregator.weighted_mean or strategy.update_steps:
         raise ConfigError(
             f"privacy.mode={plan.mode} works with strategies built on the weighted mean (fedavg, fedprox, fedavgm, "
-            f"fedadam, fedyogi, fedadagrad, fedper), not {strategy.name!r}"
+            f"fedadam, fedyogi, fedadagrad, fedper, ditto), not {strategy.name!r}"
         )
     prefix = "ldp" if plan.mode == "local" else "dp"
     return chain(private_mean(plan), *strategy.server_steps, name=f"{prefix}-{strategy.name}")

@@ -48,6 +48,7 @@ from sheaf.privacy.plan import PrivacyPlan, deployed_privacy_plan, privacy_plan
 from sheaf.run.personalize import FINETUNE_EVALUATE, personalized_evaluation_steps, wants_personalization
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
+from sheaf.strategies.ditto import ditto_client_step
 from sheaf.strategies.fednova import fednova_client_step
 from sheaf.strategies.fedper import fedper_client_step
 from sheaf.strategies.qfedavg import qffl_client_step
@@ -146,14 +147,21 @@ def assemble(
 def builtin_client_steps() -> tuple[ClientStep, ...]:
     """Every client step sheaf ships: what a deployed client runs unless told otherwise.
 
-    The client halves of SCAFFOLD, FedNova, q-FFL and FedPer, differential privacy's
-    budget check, clipping and local noise, and personalised evaluation.
+    The client halves of SCAFFOLD, FedNova, q-FFL, FedPer and Ditto, differential
+    privacy's budget check, clipping and local noise, and personalised evaluation.
 
     Example:
         >>> sorted(step.name for step in builtin_client_steps())[:4]
-        ['dp_clip', 'fednova', 'fedper', 'fedper:personal']
+        ['ditto', 'ditto:personal', 'dp_clip', 'fednova']
     """
-    own = (scaffold_client_step(), fednova_client_step(), qffl_client_step(), fedper_client_step(), *PRIVACY_STEPS)
+    own = (
+        scaffold_client_step(),
+        fednova_client_step(),
+        qffl_client_step(),
+        fedper_client_step(),
+        ditto_client_step(),
+        *PRIVACY_STEPS,
+    )
     personal = tuple(personalizing(step) for step in own if step.personal)
     return tuple(steps_by_name((*own, *personal, FINETUNE_EVALUATE)).values())
 

@@ -21,6 +21,7 @@ from sheaf.strategies.base import (
     sum_updates,
 )
 from sheaf.strategies.fedavg import fedavg
+from sheaf.strategies.ditto import DITTO_KEY, DITTO_LAMBDA, DITTO_STEPS, ditto, ditto_client_step, personal_models
 from sheaf.strategies.fednova import FEDNOVA_NORM, fednova, fednova_client_step, fednova_norm, normalized_mean
 from sheaf.strategies.fedopt import fedadagrad, fedadam, fedavgm, fedyogi
 from sheaf.strategies.fedper import (
@@ -54,6 +55,9 @@ from sheaf.strategies.scaffold import (
 from sheaf.strategies.server_opt import AdaptiveState, MomentumState, server_adaptive, server_momentum
 
 __all__ = [
+    "DITTO_KEY",
+    "DITTO_LAMBDA",
+    "DITTO_STEPS",
     "EMPTY",
     "FEDNOVA_NORM",
     "FEDPER_HEAD",
@@ -87,6 +91,8 @@ __all__ = [
     "coordinate_median",
     "coordinate_trimmed_mean",
     "describe_strategy",
+    "ditto",
+    "ditto_client_step",
     "effective_lr",
     "fedadagrad",
     "fedadam",
@@ -107,6 +113,7 @@ __all__ = [
     "median",
     "multikrum",
     "normalized_mean",
+    "personal_models",
     "personal_layers",
     "proximal_term",
     "qfedavg",

@@ -19,6 +19,7 @@ from typing import Any
 from sheaf.core.config import StrategyConfig
 from sheaf.core.errors import ConfigError
 from sheaf.strategies.base import Strategy
+from sheaf.strategies.ditto import ditto
 from sheaf.strategies.fedavg import fedavg
 from sheaf.strategies.fednova import fednova
 from sheaf.strategies.fedopt import fedadagrad, fedadam, fedavgm, fedyogi
@@ -34,6 +35,7 @@ __all__ = ["STRATEGIES", "available_strategies", "build_strategy", "describe_str
 #: Strategy name -> factory; keyword parameters of the factory are its hyperparameters.
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "bulyan": bulyan,
+    "ditto": ditto,
     "fedadagrad": fedadagrad,
     "fedadam": fedadam,
     "fedavg": fedavg,

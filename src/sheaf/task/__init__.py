@@ -14,6 +14,7 @@ from sheaf.task.client import evaluate_client, fit_client, fit_instructions
 from sheaf.task.client_steps import (
     GRADIENT_CORRECTION,
     LOCAL_STEPS,
+    PROXIMAL_ANCHOR,
     ClientContext,
     ClientStep,
     FitFn,
@@ -45,6 +46,7 @@ __all__ = [
     "GRADIENT_CORRECTION",
     "LOCAL_STEPS",
     "MODELS",
+    "PROXIMAL_ANCHOR",
     "AttackedTask",
     "CharLSTM",
     "ClientContext",

@@ -15,13 +15,16 @@ value (to a worker process, or to a deployed client), only its *name* travels, a
 receiving side resolves it against the steps it was given itself (:func:`resolve_steps`):
 a client runs only steps it knows and agreed to, whatever the server names.
 
-Two instruction keys let a step steer a task's own loop; :class:`~sheaf.task.TorchTask`'s
-standard loop honours both, and a custom loop should too:
+Three instruction keys let a step steer a task's own loop; :class:`~sheaf.task.TorchTask`'s
+standard loop honours them, and a custom loop should too:
 
 - ``payload["gradient_correction"]``: tensors added to the gradient of every local step
   (SCAFFOLD's ``c − c_i``), by parameter name;
 - ``options["local_steps"]``: train exactly this many mini-batch steps instead of
-  ``train.epochs`` epochs (fine-tuning for personalised evaluation).
+  ``train.epochs`` epochs (fine-tuning for personalised evaluation);
+- ``payload["proximal_anchor"]``: the point the proximal term ``(mu / 2) ||w − anchor||²``
+  (``options["proximal_mu"]``) pulls towards, instead of the params training starts from
+  (Ditto's personal model, pulled towards the global one).
 
 Example:
     >>> import numpy as np
@@ -51,6 +54,7 @@ from sheaf.task.base import FitInstructions, FitResult, Task
 __all__ = [
     "GRADIENT_CORRECTION",
     "LOCAL_STEPS",
+    "PROXIMAL_ANCHOR",
     "ClientContext",
     "ClientStep",
     "FitFn",
@@ -67,6 +71,8 @@ __all__ = [
 GRADIENT_CORRECTION = "gradient_correction"
 #: Option: train exactly this many mini-batch steps (instead of ``train.epochs`` epochs).
 LOCAL_STEPS = "local_steps"
+#: Payload group the proximal term pulls towards (default: the params training starts from).
+PROXIMAL_ANCHOR = "proximal_anchor"
 
 #: The training a step wraps: ``(params, instructions) -> result``.
 FitFn = Callable[[Params, FitInstructions], FitResult]

@@ -4,7 +4,8 @@ The task holds a *model factory*, not a model, so it can be sent to worker proce
 process builds one model and reuses it for every client, only copying parameters in and
 out. Training follows the round's :class:`~sheaf.task.base.FitInstructions` (epochs,
 batch size, optimiser, lr; a strategy's ``options["proximal_mu"]`` adds FedProx's
-proximal term, ``payload["gradient_correction"]`` is added to every gradient (SCAFFOLD),
+proximal term, towards the starting params or ``payload["proximal_anchor"]`` (Ditto),
+``payload["gradient_correction"]`` is added to every gradient (SCAFFOLD),
 ``options["local_steps"]`` trains that many mini-batches instead of whole epochs); the
 standard loop reports ``train_loss`` and ``steps`` (optimiser steps taken, which FedNova
 and SCAFFOLD use); all randomness — the mini-batch order and torch's own RNG for
@@ -40,7 +41,7 @@ from sheaf.core.params import Params
 from sheaf.data.dataset import Split
 from sheaf.task import optim
 from sheaf.task.base import EvalResult, FitInstructions, FitResult
-from sheaf.task.client_steps import GRADIENT_CORRECTION, LOCAL_STEPS
+from sheaf.task.client_steps import GRADIENT_CORRECTION, LOCAL_STEPS, PROXIMAL_ANCHOR
 
 __all__ = ["MetricFn", "OptimizerFn", "TorchTask", "TrainFn", "accuracy"]
 
@@ -99,13 +100,16 @@ def _add_correction(params: list[nn.Parameter], corrections: list[torch.Tensor])
             param.grad.add_(correction)
 
 
-def _corrections(named: list[tuple[str, nn.Parameter]], instructions: FitInstructions) -> list[torch.Tensor]:
-    group = instructions.payload.get(GRADIENT_CORRECTION)
+def _payload_tensors(
+    named: list[tuple[str, nn.Parameter]], instructions: FitInstructions, key: str
+) -> list[torch.Tensor]:
+    """The payload group ``key`` as one tensor per trained parameter (empty if not sent)."""
+    group = instructions.payload.get(key)
     if group is None:
         return []
     missing = [name for name, _ in named if name not in group]
     if missing:
-        raise TaskError(f"payload {GRADIENT_CORRECTION!r} lacks tensors {missing}")
+        raise TaskError(f"payload {key!r} lacks tensors {missing}")
     return [_tensor(group[name]).to(param.dtype).reshape(param.shape) for name, param in named]
 
 
@@ -232,8 +236,10 @@ class TorchTask:
         custom = self.optimizer_fn(params, cfg) if self.optimizer_fn is not None else None
         state = optim.init_state(params, cfg.optimizer)
         mu = float(instructions.options.get("proximal_mu", 0.0))
-        anchors = [p.detach().clone() for p in params] if mu > 0 else []
-        corrections = _corrections(named, instructions)
+        anchors: list[torch.Tensor] = []
+        if mu > 0:
+            anchors = _payload_tensors(named, instructions, PROXIMAL_ANCHOR) or [p.detach().clone() for p in params]
+        corrections = _payload_tensors(named, instructions, GRADIENT_CORRECTION)
         local_steps = int(instructions.options.get(LOCAL_STEPS, 0))
         total, seen, steps = 0.0, 0, 0
         for batch in _batch_orders(len(data), cfg, local_steps, generator):
