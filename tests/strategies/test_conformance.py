@@ -234,7 +234,9 @@ def test_updates_missing_what_the_strategy_reads_are_refused_before_aggregation(
 
 
 def test_unknown_strategy_names_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown strategy 'fedsgd'; choose one of: bulyan, ditto, fedadagrad, fedadam"):
+    with pytest.raises(
+        ConfigError, match="unknown strategy 'fedsgd'; choose one of: bulyan, ditto, fedadagrad, fedadam"
+    ):
         build_strategy(StrategyConfig(name="fedsgd"))
 
 
