@@ -20,8 +20,8 @@ from sheaf.strategies.base import (
     init_empty,
     sum_updates,
 )
-from sheaf.strategies.fedavg import fedavg
 from sheaf.strategies.ditto import DITTO_KEY, DITTO_LAMBDA, DITTO_STEPS, ditto, ditto_client_step, personal_models
+from sheaf.strategies.fedavg import fedavg
 from sheaf.strategies.fednova import FEDNOVA_NORM, fednova, fednova_client_step, fednova_norm, normalized_mean
 from sheaf.strategies.fedopt import fedadagrad, fedadam, fedavgm, fedyogi
 from sheaf.strategies.fedper import (
@@ -113,8 +113,8 @@ __all__ = [
     "median",
     "multikrum",
     "normalized_mean",
-    "personal_models",
     "personal_layers",
+    "personal_models",
     "proximal_term",
     "qfedavg",
     "qffl_aggregate",
