@@ -158,3 +158,16 @@ def test_a_deployed_server_noises_securely_asks_every_client_for_its_budget_and_
 def test_strategies_without_a_weighted_mean_are_refused_naming_those_that_work(factory) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match="works with strategies built on the weighted mean"):
         with_privacy(factory(), plan_for(10))
+
+
+def test_a_client_clipped_sum_only_mean_refuses_an_update_longer_than_its_clip_norm() -> None:
+    # On the sum-only path the server adds updates up where they arrive and never re-clips
+    # them: the clip norm is part of the acceptance rule instead (a client that skipped its
+    # clipping step sent a norm of 4.5e5 through before).
+    strategy = with_privacy(fedavg(), plan_for(10, "privacy.clipping=client", "privacy.clip=2.0"))
+    assert not strategy.reads_updates or not strategy.needs_updates
+    assert strategy.update_rule.max_norm == 2.0
+    like = Params({"w": np.zeros(3, np.float32)})
+    strategy.check_update(Update(1, Params({"w": np.array([1.2, 1.6, 0.0], np.float32)}), 1), like)
+    with pytest.raises(StrategyError, match="accepts updates of L2 norm at most 2, got 450000"):
+        strategy.check_update(Update(2, Params({"w": np.array([2.7e5, 3.6e5, 0.0], np.float32)}), 1), like)

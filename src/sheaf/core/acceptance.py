@@ -6,7 +6,10 @@ An update from a client that trained (``num_examples > 0``) is accepted if
    finite (:func:`~sheaf.core.update.check_update`);
 2. it carries every metric the strategy's steps read, each a finite number inside the
    range the step declares (a :class:`MetricRange`), and every extra tensor group they
-   read, shaped like the model.
+   read, shaped like the model;
+3. its delta's L2 norm is within the bound a step declares (a private mean whose clients
+   clip to C accepts nothing longer: the server, adding up updates it never sees one by
+   one, relies on it for the sensitivity of the sum).
 
 Everything a client sends is a claim it may lie about, so the ranges are what a step can
 take without breaking: FedNova's ``fednova_norm`` is a step count, never ``5e-324``;
@@ -38,6 +41,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from sheaf.core.errors import SheafError, StrategyError
 from sheaf.core.params import Params
@@ -99,11 +104,14 @@ class UpdateRule:
         owner: whose rule it is (the strategy's name), for messages.
         metrics: the metrics read from every update that trained, with their ranges.
         extras: the extra tensor groups read from every such update (shaped like the model).
+        max_norm: the largest L2 norm of a delta accepted (computed in float64; ``inf``:
+            no bound).
     """
 
     owner: str = ""
     metrics: tuple[MetricRange, ...] = ()
     extras: tuple[str, ...] = ()
+    max_norm: float = math.inf
 
     @property
     def reads_updates(self) -> bool:
@@ -123,6 +131,10 @@ class UpdateRule:
         if update.num_examples == 0:
             return
         who = f"client {update.client_id}: strategy {self.owner!r}"
+        if self.max_norm < math.inf:
+            norm = update.delta.astype(np.float64).l2_norm()
+            if not norm <= self.max_norm:
+                raise UpdateRejected(f"{who} accepts updates of L2 norm at most {self.max_norm:g}, got {norm:.6g}")
         for wanted in self.metrics:
             value = update.metrics.get(wanted.name)
             if not wanted.accepts(value):
@@ -134,13 +146,20 @@ class UpdateRule:
 
     def to_json(self) -> dict[str, Any]:
         """The rule as JSON (for a worker's round message)."""
-        return {"owner": self.owner, "metrics": [m.to_json() for m in self.metrics], "extras": list(self.extras)}
+        return {
+            "owner": self.owner,
+            "metrics": [m.to_json() for m in self.metrics],
+            "extras": list(self.extras),
+            "max_norm": None if math.isinf(self.max_norm) else self.max_norm,
+        }
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> UpdateRule:
         """The inverse of :meth:`to_json`."""
+        bound = value.get("max_norm")
         return cls(
             str(value.get("owner", "")),
             tuple(MetricRange.from_json(m) for m in value.get("metrics", ())),
             tuple(str(e) for e in value.get("extras", ())),
+            math.inf if bound is None else float(bound),
         )

@@ -56,6 +56,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -205,10 +206,14 @@ def private_mean(plan: PrivacyPlan) -> AggregateStep[PrivateMeanState]:
 
     on_clients = bool(plan.client_step_names)
     reads = (MetricRange(BELOW_CLIP_METRIC, 0.0, 1.0),) if plan.adaptive and plan.clipping == "client" else ()
+    # Clients that clip to a fixed C send nothing longer; on the sum-only path the server
+    # never sees an update alone, so the bound is checked where each one is added up.
+    bound = float(plan.clip) if plan.mode == "central" and plan.clipping == "client" and not plan.adaptive else math.inf
     half = ClientHalf(
         steps=privacy_client_steps(plan),
         options=plan.client_options() if on_clients else {},
         metrics=reads,
+        max_norm=bound,
     )
     return AggregateStep(
         init,

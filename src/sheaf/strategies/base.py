@@ -49,6 +49,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -162,12 +163,15 @@ class ClientHalf:
         options: fixed settings every client receives (e.g. FedProx's ``proximal_mu``).
         metrics: metrics read from every update that trained, with their valid ranges.
         extras: extra tensor groups, shaped like the model, read from every such update.
+        max_norm: the longest delta (L2) the step accepts, e.g. the clip norm its clients
+            clip to (``inf``: no bound).
     """
 
     steps: tuple[ClientStep, ...] = ()
     options: Mapping[str, Scalar] = field(default_factory=dict)
     metrics: tuple[MetricRange, ...] = ()
     extras: tuple[str, ...] = ()
+    max_norm: float = math.inf
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", _frozen(self.options))
@@ -322,7 +326,8 @@ class Strategy:
         """What every update must carry to be aggregated (the steps' reads, merged)."""
         metrics = {m.name: m for step in self.steps for m in step.client.metrics}
         extras = dict.fromkeys(e for step in self.steps for e in step.client.extras)
-        return UpdateRule(self.name, tuple(metrics.values()), tuple(extras))
+        bound = min((step.client.max_norm for step in self.steps), default=math.inf)
+        return UpdateRule(self.name, tuple(metrics.values()), tuple(extras), bound)
 
     @property
     def reads_updates(self) -> bool:
