@@ -168,6 +168,6 @@ def test_a_client_clipped_sum_only_mean_refuses_an_update_longer_than_its_clip_n
     assert not strategy.reads_updates or not strategy.needs_updates
     assert strategy.update_rule.max_norm == 2.0
     like = Params({"w": np.zeros(3, np.float32)})
-    strategy.check_update(Update(1, Params({"w": np.array([1.2, 1.6, 0.0], np.float32)}), 1), like)
+    strategy.check_update(Update(1, Params({"w": np.array([1.25, 1.5, 0.0], np.float32)}), 1), like)
     with pytest.raises(StrategyError, match="accepts updates of L2 norm at most 2, got 450000"):
         strategy.check_update(Update(2, Params({"w": np.array([2.7e5, 3.6e5, 0.0], np.float32)}), 1), like)
