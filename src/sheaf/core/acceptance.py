@@ -9,7 +9,10 @@ An update from a client that trained (``num_examples > 0``) is accepted if
    read, shaped like the model;
 3. its delta's L2 norm is within the bound a step declares (a private mean whose clients
    clip to C accepts nothing longer: the server, adding up updates it never sees one by
-   one, relies on it for the sensitivity of the sum).
+   one, relies on it for the sensitivity of the sum) or the operator sets;
+4. the number of examples it claims (its weight in a weighted mean) is at most what the
+   operator allows (``max_weight``; always at most
+   :data:`~sheaf.core.update.MAX_EXAMPLES`).
 
 Everything a client sends is a claim it may lie about, so the ranges are what a step can
 take without breaking: FedNova's ``fednova_norm`` is a step count, never ``5e-324``;
@@ -46,7 +49,7 @@ import numpy as np
 
 from sheaf.core.errors import SheafError, StrategyError
 from sheaf.core.params import Params
-from sheaf.core.update import Update, check_update
+from sheaf.core.update import MAX_EXAMPLES, Update, check_update
 
 __all__ = ["MetricRange", "UpdateRejected", "UpdateRule"]
 
@@ -106,12 +109,14 @@ class UpdateRule:
         extras: the extra tensor groups read from every such update (shaped like the model).
         max_norm: the largest L2 norm of a delta accepted (computed in float64; ``inf``:
             no bound).
+        max_weight: the most examples an update may claim.
     """
 
     owner: str = ""
     metrics: tuple[MetricRange, ...] = ()
     extras: tuple[str, ...] = ()
     max_norm: float = math.inf
+    max_weight: int = MAX_EXAMPLES
 
     @property
     def reads_updates(self) -> bool:
@@ -128,6 +133,11 @@ class UpdateRule:
             check_update(update, like)
         except SheafError as exc:  # the structural check's words, as this rule's one error type
             raise UpdateRejected(str(exc)) from None
+        if update.num_examples > self.max_weight:
+            raise UpdateRejected(
+                f"client {update.client_id}: claims {update.num_examples} examples, more than the "
+                f"{self.max_weight} this run accepts from it"
+            )
         if update.num_examples == 0:
             return
         who = f"client {update.client_id}: strategy {self.owner!r}"
@@ -151,6 +161,7 @@ class UpdateRule:
             "metrics": [m.to_json() for m in self.metrics],
             "extras": list(self.extras),
             "max_norm": None if math.isinf(self.max_norm) else self.max_norm,
+            "max_weight": self.max_weight,
         }
 
     @classmethod
@@ -162,4 +173,5 @@ class UpdateRule:
             tuple(MetricRange.from_json(m) for m in value.get("metrics", ())),
             tuple(str(e) for e in value.get("extras", ())),
             math.inf if bound is None else float(bound),
+            int(value.get("max_weight", MAX_EXAMPLES)),
         )
