@@ -82,7 +82,10 @@ class FitCollector:
             elif state_arrays:
                 raise BackendError("malformed message from a worker: tensors without a state layout")
             if header["summed"]:
-                self.reports[client] = ClientReport(client, num_examples, metrics)
+                norm = header["norm"]
+                if isinstance(norm, bool) or not isinstance(norm, int | float) or not norm >= 0:
+                    raise BackendError(f"malformed message from a worker: norm must be a number >= 0, got {norm!r}")
+                self.reports[client] = ClientReport(client, num_examples, metrics, float(norm))
             else:
                 delta = decode_params(names, deltas)
                 extras = decode_groups(extras_layout, extra_arrays)

@@ -1,6 +1,6 @@
 """Framework-free building blocks: params, updates, config, errors, random streams, cohort sampling."""
 
-from sheaf.core.acceptance import MetricRange, UpdateRejected, UpdateRule
+from sheaf.core.acceptance import MetricRange, OperatorLimits, UpdateRejected, UpdateRule
 from sheaf.core.config import (
     ATTACKS,
     PRIVACY_MODES,
@@ -60,6 +60,7 @@ __all__ = [
     "MetricRange",
     "Metrics",
     "ModelConfig",
+    "OperatorLimits",
     "ParamSpec",
     "Params",
     "PersonalizationConfig",

@@ -28,6 +28,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
+
 from sheaf.backends.base import ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.core.errors import ClientFailure, SheafError
 from sheaf.core.exactsum import StackedSum
@@ -139,7 +141,8 @@ class DeploymentBackend:
                 rejected.append(ClientFailure(client_id, f"update rejected: {exc}"))
             else:
                 running.add(update)
-                reports[client_id] = ClientReport(client_id, result.num_examples, result.metrics)
+                norm = update.delta.astype(np.float64).l2_norm()
+                reports[client_id] = ClientReport(client_id, result.num_examples, result.metrics, norm)
             return replace(result, delta=None, extras={})
 
         self.coordinator.post(work)

@@ -320,7 +320,9 @@ def run_server(
             state = "running"
             write_status()
             backend = DeploymentBackend(coordinator, store)
-            federated = Federated(config, parts.task, Population(ids, ids, central), chosen, backend, store)
+            federated = Federated(
+                config, parts.task, Population(ids, ids, central), chosen, backend, store, parts.limits
+            )
             history, params = run_rounds(federated, _LogListener(listener, coordinator, write_status))
         else:
             history, params = store.history(), store.params()
