@@ -14,7 +14,7 @@ from sheaf.deploy.keys import KeySet
 from sheaf.run.simulate import simulate
 from sheaf.run.store import RunStore
 from tests.deploy.conftest import client_files, deploy_config, start_client, start_server
-from tests.deploy.rogue import rogue
+from tests.deploy.rogue import rogue, roomy_grpc
 from tests.deploy.tasks import counting_strategy
 
 
@@ -46,7 +46,7 @@ def test_bad_updates_are_rejected_with_reasons_and_the_run_goes_on(tmp_path: Pat
     server = start_server(config, keys)
     honest = [start_client(server.port, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
 
-    lines = asyncio.run(rogue(f"127.0.0.1:{server.port}", keys.client_keys[3], modes))
+    lines = asyncio.run(rogue(roomy_grpc(f"127.0.0.1:{server.port}"), keys.client_keys[3], modes))
     result = server.result()
 
     for client in honest:
@@ -123,7 +123,9 @@ def test_rounds_with_fewer_updates_than_the_minimum_leave_the_model_and_the_run_
     np.savez(tmp_path / "wrong.npz", x=np.ones((5, 3), np.float32), y=np.zeros(5))
     unfit = start_client(server.port, keys.client_keys[2], tmp_path / "wrong.npz", tmp_path / "state")
 
-    asyncio.run(rogue(f"127.0.0.1:{server.port}", keys.client_keys[3], ["duplicate"]))  # one round, then gone
+    asyncio.run(
+        rogue(roomy_grpc(f"127.0.0.1:{server.port}"), keys.client_keys[3], ["duplicate"])
+    )  # one round, then gone
     result = server.result()
 
     unfit["thread"].join(30)
@@ -143,7 +145,9 @@ def test_a_silent_client_is_dropped_and_takes_part_again_once_it_rejoins(
     server = start_server(config, keys)
     honest = [start_client(server.port, keys.client_keys[i], files[i], tmp_path / "state") for i in range(2)]
 
-    lines = asyncio.run(rogue(f"127.0.0.1:{server.port}", keys.client_keys[3], ["honest", "pause", "honest"]))
+    lines = asyncio.run(
+        rogue(roomy_grpc(f"127.0.0.1:{server.port}"), keys.client_keys[3], ["honest", "pause", "honest"])
+    )
     result = server.result()
 
     assert all(c["thread"].join(30) is None and c.get("status") == 0 for c in honest)
