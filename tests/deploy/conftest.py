@@ -27,6 +27,7 @@ import pytest
 from sheaf.core.config import RunConfig, load_config
 from sheaf.data.catalog import build_federation
 from sheaf.deploy.client import ClientOptions, DeployedClient
+from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.keys import KeySet, init_keys
 from sheaf.deploy.server import ServerOptions, ServerResult, run_server
 from sheaf.strategies.base import Strategy
@@ -90,6 +91,13 @@ def client_files(config: RunConfig, folder: Path) -> list[Path]:
 def keys(tmp_path: Path) -> KeySet:
     """A CA, server certificate and keys of clients 0..3."""
     return init_keys(tmp_path / "keys", 4)
+
+
+@pytest.fixture
+def transport() -> Iterator[InProcessTransport]:
+    """An in-process transport for one test; closed (its clients cancelled) at the end."""
+    with InProcessTransport() as inprocess:
+        yield inprocess
 
 
 @dataclass

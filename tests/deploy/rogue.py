@@ -1,8 +1,9 @@
 """A misbehaving client: it holds a valid key but sends bad updates, one kind per round.
 
 It speaks the real protocol through any :class:`~sheaf.deploy.rpc.Channel`, with a send limit
-roomy enough that oversized messages actually leave it (:func:`roomy_grpc`). Used in-process
-by the loopback tests and as a real process by the e2e test::
+roomy enough that oversized messages actually leave it (:func:`roomy_grpc`,
+:func:`roomy_in_process`). Used in threads by the loopback tests and as a real process by
+the e2e test::
 
     python -m tests.deploy.rogue --port 7443 --key client-3.key --ca ca.pem nan shape dtype oversize
 
@@ -30,6 +31,7 @@ from sheaf.core.params import Params
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.auth import BodyDigest, load_identity
 from sheaf.deploy.client import _Rpc
+from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.rpc import Connector, RpcError, StatusCode
 from sheaf.deploy.transport import METHODS, client_channel
 from sheaf.deploy.wire import ReceivedTask, encode_result
@@ -42,6 +44,11 @@ def roomy_grpc(target: str, ca: Path | None = None) -> Connector:
     """Connections over gRPC (plaintext unless ``ca``) that send messages up to :data:`ROOMY`."""
     options = [("grpc.max_send_message_length", ROOMY)]
     return functools.partial(client_channel, target, ca=ca, insecure=ca is None, options=options)
+
+
+def roomy_in_process(transport: InProcessTransport) -> Connector:
+    """In-process connections that send messages up to :data:`ROOMY`."""
+    return functools.partial(transport.connect, max_send_bytes=ROOMY)
 
 
 def _bad_result(mode: str, task: ReceivedTask, max_bytes: int) -> list[bytes]:

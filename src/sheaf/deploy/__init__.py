@@ -9,7 +9,10 @@ resumes where it stopped (:mod:`.server`); clients reconnect with backoff and ke
 own state (:mod:`.client`, :mod:`.client_state`). Imported lazily by the CLI: ``import
 sheaf`` does not load gRPC.
 
-Calls travel through one seam (:mod:`.rpc`); gRPC carries them (:mod:`.transport`).
+Calls travel through one seam (:mod:`.rpc`): gRPC carries them in a deployment
+(:mod:`.transport`); :class:`InProcessTransport` carries them within one process, so a
+whole deployment — server, coordinator, auth, wire, clients — runs in a test without
+sockets (:mod:`.inprocess`, :mod:`.inprocess_channel`).
 """
 
 from sheaf.deploy.auth import (
@@ -36,6 +39,8 @@ from sheaf.deploy.chunks import (
 from sheaf.deploy.client import ClientOptions, DeployedClient, run_client
 from sheaf.deploy.client_state import ClientStateFile
 from sheaf.deploy.coordinator import Coordinator, Slot, Work, WorkOutcome
+from sheaf.deploy.inprocess import InProcessTransport
+from sheaf.deploy.inprocess_channel import InProcessChannel
 from sheaf.deploy.keys import KeySet, init_keys, new_client_key
 from sheaf.deploy.local import catalog_info, deployment_task, load_client_data, load_test_data
 from sheaf.deploy.logs import configure_logging, log_event
@@ -102,6 +107,8 @@ __all__ = [
     "GrpcChannel",
     "GrpcServerTransport",
     "Handlers",
+    "InProcessChannel",
+    "InProcessTransport",
     "KeySet",
     "Listening",
     "Metadata",
