@@ -1,11 +1,8 @@
 """A misbehaving client: it holds a valid key but sends bad updates, one kind per round.
 
-It speaks the real protocol through any :class:`~sheaf.deploy.rpc.Channel`, with a send limit
-roomy enough that oversized messages actually leave it (:func:`roomy_grpc`,
-:func:`roomy_in_process`). Used in threads by the loopback tests and as a real process by
-the e2e test::
-
-    python -m tests.deploy.rogue --port 7443 --key client-3.key --ca ca.pem nan shape dtype oversize
+It speaks the real protocol through any :class:`~sheaf.deploy.rpc.Channel`: the tests run it
+in-process (:func:`roomy_in_process`) and over real gRPC (:func:`roomy_grpc`), both with a
+send limit roomy enough that oversized messages actually leave it.
 
 Modes (one fit round each): ``nan`` (a NaN in the delta), ``shape`` (a tensor of the wrong
 shape), ``dtype`` (float64 instead of float32), ``oversize`` (declares more bytes than the
@@ -18,7 +15,6 @@ one line per push: ``<mode> <status> round=<r> <detail>``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import uuid
@@ -156,18 +152,3 @@ async def rogue(
     finally:
         await channel.close()
     return lines
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--key", type=Path, required=True)
-    parser.add_argument("--ca", type=Path)
-    parser.add_argument("modes", nargs="+")
-    args = parser.parse_args()
-    for line in asyncio.run(rogue(roomy_grpc(f"localhost:{args.port}", args.ca), args.key, args.modes)):
-        print(line, flush=True)
-
-
-if __name__ == "__main__":
-    main()
