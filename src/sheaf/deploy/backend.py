@@ -57,7 +57,7 @@ class DeploymentBackend:
     """A :class:`~sheaf.backends.base.Backend` whose clients are remote processes.
 
     Args:
-        coordinator: the server's live state (shared with the gRPC handlers).
+        coordinator: the server's live state (shared with the service's handlers).
         store: the run store (read for which clients' updates were aggregated).
     """
 
@@ -74,7 +74,7 @@ class DeploymentBackend:
         """Nothing to start: deployed clients hold their own data and task (env is unused)."""
 
     def close(self) -> None:
-        """Nothing to release: the server owns the gRPC transport."""
+        """Nothing to release: the server owns the transport."""
 
     def _aggregated_rounds(self) -> dict[int, int]:
         """Client id -> the last committed round whose update from it was aggregated."""

@@ -147,8 +147,9 @@ def _checked(updates: Sequence[Update], like: Params, rule: UpdateRule) -> tuple
     return good, rejected
 
 
-#: A round whose change is longer than this many times the model (or than this, for a model
-#: of norm below 1) is refused as exploding: no honest round comes near it.
+#: A round whose change per parameter (root mean square) exceeds this many times the model's
+#: own (or this, for a model whose parameters are below 1 on average) is refused as
+#: exploding: no honest round comes near it.
 EXPLODING = 1e4
 
 
@@ -162,10 +163,14 @@ def aggregate_problem(before: Params, after: Params) -> str | None:
     """
     if not after.all_finite():
         return "the aggregated model holds NaN or infinite values"
-    change = (after.astype(np.float64) - before.astype(np.float64)).l2_norm()
-    limit = EXPLODING * max(1.0, before.astype(np.float64).l2_norm())
+    size = max(1, sum(array.size for array in before.values()))
+    change = (after.astype(np.float64) - before.astype(np.float64)).l2_norm() / math.sqrt(size)
+    limit = EXPLODING * max(1.0, before.astype(np.float64).l2_norm() / math.sqrt(size))
     if not change <= limit:
-        return f"the round would move the model by {change:.4g}, more than {limit:.4g} ({EXPLODING:g} times its norm)"
+        return (
+            f"the round would move each parameter by {change:.4g} on average (root mean square), more than "
+            f"{limit:.4g} ({EXPLODING:g} times the model's own, or {EXPLODING:g})"
+        )
     return None
 
 
