@@ -40,6 +40,11 @@ def mlp_task() -> TorchTask:
     return TorchTask(small_mlp)
 
 
+def wide_mlp() -> nn.Module:
+    """154k parameters: updates, states and control variates of 600 kB, more than a pipe holds."""
+    return mlp(64, (2048,), 10)
+
+
 class Crashing:
     """The MLP task, except one client in one round kills its own process (or raises)."""
 

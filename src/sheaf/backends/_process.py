@@ -2,8 +2,9 @@
 
 Workers fork from a clean ``forkserver`` process (spawn where there is none), load the task
 once and answer the parent's messages (:mod:`sheaf.backends._runner`) until told to stop.
-The parent keeps a :class:`WorkerHandle` per worker: its pipe and its process.
-:class:`PoolTransport` is
+The parent keeps a :class:`WorkerHandle` per worker: its pipe, its process, and a thread
+that writes to the pipe, so that sending a large message never waits for a worker that is
+itself waiting to send a large reply (both would wait for ever). :class:`PoolTransport` is
 the scheduler's view of them (:class:`~sheaf.backends._scheduler.Transport`): start, send,
 wait for replies and deaths, kill.
 
@@ -19,8 +20,9 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import queue
 import signal
-from contextlib import suppress
+import threading
 from typing import Any
 
 from sheaf.backends._allocator import tune_allocator
@@ -113,7 +115,7 @@ def worker_main(
 
 
 class WorkerHandle:
-    """The parent's view of one worker process: its pipe and its process."""
+    """The parent's view of one worker process: its pipe, its process, its writer thread."""
 
     def __init__(self, context: Any, index: int, args: tuple[Any, ...]) -> None:
         self.conn, child = context.Pipe(duplex=True)
@@ -122,11 +124,20 @@ class WorkerHandle:
         child.close()
         self.index = index
         self.ready = False
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write, name=f"sheaf-pool-{index}-writer", daemon=True)
+        self._writer.start()
+
+    def _write(self) -> None:
+        while (message := self._outbox.get()) is not None:
+            try:
+                self.conn.send_bytes(message)
+            except (OSError, ValueError, TypeError):
+                return  # the worker is gone: its sentinel says so to whoever waits on it
 
     def send(self, message: bytes) -> None:
-        """Send a message to the worker (nothing if it is gone: its sentinel says so)."""
-        with suppress(OSError, ValueError):
-            self.conn.send_bytes(message)
+        """Queue a message for the worker, in order; returns at once."""
+        self._outbox.put(message)
 
     def kill(self) -> None:
         """Kill the process if it still runs, and wait for it."""
@@ -135,8 +146,11 @@ class WorkerHandle:
         self.process.join(5)
 
     def close(self) -> None:
-        """Kill the process and close the pipe."""
+        """Kill the process, stop the writer, close the pipe (in that order: a write in
+        progress fails on the dead pipe instead of meeting a reused file descriptor)."""
         self.kill()
+        self._outbox.put(None)
+        self._writer.join(5)
         self.conn.close()
 
 
