@@ -175,8 +175,8 @@ class PoolTransport:
         self._started = 0
 
     def live(self) -> list[int]:
-        """The workers ready for work."""
-        return [w.index for w in self.handles if w.ready]
+        """The workers ready for work (not one that died since the last wait, as far as can be seen)."""
+        return [w.index for w in self.handles if w.ready and w.process.is_alive()]
 
     def start(self) -> None:
         """Start a worker process (ready once it has loaded the task)."""
