@@ -171,3 +171,52 @@ def test_a_config_with_privacy_round_trips_through_toml_and_the_config_command(t
     assert cfg.privacy.client_budgets == {"3": 1.5} and cfg.privacy.mode == "central"
     with pytest.raises(ConfigError, match="privacy.client_budgets.3 must be an epsilon > 0"):
         load_config(overrides=["privacy.client_budgets={3 = -1}"])
+
+
+def test_every_round_that_reached_the_clients_is_released_and_charged_whatever_number_arrived(runs_dir: str) -> None:
+    """With Poisson sampling the fixed-denominator mean needs no minimum, and a decision on
+    the raw count of arrivals would release that count un-noised: 30 clients, q = 0.1 (3
+    expected a round), strategy.min_clients = 3.
+
+    Before the fix the rounds where fewer than 3 arrived were skipped and not charged; this
+    test failed with ``assert [True, True, True, False, True, False, ...] == [True] * 10``.
+    """
+    sampled = [len(sample_cohort(30, 0, seed=0, round=r, rate=0.1)) for r in range(1, 11)]
+    assert min(sampled) < 3 <= max(sampled)  # rounds on both sides of the old threshold
+    result = simulate(
+        config(runs_dir, "clients=30", "fraction=0.1", "min_clients=3", "rounds=10", "evaluation.federated=false")
+    )
+    assert [r.sampled for r in result.history] == sampled
+    assert [r.aggregated for r in result.history] == [True] * 10
+    assert [r.privacy["rounds"] for r in result.history] == list(range(1, 11))
+    one = dp_accounting.PoissonSampledDpEvent(0.1, dp_accounting.GaussianDpEvent(0.8))
+    for record in result.history:
+        event = dp_accounting.SelfComposedDpEvent(one, record.round)
+        assert record.privacy["epsilon"] == rdp.RdpAccountant().compose(event).get_epsilon(1e-5)
+
+
+def test_a_fixed_size_round_with_a_dropout_below_min_clients_is_released_and_charged(runs_dir: str) -> None:
+    """Fixed-size cohorts of 3 of 10 with strategy.min_clients = 3; client 1, in rounds 1, 2 and
+    4, refuses every round (its budget is below one round's epsilon), so 2 updates arrive there.
+
+    Skipping on the raw count would make a round's output (a model, or none) depend on
+    whether one client's update arrived: no noise hides that, so charging the skipped round
+    would not be enough. The round is released and charged instead. Before the fix rounds
+    1, 2 and 4 were skipped uncharged; this test failed with
+    ``assert [False, False, True, False] == [True, True, True, True]``.
+    """
+    result = simulate(
+        config(
+            runs_dir,
+            "sampling=fixed",
+            "fraction=0.3",
+            "min_clients=3",
+            "evaluation.federated=false",
+            "privacy.client_budgets={1 = 0.001}",
+        )
+    )
+    assert [r.sampled for r in result.history] == [3, 3, 3, 3]
+    assert [r.failed for r in result.history] == [1, 1, 0, 1]
+    assert [r.aggregated for r in result.history] == [True, True, True, True]
+    mechanism = RoundMechanism("fixed", 0.8, population=10, cohort=3)
+    assert [r.privacy["epsilon"] for r in result.history] == [epsilon(mechanism, r, 1e-5) for r in range(1, 5)]

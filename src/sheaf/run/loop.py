@@ -18,8 +18,10 @@ Per round:
    are dropouts;
 4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain and
    they meet the strategy's assumption (e.g. Krum's ``n >= 2f + 3``), otherwise keep the
-   model unchanged and record why (with differential privacy, the privacy spent so far
-   is recorded with every round);
+   model unchanged and record why. A strategy whose aggregate step releases every round
+   (``every_round``: central differential privacy) is aggregated whatever number arrived —
+   a decision on the un-noised count would release it — and its privacy spent is recorded
+   with every round;
 5. evaluate the new model centrally (if there is a central test set), and on the
    clients' local test splits every ``evaluation.interval`` rounds and after the last (at
    most ``evaluation.max_clients`` clients: a fixed sample drawn once from the seed; with
@@ -199,7 +201,8 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         clients.sort(key=lambda c: c.client_id)
 
         succeeded = len(clients)
-        aggregated = succeeded >= config.strategy.min_clients
+        # A private mean's release must not depend on the raw count of arrivals: never skip it.
+        aggregated = strategy.every_round or succeeded >= config.strategy.min_clients
         note = (
             "" if aggregated else f"{succeeded} updates, fewer than strategy.min_clients={config.strategy.min_clients}"
         )

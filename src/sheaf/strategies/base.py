@@ -224,6 +224,10 @@ class AggregateStep(Generic[S]):
             n >= 2f + 3 = 5 updates"``).
         weighted_mean: True if the step is the plain example-weighted mean of the deltas,
             which a differentially private mean may stand in for.
+        every_round: True if every round that reached the clients must be aggregated
+            whatever number of updates arrived: the round loop then never skips it for
+            fewer than ``strategy.min_clients`` (a differentially private mean with a fixed
+            denominator, whose output would otherwise depend on the un-noised count).
     """
 
     init: Callable[[Params], S]
@@ -233,6 +237,7 @@ class AggregateStep(Generic[S]):
     min_updates: int = 1
     assumption: str = ""
     weighted_mean: bool = False
+    every_round: bool = False
     client: ClientHalf = NO_CLIENT_HALF
     configure: ConfigureFn[S] | None = None
     report: ReportFn[S] | None = None
@@ -307,6 +312,11 @@ class Strategy:
     def min_updates(self) -> int:
         """The fewest updates a round needs for the aggregate step's assumption to hold."""
         return self.aggregator.min_updates
+
+    @property
+    def every_round(self) -> bool:
+        """Whether every round must be aggregated whatever number of updates arrived."""
+        return self.aggregator.every_round
 
     @property
     def client_steps(self) -> tuple[ClientStep, ...]:
