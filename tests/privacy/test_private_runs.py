@@ -15,7 +15,7 @@ from sheaf.cli.app import app
 from sheaf.core.config import RunConfig, load_config
 from sheaf.core.errors import ConfigError
 from sheaf.core.sampling import sample_cohort
-from sheaf.privacy import LEDGER_KEY, PrivacyLedger, RoundMechanism, epsilon
+from sheaf.privacy import EVALUATION_OFF, LEDGER_KEY, PrivacyLedger, RoundMechanism, epsilon
 from sheaf.run.report import report_run
 from sheaf.run.simulate import simulate
 from sheaf.run.store import RunStore
@@ -139,6 +139,12 @@ def test_a_target_epsilon_is_calibrated_and_met(runs_dir: str) -> None:
         (["privacy.mode=none", "privacy.client_budget=2"], "need privacy.mode=central or local"),
         (["privacy.client_budgets={12 = 1.0}"], "names client 12, but there are only 10"),
         (["privacy.accountant=gdp"], "privacy.accountant must be one of: rdp, pld"),
+        (
+            ["evaluation.federated=true"],
+            "evaluation.federated=true would release every evaluating client's raw test loss",
+        ),
+        (["privacy.mode=local", "evaluation.federated=true"], "outside privacy.mode=local's mechanism"),
+        (["evaluation.federated=sometimes"], "evaluation.federated must be true, false or auto"),
     ],
 )
 def test_settings_that_do_not_fit_are_one_clear_error(runs_dir: str, extra: list[str], message: str) -> None:
@@ -155,6 +161,7 @@ def test_the_cli_shows_epsilon_and_prints_it_in_the_json_summary(runs_dir: str, 
     assert shown.exit_code == 0, shown.output
     assert "ε spent" in shown.stdout and "privacy spent: ε at δ = 1e-05" in shown.stdout
     assert "ε " in shown.stderr  # the progress bar
+    assert shown.stderr.count("federated evaluation is off under differential privacy") == 1
     summary = json.loads(CliRunner().invoke(app, ["simulate", "--json", *args]).stdout)
     assert summary["epsilon"] > 0 and summary["delta"] == 1e-5
     page = report_run(summary["run_path"], tmp_path / "report")[-1].read_text()
@@ -220,3 +227,23 @@ def test_a_fixed_size_round_with_a_dropout_below_min_clients_is_released_and_cha
     assert [r.aggregated for r in result.history] == [True, True, True, True]
     mechanism = RoundMechanism("fixed", 0.8, population=10, cohort=3)
     assert [r.privacy["epsilon"] for r in result.history] == [epsilon(mechanism, r, 1e-5) for r in range(1, 5)]
+
+
+def test_a_private_run_evaluates_on_no_client_and_says_so(runs_dir: str) -> None:
+    """Federated evaluation is off by default under differential privacy; client 9, which
+    refuses every round (its budget is below one round's epsilon), sends nothing at all.
+
+    Before the fix federated evaluation ran by default under DP and client 9, having refused
+    every training round, still sent its raw test loss, accuracy and test-set size; this test
+    failed with ``assert 9 not in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]``.
+    """
+    result = simulate(config(runs_dir, "privacy.client_budgets={9 = 0.001}"))  # evaluation left at its default
+    with RunStore.open(result.run_path) as store:
+        fits = [rec.client_id for _, rec in store.client_records(phase="fit")]
+        evaluated = [rec.client_id for _, rec in store.client_records(phase="evaluate")]
+        refusals = [reason for _, cid, _, reason in store.failures() if cid == 9]
+        note = store.meta.get("federated_evaluation")
+    assert 9 not in fits and refusals and all("refuses round" in r for r in refusals)
+    assert 9 not in evaluated
+    assert evaluated == [] and all(not r.federated for r in result.history)
+    assert note == EVALUATION_OFF

@@ -25,7 +25,9 @@ Per round:
 5. evaluate the new model centrally (if there is a central test set), and on the
    clients' local test splits every ``evaluation.interval`` rounds and after the last (at
    most ``evaluation.max_clients`` clients: a fixed sample drawn once from the seed; with
-   personalised models beside the global one when asked, :mod:`sheaf.run.personalize`);
+   personalised models beside the global one when asked, :mod:`sheaf.run.personalize`) —
+   unless the run is differentially private, whose clients' raw test metrics would leave
+   them outside the mechanism (``RunConfig.federated_evaluation``);
 6. commit the round to the store in one transaction, then tell the listener.
 """
 
@@ -226,7 +228,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             central_metrics = {"loss": central.loss, **central.metrics}
 
         federated: dict[str, dict[str, float]] = {}
-        if config.evaluation.federated and (round % config.evaluation.interval == 0 or round == config.rounds):
+        if config.federated_evaluation and (round % config.evaluation.interval == 0 or round == config.rounds):
             if eval_clients is None:
                 eval_clients = _evaluation_clients(parts, clients_of_run)
             federated, eval_records, eval_failures = _federated_evaluation(parts, params, eval_clients)
