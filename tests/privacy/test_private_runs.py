@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,10 +16,20 @@ from sheaf.cli.app import app
 from sheaf.core.config import RunConfig, load_config
 from sheaf.core.errors import ConfigError
 from sheaf.core.sampling import sample_cohort
-from sheaf.privacy import EVALUATION_OFF, LEDGER_KEY, PrivacyLedger, RoundMechanism, epsilon
+from sheaf.privacy import (
+    EVALUATION_OFF,
+    LEDGER_KEY,
+    PrivacyLedger,
+    RoundMechanism,
+    epsilon,
+    privacy_plan,
+    with_privacy,
+)
 from sheaf.run.report import report_run
 from sheaf.run.simulate import simulate
 from sheaf.run.store import RunStore
+from sheaf.strategies import chain, fedavg
+from tests.privacy.rogue import ROGUE, ROGUE_CLIP
 from tests.run.test_simulate import StopAfter
 
 #: 10 IID digits clients, Poisson sampling at rate 0.4, 4 rounds, DP-FedAvg.
@@ -247,3 +258,39 @@ def test_a_private_run_evaluates_on_no_client_and_says_so(runs_dir: str) -> None
     assert 9 not in evaluated
     assert evaluated == [] and all(not r.federated for r in result.history)
     assert note == EVALUATION_OFF
+
+
+@pytest.mark.e2e
+def test_a_client_that_skips_clipping_is_dropped_where_the_pool_adds_the_updates_up(runs_dir: str) -> None:
+    """Client clipping at C = 2 (no noise) on the sum-only path: pool workers add the updates
+    up and the server sees only their sum, so nothing re-clips there. Client 3 runs a
+    ``dp_clip`` that does not clip and sends its delta blown up 1e5 times: the acceptance
+    rule, which travels with the cohort to the workers, refuses it, and it is recorded as
+    that client's dropout.
+
+    Before d6ae059 (the rule's norm bound) a worker added it to its sum; this test failed
+    with ``assert [] == [2]`` (client 3, sampled in round 2, was not dropped).
+    """
+    plan = privacy_plan(
+        load_config(overrides=[*PRIVATE, "privacy.clipping=client", "privacy.noise_multiplier=0"]), population=10
+    )
+    assert plan is not None
+    honest = with_privacy(fedavg(), plan)
+    assert not honest.reads_updates  # the sum-only path: workers return their partial sums
+    rogue = dataclasses.replace(
+        honest.aggregator, client=dataclasses.replace(honest.aggregator.client, steps=(ROGUE_CLIP,))
+    )
+    strategy = chain(rogue, *honest.server_steps, name=honest.name)
+    cohorts = [sample_cohort(10, 0, seed=0, round=r, rate=0.4).tolist() for r in range(1, 5)]
+    result = simulate(
+        config(runs_dir, "backend=pool", "engine.workers=2", "privacy.mode=none", "evaluation.federated=false"),
+        strategy=strategy,
+    )
+    with RunStore.open(result.run_path) as store:
+        dropped = [(r, cid) for r, cid, phase, _ in store.failures() if phase == "fit"]
+        reasons = [reason for _, _, _, reason in store.failures()]
+    assert [r for r, cid in dropped] == [r for r in range(1, 5) if ROGUE in cohorts[r - 1]]
+    assert {cid for _, cid in dropped} == {ROGUE}
+    assert all("update rejected" in why and "accepts updates of L2 norm at most 2" in why for why in reasons)
+    # Without noise a round's update is the sum of clipped deltas over m = 4: at most C per client.
+    assert all(r.fit["update_norm"] <= 2.0 * len(c) / 4 for r, c in zip(result.history, cohorts, strict=True))

@@ -14,8 +14,10 @@ depend on who did). Clients that drop out only shrink the sum.
 
 - ``clipping = "server"``: the server clips each update (it sees each update);
 - ``clipping = "client"``: each client clips before sending (client step ``dp_clip``) and
-  the server only sums — the variant that works under secure aggregation. In simulation
-  the server clips again (a no-op for honest clients);
+  the server only sums — the variant that works under secure aggregation. The clip norm is
+  part of the acceptance rule, so wherever updates are added up (the loop, a pool worker or
+  Ray actor, the deployed server's running sum) a longer one is refused as its client's
+  dropout; where the server sees each update (adaptive clipping) it also clips again;
 - adaptive clipping (Andrew et al. 2021): every update also carries the bit ``[‖Δ_i‖ ≤ C]``;
   the server releases the centred count ``Σ (b_i − ½) + N(0, σ_b²)`` (one client moves it
   by at most ½, the sensitivity the noise split assumes), reads the share
