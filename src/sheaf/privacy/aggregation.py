@@ -227,7 +227,7 @@ def private_mean(plan: PrivacyPlan) -> AggregateStep[PrivateMeanState]:
         needs_updates=needs_updates,
         # Central DP releases (and charges) every round that reached the clients: the fixed
         # denominator needs no minimum, and skipping on the raw count would release it.
-        every_round=plan.mode == "central",
+        private_release=plan.mode == "central",
         client=half,
         configure=_send_clip if on_clients else None,
         report=_report,

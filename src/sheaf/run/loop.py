@@ -18,9 +18,9 @@ Per round:
    are dropouts;
 4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain and
    they meet the strategy's assumption (e.g. Krum's ``n >= 2f + 3``), otherwise keep the
-   model unchanged and record why. A strategy whose aggregate step releases every round
-   (``every_round``: central differential privacy) is aggregated whatever number arrived —
-   a decision on the un-noised count would release it — and its privacy spent is recorded
+   model unchanged and record why. A strategy whose aggregate is a differentially private
+   release (``private_release``: central DP) is aggregated whatever number arrived — a
+   decision on the un-noised count would release it — and its privacy spent is recorded
    with every round;
 5. evaluate the new model centrally (if there is a central test set), and on the
    clients' local test splits every ``evaluation.interval`` rounds and after the last (at
@@ -204,7 +204,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
 
         succeeded = len(clients)
         # A private mean's release must not depend on the raw count of arrivals: never skip it.
-        aggregated = strategy.every_round or succeeded >= config.strategy.min_clients
+        aggregated = strategy.private_release or succeeded >= config.strategy.min_clients
         note = (
             "" if aggregated else f"{succeeded} updates, fewer than strategy.min_clients={config.strategy.min_clients}"
         )

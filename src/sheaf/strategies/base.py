@@ -224,10 +224,11 @@ class AggregateStep(Generic[S]):
             n >= 2f + 3 = 5 updates"``).
         weighted_mean: True if the step is the plain example-weighted mean of the deltas,
             which a differentially private mean may stand in for.
-        every_round: True if every round that reached the clients must be aggregated
-            whatever number of updates arrived: the round loop then never skips it for
-            fewer than ``strategy.min_clients`` (a differentially private mean with a fixed
-            denominator, whose output would otherwise depend on the un-noised count).
+        private_release: True if the step's output is a differentially private release of
+            the updates (the central private mean), so the round loop decides nothing on
+            what the mechanism does not release: it aggregates every round that reached the
+            clients whatever number of updates arrived (never skipping one for fewer than
+            ``strategy.min_clients`` on the un-noised count).
     """
 
     init: Callable[[Params], S]
@@ -237,7 +238,7 @@ class AggregateStep(Generic[S]):
     min_updates: int = 1
     assumption: str = ""
     weighted_mean: bool = False
-    every_round: bool = False
+    private_release: bool = False
     client: ClientHalf = NO_CLIENT_HALF
     configure: ConfigureFn[S] | None = None
     report: ReportFn[S] | None = None
@@ -314,9 +315,9 @@ class Strategy:
         return self.aggregator.min_updates
 
     @property
-    def every_round(self) -> bool:
-        """Whether every round must be aggregated whatever number of updates arrived."""
-        return self.aggregator.every_round
+    def private_release(self) -> bool:
+        """Whether the aggregate is a differentially private release (see :class:`AggregateStep`)."""
+        return self.aggregator.private_release
 
     @property
     def client_steps(self) -> tuple[ClientStep, ...]:
