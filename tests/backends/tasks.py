@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from sheaf.core.config import DataConfig
@@ -20,7 +21,7 @@ from sheaf.data.catalog import build_federation
 from sheaf.data.dataset import Federation, Split
 from sheaf.strategies.aggregate import weighted_mean
 from sheaf.strategies.base import RoundContext, Strategy, UpdateStep, chain
-from sheaf.task.base import EvalResult, FitInstructions, FitResult
+from sheaf.task.base import EvalResult, FitInstructions, FitResult, prepare_worker
 from sheaf.task.models import mlp
 from sheaf.task.torch_task import TorchTask
 
@@ -40,12 +41,22 @@ def mlp_task() -> TorchTask:
     return TorchTask(small_mlp)
 
 
+def wide_mlp() -> nn.Module:
+    """154k parameters: updates, states and control variates of 600 kB, more than a pipe holds."""
+    return mlp(64, (2048,), 10)
+
+
 class Crashing:
     """The MLP task, except one client in one round kills its own process (or raises)."""
 
     def __init__(self, client: int, round: int, how: str) -> None:
         self.inner = mlp_task()
         self.client, self.round, self.how = client, round, how
+
+    def setup_worker(self, threads: int) -> None:
+        # A wrapper must pass this on: without it, torch's thread count in a worker is its
+        # default and in the parent whatever the previous run left (issue 14).
+        prepare_worker(self.inner, threads)
 
     def init_params(self, seed: int) -> Params:
         return self.inner.init_params(seed)
@@ -64,10 +75,17 @@ class Crashing:
 
 
 class Stateful:
-    """The MLP task plus per-client state (a visit counter) and an extra tensor sent back."""
+    """The MLP task plus per-client state (a visit counter) and an extra tensor sent back.
+
+    Its metrics include torch's thread count where the client trained, so comparing runs
+    compares that too.
+    """
 
     def __init__(self) -> None:
         self.inner = mlp_task()
+
+    def setup_worker(self, threads: int) -> None:
+        prepare_worker(self.inner, threads)
 
     def init_params(self, seed: int) -> Params:
         return self.inner.init_params(seed)
@@ -79,7 +97,7 @@ class Stateful:
         return FitResult(
             result.params,
             result.num_examples,
-            {**result.metrics, "visits": float(visits[0])},
+            {**result.metrics, "visits": float(visits[0]), "threads": float(torch.get_num_threads())},
             extras={"stats": extra},
             client_state={"counter": Params({"visits": visits})},
         )

@@ -17,7 +17,8 @@ from sheaf.run.simulate import SimulationResult, simulate
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
 from sheaf.strategies.registry import STRATEGIES
-from tests.backends.tasks import SMALL, Stateful, clipped_fedavg, digits, mlp_task
+from sheaf.task.torch_task import TorchTask
+from tests.backends.tasks import SMALL, Stateful, clipped_fedavg, digits, mlp_task, wide_mlp
 
 #: Strategies the vectorized backend must match inline on (name -> hyperparameters).
 #: Adding a strategy is one line here.
@@ -78,6 +79,29 @@ def test_bit_identity_holds_for_whole_updates_client_state_and_extras(tmp_path: 
         reference = run(tmp_path, InlineBackend(), task=Stateful(), strategy=strategy)
         same_run(reference, run(tmp_path, make(parallel), task=Stateful(), strategy=strategy))
     assert reference.history[-1].fit["train_loss"] > 0
+
+
+def test_runs_earlier_in_the_process_do_not_change_the_next_one(tmp_path: Path, parallel: str) -> None:
+    # Issue 14: two other configurations first, then the reference, all in this process. Each
+    # run fixes torch's thread count where its clients train; a task that did not pass that
+    # on trained with whatever the run before had left in the parent, and with torch's
+    # default in the workers (Stateful reports the count in its metrics, so it is compared).
+    run(tmp_path, make(parallel))
+    run(tmp_path, InlineBackend(), "threads=2", "strategy=fedprox")
+    reference = run(tmp_path, InlineBackend(), task=Stateful())
+    same_run(reference, run(tmp_path, make(parallel), task=Stateful()))
+    with RunStore.open(reference.run_path, readonly=True) as store:
+        assert {record.metrics["threads"] for _, record in store.client_records(phase="fit")} == {1.0}
+
+
+@pytest.mark.timeout(120, method="thread")  # a write blocked for good may never run SIGALRM's handler
+def test_messages_larger_than_a_pipe_both_ways_at_once_give_the_inline_model(tmp_path: Path) -> None:
+    # SCAFFOLD on a 154k-parameter model: a chunk's client states going out while a worker's
+    # update and control variate come back, each more than the pipe holds. Sending them from
+    # the loop that reads the replies used to deadlock.
+    task = TorchTask(wide_mlp)
+    reference = run(tmp_path, InlineBackend(), "strategy=scaffold", "rounds=2", task=task)
+    same_run(reference, run(tmp_path, PoolBackend(workers=2), "strategy=scaffold", "rounds=2", task=task))
 
 
 @pytest.mark.parametrize("name", sorted(VECTORIZED))

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from sheaf.backends._collect import FitCollector, decode_evaluation
+from sheaf.backends._collect import EvalCollector, FitCollector
 from sheaf.backends._wire import fit_message, fit_states, pack, unpack
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
@@ -79,15 +79,63 @@ def test_malformed_messages_are_refused(message: bytes) -> None:
 )
 def test_replies_that_do_not_make_sense_are_refused(header: dict) -> None:
     with pytest.raises(BackendError, match="malformed"):
-        FitCollector(PARAMS).add_reply(pack(header, [np.zeros((2, 2), np.float32)] if "delta" in header else []))
+        FitCollector(PARAMS, reduce=True).add_reply(
+            pack(header, [np.zeros((2, 2), np.float32)] if "delta" in header else []), header["client"]
+        )
 
 
 def test_evaluation_replies_are_validated() -> None:
-    results: dict = {}
-    failures: dict = {}
+    collector = EvalCollector()
     ok = pack(
         {"op": "evaluate", "client": 2, "ok": True, "loss": 0.5, "num_examples": 4, "metrics": {"accuracy": 0.75}}
     )
-    assert decode_evaluation(ok, results, failures) == 2 and results[2].metrics == {"accuracy": 0.75}
+    assert collector.add_reply(ok, 2) is False and collector.results[2].metrics == {"accuracy": 0.75}
     with pytest.raises(BackendError, match="malformed evaluation reply"):
-        decode_evaluation(pack({"op": "evaluate", "client": 3, "ok": True, "loss": "?"}), results, failures)
+        collector.add_reply(pack({"op": "evaluate", "client": 3, "ok": True, "loss": "?"}), 3)
+    assert 3 not in collector.results
+
+
+FAILED = {"op": "fit", "client": 5, "ok": False, "reason": "fit failed: boom"}
+SUMMED = {
+    "op": "fit",
+    "client": 5,
+    "ok": True,
+    "metrics": {},
+    "num_examples": 3,
+    "state": None,
+    "summed": True,
+    "norm": 1.5,
+}
+
+
+@pytest.mark.parametrize(
+    ("header", "reduce", "why"),
+    [
+        (FAILED, True, "a reply for client 5 where 6 was due"),
+        (SUMMED, False, "summed=True where reduce=False"),
+        ({**SUMMED, "summed": 1}, True, "summed=1"),
+    ],
+)
+def test_a_reply_for_another_client_or_a_sum_nobody_asked_for_is_refused_and_nothing_recorded(
+    header: dict, reduce: bool, why: str
+) -> None:
+    collector = FitCollector(PARAMS, reduce=reduce)
+    with pytest.raises(BackendError, match=why):
+        collector.add_reply(pack(header), 6 if "reason" in header else 5)
+    outcome = collector.outcome()
+    assert (outcome.updates, outcome.failures, outcome.reports) == ([], [], [])
+
+
+def test_a_partial_sum_must_weigh_what_its_clients_reported() -> None:
+    from sheaf.core.exactsum import ExactSum
+
+    collector = FitCollector(PARAMS, reduce=True)
+    assert collector.add_reply(pack(SUMMED), 5) is True
+    total = ExactSum(PARAMS)
+    total.add({"w": np.ones((2, 2), np.float32)}, 4)  # the worker claims weight 4; client 5 reported 3
+    header, arrays = total.to_arrays()
+    with pytest.raises(BackendError, match=r"weight and count \(4, 1\) where its clients give \(3, 1\)"):
+        collector.add_sum(pack({"op": "sum", "empty": False, **header}, arrays), [5])
+    assert collector.summed is None
+    with pytest.raises(BackendError, match="where its clients give"):
+        collector.add_sum(pack({"op": "sum", "empty": True}), [5])

@@ -60,7 +60,7 @@ def test_simulate_reads_a_toml_file(tmp_path: Path, runs_dir: str) -> None:
             ["dataset=mnist"],
             "error: unknown dataset 'mnist'; choose one of: chem97, digits, fashion_mnist, heart, shakespeare",
         ),
-        (["strategy=fedsgd"], "error: unknown strategy 'fedsgd'; choose one of: bulyan, fedadagrad, fedadam"),
+        (["strategy=fedsgd"], "error: unknown strategy 'fedsgd'; choose one of: bulyan, ditto, fedadagrad, fedadam"),
         (["data.clinets=5"], "error: unknown config key 'data.clinets'; did you mean 'clients'?"),
         (["alpha=0"], "error: data.alpha must be > 0 for Dirichlet partitioning, got 0.0"),
         (["alpha=-1"], "error: data.alpha must be > 0 for Dirichlet partitioning, got -1.0"),

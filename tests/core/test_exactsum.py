@@ -148,8 +148,10 @@ def test_wrong_shapes_names_and_weights_are_refused() -> None:
         total.add({"w": LIKE["w"]}, 1)
     with pytest.raises(SheafError, match="shape"):
         total.add({"w": np.zeros((3, 2)), "b": LIKE["b"]}, 1)
-    with pytest.raises(SheafError, match=">= 0"):
+    with pytest.raises(SheafError, match=r"must be in \[0, 536870911\], got -1"):
         total.add(LIKE, -1)
+    with pytest.raises(SheafError, match="got 9223372036854775807"):
+        total.add(LIKE, 2**63 - 1)  # once summed as int64, it wrapped the weight negative
     with pytest.raises(SheafError, match="different tensors"):
         total.merge(ExactSum({"w": LIKE["w"]}))
 
@@ -176,3 +178,10 @@ def test_a_total_made_elsewhere_joins_exactly_with_its_weight_and_count() -> Non
     assert (total.weight, total.count) == (8, 4)
     with pytest.raises(SheafError, match=">= 0"):
         total.add_total(made, weight=-1, count=1)
+
+
+def test_weights_add_up_in_python_integers_that_never_wrap() -> None:
+    total = ExactSum(LIKE)
+    for _ in range(40):
+        total.add(LIKE, exactsum.MAX_EXAMPLES)
+    assert total.weight == 40 * (2**29 - 1)  # past int32; exact, whatever the count

@@ -1,13 +1,22 @@
-"""Fixtures for deployment tests: keys, client data files, servers and clients.
+"""Fixtures for deployment tests: keys, client data files, servers, clients, a manual clock.
 
-In-process helpers run the real gRPC server and clients on loopback in threads (fast);
+Most tests run a whole deployment in this process with no sockets: ``run_server`` on a
+thread serving through an :class:`~sheaf.deploy.inprocess.InProcessTransport` (the
+``transport`` fixture), and :class:`~sheaf.deploy.client.DeployedClient` s on the
+transport's event loop. The same helpers run the real gRPC server on loopback instead
+(``start_server(..., transport=None)``, ``start_client(port, ...)``), and
 :class:`Processes` starts the real ``sheaf server`` / ``sheaf client`` commands as
 subprocesses and always kills them at the end of the test.
+
+Timeouts are tested without waiting for them: the server's coordinator reads a
+:class:`ManualClock`, and :func:`let_time_pass` moves it on while the clients that should
+stay in touch keep calling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -16,7 +25,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +34,17 @@ from typing import Any
 import numpy as np
 import pytest
 
+from sheaf.backends.inline import InlineBackend
 from sheaf.core.config import RunConfig, load_config
 from sheaf.data.catalog import build_federation
+from sheaf.deploy.auth import KEY_HEADER, load_identity
 from sheaf.deploy.client import ClientOptions, DeployedClient
+from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.keys import KeySet, init_keys
+from sheaf.deploy.rpc import Metadata
 from sheaf.deploy.server import ServerOptions, ServerResult, run_server
+from sheaf.run.loop import RoundListener
+from sheaf.run.simulate import SimulationResult, simulate
 from sheaf.strategies.base import Strategy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +84,17 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
+def events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
+    """The fields of every logged event called ``name``, in order."""
+    return [dict(getattr(r, "sheaf_fields", {})) for r in caplog.records if r.getMessage() == name]
+
+
+def simulate_inline(config: RunConfig, **options: Any) -> SimulationResult:
+    """The simulation a deployed run must equal, run inline: the reference backend (the
+    others give the same model), and no worker processes to start."""
+    return simulate(config, backend=InlineBackend(), **options)
+
+
 def deploy_config(tmp_path: Path, *extra: str) -> RunConfig:
     """The DEPLOY config with runs under ``tmp_path``."""
     return load_config(overrides=[*DEPLOY, f"runs_dir={tmp_path / 'runs'}", *extra])
@@ -92,13 +119,81 @@ def keys(tmp_path: Path) -> KeySet:
     return init_keys(tmp_path / "keys", 4)
 
 
+@pytest.fixture
+def transport() -> Iterator[InProcessTransport]:
+    """An in-process transport for one test; closed (its clients cancelled) at the end."""
+    with InProcessTransport() as inprocess:
+        yield inprocess
+
+
+class ManualClock:
+    """Monotonic seconds that move only when the test moves them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Calls:
+    """Counts the calls that reach an in-process transport, by the caller's key id."""
+
+    def __init__(self, transport: InProcessTransport) -> None:
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        transport.observe(self._seen)
+
+    def _seen(self, method: str, metadata: Metadata) -> None:
+        key = next((str(v) for k, v in metadata if k == KEY_HEADER), "")
+        with self._lock:
+            self._counts[key] += 1
+
+    def counts(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self._counts)
+
+
+def key_ids(keys: KeySet, clients: Iterable[int]) -> list[str]:
+    """The key ids the given clients sign with."""
+    return [load_identity(keys.client_keys[i]).key_id for i in clients]
+
+
+def let_time_pass(
+    clock: ManualClock, calls: Calls, in_touch: list[str], until: Callable[[], bool], *, step: float
+) -> None:
+    """Move the server's clock on by ``step`` at a time until ``until()``.
+
+    Before each step, every client in ``in_touch`` (key ids) has called since the last one,
+    so with ``step`` below ``heartbeat_timeout`` they never look silent; a client that
+    stopped calling falls silent after a few steps, with no real waiting.
+    """
+    while not until():
+        clock.advance(step)
+        _wait_for_calls(calls, calls.counts(), in_touch, until)
+
+
+def _wait_for_calls(calls: Calls, seen: Counter[str], in_touch: list[str], until: Callable[[], bool]) -> None:
+    wait_for(
+        lambda: until() or all(calls.counts()[key] > seen[key] for key in in_touch),
+        60,
+        "the clients in touch to call again",
+    )
+
+
 @dataclass
 class ServerThread:
-    """``run_server`` on a thread (real gRPC on loopback)."""
+    """``run_server`` on a thread, serving in-process or over real gRPC on loopback."""
 
     thread: threading.Thread
     port: int
     outcome: dict[str, Any] = field(default_factory=dict)
+
+    def done(self) -> bool:
+        return not self.thread.is_alive()
 
     def result(self, timeout: float = 120) -> ServerResult:
         self.thread.join(timeout)
@@ -110,41 +205,78 @@ class ServerThread:
 
 
 def start_server(
-    config: RunConfig, keys: KeySet, *, strategy: Strategy | None = None, insecure: bool = True, **options: Any
+    config: RunConfig,
+    keys: KeySet,
+    *,
+    transport: InProcessTransport | None = None,
+    strategy: Strategy | None = None,
+    listener: RoundListener | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    insecure: bool = True,
+    **options: Any,
 ) -> ServerThread:
-    """Serve ``config`` in a thread on a free loopback port."""
-    port = free_port()
+    """Serve ``config`` on a thread: through ``transport``, or over gRPC on a free loopback port.
+
+    With a transport it returns once the server serves, so clients connect at once.
+    """
+    port = 0 if transport is not None else free_port()
     server_options = ServerOptions(address=f"127.0.0.1:{port}", keys=keys.folder, insecure=insecure, **options)
     handle = ServerThread(threading.Thread(target=lambda: None), port)
 
     def serve() -> None:
         try:
-            handle.outcome["result"] = run_server(config, server_options, strategy=strategy)
+            handle.outcome["result"] = run_server(
+                config, server_options, strategy=strategy, listener=listener, transport=transport, clock=clock
+            )
         except BaseException as exc:  # handed to the test thread
             handle.outcome["error"] = exc
 
     handle.thread = threading.Thread(target=serve, daemon=True)
     handle.thread.start()
+    if transport is not None:
+        wait_for(lambda: transport.wait_until_serving(0.05) or handle.done(), 60, "the server to serve")
     return handle
 
 
-def start_client(port: int, key: Path, data: Path, state_dir: Path, **options: Any) -> dict[str, Any]:
-    """A DeployedClient on a thread; the returned dict gets its exit status as ``status``."""
-    outcome: dict[str, Any] = {}
+@dataclass
+class ClientRun:
+    """A DeployedClient running; :meth:`status` is its exit status once it ended."""
+
+    future: concurrent.futures.Future[int]
+
+    def status(self, timeout: float = 30) -> int | None:
+        """Its exit status (None if it raised)."""
+        return None if self.error(timeout) is not None else self.future.result()
+
+    def error(self, timeout: float = 30) -> BaseException | None:
+        """What it raised, if it did."""
+        return self.future.exception(timeout)
+
+
+async def _run_client(client: DeployedClient) -> int:
+    try:
+        return await client.run()
+    finally:
+        client.close()
+
+
+def start_client(server: InProcessTransport | int, key: Path, data: Path, state_dir: Path, **options: Any) -> ClientRun:
+    """A DeployedClient of the in-process ``server``, or on a thread dialling the loopback port."""
     settings = {"insecure": True, "max_backoff": 0.5, "state_dir": state_dir, **options}
-    client = DeployedClient(ClientOptions(f"127.0.0.1:{port}", key, data, **settings))
+    if isinstance(server, InProcessTransport):
+        client = DeployedClient(ClientOptions("in-process", key, data, **settings), connect=server.connect)
+        return ClientRun(server.submit(_run_client(client)))
+    client = DeployedClient(ClientOptions(f"127.0.0.1:{server}", key, data, **settings))
+    future: concurrent.futures.Future[int] = concurrent.futures.Future()
 
     def run() -> None:
         try:
-            outcome["status"] = asyncio.run(client.run())
+            future.set_result(asyncio.run(_run_client(client)))
         except BaseException as exc:
-            outcome["error"] = exc
-        finally:
-            client.close()
+            future.set_exception(exc)
 
-    outcome["thread"] = threading.Thread(target=run, daemon=True)
-    outcome["thread"].start()
-    return outcome
+    threading.Thread(target=run, daemon=True).start()
+    return ClientRun(future)
 
 
 class Processes:

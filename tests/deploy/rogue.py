@@ -1,34 +1,50 @@
 """A misbehaving client: it holds a valid key but sends bad updates, one kind per round.
 
-Used in-process by the loopback tests and as a real process by the e2e test::
-
-    python -m tests.deploy.rogue --port 7443 --key client-3.key --ca ca.pem nan shape dtype oversize
+It speaks the real protocol through any :class:`~sheaf.deploy.rpc.Channel`: the tests run it
+in-process (:func:`roomy_in_process`) and over real gRPC (:func:`roomy_grpc`), both with a
+send limit roomy enough that oversized messages actually leave it.
 
 Modes (one fit round each): ``nan`` (a NaN in the delta), ``shape`` (a tensor of the wrong
 shape), ``dtype`` (float64 instead of float32), ``oversize`` (declares more bytes than the
 server accepts), ``bigchunk`` (one 5 MiB chunk message), ``tampered`` (a header that does
 not match its signature), ``duplicate`` (a valid update delivered twice); ``honest`` sends a
-valid update and ``pause`` goes silent for a while, then joins again. It answers every
-evaluation with a failure report and prints one line per push: ``<mode> <status> <detail>``.
+valid update and ``pause`` goes silent (no requests at all) until its ``pause`` hook
+returns, then joins again. It answers every evaluation with a failure report and returns
+one line per push: ``<mode> <status> round=<r> <detail>``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import functools
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import grpc
-import grpc.aio
 import numpy as np
 
 from sheaf.core.params import Params
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.auth import BodyDigest, load_identity
 from sheaf.deploy.client import _Rpc
-from sheaf.deploy.transport import METHODS, client_options
+from sheaf.deploy.inprocess import InProcessTransport
+from sheaf.deploy.rpc import Connector, RpcError, StatusCode
+from sheaf.deploy.transport import METHODS, client_channel
 from sheaf.deploy.wire import ReceivedTask, encode_result
+
+#: Big enough for the ``bigchunk`` message and more; the server's own limits still apply.
+ROOMY = 64 << 20
+
+
+def roomy_grpc(target: str, ca: Path | None = None) -> Connector:
+    """Connections over gRPC (plaintext unless ``ca``) that send messages up to :data:`ROOMY`."""
+    options = [("grpc.max_send_message_length", ROOMY)]
+    return functools.partial(client_channel, target, ca=ca, insecure=ca is None, options=options)
+
+
+def roomy_in_process(transport: InProcessTransport) -> Connector:
+    """In-process connections that send messages up to :data:`ROOMY`."""
+    return functools.partial(transport.connect, max_send_bytes=ROOMY)
 
 
 def _bad_result(mode: str, task: ReceivedTask, max_bytes: int) -> list[bytes]:
@@ -58,36 +74,44 @@ def _bad_result(mode: str, task: ReceivedTask, max_bytes: int) -> list[bytes]:
     raise ValueError(f"unknown mode {mode}")
 
 
-def _channel(target: str, ca: Path | None) -> grpc.aio.Channel:
-    # A roomy send limit, so the oversized messages actually leave this process.
-    options = [*client_options(), ("grpc.max_send_message_length", 64 << 20)]
-    if ca is None:
-        return grpc.aio.insecure_channel(target, options=options)
-    credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
-    return grpc.aio.secure_channel(target, credentials, options=options)
-
-
 async def _join(rpc: _Rpc) -> pb.JoinReply:
     for _ in range(300):  # the server may still be starting
         try:
             return await rpc.join()
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+        except RpcError as exc:
+            if exc.code != StatusCode.UNAVAILABLE:
                 raise
             await asyncio.sleep(0.1)
     raise TimeoutError("the server did not come up")
 
 
-async def rogue(target: str, key: Path, modes: list[str], *, ca: Path | None = None, pause: float = 3.0) -> list[str]:
+async def _a_while() -> None:
+    await asyncio.sleep(3.0)
+
+
+async def rogue(
+    connect: Connector,
+    key: Path,
+    modes: list[str],
+    *,
+    pause: Callable[[], Awaitable[None]] = _a_while,
+    on_line: Callable[[str], None] = lambda line: None,
+) -> list[str]:
     """Join with a valid key and send one bad update per fit round; return one line per push.
 
-    Besides the bad modes: ``honest`` answers one fit with a valid update; ``pause`` goes
-    silent for ``pause`` seconds (no requests at all), then joins again.
+    Besides the bad modes: ``honest`` answers one fit with a valid update; ``pause`` closes
+    the connection, awaits ``pause()`` without a request, then joins again. ``on_line``
+    sees each line as it is written.
     """
     identity = load_identity(key)
-    channel = _channel(target, ca)
+    channel = connect()
     rpc = _Rpc(channel, identity)
     lines: list[str] = []
+
+    def say(line: str) -> None:
+        lines.append(line)
+        on_line(line)
+
     try:
         join = await _join(rpc)
         remaining = list(modes)
@@ -95,11 +119,11 @@ async def rogue(target: str, key: Path, modes: list[str], *, ca: Path | None = N
             if remaining[0] == "pause":
                 remaining.pop(0)
                 await channel.close()
-                await asyncio.sleep(pause)
-                channel = _channel(target, ca)
+                await pause()
+                channel = connect()
                 rpc = _Rpc(channel, identity)
                 join = await _join(rpc)
-                lines.append("pause rejoined")
+                say("pause rejoined")
                 continue
             reader = await rpc.pull(join.run_id, 1 << 30)
             if reader.idle is not None:
@@ -120,26 +144,11 @@ async def rogue(target: str, key: Path, modes: list[str], *, ca: Path | None = N
                     forged.result.num_examples = 10_000
                     messages = [forged.SerializeToString(), *messages[1:]]
                 try:
-                    reply = await rpc._push(iter(messages), metadata=metadata)
+                    reply = await rpc.channel.stream_unary(METHODS["PushResult"], messages, metadata=metadata)
                     answer = pb.PushReply.FromString(reply)
-                    lines.append(f"{mode} {pb.PushStatus.Name(answer.status)} round={task.round} {answer.detail}")
-                except grpc.aio.AioRpcError as exc:
-                    lines.append(f"{mode} {exc.code().name} round={task.round} {exc.details()}")
+                    say(f"{mode} {pb.PushStatus.Name(answer.status)} round={task.round} {answer.detail}")
+                except RpcError as exc:
+                    say(f"{mode} {exc.code.name} round={task.round} {exc.details}")
     finally:
         await channel.close()
     return lines
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--key", type=Path, required=True)
-    parser.add_argument("--ca", type=Path)
-    parser.add_argument("modes", nargs="+")
-    args = parser.parse_args()
-    for line in asyncio.run(rogue(f"localhost:{args.port}", args.key, args.modes, ca=args.ca)):
-        print(line, flush=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,11 +1,13 @@
 """Differential privacy in deployment: the server noises with secure noise, clients clip,
-noise and keep their own ledgers in their state files, and refuse past their budgets."""
+noise and keep their own ledgers in their state files, and refuse past their budgets.
+
+Whole deployed runs in one process (the in-process transport); the wire, signatures and
+checks are the real ones.
+"""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+import logging
 from pathlib import Path
 
 import dp_accounting
@@ -13,18 +15,12 @@ import pytest
 from dp_accounting import rdp
 
 from sheaf.deploy.client_state import ClientStateFile
+from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.keys import KeySet, init_keys
+from sheaf.deploy.status import run_status
 from sheaf.privacy import LEDGER_KEY, PrivacyLedger
 from sheaf.run.store import RunStore
-from tests.deploy.conftest import (
-    DEPLOY,
-    Processes,
-    client_files,
-    deploy_config,
-    free_port,
-    start_client,
-    start_server,
-)
+from tests.deploy.conftest import client_files, deploy_config, events, start_client, start_server
 
 #: Central DP-FedAvg with client-side clipping, every client every round (Poisson, q = 1).
 CENTRAL = ["sampling=poisson", "privacy.mode=central", "privacy.clipping=client", "privacy.noise_multiplier=1"]
@@ -35,23 +31,21 @@ def _rdp_epsilon(event: dp_accounting.DpEvent, count: int) -> float:
 
 
 def test_a_deployed_private_run_accounts_every_round_and_a_client_at_its_budget_refuses(
-    tmp_path: Path, keys: KeySet
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport
 ) -> None:
     config = deploy_config(tmp_path, *CENTRAL)
     files = client_files(config, tmp_path / "data")
-    server = start_server(config, keys)
+    server = start_server(config, keys, transport=transport)
     state = tmp_path / "state"
     # Client 3's own limit, 8, covers rounds 1-2 (epsilon 7.08) but not round 3 (9.01).
     clients = [
-        start_client(server.port, keys.client_keys[i], files[i], state, privacy_budget=8.0 if i == 3 else 0.0)
+        start_client(transport, keys.client_keys[i], files[i], state, privacy_budget=8.0 if i == 3 else 0.0)
         for i in range(4)
     ]
 
     result = server.result()
 
-    for client in clients:
-        client["thread"].join(30)
-        assert client.get("status") == 0, client
+    assert [client.status() for client in clients] == [0, 0, 0, 0]
     event = dp_accounting.PoissonSampledDpEvent(1.0, dp_accounting.GaussianDpEvent(1.0))
     assert [r.privacy["epsilon"] for r in result.history] == [_rdp_epsilon(event, r) for r in range(1, 6)]
     assert [r.completed for r in result.history] == [4, 4, 3, 3, 3]
@@ -68,53 +62,49 @@ def test_a_deployed_private_run_accounts_every_round_and_a_client_at_its_budget_
     assert PrivacyLedger.from_params(ledger).epsilon(1e-5) == _rdp_epsilon(event, 2)
 
 
-def test_a_client_with_a_budget_refuses_every_round_of_a_run_without_privacy(tmp_path: Path, keys: KeySet) -> None:
+def test_a_client_with_a_budget_refuses_every_round_of_a_run_without_privacy(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+) -> None:
     config = deploy_config(tmp_path, "rounds=2")
     files = client_files(config, tmp_path / "data")
-    server = start_server(config, keys)
+    server = start_server(config, keys, transport=transport)
     clients = [
-        start_client(server.port, keys.client_keys[i], files[i], tmp_path / "s", privacy_budget=1.0 if i == 0 else 0.0)
+        start_client(transport, keys.client_keys[i], files[i], tmp_path / "s", privacy_budget=1.0 if i == 0 else 0.0)
         for i in range(4)
     ]
 
     result = server.result()
 
-    for client in clients:
-        client["thread"].join(30)
+    assert [client.status() for client in clients] == [0, 0, 0, 0]
     with RunStore.open(result.run_path, readonly=True) as store:
         reasons = [reason for _, c, phase, reason in store.failures() if phase == "fit" and c == 0]
     assert len(reasons) == 2 and all("not differentially private" in reason for reason in reasons)
     assert [r.completed for r in result.history] == [3, 3]
 
 
-@pytest.mark.e2e
-def test_local_dp_clients_as_processes_noise_their_updates_and_stop_at_their_budgets(
-    tmp_path: Path, processes: Processes
+def test_local_dp_clients_noise_their_updates_and_stop_at_their_budgets(
+    tmp_path: Path, transport: InProcessTransport, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="sheaf")
     keys = init_keys(tmp_path / "keys", 3)
-    overrides = [
-        *DEPLOY, f"runs_dir={tmp_path / 'runs'}", "clients=3", "min_clients=1", "rounds=3",
-        "privacy.mode=local", "privacy.noise_multiplier=4", "privacy.clip=1",
-    ]  # fmt: skip
-    files = client_files(deploy_config(tmp_path, "clients=3"), tmp_path / "data")
-    port, run = free_port(), tmp_path / "run.sqlite"
-    sets = [arg for item in overrides for arg in ("--set", item)]
-    processes.start(
-        "server", "server", *sets, "--address", f"127.0.0.1:{port}", "--keys", str(keys.folder), "--run", str(run),
+    config = deploy_config(
+        tmp_path, "clients=3", "min_clients=1", "rounds=3", "privacy.mode=local", "privacy.noise_multiplier=4",
+        "privacy.clip=1",
     )  # fmt: skip
-    for i in range(3):
-        # Client 2's limit, 2.5, covers one update (epsilon 2.17) but not a second (3.19).
-        budget = ["--privacy-budget", "2.5"] if i == 2 else []
-        processes.start(
-            f"client{i}", "client", "--server", f"localhost:{port}", "--key", str(keys.client_keys[i]),
-            "--ca", str(keys.ca_cert), "--data", str(files[i]), "--state-dir", str(tmp_path / "state"),
-            "--max-backoff", "0.5", *budget,
-        )  # fmt: skip
+    files = client_files(deploy_config(tmp_path, "clients=3"), tmp_path / "data")
+    server = start_server(config, keys, transport=transport)
+    # Client 2's limit, 2.5, covers one update (epsilon 2.17) but not a second (3.19).
+    clients = [
+        start_client(
+            transport, keys.client_keys[i], files[i], tmp_path / "state", privacy_budget=2.5 if i == 2 else 0.0
+        )
+        for i in range(3)
+    ]
 
-    assert processes.wait("server", 120) == 0, processes.log("server")[-3000:]
-    for i in range(3):
-        assert processes.wait(f"client{i}", 30) == 0, processes.log(f"client{i}")[-3000:]
-    with RunStore.open(run, readonly=True) as store:
+    result = server.result()
+
+    assert [client.status() for client in clients] == [0, 0, 0]
+    with RunStore.open(result.run_path, readonly=True) as store:
         history = store.history()
         refusals = [(r, c, reason) for r, c, phase, reason in store.failures() if phase == "fit"]
         fits = [rec for _, rec in store.client_records(phase="fit")]
@@ -126,8 +116,5 @@ def test_local_dp_clients_as_processes_noise_their_updates_and_stop_at_their_bud
     assert history[-1].privacy["epsilon"] == _rdp_epsilon(dp_accounting.GaussianDpEvent(2.0), 3)
     # Nothing but the noised update left the clients: no metrics, one example each.
     assert fits and all(rec.num_examples == 1 and not rec.metrics for rec in fits)
-    assert "epsilon=" in processes.log("server")
-    status = subprocess.run(
-        [sys.executable, "-m", "sheaf", "status", str(run), "--json"], capture_output=True, text=True, check=True
-    )
-    assert json.loads(status.stdout)["privacy"]["epsilon"] == history[-1].privacy["epsilon"]
+    assert events(caplog, "round_done")[-1]["epsilon"] == history[-1].privacy["epsilon"]
+    assert run_status(result.run_path)["privacy"]["epsilon"] == history[-1].privacy["epsilon"]

@@ -1,35 +1,42 @@
-"""The parent side of the pool and Ray backends: turning worker replies into outcomes.
+"""The parent side of the pool and Ray backends: worker replies as outcomes, through the scheduler.
 
 Replies are decoded as data (:mod:`sheaf.backends._wire`) and validated: tensors by the
 wire codec, metrics by :func:`~sheaf.core.update.validate_metrics`, exact sums by
-:meth:`~sheaf.core.exactsum.ExactSum.from_arrays`. Outcomes are sorted by client id, so
-they do not depend on which worker finished first.
+:meth:`~sheaf.core.exactsum.ExactSum.from_arrays` (and their weight and count against the
+clients they claim to hold). A reply must be for the client the scheduler expects next, and
+nothing is recorded from one that is refused. Outcomes are sorted by client id, so they do
+not depend on which worker finished first. :func:`fit_cohort` and :func:`evaluate_clients`
+run a cohort through :func:`~sheaf.backends._scheduler.schedule` with these collectors.
 
 Example:
     >>> import numpy as np
     >>> from sheaf.backends._wire import pack
     >>> from sheaf.core.params import Params
     >>> collector = FitCollector(Params({"w": np.zeros(2)}))
-    >>> collector.add_reply(pack({"op": "fit", "client": 4, "ok": False, "reason": "fit failed: boom"}))
-    4
+    >>> collector.add_reply(pack({"op": "fit", "client": 4, "ok": False, "reason": "fit failed: boom"}), 4)
+    False
     >>> [f.reason for f in collector.outcome().failures]
     ['fit failed: boom']
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sheaf.backends._wire import decode_groups, decode_params, fit_message, unpack
-from sheaf.backends.base import ClientReport, Cohort, FitOutcome
+from sheaf.backends._scheduler import Transport, Work, schedule
+from sheaf.backends._wire import decode_groups, decode_params, fit_message, pack, unpack
+from sheaf.backends.base import ClientReport, Cohort, EvalOutcome, FitOutcome
 from sheaf.core.errors import BackendError, ClientFailure, SheafError
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.update import TensorGroups, Update, validate_metrics
 from sheaf.task.base import EvalResult
 
-__all__ = ["FitCollector", "RunChunks", "decode_evaluation", "gather_fit"]
+__all__ = ["EvalCollector", "FitCollector", "evaluate_clients", "fit_cohort"]
+
+_FLUSH = pack({"op": "flush"})
 
 
 def _count(value: Any, what: str) -> int:
@@ -38,38 +45,48 @@ def _count(value: Any, what: str) -> int:
     return value
 
 
+def _for(header: dict[str, Any], client: int) -> int:
+    got = _count(header["client"], "client")
+    if got != client:
+        raise BackendError(f"malformed message from a worker: a reply for client {got} where {client} was due")
+    return got
+
+
 class FitCollector:
     """Gathers one cohort's replies: updates, reports, failures, states and exact sums.
 
     Args:
         params: the round's global params (the shape of every update and sum).
+        reduce: whether workers may add updates into partial sums (the cohort's ``reduce``).
     """
 
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: Params, reduce: bool = False) -> None:
         self.params = params
+        self.reduce = reduce
         self.updates: dict[int, Update] = {}
         self.reports: dict[int, ClientReport] = {}
         self.failures: dict[int, ClientFailure] = {}
         self.states: dict[int, TensorGroups] = {}
         self.summed: ExactSum | None = None
 
-    def add_reply(self, message: bytes) -> int:
-        """Record one client's ``fit`` reply; returns the client id.
+    def add_reply(self, message: bytes, client: int) -> bool:
+        """Record ``client``'s ``fit`` reply; returns whether its update went into the worker's sum.
 
         Raises:
-            BackendError: if the reply is malformed.
+            BackendError: if the reply is malformed or not ``client``'s (nothing is recorded).
         """
         header, arrays = unpack(message)
         try:
-            client = _count(header["client"], "client")
+            _for(header, client)
             if not header["ok"]:
                 self.failures[client] = ClientFailure(client, str(header["reason"]))
-                return client
-            source = f"client {client} fit metrics"
-            metrics = validate_metrics(header["metrics"], source=source)
+                return False
+            metrics = validate_metrics(header["metrics"], source=f"client {client} fit metrics")
             num_examples = _count(header["num_examples"], "num_examples")
-            state_layout = header["state"]
-            if header["summed"]:
+            state_layout, summed = header["state"], header["summed"]
+            if not isinstance(summed, bool) or (summed and not self.reduce):
+                raise BackendError(f"malformed message from a worker: summed={summed!r} where reduce={self.reduce}")
+            if summed:
                 deltas, extras_layout, extra_arrays, state_arrays = [], [], [], arrays
             else:
                 names, extras_layout = header["delta"], header["extras"]
@@ -77,37 +94,55 @@ class FitCollector:
                 deltas = arrays[: len(names)]
                 extra_arrays = arrays[len(names) : len(names) + extra_count]
                 state_arrays = arrays[len(names) + extra_count :]
-            if state_layout is not None:
-                self.states[client] = decode_groups(state_layout, state_arrays)
-            elif state_arrays:
+            if state_layout is None and state_arrays:
                 raise BackendError("malformed message from a worker: tensors without a state layout")
-            if header["summed"]:
-                self.reports[client] = ClientReport(client, num_examples, metrics)
-            else:
-                delta = decode_params(names, deltas)
-                extras = decode_groups(extras_layout, extra_arrays)
-                self.updates[client] = Update(client, delta, num_examples, metrics, extras)
+            state = None if state_layout is None else decode_groups(state_layout, state_arrays)
+            extras = decode_groups(extras_layout, extra_arrays)
+            update = None if summed else Update(client, decode_params(names, deltas), num_examples, metrics, extras)
+            norm = math.nan
+            if summed:
+                norm = header["norm"]
+                if isinstance(norm, bool) or not isinstance(norm, int | float) or not norm >= 0:
+                    raise BackendError(f"malformed message from a worker: norm must be a number >= 0, got {norm!r}")
         except (KeyError, TypeError, ValueError) as exc:
             raise BackendError(f"malformed message from a worker: {exc}") from None
         except SheafError as exc:
             if isinstance(exc, BackendError):
                 raise
             raise BackendError(f"malformed message from a worker: {exc}") from None
-        return client
+        if state is not None:
+            self.states[client] = state
+        if update is None:
+            self.reports[client] = ClientReport(client, num_examples, metrics, float(norm))
+        else:
+            self.updates[client] = update
+        return update is None
 
-    def add_sum(self, message: bytes) -> None:
-        """Merge a worker's ``flush`` reply (its exact partial sum).
+    def add_sum(self, message: bytes, clients: Sequence[int]) -> None:
+        """Merge a worker's ``flush`` reply: the exact sum of the updates of ``clients``.
 
         Raises:
-            BackendError: if the reply is malformed.
+            BackendError: if the reply is malformed, or its weight or count is not that of
+                ``clients``' updates (nothing is merged).
         """
         header, arrays = unpack(message)
+        weights = [self.reports[c].num_examples for c in clients if c in self.reports]
+        expected = (sum(weights), sum(1 for w in weights if w > 0))
         if header.get("empty", True):
+            partial = None
+            got = (0, 0)
+        else:
+            try:
+                partial = ExactSum.from_arrays(self.params, header, arrays)
+            except SheafError as exc:
+                raise BackendError(f"malformed partial sum from a worker: {exc}") from None
+            got = (partial.weight, partial.count)
+        if len(weights) != len(clients) or got != expected:
+            raise BackendError(
+                f"malformed partial sum from a worker: weight and count {got} where its clients give {expected}"
+            )
+        if partial is None:
             return
-        try:
-            partial = ExactSum.from_arrays(self.params, header, arrays)
-        except SheafError as exc:
-            raise BackendError(f"malformed partial sum from a worker: {exc}") from None
         if self.summed is None:
             self.summed = partial
         else:
@@ -135,59 +170,81 @@ class FitCollector:
         )
 
 
-#: How a backend hands clients out: ``(clients, message for a chunk, reply handler, sum
-#: handler or None, forget) -> {client: why its worker died}`` (see PoolBackend._run).
-RunChunks = Callable[
-    [
-        list[int],
-        Callable[[list[int]], bytes],
-        Callable[[bytes], tuple[int, bool]],
-        Callable[[bytes], None] | None,
-        Callable[[list[int]], None],
-    ],
-    dict[int, str],
-]
+class EvalCollector:
+    """Gathers evaluation replies: results and failures (nothing is summed)."""
+
+    def __init__(self) -> None:
+        self.results: dict[int, EvalResult] = {}
+        self.failures: dict[int, ClientFailure] = {}
+
+    def add_reply(self, message: bytes, client: int) -> bool:
+        """Record ``client``'s ``evaluate`` reply; returns False (never summed).
+
+        Raises:
+            BackendError: if the reply is malformed or not ``client``'s (nothing is recorded).
+        """
+        header, _ = unpack(message)
+        try:
+            _for(header, client)
+            if not header["ok"]:
+                self.failures[client] = ClientFailure(client, str(header["reason"]))
+                return False
+            metrics = validate_metrics(header["metrics"], source=f"client {client} evaluation")
+            result = EvalResult(float(header["loss"]), _count(header["num_examples"], "num_examples"), metrics)
+        except (KeyError, TypeError, ValueError, SheafError) as exc:
+            raise BackendError(f"malformed evaluation reply from a worker: {exc}") from None
+        self.results[client] = result
+        return False
+
+    def add_sum(self, message: bytes, clients: Sequence[int]) -> None:
+        """Evaluation sums nothing.
+
+        Raises:
+            BackendError: always.
+        """
+        raise BackendError("malformed message from a worker: a partial sum in an evaluation")
+
+    def forget(self, client_ids: Iterable[int]) -> None:
+        """Drop the results of clients that run again."""
+        for client in client_ids:
+            self.results.pop(client, None)
+
+    def outcome(self) -> EvalOutcome:
+        """Everything gathered, sorted by client id."""
+        return EvalOutcome(
+            {c: self.results[c] for c in sorted(self.results)}, [self.failures[c] for c in sorted(self.failures)]
+        )
 
 
-def gather_fit(cohort: Cohort, run: RunChunks) -> FitOutcome:
-    """Train ``cohort`` through ``run`` (the round's params already published) and collect it.
+def fit_cohort(transport: Transport, cohort: Cohort, *, timeout: float | None) -> FitOutcome:
+    """Train ``cohort`` on ``transport``'s workers (the round's params already published).
+
+    Args:
+        transport: the workers.
+        cohort: the round's work.
+        timeout: seconds one client may train (None: no limit).
 
     Raises:
-        BackendError: if a worker's reply is malformed.
+        BackendError: if no worker is left to run clients.
     """
-    collector = FitCollector(cohort.params)
+    collector = FitCollector(cohort.params, reduce=cohort.reduce)
     states = cohort.client_states
-
-    def reply(data: bytes) -> tuple[int, bool]:
-        client = collector.add_reply(data)
-        return client, client in collector.reports
-
-    died = run(
-        [int(c) for c in cohort.client_ids],
-        lambda chunk: fit_message(chunk, states),
-        reply,
-        collector.add_sum if cohort.reduce else None,
-        collector.forget,
-    )
-    for client, why in died.items():
+    work = Work(lambda chunk: fit_message(chunk, states), _FLUSH if cohort.reduce else None)
+    for client, why in schedule(
+        transport, [int(c) for c in cohort.client_ids], collector, work, timeout=timeout
+    ).items():
         collector.fail(client, f"fit failed: {why}")
     return collector.outcome()
 
 
-def decode_evaluation(message: bytes, results: dict[int, EvalResult], failures: dict[int, ClientFailure]) -> int:
-    """Record one client's ``evaluate`` reply; returns the client id.
+def evaluate_clients(transport: Transport, client_ids: Sequence[int], *, timeout: float | None) -> EvalOutcome:
+    """Evaluate the clients on ``transport``'s workers (the params already published).
 
     Raises:
-        BackendError: if the reply is malformed.
+        BackendError: if no worker is left to run clients.
     """
-    header, _ = unpack(message)
-    try:
-        client = _count(header["client"], "client")
-        if not header["ok"]:
-            failures[client] = ClientFailure(client, str(header["reason"]))
-            return client
-        metrics = validate_metrics(header["metrics"], source=f"client {client} evaluation")
-        results[client] = EvalResult(float(header["loss"]), _count(header["num_examples"], "num_examples"), metrics)
-    except (KeyError, TypeError, ValueError, SheafError) as exc:
-        raise BackendError(f"malformed evaluation reply from a worker: {exc}") from None
-    return client
+    collector = EvalCollector()
+    work = Work(lambda chunk: pack({"op": "evaluate", "clients": list(chunk)}))
+    for client, why in schedule(transport, [int(c) for c in client_ids], collector, work, timeout=timeout).items():
+        collector.failures[client] = ClientFailure(client, f"evaluate failed: {why}")
+    return collector.outcome()

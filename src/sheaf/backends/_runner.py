@@ -160,7 +160,7 @@ class WorkerRunner:
         }
         if self._sum is not None and not update.extras:
             self._sum.add(update)  # the runner applied the round's acceptance rule
-            return pack({**header, "summed": True}, state_arrays)
+            return pack({**header, "summed": True, "norm": reply.norm}, state_arrays)
         names, deltas = encode_params(update.delta)
         extras_layout, extras = encode_groups(update.extras)
         header.update(summed=False, delta=names, extras=extras_layout)

@@ -145,11 +145,19 @@ class Cohort:
 
 @dataclass(frozen=True)
 class ClientReport:
-    """What the round loop records of a client whose update went into a pre-reduced sum."""
+    """What the round loop records of a client whose update went into a pre-reduced sum.
+
+    Attributes:
+        client_id: the client.
+        num_examples: the examples it claimed (its weight).
+        metrics: the metrics it shared.
+        norm: its delta's L2 norm, where the backend measured it (NaN otherwise).
+    """
 
     client_id: int
     num_examples: int
     metrics: Metrics = field(default_factory=dict)
+    norm: float = float("nan")
 
 
 @dataclass(frozen=True)

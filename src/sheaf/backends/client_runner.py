@@ -53,12 +53,14 @@ class FitReply:
         update: its update (None if it failed).
         state: its new persistent state (None: unchanged, or it failed).
         failure: why it failed (None if it did not).
+        norm: the L2 norm of its delta (NaN if it failed).
     """
 
     client_id: int
     update: Update | None
     state: TensorGroups | None = None
     failure: ClientFailure | None = None
+    norm: float = float("nan")
 
 
 class ClientRunner:
@@ -96,7 +98,7 @@ class ClientRunner:
                 work.rule.check(update, work.params)
             except SheafError as exc:  # the words the round loop uses for a whole update
                 return FitReply(client, None, failure=ClientFailure(client, f"update rejected: {exc}"))
-        return FitReply(client, update, new_state)
+        return FitReply(client, update, new_state, norm=update.delta.l2_norm())
 
     def evaluate(self, data: ClientData, params: Params) -> EvalResult | ClientFailure:
         """Evaluate ``params`` on the client's local test split; a failure is returned, not raised."""

@@ -40,7 +40,7 @@ from sheaf.core.errors import ClientFailure, SheafError
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, seeds_for
-from sheaf.core.update import Update, check_update
+from sheaf.core.update import Update
 from sheaf.data.dataset import ClientData, Federation, Split
 from sheaf.task.base import EvalResult, Task, prepare_worker
 from sheaf.task.client import evaluate_client
@@ -320,12 +320,13 @@ class _Assembly:
             self.updates.append(update)
             return
         try:
-            check_update(update, self.cohort.params)
+            self.cohort.rule.check(update, self.cohort.params)
         except SheafError as exc:  # the round loop's words for a rejected update
             self.failures.append(ClientFailure(update.client_id, f"update rejected: {exc}"))
             return
         self.exact.add(update.delta, update.num_examples)
-        self.reports.append(ClientReport(update.client_id, update.num_examples, dict(update.metrics)))
+        norm = update.delta.l2_norm()
+        self.reports.append(ClientReport(update.client_id, update.num_examples, dict(update.metrics), norm))
 
     def add_chunk(self, clients: list[int], result: ChunkResult, sizes: list[int]) -> None:
         import torch
@@ -346,9 +347,17 @@ class _Assembly:
                 name: np.multiply(d, counts.reshape((-1,) + (1,) * (d.ndim - 1)), dtype=np.float64).sum(axis=0)
                 for name, d in deltas.items()
             }
-            if all(bool(np.isfinite(t).all()) for t in totals.values()):  # then every client's delta is
+            norms = np.sqrt(
+                sum((d.astype(np.float64) ** 2).reshape(len(clients), -1).sum(axis=1) for d in deltas.values())
+            )
+            rule = self.cohort.rule
+            fits = all(norm <= rule.max_norm and n <= rule.weight_cap(c) for c, n, norm in zip(clients, sizes, norms))
+            if fits and all(bool(np.isfinite(t).all()) for t in totals.values()):  # then every client's delta is
                 self.exact.add_total(totals, int(sum(sizes)), len(clients))
-                self.reports += [ClientReport(c, n, m) for c, n, m in zip(clients, sizes, metrics, strict=True)]
+                self.reports += [
+                    ClientReport(c, n, m, float(norm))
+                    for c, n, m, norm in zip(clients, sizes, metrics, norms, strict=True)
+                ]
                 return
         for row, client in enumerate(clients):
             row_delta = Params({name: deltas[name][row].copy() for name in deltas})

@@ -1,6 +1,6 @@
 """Framework-free building blocks: params, updates, config, errors, random streams, cohort sampling."""
 
-from sheaf.core.acceptance import MetricRange, UpdateRejected, UpdateRule
+from sheaf.core.acceptance import MetricRange, OperatorLimits, UpdateRejected, UpdateRule
 from sheaf.core.config import (
     ATTACKS,
     PRIVACY_MODES,
@@ -37,11 +37,12 @@ from sheaf.core.rng import Purpose, counter_uniforms, seed_for, seeds_for, strea
 from sheaf.core.sampling import cohort_size, sample_cohort
 from sheaf.core.tensor import ALLOWED_DTYPES, array_from_record, array_to_record
 from sheaf.core.tree import decode_tree, encode_tree
-from sheaf.core.update import Metrics, Scalar, TensorGroups, Update, check_update, validate_metrics
+from sheaf.core.update import MAX_EXAMPLES, Metrics, Scalar, TensorGroups, Update, check_update, validate_metrics
 
 __all__ = [
     "ALLOWED_DTYPES",
     "ATTACKS",
+    "MAX_EXAMPLES",
     "MAX_TERMS",
     "PRIVACY_MODES",
     "SAMPLINGS",
@@ -59,6 +60,7 @@ __all__ = [
     "MetricRange",
     "Metrics",
     "ModelConfig",
+    "OperatorLimits",
     "ParamSpec",
     "Params",
     "PersonalizationConfig",

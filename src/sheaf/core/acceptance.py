@@ -9,7 +9,10 @@ An update from a client that trained (``num_examples > 0``) is accepted if
    read, shaped like the model;
 3. its delta's L2 norm is within the bound a step declares (a private mean whose clients
    clip to C accepts nothing longer: the server, adding up updates it never sees one by
-   one, relies on it for the sensitivity of the sum).
+   one, relies on it for the sensitivity of the sum) or the operator sets;
+4. the number of examples it claims (its weight in a weighted mean) is at most what the
+   operator allows (``max_weight``; always at most
+   :data:`~sheaf.core.update.MAX_EXAMPLES`).
 
 Everything a client sends is a claim it may lie about, so the ranges are what a step can
 take without breaking: FedNova's ``fednova_norm`` is a step count, never ``5e-324``;
@@ -37,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,9 +50,9 @@ import numpy as np
 
 from sheaf.core.errors import SheafError, StrategyError
 from sheaf.core.params import Params
-from sheaf.core.update import Update, check_update
+from sheaf.core.update import MAX_EXAMPLES, Update, check_update
 
-__all__ = ["MetricRange", "UpdateRejected", "UpdateRule"]
+__all__ = ["MetricRange", "OperatorLimits", "UpdateRejected", "UpdateRule"]
 
 
 class UpdateRejected(StrategyError):
@@ -106,12 +110,39 @@ class UpdateRule:
         extras: the extra tensor groups read from every such update (shaped like the model).
         max_norm: the largest L2 norm of a delta accepted (computed in float64; ``inf``:
             no bound).
+        max_weight: the most examples an update may claim.
+        weight_caps: ``(client id, most examples)`` pairs: what the operator declared for
+            particular clients (tighter than ``max_weight``).
     """
 
     owner: str = ""
     metrics: tuple[MetricRange, ...] = ()
     extras: tuple[str, ...] = ()
     max_norm: float = math.inf
+    max_weight: int = MAX_EXAMPLES
+    weight_caps: tuple[tuple[int, int], ...] = ()
+
+    def weight_cap(self, client_id: int) -> int:
+        """The most examples ``client_id`` may claim."""
+        return min([self.max_weight, *(cap for cid, cap in self.weight_caps if cid == client_id)])
+
+    def narrowed(
+        self,
+        *,
+        max_norm: float = math.inf,
+        max_weight: int = MAX_EXAMPLES,
+        weight_caps: Mapping[int, int] | None = None,
+    ) -> UpdateRule:
+        """This rule with tighter bounds (each the smaller of its own and the one given)."""
+        caps = dict(self.weight_caps)
+        for client, cap in (weight_caps or {}).items():
+            caps[int(client)] = min(int(cap), caps.get(int(client), int(cap)))
+        return dataclasses.replace(
+            self,
+            max_norm=min(self.max_norm, max_norm),
+            max_weight=min(self.max_weight, max_weight),
+            weight_caps=tuple(sorted(caps.items())),
+        )
 
     @property
     def reads_updates(self) -> bool:
@@ -128,6 +159,12 @@ class UpdateRule:
             check_update(update, like)
         except SheafError as exc:  # the structural check's words, as this rule's one error type
             raise UpdateRejected(str(exc)) from None
+        cap = self.weight_cap(update.client_id)
+        if update.num_examples > cap:
+            raise UpdateRejected(
+                f"client {update.client_id}: claims {update.num_examples} examples, more than the "
+                f"{cap} this run accepts from it"
+            )
         if update.num_examples == 0:
             return
         who = f"client {update.client_id}: strategy {self.owner!r}"
@@ -151,6 +188,8 @@ class UpdateRule:
             "metrics": [m.to_json() for m in self.metrics],
             "extras": list(self.extras),
             "max_norm": None if math.isinf(self.max_norm) else self.max_norm,
+            "max_weight": self.max_weight,
+            "weight_caps": [list(pair) for pair in self.weight_caps],
         }
 
     @classmethod
@@ -162,4 +201,46 @@ class UpdateRule:
             tuple(MetricRange.from_json(m) for m in value.get("metrics", ())),
             tuple(str(e) for e in value.get("extras", ())),
             math.inf if bound is None else float(bound),
+            int(value.get("max_weight", MAX_EXAMPLES)),
+            tuple((int(cid), int(cap)) for cid, cap in value.get("weight_caps", ())),
         )
+
+
+@dataclass(frozen=True)
+class OperatorLimits:
+    """What a deployment's operator bounds, beyond what the strategy reads (``[server]``).
+
+    A client's claims are bounded by what the operator declares: the examples it may claim
+    (per client, from its line in the authorised-clients file, else ``max_examples``) and
+    the length of its delta — absolutely (``max_update_norm``) and relative to the updates
+    aggregated in the previous round (``max_norm_ratio`` times their median length). The
+    relative bound needs no knowledge of the model and moves with training; together with
+    the weight cap it bounds what one client can move the model by in a round, whatever it
+    claims, while honest updates stay well within it.
+
+    Attributes:
+        max_examples: the most examples any client may claim.
+        max_update_norm: the longest delta accepted (``inf``: no absolute bound).
+        max_norm_ratio: the longest delta accepted, as a multiple of the previous round's
+            median (0: off).
+        weight_caps: per-client declared maxima of examples.
+
+    Example:
+        >>> limits = OperatorLimits(max_examples=500, max_norm_ratio=10.0, weight_caps={3: 120})
+        >>> rule = limits.rule_for(UpdateRule("fedavg"), previous_median=0.5)
+        >>> rule.max_norm, rule.weight_cap(3), rule.weight_cap(4)
+        (5.0, 120, 500)
+    """
+
+    max_examples: int = MAX_EXAMPLES
+    max_update_norm: float = math.inf
+    max_norm_ratio: float = 0.0
+    weight_caps: Mapping[int, int] = dataclasses.field(default_factory=dict)
+
+    def rule_for(self, rule: UpdateRule, previous_median: float | None) -> UpdateRule:
+        """``rule`` narrowed by these limits for a round after one whose aggregated updates
+        had median length ``previous_median`` (None: no such round yet)."""
+        bound = self.max_update_norm
+        if self.max_norm_ratio > 0 and previous_median is not None and previous_median > 0:
+            bound = min(bound, self.max_norm_ratio * previous_median)
+        return rule.narrowed(max_norm=bound, max_weight=self.max_examples, weight_caps=self.weight_caps)

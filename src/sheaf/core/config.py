@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sheaf.core.errors import ConfigError
-from sheaf.core.update import Scalar
+from sheaf.core.update import MAX_EXAMPLES, Scalar
 
 __all__ = [
     "ATTACKS",
@@ -400,6 +400,13 @@ class ServerConfig:
         max_update_mb: the largest update (delta and extras) accepted, in MiB; 0 accepts
             up to twice the model's size.
         max_update_norm: reject an update whose delta has a larger L2 norm; 0: no bound.
+        max_examples: the most examples a client may claim for an update (its weight in
+            FedAvg), unless its key's line in the authorised-clients file declares its own;
+            a larger claim is refused.
+        max_norm_ratio: reject an update whose delta is longer than this many times the
+            median length of the updates aggregated in the previous round (0: off). With
+            ``max_examples`` it bounds what one client can move the model by, whatever it
+            claims; honest updates stay well within it.
     """
 
     round_timeout: float = 300.0
@@ -407,6 +414,8 @@ class ServerConfig:
     heartbeat_timeout: float = 30.0
     max_update_mb: float = 0.0
     max_update_norm: float = 0.0
+    max_examples: int = 100_000
+    max_norm_ratio: float = 10.0
 
     def __post_init__(self) -> None:
         _check(self.round_timeout > 0, "server.round_timeout", "> 0 seconds", self.round_timeout)
@@ -419,6 +428,18 @@ class ServerConfig:
         )
         _check(self.max_update_mb >= 0, "server.max_update_mb", ">= 0 (0: twice the model size)", self.max_update_mb)
         _check(self.max_update_norm >= 0, "server.max_update_norm", ">= 0 (0: no bound)", self.max_update_norm)
+        _check(
+            isinstance(self.max_examples, int) and 1 <= self.max_examples <= MAX_EXAMPLES,
+            "server.max_examples",
+            f"a whole number from 1 to {MAX_EXAMPLES}",
+            self.max_examples,
+        )
+        _check(
+            self.max_norm_ratio == 0 or self.max_norm_ratio >= 1,
+            "server.max_norm_ratio",
+            ">= 1 (0: off)",
+            self.max_norm_ratio,
+        )
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ import numpy.typing as npt
 
 from sheaf.core.errors import SheafError
 from sheaf.core.params import Params
-from sheaf.core.update import Update
+from sheaf.core.update import MAX_EXAMPLES, Update
 
 __all__ = ["MAX_TERMS", "ExactSum", "StackedSum"]
 
@@ -127,9 +127,11 @@ class ExactSum:
         Raises:
             SheafError: as :meth:`add`, or if the arrays do not have one row per weight.
         """
-        counts = np.asarray(weights, dtype=np.int64).reshape(-1)
-        if (counts < 0).any():
-            raise SheafError(f"weights of an exact sum must be >= 0, got {int(counts.min())}")
+        given = [int(w) for w in np.asarray(weights, dtype=object).reshape(-1)]
+        bad = [w for w in given if not 0 <= w <= MAX_EXAMPLES]
+        if bad:
+            raise SheafError(f"weights of an exact sum must be in [0, {MAX_EXAMPLES}], got {bad[0]}")
+        counts = np.asarray(given, dtype=np.int64)
         names = self._check(deltas, stacked=len(counts))
         keep = np.flatnonzero(counts > 0)
         if not len(keep):
@@ -147,7 +149,7 @@ class ExactSum:
                 np.multiply(rows[keep] if len(keep) < len(counts) else rows, factors, out=terms[:, lo:hi])
             for lo in range(0, self._size, max(1, _BLOCK // len(keep))):
                 self._accumulate(terms[:, lo : lo + max(1, _BLOCK // len(keep))], lo, significant)
-        self.weight += int(counts.sum())
+        self.weight += sum(given)  # a Python int: never wraps
         self.count += len(keep)
 
     def add_total(self, total: Mapping[str, npt.NDArray[Any]], weight: int, count: int) -> None:

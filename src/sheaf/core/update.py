@@ -25,7 +25,7 @@ import numpy as np
 from sheaf.core.errors import SheafError
 from sheaf.core.params import Params
 
-__all__ = ["Metrics", "Scalar", "TensorGroups", "Update", "check_update", "validate_metrics"]
+__all__ = ["MAX_EXAMPLES", "Metrics", "Scalar", "TensorGroups", "Update", "check_update", "validate_metrics"]
 
 #: A value that can travel in a config or a metrics record.
 Scalar = bool | int | float | str
@@ -102,13 +102,23 @@ class Update:
         return cls(client_id, trained - start, num_examples, dict(metrics or {}), dict(extras or {}))
 
 
+#: The most examples one update may claim, its largest weight in an exact sum: a float32
+#: delta (24 significant bits) times a weight below 2**29 has at most 53 significant bits,
+#: so the product is exact in float64.
+MAX_EXAMPLES = (1 << 29) - 1
+
+
 def check_update(update: Update, like: Params) -> None:
-    """Check an update before aggregation: same names, shapes and dtypes, all finite.
+    """Check an update before aggregation: a sane weight; same names, shapes and dtypes, all finite.
 
     Raises:
         SheafError: naming the client and the first problem found.
     """
     who = f"client {update.client_id}"
+    if isinstance(update.num_examples, bool) or not isinstance(update.num_examples, int | np.integer):
+        raise SheafError(f"{who}: num_examples must be a whole number, got {update.num_examples!r}")
+    if not 0 <= update.num_examples <= MAX_EXAMPLES:
+        raise SheafError(f"{who}: claims {update.num_examples} examples; an update may claim 0 to {MAX_EXAMPLES}")
     if len(update.delta) != len(like) or set(update.delta) != set(like):
         raise SheafError(f"{who}: update has tensors {list(update.delta)}, the model has {list(like)}")
     for name, expected in like.items():

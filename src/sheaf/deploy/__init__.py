@@ -8,6 +8,11 @@ aggregation (:mod:`.validation`); the server's state is its run store, so a kill
 resumes where it stopped (:mod:`.server`); clients reconnect with backoff and keep their
 own state (:mod:`.client`, :mod:`.client_state`). Imported lazily by the CLI: ``import
 sheaf`` does not load gRPC.
+
+Calls travel through one seam (:mod:`.rpc`): gRPC carries them in a deployment
+(:mod:`.transport`); :class:`InProcessTransport` carries them within one process, so a
+whole deployment — server, coordinator, auth, wire, clients — runs in a test without
+sockets (:mod:`.inprocess`, :mod:`.inprocess_channel`).
 """
 
 from sheaf.deploy.auth import (
@@ -34,17 +39,34 @@ from sheaf.deploy.chunks import (
 from sheaf.deploy.client import ClientOptions, DeployedClient, run_client
 from sheaf.deploy.client_state import ClientStateFile
 from sheaf.deploy.coordinator import Coordinator, Slot, Work, WorkOutcome
+from sheaf.deploy.inprocess import InProcessTransport
+from sheaf.deploy.inprocess_channel import InProcessChannel
 from sheaf.deploy.keys import KeySet, init_keys, new_client_key
 from sheaf.deploy.local import catalog_info, deployment_task, load_client_data, load_test_data
 from sheaf.deploy.logs import configure_logging, log_event
+from sheaf.deploy.rpc import (
+    CallContext,
+    Channel,
+    Connector,
+    Handlers,
+    Listening,
+    Metadata,
+    RpcError,
+    ServerTransport,
+    Service,
+    StatusCode,
+)
 from sheaf.deploy.server import ServerOptions, ServerResult, limit_malloc_arenas, run_server, server_run_path
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.status import run_status
 from sheaf.deploy.transport import (
     METHODS,
     SERVICE_NAME,
+    GrpcChannel,
+    GrpcServerTransport,
     client_channel,
     client_options,
+    grpc_handler,
     server_credentials,
     server_options,
 )
@@ -71,23 +93,37 @@ __all__ = [
     "AuthError",
     "AuthorizedClient",
     "BodyDigest",
+    "CallContext",
+    "Channel",
     "ClientIdentity",
     "ClientOptions",
     "ClientStateFile",
+    "Connector",
     "Coordinator",
     "DeployedClient",
     "DeploymentBackend",
     "EncodedTensors",
     "FederationService",
+    "GrpcChannel",
+    "GrpcServerTransport",
+    "Handlers",
+    "InProcessChannel",
+    "InProcessTransport",
     "KeySet",
+    "Listening",
+    "Metadata",
     "ReceivedResult",
     "ReceivedTask",
     "RequestVerifier",
     "ResultReader",
+    "RpcError",
     "ServerOptions",
     "ServerResult",
+    "ServerTransport",
+    "Service",
     "ServiceSettings",
     "Slot",
+    "StatusCode",
     "TaskReader",
     "TensorAssembler",
     "WireError",
@@ -104,6 +140,7 @@ __all__ = [
     "encode_result",
     "encode_task_header",
     "encode_tensors",
+    "grpc_handler",
     "idle_message",
     "init_keys",
     "key_id",

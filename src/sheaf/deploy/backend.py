@@ -28,6 +28,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
+
 from sheaf.backends.base import ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.core.errors import ClientFailure, SheafError
 from sheaf.core.exactsum import StackedSum
@@ -55,7 +57,7 @@ class DeploymentBackend:
     """A :class:`~sheaf.backends.base.Backend` whose clients are remote processes.
 
     Args:
-        coordinator: the server's live state (shared with the gRPC handlers).
+        coordinator: the server's live state (shared with the service's handlers).
         store: the run store (read for which clients' updates were aggregated).
     """
 
@@ -72,7 +74,7 @@ class DeploymentBackend:
         """Nothing to start: deployed clients hold their own data and task (env is unused)."""
 
     def close(self) -> None:
-        """Nothing to release: the server owns the gRPC transport."""
+        """Nothing to release: the server owns the transport."""
 
     def _aggregated_rounds(self) -> dict[int, int]:
         """Client id -> the last committed round whose update from it was aggregated."""
@@ -139,7 +141,8 @@ class DeploymentBackend:
                 rejected.append(ClientFailure(client_id, f"update rejected: {exc}"))
             else:
                 running.add(update)
-                reports[client_id] = ClientReport(client_id, result.num_examples, result.metrics)
+                norm = update.delta.astype(np.float64).l2_norm()
+                reports[client_id] = ClientReport(client_id, result.num_examples, result.metrics, norm)
             return replace(result, delta=None, extras={})
 
         self.coordinator.post(work)

@@ -9,11 +9,13 @@ around training; the client runs only steps it knows itself (by default sheaf's 
 ones, :func:`~sheaf.run.assemble.builtin_client_steps`) and reports any other request as
 a failure of that task. Heartbeats go out in the background, also while it trains.
 
-Networks fail and servers restart: any transport error closes the channel, waits (0.2 s,
-doubling up to ``max_backoff``, with jitter) and joins again. A result that could not be
-delivered is kept and delivered after the reconnection with the same update id, so the
-server ignores it if the first delivery did arrive. Only a refusal — an unknown key, a
-protocol mismatch — or unusable local data ends the client, with one clear error.
+Networks fail and servers restart: any failed call (an :class:`~sheaf.deploy.rpc.RpcError`,
+whichever transport carries it: gRPC by default, or the ``connect`` given, e.g. an
+in-process one) closes the channel, waits (0.2 s, doubling up to ``max_backoff``, with
+jitter) and joins again. A result that could not be delivered is kept and delivered after
+the reconnection with the same update id, so the server ignores it if the first delivery
+did arrive. Only a refusal — an unknown key, a protocol mismatch — or unusable local data
+ends the client, with one clear error.
 
 Example:
     >>> from pathlib import Path
@@ -25,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -32,9 +35,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
-import grpc.aio
 
 from sheaf.backends.base import RoundWork
 from sheaf.backends.client_runner import ClientRunner
@@ -48,6 +48,7 @@ from sheaf.deploy.chunks import WireError
 from sheaf.deploy.client_state import ClientStateFile
 from sheaf.deploy.local import catalog_info, deployment_task, load_client_data
 from sheaf.deploy.logs import log_event
+from sheaf.deploy.rpc import Channel, Connector, RpcError, StatusCode
 from sheaf.deploy.transport import METHODS, client_channel
 from sheaf.deploy.wire import PROTOCOL, ReceivedTask, TaskReader, encode_result
 from sheaf.privacy.ledger import with_client_privacy
@@ -58,7 +59,8 @@ from sheaf.task.client_steps import ClientStep, resolve_steps, steps_by_name
 __all__ = ["ClientOptions", "DeployedClient", "run_client"]
 
 _log = logging.getLogger("sheaf.client")
-_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+#: What a refused join answers with: this client cannot take part until someone acts.
+_REFUSED = (StatusCode.UNAUTHENTICATED, StatusCode.PERMISSION_DENIED, StatusCode.FAILED_PRECONDITION)
 _PULL_WAIT = 20.0
 
 
@@ -115,37 +117,41 @@ class _Session:
 
 
 class _Rpc:
-    """Signed calls on one channel; requests and replies are raw bytes."""
+    """Signed calls on one channel, whatever carries it; requests and replies are raw bytes.
 
-    def __init__(self, channel: grpc.aio.Channel, identity: ClientIdentity) -> None:
+    Every call raises :class:`~sheaf.deploy.rpc.RpcError` when it fails.
+    """
+
+    def __init__(self, channel: Channel, identity: ClientIdentity) -> None:
         self.identity = identity
-        self._join: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHODS["Join"])
-        self._heartbeat: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHODS["Heartbeat"])
-        self._pull: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(METHODS["PullTask"])
-        self._push: grpc.aio.StreamUnaryMultiCallable[bytes, bytes] = channel.stream_unary(METHODS["PushResult"])
+        self.channel = channel
 
     def _sign(self, method: str, first: bytes) -> tuple[tuple[str, str], ...]:
         return self.identity.sign(METHODS[method], BodyDigest().update(first).digest())
 
     async def join(self) -> pb.JoinReply:
         body = pb.JoinRequest(protocol=PROTOCOL, sheaf_version=__version__).SerializeToString()
-        reply: bytes = await self._join(body, metadata=self._sign("Join", body), timeout=15)
+        reply = await self.channel.unary_unary(METHODS["Join"], body, metadata=self._sign("Join", body), timeout=15)
         return pb.JoinReply.FromString(reply)
 
     async def heartbeat(self, run_id: str, timeout: float) -> pb.HeartbeatReply:
         body = pb.HeartbeatRequest(run_id=run_id).SerializeToString()
-        reply: bytes = await self._heartbeat(body, metadata=self._sign("Heartbeat", body), timeout=timeout)
+        metadata = self._sign("Heartbeat", body)
+        reply = await self.channel.unary_unary(METHODS["Heartbeat"], body, metadata=metadata, timeout=timeout)
         return pb.HeartbeatReply.FromString(reply)
 
     async def pull(self, run_id: str, limit: int) -> TaskReader:
         body = pb.PullRequest(run_id=run_id, wait_seconds=_PULL_WAIT).SerializeToString()
         reader = TaskReader(limit)
-        async for message in self._pull(body, metadata=self._sign("PullTask", body)):
+        async for message in self.channel.unary_stream(
+            METHODS["PullTask"], body, metadata=self._sign("PullTask", body)
+        ):
             reader.feed(message)
         return reader
 
     async def push(self, messages: list[bytes]) -> pb.PushReply:
-        reply: bytes = await self._push(iter(messages), metadata=self._sign("PushResult", messages[0]))
+        metadata = self._sign("PushResult", messages[0])
+        reply = await self.channel.stream_unary(METHODS["PushResult"], messages, metadata=metadata)
         return pb.PushReply.FromString(reply)
 
 
@@ -212,6 +218,10 @@ class DeployedClient:
         identity: the signing key (default: loaded from ``options.key``).
         client_steps: the client steps this client runs when a task names them (default:
             sheaf's built-in ones); a task naming any other step is refused.
+        connect: opens a connection to the server (default: a gRPC channel to
+            ``options.server``, TLS unless ``options.insecure``); e.g.
+            :meth:`sheaf.deploy.inprocess.InProcessTransport.connect` for a server in this
+            process.
     """
 
     def __init__(
@@ -219,11 +229,16 @@ class DeployedClient:
         options: ClientOptions,
         identity: ClientIdentity | None = None,
         client_steps: tuple[ClientStep, ...] | None = None,
+        *,
+        connect: Connector | None = None,
     ) -> None:
         self.options = options
         #: The client steps this client agrees to run (default: sheaf's built-in ones).
         self.client_steps = builtin_client_steps() if client_steps is None else client_steps
         self.identity = identity if identity is not None else load_identity(options.key)
+        self._connect: Connector = connect or functools.partial(
+            client_channel, options.server, ca=options.ca, insecure=options.insecure
+        )
         self._session: _Session | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sheaf-work")
         self._jitter = random.Random()
@@ -270,16 +285,16 @@ class DeployedClient:
             await asyncio.sleep(interval)
             try:
                 await rpc.heartbeat(run_id, timeout=max(2 * interval, 5.0))
-            except grpc.aio.AioRpcError as exc:
-                log_event(_log, logging.DEBUG, "heartbeat_failed", code=exc.code().name)
+            except RpcError as exc:
+                log_event(_log, logging.DEBUG, "heartbeat_failed", code=exc.code.name)
 
     async def _serve(self, rpc: _Rpc, pending: list[list[bytes]]) -> bool:
         """Join and work until the run ends (True) or the connection fails (raises)."""
         try:
             join = await rpc.join()
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in (*_REFUSED, grpc.StatusCode.FAILED_PRECONDITION):
-                raise _Refused(exc.details() or exc.code().name) from None
+        except RpcError as exc:
+            if exc.code in _REFUSED:
+                raise _Refused(exc.details or exc.code.name) from None
             raise
         self._reached = True
         loop = asyncio.get_running_loop()
@@ -328,28 +343,28 @@ class DeployedClient:
         backoff, last_contact = 0.2, loop.time()
         pending: list[list[bytes]] = []
         while True:
-            channel = client_channel(self.options.server, ca=self.options.ca, insecure=self.options.insecure)
+            channel = self._connect()
             try:
                 if await self._serve(_Rpc(channel, self.identity), pending):
                     return 0
             except _Refused as exc:
                 log_event(_log, logging.ERROR, "refused", server=self.options.server, reason=str(exc))
                 raise SheafError(f"server {self.options.server} refused this client: {exc}") from None
-            except SheafError as exc:
-                if not isinstance(exc, WireError):
-                    log_event(_log, logging.ERROR, "cannot_take_part", reason=str(exc))
-                    raise
-                log_event(_log, logging.WARNING, "bad_message_from_server", reason=str(exc))
-            except grpc.aio.AioRpcError as exc:
+            except RpcError as exc:  # before SheafError: a failed call is a lost connection
                 log_event(
                     _log,
                     logging.WARNING,
                     "connection_lost",
                     server=self.options.server,
-                    code=exc.code().name,
-                    detail=(exc.details() or "")[:200],
+                    code=exc.code.name,
+                    detail=exc.details[:200],
                     retry_in=round(backoff, 2),
                 )
+            except SheafError as exc:
+                if not isinstance(exc, WireError):
+                    log_event(_log, logging.ERROR, "cannot_take_part", reason=str(exc))
+                    raise
+                log_event(_log, logging.WARNING, "bad_message_from_server", reason=str(exc))
             finally:
                 await channel.close()
             if self._reached:  # it was up a moment ago: retry soon, and keep trying

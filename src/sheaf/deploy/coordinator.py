@@ -1,7 +1,7 @@
 """The server's live state: who is in contact, what each client must do, what came back.
 
 Two threads share it. The round loop (main thread) *posts* a batch of work — a round's
-fit cohort, or an evaluation — and *waits* for it; the gRPC handlers (the event-loop
+fit cohort, or an evaluation — and *waits* for it; the service's handlers (the event-loop
 thread) hand each client its task when it pulls, and *settle* its share when its result
 arrives. All state sits behind one lock; the waits are a condition variable (main
 thread) and a wake-up callback the service turns into an asyncio event (handlers).

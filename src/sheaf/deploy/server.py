@@ -7,8 +7,10 @@ The server holds the run config and the run store, and no data. It:
 2. builds the task and the strategy, and opens the run store — or *resumes* it: a server
    killed at any moment and started again with the same command continues after the
    last committed round, with the stored params and strategy state;
-3. listens (TLS unless ``insecure``), waits until ``strategy.min_clients`` clients are
-   connected, then runs the **same round loop as a simulation**
+3. listens (TLS unless ``insecure``; or serves through the transport it is given, e.g.
+   :class:`~sheaf.deploy.inprocess.InProcessTransport` for a whole deployment in one
+   process), waits until ``strategy.min_clients`` clients are connected, then runs the
+   **same round loop as a simulation**
    (:func:`sheaf.run.run_rounds`) with a :class:`~sheaf.deploy.backend.DeploymentBackend`;
 4. about once a second writes its live status (connected clients, the batch in
    progress) into the store for ``sheaf status``; logs every event as a structured line;
@@ -22,20 +24,15 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
-import grpc.aio
 
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import ConfigError
@@ -45,8 +42,9 @@ from sheaf.deploy.backend import DeploymentBackend
 from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.local import catalog_info, deployment_task, load_test_data
 from sheaf.deploy.logs import log_event
+from sheaf.deploy.rpc import Listening, ServerTransport
 from sheaf.deploy.service import FederationService, ServiceSettings
-from sheaf.deploy.transport import server_credentials, server_options
+from sheaf.deploy.transport import GrpcServerTransport, server_credentials
 from sheaf.evaluation.history import History, RoundRecord
 from sheaf.run.assemble import assemble, open_or_create_store
 from sheaf.run.loop import Federated, RoundListener, run_rounds
@@ -87,6 +85,18 @@ class ServerOptions:
     label: str = "label"
     run_path: Path | None = None
 
+    def authorized_file(self) -> Path:
+        """The authorised-clients path.
+
+        Raises:
+            ConfigError: if it is not given.
+        """
+        folder = self.keys
+        authorized = self.authorized or (folder / "authorized_clients" if folder else None)
+        if authorized is None:
+            raise ConfigError("the server needs its authorised clients: pass --keys DIR (from 'sheaf keys init')")
+        return authorized
+
     def files(self) -> tuple[Path | None, Path | None, Path]:
         """The certificate, key and authorised-clients paths (cert and key None if insecure).
 
@@ -96,9 +106,7 @@ class ServerOptions:
         folder = self.keys
         cert = self.cert or (folder / "server.pem" if folder else None)
         key = self.key or (folder / "server.key" if folder else None)
-        authorized = self.authorized or (folder / "authorized_clients" if folder else None)
-        if authorized is None:
-            raise ConfigError("the server needs its authorised clients: pass --keys DIR (from 'sheaf keys init')")
+        authorized = self.authorized_file()
         if self.insecure:
             return None, None, authorized
         if cert is None or key is None:
@@ -114,7 +122,7 @@ class ServerResult:
         history: every round's record.
         params: the final global params.
         run_path: the run store.
-        port: the port it listened on.
+        port: the port it listened on (0 for a transport without sockets).
     """
 
     history: History
@@ -143,55 +151,6 @@ def server_run_path(config: RunConfig) -> Path:
     ``<dataset>-<strategy>-server`` — a fixed name, so a restarted server finds its run."""
     name = config.name or f"{config.data.dataset}-{config.strategy.name}-server"
     return Path(config.runs_dir) / f"{name}.sqlite"
-
-
-class _GrpcThread:
-    """The asyncio gRPC server, on its own thread and event loop."""
-
-    def __init__(self, service: FederationService, address: str, credentials: grpc.ServerCredentials | None) -> None:
-        self.service = service
-        self.address = address
-        self.credentials = credentials
-        self.port = 0
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="sheaf-grpc", daemon=True)
-
-    def start(self) -> int:
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise ConfigError(f"cannot listen on {self.address}: {self._error}; is the port in use?") from None
-        return self.port
-
-    async def _main(self) -> None:
-        try:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            self.service.bind(self._loop)
-            server = grpc.aio.server(options=server_options())
-            server.add_generic_rpc_handlers((self.service.handler(),))
-            if self.credentials is None:
-                self.port = server.add_insecure_port(self.address)
-            else:
-                self.port = server.add_secure_port(self.address, self.credentials)
-            if self.port == 0:
-                raise RuntimeError("address could not be bound")
-            await server.start()
-        except Exception as exc:  # reported to the starting thread as one clear error
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        await self._stop.wait()
-        await server.stop(grace=1.0)
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(timeout=10)
 
 
 class _LogListener:
@@ -234,6 +193,8 @@ def run_server(
     *,
     strategy: Strategy | None = None,
     listener: RoundListener | None = None,
+    transport: ServerTransport | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> ServerResult:
     """Serve the run until its last round is committed (see the module docstring).
 
@@ -242,16 +203,26 @@ def run_server(
         options: address, keys, task, test data, run store.
         strategy: use this strategy instead of ``config.strategy.name``.
         listener: receives the round loop's progress.
+        transport: carries the clients' calls; default gRPC on ``options.address`` (TLS
+            unless ``options.insecure``). With another transport (e.g.
+            :class:`~sheaf.deploy.inprocess.InProcessTransport`) the address and TLS
+            files are not used.
+        clock: monotonic seconds for the heartbeat and round timeouts (tests move a
+            manual clock on instead of waiting).
 
     Raises:
         SheafError: on any invalid setting, key file, task or store (one clear message).
     """
     limit_malloc_arenas()
-    cert, key, authorized_path = options.files()
+    if transport is None:
+        cert, key, authorized_path = options.files()
+        credentials = server_credentials(cert, key) if cert is not None and key is not None else None
+        transport = GrpcServerTransport(options.address, credentials)
+    else:
+        authorized_path = options.authorized_file()
     authorized = load_authorized_clients(authorized_path)
     names = {client.client_id: client.name for client in authorized.values()}
     ids = tuple(sorted(names))
-    credentials = server_credentials(cert, key) if cert is not None and key is not None else None
     task = deployment_task(config, options.task)
     central = None
     if options.test_data is not None:
@@ -270,7 +241,7 @@ def run_server(
     }
     store = open_or_create_store(path, config, initial, chosen.init(initial), meta)
     started = time.time()
-    grpc_thread: _GrpcThread | None = None
+    listening: Listening | None = None
     state = "starting"
     try:
         stored = store.meta
@@ -281,7 +252,7 @@ def run_server(
                 note="cohorts from now on differ from an uninterrupted run's",
             )  # fmt: skip
         max_update_bytes = int(config.server.max_update_mb * (1 << 20)) or 2 * initial.nbytes + (1 << 20)
-        coordinator = Coordinator(names, config.server)
+        coordinator = Coordinator(names, config.server, clock=clock)
 
         def write_status() -> None:
             store.set_meta(
@@ -289,8 +260,8 @@ def run_server(
                 {
                     "state": state,
                     "pid": os.getpid(),
-                    "address": options.address.rsplit(":", 1)[0] + f":{grpc_thread.port if grpc_thread else 0}",
-                    "tls": credentials is not None,
+                    "address": listening.address if listening else options.address,
+                    "tls": listening.tls if listening else False,
                     "started": started,
                     "updated": time.time(),
                     **coordinator.snapshot(),
@@ -305,12 +276,9 @@ def run_server(
             max_update_bytes,
             config.server.max_update_norm,
         )
-        grpc_thread = _GrpcThread(
-            FederationService(coordinator, RequestVerifier(authorized), settings), options.address, credentials
-        )
-        port = grpc_thread.start()
+        listening = transport.start(FederationService(coordinator, RequestVerifier(authorized), settings))
         log_event(
-            _log, logging.INFO, "listening", address=options.address, port=port, tls=credentials is not None,
+            _log, logging.INFO, "listening", address=listening.address, port=listening.port, tls=listening.tls,
             run=str(path), run_id=run_id, last_round=store.last_round, rounds=config.rounds, clients=len(ids),
         )  # fmt: skip
         if store.last_round < config.rounds:
@@ -320,7 +288,9 @@ def run_server(
             state = "running"
             write_status()
             backend = DeploymentBackend(coordinator, store)
-            federated = Federated(config, parts.task, Population(ids, ids, central), chosen, backend, store)
+            federated = Federated(
+                config, parts.task, Population(ids, ids, central), chosen, backend, store, parts.limits
+            )
             history, params = run_rounds(federated, _LogListener(listener, coordinator, write_status))
         else:
             history, params = store.history(), store.params()
@@ -333,8 +303,8 @@ def run_server(
             _log, logging.INFO, "run_finished", rounds=history.rounds_completed, central=dict(history.final_central)
         )
         # Let connected clients hear that the run is over before the port closes.
-        time.sleep(min(config.server.heartbeat_interval + 0.5, 5.0))
-        return ServerResult(history, params, path, port)
+        transport.linger(min(config.server.heartbeat_interval + 0.5, 5.0))
+        return ServerResult(history, params, path, listening.port)
     finally:
         if state != "finished":
             try:
@@ -342,6 +312,5 @@ def run_server(
                 store.set_meta("server", {**store.meta.get("server", {}), "state": "stopped", "updated": time.time()})
             except Exception:  # the store itself may be what failed; stopping matters more
                 pass
-        if grpc_thread is not None:
-            grpc_thread.stop()
+        transport.stop()
         store.close()

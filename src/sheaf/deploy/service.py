@@ -1,10 +1,14 @@
-"""The server's gRPC handlers: authenticate, decode, check, and hand over to the coordinator.
+"""The server's handlers: authenticate, decode, check, and hand over to the coordinator.
 
-The handlers are registered on **raw bytes** (no automatic deserialisation), so every
+The handlers take and return **raw bytes** (no automatic deserialisation), so every
 request is authenticated over exactly the bytes that arrived before anything parses them
 (:mod:`sheaf.deploy.auth`), and every decode goes through the checked readers of
-:mod:`sheaf.deploy.wire`. A refused request gets a gRPC status with one line saying why,
-and a log event; nothing a client sends can stop the server.
+:mod:`sheaf.deploy.wire`. A refused request gets a status with one line saying why, and a
+log event; nothing a client sends can stop the server.
+
+The handlers know nothing of gRPC: they see a :class:`~sheaf.deploy.rpc.CallContext`
+(metadata, peer, abort), and a transport serves them (:mod:`sheaf.deploy.transport` over
+gRPC, :mod:`sheaf.deploy.inprocess` in one process).
 
 A result is checked in stages, each cheaper than the next: its signature (over its
 header), whether its task is still awaited (else ``STALE``, or ``DUPLICATE`` for a repeat
@@ -23,12 +27,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
-
-import grpc
-import grpc.aio
 
 from sheaf.core.update import Update
 from sheaf.deploy._proto import federation_pb2 as pb
@@ -36,7 +37,8 @@ from sheaf.deploy.auth import SIGNATURE_HEADER, AuthError, AuthorizedClient, Bod
 from sheaf.deploy.chunks import CHUNK_BYTES, WireError
 from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.logs import log_event
-from sheaf.deploy.transport import METHODS, SERVICE_NAME
+from sheaf.deploy.rpc import CallContext, Handlers, Metadata, StatusCode, UnaryHandler
+from sheaf.deploy.transport import METHODS
 from sheaf.deploy.validation import declared_problem, value_problem
 from sheaf.deploy.wire import PROTOCOL, ResultReader, idle_message
 
@@ -44,8 +46,6 @@ __all__ = ["FederationService", "ServiceSettings"]
 
 _log = logging.getLogger("sheaf.server")
 _STATUS = {"accepted": pb.ACCEPTED, "duplicate": pb.DUPLICATE, "stale": pb.STALE, "rejected": pb.REJECTED}
-
-Context = grpc.aio.ServicerContext[Any, Any]
 
 #: The longest a pull is held open waiting for work.
 MAX_PULL_WAIT = 30.0
@@ -70,11 +70,7 @@ class ServiceSettings:
     max_update_norm: float = 0.0
 
 
-def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> list[tuple[str, str | bytes]]:
-    return [(str(k), v) for k, v in (context.invocation_metadata() or ())]
-
-
-def _signature(metadata: list[tuple[str, str | bytes]]) -> str:
+def _signature(metadata: Metadata) -> str:
     for key, value in metadata:
         if key == SIGNATURE_HEADER:
             return value.decode() if isinstance(value, bytes) else value
@@ -113,15 +109,15 @@ class FederationService:
             self._work_posted.set()
             self._work_posted = asyncio.Event()
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        """The generic handler to register on a ``grpc.aio`` server (raw bytes in and out).
+    def handlers(self) -> Handlers:
+        """The four methods, by path, for a transport to serve (raw bytes in and out).
 
         Every message's bytes are counted on the way (the coordinator's traffic figures).
         """
         count = self.coordinator.count_traffic
 
-        def unary(method: Callable[[bytes, Context], Awaitable[bytes]]) -> Callable[[bytes, Context], Awaitable[bytes]]:
-            async def counted(request: bytes, context: Context) -> bytes:
+        def unary(method: UnaryHandler) -> UnaryHandler:
+            async def counted(request: bytes, context: CallContext) -> bytes:
                 count(received=len(request))
                 reply = await method(request, context)
                 count(sent=len(reply))
@@ -129,13 +125,13 @@ class FederationService:
 
             return counted
 
-        async def pull(request: bytes, context: Context) -> AsyncIterator[bytes]:
+        async def pull(request: bytes, context: CallContext) -> AsyncIterator[bytes]:
             count(received=len(request))
             async for message in self.pull_task(request, context):
                 count(sent=len(message))
                 yield message
 
-        async def push(requests: AsyncIterator[bytes], context: Context) -> bytes:
+        async def push(requests: AsyncIterator[bytes], context: CallContext) -> bytes:
             async def counted() -> AsyncIterator[bytes]:
                 async for message in requests:
                     count(received=len(message))
@@ -145,68 +141,57 @@ class FederationService:
             count(sent=len(reply))
             return reply
 
-        return grpc.method_handlers_generic_handler(
-            SERVICE_NAME,
-            {
-                "Join": grpc.unary_unary_rpc_method_handler(unary(self.join)),
-                "Heartbeat": grpc.unary_unary_rpc_method_handler(unary(self.heartbeat)),
-                "PullTask": grpc.unary_stream_rpc_method_handler(pull),
-                "PushResult": grpc.stream_unary_rpc_method_handler(push),
-            },
+        return Handlers(
+            unary_unary={METHODS["Join"]: unary(self.join), METHODS["Heartbeat"]: unary(self.heartbeat)},
+            unary_stream={METHODS["PullTask"]: pull},
+            stream_unary={METHODS["PushResult"]: push},
         )
 
     # Shared steps ----------------------------------------------------------------------
-    async def _refuse(
-        self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, event: str, reason: str, **fields: Any
-    ) -> NoReturn:
+    async def _refuse(self, context: CallContext, code: StatusCode, event: str, reason: str, **fields: Any) -> NoReturn:
         log_event(_log, logging.WARNING, event, peer=context.peer(), reason=reason, **fields)
         await context.abort(code, reason)
-        raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
-    async def _authenticate(
-        self, context: grpc.aio.ServicerContext[Any, Any], method: str, body: bytes
-    ) -> AuthorizedClient:
+    async def _authenticate(self, context: CallContext, method: str, body: bytes) -> AuthorizedClient:
         try:
-            client = self.verifier.authenticate(METHODS[method], _metadata(context), BodyDigest().update(body).digest())
+            client = self.verifier.authenticate(METHODS[method], context.metadata(), BodyDigest().update(body).digest())
         except AuthError as exc:
-            await self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "request_refused", str(exc), method=method)
+            await self._refuse(context, StatusCode.UNAUTHENTICATED, "request_refused", str(exc), method=method)
         self.coordinator.touch(client.client_id, context.peer())
         return client
 
-    async def _parse(self, context: grpc.aio.ServicerContext[Any, Any], message_type: type[Any], body: bytes) -> Any:
+    async def _parse(self, context: CallContext, message_type: type[Any], body: bytes) -> Any:
         message = message_type()
         try:
             message.ParseFromString(body)
         except Exception as exc:  # any parser error is the client's: refuse the request, keep serving
             await self._refuse(
                 context,
-                grpc.StatusCode.INVALID_ARGUMENT,
+                StatusCode.INVALID_ARGUMENT,
                 "request_malformed",
                 f"malformed {message_type.__name__}: {exc}",
             )
         return message
 
-    async def _check_run(
-        self, context: grpc.aio.ServicerContext[Any, Any], run_id: str, client: AuthorizedClient
-    ) -> None:
+    async def _check_run(self, context: CallContext, run_id: str, client: AuthorizedClient) -> None:
         if run_id != self.settings.run_id:
             await self._refuse(
                 context,
-                grpc.StatusCode.FAILED_PRECONDITION,
+                StatusCode.FAILED_PRECONDITION,
                 "request_refused",
                 f"this server runs {self.settings.run_id}, not {run_id or 'nothing'}; join again",
                 client=client.client_id,
             )
 
     # Handlers --------------------------------------------------------------------------
-    async def join(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    async def join(self, request: bytes, context: CallContext) -> bytes:
         """Authenticate a client and tell it who it is and what the run is."""
         client = await self._authenticate(context, "Join", request)
         message: pb.JoinRequest = await self._parse(context, pb.JoinRequest, request)
         if message.protocol != PROTOCOL:
             await self._refuse(
                 context,
-                grpc.StatusCode.FAILED_PRECONDITION,
+                StatusCode.FAILED_PRECONDITION,
                 "request_refused",
                 f"client speaks protocol {message.protocol}, this server {PROTOCOL}; install matching sheaf versions",
                 client=client.client_id,
@@ -224,14 +209,14 @@ class FederationService:
         )
         return reply.SerializeToString()
 
-    async def heartbeat(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    async def heartbeat(self, request: bytes, context: CallContext) -> bytes:
         """Note that the client is alive; tell it whether the run is over."""
         client = await self._authenticate(context, "Heartbeat", request)
         message: pb.HeartbeatRequest = await self._parse(context, pb.HeartbeatRequest, request)
         await self._check_run(context, message.run_id, client)
         return pb.HeartbeatReply(finished=self.coordinator.finished).SerializeToString()
 
-    async def pull_task(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
+    async def pull_task(self, request: bytes, context: CallContext) -> AsyncIterator[bytes]:
         """Stream the client's next task, waiting up to its ``wait_seconds`` for one."""
         client = await self._authenticate(context, "PullTask", request)
         message: pb.PullRequest = await self._parse(context, pb.PullRequest, request)
@@ -256,9 +241,9 @@ class FederationService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)
 
-    async def push_result(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    async def push_result(self, requests: AsyncIterator[bytes], context: CallContext) -> bytes:
         """Receive, check and settle one result."""
-        metadata = _metadata(context)
+        metadata = context.metadata()
         try:
             client, pending = self.verifier.precheck(METHODS["PushResult"], metadata)
             stream = aiter(requests)
@@ -267,9 +252,7 @@ class FederationService:
                 raise AuthError("empty result stream")
             self.verifier.verify(client, pending, _signature(metadata), BodyDigest().update(first).digest())
         except AuthError as exc:
-            await self._refuse(
-                context, grpc.StatusCode.UNAUTHENTICATED, "request_refused", str(exc), method="PushResult"
-            )
+            await self._refuse(context, StatusCode.UNAUTHENTICATED, "request_refused", str(exc), method="PushResult")
         self.coordinator.touch(client.client_id, context.peer())
         status, detail = await self._receive(client, first, stream)
         if status == "duplicate":

@@ -31,11 +31,13 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sheaf.core.acceptance import OperatorLimits
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import StoreError
 from sheaf.core.params import Params
@@ -76,6 +78,7 @@ class RunParts:
         initial: the initial global params, from the run seed.
         client_steps: every client step the run may ask its clients to run.
         meta: what the run store records about the run's assembly.
+        limits: what a deployment's operator bounds in every update (None in simulation).
     """
 
     config: RunConfig
@@ -87,6 +90,7 @@ class RunParts:
     initial: Params
     client_steps: tuple[ClientStep, ...]
     meta: Mapping[str, Any]
+    limits: OperatorLimits | None = None
 
 
 def assemble(
@@ -97,6 +101,7 @@ def assemble(
     strategy: Strategy | None = None,
     deployed: bool = False,
     num_classes: int = 0,
+    weight_caps: Mapping[int, int] | None = None,
 ) -> RunParts:
     """Assemble a run's parts from its config (see the module docstring).
 
@@ -108,6 +113,7 @@ def assemble(
         deployed: assemble a deployed server's run: secure noise, every client asked to
             keep its own privacy ledger, no simulated attack or client settings.
         num_classes: classes of the labels (a simulated ``label_flip`` attack needs them).
+        weight_caps: a deployment's per-client declared maxima of examples.
 
     Raises:
         SheafError: on any setting that does not fit (one clear message).
@@ -142,7 +148,16 @@ def assemble(
     steps = chosen.client_steps
     if wants_personalization(config, chosen):
         steps = (*steps, *personalized_evaluation_steps(chosen))
-    return RunParts(config, chosen, runs, plan, population, size, initial, steps, meta)
+    limits = None
+    if deployed:
+        server = config.server
+        limits = OperatorLimits(
+            server.max_examples,
+            server.max_update_norm or math.inf,
+            server.max_norm_ratio,
+            dict(weight_caps or {}),
+        )
+    return RunParts(config, chosen, runs, plan, population, size, initial, steps, meta, limits)
 
 
 def builtin_client_steps() -> tuple[ClientStep, ...]:

@@ -18,10 +18,12 @@ Per round:
    are dropouts;
 4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain and
    they meet the strategy's assumption (e.g. Krum's ``n >= 2f + 3``), otherwise keep the
-   model unchanged and record why. A strategy whose aggregate is a differentially private
-   release (``private_release``: central DP) is aggregated whatever number arrived — a
-   decision on the un-noised count would release it — and its privacy spent is recorded
-   with every round;
+   model unchanged and record why. Whatever goes wrong in aggregation — an exception in a
+   step, a non-finite or exploding aggregate — skips the round with its reason and the
+   contributors named; the model and the strategy state are kept, never served broken. A
+   strategy whose aggregate is a differentially private release (``private_release``:
+   central DP) is aggregated whatever number arrived — a decision on the un-noised count
+   would release it — and the privacy spent is recorded with every round;
 5. evaluate the new model centrally (if there is a central test set), and on the
    clients' local test splits every ``evaluation.interval`` rounds and after the last (at
    most ``evaluation.max_clients`` clients: a fixed sample drawn once from the seed; with
@@ -33,6 +35,7 @@ Per round:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,8 +43,8 @@ from typing import Protocol
 
 import numpy as np
 
-from sheaf.backends.base import Backend, Cohort
-from sheaf.core.acceptance import UpdateRule
+from sheaf.backends.base import Backend, ClientReport, Cohort
+from sheaf.core.acceptance import OperatorLimits, UpdateRule
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import AggregationError, ClientFailure, SheafError
 from sheaf.core.exactsum import ExactSum
@@ -56,7 +59,7 @@ from sheaf.privacy.aggregation import PRIVACY
 from sheaf.run.personalize import personalized_evaluation, wants_personalization
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
-from sheaf.strategies.base import RoundContext, Strategy, WeightedSum
+from sheaf.strategies.base import RoundContext, Strategy, StrategyState, WeightedSum
 from sheaf.task.base import Task
 
 __all__ = ["Federated", "RoundListener", "run_rounds"]
@@ -85,6 +88,8 @@ class Federated:
         strategy: the aggregation strategy.
         backend: a started backend.
         store: the run's store, holding at least round 0.
+        limits: what a deployment's operator bounds in every update (weights, lengths);
+            None in a simulation, whose clients are the user's own code.
     """
 
     config: RunConfig
@@ -93,6 +98,7 @@ class Federated:
     strategy: Strategy
     backend: Backend
     store: RunStore
+    limits: OperatorLimits | None = None
 
 
 def _weighted(records: Sequence[ClientRecord], metric: str) -> float:
@@ -145,12 +151,74 @@ def _checked(updates: Sequence[Update], like: Params, rule: UpdateRule) -> tuple
     return good, rejected
 
 
+#: A round whose change per parameter (root mean square) exceeds this many times the model's
+#: own (or this, for a model whose parameters are below 1 on average) is refused as
+#: exploding: no honest round comes near it.
+EXPLODING = 1e4
+
+
+def aggregate_problem(before: Params, after: Params) -> str | None:
+    """Why an aggregated model must not be served (None if it may).
+
+    Example:
+        >>> import numpy as np
+        >>> aggregate_problem(Params({"w": np.ones(2)}), Params({"w": np.array([1.0, np.inf])}))
+        'the aggregated model holds NaN or infinite values'
+    """
+    if not after.all_finite():
+        return "the aggregated model holds NaN or infinite values"
+    size = max(1, sum(array.size for array in before.values()))
+    change = (after.astype(np.float64) - before.astype(np.float64)).l2_norm() / math.sqrt(size)
+    limit = EXPLODING * max(1.0, before.astype(np.float64).l2_norm() / math.sqrt(size))
+    if not change <= limit:
+        return (
+            f"the round would move each parameter by {change:.4g} on average (root mean square), more than "
+            f"{limit:.4g} ({EXPLODING:g} times the model's own, or {EXPLODING:g})"
+        )
+    return None
+
+
+def _median_norm(updates: Sequence[Update], reports: Sequence[ClientReport]) -> float:
+    norms = [u.delta.astype(np.float64).l2_norm() for u in updates if u.num_examples > 0]
+    norms += [r.norm for r in reports if r.num_examples > 0 and math.isfinite(r.norm)]
+    return float(np.median(norms)) if norms else math.nan
+
+
+def _previous_median(history: History) -> float | None:
+    for record in reversed(list(history)):
+        if record.aggregated:
+            value = record.fit.get("update_norm_median", math.nan)
+            return value if math.isfinite(value) else None
+    return None
+
+
 def _merged(summed: ExactSum, updates: Sequence[Update], like: Params) -> WeightedSum:
     """A backend's exact partial sum plus the updates it returned whole."""
     total = ExactSum(like)
     total.merge(summed)
     total.add_updates(updates)
     return WeightedSum.from_exact(total)
+
+
+def _aggregate(
+    strategy: Strategy, value: Sequence[Update] | WeightedSum, state: StrategyState, ctx: RoundContext, used: set[int]
+) -> tuple[Params, StrategyState, dict[str, float]] | str:
+    """The strategy's aggregate, or why the round must be skipped with the model kept.
+
+    Nothing a client sent may crash the server or poison the model it serves: an exception
+    anywhere in the chain and an aggregate that is not finite or explodes are refused, and
+    the contributors are named in the round's note.
+    """
+    try:
+        params, new_state, metrics = strategy.aggregate(value, state, ctx)
+    except AggregationError as exc:  # e.g. too few updates for Krum: skip the round, say why
+        return str(exc)
+    except Exception as exc:  # a step that breaks on what arrived: the run goes on without this round
+        return f"aggregation failed ({type(exc).__name__}: {exc}); model kept; contributors: {sorted(used)}"
+    problem = aggregate_problem(ctx.params, params)
+    if problem is not None:
+        return f"aggregate refused: {problem}; model kept; contributors: {sorted(used)}"
+    return params, new_state, metrics
 
 
 def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple[History, Params]:
@@ -172,7 +240,6 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
     # single update: neither the strategy's steps nor its acceptance rule.
     strategy = parts.strategy
     reduce = not strategy.reads_updates
-    rule = strategy.update_rule
     if listener is not None:
         listener.on_start(config, store.last_round + 1, size, population)
 
@@ -182,6 +249,9 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         ids = clients_of_run.cohort(size, seed=config.seed, round=round, rate=rate)
         ctx = RoundContext(round, params, config.seed, population)
         sent = strategy.configure(state, ctx)
+        rule = strategy.update_rule
+        if parts.limits is not None:
+            rule = parts.limits.rule_for(rule, _previous_median(history))
         outcome = parts.backend.fit(
             Cohort(
                 round,
@@ -209,17 +279,20 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             "" if aggregated else f"{succeeded} updates, fewer than strategy.min_clients={config.strategy.min_clients}"
         )
         fit: dict[str, float] = {"train_loss": _weighted(clients, "train_loss")}
+        median = _median_norm(updates, outcome.reports)
+        if math.isfinite(median):  # what the next round's relative norm bound starts from
+            fit["update_norm_median"] = median
         new_states: dict[int, TensorGroups] = {}
         if aggregated:
             summed = None if outcome.summed is None else _merged(outcome.summed, updates, params)
-            try:
-                params, state, agg_metrics = strategy.aggregate(summed or updates, state, ctx)
-            except AggregationError as exc:  # e.g. too few updates for Krum: skip the round, say why
-                aggregated, note = False, str(exc)
+            used = {c.client_id for c in clients}
+            result = _aggregate(strategy, summed or updates, state, ctx, used)
+            if isinstance(result, str):
+                aggregated, note = False, result
             else:
+                params, state, agg_metrics = result
                 fit.update(agg_metrics)
                 # A client's state moves on only if its update was used.
-                used = {c.client_id for c in clients}
                 new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
 
         central_metrics: Mapping[str, float] = {}

@@ -23,6 +23,7 @@ Example (a task in plain NumPy: least squares on one weight vector):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -125,7 +126,17 @@ class Task(Protocol):
 
 
 def prepare_worker(task: Task, threads: int) -> None:
-    """Let a task configure the current process (e.g. torch threads) before it works."""
+    """Set up the current process for ``task`` (e.g. torch threads) before it works.
+
+    Torch's intra-op thread count changes results (DESIGN.md), so wherever torch is loaded
+    it is fixed here, whether or not the task says so: a task that wraps a TorchTask without
+    passing ``setup_worker`` on, or uses torch itself, would otherwise train with whatever
+    count an earlier run in the same process left behind. Then the task's own
+    ``setup_worker(threads)`` runs, if it has one.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
     setup = getattr(task, "setup_worker", None)
     if callable(setup):
         setup(threads)

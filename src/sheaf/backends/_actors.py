@@ -1,0 +1,157 @@
+"""Ray's side of the pool and Ray backends: the actor that runs clients, and the transport to it.
+
+Each actor holds one :class:`~sheaf.backends._runner.WorkerRunner` and answers one call per
+message (a chunk, an evaluation or a flush) with its replies. :class:`RayTransport` is the
+scheduler's view of the actors (:class:`~sheaf.backends._scheduler.Transport`): a call's
+replies come back together, when the whole chunk is done.
+
+Example:
+    >>> RayTransport(make=lambda: None).replies_per_client
+    False
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from sheaf.backends._scheduler import Died, Event, Replied
+from sheaf.core.errors import BackendError
+from sheaf.core.params import Params
+
+__all__ = ["RayTransport", "actor_class"]
+
+
+def actor_class() -> Any:
+    """The Ray actor class (defined on first use, so sheaf imports without Ray)."""
+    import ray
+
+    class ClientActor:
+        def __init__(
+            self, task: Any, data: dict[str, Any], info: Any, seed: int, threads: int, client_steps: Any
+        ) -> None:
+            from sheaf.backends._allocator import tune_allocator
+            from sheaf.backends._runner import WorkerRunner
+            from sheaf.backends._shared import writable_copy
+            from sheaf.data.dataset import Federation, Split
+
+            tune_allocator()
+            # Ray gives read-only arrays with normalised strides; TorchTask would copy them and
+            # train with other kernels than the parent's (see sheaf.backends._shared).
+            data = {name: writable_copy(ray.get(ref), data["strides"][name]) for name, ref in data["refs"].items()}
+            x, y = data["x"], data["y"]
+            federation = Federation(info, x, y, data["offsets"], data["train_counts"], Split(x[:0], y[:0]))
+            self.runner = WorkerRunner(task, federation, seed, threads, client_steps)
+
+        def ready(self) -> bool:
+            return True
+
+        def begin(self, message: bytes, params: dict[str, Any], op: str) -> None:
+            from sheaf.backends._wire import unpack
+
+            header, arrays = unpack(message)
+            if op == "round":
+                self.runner.begin_round(header, arrays, Params(params))
+            else:
+                self.runner.set_params(Params(params))
+
+        def run(self, message: bytes) -> list[bytes]:
+            from sheaf.backends._wire import fit_states, unpack
+
+            header, arrays = unpack(message)
+            if header["op"] == "fit":
+                return self.runner.fit(header["clients"], fit_states(header["states"], arrays))
+            if header["op"] == "evaluate":
+                return self.runner.evaluate(header["clients"])
+            return [self.runner.flush()]
+
+    return ray.remote(ClientActor)
+
+
+def _why(exc: Exception) -> str:
+    from ray.exceptions import ActorDiedError
+
+    if isinstance(exc, ActorDiedError):
+        return "the Ray actor running it died"
+    return f"the Ray actor running it failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]})"
+
+
+class RayTransport:
+    """Ray's side of the scheduler (:class:`~sheaf.backends._scheduler.Transport`): actors,
+    each answering one call per chunk (or flush) with its replies.
+
+    Args:
+        make: starts one actor and returns its handle.
+    """
+
+    replies_per_client = False  # a call's replies come together, when the whole chunk is done
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self.actors: dict[int, Any] = {}
+        self._calls: dict[int, deque[Any]] = {}  # each actor's calls in flight, in order
+        self._begin: tuple[bytes, Any, str] | None = None  # the round (or params) a new actor must see
+        self._made = 0
+
+    def live(self) -> list[int]:
+        """The actors (a new one queues calls until it is ready)."""
+        return list(self.actors)
+
+    def start(self) -> None:
+        """Start an actor, and tell it the current round."""
+        self._made += 1
+        actor = self._make()
+        if self._begin is not None:
+            actor.begin.remote(*self._begin)
+        self.actors[self._made] = actor
+        self._calls[self._made] = deque()
+
+    def publish(self, message: bytes, params: Any, op: str) -> None:
+        """Tell every actor (and each new one) the round's or evaluation's params."""
+        self._begin = (message, params, op)
+        for actor in self.actors.values():
+            actor.begin.remote(*self._begin)
+
+    def send(self, worker: int, message: bytes) -> None:
+        """Call an actor with a message (nothing if it is gone)."""
+        if worker in self.actors:
+            self._calls[worker].append(self.actors[worker].run.remote(message))
+
+    def kill(self, worker: int) -> None:
+        """Kill an actor and forget it (nothing if it is gone)."""
+        import ray
+
+        if worker in self.actors:
+            ray.kill(self.actors.pop(worker))
+            del self._calls[worker]
+
+    def wait(self, timeout: float | None) -> list[Event]:
+        """Replies of the calls done within ``timeout`` seconds, actor by actor in call order.
+
+        Raises:
+            BackendError: if no actor is left.
+        """
+        import ray
+
+        if not self.actors:
+            raise BackendError("no Ray actors are left to run clients")
+        refs = [ref for calls in self._calls.values() for ref in calls]
+        if not refs or not ray.wait(refs, num_returns=1, timeout=timeout)[0]:
+            return []
+        done = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
+        events: list[Event] = []
+        for worker, calls in list(self._calls.items()):
+            while calls and calls[0] in done:
+                try:
+                    replies = ray.get(calls.popleft())
+                except Exception as exc:
+                    self.kill(worker)
+                    events.append(Died(worker, _why(exc)))
+                    break
+                events += [Replied(worker, reply) for reply in replies]
+        return events
+
+    def close(self) -> None:
+        """Kill every actor."""
+        for worker in list(self.actors):
+            self.kill(worker)
