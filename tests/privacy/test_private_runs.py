@@ -12,10 +12,15 @@ import pytest
 from dp_accounting import rdp
 from typer.testing import CliRunner
 
+from sheaf.backends.base import SimulationEnv
+from sheaf.backends.inline import InlineBackend
 from sheaf.cli.app import app
 from sheaf.core.config import RunConfig, load_config
 from sheaf.core.errors import ConfigError
+from sheaf.core.params import Params
 from sheaf.core.sampling import sample_cohort
+from sheaf.data.catalog import build_federation
+from sheaf.data.dataset import Split
 from sheaf.privacy import (
     EVALUATION_OFF,
     LEDGER_KEY,
@@ -25,10 +30,13 @@ from sheaf.privacy import (
     privacy_plan,
     with_privacy,
 )
+from sheaf.run.assemble import assemble, open_or_create_store
+from sheaf.run.loop import Federated, run_rounds
 from sheaf.run.report import report_run
 from sheaf.run.simulate import simulate
 from sheaf.run.store import RunStore
 from sheaf.strategies import chain, fedavg
+from sheaf.task.base import EvalResult, FitInstructions, FitResult
 from tests.privacy.rogue import ROGUE, ROGUE_CLIP
 from tests.run.test_simulate import StopAfter
 
@@ -294,3 +302,60 @@ def test_a_client_that_skips_clipping_is_dropped_where_the_pool_adds_the_updates
     assert all("update rejected" in why and "accepts updates of L2 norm at most 2" in why for why in reasons)
     # Without noise a round's update is the sum of clipped deltas over m = 4: at most C per client.
     assert all(r.fit["update_norm"] <= 2.0 * len(c) / 4 for r, c in zip(result.history, cohorts, strict=True))
+
+
+class LongStepTask:
+    """Every client moves each of 16 weights by 0.01; client 3 by 1 (its delta is 100 times longer)."""
+
+    def init_params(self, seed: int) -> Params:
+        return Params({"w": np.zeros(16, np.float32)})
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        step = 1.0 if instructions.client_id == 3 else 0.01
+        return FitResult(Params({"w": params["w"] + np.float32(step)}), len(data))
+
+    def evaluate(self, params: Params, data: Split) -> EvalResult:
+        return EvalResult(0.0, len(data))
+
+
+def test_a_deployed_private_run_bounds_no_update_by_what_earlier_rounds_raw_updates_were(tmp_path: Path) -> None:
+    """A deployment's operator bounds an update by ``server.max_norm_ratio`` (10) times the median
+    length of the previous round's updates. That median is an un-noised statistic of other
+    clients' data: bounding by it would make whether client 3's update counts in round r
+    depend on who took part in round r − 1, which the accountant does not charge. With
+    server clipping at C = 1 nothing needs it: client 3's long update is clipped, not refused.
+
+    Before the fix client 3 was refused from round 2 on; this test failed with
+    ``assert [2, 3, 4] == []`` (its rounds of refusal: "accepts updates of L2 norm at most 0.4, got 4").
+    """
+    cfg = config(f"runs_dir={tmp_path}", "fraction=1", "privacy.clip=1", "privacy.noise_multiplier=0")
+    federation = build_federation(cfg.data, cfg.seed)
+    parts = assemble(cfg, population=federation.num_clients, task=LongStepTask(), deployed=True)
+    assert parts.limits is not None and parts.limits.max_norm_ratio == 10
+    store = open_or_create_store(tmp_path / "run.sqlite", cfg, parts.initial, parts.strategy.init(parts.initial), {})
+    backend = InlineBackend()
+    backend.start(SimulationEnv(parts.task, federation, cfg.seed, client_steps=parts.client_steps))
+    try:
+        history, _ = run_rounds(Federated(cfg, parts.task, federation, parts.strategy, backend, store, parts.limits))
+        refused = [r for r, cid, phase, _ in store.failures() if cid == 3 and phase == "fit"]
+    finally:
+        backend.close()
+        store.close()
+    assert refused == []
+    assert [record.completed for record in history] == [10, 10, 10, 10]
+
+
+def test_a_private_aggregate_refused_as_exploding_is_still_charged(runs_dir: str) -> None:
+    """The loop refuses to serve an aggregate that moves each parameter by more than 1e4 (root
+    mean square). Here C = 1e6 makes the noise alone that large. The refusal is decided on the
+    noised aggregate — a release — so the round is charged even though its model is not served.
+
+    Before the fix the refused rounds were not charged; this test failed with
+    ``assert [0.0, 0.0, 0.0, 0.0] == [1.0, 2.0, 3.0, 4.0]`` (the rounds the ledger counted).
+    """
+    result = simulate(config(runs_dir, "privacy.clip=1e6", "privacy.noise_multiplier=1"))
+    assert [r.aggregated for r in result.history] == [False] * 4
+    assert all("aggregate refused" in r.note for r in result.history)
+    assert [r.privacy["rounds"] for r in result.history] == [1.0, 2.0, 3.0, 4.0]
+    mechanism = RoundMechanism("poisson", 1.0, rate=0.4, population=10)
+    assert [r.privacy["epsilon"] for r in result.history] == [epsilon(mechanism, r, 1e-5) for r in range(1, 5)]

@@ -406,7 +406,9 @@ class ServerConfig:
         max_norm_ratio: reject an update whose delta is longer than this many times the
             median length of the updates aggregated in the previous round (0: off). With
             ``max_examples`` it bounds what one client can move the model by, whatever it
-            claims; honest updates stay well within it.
+            claims; honest updates stay well within it. Not applied under central
+            differential privacy, whose clip norm bounds every update: a bound learnt from
+            earlier rounds' raw updates would make who counts depend on who took part before.
     """
 
     round_timeout: float = 300.0
