@@ -18,6 +18,7 @@ from rich.table import Table
 from sheaf.core.config import RunConfig
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.history import History, RoundRecord
+from sheaf.privacy.plan import EVALUATION_OFF
 
 __all__ = ["ProgressListener", "partition_table", "results_table", "rounds_table"]
 
@@ -73,6 +74,8 @@ class ProgressListener:
         if self._reason:
             chose = self._backend if config.backend == self._backend else f"{config.backend} chose {self._backend}"
             self.console.print(f"[dim]{chose}: {self._reason}[/]", highlight=False)
+        if config.privacy.mode != "none" and config.evaluation.federated == "auto":
+            self.console.print(f"[dim]{EVALUATION_OFF}[/]", highlight=False)
         self._progress.start()
         self._task = self._progress.add_task(
             "rounds", total=config.rounds, completed=first_round - 1, acc="-", loss="-", clients="-", eps=""

@@ -196,18 +196,27 @@ class EvalConfig:
     Attributes:
         interval: federated evaluation on the clients' local test splits every this many
             rounds, and always after the last round.
-        federated: set false to skip federated evaluation altogether.
+        federated: ``"auto"`` (the default): on, unless the run is differentially private
+            (each client's raw test loss, accuracy and test-set size would leave it outside
+            the privacy mechanism); ``true`` or ``false`` to choose (``true`` under
+            differential privacy is refused: see ``docs/privacy.md``).
         max_clients: federated evaluation uses at most this many clients: a fixed sample,
             drawn once from the run seed, of the clients with a local test split (0: all).
             Keeps evaluation bounded in federations of a million clients.
     """
 
     interval: int = 5
-    federated: bool = True
+    federated: bool | str = "auto"
     max_clients: int = 10_000
 
     def __post_init__(self) -> None:
         _check(self.interval >= 1, "evaluation.interval", ">= 1", self.interval)
+        _check(
+            isinstance(self.federated, bool) or self.federated == "auto",
+            "evaluation.federated",
+            "true, false or auto (on unless the run is differentially private)",
+            self.federated,
+        )
         _check(self.max_clients >= 0, "evaluation.max_clients", ">= 0 (0: all clients)", self.max_clients)
 
 
@@ -397,7 +406,9 @@ class ServerConfig:
         max_norm_ratio: reject an update whose delta is longer than this many times the
             median length of the updates aggregated in the previous round (0: off). With
             ``max_examples`` it bounds what one client can move the model by, whatever it
-            claims; honest updates stay well within it.
+            claims; honest updates stay well within it. Not applied under central
+            differential privacy, whose clip norm bounds every update: a bound learnt from
+            earlier rounds' raw updates would make who counts depend on who took part before.
     """
 
     round_timeout: float = 300.0
@@ -479,6 +490,13 @@ class RunConfig:
         _check(self.rounds >= 1, "rounds", ">= 1", self.rounds)
         _check(self.threads >= 1, "threads", ">= 1", self.threads)
         _check(self.keep_params >= 0, "keep_params", ">= 0", self.keep_params)
+
+    @property
+    def federated_evaluation(self) -> bool:
+        """Whether clients evaluate the global model on their local test splits:
+        ``evaluation.federated``, where ``auto`` means on unless ``privacy.mode`` is set."""
+        chosen = self.evaluation.federated
+        return chosen if isinstance(chosen, bool) else self.privacy.mode == "none"
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict (JSON/TOML-ready); strategy options sit in their section."""

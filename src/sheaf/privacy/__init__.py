@@ -41,6 +41,7 @@ from sheaf.privacy.noise import NOISE_SOURCES, NoiseSource, SecureNoise, SeededN
 from sheaf.privacy.plan import (
     BELOW_CLIP_METRIC,
     CLIP_OPTION,
+    EVALUATION_OFF,
     PrivacyPlan,
     deployed_privacy_plan,
     mechanism_from_options,
@@ -53,6 +54,7 @@ __all__ = [
     "BUDGET_STEP",
     "CLIP_OPTION",
     "DP_CLIP_STEP",
+    "EVALUATION_OFF",
     "LEDGER_KEY",
     "LOCAL_DP_STEP",
     "MECHANISM_KINDS",

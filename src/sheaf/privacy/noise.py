@@ -13,12 +13,25 @@ The choice is explicit (``privacy.noise = "seeded" | "secure"``); a client that 
 own noise (local DP) uses secure noise unless its own policy allows seeded noise, whatever
 the server asks (:mod:`sheaf.privacy.ledger`).
 
-Floating-point Gaussians leak through their low-order bits in principle (Mironov 2012 for
-Laplace; Jin et al. 2022 for Gaussians); sheaf samples in float64 and casts the noised
-result to the model's dtype, which rounds away most of that, but it does not implement a
-discrete Gaussian.
+Two limits, quantified in ``docs/privacy.md`` ("The noise's limits"):
+
+- **Truncation.** Secure noise's uniforms are at least 2⁻⁵³, so the Box–Muller radius
+  ``sqrt(-2 ln u)`` is at most ``sqrt(106 ln 2) = 8.5717``: every value lies within
+  ±8.57σ. An exact Gaussian pair goes beyond with probability 2⁻⁵³ ≈ 1.1e-16 (one
+  coordinate beyond ±8.57σ: 1.0e-17). Outputs only one of two neighbouring inputs can
+  produce cost δ: with the sensitivity in one pair of coordinates, at most
+  ``exp(-(8.5717 - 1/z')**2 / 2)`` per round for noise z' times the sensitivity — 3.6e-13
+  at z' = 1, 4.2e-10 at 0.5, 1.1e-6 at 0.3 — which the reported δ does not include.
+- **Floating point.** This is not a discrete Gaussian. Floating-point noise leaks through
+  which floats it can output (Mironov 2012 for Laplace; Jin et al. 2022 for Gaussians).
+  Noise is sampled and added in float64 and the result cast to the model's dtype: for a
+  float32 model that rounds away the low-order bits those attacks read (in all but the
+  rarest far-tail outputs; not a proof); for a float64 model the cast keeps every bit,
+  and the attacks apply as published.
 
 Example:
+    >>> round(math.sqrt(-2 * math.log(2.0**-53)), 4)   # the largest |value| / σ of secure noise
+    8.5717
     >>> from sheaf.core.rng import Purpose, stream
     >>> a = SeededNoise(stream(0, Purpose.NOISE, round=1)).normal((3,), 2.0)
     >>> b = SeededNoise(stream(0, Purpose.NOISE, round=1)).normal((3,), 2.0)
@@ -29,7 +42,8 @@ References:
     Box, Muller. A Note on the Generation of Random Normal Deviates. Ann. Math. Statist.
     1958. Mironov. On Significance of the Least Significant Bits for Differential Privacy.
     CCS 2012. Jin, McMurtry, Rubinstein, Ohrimenko. Are We There Yet? Timing and
-    Floating-Point Attacks on Differential Privacy Systems. IEEE S&P 2022.
+    Floating-Point Attacks on Differential Privacy Systems. IEEE S&P 2022. Canonne,
+    Kamath, Steinke. The Discrete Gaussian for Differential Privacy. NeurIPS 2020.
 """
 
 from __future__ import annotations
@@ -92,7 +106,8 @@ class SecureNoise:
     """Gaussian noise from the operating system's cryptographically secure generator.
 
     Box–Muller on uniforms from :func:`secure_uniform`: ``sqrt(-2 ln u1)`` times the
-    cosine and the sine of ``2π u2`` are two independent standard normals.
+    cosine and the sine of ``2π u2`` are two independent standard normals — truncated at
+    8.5717σ, since ``u1 >= 2**-53`` (see the module docstring).
     """
 
     def normal(self, shape: tuple[int, ...], std: float) -> npt.NDArray[np.float64]:

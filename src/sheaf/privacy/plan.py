@@ -33,6 +33,7 @@ from sheaf.privacy.clipping import update_noise_multiplier
 __all__ = [
     "BELOW_CLIP_METRIC",
     "CLIP_OPTION",
+    "EVALUATION_OFF",
     "PrivacyPlan",
     "deployed_privacy_plan",
     "mechanism_from_options",
@@ -43,6 +44,11 @@ __all__ = [
 CLIP_OPTION = "dp_clip"
 #: The metric a client that clips reports for adaptive clipping: 1 if its update was within C.
 BELOW_CLIP_METRIC = "dp_below_clip"
+#: What a private run says once (progress output, run store meta) about federated evaluation.
+EVALUATION_OFF = (
+    "federated evaluation is off under differential privacy: each client's raw test loss, accuracy and "
+    "test-set size would leave it outside the mechanism (the central test set is still evaluated)"
+)
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,13 @@ def privacy_plan(config: RunConfig, population: int, *, ledgers: bool | None = N
         if p.client_budget > 0 or budgets:
             raise ConfigError("privacy.client_budget(s) need privacy.mode=central or local; set privacy.mode")
         return None
+    if config.evaluation.federated is True:
+        # Nothing noises or accounts per-client evaluation; refuse rather than release it raw.
+        raise ConfigError(
+            f"evaluation.federated=true would release every evaluating client's raw test loss, accuracy and "
+            f"test-set size outside privacy.mode={p.mode}'s mechanism; leave it unset (off under differential "
+            "privacy) and evaluate on a central test set"
+        )
     if any(cid >= population for cid in budgets):
         raise ConfigError(
             f"privacy.client_budgets names client {max(budgets)}, but there are only {population} (ids 0..{population - 1})"

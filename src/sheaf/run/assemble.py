@@ -46,7 +46,7 @@ from sheaf.core.sampling import cohort_size
 from sheaf.privacy.aggregation import with_privacy
 from sheaf.privacy.client_steps import PRIVACY_STEPS
 from sheaf.privacy.ledger import simulated_client_privacy
-from sheaf.privacy.plan import PrivacyPlan, deployed_privacy_plan, privacy_plan
+from sheaf.privacy.plan import EVALUATION_OFF, PrivacyPlan, deployed_privacy_plan, privacy_plan
 from sheaf.run.personalize import FINETUNE_EVALUATE, personalized_evaluation_steps, wants_personalization
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
@@ -138,6 +138,7 @@ def assemble(
     if plan is not None:
         chosen = with_privacy(chosen, plan)
         meta["privacy"] = plan.describe()
+        meta["federated_evaluation"] = EVALUATION_OFF  # the loop never evaluates on clients here
         p = config.privacy
         if not deployed and (p.mode == "local" or p.client_budget or p.client_budgets):
             # Only local noise and budgets live on the clients; a central run keeps the plain

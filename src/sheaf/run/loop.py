@@ -18,14 +18,20 @@ Per round:
    are dropouts;
 4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain and
    they meet the strategy's assumption (e.g. Krum's ``n >= 2f + 3``), otherwise keep the
-   model unchanged and record why (with differential privacy, the privacy spent so far
-   is recorded with every round). Whatever goes wrong in aggregation — an exception in a
+   model unchanged and record why. Whatever goes wrong in aggregation — an exception in a
    step, a non-finite or exploding aggregate — skips the round with its reason and the
-   contributors named; the model and the strategy state are kept, never served broken;
+   contributors named; the model and the strategy state are kept, never served broken. A
+   strategy whose aggregate is a differentially private release (``private_release``:
+   central DP) is aggregated whatever number arrived — a decision on the un-noised count
+   would release it —, its updates are bounded by nothing learnt from earlier rounds' raw
+   updates, an aggregate refused after it was computed is still charged (its state moves
+   on, the model does not), and the privacy spent is recorded with every round;
 5. evaluate the new model centrally (if there is a central test set), and on the
    clients' local test splits every ``evaluation.interval`` rounds and after the last (at
    most ``evaluation.max_clients`` clients: a fixed sample drawn once from the seed; with
-   personalised models beside the global one when asked, :mod:`sheaf.run.personalize`);
+   personalised models beside the global one when asked, :mod:`sheaf.run.personalize`) —
+   unless the run is differentially private, whose clients' raw test metrics would leave
+   them outside the mechanism (``RunConfig.federated_evaluation``);
 6. commit the round to the store in one transaction, then tell the listener.
 """
 
@@ -35,7 +41,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -196,24 +202,36 @@ def _merged(summed: ExactSum, updates: Sequence[Update], like: Params) -> Weight
     return WeightedSum.from_exact(total)
 
 
+class _Skipped(NamedTuple):
+    """A round that is not served: why, and the strategy state to keep."""
+
+    reason: str
+    state: StrategyState
+
+
 def _aggregate(
     strategy: Strategy, value: Sequence[Update] | WeightedSum, state: StrategyState, ctx: RoundContext, used: set[int]
-) -> tuple[Params, StrategyState, dict[str, float]] | str:
+) -> tuple[Params, StrategyState, dict[str, float]] | _Skipped:
     """The strategy's aggregate, or why the round must be skipped with the model kept.
 
     Nothing a client sent may crash the server or poison the model it serves: an exception
     anywhere in the chain and an aggregate that is not finite or explodes are refused, and
-    the contributors are named in the round's note.
+    the contributors are named in the round's note. The state is kept too — except after a
+    differentially private release that is refused: refusing is decided on the noised
+    aggregate, so the round is charged (the state, with its privacy ledger, moves on).
     """
     try:
         params, new_state, metrics = strategy.aggregate(value, state, ctx)
     except AggregationError as exc:  # e.g. too few updates for Krum: skip the round, say why
-        return str(exc)
+        return _Skipped(str(exc), state)
     except Exception as exc:  # a step that breaks on what arrived: the run goes on without this round
-        return f"aggregation failed ({type(exc).__name__}: {exc}); model kept; contributors: {sorted(used)}"
+        return _Skipped(
+            f"aggregation failed ({type(exc).__name__}: {exc}); model kept; contributors: {sorted(used)}", state
+        )
     problem = aggregate_problem(ctx.params, params)
     if problem is not None:
-        return f"aggregate refused: {problem}; model kept; contributors: {sorted(used)}"
+        kept = new_state if strategy.private_release else state
+        return _Skipped(f"aggregate refused: {problem}; model kept; contributors: {sorted(used)}", kept)
     return params, new_state, metrics
 
 
@@ -247,7 +265,9 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         sent = strategy.configure(state, ctx)
         rule = strategy.update_rule
         if parts.limits is not None:
-            rule = parts.limits.rule_for(rule, _previous_median(history))
+            # A private release is bounded by its clip norm; a bound learnt from earlier rounds'
+            # raw updates would make who counts now depend on who took part then, unaccounted.
+            rule = parts.limits.rule_for(rule, None if strategy.private_release else _previous_median(history))
         outcome = parts.backend.fit(
             Cohort(
                 round,
@@ -269,7 +289,8 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         clients.sort(key=lambda c: c.client_id)
 
         succeeded = len(clients)
-        aggregated = succeeded >= config.strategy.min_clients
+        # A private mean's release must not depend on the raw count of arrivals: never skip it.
+        aggregated = strategy.private_release or succeeded >= config.strategy.min_clients
         note = (
             "" if aggregated else f"{succeeded} updates, fewer than strategy.min_clients={config.strategy.min_clients}"
         )
@@ -282,8 +303,8 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             summed = None if outcome.summed is None else _merged(outcome.summed, updates, params)
             used = {c.client_id for c in clients}
             result = _aggregate(strategy, summed or updates, state, ctx, used)
-            if isinstance(result, str):
-                aggregated, note = False, result
+            if isinstance(result, _Skipped):
+                aggregated, note, state = False, result.reason, result.state
             else:
                 params, state, agg_metrics = result
                 fit.update(agg_metrics)
@@ -296,7 +317,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             central_metrics = {"loss": central.loss, **central.metrics}
 
         federated: dict[str, dict[str, float]] = {}
-        if config.evaluation.federated and (round % config.evaluation.interval == 0 or round == config.rounds):
+        if config.federated_evaluation and (round % config.evaluation.interval == 0 or round == config.rounds):
             if eval_clients is None:
                 eval_clients = _evaluation_clients(parts, clients_of_run)
             federated, eval_records, eval_failures = _federated_evaluation(parts, params, eval_clients)

@@ -86,12 +86,16 @@ def fit_client(
 
 
 def evaluate_client(task: Task, data: ClientData, params: Params) -> EvalResult:
-    """Evaluate ``params`` on the client's local test split.
+    """Evaluate ``params`` on the client's local test split, if the client's task allows it
+    (its optional ``check_evaluation``, see :class:`~sheaf.task.base.Task`).
 
     Raises:
-        ClientFailure: if the task raised or returned unusable metrics.
+        ClientFailure: if the task refused, raised or returned unusable metrics.
     """
     try:
+        check = getattr(task, "check_evaluation", None)
+        if callable(check):
+            check(data.client_id)  # the client's own policy may refuse before anything is computed
         result = task.evaluate(params, data.test)
         metrics = validate_metrics(result.metrics, source=f"client {data.client_id} evaluation")
         if math.isinf(result.loss):
