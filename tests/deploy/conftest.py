@@ -260,9 +260,17 @@ async def _run_client(client: DeployedClient) -> int:
         client.close()
 
 
+#: The task the DEPLOY clients bring themselves (a client never imports what the server names).
+CLIENT_TASK = "tests.deploy.tasks:softmax"
+
+
 def start_client(server: InProcessTransport | int, key: Path, data: Path, state_dir: Path, **options: Any) -> ClientRun:
-    """A DeployedClient of the in-process ``server``, or on a thread dialling the loopback port."""
-    settings = {"insecure": True, "max_backoff": 0.5, "state_dir": state_dir, **options}
+    """A DeployedClient of the in-process ``server``, or on a thread dialling the loopback port.
+
+    It brings its own task, :data:`CLIENT_TASK` unless ``task=`` says otherwise ("" for the
+    built-in model the run describes).
+    """
+    settings = {"insecure": True, "max_backoff": 0.5, "state_dir": state_dir, "task": CLIENT_TASK, **options}
     if isinstance(server, InProcessTransport):
         client = DeployedClient(ClientOptions("in-process", key, data, **settings), connect=server.connect)
         return ClientRun(server.submit(_run_client(client)))

@@ -79,8 +79,9 @@ def test_four_hospitals_with_their_own_csv_files_train_the_simulated_model(
     config = load_config(heart / "heart.toml", overrides)
     server = start_server(config, keys, transport=transport, run_path=tmp_path / "heart.sqlite")
     hospitals = sorted((tmp_path / "hospitals").glob("*.csv"))
-    clients = [
-        start_client(transport, keys.client_keys[i], data, tmp_path / "state") for i, data in enumerate(hospitals)
+    clients = [  # the built-in model the run describes
+        start_client(transport, keys.client_keys[i], data, tmp_path / "state", task="")
+        for i, data in enumerate(hospitals)
     ]
 
     result = server.result()
@@ -148,7 +149,9 @@ def test_client_state_stays_on_the_clients_and_moves_on_as_in_simulation(
     )
     files = client_files(config, tmp_path / "data")
     server = start_server(config, keys, transport=transport, strategy=counting_strategy())
-    clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
+    clients = [
+        start_client(transport, keys.client_keys[i], files[i], tmp_path / "state", task=config.task) for i in range(4)
+    ]
 
     result = server.result()
 
@@ -384,7 +387,7 @@ def test_a_model_larger_than_any_message_travels_in_chunks(
     files = client_files(config, tmp_path / "data")
     with InProcessTransport(max_message_bytes=2 << 20) as transport:
         server = start_server(config, keys, transport=transport)
-        client = start_client(transport, keys.client_keys[0], files[0], tmp_path / "state")
+        client = start_client(transport, keys.client_keys[0], files[0], tmp_path / "state", task=config.task)
 
         result = server.result()
 

@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import time
@@ -40,6 +39,7 @@ from sheaf.core.params import Params
 from sheaf.deploy.auth import RequestVerifier, load_authorized_clients
 from sheaf.deploy.backend import DeploymentBackend
 from sheaf.deploy.coordinator import Coordinator
+from sheaf.deploy.description import RunDescription
 from sheaf.deploy.local import catalog_info, deployment_task, load_test_data
 from sheaf.deploy.logs import log_event
 from sheaf.deploy.rpc import Listening, ServerTransport
@@ -271,7 +271,7 @@ def run_server(
         coordinator.on_tick = write_status
         settings = ServiceSettings(
             run_id,
-            json.dumps(config.to_dict()),
+            RunDescription.of(config).to_proto(),
             config.server.heartbeat_interval,
             max_update_bytes,
             config.server.max_update_norm,
@@ -287,7 +287,7 @@ def run_server(
             coordinator.wait_for_clients(config.strategy.min_clients)
             state = "running"
             write_status()
-            backend = DeploymentBackend(coordinator, store)
+            backend = DeploymentBackend(coordinator, store, config.seed)
             federated = Federated(
                 config, parts.task, Population(ids, ids, central), chosen, backend, store, parts.limits
             )
