@@ -42,7 +42,7 @@ from sheaf.deploy.chunks import (
 from sheaf.deploy.client import ClientOptions, DeployedClient, checked_run_id, run_client
 from sheaf.deploy.client_ledger import ClientLedger
 from sheaf.deploy.client_state import ClientStateFile
-from sheaf.deploy.client_work import ClientWork
+from sheaf.deploy.client_work import PRIVACY_STEP_NAMES, ClientWork, task_digest
 from sheaf.deploy.coordinator import Coordinator, Slot, Work, WorkOutcome
 from sheaf.deploy.description import DescriptionError, RunDescription
 from sheaf.deploy.inprocess import InProcessTransport
@@ -50,7 +50,16 @@ from sheaf.deploy.inprocess_channel import InProcessChannel
 from sheaf.deploy.keys import KeySet, init_keys, new_client_key
 from sheaf.deploy.local import catalog_info, client_task, deployment_task, load_client_data, load_test_data
 from sheaf.deploy.logs import configure_logging, log_event
-from sheaf.deploy.policy import ClientPolicy, DataPolicy, PrivacyPolicy, SharingPolicy, TrainingPolicy, load_policy
+from sheaf.deploy.policy import (
+    DP_REQUIREMENTS,
+    EVALUATION_SHARING,
+    ClientPolicy,
+    DataPolicy,
+    PrivacyPolicy,
+    SharingPolicy,
+    TrainingPolicy,
+    load_policy,
+)
 from sheaf.deploy.rpc import (
     CallContext,
     Channel,
@@ -63,7 +72,15 @@ from sheaf.deploy.rpc import (
     Service,
     StatusCode,
 )
-from sheaf.deploy.server import ServerOptions, ServerResult, limit_malloc_arenas, run_server, server_run_path
+from sheaf.deploy.server import (
+    SECRET_META,
+    ServerOptions,
+    ServerResult,
+    limit_malloc_arenas,
+    run_server,
+    server_run_path,
+    stored_secret,
+)
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.status import run_status
 from sheaf.deploy.transport import (
@@ -93,9 +110,13 @@ from sheaf.deploy.wire import (
 
 __all__ = [
     "CHUNK_BYTES",
+    "DP_REQUIREMENTS",
+    "EVALUATION_SHARING",
     "MAX_MESSAGE_BYTES",
     "METHODS",
+    "PRIVACY_STEP_NAMES",
     "PROTOCOL",
+    "SECRET_META",
     "SERVICE_NAME",
     "AuthError",
     "AuthorizedClient",
@@ -176,7 +197,9 @@ __all__ = [
     "server_credentials",
     "server_options",
     "server_run_path",
+    "stored_secret",
     "task_chunk",
+    "task_digest",
     "task_id",
     "tensor_digest",
     "value_problem",
