@@ -10,15 +10,19 @@ stream of the secret and the round).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.keys import KeySet
 from sheaf.deploy.rpc import Channel, Metadata
 from sheaf.deploy.server import stored_secret
+from sheaf.evaluation.history import RoundRecord
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
 from tests.deploy.conftest import client_files, deploy_config, start_client, start_server
@@ -102,3 +106,54 @@ def test_deployed_cohorts_come_from_the_servers_secret_which_no_client_receives(
         assert [t.round for t in _tasks(messages)] == [r for r in range(1, 7) if client_id in trained[r]]
         for message in messages:
             assert secret not in message and secret.hex().encode() not in message
+
+
+class _DieBeforeCommitting:
+    """Makes the run store fail to commit ``round`` once: the server dies before it is saved."""
+
+    def __init__(self, round: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.round, self.died = round, threading.Event()
+        commit = RunStore.commit_round
+
+        def commit_or_die(store: RunStore, record: RoundRecord, *args: Any, **kwargs: Any) -> None:
+            if record.round == self.round and not self.died.is_set():
+                self.died.set()
+                raise RuntimeError("killed before committing")
+            commit(store, record, *args, **kwargs)
+
+        monkeypatch.setattr(RunStore, "commit_round", commit_or_die)
+
+
+def test_a_round_redone_after_a_crash_releases_the_same_noised_model(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = deploy_config(
+        tmp_path, "rounds=2", "fraction=0.5", "min_clients=2", "evaluation.interval=1", "privacy.mode=central",
+        "privacy.noise_multiplier=1",
+    )  # fmt: skip
+    files = client_files(config, tmp_path / "data")
+    _DieBeforeCommitting(1, monkeypatch)
+    received: list[list[bytes]] = [[] for _ in range(4)]
+    first = start_server(config, keys, transport=transport)
+    clients = [
+        start_client(
+            transport, keys.client_keys[i], files[i], tmp_path / "s", connect=_recording(transport, received[i])
+        )
+        for i in range(4)
+    ]
+    with pytest.raises(RuntimeError, match="killed before committing"):
+        first.result()
+    sent_before = [t for messages in received for t in _tasks(messages)]
+
+    again = start_server(config, keys, transport=transport)  # the same command: it resumes
+    result = again.result()
+
+    assert [c.status() for c in clients] == [0, 0, 0, 0]
+    tasks = [t for messages in received for t in _tasks(messages)]
+    models = {t.tensors_digest for t in tasks if t.kind == pb.EVALUATE and t.round == 1}
+    before = {t.tensors_digest for t in sent_before if t.kind == pb.EVALUATE and t.round == 1}
+    assert len(before) == 1  # the noised model of round 1 left for evaluation before the crash ...
+    assert models == before  # ... and the redone round 1 released exactly that model again
+    cohorts = [sorted(t.client_id for t in ts if t.kind == pb.FIT and t.round == 1) for ts in (sent_before, tasks)]
+    assert cohorts[1] == sorted(cohorts[0] * 2)  # the resumed run sampled round 1's cohort from the same secret
+    assert result.history.rounds_completed == 2

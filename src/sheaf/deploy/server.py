@@ -268,7 +268,7 @@ def run_server(
     path = options.run_path or server_run_path(config)
     kept = stored_secret(path)
     secret = kept or new_secret()
-    parts = assemble(config, population=len(ids), task=task, strategy=strategy, deployed=True)
+    parts = assemble(config, population=len(ids), task=task, strategy=strategy, deployed=True, secret=secret)
     chosen, initial = parts.strategy, parts.initial
     meta = {
         **parts.meta,
