@@ -26,7 +26,7 @@ Example:
     >>> ledger.record("run1", 1, after)
     >>> again = ClientLedger(ledger.path)
     >>> again.last_trained("run1"), round(again.epsilon(1e-5), 3), again.last_trained("other")
-    (1, 2.17, 0)
+    (1, 2.166, 0)
 """
 
 from __future__ import annotations
