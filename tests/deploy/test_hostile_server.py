@@ -435,3 +435,44 @@ def test_only_the_metrics_the_policy_shares_leave(
     plain, fednova = server.results
     assert set(plain.metrics) == {"train_loss"}  # the task also reports "steps"
     assert set(fednova.metrics) == {"train_loss", "fednova_norm"}  # the step it agreed to run reads "steps"
+
+
+def test_rounds_strategies_client_steps_and_required_privacy_are_the_clients_to_agree_to(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, data: Path
+) -> None:
+    server = FakeServer(description(strategy="scaffold")).queue(_fit(1), _fit(2, steps=["scaffold"]), _fit(3))
+    policy = _policy(training={"max_rounds": 2, "client_steps": []})
+    assert _serve(transport, server, keys, data, tmp_path / "state", policy=policy).status() == 0
+    one, two, three = server.results
+    assert one.delta is not None  # no client step asked: the policy's empty list is no obstacle
+    assert "client step(s) ['scaffold'] are not among those its policy runs" in two.failure
+    assert "round 3 is past the 2 its policy trains in" in three.failure
+
+    transport.stop()
+    other = FakeServer(description(strategy="qfedavg"), run_id="run2").queue(_fit(1))
+    policy = _policy(training={"strategies": ["fedavg"]})
+    assert _serve(transport, other, keys, data, tmp_path / "state", policy=policy).status() == 0
+    assert "strategy 'qfedavg' is not among ['fedavg']" in other.results[0].failure
+
+    transport.stop()
+    plain = FakeServer(description(), run_id="run3").queue(_fit(1))
+    policy = _policy(privacy={"require": "central"})
+    assert _serve(transport, plain, keys, data, tmp_path / "state", policy=policy).status() == 0
+    assert "not differentially private and its policy asks for privacy.require=central" in plain.results[0].failure
+
+
+def test_a_personalised_evaluation_sends_its_figures_and_no_update(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, data: Path
+) -> None:
+    asked = {"steps": ["finetune_evaluate"], "options": {"finetune_steps": 0}}
+    server = FakeServer(description()).queue(_fit(1), _fit(1, **asked))  # the same round, after its training
+    assert _serve(transport, server, keys, data, tmp_path / "state").status() == 0
+    trained, personal = server.results
+    assert trained.delta is not None and personal.delta is not None and not personal.failure
+    assert all(not a.any() for a in personal.delta.values()) and personal.num_examples == 0 and not personal.extras
+    assert set(personal.metrics) == {"eval_loss", "eval_examples", "eval_accuracy"}
+
+    transport.stop()
+    private = FakeServer(description(privacy="central"), run_id="run2").queue(_fit(1, **asked))
+    assert _serve(transport, private, keys, data, tmp_path / "state").status() == 0
+    assert private.results[0].failure.startswith("fit refused: the run is differentially private")
