@@ -476,3 +476,15 @@ def test_a_personalised_evaluation_sends_its_figures_and_no_update(
     private = FakeServer(description(privacy="central"), run_id="run2").queue(_fit(1, **asked))
     assert _serve(transport, private, keys, data, tmp_path / "state").status() == 0
     assert private.results[0].failure.startswith("fit refused: the run is differentially private")
+
+
+def test_a_client_that_requires_no_privacy_takes_part_in_a_clipping_only_run(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, data: Path
+) -> None:
+    clipping_only = {**CENTRAL, "dp_noise_multiplier": 0.0, CLIP_OPTION: 0.5}
+    server = FakeServer(description(privacy="central")).queue(_fit(1, options=clipping_only, steps=["dp_clip"]))
+    assert _serve(transport, server, keys, data, tmp_path / "state").status() == 0
+    (update,) = server.results
+    assert update.delta is not None and update.num_examples == 1  # clipped on the client, nothing charged
+    norm = float(np.sqrt(sum(np.sum(a.astype(np.float64) ** 2) for a in update.delta.values())))
+    assert norm <= 0.5 + 1e-6

@@ -110,10 +110,12 @@ class _MetricsSeen:
         return self.task.evaluate(params, data)
 
 
-def _positive(options: Mapping[str, Scalar], key: str) -> float:
+def _number(options: Mapping[str, Scalar], key: str, *, positive: bool) -> float:
     value = options.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
         raise _Refusal(f"the server asks for local noise without a usable {key} ({value!r})")
+    if positive and value == 0:
+        raise _Refusal(f"the server asks for local noise with {key} 0")
     return float(value)
 
 
@@ -325,20 +327,28 @@ class ClientWork:
             options.update({CLIP_OPTION: own.clip, "dp_noise_multiplier": own.noise_multiplier, "dp_noise": "secure"})
             return ("local_dp", *inner), options, RoundMechanism("local", own.noise_multiplier)
         if "local_dp" in asked:
-            z, _ = _positive(options, "dp_noise_multiplier"), _positive(options, CLIP_OPTION)
+            z, _ = _number(options, "dp_noise_multiplier", positive=False), _number(options, CLIP_OPTION, positive=True)
             options["dp_noise"] = "secure"
-            return ("local_dp", *inner), options, RoundMechanism("local", z)
+            names = ("local_dp", *inner)
+            if z > 0:
+                return names, options, RoundMechanism("local", z)
+            if not own.private:  # clipping without noise: nothing to account, nothing required
+                return names, options, None
+            raise _Refusal("the server asks for local noise with noise multiplier 0")
         if options.get("dp_mode") == "central":
             try:
                 mechanism = mechanism_from_options(options)
             except TaskError as exc:
                 raise _Refusal(str(exc)) from None
-            if mechanism.kind == "local" or not mechanism.noise_multiplier > 0:
+            names = ("dp_clip", *inner) if "dp_clip" in asked else inner
+            if mechanism.kind != "local" and mechanism.noise_multiplier > 0:
+                return names, options, mechanism
+            if own.private:
                 raise _Refusal(
                     f"the server declares a central release of kind {mechanism.kind!r} with noise multiplier "
                     f"{mechanism.noise_multiplier:g}, yet asks this client to add no noise"
                 )
-            return (("dp_clip", *inner) if "dp_clip" in asked else inner), options, mechanism
+            return names, options, None
         if own.private:
             wants = f"privacy.require={own.require}" if own.require != "none" else f"a budget of {own.budget:g}"
             raise _Refusal(f"the round is not differentially private and its policy asks for {wants}")
