@@ -54,3 +54,12 @@ def test_bad_server_and_client_input_is_one_line_and_status_2(tmp_path: Path) ->
         ["client", "--server", "localhost:1", "--key", str(tmp_path / "k" / "clients" / "client-0.key"), "--data", "x"],
     )
     assert no_ca.exit_code == 2 and "needs the deployment's CA certificate" in no_ca.stderr
+
+
+def test_a_bad_client_policy_is_one_line_and_status_2(tmp_path: Path) -> None:
+    (tmp_path / "policy.toml").write_text('[privacy]\nrequire = "always"\n')
+    args = ["client", "--server", "localhost:1", "--key", "k", "--data", "x.npz", "--insecure"]
+    bad = runner.invoke(app, [*args, "--policy", str(tmp_path / "policy.toml")])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: policy privacy.require must be one of")
+    unknown = runner.invoke(app, [*args, "--set", "data.min_rows=3"])
+    assert unknown.exit_code == 2 and "unknown policy key data.min_rows" in unknown.stderr

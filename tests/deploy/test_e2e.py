@@ -37,6 +37,8 @@ pytestmark = pytest.mark.e2e
 
 #: Generous limits for a loaded machine; a quiet one takes a few seconds per test.
 STARTUP = 120.0
+#: The large model's task, brought by its client.
+BIG = "tests.deploy.tasks:BigTask"
 
 
 def _last_round(path: Path) -> int:
@@ -69,6 +71,8 @@ def _client_args(port: int, keys: KeySet, client_id: int, data: Path, state: Pat
         str(state),
         "--max-backoff",
         "0.5",
+        "--task",
+        "tests.deploy.tasks:softmax",
         *extra,
     ]
 
@@ -181,7 +185,7 @@ def test_a_large_model_travels_in_chunks_over_a_real_channel(
     ])  # fmt: skip
     files = client_files(config, tmp_path / "data")
     server = start_server(config, keys)  # real gRPC on loopback
-    client = start_client(server.port, keys.client_keys[0], files[0], tmp_path / "state")
+    client = start_client(server.port, keys.client_keys[0], files[0], tmp_path / "state", task=BIG)
 
     result = server.result()
 

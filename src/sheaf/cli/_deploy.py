@@ -89,7 +89,24 @@ def client(
     data: Annotated[Path, typer.Option(help="This client's own data: a CSV, Parquet or NPZ file.")],
     ca: Annotated[Path | None, typer.Option(help="The deployment's CA certificate, to verify the server.")] = None,
     insecure: Insecure = False,
-    task: Annotated[str, typer.Option(help="module:attr of the task (default: the one the run's config names).")] = "",
+    task: Annotated[
+        str,
+        typer.Option(
+            help="module:attr of your own task (default: the built-in model the run describes, within your "
+            "policy). A client never imports code the server names."
+        ),
+    ] = "",
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your data policy (TOML): test split, smallest training set and batch, strategies, "
+            "client steps, rounds, differential privacy, what you share. See docs/security.md."
+        ),
+    ] = None,
+    policy_set: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="A policy setting, e.g. --set privacy.budget=3 (repeatable; after --policy)."),
+    ] = None,
     label: Annotated[str, typer.Option(help="Label column of a CSV/Parquet file outside sheaf's catalog.")] = "label",
     state_dir: Annotated[Path, typer.Option(help="Where this client keeps its state between rounds.")] = Path(
         "sheaf-client-state"
@@ -101,24 +118,26 @@ def client(
     privacy_budget: Annotated[
         float,
         typer.Option(
-            help="Your own epsilon limit (0: none): keep a privacy ledger and refuse rounds of a "
-            "differentially private run that would exceed it, and every round of a run without DP."
+            help="Your own epsilon limit (0: the policy's): keep a durable privacy ledger and refuse rounds "
+            "that would exceed it, and every round of a run without DP (sets privacy.budget)."
         ),
     ] = 0.0,
     log_json: LogJson = False,
 ) -> None:
-    """Take part in a deployed run: train on your own data, send only updates and metrics."""
+    """Take part in a deployed run: train on your own data, within your own policy."""
     from sheaf.deploy.client import ClientOptions, run_client
     from sheaf.deploy.logs import configure_logging
+    from sheaf.deploy.policy import load_policy
 
     configure_logging(as_json=log_json)
     _stop_on_sigterm()
     with clear_errors():
         if privacy_budget < 0:
             raise ConfigError(f"--privacy-budget must be an epsilon >= 0 (0: no limit), got {privacy_budget:g}")
+        own = load_policy(policy, policy_set or [])
         options = ClientOptions(
             server, key, data, ca, insecure, task, label, state_dir, max_backoff, give_up_after,
-            privacy_budget=privacy_budget,
+            privacy_budget=privacy_budget, policy=own,
         )  # fmt: skip
         try:
             status = run_client(options)

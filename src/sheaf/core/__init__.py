@@ -32,9 +32,10 @@ from sheaf.core.errors import (
     TaskError,
 )
 from sheaf.core.exactsum import MAX_TERMS, ExactSum, StackedSum
+from sheaf.core.keyed import SECRET_BYTES, KeyedStream, keyed_stream, new_secret
 from sheaf.core.params import Array, Params, ParamSpec
 from sheaf.core.rng import Purpose, counter_uniforms, seed_for, seeds_for, stream
-from sheaf.core.sampling import cohort_size, sample_cohort
+from sheaf.core.sampling import cohort_size, sample_cohort, secret_cohort
 from sheaf.core.tensor import ALLOWED_DTYPES, array_from_record, array_to_record
 from sheaf.core.tree import decode_tree, encode_tree
 from sheaf.core.update import MAX_EXAMPLES, Metrics, Scalar, TensorGroups, Update, check_update, validate_metrics
@@ -46,6 +47,7 @@ __all__ = [
     "MAX_TERMS",
     "PRIVACY_MODES",
     "SAMPLINGS",
+    "SECRET_BYTES",
     "AggregationError",
     "Array",
     "AttackConfig",
@@ -57,6 +59,7 @@ __all__ = [
     "EngineConfig",
     "EvalConfig",
     "ExactSum",
+    "KeyedStream",
     "MetricRange",
     "Metrics",
     "ModelConfig",
@@ -89,8 +92,11 @@ __all__ = [
     "counter_uniforms",
     "decode_tree",
     "encode_tree",
+    "keyed_stream",
     "load_config",
+    "new_secret",
     "sample_cohort",
+    "secret_cohort",
     "seed_for",
     "seeds_for",
     "stream",

@@ -6,8 +6,11 @@ The same task and strategy code as simulation; only the backend differs
 (:mod:`.auth`) over TLS (:mod:`.keys`, :mod:`.transport`); every update is checked before
 aggregation (:mod:`.validation`); the server's state is its run store, so a killed server
 resumes where it stopped (:mod:`.server`); clients reconnect with backoff and keep their
-own state (:mod:`.client`, :mod:`.client_state`). Imported lazily by the CLI: ``import
-sheaf`` does not load gRPC.
+own state (:mod:`.client`, :mod:`.client_state`). A client is told only what it needs about
+the run (:mod:`.description`), and decides everything at stake for its data itself: its
+owner's policy (:mod:`.policy`), checked on every task (:mod:`.client_work`), and its own
+durable ledger (:mod:`.client_ledger`). Imported lazily by the CLI: ``import sheaf`` does
+not load gRPC.
 
 Calls travel through one seam (:mod:`.rpc`): gRPC carries them in a deployment
 (:mod:`.transport`); :class:`InProcessTransport` carries them within one process, so a
@@ -36,14 +39,27 @@ from sheaf.deploy.chunks import (
     encode_tensors,
     tensor_digest,
 )
-from sheaf.deploy.client import ClientOptions, DeployedClient, run_client
+from sheaf.deploy.client import ClientOptions, DeployedClient, checked_run_id, run_client
+from sheaf.deploy.client_ledger import ClientLedger
 from sheaf.deploy.client_state import ClientStateFile
+from sheaf.deploy.client_work import PRIVACY_STEP_NAMES, ClientWork, task_digest
 from sheaf.deploy.coordinator import Coordinator, Slot, Work, WorkOutcome
+from sheaf.deploy.description import DescriptionError, RunDescription
 from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.inprocess_channel import InProcessChannel
 from sheaf.deploy.keys import KeySet, init_keys, new_client_key
-from sheaf.deploy.local import catalog_info, deployment_task, load_client_data, load_test_data
+from sheaf.deploy.local import catalog_info, client_task, deployment_task, load_client_data, load_test_data
 from sheaf.deploy.logs import configure_logging, log_event
+from sheaf.deploy.policy import (
+    DP_REQUIREMENTS,
+    EVALUATION_SHARING,
+    ClientPolicy,
+    DataPolicy,
+    PrivacyPolicy,
+    SharingPolicy,
+    TrainingPolicy,
+    load_policy,
+)
 from sheaf.deploy.rpc import (
     CallContext,
     Channel,
@@ -56,7 +72,15 @@ from sheaf.deploy.rpc import (
     Service,
     StatusCode,
 )
-from sheaf.deploy.server import ServerOptions, ServerResult, limit_malloc_arenas, run_server, server_run_path
+from sheaf.deploy.server import (
+    SECRET_META,
+    ServerOptions,
+    ServerResult,
+    limit_malloc_arenas,
+    run_server,
+    server_run_path,
+    stored_secret,
+)
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.status import run_status
 from sheaf.deploy.transport import (
@@ -86,9 +110,13 @@ from sheaf.deploy.wire import (
 
 __all__ = [
     "CHUNK_BYTES",
+    "DP_REQUIREMENTS",
+    "EVALUATION_SHARING",
     "MAX_MESSAGE_BYTES",
     "METHODS",
+    "PRIVACY_STEP_NAMES",
     "PROTOCOL",
+    "SECRET_META",
     "SERVICE_NAME",
     "AuthError",
     "AuthorizedClient",
@@ -96,12 +124,17 @@ __all__ = [
     "CallContext",
     "Channel",
     "ClientIdentity",
+    "ClientLedger",
     "ClientOptions",
+    "ClientPolicy",
     "ClientStateFile",
+    "ClientWork",
     "Connector",
     "Coordinator",
+    "DataPolicy",
     "DeployedClient",
     "DeploymentBackend",
+    "DescriptionError",
     "EncodedTensors",
     "FederationService",
     "GrpcChannel",
@@ -112,28 +145,34 @@ __all__ = [
     "KeySet",
     "Listening",
     "Metadata",
+    "PrivacyPolicy",
     "ReceivedResult",
     "ReceivedTask",
     "RequestVerifier",
     "ResultReader",
     "RpcError",
+    "RunDescription",
     "ServerOptions",
     "ServerResult",
     "ServerTransport",
     "Service",
     "ServiceSettings",
+    "SharingPolicy",
     "Slot",
     "StatusCode",
     "TaskReader",
     "TensorAssembler",
+    "TrainingPolicy",
     "WireError",
     "Work",
     "WorkOutcome",
     "authorized_line",
     "catalog_info",
+    "checked_run_id",
     "chunk_messages",
     "client_channel",
     "client_options",
+    "client_task",
     "configure_logging",
     "declared_problem",
     "deployment_task",
@@ -148,6 +187,7 @@ __all__ = [
     "load_authorized_clients",
     "load_client_data",
     "load_identity",
+    "load_policy",
     "load_test_data",
     "log_event",
     "new_client_key",
@@ -157,7 +197,9 @@ __all__ = [
     "server_credentials",
     "server_options",
     "server_run_path",
+    "stored_secret",
     "task_chunk",
+    "task_digest",
     "task_id",
     "tensor_digest",
     "value_problem",

@@ -15,7 +15,11 @@ client's late delivery for the round being redone is still recognised.
 
 Each fit task also tells its client the last round whose update from it was aggregated
 (from the run store), which is how a client's own persistent state moves on exactly as in
-simulation (:mod:`sheaf.deploy.client_state`).
+simulation (:mod:`sheaf.deploy.client_state`), and carries that client's own training seed
+for the round — derived from (run seed, round, client id) as a simulation derives it — so a
+client trains the simulation's bits without being sent the run seed or another client's
+seed. (A small run seed can be found by search from any seed derived from it: nothing that
+must stay secret in a deployment — its cohorts, its noise — depends on the run seed.)
 
 Example:
     >>> task_id(3, "fit", 7)
@@ -34,6 +38,7 @@ from sheaf.backends.base import ClientReport, Cohort, EvalOutcome, FitOutcome, S
 from sheaf.core.errors import ClientFailure, SheafError
 from sheaf.core.exactsum import StackedSum
 from sheaf.core.params import Params
+from sheaf.core.rng import Purpose, seeds_for
 from sheaf.core.update import Update
 from sheaf.deploy.chunks import encode_tensors
 from sheaf.deploy.coordinator import Coordinator, Slot, Work, WorkOutcome
@@ -59,13 +64,16 @@ class DeploymentBackend:
     Args:
         coordinator: the server's live state (shared with the service's handlers).
         store: the run store (read for which clients' updates were aggregated).
+        seed: the run seed, from which each client's own training seed is derived (it is
+            never sent).
     """
 
     name = "grpc"
 
-    def __init__(self, coordinator: Coordinator, store: RunStore) -> None:
+    def __init__(self, coordinator: Coordinator, store: RunStore, seed: int = 0) -> None:
         self.coordinator = coordinator
         self.store = store
+        self.seed = seed
         self._round = store.last_round
         self._aggregated: dict[int, int] = {}
         self._synced = 0
@@ -94,7 +102,8 @@ class DeploymentBackend:
         tensors = encode_tensors({"": cohort.params, **{k: v for k, v in cohort.payload.items() if k}})
         chunks = [task_chunk(c) for c in tensors.chunks]
         slots = {}
-        for client_id in cohort.client_ids:
+        seeds = seeds_for(self.seed, Purpose.FIT, round=cohort.round, clients=list(cohort.client_ids))
+        for client_id, seed in zip(cohort.client_ids, seeds, strict=True):
             tid = task_id(cohort.round, "fit", client_id)
             header = encode_task_header(
                 tid,
@@ -106,6 +115,7 @@ class DeploymentBackend:
                 options=cohort.options,
                 aggregated_round=aggregated.get(client_id, 0),
                 client_steps=step_names(cohort.steps),
+                seed=seed,
             )
             slots[client_id] = Slot(client_id, tid, header)
         log_event(

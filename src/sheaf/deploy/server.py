@@ -3,10 +3,12 @@
 The server holds the run config and the run store, and no data. It:
 
 1. reads the authorised clients (their ids are the population: cohorts are sampled from
-   them by (seed, round) alone, exactly as in simulation);
+   them by (run secret, round) alone — a secret from the operating system's CSPRNG,
+   created with the run and kept in its run store, never sent — so no client can tell
+   who else trains, and a resumed run samples as an uninterrupted one);
 2. builds the task and the strategy, and opens the run store — or *resumes* it: a server
    killed at any moment and started again with the same command continues after the
-   last committed round, with the stored params and strategy state;
+   last committed round, with the stored params, strategy state and run secret;
 3. listens (TLS unless ``insecure``; or serves through the transport it is given, e.g.
    :class:`~sheaf.deploy.inprocess.InProcessTransport` for a whole deployment in one
    process), waits until ``strategy.min_clients`` clients are connected, then runs the
@@ -25,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import time
@@ -35,11 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sheaf.core.config import RunConfig
-from sheaf.core.errors import ConfigError
+from sheaf.core.errors import ConfigError, StoreError
+from sheaf.core.keyed import SECRET_BYTES, new_secret
 from sheaf.core.params import Params
 from sheaf.deploy.auth import RequestVerifier, load_authorized_clients
 from sheaf.deploy.backend import DeploymentBackend
 from sheaf.deploy.coordinator import Coordinator
+from sheaf.deploy.description import RunDescription
 from sheaf.deploy.local import catalog_info, deployment_task, load_test_data
 from sheaf.deploy.logs import log_event
 from sheaf.deploy.rpc import Listening, ServerTransport
@@ -49,9 +52,18 @@ from sheaf.evaluation.history import History, RoundRecord
 from sheaf.run.assemble import assemble, open_or_create_store
 from sheaf.run.loop import Federated, RoundListener, run_rounds
 from sheaf.run.population import Population
+from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
 
-__all__ = ["ServerOptions", "ServerResult", "limit_malloc_arenas", "run_server", "server_run_path"]
+__all__ = [
+    "SECRET_META",
+    "ServerOptions",
+    "ServerResult",
+    "limit_malloc_arenas",
+    "run_server",
+    "server_run_path",
+    "stored_secret",
+]
 
 _log = logging.getLogger("sheaf.server")
 
@@ -153,6 +165,31 @@ def server_run_path(config: RunConfig) -> Path:
     return Path(config.runs_dir) / f"{name}.sqlite"
 
 
+#: The run store's meta entry holding the run secret (hex).
+SECRET_META = "run_secret"
+
+
+def stored_secret(path: Path) -> bytes | None:
+    """The run secret of the run store at ``path`` (None: no store there yet, or none kept).
+
+    Raises:
+        StoreError: if the store cannot be read or holds a malformed secret.
+    """
+    if not path.exists():
+        return None
+    with RunStore.open(path, readonly=True) as store:
+        value = store.meta.get(SECRET_META)
+    if value is None:
+        return None
+    try:
+        secret = bytes.fromhex(str(value))
+    except ValueError:
+        secret = b""
+    if len(secret) != SECRET_BYTES:
+        raise StoreError(f"run {str(path)!r} holds a malformed {SECRET_META}; the run cannot resume with its cohorts")
+    return secret
+
+
 class _LogListener:
     """Logs the round loop's progress, refreshes the live status, passes progress on."""
 
@@ -228,9 +265,11 @@ def run_server(
     if options.test_data is not None:
         info = catalog_info(config.data.dataset)
         central = load_test_data(options.test_data, config, label=options.label, info=info)
-    parts = assemble(config, population=len(ids), task=task, strategy=strategy, deployed=True)
-    chosen, initial = parts.strategy, parts.initial
     path = options.run_path or server_run_path(config)
+    kept = stored_secret(path)
+    secret = kept or new_secret()
+    parts = assemble(config, population=len(ids), task=task, strategy=strategy, deployed=True, secret=secret)
+    chosen, initial = parts.strategy, parts.initial
     meta = {
         **parts.meta,
         "dataset": config.data.dataset,
@@ -238,8 +277,15 @@ def run_server(
         "client_ids": list(ids),
         "client_names": [names[i] for i in ids],
         "run_id": uuid.uuid4().hex[:16],
+        SECRET_META: secret.hex(),
     }
     store = open_or_create_store(path, config, initial, chosen.init(initial), meta)
+    if kept is None and store.meta.get(SECRET_META) != secret.hex():  # a run stored before runs had secrets
+        store.set_meta(SECRET_META, secret.hex())
+        log_event(
+            _log, logging.WARNING, "secret_created", run=str(path),
+            note="this run had no secret: its cohorts from now on differ from an uninterrupted run's",
+        )  # fmt: skip
     started = time.time()
     listening: Listening | None = None
     state = "starting"
@@ -271,7 +317,7 @@ def run_server(
         coordinator.on_tick = write_status
         settings = ServiceSettings(
             run_id,
-            json.dumps(config.to_dict()),
+            RunDescription.of(config).to_proto(),
             config.server.heartbeat_interval,
             max_update_bytes,
             config.server.max_update_norm,
@@ -287,10 +333,9 @@ def run_server(
             coordinator.wait_for_clients(config.strategy.min_clients)
             state = "running"
             write_status()
-            backend = DeploymentBackend(coordinator, store)
-            federated = Federated(
-                config, parts.task, Population(ids, ids, central), chosen, backend, store, parts.limits
-            )
+            backend = DeploymentBackend(coordinator, store, config.seed)
+            population = Population(ids, ids, central, secret=secret)  # cohorts from the secret, not the seed
+            federated = Federated(config, parts.task, population, chosen, backend, store, parts.limits)
             history, params = run_rounds(federated, _LogListener(listener, coordinator, write_status))
         else:
             history, params = store.history(), store.params()

@@ -18,7 +18,7 @@ and the values (finite, norm bound: :mod:`sheaf.deploy.validation`). A rejected 
 settles the client's share of the round as a dropout with the reason; the round goes on.
 
 Example:
-    >>> ServiceSettings("run-1", "{}", heartbeat_interval=5.0, max_update_bytes=1 << 20).max_update_norm
+    >>> ServiceSettings("run-1", pb.RunDescription(), heartbeat_interval=5.0, max_update_bytes=1 << 20).max_update_norm
     0.0
 """
 
@@ -57,14 +57,15 @@ class ServiceSettings:
 
     Attributes:
         run_id: the run's id; a client of another run must join again.
-        config_json: the run's config, sent to clients when they join.
+        description: what clients are told about the run when they join
+            (:class:`~sheaf.deploy.description.RunDescription`; never the server's config).
         heartbeat_interval: seconds between client heartbeats.
         max_update_bytes: the largest update accepted (all its tensors).
         max_update_norm: the largest delta L2 norm accepted (0: no bound).
     """
 
     run_id: str
-    config_json: str
+    description: pb.RunDescription
     heartbeat_interval: float
     max_update_bytes: int
     max_update_norm: float = 0.0
@@ -185,7 +186,7 @@ class FederationService:
 
     # Handlers --------------------------------------------------------------------------
     async def join(self, request: bytes, context: CallContext) -> bytes:
-        """Authenticate a client and tell it who it is and what the run is."""
+        """Authenticate a client and tell it who it is and what it needs to know about the run."""
         client = await self._authenticate(context, "Join", request)
         message: pb.JoinRequest = await self._parse(context, pb.JoinRequest, request)
         if message.protocol != PROTOCOL:
@@ -202,7 +203,7 @@ class FederationService:
             client_id=client.client_id,
             client_name=client.name,
             run_id=self.settings.run_id,
-            config_json=self.settings.config_json,
+            run=self.settings.description,
             heartbeat_interval=self.settings.heartbeat_interval,
             chunk_bytes=CHUNK_BYTES,
             max_update_bytes=self.settings.max_update_bytes,

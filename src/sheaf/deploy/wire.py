@@ -55,8 +55,9 @@ __all__ = [
     "task_chunk",
 ]
 
-#: The protocol version a client and server must share.
-PROTOCOL = 1
+#: The protocol version a client and server must share (2: a run description instead of the
+#: server's config, and each client's own training seed in its tasks).
+PROTOCOL = 2
 
 _KINDS = {pb.FIT: "fit", pb.EVALUATE: "evaluate"}
 _KIND_CODES = {name: code for code, name in _KINDS.items()}
@@ -115,10 +116,12 @@ def encode_task_header(
     options: Mapping[str, Scalar] | None = None,
     aggregated_round: int = 0,
     client_steps: Sequence[str] = (),
+    seed: int = 0,
 ) -> bytes:
     """The first message of a task stream; the chunks of ``tensors`` follow it.
 
-    Client steps travel by name only; a client runs those among its own steps.
+    Client steps travel by name only; a client runs those among its own steps. ``seed`` is
+    the addressed client's own training seed for the round (fits).
     """
     train_values: dict[str, Scalar] = dict(vars(train)) if train is not None else {}
     task = pb.Task(
@@ -133,6 +136,7 @@ def encode_task_header(
         aggregated_round=aggregated_round,
         tensors_digest=tensors.digest,
         client_steps=list(client_steps),
+        seed=seed,
     )
     return pb.TaskMessage(task=task).SerializeToString()
 
@@ -163,6 +167,7 @@ class ReceivedTask:
         aggregated_round: the last round whose update from this client was aggregated.
         client_steps: the names of the client steps to run around training, outermost
             first (fits).
+        seed: the client's own training seed for the round (fits).
     """
 
     task_id: str
@@ -175,6 +180,7 @@ class ReceivedTask:
     payload: TensorGroups = field(default_factory=dict)
     aggregated_round: int = 0
     client_steps: tuple[str, ...] = ()
+    seed: int = 0
 
 
 def _parse(message_type: type[Any], data: bytes, what: str) -> Any:
@@ -252,6 +258,7 @@ class TaskReader:
             groups,
             int(header.aggregated_round),
             tuple(_check_id(name, "client step name") for name in header.client_steps),
+            int(header.seed),
         )
 
 

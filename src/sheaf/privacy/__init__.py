@@ -37,7 +37,15 @@ from sheaf.privacy.ledger import (
     simulated_client_privacy,
     with_client_privacy,
 )
-from sheaf.privacy.noise import NOISE_SOURCES, NoiseSource, SecureNoise, SeededNoise, secure_uniform, server_noise
+from sheaf.privacy.noise import (
+    NOISE_SOURCES,
+    KeyedNoise,
+    NoiseSource,
+    SecureNoise,
+    SeededNoise,
+    secure_uniform,
+    server_noise,
+)
 from sheaf.privacy.plan import (
     BELOW_CLIP_METRIC,
     CLIP_OPTION,
@@ -64,6 +72,7 @@ __all__ = [
     "PRIVACY_STEPS",
     "BudgetExceeded",
     "ClientPrivacy",
+    "KeyedNoise",
     "NoiseSource",
     "PrivacyLedger",
     "PrivacyPlan",

@@ -195,7 +195,7 @@ def private_mean(plan: PrivacyPlan) -> AggregateStep[PrivateMeanState]:
         if plan.mode == "local":
             denominator = float(max(arrived, 1))
         else:
-            noise = server_noise(plan.noise, ctx.seed, ctx.round)
+            noise = server_noise(plan.noise, ctx.seed, ctx.round, key=plan.noise_key)
             for total in totals.values():
                 total += noise.normal(total.shape, z_update * clip)
             denominator = m

@@ -102,6 +102,7 @@ def assemble(
     deployed: bool = False,
     num_classes: int = 0,
     weight_caps: Mapping[int, int] | None = None,
+    secret: bytes = b"",
 ) -> RunParts:
     """Assemble a run's parts from its config (see the module docstring).
 
@@ -114,6 +115,7 @@ def assemble(
             keep its own privacy ledger, no simulated attack or client settings.
         num_classes: classes of the labels (a simulated ``label_flip`` attack needs them).
         weight_caps: a deployment's per-client declared maxima of examples.
+        secret: a deployed server's run secret: its noise for a round is keyed by it.
 
     Raises:
         SheafError: on any setting that does not fit (one clear message).
@@ -124,7 +126,8 @@ def assemble(
     meta: dict[str, Any] = {"population": population, "threads": config.threads}
     runs = task
     if deployed:
-        plan = deployed_privacy_plan(config, population)  # secure noise; clients keep their own ledgers
+        # Secure noise, keyed by the run secret and the round; clients keep their own ledgers.
+        plan = deployed_privacy_plan(config, population, noise_key=secret)
     else:
         runs = attack_task(task, config.attack, population, num_classes, config.seed, size)
         plan = privacy_plan(config, population)

@@ -43,9 +43,16 @@ def fit_instructions(
     options: Mapping[str, Scalar] | None = None,
     payload: TensorGroups | None = None,
     client_state: TensorGroups | None = None,
+    *,
+    seed: int | None = None,
 ) -> FitInstructions:
-    """The instructions for one client in one round, with its own derived seed."""
-    seed = seed_for(run_seed, Purpose.FIT, round=round, client=client_id)
+    """The instructions for one client in one round, with its own derived seed.
+
+    ``seed``, if given, is that seed already derived (a deployed client is sent its own
+    seed for each round, never the run seed); otherwise it is derived from ``run_seed``.
+    """
+    if seed is None:
+        seed = seed_for(run_seed, Purpose.FIT, round=round, client=client_id)
     return FitInstructions(
         round, client_id, train, seed, dict(options or {}), dict(payload or {}), dict(client_state or {})
     )
@@ -63,11 +70,13 @@ def fit_client(
     payload: TensorGroups | None = None,
     client_state: TensorGroups | None = None,
     steps: Sequence[ClientStep] = (),
+    seed: int | None = None,
 ) -> tuple[Update, TensorGroups | None]:
     """Train one client; return its update (delta from ``params``) and its new state.
 
     The client ``steps`` (e.g. SCAFFOLD's client half) run around ``task.fit``, the first
-    outermost (:mod:`sheaf.task.client_steps`).
+    outermost (:mod:`sheaf.task.client_steps`). ``seed`` is the client's training seed for
+    the round if it was derived elsewhere (:func:`fit_instructions`).
 
     Returns:
         The update to send, and the client's new persistent state (None: unchanged).
@@ -75,7 +84,7 @@ def fit_client(
     Raises:
         ClientFailure: if the task raised, or returned params that do not match.
     """
-    instructions = fit_instructions(run_seed, round, data.client_id, train, options, payload, client_state)
+    instructions = fit_instructions(run_seed, round, data.client_id, train, options, payload, client_state, seed=seed)
     try:
         result = fit_with_steps(task, data, params, instructions, steps)
         metrics = validate_metrics(result.metrics, source=f"client {data.client_id} fit metrics")
