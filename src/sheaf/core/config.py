@@ -203,11 +203,17 @@ class EvalConfig:
         max_clients: federated evaluation uses at most this many clients: a fixed sample,
             drawn once from the run seed, of the clients with a local test split (0: all).
             Keeps evaluation bounded in federations of a million clients.
+        monitor: if > 0, rounds evaluate the global model on a fixed subset of this many
+            evenly spaced rows of the central test set (``RoundRecord.monitor``), to watch
+            progress cheaply, and the whole central test set only after the last round
+            (``RoundRecord.central``, the figure every headline shows); 0: the whole set
+            every round.
     """
 
     interval: int = 5
     federated: bool | str = "auto"
     max_clients: int = 10_000
+    monitor: int = 0
 
     def __post_init__(self) -> None:
         _check(self.interval >= 1, "evaluation.interval", ">= 1", self.interval)
@@ -218,6 +224,9 @@ class EvalConfig:
             self.federated,
         )
         _check(self.max_clients >= 0, "evaluation.max_clients", ">= 0 (0: all clients)", self.max_clients)
+        _check(
+            self.monitor >= 0, "evaluation.monitor", ">= 0 (0: the whole central test set every round)", self.monitor
+        )
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from sheaf.data.dataset import Federation
 from sheaf.evaluation.history import History
 from sheaf.run.assemble import assemble, open_or_create_store
 from sheaf.run.loop import Federated, RoundListener, run_rounds
+from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
 from sheaf.task.base import Task
 from sheaf.task.factory import build_task
@@ -111,6 +112,15 @@ def _run_path(config: RunConfig) -> Path:
     return path
 
 
+def _mark_interrupted(store: RunStore) -> None:
+    """Say in the store that the run stopped early (Ctrl-C, an error), if the store still can."""
+    try:
+        if store.meta.get("status") != "finished":
+            store.set_meta("status", "interrupted")
+    except Exception:  # the store itself may be what failed; the original error matters more
+        pass
+
+
 def simulate(
     config: RunConfig | str | Path | None = None,
     *,
@@ -161,6 +171,9 @@ def simulate(
     path = _run_path(cfg)
     store = open_or_create_store(path, cfg, parts.initial, parts.strategy.init(parts.initial), meta)
     env = SimulationEnv(parts.task, fed, cfg.seed, cfg.threads, cfg.engine, parts.cohort, parts.client_steps)
+    told = getattr(listener, "on_store", None)  # optional: where the run is stored
+    if callable(told):
+        told(path)
     try:
         runner.start(env)
         try:
@@ -174,6 +187,9 @@ def simulate(
         finally:
             runner.close()
         store.set_meta("status", "finished")
+    except BaseException:
+        _mark_interrupted(store)
+        raise
     finally:
         store.close()
     return SimulationResult(cfg, history, params, path, time.perf_counter() - started, used)

@@ -27,6 +27,7 @@ from sheaf.task.client_steps import (
     steps_by_name,
 )
 from sheaf.task.factory import build_task, load_task
+from sheaf.task.metric_log import collecting, log_metrics
 
 if TYPE_CHECKING:
     from sheaf.task import optim
@@ -67,11 +68,13 @@ __all__ = [
     "build_task",
     "char_lstm",
     "cnn",
+    "collecting",
     "evaluate_client",
     "fit_client",
     "fit_instructions",
     "fit_with_steps",
     "load_task",
+    "log_metrics",
     "logistic_regression",
     "malicious_clients",
     "malicious_in_round",
