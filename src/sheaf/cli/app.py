@@ -212,4 +212,4 @@ def show_config(config: ConfigArg = None, overrides: SetOpt = None) -> None:
 
 # The deployment commands (server, client, keys, status) register themselves on ``app`` when
 # imported; last, so that help lists them after the commands above.
-from sheaf.cli import _deploy  # noqa: E402, F401
+from sheaf.cli import _deploy, _runs  # noqa: E402, F401

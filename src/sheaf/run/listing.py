@@ -29,7 +29,7 @@ from sheaf.evaluation.history import History
 from sheaf.run.liveness import RunState, run_state
 from sheaf.run.store import RunStore
 
-__all__ = ["RunSummary", "list_runs", "run_name", "summarize_run"]
+__all__ = ["RunSummary", "list_runs", "run_name", "summarize", "summarize_run"]
 
 
 def _number(value: Any) -> float | None:

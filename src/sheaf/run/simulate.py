@@ -24,6 +24,7 @@ from sheaf.core.config import RunConfig, apply_overrides, load_config
 from sheaf.core.params import Params
 from sheaf.data.catalog import build_federation
 from sheaf.data.dataset import Federation
+from sheaf.data.summary import client_data
 from sheaf.evaluation.history import History
 from sheaf.run.assemble import assemble, open_or_create_store
 from sheaf.run.loop import Federated, RoundListener, run_rounds
@@ -168,6 +169,9 @@ def simulate(
     }
     if fed.preprocessing:
         meta["preprocessing"] = dict(fed.preprocessing)  # the (fitted) pipeline, JSON
+    described = client_data(fed)
+    if described is not None:  # each client's rows and labels, for the report and dashboard
+        meta["client_data"] = described
     path = _run_path(cfg)
     store = open_or_create_store(path, cfg, parts.initial, parts.strategy.init(parts.initial), meta)
     env = SimulationEnv(parts.task, fed, cfg.seed, cfg.threads, cfg.engine, parts.cohort, parts.client_steps)
