@@ -242,11 +242,12 @@
     for (const [i, key] of ownMetrics(rounds).entries()) {
       const [section, name] = [key.slice(0, key.indexOf(":")), key.slice(key.indexOf(":") + 1)];
       const id = "own-" + i;
+      const addOwn = (cid, title) => { const box = add(cid, title); box.dataset.metric = key; return box; };
       if (section === "federated") {
-        makeChart(id, add(id, "clients' " + name), [line("mean", 1), line("worst 10%", 4)],
+        makeChart(id, addOwn(id, "clients' " + name), [line("mean", 1), line("worst 10%", 4)],
           [x, series(rounds, (r) => fed(r, name, "mean")), series(rounds, (r) => fed(r, name, "p10"))]);
       } else {
-        makeChart(id, add(id, section + " " + name), [line(name, i + 2)], [x, series(rounds, (r) => (r[section] || {})[name])]);
+        makeChart(id, addOwn(id, section + " " + name), [line(name, i + 2)], [x, series(rounds, (r) => (r[section] || {})[name])]);
       }
     }
   }
