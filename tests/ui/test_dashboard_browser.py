@@ -192,8 +192,9 @@ def test_a_private_run_shows_epsilon_by_round_and_accuracy_against_epsilon(
     open_run(page, board, "private")
 
     assert same(chart_data(page, "epsilon")[1], [r.privacy["epsilon"] for r in records])
-    x, y = chart_data(page, "acc_vs_eps")
-    assert same(x, sorted(r.privacy["epsilon"] for r in records))
+    epsilon, accuracy = chart_data(page, "acc_vs_eps")
+    assert same(epsilon, sorted(r.privacy["epsilon"] for r in records))
+    assert same(accuracy, [r.central["accuracy"] for r in sorted(records, key=lambda r: r.privacy["epsilon"])])
     assert drawn(page, "epsilon") > 500 and drawn(page, "acc_vs_eps") > 500
     assert page.locator("#card-epsilon").inner_text().endswith(f"{records[-1].privacy['epsilon']:.3g}")
     page.screenshot(path=str(shots / "private.png"), full_page=True)

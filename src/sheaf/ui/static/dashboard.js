@@ -314,9 +314,8 @@
     const cards = [
       card("rounds", s.rounds_done + " / " + s.rounds_planned, "card-rounds"),
       card("central accuracy" + (isNum(s.central_accuracy) ? "" : " (monitor)"), fmt(isNum(s.central_accuracy) ? s.central_accuracy : (last.monitor || {}).accuracy), "card-central"),
-      card("clients' worst 10%", fmt(fa.p10), "card-worst"),
-      card("Jain's index", fmt(fa.jain, 3), "card-jain"),
     ];
+    if (!run.private) cards.push(card("clients' worst 10%", fmt(fa.p10), "card-worst"), card("Jain's index", fmt(fa.jain, 3), "card-jain"));
     if (run.private) cards.push(card("ε spent (δ " + ((last.privacy || {}).delta ?? "–") + ")", fmtEps(s.epsilon), "card-epsilon"));
     cards.push(card("wall time", fmtTime(s.wall_seconds), "card-wall"));
     const settings = s.settings || {};
