@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("uvicorn", reason="the dashboard's extra is not installed: pip install 'sheaf[ui]'")
 
-from sheaf.core.errors import ConfigError  # noqa: E402
-from sheaf.ui.access import COOKIE, check_bind, is_loopback  # noqa: E402
-from sheaf.ui.server import Dashboard  # noqa: E402
+from sheaf.core.errors import ConfigError
+from sheaf.ui.access import COOKIE, check_bind, is_loopback
+from sheaf.ui.server import Dashboard
 
 TOKEN = "a-long-enough-token-0123456789"
 
