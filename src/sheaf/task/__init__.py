@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         model_factory,
     )
     from sheaf.task.torch_task import MetricFn, OptimizerFn, TorchTask, TrainFn, accuracy
+from sheaf.task.metric_log import with_logged
 
 __all__ = [
     "GRADIENT_CORRECTION",
@@ -87,6 +88,7 @@ __all__ = [
     "resolve_steps",
     "step_names",
     "steps_by_name",
+    "with_logged",
 ]
 
 _LAZY = {

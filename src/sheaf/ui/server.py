@@ -25,7 +25,7 @@ from sheaf.core.errors import SheafError
 from sheaf.ui.access import check_bind
 from sheaf.ui.app import create_app
 
-__all__ = ["Dashboard", "dashboard_url", "serve"]
+__all__ = ["Dashboard", "dashboard_url", "free_port", "serve"]
 
 
 def _config(folder: str | Path, host: str, port: int, token: str, refresh: float) -> uvicorn.Config:
