@@ -171,7 +171,9 @@ class ProgressListener(StoreListener):
 def narrow_table(title: str = "", **kwargs: Any) -> Table:
     """A table that stays readable at 80 columns: light rules, one space between columns, and
     (with :func:`add_columns`) cells that wrap — never cut off with an ellipsis."""
-    return Table(title=title or None, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), **kwargs)
+    return Table(
+        title=title or None, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), caption_justify="left", **kwargs
+    )
 
 
 def add_columns(table: Table, *names: str, right: bool = True, first_left: bool = True) -> None:

@@ -176,11 +176,12 @@ def check(
     import pandas as pd
 
     from sheaf.core.errors import DataError
-    from sheaf.data.catalog import load_dataset
+    from sheaf.data.catalog import dataset_spec, load_dataset
 
     with clear_errors():
         cfg = load_cli_config(config, overrides)
         raw = load_dataset(cfg.data.dataset)
+        spec = dataset_spec(cfg.data.dataset)
         if raw.preprocessor is None:
             raise DataError(f"dataset {cfg.data.dataset!r} has no tabular schema to check a file against")
         try:
@@ -191,7 +192,14 @@ def check(
             raise DataError(f"data file {str(data)!r} is not a readable CSV file: {exc}") from None
         schema = raw.preprocessor.schema
         schema.check(frame, who=str(data))
-    typer.echo(f"ok: {data}: {len(frame)} rows match the {cfg.data.dataset} schema ({len(schema.columns)} columns)")
+        if spec is not None and spec.from_table is not None:
+            try:  # the labels too, as the client's loader reads them
+                spec.from_table(frame)
+            except DataError as exc:
+                raise DataError(f"{data}: {exc}") from None
+    typer.echo(
+        f"ok: {data}: {len(frame)} rows match the {cfg.data.dataset} schema ({len(schema.columns)} columns and the label)"
+    )
 
 
 @app.command("config")

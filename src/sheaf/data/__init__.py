@@ -30,6 +30,7 @@ from sheaf.data.dataset import (
     Federation,
     Split,
 )
+from sheaf.data.dtypes import conform_features, conform_federation, conform_labels, conform_split
 from sheaf.data.encoders import (
     OneHot,
     Ordinal,
@@ -170,6 +171,10 @@ __all__ = [
     "client_frames",
     "client_label",
     "compute_stats",
+    "conform_features",
+    "conform_federation",
+    "conform_labels",
+    "conform_split",
     "dataset_defaults",
     "dataset_info",
     "dataset_spec",

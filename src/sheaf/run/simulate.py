@@ -24,6 +24,7 @@ from sheaf.core.config import RunConfig, apply_overrides, load_config
 from sheaf.core.params import Params
 from sheaf.data.catalog import build_federation, dataset_defaults
 from sheaf.data.dataset import Federation
+from sheaf.data.dtypes import conform_federation
 from sheaf.data.summary import client_data
 from sheaf.evaluation.history import History
 from sheaf.run.assemble import assemble, open_or_create_store
@@ -174,6 +175,7 @@ def simulate(
     cfg = resolve_config(config, overrides)
     runner = backend if backend is not None else build_backend(cfg.backend)
     fed = federation if federation is not None else build_federation(cfg.data, cfg.seed)
+    fed = conform_federation(fed)  # float32 features, int64 labels: cast if safe, else one line now
     user_task = task if task is not None else build_task(cfg, fed.info)
     parts = assemble(
         cfg, population=fed.num_clients, task=user_task, strategy=strategy, num_classes=fed.info.num_classes
