@@ -172,7 +172,7 @@ def narrow_table(title: str = "", **kwargs: Any) -> Table:
     """A table that stays readable at 80 columns: light rules, one space between columns, and
     (with :func:`add_columns`) cells that wrap — never cut off with an ellipsis."""
     return Table(
-        title=title or None, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), caption_justify="left", **kwargs
+        title=title or None, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), caption_justify="left", **kwargs
     )
 
 
@@ -192,11 +192,13 @@ def rounds_table(history: History) -> Table:
     if personal:
         columns += ["pers", "pers p10"]
     if private:
-        columns.append("ε")
+        columns.append("ε spent")
     add_columns(table, *columns)
+    digits = 3 if (personal or private) else 4  # so that every column fits in 80 unbroken
     last = history.rounds_completed
     skipped = sum(1 for r in history if not r.aggregated)
     monitored = False
+    rows: list[list[str]] = []
     for r in history:
         if not r.federated and r.round != last:
             continue
@@ -207,20 +209,24 @@ def rounds_table(history: History) -> Table:
             central, mark, monitored = r.monitor, "*", True
         cells = [
             str(r.round),
-            _num(central.get("accuracy")) + mark,
-            _num(central.get("loss")) + mark,
-            _num(acc.get("mean")),
-            _num(acc.get("p10")),
-            _num(acc.get("min")),
-            _num(acc.get("jain")),
+            _num(central.get("accuracy"), digits) + mark,
+            _num(central.get("loss"), digits) + mark,
+            _num(acc.get("mean"), digits),
+            _num(acc.get("p10"), digits),
+            _num(acc.get("min"), digits),
+            _num(acc.get("jain"), digits),
             f"{r.completed}/{r.failed}",
         ]
         if personal:
             tuned = r.federated.get("personalized_accuracy", {})
-            cells += [_num(tuned.get("mean")), _num(tuned.get("p10"))]
+            cells += [_num(tuned.get("mean"), digits), _num(tuned.get("p10"), digits)]
         if private:
             epsilon = r.privacy.get("epsilon")
             cells.append("-" if epsilon is None else f"{epsilon:.3g}")
+        rows.append(cells)
+    for i, column in enumerate(table.columns):  # numbers never break: headers wrap instead
+        column.min_width = max((len(row[i]) for row in rows), default=1)
+    for cells in rows:
         table.add_row(*cells)
     notes = [
         "acc, loss: central test set; mean, p10 (worst 10%), min, jain: clients' accuracy; "
@@ -229,7 +235,7 @@ def rounds_table(history: History) -> Table:
     if personal:
         notes.append("pers: personalised accuracy (mean, worst 10%)")
     if private:
-        notes.append("ε: privacy spent so far")
+        notes.append("ε spent: the privacy spent so far")
     if monitored:
         notes.append("*: on the monitoring subset (evaluation.monitor), not the whole test set")
     if skipped:
