@@ -73,6 +73,7 @@ from sheaf.data.rdata import (
 from sheaf.data.schema import (
     SchemaProblem,
     TabularSchema,
+    label_problems,
     validate_frame,
 )
 from sheaf.data.shakespeare import (
@@ -182,6 +183,7 @@ __all__ = [
     "fit_federated",
     "heart_from_frame",
     "histogram_edges",
+    "label_problems",
     "load_chem97",
     "load_dataset",
     "load_digits",
