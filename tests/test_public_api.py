@@ -20,6 +20,7 @@ PACKAGES = [
     "sheaf.run",
     "sheaf.privacy",
     "sheaf.deploy",
+    "sheaf.ui",
     "sheaf.cli",
 ]
 

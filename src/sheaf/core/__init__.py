@@ -17,7 +17,9 @@ from sheaf.core.config import (
     StrategyConfig,
     TrainConfig,
     apply_overrides,
+    chosen_dataset,
     load_config,
+    merge_settings,
 )
 from sheaf.core.errors import (
     AggregationError,
@@ -37,6 +39,7 @@ from sheaf.core.params import Array, Params, ParamSpec
 from sheaf.core.rng import Purpose, counter_uniforms, seed_for, seeds_for, stream
 from sheaf.core.sampling import cohort_size, sample_cohort, secret_cohort
 from sheaf.core.tensor import ALLOWED_DTYPES, array_from_record, array_to_record
+from sheaf.core.toml import dumps, toml_value
 from sheaf.core.tree import decode_tree, encode_tree
 from sheaf.core.update import MAX_EXAMPLES, Metrics, Scalar, TensorGroups, Update, check_update, validate_metrics
 
@@ -88,17 +91,21 @@ __all__ = [
     "array_from_record",
     "array_to_record",
     "check_update",
+    "chosen_dataset",
     "cohort_size",
     "counter_uniforms",
     "decode_tree",
+    "dumps",
     "encode_tree",
     "keyed_stream",
     "load_config",
+    "merge_settings",
     "new_secret",
     "sample_cohort",
     "secret_cohort",
     "seed_for",
     "seeds_for",
     "stream",
+    "toml_value",
     "validate_metrics",
 ]

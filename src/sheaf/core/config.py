@@ -24,7 +24,7 @@ import difflib
 import tomllib
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,7 +48,9 @@ __all__ = [
     "StrategyConfig",
     "TrainConfig",
     "apply_overrides",
+    "chosen_dataset",
     "load_config",
+    "merge_settings",
 ]
 
 
@@ -203,11 +205,17 @@ class EvalConfig:
         max_clients: federated evaluation uses at most this many clients: a fixed sample,
             drawn once from the run seed, of the clients with a local test split (0: all).
             Keeps evaluation bounded in federations of a million clients.
+        monitor: if > 0, rounds evaluate the global model on a fixed subset of this many
+            evenly spaced rows of the central test set (``RoundRecord.monitor``), to watch
+            progress cheaply, and the whole central test set only after the last round
+            (``RoundRecord.central``, the figure every headline shows); 0: the whole set
+            every round.
     """
 
     interval: int = 5
     federated: bool | str = "auto"
     max_clients: int = 10_000
+    monitor: int = 0
 
     def __post_init__(self) -> None:
         _check(self.interval >= 1, "evaluation.interval", ">= 1", self.interval)
@@ -218,6 +226,9 @@ class EvalConfig:
             self.federated,
         )
         _check(self.max_clients >= 0, "evaluation.max_clients", ">= 0 (0: all clients)", self.max_clients)
+        _check(
+            self.monitor >= 0, "evaluation.monitor", ">= 0 (0: the whole central test set every round)", self.monitor
+        )
 
 
 @dataclass(frozen=True)
@@ -655,12 +666,45 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+def merge_settings(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top``'s settings over ``base``'s, section by section (a new nested dict).
+
+    Example:
+        >>> merge_settings({"rounds": 50, "train": {"lr": 0.01, "epochs": 1}}, {"train": {"lr": 0.1}})
+        {'rounds': 50, 'train': {'lr': 0.1, 'epochs': 1}}
+    """
+    out: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in base.items()}
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = dict(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def chosen_dataset(raw: Mapping[str, Any]) -> str:
+    """The dataset a nested config mapping names (the default one if it names none)."""
+    data = raw.get("data")
+    name = data.get("dataset") if isinstance(data, Mapping) else None
+    return name if isinstance(name, str) else DataConfig.dataset
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    defaults: Callable[[str], Mapping[str, Any]] | None = None,
+) -> RunConfig:
     """Load a config from a TOML file (or the defaults) and apply overrides.
+
+    Settings come, lowest first, from :class:`RunConfig`'s defaults, the chosen dataset's
+    own defaults (``defaults(dataset)``, e.g. heart's smaller model and learning rate), the
+    file, and the overrides: whatever the user sets wins.
 
     Args:
         path: a TOML file, or None for the defaults (the quickstart).
         overrides: ``key=value`` strings, applied in order.
+        defaults: the dataset's recommended settings, by dataset name (None: none).
 
     Raises:
         ConfigError: if the file is missing or not valid TOML, or any setting is invalid.
@@ -674,4 +718,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise ConfigError(f"config file {str(file)!r} not found; pass a path to an existing TOML file") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {str(file)!r} is not valid TOML: {exc}") from None
-    return RunConfig.from_dict(apply_overrides(raw, overrides))
+    chosen = apply_overrides(raw, overrides)
+    if defaults is not None:
+        chosen = merge_settings(defaults(chosen_dataset(chosen)), chosen)
+    return RunConfig.from_dict(chosen)

@@ -47,6 +47,7 @@ from sheaf.privacy.aggregation import with_privacy
 from sheaf.privacy.client_steps import PRIVACY_STEPS
 from sheaf.privacy.ledger import simulated_client_privacy
 from sheaf.privacy.plan import EVALUATION_OFF, PrivacyPlan, deployed_privacy_plan, privacy_plan
+from sheaf.run.liveness import writer_identity
 from sheaf.run.personalize import FINETUNE_EVALUATE, personalized_evaluation_steps, wants_personalization
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
@@ -190,11 +191,15 @@ def open_or_create_store(
 ) -> RunStore:
     """Open the run at ``path`` to resume it (same config), or create it with round 0.
 
+    Either way the store records who writes it now (:func:`~sheaf.run.liveness.writer_identity`),
+    so that readers can tell a running run from one whose writer died; a resumed run that
+    had not finished is marked running again.
+
     Raises:
         StoreError: if a run exists there with a different config.
     """
     if not path.exists():
-        return RunStore.create(path, config.to_dict(), params, state, meta)
+        return RunStore.create(path, config.to_dict(), params, state, {**meta, "writer": writer_identity()})
     store = RunStore.open(path)
     stored = store.config
     if stored != config.to_dict():
@@ -204,4 +209,7 @@ def open_or_create_store(
             f"run {str(path)!r} exists with a different config (differs in: {', '.join(changed)}); "
             "choose another run name or delete the file"
         )
+    store.set_meta("writer", writer_identity())
+    if store.meta.get("status") != "finished":
+        store.set_meta("status", "running")
     return store

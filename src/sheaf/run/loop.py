@@ -26,7 +26,8 @@ Per round:
    would release it —, its updates are bounded by nothing learnt from earlier rounds' raw
    updates, an aggregate refused after it was computed is still charged (its state moves
    on, the model does not), and the privacy spent is recorded with every round;
-5. evaluate the new model centrally (if there is a central test set), and on the
+5. evaluate the new model centrally (if there is a central test set: every round, or on a
+   fixed subset every round and the whole set after the last, ``evaluation.monitor``), and on the
    clients' local test splits every ``evaluation.interval`` rounds and after the last (at
    most ``evaluation.max_clients`` clients: a fixed sample drawn once from the seed; with
    personalised models beside the global one when asked, :mod:`sheaf.run.personalize`) —
@@ -54,7 +55,7 @@ from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, stream
 from sheaf.core.sampling import cohort_size
 from sheaf.core.update import TensorGroups, Update
-from sheaf.data.dataset import Federation
+from sheaf.data.dataset import Federation, Split
 from sheaf.evaluation.fairness import summarize
 from sheaf.evaluation.history import ClientRecord, History, RoundRecord
 from sheaf.privacy.aggregation import PRIVACY
@@ -63,8 +64,9 @@ from sheaf.run.population import Population
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import RoundContext, Strategy, StrategyState, WeightedSum
 from sheaf.task.base import Task
+from sheaf.task.metric_log import collecting, with_logged
 
-__all__ = ["Federated", "RoundListener", "run_rounds"]
+__all__ = ["Federated", "RoundListener", "monitor_split", "run_rounds"]
 
 
 class RoundListener(Protocol):
@@ -107,6 +109,25 @@ def _weighted(records: Sequence[ClientRecord], metric: str) -> float:
     values = [(r.metrics[metric], r.num_examples) for r in records if metric in r.metrics]
     weight = sum(n for _, n in values)
     return float(sum(v * n for v, n in values) / weight) if weight else float("nan")
+
+
+#: Fit metrics of the standard training loop that ``RoundRecord.fit`` does not repeat.
+_BUILT_IN = frozenset({"train_loss", "steps"})
+
+
+def _own_metrics(records: Sequence[ClientRecord], rule: UpdateRule) -> list[str]:
+    """The fit metrics a task reported or logged itself: not the standard loop's, and none a
+    strategy step reads for its server half (e.g. DP's below-clip bit, released only noised)."""
+    read = {m.name for m in rule.metrics}
+    names = {name for r in records for name in r.metrics}
+    return sorted(names - _BUILT_IN - read)
+
+
+def _central(task: Task, params: Params, split: Split) -> dict[str, float]:
+    """The server's own evaluation of ``params`` on ``split``, with whatever the task logs there."""
+    with collecting() as logged:
+        result = task.evaluate(params, split)
+    return {"loss": result.loss, **with_logged(result.metrics, logged)}
 
 
 def _population(parts: Federated) -> Population:
@@ -202,6 +223,21 @@ def _merged(summed: ExactSum, updates: Sequence[Update], like: Params) -> Weight
     return WeightedSum.from_exact(total)
 
 
+def monitor_split(test: Split | None, rows: int) -> Split | None:
+    """The fixed subset of ``rows`` evenly spaced rows of the central test set that rounds
+    are watched on (``evaluation.monitor``), or None to evaluate the whole set every round.
+
+    Example:
+        >>> test = Split(np.arange(10.0).reshape(10, 1), np.arange(10) % 2)
+        >>> monitor_split(test, 4).x.ravel().tolist(), monitor_split(test, 0), monitor_split(test, 10)
+        ([0.0, 3.0, 6.0, 9.0], None, None)
+    """
+    if test is None or rows <= 0 or rows >= len(test):
+        return None
+    keep = np.unique(np.linspace(0, len(test) - 1, rows).round().astype(np.int64))
+    return Split(test.x[keep], test.y[keep])
+
+
 class _Skipped(NamedTuple):
     """A round that is not served: why, and the strategy state to keep."""
 
@@ -254,6 +290,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
     # single update: neither the strategy's steps nor its acceptance rule.
     strategy = parts.strategy
     reduce = not strategy.reads_updates
+    monitor = monitor_split(clients_of_run.central_test, config.evaluation.monitor)
     if listener is not None:
         listener.on_start(config, store.last_round + 1, size, population)
 
@@ -295,6 +332,8 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             "" if aggregated else f"{succeeded} updates, fewer than strategy.min_clients={config.strategy.min_clients}"
         )
         fit: dict[str, float] = {"train_loss": _weighted(clients, "train_loss")}
+        # What the task reports or logs itself (sheaf.task.log_metrics), as a weighted mean per round.
+        fit.update({name: _weighted(clients, name) for name in _own_metrics(clients, strategy.update_rule)})
         median = _median_norm(updates, outcome.reports)
         if math.isfinite(median):  # what the next round's relative norm bound starts from
             fit["update_norm_median"] = median
@@ -312,9 +351,12 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
                 new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
 
         central_metrics: Mapping[str, float] = {}
+        monitor_metrics: Mapping[str, float] = {}
         if clients_of_run.central_test is not None:
-            central = parts.task.evaluate(params, clients_of_run.central_test)
-            central_metrics = {"loss": central.loss, **central.metrics}
+            if monitor is not None:
+                monitor_metrics = _central(parts.task, params, monitor)
+            if monitor is None or round == config.rounds:
+                central_metrics = _central(parts.task, params, clients_of_run.central_test)
 
         federated: dict[str, dict[str, float]] = {}
         if config.federated_evaluation and (round % config.evaluation.interval == 0 or round == config.rounds):
@@ -344,6 +386,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             seconds=time.perf_counter() - started,
             note=note,
             privacy=strategy.report(state).get(PRIVACY, {}),
+            monitor=dict(monitor_metrics),
         )
         store.commit_round(
             record, params, state, clients, failures, keep_params=config.keep_params, client_states=new_states

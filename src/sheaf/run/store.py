@@ -183,6 +183,11 @@ class RunStore:
         rows = self._db.execute("SELECT record FROM rounds ORDER BY round").fetchall()
         return History([RoundRecord.from_dict(json.loads(r[0])) for r in rows])
 
+    def finished_times(self) -> list[tuple[int, float]]:
+        """``(round, epoch seconds when it was committed)`` of every committed round, in order."""
+        rows = self._db.execute("SELECT round, finished FROM rounds ORDER BY round").fetchall()
+        return [(int(r), float(t)) for r, t in rows]
+
     def _arrays(self, round: int, owner: str) -> list[tuple[str, Any]]:
         rows = self._db.execute(
             "SELECT name, dtype, shape, data FROM tensors WHERE round = ? AND owner = ? ORDER BY idx",

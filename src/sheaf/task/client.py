@@ -31,6 +31,7 @@ from sheaf.core.update import Scalar, TensorGroups, Update, validate_metrics
 from sheaf.data.dataset import ClientData
 from sheaf.task.base import EvalResult, FitInstructions, Task
 from sheaf.task.client_steps import ClientStep, fit_with_steps
+from sheaf.task.metric_log import collecting, with_logged
 
 __all__ = ["evaluate_client", "fit_client", "fit_instructions"]
 
@@ -86,8 +87,9 @@ def fit_client(
     """
     instructions = fit_instructions(run_seed, round, data.client_id, train, options, payload, client_state, seed=seed)
     try:
-        result = fit_with_steps(task, data, params, instructions, steps)
-        metrics = validate_metrics(result.metrics, source=f"client {data.client_id} fit metrics")
+        with collecting() as logged:
+            result = fit_with_steps(task, data, params, instructions, steps)
+        metrics = validate_metrics(with_logged(result.metrics, logged), source=f"client {data.client_id} fit metrics")
         update = Update.from_params(data.client_id, params, result.params, result.num_examples, metrics, result.extras)
         return update, result.client_state
     except Exception as exc:  # user code: anything may go wrong; report it per client
@@ -105,8 +107,9 @@ def evaluate_client(task: Task, data: ClientData, params: Params) -> EvalResult:
         check = getattr(task, "check_evaluation", None)
         if callable(check):
             check(data.client_id)  # the client's own policy may refuse before anything is computed
-        result = task.evaluate(params, data.test)
-        metrics = validate_metrics(result.metrics, source=f"client {data.client_id} evaluation")
+        with collecting() as logged:
+            result = task.evaluate(params, data.test)
+        metrics = validate_metrics(with_logged(result.metrics, logged), source=f"client {data.client_id} evaluation")
         if math.isinf(result.loss):
             raise ValueError("evaluation loss is infinite")
         return EvalResult(float(result.loss), int(result.num_examples), metrics)
