@@ -19,6 +19,7 @@ PACKAGES = [
     "sheaf.evaluation",
     "sheaf.run",
     "sheaf.privacy",
+    "sheaf.quantize",
     "sheaf.deploy",
     "sheaf.cli",
 ]
