@@ -20,6 +20,7 @@ PACKAGES = [
     "sheaf.run",
     "sheaf.privacy",
     "sheaf.quantize",
+    "sheaf.secagg",
     "sheaf.deploy",
     "sheaf.cli",
 ]
