@@ -11,11 +11,25 @@ integer ring. One concept per module:
 - :mod:`~sheaf.secagg.messages` — the typed messages and their bytes;
 - :mod:`~sheaf.secagg.client` and :mod:`~sheaf.secagg.server` — the two state machines;
 - :mod:`~sheaf.secagg.driver` — the in-process transport, and the exact stand-in;
-- :mod:`~sheaf.secagg.discrete_gaussian` — the exact discrete Gaussian sampler.
+- :mod:`~sheaf.secagg.discrete_gaussian` — the exact discrete Gaussian sampler;
+- :mod:`~sheaf.secagg.accounting` — the distributed discrete Gaussian's privacy, in RDP;
+- :mod:`~sheaf.secagg.plan` — what ``[secagg]`` resolves to for a run;
+- :mod:`~sheaf.secagg.step` — both halves as a strategy step (quantise on the client,
+  unmask the sum on the server), :func:`with_secure_aggregation`;
+- :mod:`~sheaf.secagg.distributed` — distributed DP's mean and its privacy ledger.
 
 See ``docs/secure-aggregation.md``.
 """
 
+from sheaf.secagg.accounting import (
+    ORDERS,
+    DistributedMechanism,
+    calibrate_distributed,
+    epsilon_from_rdp,
+    planned_epsilon,
+    poisson_subsampled_rdp,
+    rounded_sensitivity,
+)
 from sheaf.secagg.client import (
     ClientStage,
     ClientState,
@@ -52,6 +66,7 @@ from sheaf.secagg.discrete_gaussian import (
     discrete_gaussian_pmf,
     discrete_laplace,
 )
+from sheaf.secagg.distributed import DistributedState, distributed_mean
 from sheaf.secagg.driver import ProtocolOutcome, Stage, exact_protocol, run_protocol
 from sheaf.secagg.messages import (
     AdvertiseKeys,
@@ -69,6 +84,7 @@ from sheaf.secagg.messages import (
     decode_message,
     encode_message,
 )
+from sheaf.secagg.plan import SecAggPlan, max_inputs_for, secagg_plan
 from sheaf.secagg.server import ServerStage, ServerState, server_close, server_receive, start_server
 from sheaf.secagg.setup import GRAPH_FAILURE, INSTANCE_BYTES, ProtocolSetup, degree_for, protocol_setup
 from sheaf.secagg.shamir import (
@@ -80,14 +96,30 @@ from sheaf.secagg.shamir import (
     secret_to_bytes,
     split,
 )
+from sheaf.secagg.step import (
+    INPUT_GROUP,
+    ROTATION_OPTION,
+    SECAGG_ENCODE,
+    SECURE_AGGREGATION,
+    SecureState,
+    round_seeds,
+    secure_aggregate,
+    simulated_dropouts,
+    with_secure_aggregation,
+)
 
 __all__ = [
     "GRAPH_FAILURE",
+    "INPUT_GROUP",
     "INSTANCE_BYTES",
     "KEY_BYTES",
     "MAX_VARIANCE",
     "NONCE_BYTES",
+    "ORDERS",
     "PRIME",
+    "ROTATION_OPTION",
+    "SECAGG_ENCODE",
+    "SECURE_AGGREGATION",
     "SHARE_BYTES",
     "SIGNATURE_BYTES",
     "TAG_BYTES",
@@ -97,12 +129,16 @@ __all__ = [
     "ClientState",
     "ConsistencyRequest",
     "ConsistencySignature",
+    "DistributedMechanism",
+    "DistributedState",
     "EncryptedShare",
     "ForwardedShares",
     "MaskedInput",
     "PeerKeys",
     "ProtocolOutcome",
     "ProtocolSetup",
+    "SecAggPlan",
+    "SecureState",
     "ServerMessage",
     "ServerStage",
     "ServerState",
@@ -112,6 +148,7 @@ __all__ = [
     "UnmaskShares",
     "agree",
     "bernoulli_exp",
+    "calibrate_distributed",
     "client_step",
     "combine",
     "consistency_message",
@@ -121,7 +158,9 @@ __all__ = [
     "discrete_gaussian",
     "discrete_gaussian_pmf",
     "discrete_laplace",
+    "distributed_mean",
     "encode_message",
+    "epsilon_from_rdp",
     "exact_protocol",
     "expand_mask",
     "generate_keypair",
@@ -129,22 +168,31 @@ __all__ = [
     "keystream",
     "lagrange_at_zero",
     "load_private",
+    "max_inputs_for",
     "open_sealed",
     "pair_context",
     "pairwise_seed",
+    "planned_epsilon",
+    "poisson_subsampled_rdp",
     "private_bytes",
     "protocol_setup",
     "public_key_of",
+    "round_seeds",
+    "rounded_sensitivity",
     "run_protocol",
     "seal",
+    "secagg_plan",
     "secret_from_bytes",
     "secret_to_bytes",
+    "secure_aggregate",
     "server_close",
     "server_receive",
     "share_key",
     "sign",
+    "simulated_dropouts",
     "split",
     "start_client",
     "start_server",
     "verify",
+    "with_secure_aggregation",
 ]
