@@ -55,6 +55,7 @@ from sheaf.privacy.aggregation import PRIVACY
 from sheaf.run.personalize import personalized_evaluation, wants_personalization
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
+from sheaf.secagg.step import SECURE_AGGREGATION
 from sheaf.strategies.base import RoundContext, Strategy, StrategyState, WeightedSum
 from sheaf.task.base import Task
 
@@ -287,6 +288,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             else:
                 params, state, agg_metrics = result
                 fit.update(agg_metrics)
+                fit.update(strategy.report(state).get(SECURE_AGGREGATION, {}))  # who the secure sum held
                 # A client's state moves on only if its update was used.
                 new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
 
