@@ -38,8 +38,6 @@ import numpy.typing as npt
 
 __all__ = ["BitSource", "SecureBits", "SeededBits", "uniform_below", "uniform_unit"]
 
-_TWO_TO_64 = 1 << 64
-
 
 class BitSource(Protocol):
     """Hands out independent, uniformly distributed 64-bit words."""
@@ -68,8 +66,9 @@ class SeededBits:
         self.generator = generator
 
     def words(self, count: int) -> npt.NDArray[np.uint64]:
-        """``count`` words from the generator."""
-        return self.generator.integers(0, _TWO_TO_64, size=count, dtype=np.uint64, endpoint=False)
+        """``count`` words from the generator's bit generator (its raw 64-bit output)."""
+        words: npt.NDArray[np.uint64] = self.generator.bit_generator.random_raw(count)
+        return words
 
 
 def uniform_below(source: BitSource, highs: npt.ArrayLike) -> npt.NDArray[np.int64]:

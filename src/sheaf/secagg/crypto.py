@@ -181,11 +181,17 @@ def verify(public: bytes, signature: bytes, message: bytes) -> None:
         raise SecAggError("a consistency signature does not verify") from None
 
 
+_ZEROS = bytearray()
+
+
 def keystream(seed: bytes, count: int) -> bytes:
     """The first ``count`` bytes of ChaCha20's keystream under key ``seed``, nonce zero."""
+    global _ZEROS
     if len(seed) != KEY_BYTES:
         raise SecAggError(f"a mask seed must be {KEY_BYTES} bytes, got {len(seed)}")
-    return Cipher(algorithms.ChaCha20(seed, bytes(16)), mode=None).encryptor().update(bytes(count))
+    if len(_ZEROS) < count:  # one buffer of zeros to encrypt, grown to the longest mask asked for
+        _ZEROS = bytearray(count)
+    return Cipher(algorithms.ChaCha20(seed, bytes(16)), mode=None).encryptor().update(memoryview(_ZEROS)[:count])
 
 
 def expand_mask(seed: bytes, length: int, *, bits: int) -> npt.NDArray[np.uint32]:

@@ -54,7 +54,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from sheaf.quantize.randomness import BitSource, uniform_below
+from sheaf.quantize.randomness import BitSource
 
 __all__ = ["MAX_VARIANCE", "bernoulli_exp", "discrete_gaussian", "discrete_gaussian_pmf", "discrete_laplace"]
 
@@ -90,31 +90,25 @@ def _bernoulli_exp_scalar(numerator: int, denominator: int, source: BitSource, s
     return k % 2 == 1
 
 
-def _bernoulli_exp_unit(numerators: Ints, denominators: Ints, source: BitSource) -> Bools:
-    """``Bernoulli(exp(-a/b))`` for ``0 <= a <= b`` elementwise (Algorithm 1, γ <= 1)."""
-    k = np.ones(numerators.shape, np.int64)
-    live = np.arange(numerators.size)
-    result = np.zeros(numerators.shape, bool)
-    while live.size:
-        stepping = k[live] <= _MAX_STEPS
-        for index in live[~stepping]:  # astronomically rare: finish in Python integers
-            result[index] = _bernoulli_exp_scalar(
-                int(numerators[index]), int(denominators[index]), source, int(k[index])
-            )
-        live = live[stepping]
-        if not live.size:
-            break
-        success = uniform_below(source, denominators[live] * k[live]) < numerators[live]
-        done = live[~success]
-        result[done] = k[done] % 2 == 1
-        live = live[success]
-        k[live] += 1
-    return result
+def _below(source: BitSource, highs: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """Exactly uniform integers in ``[0, h)`` for bounds ``1 <= h < 2**63`` (trusted, no checks)."""
+    limit = np.uint64(0) - (np.uint64(0) - highs) % highs  # the largest multiple of h below 2**64
+    out = source.words(highs.size)
+    bad = np.flatnonzero((out >= limit) & (limit != 0))
+    while bad.size:  # probability below h / 2**64 per draw
+        out[bad] = source.words(bad.size)
+        bad = bad[(out[bad] >= limit[bad]) & (limit[bad] != 0)]
+    return out % highs
 
 
 def bernoulli_exp(numerators: npt.ArrayLike, denominators: npt.ArrayLike, source: BitSource) -> Bools:
     """``Bernoulli(exp(-a/b))`` elementwise, exactly, for integers ``a >= 0``, ``b >= 1``
     (``b * 256 < 2**63``).
+
+    One loop runs every element's chain of Algorithm 1 trials — ``floor(a/b)`` trials of
+    ``Bernoulli(exp(-1))``, then one of ``Bernoulli(exp(-(a mod b)/b))`` — a draw per
+    element per pass, so the number of NumPy calls grows with the longest chain, not with
+    the number of trials.
 
     Example:
         >>> import numpy as np
@@ -125,22 +119,66 @@ def bernoulli_exp(numerators: npt.ArrayLike, denominators: npt.ArrayLike, source
     """
     a = np.asarray(numerators, dtype=np.int64).ravel()
     b = np.broadcast_to(np.asarray(denominators, dtype=np.int64), a.shape).ravel()
-    whole = a // b
-    alive = np.ones(a.shape, bool)
-    # floor(γ) draws of Bernoulli(exp(-1)) must all succeed.
-    passed = np.zeros(a.shape, np.int64)
-    pending = np.flatnonzero(whole > 0)
-    ones = np.ones(a.shape, np.int64)
-    while pending.size:
-        success = _bernoulli_exp_unit(ones[pending], ones[pending], source)
-        alive[pending[~success]] = False
-        pending = pending[success]
-        passed[pending] += 1
-        pending = pending[passed[pending] < whole[pending]]
+    remaining = a // b  # Bernoulli(exp(-1)) trials still to pass before the fractional one
+    fraction = a - remaining * b
+    k = np.ones(a.shape, np.int64)
     result = np.zeros(a.shape, bool)
-    survivors = np.flatnonzero(alive)
-    result[survivors] = _bernoulli_exp_unit(a[survivors] - whole[survivors] * b[survivors], b[survivors], source)
+    live = np.arange(a.size)
+    while live.size:
+        long = k[live] > _MAX_STEPS
+        for index in live[long]:  # astronomically rare: finish the same chain in Python integers
+            result[index] = _finish_chain(
+                int(remaining[index]), int(fraction[index]), int(b[index]), int(k[index]), source
+            )
+        live = live[~long]
+        if not live.size:
+            break
+        unit = remaining[live] > 0
+        num = np.where(unit, 1, fraction[live])
+        den = np.where(unit, 1, b[live])
+        step = _below(source, (den * k[live]).astype(np.uint64)) < num.astype(np.uint64)
+        k[live[step]] += 1
+        ended = live[~step]
+        passed = k[ended] % 2 == 1
+        was_unit = remaining[ended] > 0
+        result[ended[passed & ~was_unit]] = True
+        going = ended[passed & was_unit]  # a Bernoulli(exp(-1)) trial passed: start the next trial
+        remaining[going] -= 1
+        k[going] = 1
+        live = np.concatenate([live[step], going])
     return result
+
+
+def _finish_chain(remaining: int, fraction: int, denominator: int, k: int, source: BitSource) -> bool:
+    """The rest of one element's chain (see :func:`bernoulli_exp`) from loop step ``k``."""
+    if remaining > 0:
+        if not _bernoulli_exp_scalar(1, 1, source, k):
+            return False
+        return _bernoulli_exp_python((remaining - 1) * denominator + fraction, denominator, source)
+    return _bernoulli_exp_scalar(fraction, denominator, source, k)
+
+
+def _exp_minus_one_successes(count: int, source: BitSource) -> Ints:
+    """For each of ``count`` elements, the successes of ``Bernoulli(exp(-1))`` before its first failure."""
+    successes = np.zeros(count, np.int64)
+    k = np.ones(count, np.int64)
+    live = np.arange(count)
+    while live.size:
+        long = k[live] > _MAX_STEPS
+        for index in live[long]:  # finish in Python integers
+            if _bernoulli_exp_scalar(1, 1, source, int(k[index])):
+                successes[index] += 1
+                while _bernoulli_exp_scalar(1, 1, source):
+                    successes[index] += 1
+        live = live[~long]
+        step = _below(source, k[live].astype(np.uint64)) == 0  # Bernoulli(1/k)
+        k[live[step]] += 1
+        ended = live[~step]
+        passed = ended[k[ended] % 2 == 1]
+        successes[passed] += 1
+        k[passed] = 1
+        live = np.concatenate([live[step], passed])
+    return successes
 
 
 def discrete_laplace(scale: int, count: int, source: BitSource) -> Ints:
@@ -149,20 +187,12 @@ def discrete_laplace(scale: int, count: int, source: BitSource) -> Ints:
     filled = 0
     while filled < count:
         want = count - filled
-        u = uniform_below(source, np.full(want, scale))
-        kept = bernoulli_exp(u, np.full(want, scale), source)
-        u = u[kept]
-        # V: successes of Bernoulli(exp(-1)) before the first failure.
-        v = np.zeros(u.size, np.int64)
-        live = np.arange(u.size)
-        while live.size:
-            success = _bernoulli_exp_unit(np.ones(live.size, np.int64), np.ones(live.size, np.int64), source)
-            live = live[success]
-            v[live] += 1
-        x = u + scale * v
-        negative = uniform_below(source, np.full(x.size, 2)) == 1
-        valid = ~(negative & (x == 0))
-        values = np.where(negative, -x, x)[valid]
+        draws = want + want // 2 + 16  # about 1.6 draws per value survive the two rejections
+        u = _below(source, np.full(draws, scale, np.uint64)).astype(np.int64)
+        u = u[bernoulli_exp(u, np.full(draws, scale, np.int64), source)]
+        x = u + scale * _exp_minus_one_successes(u.size, source)
+        negative = (source.words(x.size) & np.uint64(1)) == 1
+        values = np.where(negative, -x, x)[~(negative & (x == 0))]
         take = min(values.size, want)
         out[filled : filled + take] = values[:take]
         filled += take
@@ -190,11 +220,12 @@ def discrete_gaussian(variance: int, count: int, source: BitSource) -> Ints:
     filled = 0
     while filled < count:
         want = count - filled
-        y = discrete_laplace(t, want, source)
+        draws = 2 * want + 16  # at least about half of the Laplace draws are accepted
+        y = discrete_laplace(t, draws, source)
         magnitude = np.abs(y)
         # γ = (|Y| - σ²/t)² / (2σ²) = (|Y| t - σ²)² / (2 σ² t²)
         near = magnitude <= _MAX_SCALES * t
-        accept = np.zeros(want, bool)
+        accept = np.zeros(draws, bool)
         gap = magnitude[near] * t - sigma2
         accept[near] = bernoulli_exp(gap * gap, np.full(gap.size, 2 * sigma2 * t * t), source)
         for index in np.flatnonzero(~near):  # far tail (P < e^-16 per draw): exact in Python integers
