@@ -7,7 +7,16 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from sheaf.core.errors import SecAggError
-from sheaf.secagg.crypto import agree, derive_key, expand_mask, generate_keypair, keystream, open_sealed, seal
+from sheaf.secagg.crypto import (
+    add_mask,
+    agree,
+    derive_key,
+    expand_mask,
+    generate_keypair,
+    keystream,
+    open_sealed,
+    seal,
+)
 
 
 @pytest.mark.parametrize("bits", [8, 17, 32])
@@ -19,6 +28,16 @@ def test_mask_expansion_is_the_ciphers_keystream_for_that_key_and_nonce(bits: in
     expected = np.frombuffer(stream, "<u4") & np.uint32((1 << bits) - 1 if bits < 32 else 0xFFFFFFFF)
     assert np.array_equal(mask, expected)
     assert keystream(seed, 4000) == stream
+
+
+def test_masks_added_in_place_are_the_expanded_masks() -> None:
+    seed = bytes(range(1, 33))
+    start = np.arange(5000, dtype=np.uint32) * np.uint32(797_003)
+    added, taken = start.copy(), start.copy()
+    add_mask(added, seed)
+    add_mask(taken, seed, subtract=True)
+    assert np.array_equal(added, start + expand_mask(seed, 5000, bits=32))
+    assert np.array_equal(taken, start - expand_mask(seed, 5000, bits=32))
 
 
 def test_mask_expansion_is_not_a_seeded_numpy_generator() -> None:

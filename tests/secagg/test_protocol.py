@@ -197,6 +197,25 @@ def test_a_client_never_reveals_both_shares_of_one_peer() -> None:
     assert nothing is None and "other survivors" in other.reason
 
 
+def test_the_server_never_holds_both_secrets_of_one_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    setup = make_setup(9)
+    outcome_dropped = {2: Stage.INPUT, 6: Stage.INPUT}  # they shared keys, then dropped out
+    seen: list[UnmaskShares] = []
+    original = driver.server_receive
+
+    def spy(state: ServerState, message: ClientMessage) -> ServerState:
+        if isinstance(message, UnmaskShares):
+            seen.append(message)
+        return original(state, message)
+
+    monkeypatch.setattr(driver, "server_receive", spy)
+    outcome = run_protocol(setup, make_inputs(setup), outcome_dropped)
+    assert not outcome.aborted
+    seeds = {p for reply in seen for p, _ in reply.seed_shares}
+    keys = {p for reply in seen for p, _ in reply.key_shares}
+    assert seeds == set(outcome.survivors) and keys == {2, 6} and not seeds & keys
+
+
 def test_the_consistency_check_catches_a_server_that_tells_clients_different_survivors() -> None:
     setup = make_setup(8)
     states, _server, outbox = _run_to_unmasking(setup, set())

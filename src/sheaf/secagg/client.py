@@ -62,9 +62,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sheaf.core.errors import SecAggError
 from sheaf.secagg.crypto import (
     KEY_BYTES,
+    add_mask,
     agree,
     derive_key,
-    expand_mask,
     generate_keypair,
     generate_signing_keypair,
     open_sealed,
@@ -249,11 +249,11 @@ def _mask(state: ClientState, message: ForwardedShares) -> tuple[ClientState, Ma
     if len(held) < setup.threshold:
         raise SecAggError(f"only {len(held)} of my neighbours shared their keys; at least {setup.threshold} must")
     assert state.input is not None
-    total = state.input + expand_mask(state.secrets.seed, setup.length, bits=32)
+    total = state.input.copy()
+    add_mask(total, state.secrets.seed)
     for peer in sorted(held):
         seed = pairwise_seed(state.secrets.mask, state.peers[peer].mask_key, setup.instance, me, peer)
-        apply = np.add if me < peer else np.subtract  # uint32 arithmetic wraps mod 2**32
-        apply(total, expand_mask(seed, setup.length, bits=32), out=total)
+        add_mask(total, seed, subtract=me > peer)  # uint32 arithmetic wraps mod 2**32
     if setup.bits < 32:
         total &= np.uint32((1 << setup.bits) - 1)
     next_state = dataclasses.replace(state, stage=ClientStage.MASKED, held=held, input=None)

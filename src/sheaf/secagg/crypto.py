@@ -43,6 +43,7 @@ References:
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +62,7 @@ __all__ = [
     "NONCE_BYTES",
     "SIGNATURE_BYTES",
     "TAG_BYTES",
+    "add_mask",
     "agree",
     "derive_key",
     "expand_mask",
@@ -181,17 +183,32 @@ def verify(public: bytes, signature: bytes, message: bytes) -> None:
         raise SecAggError("a consistency signature does not verify") from None
 
 
-_ZEROS = bytearray()
+class _Buffers(threading.local):
+    """Per-thread scratch: zeros to encrypt and room for the keystream, grown as needed."""
+
+    def __init__(self) -> None:
+        self.zeros = bytearray()
+        self.out = bytearray()
+
+    def ensure(self, count: int) -> None:
+        if len(self.zeros) < count:
+            self.zeros = bytearray(count)
+            self.out = bytearray(count + 64)
+
+
+_BUFFERS = _Buffers()
+
+
+def _cipher(seed: bytes) -> Cipher[None]:
+    if len(seed) != KEY_BYTES:
+        raise SecAggError(f"a mask seed must be {KEY_BYTES} bytes, got {len(seed)}")
+    return Cipher(algorithms.ChaCha20(seed, bytes(16)), mode=None)
 
 
 def keystream(seed: bytes, count: int) -> bytes:
     """The first ``count`` bytes of ChaCha20's keystream under key ``seed``, nonce zero."""
-    global _ZEROS
-    if len(seed) != KEY_BYTES:
-        raise SecAggError(f"a mask seed must be {KEY_BYTES} bytes, got {len(seed)}")
-    if len(_ZEROS) < count:  # one buffer of zeros to encrypt, grown to the longest mask asked for
-        _ZEROS = bytearray(count)
-    return Cipher(algorithms.ChaCha20(seed, bytes(16)), mode=None).encryptor().update(memoryview(_ZEROS)[:count])
+    _BUFFERS.ensure(count)
+    return _cipher(seed).encryptor().update(memoryview(_BUFFERS.zeros)[:count])
 
 
 def expand_mask(seed: bytes, length: int, *, bits: int) -> npt.NDArray[np.uint32]:
@@ -202,3 +219,16 @@ def expand_mask(seed: bytes, length: int, *, bits: int) -> npt.NDArray[np.uint32
     """
     words = np.frombuffer(keystream(seed, 4 * length), dtype="<u4").astype(np.uint32, copy=False)
     return words if bits == 32 else words & np.uint32((1 << bits) - 1)
+
+
+def add_mask(total: npt.NDArray[np.uint32], seed: bytes, *, subtract: bool = False) -> None:
+    """Add (or subtract) :func:`expand_mask` of ``seed`` to ``total`` in place, mod 2**32.
+
+    The keystream is written into a per-thread buffer rather than a fresh one for every
+    mask — the cost of a masked input is one keystream and one addition per mask.
+    """
+    count = 4 * total.size
+    _BUFFERS.ensure(count)
+    _cipher(seed).encryptor().update_into(memoryview(_BUFFERS.zeros)[:count], _BUFFERS.out)
+    words = np.frombuffer(memoryview(_BUFFERS.out)[:count], dtype="<u4")
+    (np.subtract if subtract else np.add)(total, words, out=total)

@@ -49,7 +49,7 @@ import numpy.typing as npt
 
 from sheaf.core.errors import SecAggError
 from sheaf.secagg.client import consistency_message, pairwise_seed
-from sheaf.secagg.crypto import KEY_BYTES, expand_mask, load_private, public_key_of, verify
+from sheaf.secagg.crypto import KEY_BYTES, add_mask, load_private, public_key_of, verify
 from sheaf.secagg.messages import (
     AdvertiseKeys,
     ClientMessage,
@@ -214,7 +214,7 @@ def _unmask(state: ServerState) -> tuple[ServerState, dict[int, ServerMessage]]:
         seed = _rebuild(seed_shares.get(owner), setup.threshold, owner)
         if seed is None:
             return _abort(state, f"fewer than {setup.threshold} shares of survivor {owner}'s self mask arrived")
-        np.subtract(total, expand_mask(seed, setup.length, bits=32), out=total)
+        add_mask(total, seed, subtract=True)
     for owner in sorted(set(state.shares) - alive):
         partners = [c for c in setup.neighbours(owner) if c in alive]
         if not partners:
@@ -229,8 +229,7 @@ def _unmask(state: ServerState) -> tuple[ServerState, dict[int, ServerMessage]]:
             )
         for partner in partners:
             seed = pairwise_seed(key, state.keys[partner].mask_key, setup.instance, owner, partner)
-            undo = np.subtract if partner < owner else np.add  # undo what the partner added
-            undo(total, expand_mask(seed, setup.length, bits=32), out=total)
+            add_mask(total, seed, subtract=partner < owner)  # undo what the partner added
     if setup.bits < 32:
         total &= np.uint32((1 << setup.bits) - 1)
     return dataclasses.replace(state, stage=ServerStage.DONE, result=total, total=None), {}
