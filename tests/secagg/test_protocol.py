@@ -147,6 +147,18 @@ def test_a_sparse_graph_recovers_random_dropouts_at_the_planned_rate() -> None:
     assert np.array_equal(outcome.total, exact_protocol(sparse, inputs, dropped).total)
 
 
+def test_survivors_that_fall_apart_in_the_graph_are_never_unmasked() -> None:
+    # A ring (degree 2): drop both neighbours of one client after they shared their keys,
+    # and that client's masked input would be alone in its piece of the graph.
+    setup = make_setup(12, degree=2)
+    lonely = 5
+    dropped = dict.fromkeys(setup.neighbours(lonely), Stage.INPUT)
+    outcome = run_protocol(setup, make_inputs(setup), dropped)
+    assert outcome.aborted and "survivors signed" in outcome.reason
+    assert "fall apart" in outcome.failures[lonely]
+    assert exact_protocol(setup, make_inputs(setup), dropped).reason == outcome.reason
+
+
 def test_the_graph_follows_the_servers_seed() -> None:
     a = protocol_setup(range(100), instance=bytes(16), graph_seed=1, bits=32, length=4)
     b = protocol_setup(range(100), instance=bytes(16), graph_seed=1, bits=32, length=4)

@@ -22,8 +22,10 @@ neighbourhoods):
    each sign in the sum and cancels; ``PRG(b)`` hides ``x`` even from a server that later
    learns ``s_u``. It refuses if fewer than t neighbours shared;
 4. **consistency check**, on the list of survivors: it signs (instance, survivors), after
-   checking that the sum will hold at least T inputs and that every surviving neighbour
-   is one that shared with it;
+   checking that the sum will hold at least T inputs, that every surviving neighbour is
+   one that shared with it, and that the survivors are one connected piece of the
+   neighbour graph (else the masks of each piece cancel within it, and the server would
+   learn each piece's sum);
 5. **unmasking**, on the signed survivors list: it checks the list is the one it signed and
    the neighbours' signatures on it, then sends, for each neighbour that shared, the share
    of its self-mask seed if it survived, or of its mask key if it dropped out — **never
@@ -270,6 +272,10 @@ def _sign(state: ClientState, message: ConsistencyRequest) -> tuple[ClientState,
     strangers = set(survivors) & set(setup.neighbours(me)) - set(state.held)
     if strangers:
         raise SecAggError(f"neighbours {sorted(strangers)} are listed as survivors but never shared with me")
+    if not setup.connected(survivors):
+        raise SecAggError(
+            "the survivors fall apart into pieces of the neighbour graph; the sum of a piece would be revealed"
+        )
     signature = sign(state.secrets.signing, consistency_message(setup.instance, survivors))
     next_state = dataclasses.replace(state, stage=ClientStage.SIGNED, survivors=survivors)
     return next_state, ConsistencySignature(setup.instance, me, signature)

@@ -234,6 +234,13 @@ def exact_protocol(
     if len(masked) < floor:
         return aborted(f"only {len(masked)} masked inputs arrived, fewer than the minimum of {floor}", survivors)
     signed = {c for c in survivors if stays(c, Stage.SIGNATURE)}
+    if not setup.connected(survivors):
+        for c in sorted(signed):
+            failures[c] = (
+                "refused to go on: the survivors fall apart into pieces of the neighbour graph; "
+                "the sum of a piece would be revealed"
+            )
+        signed = set()
     if len(signed) < floor:
         return aborted(f"only {len(signed)} survivors signed, fewer than the minimum of {floor}", survivors)
     answered = {c for c in sorted(signed) if stays(c, Stage.UNMASKING)}

@@ -145,6 +145,26 @@ class ProtocolSetup:
             ring[position] = client
         return tuple(ring)
 
+    def connected(self, survivors: Iterable[int]) -> bool:
+        """Whether ``survivors`` form one connected piece of the neighbour graph.
+
+        Honest clients sign a survivors list only if it does: otherwise the pairwise masks
+        of each piece would cancel within it, and the server would learn the sum of every
+        piece rather than only of all of them (a lone survivor's input, at worst).
+        """
+        alive = set(survivors)
+        if self.complete or len(alive) <= 1:
+            return True
+        start = min(alive)
+        seen, frontier = {start}, [start]
+        while frontier:
+            here = frontier.pop()
+            for there in self.neighbours(here):
+                if there in alive and there not in seen:
+                    seen.add(there)
+                    frontier.append(there)
+        return seen == alive
+
     def neighbours(self, client: int) -> tuple[int, ...]:
         """The client's neighbours, increasing.
 
