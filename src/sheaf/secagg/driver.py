@@ -6,7 +6,8 @@ carries each message as bytes (encoded, counted, decoded — the very bytes a ne
 transport would carry), and closes each stage once every client has answered or dropped
 out. ``dropouts`` says which client goes silent at which stage (it never sends that
 stage's message), so every dropout pattern can be replayed; it reports the traffic and
-the seconds each side spent.
+the CPU seconds each side spent (thread time: what the work costs, whatever else shares
+the machine).
 
 :func:`exact_protocol` is the fast stand-in for simulations: the same rules on the sets
 of clients (who gets through each stage, which client refuses to go on, when the server
@@ -79,8 +80,8 @@ class ProtocolOutcome:
         failures: the clients that dropped out or refused to go on, with why.
         uploaded: bytes each client sent.
         downloaded: bytes each client received.
-        client_seconds: seconds each client computed (its steps, encoding and decoding).
-        server_seconds: seconds the server computed.
+        client_seconds: CPU seconds each client computed (its steps, encoding and decoding).
+        server_seconds: CPU seconds the server computed.
     """
 
     survivors: tuple[int, ...]
@@ -126,11 +127,11 @@ def run_protocol(
 
     def deliver(client: int, message: ClientMessage) -> None:
         nonlocal server, server_seconds
-        started = time.perf_counter()
+        started = time.thread_time()
         data = encode_message(message)
-        client_seconds[client] += time.perf_counter() - started
+        client_seconds[client] += time.thread_time() - started
         uploaded[client] += len(data)
-        started = time.perf_counter()
+        started = time.thread_time()
         try:
             received = decode_message(data)
             if not isinstance(received, type(message)):
@@ -138,22 +139,22 @@ def run_protocol(
             server = server_receive(server, received)
         except SecAggError as exc:
             failures[client] = f"refused by the server: {exc}"
-        server_seconds += time.perf_counter() - started
+        server_seconds += time.thread_time() - started
 
     for client in setup.clients:
         if drop.get(client, math.inf) <= Stage.KEYS:
             failures[client] = _dropped(Stage.KEYS)
             continue
-        started = time.perf_counter()
+        started = time.thread_time()
         clients[client], advert = start_client(setup, client, inputs[client])
-        client_seconds[client] += time.perf_counter() - started
+        client_seconds[client] += time.thread_time() - started
         deliver(client, advert)
 
     for stage in (Stage.SHARES, Stage.INPUT, Stage.SIGNATURE, Stage.UNMASKING, None):
-        started = time.perf_counter()
+        started = time.thread_time()
         server, outbox = server_close(server)
         encoded = {c: encode_message(m) for c, m in outbox.items()}
-        server_seconds += time.perf_counter() - started
+        server_seconds += time.thread_time() - started
         if server.stage in (ServerStage.ABORTED, ServerStage.DONE) or stage is None:
             break
         for client, data in encoded.items():
@@ -161,10 +162,10 @@ def run_protocol(
             if drop.get(client, math.inf) <= stage:
                 failures.setdefault(client, _dropped(stage))
                 continue
-            started = time.perf_counter()
+            started = time.thread_time()
             message: ServerMessage = decode_message(data)  # type: ignore[assignment]
             clients[client], reply = client_step(clients[client], message)
-            client_seconds[client] += time.perf_counter() - started
+            client_seconds[client] += time.thread_time() - started
             if reply is None:
                 failures[client] = f"refused to go on: {clients[client].reason}"
                 continue

@@ -274,6 +274,9 @@ def _write_vector(w: _Writer, bits: int, vector: npt.NDArray[np.uint32]) -> None
     width = -(-bits // 8)
     w.u64(bits)
     w.count(vector.size)
+    if width == 4:
+        w.parts.append(np.ascontiguousarray(vector, dtype="<u4").tobytes())
+        return
     raw = np.ascontiguousarray(vector, dtype="<u4").view(np.uint8).reshape(-1, 4)
     w.parts.append(raw[:, :width].tobytes())
 
@@ -284,10 +287,13 @@ def _read_vector(r: _Reader) -> tuple[int, npt.NDArray[np.uint32]]:
         raise SecAggError(f"a masked input declares a ring of {bits} bits")
     size = r.count(_MAX_VECTOR)
     width = -(-bits // 8)
-    packed = np.frombuffer(r.take(size * width), np.uint8).reshape(size, width)
-    words = np.zeros((size, 4), np.uint8)
-    words[:, :width] = packed
-    vector = words.view("<u4").reshape(size).astype(np.uint32)
+    if width == 4:
+        vector = np.frombuffer(r.take(size * 4), "<u4").astype(np.uint32)
+    else:
+        packed = np.frombuffer(r.take(size * width), np.uint8).reshape(size, width)
+        words = np.zeros((size, 4), np.uint8)
+        words[:, :width] = packed
+        vector = words.view("<u4").reshape(size).astype(np.uint32)
     if bits < 32 and vector.size and int(vector.max()) >= 1 << bits:
         raise SecAggError(f"a masked input holds values outside Z_2^{bits}")
     return bits, vector
