@@ -19,6 +19,8 @@ PACKAGES = [
     "sheaf.evaluation",
     "sheaf.run",
     "sheaf.privacy",
+    "sheaf.quantize",
+    "sheaf.secagg",
     "sheaf.deploy",
     "sheaf.ui",
     "sheaf.cli",

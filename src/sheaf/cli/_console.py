@@ -132,6 +132,8 @@ class ProgressListener(StoreListener):
             f"[bold]sheaf[/] {config.data.dataset} · {population} clients ({config.data.partition}) · "
             f"{config.strategy.name} · {cohort} per round · backend {self._backend or config.backend}"
             + (f" · {config.privacy.mode} DP" if config.privacy.mode != "none" else "")
+            + (" · secure aggregation" if config.secagg.enabled else "")
+            + (" · distributed DP" if config.secagg.enabled and config.secagg.dp == "distributed" else "")
             + (f" · resuming at round {first_round}" if first_round > 1 else "")
         )
         if self._reason:

@@ -2,7 +2,7 @@
 
 A run is described by one :class:`RunConfig`, grouped in sections (``data``, ``model``,
 ``train``, ``strategy``, ``evaluation``, ``engine``, ``attack``, ``personalization``, ``privacy``,
-and ``server`` for deployed runs). Every key is checked: an unknown or misspelt key,
+``secagg``, and ``server`` for deployed runs). Every key is checked: an unknown or misspelt key,
 a value of the wrong type or out of range is a :class:`~sheaf.core.errors.ConfigError`
 whose message names the key and what would be valid.
 
@@ -36,6 +36,7 @@ __all__ = [
     "ATTACKS",
     "PRIVACY_MODES",
     "SAMPLINGS",
+    "SECAGG_DP",
     "AttackConfig",
     "DataConfig",
     "EngineConfig",
@@ -44,6 +45,7 @@ __all__ = [
     "PersonalizationConfig",
     "PrivacyConfig",
     "RunConfig",
+    "SecAggConfig",
     "ServerConfig",
     "StrategyConfig",
     "TrainConfig",
@@ -398,6 +400,68 @@ class PrivacyConfig:
             )
 
 
+#: Differential privacy under secure aggregation (``secagg.dp``).
+SECAGG_DP = ("none", "distributed")
+
+
+@dataclass(frozen=True)
+class SecAggConfig:
+    """Secure aggregation (SecAgg+): the server learns only the sum of the updates.
+
+    See ``docs/secure-aggregation.md``. Clients quantise their update into the ring
+    Z_{2^bits}, mask it, and the server unmasks only the sum of the clients that got
+    through; with ``dp = "distributed"`` each client also adds its share of discrete
+    Gaussian noise, so the server never holds an un-noised sum (the noise, clip, delta and
+    target epsilon are ``[privacy]``'s ``noise_multiplier``, ``target_epsilon``, ``clip``,
+    ``delta`` and ``noise``; ``privacy.mode`` stays ``none``).
+
+    Attributes:
+        enabled: run every round through secure aggregation.
+        dp: ``none`` or ``distributed`` (the clients add the noise: distributed discrete Gaussian).
+        bits: the ring is Z_{2^bits} (up to 32): what each coordinate costs on the wire.
+        norm_bound: without ``dp``, each update is clipped to this L2 norm before it is
+            weighted, so that the sum cannot wrap around the ring (with ``dp``: ``privacy.clip``).
+        max_weight: without ``dp``, a client's weight (its examples) is capped at this.
+        threshold: a client's secrets are shared among its k neighbours with threshold
+            ``ceil(threshold * k)``; a round needs one client more than that at every stage.
+        max_dropout: the dropout rate the neighbour graph is planned for (k is chosen so
+            that a round at this rate fails with probability below 2**-20).
+        degree: neighbours per client (0: chosen from ``max_dropout``; the cohort size
+            minus one is SecAgg's complete graph).
+        dropout: simulation only: every client drops out during the protocol with this
+            probability, at a stage drawn uniformly (keys, shares, masked input,
+            signature, unmasking).
+        stand_in: simulation only: replace the cryptographic protocol by its exact
+            stand-in (the same survivors, aborts and sum, bit for bit; much faster).
+    """
+
+    enabled: bool = False
+    dp: str = "none"
+    bits: int = 32
+    norm_bound: float = 10.0
+    max_weight: int = 1000
+    threshold: float = 0.5
+    max_dropout: float = 0.1
+    degree: int = 0
+    dropout: float = 0.0
+    stand_in: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.dp in SECAGG_DP, "secagg.dp", f"one of: {', '.join(SECAGG_DP)}", self.dp)
+        _check(8 <= self.bits <= 32, "secagg.bits", "in 8..32", self.bits)
+        _check(self.norm_bound > 0, "secagg.norm_bound", "> 0", self.norm_bound)
+        _check(1 <= self.max_weight <= MAX_EXAMPLES, "secagg.max_weight", f"in 1..{MAX_EXAMPLES}", self.max_weight)
+        _check(0 < self.threshold < 1, "secagg.threshold", "in (0, 1)", self.threshold)
+        _check(0 <= self.max_dropout < 1, "secagg.max_dropout", "in [0, 1)", self.max_dropout)
+        _check(
+            self.degree == 0 or (self.degree >= 2 and self.degree % 2 == 0),
+            "secagg.degree",
+            "0 (automatic) or an even number >= 2",
+            self.degree,
+        )
+        _check(0 <= self.dropout < 1, "secagg.dropout", "in [0, 1)", self.dropout)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """How a deployed server (``sheaf server``) runs its rounds; simulations ignore it.
@@ -494,6 +558,7 @@ class RunConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     personalization: PersonalizationConfig = field(default_factory=PersonalizationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    secagg: SecAggConfig = field(default_factory=SecAggConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
 
     def __post_init__(self) -> None:
@@ -541,6 +606,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "attack": AttackConfig,
     "personalization": PersonalizationConfig,
     "privacy": PrivacyConfig,
+    "secagg": SecAggConfig,
     "server": ServerConfig,
 }
 

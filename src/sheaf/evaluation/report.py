@@ -157,7 +157,20 @@ def _html(
                 ("noise multiplier", history.final_privacy.get("noise_multiplier", math.nan)),
                 ("final clip norm", history.final_privacy.get("clip", math.nan)),
             ]
-            if history.final_privacy
+            if "epsilon" in history.final_privacy
+            else []
+        ),
+        *(
+            [
+                ("secure aggregation", str(meta["secagg"].get("protocol", "on"))),
+                ("distributed DP", "on" if meta["secagg"].get("dp") == "distributed" else "off"),
+            ]
+            if isinstance(meta.get("secagg"), Mapping)
+            else []
+        ),
+        *(
+            [("privacy spent against the server: epsilon", history.final_privacy["epsilon_server"])]
+            if "epsilon_server" in history.final_privacy
             else []
         ),
         ("client failures (all rounds)", failures),

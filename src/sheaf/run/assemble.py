@@ -39,17 +39,19 @@ from typing import Any
 
 from sheaf.core.acceptance import OperatorLimits
 from sheaf.core.config import RunConfig
-from sheaf.core.errors import StoreError
+from sheaf.core.errors import ConfigError, StoreError
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, seed_for
 from sheaf.core.sampling import cohort_size
 from sheaf.privacy.aggregation import with_privacy
 from sheaf.privacy.client_steps import PRIVACY_STEPS
-from sheaf.privacy.ledger import simulated_client_privacy
+from sheaf.privacy.ledger import PrivateClientTask, simulated_client_privacy
 from sheaf.privacy.plan import EVALUATION_OFF, PrivacyPlan, deployed_privacy_plan, privacy_plan
 from sheaf.run.liveness import writer_identity
 from sheaf.run.personalize import FINETUNE_EVALUATE, personalized_evaluation_steps, wants_personalization
 from sheaf.run.store import RunStore
+from sheaf.secagg.plan import SecAggPlan, secagg_plan
+from sheaf.secagg.step import with_secure_aggregation
 from sheaf.strategies.base import Strategy
 from sheaf.strategies.ditto import ditto_client_step
 from sheaf.strategies.fednova import fednova_client_step
@@ -80,6 +82,7 @@ class RunParts:
         client_steps: every client step the run may ask its clients to run.
         meta: what the run store records about the run's assembly.
         limits: what a deployment's operator bounds in every update (None in simulation).
+        secagg: the secure-aggregation plan (None without secure aggregation).
     """
 
     config: RunConfig
@@ -92,6 +95,7 @@ class RunParts:
     client_steps: tuple[ClientStep, ...]
     meta: Mapping[str, Any]
     limits: OperatorLimits | None = None
+    secagg: SecAggPlan | None = None
 
 
 def assemble(
@@ -148,6 +152,19 @@ def assemble(
             # Only local noise and budgets live on the clients; a central run keeps the plain
             # task (so a batching backend can still train it).
             runs = simulated_client_privacy(runs, p)
+    secure = secagg_plan(config, population, initial.num_elements)
+    if secure is not None:
+        if deployed:
+            raise ConfigError(
+                "secure aggregation runs in simulation for now; its deployment transport is not built yet "
+                "(set secagg.enabled=false for sheaf server)"
+            )
+        # The sum-only strategy (with its private mean, if any) runs through SecAgg+; simulated
+        # clients may draw their rounding and noise from the run's seed (reproducible runs).
+        chosen = with_secure_aggregation(chosen, secure)
+        meta["secagg"] = secure.describe()
+        if not isinstance(runs, PrivateClientTask):
+            runs = simulated_client_privacy(runs, config.privacy)
     meta["strategy"] = chosen.name
     steps = chosen.client_steps
     if wants_personalization(config, chosen):
@@ -161,7 +178,7 @@ def assemble(
             server.max_norm_ratio,
             dict(weight_caps or {}),
         )
-    return RunParts(config, chosen, runs, plan, population, size, initial, steps, meta, limits)
+    return RunParts(config, chosen, runs, plan, population, size, initial, steps, meta, limits, secure)
 
 
 def builtin_client_steps() -> tuple[ClientStep, ...]:

@@ -62,6 +62,7 @@ from sheaf.privacy.aggregation import PRIVACY
 from sheaf.run.personalize import personalized_evaluation, wants_personalization
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
+from sheaf.secagg.step import SECURE_AGGREGATION
 from sheaf.strategies.base import RoundContext, Strategy, StrategyState, WeightedSum
 from sheaf.task.base import Task
 from sheaf.task.metric_log import collecting, with_logged
@@ -347,6 +348,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             else:
                 params, state, agg_metrics = result
                 fit.update(agg_metrics)
+                fit.update(strategy.report(state).get(SECURE_AGGREGATION, {}))  # who the secure sum held
                 # A client's state moves on only if its update was used.
                 new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
 

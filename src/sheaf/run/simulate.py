@@ -90,8 +90,11 @@ class SimulationResult:
         if personal:
             summary["personalized_accuracy"] = _clean(dict(personal))
         privacy = self.history.final_privacy
-        if privacy:
-            summary.update(_clean({key: privacy[key] for key in ("epsilon", "delta", "noise_multiplier", "clip")}))
+        keys = ("epsilon", "delta", "noise_multiplier", "clip", "epsilon_server")
+        summary.update(_clean({key: privacy[key] for key in keys if key in privacy}))
+        if self.config.secagg.enabled:
+            summary["secure_aggregation"] = True
+            summary["distributed_dp"] = self.config.secagg.dp == "distributed"
         return summary
 
 
