@@ -26,6 +26,21 @@ def test_keys_init_and_keys_client(tmp_path: Path) -> None:
     assert own.exit_code == 0 and own.stdout.startswith("7 clinic ")
 
 
+def test_keys_write_the_most_examples_a_client_may_claim(tmp_path: Path) -> None:
+    made = runner.invoke(app, ["keys", "init", str(tmp_path / "k"), "--clients", "2", "--max-examples", "300"])
+    assert made.exit_code == 0, made.output
+    clients = load_authorized_clients(tmp_path / "k" / "authorized_clients").values()
+    assert [c.max_examples for c in clients] == [300, 300]
+    own = runner.invoke(
+        app, ["keys", "client", str(tmp_path / "mine.key"), "--id", "7", "--name", "clinic", "--max-examples", "80"]
+    )
+    assert own.exit_code == 0 and own.stdout.strip().endswith(" max_examples=80")
+    wrong = runner.invoke(app, ["keys", "client", str(tmp_path / "other.key"), "--id", "8", "--name", "x",
+                                "--max-examples", "0"])  # fmt: skip
+    assert wrong.exit_code == 2 and "max_examples must be a whole number from 1 to" in wrong.stderr
+    assert not (tmp_path / "other.key").exists()
+
+
 def test_status_of_a_finished_run(tmp_path: Path) -> None:
     run = simulate(overrides=[*SMALL, f"runs_dir={tmp_path}"]).run_path
     shown = runner.invoke(app, ["status", str(run)])

@@ -128,6 +128,15 @@ def client(
     raise typer.Exit(status)
 
 
+MaxExamples = Annotated[
+    int | None,
+    typer.Option(
+        help="The most examples the client may claim for an update or evaluation (its weight); "
+        "written on its authorized_clients line (default: the run's server.max_examples).",
+        show_default=False,
+    ),
+]
+
 keys_app = typer.Typer(no_args_is_help=True, help="Create the CA, server certificate and client keys of a deployment.")
 app.add_typer(keys_app, name="keys")
 
@@ -141,13 +150,14 @@ def keys_init(
         list[str] | None,
         typer.Option("--host", help="A host name or IP clients dial (repeatable); localhost is always in."),
     ] = None,
+    max_examples: MaxExamples = None,
 ) -> None:
     """A CA, the server's TLS certificate, and one key pair per client."""
     from sheaf.deploy.keys import init_keys
 
     with clear_errors():
         chosen: int | list[str] = [n.strip() for n in names.split(",") if n.strip()] if names else clients
-        made = init_keys(folder, chosen, host or [])
+        made = init_keys(folder, chosen, host or [], max_examples=max_examples)
     typer.echo(f"CA certificate (give to every client): {made.ca_cert}")
     typer.echo(f"server certificate and key:          {made.server_cert}, {made.server_key}")
     typer.echo(f"authorised clients (server):         {made.authorized}")
@@ -160,12 +170,13 @@ def keys_client(
     path: Annotated[Path, typer.Argument(help="Where to write this client's private key.")],
     client_id: Annotated[int, typer.Option("--id", help="The client's id in the run.")],
     name: Annotated[str, typer.Option(help="A readable name, e.g. the organisation.")],
+    max_examples: MaxExamples = None,
 ) -> None:
     """Make a client key pair on the client's own machine; print the line for the server."""
     from sheaf.deploy.keys import new_client_key
 
     with clear_errors():
-        line = new_client_key(path, client_id, name)
+        line = new_client_key(path, client_id, name, max_examples=max_examples)
     typer.echo(f"wrote {path}; add this line to the server's authorized_clients file:", err=True)
     typer.echo(line)
 
