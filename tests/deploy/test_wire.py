@@ -234,7 +234,7 @@ def _service() -> tuple[FederationService, Coordinator, AuthorizedClient]:
     coordinator = Coordinator({0: "a"}, ServerConfig(round_timeout=1))
     like = Params({"w": np.zeros(3, np.float32)})
     coordinator.post(Work("fit", 1, {0: Slot(0, "t", b"")}, [], like=like))
-    settings_ = ServiceSettings("run", "{}", 1.0, max_update_bytes=1 << 12, max_update_norm=10.0)
+    settings_ = ServiceSettings("run", "{}", 1.0, max_update_bytes=1 << 12)
     return FederationService(coordinator, RequestVerifier({identity.key_id: client}), settings_), coordinator, client
 
 

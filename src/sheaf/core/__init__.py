@@ -1,6 +1,6 @@
 """Framework-free building blocks: params, updates, config, errors, random streams, cohort sampling."""
 
-from sheaf.core.acceptance import MetricRange, OperatorLimits, UpdateRejected, UpdateRule
+from sheaf.core.acceptance import MetricRange, OperatorLimits, UpdateRejected, UpdateRule, model_scale
 from sheaf.core.config import (
     ATTACKS,
     PRIVACY_MODES,
@@ -90,6 +90,7 @@ __all__ = [
     "decode_tree",
     "encode_tree",
     "load_config",
+    "model_scale",
     "sample_cohort",
     "seed_for",
     "seeds_for",

@@ -28,9 +28,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-import numpy as np
-
 from sheaf.backends.base import ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.core.acceptance import OperatorLimits
 from sheaf.core.errors import ClientFailure, SheafError
 from sheaf.core.exactsum import StackedSum
 from sheaf.core.params import Params
@@ -59,13 +58,16 @@ class DeploymentBackend:
     Args:
         coordinator: the server's live state (shared with the service's handlers).
         store: the run store (read for which clients' updates were aggregated).
+        limits: what the operator bounds; here, the examples a client may claim for an
+            evaluation (a fit's claims are bounded by the cohort's rule).
     """
 
     name = "grpc"
 
-    def __init__(self, coordinator: Coordinator, store: RunStore) -> None:
+    def __init__(self, coordinator: Coordinator, store: RunStore, limits: OperatorLimits | None = None) -> None:
         self.coordinator = coordinator
         self.store = store
+        self.limits = limits
         self._round = store.last_round
         self._aggregated: dict[int, int] = {}
         self._synced = 0
@@ -112,7 +114,7 @@ class DeploymentBackend:
             _log, logging.INFO, "round_started", round=cohort.round, cohort=list(cohort.client_ids)[:50],
             model_bytes=tensors.total_bytes,
         )  # fmt: skip
-        work = Work("fit", cohort.round, slots, chunks, like=cohort.params)
+        work = Work("fit", cohort.round, slots, chunks, like=cohort.params, rule=cohort.rule)
         if cohort.reduce:
             return self._fit_summed(cohort, work)
         outcome = self._run(work)
@@ -135,13 +137,14 @@ class DeploymentBackend:
             if result.delta is None:
                 return result
             update = Update(client_id, result.delta, result.num_examples, result.metrics, result.extras)
-            try:
-                cohort.rule.check(update, cohort.params)
-            except SheafError as exc:
-                rejected.append(ClientFailure(client_id, f"update rejected: {exc}"))
-            else:
+            norm = result.norm  # the service judged it under the cohort's rule on receipt
+            if norm is None:
+                try:
+                    norm = cohort.rule.measured(update, cohort.params)
+                except SheafError as exc:
+                    rejected.append(ClientFailure(client_id, f"update rejected: {exc}"))
+            if norm is not None:
                 running.add(update)
-                norm = update.delta.astype(np.float64).l2_norm()
                 reports[client_id] = ClientReport(client_id, result.num_examples, result.metrics, norm)
             return replace(result, delta=None, extras={})
 
@@ -163,7 +166,8 @@ class DeploymentBackend:
             slots[client_id] = Slot(
                 client_id, tid, encode_task_header(tid, "evaluate", self._round, client_id, tensors)
             )
-        outcome = self._run(Work("evaluate", self._round, slots, chunks))
+        rule = self.limits.weight_rule() if self.limits is not None else None
+        outcome = self._run(Work("evaluate", self._round, slots, chunks, rule=rule))
         results = {
             client_id: EvalResult(result.loss, result.num_examples, result.metrics)
             for client_id, result in outcome.results.items()

@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sheaf.core.acceptance import UpdateRule
 from sheaf.core.config import ServerConfig
 from sheaf.core.errors import ClientFailure
 from sheaf.core.params import Params
@@ -85,6 +86,8 @@ class Work:
         slots: each client's share, by client id.
         chunks: the task's tensor chunk messages, shared by every client.
         like: the model the results must match (fits).
+        rule: what a result must satisfy to be accepted (fits: the round's acceptance
+            rule; evaluations: the weight each client may claim); None: structure only.
     """
 
     kind: str
@@ -92,6 +95,7 @@ class Work:
     slots: dict[int, Slot]
     chunks: list[bytes]
     like: Params | None = None
+    rule: UpdateRule | None = None
     posted: float = field(default=0.0)
 
 

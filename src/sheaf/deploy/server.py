@@ -228,7 +228,9 @@ def run_server(
     if options.test_data is not None:
         info = catalog_info(config.data.dataset)
         central = load_test_data(options.test_data, config, label=options.label, info=info)
-    parts = assemble(config, population=len(ids), task=task, strategy=strategy, deployed=True)
+    # What the operator declared per client bounds its weight, beside server.max_examples.
+    caps = {c.client_id: c.max_examples for c in authorized.values() if c.max_examples is not None}
+    parts = assemble(config, population=len(ids), task=task, strategy=strategy, deployed=True, weight_caps=caps)
     chosen, initial = parts.strategy, parts.initial
     path = options.run_path or server_run_path(config)
     meta = {
@@ -270,11 +272,7 @@ def run_server(
 
         coordinator.on_tick = write_status
         settings = ServiceSettings(
-            run_id,
-            json.dumps(config.to_dict()),
-            config.server.heartbeat_interval,
-            max_update_bytes,
-            config.server.max_update_norm,
+            run_id, json.dumps(config.to_dict()), config.server.heartbeat_interval, max_update_bytes
         )
         listening = transport.start(FederationService(coordinator, RequestVerifier(authorized), settings))
         log_event(
@@ -287,7 +285,7 @@ def run_server(
             coordinator.wait_for_clients(config.strategy.min_clients)
             state = "running"
             write_status()
-            backend = DeploymentBackend(coordinator, store)
+            backend = DeploymentBackend(coordinator, store, parts.limits)
             federated = Federated(
                 config, parts.task, Population(ids, ids, central), chosen, backend, store, parts.limits
             )

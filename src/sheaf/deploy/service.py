@@ -14,23 +14,30 @@ A result is checked in stages, each cheaper than the next: its signature (over i
 header), whether its task is still awaited (else ``STALE``, or ``DUPLICATE`` for a repeat
 delivery), the declared tensors against the model and the size limit — all before any
 tensor bytes are taken — then, once received, the bytes against the header's digest,
-and the values (finite, norm bound: :mod:`sheaf.deploy.validation`). A rejected update
-settles the client's share of the round as a dropout with the reason; the round goes on.
+and the values against the round's acceptance rule (finite, the weight the client may
+claim, the norm bound, the strategy's metrics: :mod:`sheaf.deploy.validation`); an
+evaluation's claimed examples are bounded as a fit's are. A rejected update settles the
+client's share of the round as a dropout with the reason, the client hears why, and the
+round goes on.
 
 Example:
-    >>> ServiceSettings("run-1", "{}", heartbeat_interval=5.0, max_update_bytes=1 << 20).max_update_norm
-    0.0
+    >>> ServiceSettings("run-1", "{}", heartbeat_interval=5.0, max_update_bytes=1 << 20).max_update_bytes
+    1048576
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from sheaf.core.acceptance import UpdateRule
+from sheaf.core.errors import SheafError
 from sheaf.core.update import Update
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.auth import SIGNATURE_HEADER, AuthError, AuthorizedClient, BodyDigest, RequestVerifier
@@ -60,14 +67,12 @@ class ServiceSettings:
         config_json: the run's config, sent to clients when they join.
         heartbeat_interval: seconds between client heartbeats.
         max_update_bytes: the largest update accepted (all its tensors).
-        max_update_norm: the largest delta L2 norm accepted (0: no bound).
     """
 
     run_id: str
     config_json: str
     heartbeat_interval: float
     max_update_bytes: int
-    max_update_norm: float = 0.0
 
 
 def _signature(metadata: Metadata) -> str:
@@ -298,11 +303,17 @@ class FederationService:
             return self.coordinator.settle(cid, result.task_id, result.update_id, failure=reason)
         if result.kind == "fit" and work.like is not None and result.delta is not None:
             update = Update(cid, result.delta, result.num_examples, result.metrics, result.extras)
-            problem = value_problem(update, work.like, self.settings.max_update_norm)
+            problem, norm = value_problem(update, work.like, work.rule or UpdateRule())
             if problem is not None:
                 return self._reject(cid, result.task_id, result.update_id, problem)
-        elif result.kind == "evaluate" and result.loss in (float("inf"), float("-inf")):
-            return self._reject(cid, result.task_id, result.update_id, "evaluation loss is infinite")
+            result = dataclasses.replace(result, norm=norm)  # judged: the fold need not judge it again
+        elif result.kind == "evaluate" and result.num_examples > 0:
+            if not math.isfinite(result.loss):
+                return self._reject(cid, result.task_id, result.update_id, f"evaluation loss is {result.loss}")
+            try:
+                (work.rule or UpdateRule()).check_weight(cid, result.num_examples)
+            except SheafError as exc:
+                return self._reject(cid, result.task_id, result.update_id, f"evaluation {exc}")
         return self.coordinator.settle(cid, result.task_id, result.update_id, result=result)
 
     def _reject(self, client_id: int, task_id: str, update_id: str, reason: str) -> tuple[str, str]:

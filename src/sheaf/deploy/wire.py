@@ -316,6 +316,8 @@ class ReceivedResult:
         delta: the update's delta (fits that succeeded).
         extras: further tensors beside the delta.
         failure: non-empty when the client's work failed: its reason.
+        norm: the delta's L2 norm, once the server accepted it under the round's rule
+            (None: not judged yet).
     """
 
     task_id: str
@@ -328,6 +330,7 @@ class ReceivedResult:
     delta: Params | None = None
     extras: TensorGroups = field(default_factory=dict)
     failure: str = ""
+    norm: float | None = None
 
 
 class ResultReader:

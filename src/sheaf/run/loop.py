@@ -247,7 +247,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         sent = strategy.configure(state, ctx)
         rule = strategy.update_rule
         if parts.limits is not None:
-            rule = parts.limits.rule_for(rule, _previous_median(history))
+            rule = parts.limits.rule_for(rule, _previous_median(history), params)
         outcome = parts.backend.fit(
             Cohort(
                 round,

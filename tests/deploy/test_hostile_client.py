@@ -1,0 +1,178 @@
+"""A client with a valid key attacks the server: each attack is refused, logged, and the run goes on.
+
+Every test runs a whole deployment in this process (the in-process transport, a manual clock
+for the coordinator) with honest clients beside the rogue of :mod:`tests.deploy.rogue`, which
+speaks the real protocol and lies about one thing at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sheaf.core.config import RunConfig
+from sheaf.deploy.inprocess import InProcessTransport
+from sheaf.deploy.keys import KeySet, init_keys
+from sheaf.evaluation.history import RoundRecord
+from sheaf.run.store import RunStore
+from tests.deploy.conftest import (
+    Calls,
+    ManualClock,
+    client_files,
+    deploy_config,
+    events,
+    key_ids,
+    let_time_pass,
+    simulate_inline,
+    start_client,
+    start_server,
+)
+from tests.deploy.rogue import rogue, roomy_in_process
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """The server's and clients' events."""
+    caplog.set_level(logging.INFO, logger="sheaf")
+    return caplog
+
+
+def _train_sizes(files: list[Path]) -> list[int]:
+    return [len(np.load(path)["y"]) for path in files]
+
+
+def _failures(run_path: Path) -> dict[int, list[tuple[int, str, str]]]:
+    """Recorded failures by client: ``(round, phase, reason)``."""
+    found: dict[int, list[tuple[int, str, str]]] = {}
+    with RunStore.open(run_path, readonly=True) as store:
+        for round, client, phase, reason in store.failures():
+            found.setdefault(client, []).append((round, phase, reason))
+    return found
+
+
+# Weights ------------------------------------------------------------------------------------
+def test_declared_weight_caps_leave_an_honest_run_the_simulated_one(
+    tmp_path: Path, transport: InProcessTransport
+) -> None:
+    config = deploy_config(tmp_path, "name=deployed")
+    files = client_files(config, tmp_path / "data")
+    keys = init_keys(tmp_path / "keys", 4, max_examples=max(_train_sizes(files)))
+    server = start_server(config, keys, transport=transport)
+    clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
+
+    result = server.result()
+
+    assert [client.status() for client in clients] == [0, 0, 0, 0]
+    simulated = simulate_inline(config.replace(name="simulated"))
+    assert result.params.array_equal(simulated.params)
+    assert [(r.fit, r.federated) for r in result.history] == [(r.fit, r.federated) for r in simulated.history]
+
+
+def test_a_client_claiming_more_examples_than_declared_is_refused_and_cannot_set_the_model(
+    tmp_path: Path, transport: InProcessTransport, logs: pytest.LogCaptureFixture
+) -> None:
+    config = deploy_config(tmp_path, "rounds=3", "evaluation.interval=100", "heartbeat_interval=0.05")
+    files = client_files(config, tmp_path / "data")
+    cap = max(_train_sizes(files))
+    keys = init_keys(tmp_path / "keys", 4, max_examples=cap)
+    clock, calls = ManualClock(), Calls(transport)
+    server = start_server(config, keys, transport=transport, clock=clock)
+    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+
+    # 50,000 is within server.max_examples (100,000) but not within what client 3's line declares.
+    lines = transport.run(
+        rogue(roomy_in_process(transport), keys.client_keys[3], ["weight:50000", "weight:1000000000000"])
+    )
+    let_time_pass(clock, calls, key_ids(keys, range(3)), server.done, step=3)
+    result = server.result()
+
+    assert [client.status() for client in honest] == [0, 0, 0]
+    assert lines[0].startswith("weight:50000 REJECTED round=1")
+    assert f"claims 50000 examples, more than the {cap} this run accepts from it" in lines[0]
+    assert lines[1].startswith("weight:1000000000000 REJECTED round=2") and "claims 1000000000000 examples" in lines[1]
+    assert [(r.aggregated, r.completed) for r in result.history] == [(True, 3)] * 3
+    with RunStore.open(result.run_path, readonly=True) as store:
+        first = {name: store.params(1)[name] - store.params(0)[name] for name in store.params(0)}
+    assert not all(np.allclose(delta, 0.01, atol=1e-3) for delta in first.values())  # not the rogue's delta
+    failures = _failures(result.run_path)
+    assert set(failures) == {3}  # only the rogue is blamed
+    assert "claims 50000 examples" in failures[3][0][2]
+    assert [e["client"] for e in events(logs, "update_rejected")][:2] == [3, 3]
+
+
+# Norms --------------------------------------------------------------------------------------
+def test_a_finite_but_huge_delta_is_refused_by_name_and_the_honest_clients_train_on(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+) -> None:
+    config = deploy_config(tmp_path, "rounds=3", "evaluation.interval=100", "heartbeat_interval=0.05")
+    files = client_files(config, tmp_path / "data")
+    clock, calls = ManualClock(), Calls(transport)
+    server = start_server(config, keys, transport=transport, clock=clock)
+    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+
+    lines = transport.run(rogue(roomy_in_process(transport), keys.client_keys[3], ["norm:1e30"] * 3))
+    let_time_pass(clock, calls, key_ids(keys, range(3)), server.done, step=3)
+    result = server.result()
+
+    assert [client.status() for client in honest] == [0, 0, 0]
+    assert [line.split(" ")[1] for line in lines] == ["REJECTED"] * 3
+    assert all("accepts updates of L2 norm at most" in line for line in lines)
+    assert [(r.aggregated, r.completed, r.note) for r in result.history] == [(True, 3, "")] * 3
+    assert result.params.all_finite()
+    assert set(_failures(result.run_path)) == {3}
+
+
+# Strategy inputs ------------------------------------------------------------------------------
+class _StopAfter:
+    """A round listener that stops the server (as a kill would) once round ``round`` is committed."""
+
+    def __init__(self, round: int) -> None:
+        self.round = round
+        self.stopped = threading.Event()
+
+    def on_start(self, config: RunConfig, first_round: int, cohort: int, population: int) -> None:
+        pass
+
+    def on_round(self, record: RoundRecord) -> None:
+        if record.round == self.round:
+            self.stopped.set()
+            raise KeyboardInterrupt  # what Ctrl-C or SIGTERM raises in `sheaf server`
+
+
+@pytest.mark.parametrize(
+    ("strategy", "lie", "reason"),
+    [
+        ("qfedavg", "metrics:qffl_loss=1.0,qffl_lipschitz=1e200", "'qffl_lipschitz' in [1e-06, 1e+09], got 1e+200"),
+        ("fednova", "metrics:fednova_norm=5e-324", "'fednova_norm' in [1, 1e+09], got 5e-324"),
+    ],
+)
+def test_strategy_inputs_out_of_their_range_are_refused_before_and_after_a_restart(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, strategy: str, lie: str, reason: str
+) -> None:
+    config = deploy_config(
+        tmp_path, f"strategy={strategy}", "rounds=3", "evaluation.interval=100", "heartbeat_interval=0.05"
+    )
+    files = client_files(config, tmp_path / "data")
+    clock, calls = ManualClock(), Calls(transport)
+    stop = _StopAfter(1)
+    first = start_server(config, keys, transport=transport, clock=clock, listener=stop)
+    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+
+    before = transport.run(rogue(roomy_in_process(transport), keys.client_keys[3], [lie]))
+    with pytest.raises(KeyboardInterrupt):
+        first.result()
+    second = start_server(config, keys, transport=transport, clock=clock)  # the same command again
+    after = transport.run(rogue(roomy_in_process(transport), keys.client_keys[3], [lie]))
+    let_time_pass(clock, calls, key_ids(keys, range(3)), second.done, step=3)
+    result = second.result()
+
+    assert [client.status() for client in honest] == [0, 0, 0]
+    assert before[0].startswith(f"{lie} REJECTED round=1") and reason in before[0]
+    assert after[0].startswith(f"{lie} REJECTED round=2") and reason in after[0]
+    assert [(r.aggregated, r.completed) for r in result.history] == [(True, 3)] * 3
+    assert result.params.all_finite()
+    assert set(_failures(result.run_path)) == {3}
