@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +190,55 @@ async def rogue(
                     say(f"{mode} {pb.PushStatus.Name(answer.status)} round={task.round} {answer.detail}")
                 except RpcError as exc:
                     say(f"{mode} {exc.code.name} round={task.round} {exc.details}")
+    finally:
+        await channel.close()
+    return lines
+
+
+async def stalled_pushes(
+    connect: Connector, key: Path, count: int, *, on_line: Callable[[str], None] = lambda line: None
+) -> list[str]:
+    """Pull a fit task, then open ``count`` result streams for it at once, each a signed header
+    declaring as many bytes as the server accepts, and nothing after it: until the server ends
+    the stream. Returns one line per stream, ``<STATUS or CODE> <detail>``."""
+    identity = load_identity(key)
+    channel = connect()
+    rpc = _Rpc(channel, identity)
+    lines: list[str] = []
+    try:
+        join = await _join(rpc)
+        while True:
+            reader = await rpc.pull(join.run_id, 1 << 30)
+            task = reader.finish()
+            if task is not None and task.kind == "fit":
+                break
+        good = task.params.map(lambda a: a * 0 + 0.01)
+        header = pb.ResultMessage.FromString(
+            encode_result(task.task_id, uuid.uuid4().hex, "fit", task.round, num_examples=5, delta=good)[0]
+        )
+        padding = (join.max_update_bytes - header.result.total_bytes) // 4
+        header.result.tensors.append(pb.TensorSpec(group="pad", name="x", dtype="float32", shape=[padding]))
+        header.result.total_bytes += padding * 4
+        first = header.SerializeToString()
+        never = asyncio.Event()
+
+        async def header_only() -> AsyncIterator[bytes]:
+            yield first
+            await never.wait()
+
+        async def push() -> None:
+            metadata = identity.sign(METHODS["PushResult"], BodyDigest().update(first).digest())
+            try:
+                reply = pb.PushReply.FromString(
+                    await channel.stream_unary(METHODS["PushResult"], header_only(), metadata=metadata)
+                )
+                line = f"{pb.PushStatus.Name(reply.status)} {reply.detail}"
+            except RpcError as exc:
+                line = f"{exc.code.name} {exc.details}"
+            lines.append(line)
+            on_line(line)
+
+        await asyncio.gather(*(push() for _ in range(count)))
     finally:
         await channel.close()
     return lines

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ from tests.deploy.conftest import (
     start_client,
     start_server,
 )
-from tests.deploy.rogue import rogue, roomy_in_process
+from tests.deploy.rogue import rogue, roomy_in_process, stalled_pushes
 
 
 @pytest.fixture
@@ -176,3 +178,42 @@ def test_strategy_inputs_out_of_their_range_are_refused_before_and_after_a_resta
     assert [(r.aggregated, r.completed) for r in result.history] == [(True, 3)] * 3
     assert result.params.all_finite()
     assert set(_failures(result.run_path)) == {3}
+
+
+# Memory --------------------------------------------------------------------------------------
+def test_header_only_result_streams_leave_the_servers_memory_flat_and_end_with_their_slot(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+) -> None:
+    config = deploy_config(tmp_path, "rounds=1", "evaluation.federated=false", "heartbeat_interval=0.05")
+    files = client_files(config, tmp_path / "data")
+    clock, calls = ManualClock(), Calls(transport)
+    server = start_server(config, keys, transport=transport, clock=clock)
+    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+    lines: list[str] = []
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        # 200 streams, each a header declaring the most the server accepts (about 1 MiB here).
+        run = transport.submit(
+            stalled_pushes(roomy_in_process(transport), keys.client_keys[3], 200, on_line=lines.append)
+        )
+        deadline = time.monotonic() + 30
+        while len(lines) < 199 and tracemalloc.get_traced_memory()[0] - before < 100 << 20:
+            assert time.monotonic() < deadline, "the streams never reached the server"
+            time.sleep(0.05)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    let_time_pass(clock, calls, key_ids(keys, range(3)), lambda: len(lines) == 200, step=3)  # client 3 is silent
+    let_time_pass(clock, calls, key_ids(keys, range(3)), server.done, step=3)
+    result = server.result()
+
+    assert grown < 8 << 20, f"{grown / 2**20:.0f} MiB held for 200 headers"
+    assert sorted(line.split(" ")[0] for line in lines[:199]) == ["RESOURCE_EXHAUSTED"] * 199
+    assert "one result stream at a time" in lines[0]
+    # The one stream let in was given up when the client's share of the round was dropped
+    # (or, if the round was over by the time the stream heard, because it was).
+    assert lines[199].startswith("STALE task r1-fit-c3 ")
+    assert run.result(10) == lines
+    assert [client.status() for client in honest] == [0, 0, 0]
+    assert [(r.aggregated, r.completed) for r in result.history] == [(True, 3)]

@@ -238,6 +238,13 @@ def _service() -> tuple[FederationService, Coordinator, AuthorizedClient]:
     return FederationService(coordinator, RequestVerifier({identity.key_id: client}), settings_), coordinator, client
 
 
+async def _receive(
+    service: FederationService, client: AuthorizedClient, first: bytes, stream: AsyncIterator[bytes]
+) -> tuple[str, str]:
+    with service.streams.claim(client.client_id) as claim:
+        return await service._receive(client, first, stream, claim)
+
+
 @settings(max_examples=150)
 @given(st.binary(max_size=200), st.lists(st.binary(max_size=100), max_size=4))
 def test_the_servers_result_path_answers_every_malformed_stream_and_keeps_serving(
@@ -249,7 +256,7 @@ def test_the_servers_result_path_answers_every_malformed_stream_and_keeps_servin
         for message in rest:
             yield message
 
-    status, detail = asyncio.run(service._receive(client, first, stream()))
+    status, detail = asyncio.run(_receive(service, client, first, stream()))
     assert status in ("rejected", "stale", "accepted", "duplicate")
     assert isinstance(detail, str)
     good = encode_result("t", "u2", "fit", 1, num_examples=3, delta=Params({"w": np.ones(3, np.float32)}))
@@ -259,4 +266,4 @@ def test_the_servers_result_path_answers_every_malformed_stream_and_keeps_servin
             yield message
 
     if coordinator.work is not None and coordinator.work.slots[0].state != "done":
-        assert asyncio.run(service._receive(client, good[0], good_stream())) == ("accepted", "")
+        assert asyncio.run(_receive(service, client, good[0], good_stream())) == ("accepted", "")

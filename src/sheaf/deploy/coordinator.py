@@ -238,6 +238,11 @@ class Coordinator:
                 return None
             return work, slot
 
+    def expects(self, client_id: int, task_id: str) -> bool:
+        """Whether a result for ``task_id`` from this client would still settle its share."""
+        found = self.awaited(client_id, task_id)
+        return found is not None and found[1].state != "done"
+
     def settle(
         self,
         client_id: int,
@@ -286,10 +291,11 @@ class Coordinator:
             )
         return ("rejected", failure) if rejected else ("accepted", "")
 
-    def _fail_open(self, work: Work, now: float) -> None:
-        """Settle the shares of silent clients, and all open ones past the deadline."""
+    def _fail_open(self, work: Work, now: float) -> bool:
+        """Settle the shares of silent clients, and all open ones past the deadline; say if any."""
         timeout = self.settings.heartbeat_timeout
         late = now - work.posted >= self.settings.round_timeout
+        settled = False
         for slot in work.slots.values():
             if slot.state == "done":
                 continue
@@ -300,11 +306,12 @@ class Coordinator:
                 slot.failure = f"no result within server.round_timeout={self.settings.round_timeout:g} s"
             else:
                 continue
-            slot.state = "done"
+            slot.state, settled = "done", True
             log_event(
                 _log, logging.WARNING, "client_dropped", client=slot.client_id, round=work.round, kind=work.kind,
                 reason=slot.failure,
             )  # fmt: skip
+        return settled
 
     def wait(self, work: Work, on_result: Callable[[int, ReceivedResult], ReceivedResult] | None = None) -> WorkOutcome:
         """Block until every share of ``work`` is settled; return what came back.
@@ -320,7 +327,7 @@ class Coordinator:
             with self._lock:
                 now = self._clock()
                 self._sweep(now)
-                self._fail_open(work, now)
+                dropped = self._fail_open(work, now)
                 done = all(slot.state == "done" for slot in work.slots.values())
                 fresh: list[tuple[Slot, ReceivedResult]] = []
                 if on_result is not None:
@@ -329,6 +336,8 @@ class Coordinator:
                 if not done and not fresh:
                     deadline = work.posted + self.settings.round_timeout
                     self._changed.wait(timeout=max(0.01, min(0.25, deadline - now)))
+            if dropped:  # a result still arriving for a dropped share is given up
+                self._wake()
             for slot, result in fresh:  # outside the lock: results keep arriving meanwhile
                 if on_result is not None:
                     slot.result = on_result(slot.client_id, result)

@@ -272,7 +272,11 @@ def run_server(
 
         coordinator.on_tick = write_status
         settings = ServiceSettings(
-            run_id, json.dumps(config.to_dict()), config.server.heartbeat_interval, max_update_bytes
+            run_id,
+            json.dumps(config.to_dict()),
+            config.server.heartbeat_interval,
+            max_update_bytes,
+            receive_timeout=config.server.heartbeat_timeout,  # a stream as quiet as a lost client is given up
         )
         listening = transport.start(FederationService(coordinator, RequestVerifier(authorized), settings))
         log_event(

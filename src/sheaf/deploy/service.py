@@ -45,6 +45,7 @@ from sheaf.deploy.chunks import CHUNK_BYTES, WireError
 from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.logs import log_event
 from sheaf.deploy.rpc import CallContext, Handlers, Metadata, StatusCode, UnaryHandler
+from sheaf.deploy.streams import ResultStreams, StreamBusy, StreamClaim
 from sheaf.deploy.transport import METHODS
 from sheaf.deploy.validation import declared_problem, value_problem
 from sheaf.deploy.wire import PROTOCOL, ResultReader, idle_message
@@ -67,12 +68,14 @@ class ServiceSettings:
         config_json: the run's config, sent to clients when they join.
         heartbeat_interval: seconds between client heartbeats.
         max_update_bytes: the largest update accepted (all its tensors).
+        receive_timeout: the most seconds between two messages of a result stream.
     """
 
     run_id: str
     config_json: str
     heartbeat_interval: float
     max_update_bytes: int
+    receive_timeout: float = 30.0
 
 
 def _signature(metadata: Metadata) -> str:
@@ -95,6 +98,7 @@ class FederationService:
         self.coordinator = coordinator
         self.verifier = verifier
         self.settings = settings
+        self.streams = ResultStreams(settings.receive_timeout)
         self._work_posted: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -110,9 +114,11 @@ class FederationService:
         self.coordinator.wakeup = wakeup
 
     def _wake(self) -> None:
+        # Work was posted or settled: pulls look again; results for what is no longer awaited stop.
         if self._work_posted is not None:
             self._work_posted.set()
             self._work_posted = asyncio.Event()
+        self.streams.abandon(self.coordinator.expects)
 
     def handlers(self) -> Handlers:
         """The four methods, by path, for a transport to serve (raw bytes in and out).
@@ -247,26 +253,32 @@ class FederationService:
                 await asyncio.wait_for(event.wait(), remaining)
 
     async def push_result(self, requests: AsyncIterator[bytes], context: CallContext) -> bytes:
-        """Receive, check and settle one result."""
+        """Receive, check and settle one result (one stream per client at a time)."""
         metadata = context.metadata()
         try:
             client, pending = self.verifier.precheck(METHODS["PushResult"], metadata)
             stream = aiter(requests)
-            first = await anext(stream, None)
+            first = await self.streams.first(stream)
             if first is None:
                 raise AuthError("empty result stream")
             self.verifier.verify(client, pending, _signature(metadata), BodyDigest().update(first).digest())
-        except AuthError as exc:
+        except (AuthError, WireError) as exc:
             await self._refuse(context, StatusCode.UNAUTHENTICATED, "request_refused", str(exc), method="PushResult")
         self.coordinator.touch(client.client_id, context.peer())
-        status, detail = await self._receive(client, first, stream)
+        try:
+            with self.streams.claim(client.client_id) as claim:
+                status, detail = await self._receive(client, first, stream, claim)
+        except StreamBusy as exc:
+            await self._refuse(context, StatusCode.RESOURCE_EXHAUSTED, "request_refused", str(exc), method="PushResult")
         if status == "duplicate":
             log_event(_log, logging.INFO, "duplicate_ignored", client=client.client_id, detail=detail)
         elif status == "stale":
             log_event(_log, logging.INFO, "stale_result", client=client.client_id, detail=detail)
         return pb.PushReply(status=_STATUS[status], detail=detail).SerializeToString()
 
-    async def _receive(self, client: AuthorizedClient, first: bytes, stream: AsyncIterator[bytes]) -> tuple[str, str]:
+    async def _receive(
+        self, client: AuthorizedClient, first: bytes, stream: AsyncIterator[bytes], claim: StreamClaim
+    ) -> tuple[str, str]:
         cid = client.client_id
         reader = ResultReader(self.settings.max_update_bytes)
         try:
@@ -293,11 +305,12 @@ class FederationService:
             if problem is not None:
                 return self._reject(cid, header.task_id, header.update_id, problem)
         try:
-            async for message in stream:
-                reader.feed(message)
-            result = reader.finish()
+            received = await self.streams.read(claim, header.task_id, reader, stream)
         except WireError as exc:
             return self._reject(cid, header.task_id, header.update_id, str(exc))
+        if received is None:  # its share was settled otherwise meanwhile, or the round is over
+            return self.coordinator.settle(cid, header.task_id, header.update_id)
+        result = received
         if result.failure:
             reason = f"{result.kind} failed on the client: {result.failure}"
             return self.coordinator.settle(cid, result.task_id, result.update_id, failure=reason)
