@@ -8,6 +8,7 @@ speaks the real protocol and lies about one thing at a time.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import tracemalloc
@@ -17,8 +18,13 @@ import numpy as np
 import pytest
 
 from sheaf.core.config import RunConfig
+from sheaf.deploy._proto import federation_pb2 as pb
+from sheaf.deploy.auth import BodyDigest, load_identity
 from sheaf.deploy.inprocess import InProcessTransport
-from sheaf.deploy.keys import KeySet, init_keys
+from sheaf.deploy.keys import KeySet, init_keys, new_client_key
+from sheaf.deploy.rpc import RpcError
+from sheaf.deploy.transport import METHODS
+from sheaf.deploy.wire import PROTOCOL
 from sheaf.evaluation.history import RoundRecord
 from sheaf.run.store import RunStore
 from tests.deploy.conftest import (
@@ -217,3 +223,110 @@ def test_header_only_result_streams_leave_the_servers_memory_flat_and_end_with_t
     assert run.result(10) == lines
     assert [client.status() for client in honest] == [0, 0, 0]
     assert [(r.aggregated, r.completed) for r in result.history] == [(True, 3)]
+
+
+# Unbounded inputs -----------------------------------------------------------------------------
+def test_metrics_past_their_caps_or_nan_refuse_the_update_with_one_line(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+) -> None:
+    config = deploy_config(tmp_path, "rounds=3", "evaluation.interval=100", "heartbeat_interval=0.05")
+    files = client_files(config, tmp_path / "data")
+    clock, calls = ManualClock(), Calls(transport)
+    server = start_server(config, keys, transport=transport, clock=clock)
+    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+    modes = ["metric_count:40000", "metrics:train_loss=nan", "metrics:" + "m" * 101 + "=1"]
+
+    lines = transport.run(rogue(roomy_in_process(transport), keys.client_keys[3], modes))
+    let_time_pass(clock, calls, key_ids(keys, range(3)), server.done, step=3)
+    result = server.result()
+
+    assert [client.status() for client in honest] == [0, 0, 0]
+    assert [line.split(" ")[1] for line in lines] == ["REJECTED"] * 3
+    assert "carries 40000 metrics, more than the 256 accepted" in lines[0]
+    assert "metric 'train_loss' is NaN" in lines[1]
+    assert "is over 100 characters" in lines[2]
+    with RunStore.open(result.run_path, readonly=True) as store:
+        names = {name for _, record in store.client_records() for name in record.metrics}
+    assert names <= {"train_loss", "steps", "loss", "accuracy"}
+    assert [r.completed for r in result.history] == [3, 3, 3]
+
+
+@pytest.mark.parametrize("claim", [10**12, 500_000])
+def test_an_evaluation_claiming_too_many_examples_does_not_set_the_federated_accuracy(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, claim: int
+) -> None:
+    config = deploy_config(tmp_path, "rounds=2", "evaluation.interval=1", "heartbeat_interval=0.05")
+    files = client_files(config, tmp_path / "data")
+    clock, calls = ManualClock(), Calls(transport)
+    server = start_server(config, keys, transport=transport, clock=clock)
+    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+
+    lines = transport.run(
+        rogue(roomy_in_process(transport), keys.client_keys[3], ["honest"] * 2, evaluation=f"claim:{claim}",
+              until_finished=True)
+    )  # fmt: skip
+    let_time_pass(clock, calls, key_ids(keys, range(3)), server.done, step=3)
+    result = server.result()
+
+    assert [client.status() for client in honest] == [0, 0, 0]
+    assert [line.split(" ")[1] for line in lines] == ["ACCEPTED", "ACCEPTED"]
+    with RunStore.open(result.run_path, readonly=True) as store:
+        evaluated = [(r, c) for r, c in store.client_records(phase="evaluate")]
+        reasons = [reason for _, client, phase, reason in store.failures() if phase == "evaluate"]
+    assert {c.client_id for _, c in evaluated} == {0, 1, 2}
+    assert len(reasons) == 2 and all(f"claims {claim} examples" in reason for reason in reasons)
+    last = [c for r, c in evaluated if r == 2]
+    honest_mean = sum(c.metrics["accuracy"] * c.num_examples for c in last) / sum(c.num_examples for c in last)
+    assert result.history.final_federated["accuracy"]["weighted_mean"] == pytest.approx(honest_mean)
+    assert honest_mean > 0.5
+
+
+def test_requests_with_nonsense_in_bounded_fields_are_refused_and_logged_once_per_peer(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, logs: pytest.LogCaptureFixture
+) -> None:
+    stranger = tmp_path / "stranger.key"
+    new_client_key(stranger, 7, "stranger")
+    config = deploy_config(tmp_path, "rounds=1", "evaluation.federated=false")
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys, transport=transport)
+    identity = load_identity(keys.client_keys[0])
+
+    async def send() -> list[str]:
+        channel, outcomes = transport.connect(), []
+        join = pb.JoinRequest(protocol=PROTOCOL).SerializeToString()
+        signed = identity.sign(METHODS["Join"], BodyDigest().update(join).digest())
+        long_time = [(k, "9" * 400 if k == "sheaf-time" else v) for k, v in signed]
+        run_id = pb.JoinReply.FromString(
+            await channel.unary_unary(METHODS["Join"], join, metadata=signed, timeout=10)
+        ).run_id
+        nan_wait = pb.PullRequest(run_id=run_id, wait_seconds=math.nan).SerializeToString()
+        strangers = [load_identity(stranger).sign(METHODS["Join"], BodyDigest().update(join).digest())] * 100
+        attempts = [
+            ("Join", join, long_time),
+            ("PullTask", nan_wait, identity.sign(METHODS["PullTask"], BodyDigest().update(nan_wait).digest())),
+            *(("Join", join, metadata) for metadata in strangers),
+        ]
+        for method, body, metadata in attempts:
+            try:
+                if method == "PullTask":
+                    async for _ in channel.unary_stream(METHODS[method], body, metadata=metadata, timeout=10):
+                        pass
+                else:
+                    await channel.unary_unary(METHODS[method], body, metadata=metadata, timeout=10)
+                outcomes.append("OK")
+            except RpcError as exc:
+                outcomes.append(f"{exc.code.name}: {exc.details}")
+        await channel.close()
+        return outcomes
+
+    outcomes = transport.run(send(), timeout=60)
+    clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
+    result = server.result()
+
+    assert outcomes[0].startswith("UNAUTHENTICATED: malformed sheaf-time metadata")
+    assert outcomes[1] == "INVALID_ARGUMENT: wait_seconds must be a finite number of seconds, got nan"
+    assert all(o.startswith("UNAUTHENTICATED: unknown client key") for o in outcomes[2:])
+    refused = events(logs, "request_refused") + events(logs, "request_malformed")
+    assert any("malformed sheaf-time" in e["reason"] for e in refused)
+    assert len(refused) == 10  # one peer: at most 10 lines a minute, however many requests
+    assert result.history.rounds_completed == 1 and [c.status() for c in clients] == [0, 0, 0, 0]

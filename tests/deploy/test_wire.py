@@ -125,7 +125,15 @@ def _result_header(**fields: Any) -> bytes:
         ({"task_id": ""}, "task id"),
         ({"update_id": "x" * 500}, "update id"),
         ({"kind": 9}, "unknown kind"),
-        ({"num_examples": -1}, "negative"),
+        ({"num_examples": -1}, "claims -1 examples"),
+        ({"num_examples": 10**12}, "claims 1000000000000 examples; a result may claim 0 to 536870911"),
+        (
+            {"metrics": [pb.NamedScalar(name=f"m{i}", value=pb.Scalar(float_value=0)) for i in range(40_000)]},
+            "carries 40000 metrics, more than the 256 accepted",
+        ),
+        ({"metrics": [pb.NamedScalar(name="m" * 101, value=pb.Scalar(float_value=0))]}, "over 100 characters"),
+        ({"metrics": [pb.NamedScalar(name="acc", value=pb.Scalar(float_value=float("nan")))]}, "'acc' is NaN"),
+        ({"metrics": [pb.NamedScalar(name="acc", value=pb.Scalar(string_value="x"))]}, "must be a number"),
     ],
 )
 def test_a_bad_result_header_is_refused_before_any_tensor_bytes(header: dict[str, Any], match: str) -> None:

@@ -51,6 +51,7 @@ from sheaf.deploy.rpc import (
     Handlers,
     Listening,
     Metadata,
+    Requests,
     RpcError,
     ServerTransport,
     Service,
@@ -59,6 +60,8 @@ from sheaf.deploy.rpc import (
 from sheaf.deploy.server import ServerOptions, ServerResult, limit_malloc_arenas, run_server, server_run_path
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.status import run_status
+from sheaf.deploy.streams import ResultStreams, StreamBusy, StreamClaim
+from sheaf.deploy.throttle import RefusalLog, peer_host
 from sheaf.deploy.transport import (
     METHODS,
     SERVICE_NAME,
@@ -72,6 +75,8 @@ from sheaf.deploy.transport import (
 )
 from sheaf.deploy.validation import declared_problem, value_problem
 from sheaf.deploy.wire import (
+    MAX_METRIC_NAME,
+    MAX_METRICS,
     PROTOCOL,
     ReceivedResult,
     ReceivedTask,
@@ -87,6 +92,8 @@ from sheaf.deploy.wire import (
 __all__ = [
     "CHUNK_BYTES",
     "MAX_MESSAGE_BYTES",
+    "MAX_METRICS",
+    "MAX_METRIC_NAME",
     "METHODS",
     "PROTOCOL",
     "SERVICE_NAME",
@@ -114,8 +121,11 @@ __all__ = [
     "Metadata",
     "ReceivedResult",
     "ReceivedTask",
+    "RefusalLog",
     "RequestVerifier",
+    "Requests",
     "ResultReader",
+    "ResultStreams",
     "RpcError",
     "ServerOptions",
     "ServerResult",
@@ -124,6 +134,8 @@ __all__ = [
     "ServiceSettings",
     "Slot",
     "StatusCode",
+    "StreamBusy",
+    "StreamClaim",
     "TaskReader",
     "TensorAssembler",
     "WireError",
@@ -151,6 +163,7 @@ __all__ = [
     "load_test_data",
     "log_event",
     "new_client_key",
+    "peer_host",
     "run_client",
     "run_server",
     "run_status",

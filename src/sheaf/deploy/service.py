@@ -46,6 +46,7 @@ from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.logs import log_event
 from sheaf.deploy.rpc import CallContext, Handlers, Metadata, StatusCode, UnaryHandler
 from sheaf.deploy.streams import ResultStreams, StreamBusy, StreamClaim
+from sheaf.deploy.throttle import RefusalLog
 from sheaf.deploy.transport import METHODS
 from sheaf.deploy.validation import declared_problem, value_problem
 from sheaf.deploy.wire import PROTOCOL, ResultReader, idle_message
@@ -92,12 +93,21 @@ class FederationService:
         coordinator: the server's live state.
         verifier: checks every request's signature.
         settings: what the handlers enforce.
+        refusals: logs refused requests, throttled per peer (default: at most 10 lines per
+            peer a minute).
     """
 
-    def __init__(self, coordinator: Coordinator, verifier: RequestVerifier, settings: ServiceSettings) -> None:
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        verifier: RequestVerifier,
+        settings: ServiceSettings,
+        refusals: RefusalLog | None = None,
+    ) -> None:
         self.coordinator = coordinator
         self.verifier = verifier
         self.settings = settings
+        self.refusals = refusals or RefusalLog(_log)
         self.streams = ResultStreams(settings.receive_timeout)
         self._work_posted: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -160,7 +170,7 @@ class FederationService:
 
     # Shared steps ----------------------------------------------------------------------
     async def _refuse(self, context: CallContext, code: StatusCode, event: str, reason: str, **fields: Any) -> NoReturn:
-        log_event(_log, logging.WARNING, event, peer=context.peer(), reason=reason, **fields)
+        self.refusals.log(context.peer(), event, reason=reason, **fields)
         await context.abort(code, reason)
 
     async def _authenticate(self, context: CallContext, method: str, body: bytes) -> AuthorizedClient:
@@ -232,6 +242,11 @@ class FederationService:
         client = await self._authenticate(context, "PullTask", request)
         message: pb.PullRequest = await self._parse(context, pb.PullRequest, request)
         await self._check_run(context, message.run_id, client)
+        if not math.isfinite(message.wait_seconds):  # NaN once made the wait below spin for ever
+            await self._refuse(
+                context, StatusCode.INVALID_ARGUMENT, "request_malformed",
+                f"wait_seconds must be a finite number of seconds, got {message.wait_seconds}", client=client.client_id,
+            )  # fmt: skip
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(max(message.wait_seconds, 0.0), MAX_PULL_WAIT)
         while True:
