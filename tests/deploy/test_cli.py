@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from sheaf.cli.app import app
+from sheaf.core.params import Params
 from sheaf.deploy.auth import load_authorized_clients
 from sheaf.run.simulate import simulate
 from tests.conftest import SMALL
@@ -69,3 +71,27 @@ def test_bad_server_and_client_input_is_one_line_and_status_2(tmp_path: Path) ->
         ["client", "--server", "localhost:1", "--key", str(tmp_path / "k" / "clients" / "client-0.key"), "--data", "x"],
     )
     assert no_ca.exit_code == 2 and "needs the deployment's CA certificate" in no_ca.stderr
+
+
+def test_a_server_whose_run_ends_with_skipped_rounds_says_so_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sheaf.deploy import server as server_module
+    from sheaf.deploy.server import ServerResult
+    from sheaf.evaluation.history import History, RoundRecord
+
+    def finished(skipped: list[int]) -> ServerResult:
+        records = [RoundRecord(round=r, sampled=4, completed=0 if r in skipped else 4, failed=0,
+                               aggregated=r not in skipped) for r in (1, 2, 3)]  # fmt: skip
+        return ServerResult(History(records), Params({}), tmp_path / "run.sqlite", 0)
+
+    runner.invoke(app, ["keys", "init", str(tmp_path / "k"), "--clients", "2"])
+    args = ["server", "--keys", str(tmp_path / "k"), "--address", "127.0.0.1:0", "--set", f"runs_dir={tmp_path}"]
+    monkeypatch.setattr(server_module, "run_server", lambda config, options: finished([2, 3]))
+    short = runner.invoke(app, args)
+    monkeypatch.setattr(server_module, "run_server", lambda config, options: finished([]))
+    whole = runner.invoke(app, args)
+
+    assert short.exit_code == 1
+    assert "finished 3 rounds, but 2 were not aggregated (rounds 2, 3)" in short.stderr
+    assert whole.exit_code == 0 and whole.stdout.startswith("finished 3 rounds")

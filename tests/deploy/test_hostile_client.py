@@ -330,3 +330,83 @@ def test_requests_with_nonsense_in_bounded_fields_are_refused_and_logged_once_pe
     assert any("malformed sheaf-time" in e["reason"] for e in refused)
     assert len(refused) == 10  # one peer: at most 10 lines a minute, however many requests
     assert result.history.rounds_completed == 1 and [c.status() for c in clients] == [0, 0, 0, 0]
+
+
+# Lost clients ---------------------------------------------------------------------------------
+class _HoldAfter:
+    """A round listener that, after round ``round``, holds the round loop until ``go`` is set."""
+
+    def __init__(self, round: int) -> None:
+        self.round = round
+        self.reached, self.go = threading.Event(), threading.Event()
+
+    def on_start(self, config: RunConfig, first_round: int, cohort: int, population: int) -> None:
+        pass
+
+    def on_round(self, record: RoundRecord) -> None:
+        if record.round == self.round:
+            self.reached.set()
+            assert self.go.wait(60), "the test never let the round loop go on"
+
+
+def _waiting(logs: pytest.LogCaptureFixture, round: int) -> bool:
+    return any(e.get("round") == round for e in events(logs, "waiting_for_clients"))
+
+
+def test_a_round_short_of_clients_waits_for_a_killed_client_to_rejoin(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, logs: pytest.LogCaptureFixture
+) -> None:
+    # The heart example's shape: four clients, every one needed in every round.
+    config = deploy_config(
+        tmp_path, "rounds=4", "min_clients=4", "evaluation.interval=100", "heartbeat_interval=0.05",
+        "min_clients_wait=300",
+    )  # fmt: skip
+    files = client_files(config, tmp_path / "data")
+    clock, calls, hold = ManualClock(), Calls(transport), _HoldAfter(1)
+    server = start_server(config, keys, transport=transport, clock=clock, listener=hold)
+    clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
+    assert hold.reached.wait(60)
+    clients[3].future.cancel()  # killed: it stops calling at once
+    hold.go.set()
+
+    let_time_pass(clock, calls, key_ids(keys, range(3)), lambda: _waiting(logs, 3), step=3)
+    back = start_client(transport, keys.client_keys[3], files[3], tmp_path / "state")  # restarted
+    let_time_pass(clock, calls, key_ids(keys, range(3)), server.done, step=3)
+    result = server.result()
+
+    assert [client.status() for client in [*clients[:3], back]] == [0, 0, 0, 0]
+    assert [(r.aggregated, r.completed) for r in result.history] == [(True, 4), (False, 0), (True, 4), (True, 4)]
+    assert result.skipped_rounds == (2,)
+    assert [e["round"] for e in events(logs, "round_skipped")] == [2]
+    assert "fewer than strategy.min_clients=4" in events(logs, "round_skipped")[0]["reason"]
+    assert [e["skipped_rounds"] for e in events(logs, "run_finished") if "skipped_rounds" in e] == [[2]]
+
+
+def test_rounds_whose_clients_do_not_come_back_wait_their_limit_then_are_skipped_and_said_so(
+    tmp_path: Path, transport: InProcessTransport, logs: pytest.LogCaptureFixture
+) -> None:
+    keys = init_keys(tmp_path / "keys", 10)
+    config = deploy_config(
+        tmp_path, "clients=10", "rounds=3", "min_clients=6", "evaluation.interval=100", "heartbeat_interval=0.05",
+        "min_clients_wait=120",
+    )  # fmt: skip
+    files = client_files(config, tmp_path / "data")
+    clock, calls, hold = ManualClock(), Calls(transport), _HoldAfter(1)
+    server = start_server(config, keys, transport=transport, clock=clock, listener=hold)
+    clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(10)]
+    assert hold.reached.wait(60)
+    for client in clients[5:]:
+        client.future.cancel()  # five of ten killed
+    hold.go.set()
+    let_time_pass(clock, calls, key_ids(keys, range(5)), lambda: _waiting(logs, 3), step=3)
+    waiting_since = clock.now
+    let_time_pass(clock, calls, key_ids(keys, range(5)), server.done, step=3)
+    result = server.result()
+
+    assert [client.status() for client in clients[:5]] == [0] * 5
+    assert [r.aggregated for r in result.history] == [True, False, False]
+    assert result.skipped_rounds == (2, 3)
+    assert [e["round"] for e in events(logs, "round_skipped")] == [2, 3]
+    gave_up = events(logs, "clients_not_back")
+    assert [(e["round"], e["connected"], e["needed"]) for e in gave_up] == [(3, 5, 6)]
+    assert gave_up[0]["waited_seconds"] >= 120 and clock.now - waiting_since >= 120  # the coordinator's clock

@@ -79,6 +79,15 @@ def server(
         except KeyboardInterrupt:
             typer.echo("stopped; committed rounds are in the run store: the same command resumes the run", err=True)
             raise typer.Exit(130) from None
+    skipped = result.skipped_rounds
+    if skipped:
+        shown = ", ".join(str(r) for r in skipped[:20]) + (", ..." if len(skipped) > 20 else "")
+        typer.echo(
+            f"finished {result.history.rounds_completed} rounds, but {len(skipped)} were not aggregated "
+            f"(rounds {shown}): see 'sheaf status {result.run_path}'",
+            err=True,
+        )
+        raise typer.Exit(1)
     typer.echo(f"finished {result.history.rounds_completed} rounds; run store: {result.run_path}")
 
 

@@ -60,14 +60,27 @@ class DeploymentBackend:
         store: the run store (read for which clients' updates were aggregated).
         limits: what the operator bounds; here, the examples a client may claim for an
             evaluation (a fit's claims are bounded by the cohort's rule).
+        min_clients: the fewest updates a round needs (``strategy.min_clients``).
+        min_clients_wait: how long a round whose cohort has fewer than ``min_clients``
+            clients connected waits for them, by the coordinator's clock (0: no wait).
     """
 
     name = "grpc"
 
-    def __init__(self, coordinator: Coordinator, store: RunStore, limits: OperatorLimits | None = None) -> None:
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        store: RunStore,
+        limits: OperatorLimits | None = None,
+        *,
+        min_clients: int = 0,
+        min_clients_wait: float = 0.0,
+    ) -> None:
         self.coordinator = coordinator
         self.store = store
         self.limits = limits
+        self.min_clients = min_clients
+        self.min_clients_wait = min_clients_wait
         self._round = store.last_round
         self._aggregated: dict[int, int] = {}
         self._synced = 0
@@ -90,8 +103,18 @@ class DeploymentBackend:
         return self._aggregated
 
     def fit(self, cohort: Cohort) -> FitOutcome:
-        """Send the cohort its tasks and collect the updates that come back."""
+        """Send the cohort its tasks and collect the updates that come back.
+
+        If fewer of the cohort than ``min_clients`` are connected, first wait up to
+        ``min_clients_wait`` for them (clients that crashed or lost their network rejoin),
+        as the server waits for its first clients; then run the round whoever is there.
+        """
         self._round = cohort.round
+        needed = min(self.min_clients, len(cohort.client_ids))
+        if self.min_clients_wait > 0 and needed > 0:
+            self.coordinator.wait_for_clients(
+                needed, among=cohort.client_ids, limit=self.min_clients_wait, round=cohort.round
+            )
         aggregated = self._aggregated_rounds()
         tensors = encode_tensors({"": cohort.params, **{k: v for k, v in cohort.payload.items() if k}})
         chunks = [task_chunk(c) for c in tensors.chunks]

@@ -37,7 +37,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,12 @@ from sheaf.deploy.logs import log_event
 from sheaf.deploy.wire import ReceivedResult
 
 __all__ = ["Coordinator", "Slot", "Work", "WorkOutcome"]
+
+
+def _seconds(seconds: float) -> float:
+    """Seconds to one decimal, for the log."""
+    return float(f"{seconds:.1f}")
+
 
 _log = logging.getLogger("sheaf.server")
 
@@ -355,21 +361,50 @@ class Coordinator:
             self._last_tick = now
             self.on_tick()
 
-    def wait_for_clients(self, count: int, *, report_every: float = 10.0) -> None:
-        """Block until at least ``count`` clients are connected, logging who is awaited."""
-        last_report = self._clock() - report_every
-        while len(connected := self.connected()) < count:
+    def wait_for_clients(
+        self,
+        count: int,
+        *,
+        among: Sequence[int] | None = None,
+        limit: float | None = None,
+        round: int | None = None,
+        report_every: float = 10.0,
+    ) -> bool:
+        """Block until at least ``count`` clients are connected, logging who is awaited.
+
+        Args:
+            count: how many must be connected.
+            among: which clients count (default: every authorised one).
+            limit: give up after this many seconds of the coordinator's clock (None: never).
+            round: the round that waits (for the log).
+            report_every: seconds between ``waiting_for_clients`` lines.
+
+        Returns:
+            Whether ``count`` are connected (False: the limit passed first).
+        """
+        pool = set(self.names if among is None else among)
+        started = self._clock()
+        last_report = started - report_every
+        context = {} if round is None else {"round": round}
+        while len(connected := pool.intersection(self.connected())) < count:
             now = self._clock()
+            if limit is not None and now - started >= limit:
+                log_event(
+                    _log, logging.WARNING, "clients_not_back", **context, connected=len(connected), needed=count,
+                    waited_seconds=_seconds(now - started),
+                )  # fmt: skip
+                return False
             if now - last_report >= report_every:
                 last_report = now
-                missing = sorted(set(self.names) - set(connected))
+                missing = sorted(pool - connected)
                 log_event(
-                    _log, logging.INFO, "waiting_for_clients", connected=len(connected), needed=count,
+                    _log, logging.INFO, "waiting_for_clients", **context, connected=len(connected), needed=count,
                     not_connected=missing[:20],
                 )  # fmt: skip
             self._tick()
             with self._lock:
                 self._changed.wait(timeout=0.2)
+        return True
 
     # End ----------------------------------------------------------------------------------
     def finish(self) -> None:

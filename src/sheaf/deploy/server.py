@@ -130,6 +130,11 @@ class ServerResult:
     run_path: Path
     port: int
 
+    @property
+    def skipped_rounds(self) -> tuple[int, ...]:
+        """The rounds that were not aggregated (too few updates, a refused aggregate, ...)."""
+        return tuple(record.round for record in self.history if not record.aggregated)
+
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's malloc arenas (``M_ARENA_MAX``); returns whether it applied.
@@ -171,6 +176,8 @@ class _LogListener:
             self.then.on_start(config, first_round, cohort, population)
 
     def on_round(self, record: RoundRecord) -> None:
+        if not record.aggregated:  # the model did not move this round: the operator should know
+            log_event(_log, logging.WARNING, "round_skipped", round=record.round, reason=record.note)
         federated = {name: summary.get("weighted_mean") for name, summary in record.federated.items()}
         traffic, before = self.coordinator.traffic, self._traffic
         self._traffic = traffic
@@ -289,7 +296,13 @@ def run_server(
             coordinator.wait_for_clients(config.strategy.min_clients)
             state = "running"
             write_status()
-            backend = DeploymentBackend(coordinator, store, parts.limits)
+            backend = DeploymentBackend(
+                coordinator,
+                store,
+                parts.limits,
+                min_clients=config.strategy.min_clients,
+                min_clients_wait=config.server.min_clients_wait,
+            )
             federated = Federated(
                 config, parts.task, Population(ids, ids, central), chosen, backend, store, parts.limits
             )
@@ -301,9 +314,11 @@ def run_server(
         state = "finished"
         coordinator.finish()
         write_status()
+        skipped = [record.round for record in history if not record.aggregated]
         log_event(
-            _log, logging.INFO, "run_finished", rounds=history.rounds_completed, central=dict(history.final_central)
-        )
+            _log, logging.WARNING if skipped else logging.INFO, "run_finished", rounds=history.rounds_completed,
+            skipped_rounds=skipped, central=dict(history.final_central),
+        )  # fmt: skip
         # Let connected clients hear that the run is over before the port closes.
         transport.linger(min(config.server.heartbeat_interval + 0.5, 5.0))
         return ServerResult(history, params, path, listening.port)
