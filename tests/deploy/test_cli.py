@@ -95,3 +95,38 @@ def test_a_server_whose_run_ends_with_skipped_rounds_says_so_and_exits_1(
     assert short.exit_code == 1
     assert "finished 3 rounds, but 2 were not aggregated (rounds 2, 3)" in short.stderr
     assert whole.exit_code == 0 and whole.stdout.startswith("finished 3 rounds")
+
+
+def test_strings_from_the_store_are_shown_as_text_never_as_markup(tmp_path: Path) -> None:
+    import time
+
+    import numpy as np
+
+    from sheaf.core.config import RunConfig
+    from sheaf.core.errors import ClientFailure
+    from sheaf.evaluation.history import ClientRecord, RoundRecord
+    from sheaf.run.store import RunStore
+
+    hostile = "[/] [bold red]x[/bold red] [link=file:///etc]y"
+    path = tmp_path / "run.sqlite"
+    meta = {"client_ids": [0], "client_names": [hostile], "population": 1, "backend": "grpc"}
+    with RunStore.create(path, RunConfig().to_dict(), Params({"w": np.zeros(2)}), (), meta) as store:
+        summary = {"weighted_mean": 0.5, "mean": 0.5, "min": 0.5, "max": 0.5, "p10": 0.5}
+        record = RoundRecord(round=1, sampled=1, completed=0, failed=1, aggregated=False,
+                             federated={"accuracy": summary, hostile: summary}, note=hostile)  # fmt: skip
+        store.commit_round(
+            record, Params({"w": np.zeros(2)}), (), [ClientRecord(0, "evaluate", 3, {hostile: 1.0, "accuracy": 0.5})],
+            [("fit", ClientFailure(0, f"update rejected: {hostile}"))],
+        )  # fmt: skip
+        store.set_meta("server", {"state": "running", "address": hostile, "pid": 1, "tls": True,
+                                  "updated": time.time(), "seconds_since_contact": {"0": 0.1},
+                                  "work": {"kind": "fit", "round": 2, "waiting_for": [0]}})  # fmt: skip
+
+    shown = runner.invoke(app, ["status", str(path)], env={"COLUMNS": "400"})
+    reported = runner.invoke(app, ["report", str(path), "--out", str(tmp_path / "report")])
+
+    assert shown.exit_code == 0, shown.output
+    assert f"update rejected: {hostile}" in shown.stdout and f"clients' {hostile}" in shown.stdout
+    assert reported.exit_code == 0, reported.output
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "[/] [bold red]x[/bold red]" in page and "<script" not in page

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from sheaf.cli._common import ConfigArg, SetOpt, app, clear_errors, load_cli_config
 from sheaf.core.errors import ConfigError
@@ -190,6 +191,13 @@ def keys_client(
     typer.echo(line)
 
 
+class _TextTable(Table):
+    """A Rich table whose cells are plain text: ``[/]`` in a cell is shown, not parsed."""
+
+    def add_row(self, *renderables: Any, **options: Any) -> None:
+        super().add_row(*(Text(r) if isinstance(r, str) else r for r in renderables), **options)
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -209,7 +217,9 @@ def status(
     if as_json:
         typer.echo(json.dumps(info))
         return
-    table = Table(title=f"run {info['run']}", show_header=False)
+    # Everything shown comes from the store, and much of it from clients (failure reasons,
+    # metric names): it is rendered as plain text, never as Rich markup.
+    table = _TextTable(title=Text(f"run {info['run']}"), show_header=False)
     table.add_column("what")
     table.add_column("value")
     table.add_row("status", f"{info['status']} · round {info['rounds']['done']}/{info['rounds']['total']}")

@@ -58,7 +58,8 @@ def _figures(history: History, client_acc: Sequence[float], out: Path) -> list[P
         ax.plot(rounds, [s["p10"] for _, s in tuned], "v--", color="C4", label="personalised: worst 10%")
     ax.set(xlabel="round", ylabel="accuracy", title="Accuracy of the global model", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # a run with nothing measured yet has no lines
+        ax.legend(loc="lower right")
     paths.append(out / "accuracy.png")
     fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -73,7 +74,8 @@ def _figures(history: History, client_acc: Sequence[float], out: Path) -> list[P
             ax.plot(*zip(*series, strict=True), label=label)
     ax.set(xlabel="round", ylabel="loss", title="Loss")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     paths.append(out / "loss.png")
     fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)
