@@ -35,13 +35,14 @@ from sheaf.core.exactsum import MAX_TERMS, ExactSum, StackedSum
 from sheaf.core.params import Array, Params, ParamSpec
 from sheaf.core.rng import Purpose, counter_uniforms, seed_for, seeds_for, stream
 from sheaf.core.sampling import cohort_size, sample_cohort
-from sheaf.core.tensor import ALLOWED_DTYPES, array_from_record, array_to_record
+from sheaf.core.tensor import ALLOWED_DTYPES, MAX_DIMS, array_from_record, array_to_record
 from sheaf.core.tree import decode_tree, encode_tree
 from sheaf.core.update import MAX_EXAMPLES, Metrics, Scalar, TensorGroups, Update, check_update, validate_metrics
 
 __all__ = [
     "ALLOWED_DTYPES",
     "ATTACKS",
+    "MAX_DIMS",
     "MAX_EXAMPLES",
     "MAX_TERMS",
     "PRIVACY_MODES",

@@ -15,6 +15,7 @@ from sheaf.run.population import Population
 from sheaf.run.report import report_run
 from sheaf.run.simulate import SimulationResult, resolve_config, simulate
 from sheaf.run.store import FORMAT_VERSION, RunStore
+from sheaf.run.store_files import holds_nothing, remove_abandoned, remove_files, temporary_name
 
 __all__ = [
     "FINETUNE_EVALUATE",
@@ -29,14 +30,18 @@ __all__ = [
     "SimulationResult",
     "assemble",
     "builtin_client_steps",
+    "holds_nothing",
     "open_or_create_store",
     "personal_steps",
     "personalized_evaluation",
     "personalized_evaluation_steps",
     "pooled_baseline",
+    "remove_abandoned",
+    "remove_files",
     "report_run",
     "resolve_config",
     "run_rounds",
     "simulate",
+    "temporary_name",
     "wants_personalization",
 ]

@@ -49,6 +49,7 @@ from sheaf.privacy.ledger import simulated_client_privacy
 from sheaf.privacy.plan import PrivacyPlan, deployed_privacy_plan, privacy_plan
 from sheaf.run.personalize import FINETUNE_EVALUATE, personalized_evaluation_steps, wants_personalization
 from sheaf.run.store import RunStore
+from sheaf.run.store_files import holds_nothing, remove_files
 from sheaf.strategies.base import Strategy
 from sheaf.strategies.ditto import ditto_client_step
 from sheaf.strategies.fednova import fednova_client_step
@@ -186,9 +187,14 @@ def open_or_create_store(
 ) -> RunStore:
     """Open the run at ``path`` to resume it (same config), or create it with round 0.
 
+    A file there that holds nothing (what an older sheaf killed while creating the store
+    left: an empty file, or a SQLite file without tables) is replaced by a new store.
+
     Raises:
         StoreError: if a run exists there with a different config.
     """
+    if path.exists() and holds_nothing(path):
+        remove_files(path)
     if not path.exists():
         return RunStore.create(path, config.to_dict(), params, state, meta)
     store = RunStore.open(path)
