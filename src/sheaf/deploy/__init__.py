@@ -44,6 +44,7 @@ from sheaf.deploy.inprocess_channel import InProcessChannel
 from sheaf.deploy.keys import KeySet, init_keys, new_client_key
 from sheaf.deploy.local import catalog_info, deployment_task, load_client_data, load_test_data
 from sheaf.deploy.logs import configure_logging, log_event
+from sheaf.deploy.replay import SeenNonces
 from sheaf.deploy.rpc import (
     CallContext,
     Channel,
@@ -127,6 +128,7 @@ __all__ = [
     "ResultReader",
     "ResultStreams",
     "RpcError",
+    "SeenNonces",
     "ServerOptions",
     "ServerResult",
     "ServerTransport",

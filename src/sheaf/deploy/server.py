@@ -42,6 +42,7 @@ from sheaf.deploy.backend import DeploymentBackend
 from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.local import catalog_info, deployment_task, load_test_data
 from sheaf.deploy.logs import log_event
+from sheaf.deploy.replay import SeenNonces
 from sheaf.deploy.rpc import Listening, ServerTransport
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.transport import GrpcServerTransport, server_credentials
@@ -251,6 +252,7 @@ def run_server(
     store = open_or_create_store(path, config, initial, chosen.init(initial), meta)
     started = time.time()
     listening: Listening | None = None
+    nonces: SeenNonces | None = None
     state = "starting"
     try:
         stored = store.meta
@@ -285,7 +287,11 @@ def run_server(
             max_update_bytes,
             receive_timeout=config.server.heartbeat_timeout,  # a stream as quiet as a lost client is given up
         )
-        listening = transport.start(FederationService(coordinator, RequestVerifier(authorized), settings))
+        # Nonces of verified requests are written to the store before they are answered, so a
+        # request captured before a restart (kill -9 included) is still refused as a replay.
+        nonces = SeenNonces(path)
+        verifier = RequestVerifier(authorized, seen=nonces.live(), remember=nonces.remember)
+        listening = transport.start(FederationService(coordinator, verifier, settings))
         log_event(
             _log, logging.INFO, "listening", address=listening.address, port=listening.port, tls=listening.tls,
             run=str(path), run_id=run_id, last_round=store.last_round, rounds=config.rounds, clients=len(ids),
@@ -330,4 +336,6 @@ def run_server(
             except Exception:  # the store itself may be what failed; stopping matters more
                 pass
         transport.stop()
+        if nonces is not None:
+            nonces.close()
         store.close()
