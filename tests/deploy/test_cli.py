@@ -130,3 +130,50 @@ def test_strings_from_the_store_are_shown_as_text_never_as_markup(tmp_path: Path
     assert reported.exit_code == 0, reported.output
     page = (tmp_path / "report" / "report.html").read_text()
     assert "[/] [bold red]x[/bold red]" in page and "<script" not in page
+
+
+def test_insecure_is_loud_on_both_sides_and_refused_off_loopback_unless_asked_twice(tmp_path: Path) -> None:
+    runner.invoke(app, ["keys", "init", str(tmp_path / "k"), "--clients", "1"])
+    keys, runs = str(tmp_path / "k"), f"runs_dir={tmp_path}"
+    client_key = str(tmp_path / "k" / "clients" / "client-0.key")
+
+    everywhere = runner.invoke(app, ["server", "--keys", keys, "--insecure", "--set", runs])  # default 0.0.0.0
+    anywhere = runner.invoke(app, ["server", "--keys", keys, "--insecure", "--insecure-non-loopback", "--set", runs])
+    local = runner.invoke(app, ["server", "--keys", keys, "--insecure", "--address", "127.0.0.1:0", "--set", runs])
+    remote_client = runner.invoke(
+        app, ["client", "--server", "fl.example.org:7443", "--key", client_key, "--data", "x.npz", "--insecure"]
+    )
+    local_client = runner.invoke(
+        app, ["client", "--server", "localhost:1", "--key", str(tmp_path / "nope"), "--data", "x.npz", "--insecure"]
+    )
+    lonely = runner.invoke(app, ["client", "--server", "localhost:1", "--key", client_key, "--data", "x",
+                                 "--insecure-non-loopback"])  # fmt: skip
+
+    for refused in (everywhere, remote_client):
+        assert refused.exit_code == 2 and "which is not a loopback address" in refused.stderr
+        assert "add --insecure-non-loopback if you mean it" in refused.stderr
+    # Asked twice, or on loopback: it goes on (here to the next error), saying loudly that it is plaintext.
+    for loud in (anywhere, local, local_client):
+        assert "WARNING: --insecure: no TLS" in loud.stderr and "not a loopback" not in loud.stderr
+    assert "min_clients (2) exceeds the number of clients (1)" in anywhere.stderr + local.stderr
+    assert "client key" in local_client.stderr and "not found" in local_client.stderr
+    assert lonely.exit_code == 2 and "--insecure-non-loopback only goes with --insecure" in lonely.stderr
+
+
+def test_the_api_refuses_plaintext_off_loopback_too(tmp_path: Path) -> None:
+    from sheaf.core.config import load_config
+    from sheaf.core.errors import ConfigError
+    from sheaf.deploy.client import ClientOptions, DeployedClient
+    from sheaf.deploy.keys import init_keys
+    from sheaf.deploy.server import ServerOptions, run_server
+
+    made = init_keys(tmp_path / "k", 2)
+    with pytest.raises(ConfigError, match="not a loopback address"):
+        run_server(load_config(overrides=[f"runs_dir={tmp_path}"]), ServerOptions(keys=made.folder, insecure=True))
+    with pytest.raises(ConfigError, match="not a loopback address"):
+        DeployedClient(ClientOptions("10.0.0.5:7443", made.client_keys[0], tmp_path / "x.npz", insecure=True))
+    DeployedClient(
+        ClientOptions(
+            "10.0.0.5:7443", made.client_keys[0], tmp_path / "x.npz", insecure=True, insecure_non_loopback=True
+        )
+    ).close()

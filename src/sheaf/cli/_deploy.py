@@ -26,8 +26,31 @@ __all__: list[str] = []
 
 LogJson = Annotated[bool, typer.Option("--log-json", help="Log one JSON object per line instead of key=value text.")]
 Insecure = Annotated[
-    bool, typer.Option("--insecure", help="Plaintext instead of TLS: for experiments on one machine only.")
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Plaintext instead of TLS: for experiments on one machine only (refused off loopback without "
+        "--insecure-non-loopback).",
+    ),
 ]
+InsecureNonLoopback = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-non-loopback",
+        help="With --insecure: allow plaintext on an address other than loopback (anyone on the path reads "
+        "and can alter the model and the updates).",
+    ),
+]
+
+
+def _plaintext(insecure: bool, address: str, role: str, allow_non_loopback: bool) -> None:
+    """Refuse plaintext off loopback unless asked twice; say loudly that it is plaintext."""
+    from sheaf.deploy.plaintext import check_plaintext
+
+    if insecure:
+        typer.echo(check_plaintext(address, role=role, allow_non_loopback=allow_non_loopback), err=True)
+    elif allow_non_loopback:
+        raise ConfigError("--insecure-non-loopback only goes with --insecure")
 
 
 def _stop_on_sigterm() -> None:
@@ -65,6 +88,7 @@ def server(
         ),
     ] = None,
     log_json: LogJson = False,
+    insecure_non_loopback: InsecureNonLoopback = False,
 ) -> None:
     """Serve a federated run to remote clients over gRPC; resume it if it exists."""
     from sheaf.deploy.logs import configure_logging
@@ -73,8 +97,11 @@ def server(
     configure_logging(as_json=log_json)
     _stop_on_sigterm()
     with clear_errors():
+        _plaintext(insecure, address, "server", insecure_non_loopback)
         cfg = load_cli_config(config, overrides)
-        options = ServerOptions(address, keys, cert, key, authorized, insecure, task, test_data, label, run)
+        options = ServerOptions(
+            address, keys, cert, key, authorized, insecure, task, test_data, label, run, insecure_non_loopback
+        )
         try:
             result = run_server(cfg, options)
         except KeyboardInterrupt:
@@ -116,6 +143,7 @@ def client(
         ),
     ] = 0.0,
     log_json: LogJson = False,
+    insecure_non_loopback: InsecureNonLoopback = False,
 ) -> None:
     """Take part in a deployed run: train on your own data, send only updates and metrics."""
     from sheaf.deploy.client import ClientOptions, run_client
@@ -124,11 +152,12 @@ def client(
     configure_logging(as_json=log_json)
     _stop_on_sigterm()
     with clear_errors():
+        _plaintext(insecure, server, "client", insecure_non_loopback)
         if privacy_budget < 0:
             raise ConfigError(f"--privacy-budget must be an epsilon >= 0 (0: no limit), got {privacy_budget:g}")
         options = ClientOptions(
             server, key, data, ca, insecure, task, label, state_dir, max_backoff, give_up_after,
-            privacy_budget=privacy_budget,
+            privacy_budget=privacy_budget, insecure_non_loopback=insecure_non_loopback,
         )  # fmt: skip
         try:
             status = run_client(options)

@@ -44,6 +44,7 @@ from sheaf.deploy.inprocess_channel import InProcessChannel
 from sheaf.deploy.keys import KeySet, init_keys, new_client_key
 from sheaf.deploy.local import catalog_info, deployment_task, load_client_data, load_test_data
 from sheaf.deploy.logs import configure_logging, log_event
+from sheaf.deploy.plaintext import PLAINTEXT_WARNING, check_plaintext, is_loopback
 from sheaf.deploy.replay import SeenNonces
 from sheaf.deploy.rpc import (
     CallContext,
@@ -96,6 +97,7 @@ __all__ = [
     "MAX_METRICS",
     "MAX_METRIC_NAME",
     "METHODS",
+    "PLAINTEXT_WARNING",
     "PROTOCOL",
     "SERVICE_NAME",
     "AuthError",
@@ -145,6 +147,7 @@ __all__ = [
     "WorkOutcome",
     "authorized_line",
     "catalog_info",
+    "check_plaintext",
     "chunk_messages",
     "client_channel",
     "client_options",
@@ -157,6 +160,7 @@ __all__ = [
     "grpc_handler",
     "idle_message",
     "init_keys",
+    "is_loopback",
     "key_id",
     "limit_malloc_arenas",
     "load_authorized_clients",

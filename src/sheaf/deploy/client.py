@@ -48,6 +48,7 @@ from sheaf.deploy.chunks import WireError
 from sheaf.deploy.client_state import ClientStateFile
 from sheaf.deploy.local import catalog_info, deployment_task, load_client_data
 from sheaf.deploy.logs import log_event
+from sheaf.deploy.plaintext import check_plaintext
 from sheaf.deploy.rpc import Channel, Connector, RpcError, StatusCode
 from sheaf.deploy.transport import METHODS, client_channel
 from sheaf.deploy.wire import PROTOCOL, ReceivedTask, TaskReader, encode_result
@@ -73,7 +74,8 @@ class ClientOptions:
         key: this client's private key (PEM).
         data: this client's data file (CSV, Parquet or NPZ).
         ca: the deployment's CA certificate, to verify the server (TLS).
-        insecure: plaintext instead of TLS (experiments on one machine only).
+        insecure: plaintext instead of TLS (experiments on one machine only; refused for a
+            server that is not on loopback unless ``insecure_non_loopback``).
         task: ``module:attr`` of the task; empty uses the one the run's config names.
         label: the label column of a CSV/Parquet file outside the catalog.
         state_dir: where per-client persistent state is kept between rounds.
@@ -85,6 +87,7 @@ class ClientOptions:
             keeps a privacy ledger in its state file and refuses any round of a
             differentially private run that would take it past the limit
             (:mod:`sheaf.privacy.ledger`); the server records the refusal as a dropout.
+        insecure_non_loopback: allow ``insecure`` to a server that is not on loopback.
     """
 
     server: str
@@ -99,6 +102,7 @@ class ClientOptions:
     give_up_after: float = 0.0
     max_task_mb: float = 4096.0
     privacy_budget: float = 0.0
+    insecure_non_loopback: bool = False
 
 
 @dataclass
@@ -236,6 +240,9 @@ class DeployedClient:
         #: The client steps this client agrees to run (default: sheaf's built-in ones).
         self.client_steps = builtin_client_steps() if client_steps is None else client_steps
         self.identity = identity if identity is not None else load_identity(options.key)
+        if connect is None and options.insecure:
+            warning = check_plaintext(options.server, role="client", allow_non_loopback=options.insecure_non_loopback)
+            log_event(_log, logging.WARNING, "plaintext", server=options.server, warning=warning)
         self._connect: Connector = connect or functools.partial(
             client_channel, options.server, ca=options.ca, insecure=options.insecure
         )

@@ -42,6 +42,7 @@ from sheaf.deploy.backend import DeploymentBackend
 from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.local import catalog_info, deployment_task, load_test_data
 from sheaf.deploy.logs import log_event
+from sheaf.deploy.plaintext import check_plaintext
 from sheaf.deploy.replay import SeenNonces
 from sheaf.deploy.rpc import Listening, ServerTransport
 from sheaf.deploy.service import FederationService, ServiceSettings
@@ -68,11 +69,13 @@ class ServerOptions:
         cert: the server's TLS certificate.
         key: the server's TLS private key.
         authorized: the authorised clients file.
-        insecure: plaintext instead of TLS (experiments on one machine only).
+        insecure: plaintext instead of TLS (experiments on one machine only; refused on a
+            non-loopback address unless ``insecure_non_loopback``).
         task: ``module:attr`` of the task, overriding the config's.
         test_data: an optional held-out file for central evaluation on the server.
         label: the label column of ``test_data`` if it is a CSV/Parquet outside the catalog.
         run_path: the run store; default ``runs_dir/<name>.sqlite``.
+        insecure_non_loopback: allow ``insecure`` on an address other than loopback.
     """
 
     address: str = "0.0.0.0:7443"
@@ -85,6 +88,7 @@ class ServerOptions:
     test_data: Path | None = None
     label: str = "label"
     run_path: Path | None = None
+    insecure_non_loopback: bool = False
 
     def authorized_file(self) -> Path:
         """The authorised-clients path.
@@ -223,6 +227,9 @@ def run_server(
     """
     limit_malloc_arenas()
     if transport is None:
+        if options.insecure:
+            warning = check_plaintext(options.address, role="server", allow_non_loopback=options.insecure_non_loopback)
+            log_event(_log, logging.WARNING, "plaintext", address=options.address, warning=warning)
         cert, key, authorized_path = options.files()
         credentials = server_credentials(cert, key) if cert is not None and key is not None else None
         transport = GrpcServerTransport(options.address, credentials)
