@@ -83,7 +83,7 @@ def test_declared_weight_caps_leave_an_honest_run_the_simulated_one(
 def test_a_client_claiming_more_examples_than_declared_is_refused_and_cannot_set_the_model(
     tmp_path: Path, transport: InProcessTransport, logs: pytest.LogCaptureFixture
 ) -> None:
-    config = deploy_config(tmp_path, "rounds=3", "evaluation.interval=100", "heartbeat_interval=0.05")
+    config = deploy_config(tmp_path, "rounds=4", "evaluation.interval=100", "heartbeat_interval=0.05")
     files = client_files(config, tmp_path / "data")
     cap = max(_train_sizes(files))
     keys = init_keys(tmp_path / "keys", 4, max_examples=cap)
@@ -91,10 +91,10 @@ def test_a_client_claiming_more_examples_than_declared_is_refused_and_cannot_set
     server = start_server(config, keys, transport=transport, clock=clock)
     honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
 
-    # 50,000 is within server.max_examples (100,000) but not within what client 3's line declares.
-    lines = transport.run(
-        rogue(roomy_in_process(transport), keys.client_keys[3], ["weight:50000", "weight:1000000000000"])
-    )
+    # 50,000 is within server.max_examples (100,000) but not within what client 3's line declares;
+    # 10**12 once set the round's change alone; 2**63-1 once wrapped the int64 weight sum negative.
+    claims = ["weight:50000", "weight:1000000000000", f"weight:{2**63 - 1}"]
+    lines = transport.run(rogue(roomy_in_process(transport), keys.client_keys[3], claims))
     let_time_pass(clock, calls, key_ids(keys, range(3)), server.done, step=3)
     result = server.result()
 
@@ -102,9 +102,11 @@ def test_a_client_claiming_more_examples_than_declared_is_refused_and_cannot_set
     assert lines[0].startswith("weight:50000 REJECTED round=1")
     assert f"claims 50000 examples, more than the {cap} this run accepts from it" in lines[0]
     assert lines[1].startswith("weight:1000000000000 REJECTED round=2") and "claims 1000000000000 examples" in lines[1]
-    assert [(r.aggregated, r.completed) for r in result.history] == [(True, 3)] * 3
+    assert lines[2].startswith(f"weight:{2**63 - 1} REJECTED round=3") and f"claims {2**63 - 1} examples" in lines[2]
+    assert [(r.aggregated, r.completed) for r in result.history] == [(True, 3)] * 4
     with RunStore.open(result.run_path, readonly=True) as store:
         first = {name: store.params(1)[name] - store.params(0)[name] for name in store.params(0)}
+        assert all(not store.params(r).array_equal(store.params(r - 1)) for r in range(1, 5))  # every round moved
     assert not all(np.allclose(delta, 0.01, atol=1e-3) for delta in first.values())  # not the rogue's delta
     failures = _failures(result.run_path)
     assert set(failures) == {3}  # only the rogue is blamed

@@ -277,8 +277,10 @@ class FederationService:
             if first is None:
                 raise AuthError("empty result stream")
             self.verifier.verify(client, pending, _signature(metadata), BodyDigest().update(first).digest())
-        except (AuthError, WireError) as exc:
+        except AuthError as exc:
             await self._refuse(context, StatusCode.UNAUTHENTICATED, "request_refused", str(exc), method="PushResult")
+        except WireError as exc:  # nothing came within the receive deadline
+            await self._refuse(context, StatusCode.DEADLINE_EXCEEDED, "request_refused", str(exc), method="PushResult")
         self.coordinator.touch(client.client_id, context.peer())
         try:
             with self.streams.claim(client.client_id) as claim:
