@@ -46,8 +46,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from sheaf.core.errors import SheafError, StrategyError
 from sheaf.core.params import Params
 from sheaf.core.update import MAX_EXAMPLES, Update, check_update
@@ -183,7 +181,7 @@ class UpdateRule:
         except SheafError as exc:  # the structural check's words, as this rule's one error type
             raise UpdateRejected(str(exc)) from None
         self.check_weight(update.client_id, update.num_examples)
-        norm = update.delta.astype(np.float64).l2_norm() if measure or self.max_norm < math.inf else math.nan
+        norm = update.delta.l2_norm() if measure or self.max_norm < math.inf else math.nan  # in float64
         if update.num_examples == 0:
             return norm
         who = f"client {update.client_id}: strategy {self.owner!r}"
@@ -255,6 +253,7 @@ class OperatorLimits:
         >>> rule = limits.rule_for(UpdateRule("fedavg"), previous_median=0.5)
         >>> rule.max_norm, rule.weight_cap(3), rule.weight_cap(4)
         (5.0, 120, 500)
+        >>> import numpy as np
         >>> limits.rule_for(UpdateRule("fedavg"), None, model=Params({"w": np.zeros(100)})).max_norm
         100.0
     """
@@ -285,8 +284,9 @@ def model_scale(model: Params) -> float:
     """A model's scale: its L2 norm, or the square root of its size if that is larger.
 
     Example:
+        >>> import numpy as np
         >>> model_scale(Params({"w": np.full(4, 3.0)})), model_scale(Params({"w": np.zeros(4)}))
         (6.0, 2.0)
     """
     size = sum(array.size for array in model.values())
-    return max(math.sqrt(size), model.astype(np.float64).l2_norm())
+    return max(math.sqrt(size), model.l2_norm())
