@@ -260,6 +260,7 @@ def run_server(
     started = time.time()
     listening: Listening | None = None
     nonces: SeenNonces | None = None
+    service: FederationService | None = None
     state = "starting"
     try:
         stored = store.meta
@@ -298,7 +299,8 @@ def run_server(
         # request captured before a restart (kill -9 included) is still refused as a replay.
         nonces = SeenNonces(path)
         verifier = RequestVerifier(authorized, seen=nonces.live(), remember=nonces.remember)
-        listening = transport.start(FederationService(coordinator, verifier, settings))
+        service = FederationService(coordinator, verifier, settings)
+        listening = transport.start(service)
         log_event(
             _log, logging.INFO, "listening", address=listening.address, port=listening.port, tls=listening.tls,
             run=str(path), run_id=run_id, last_round=store.last_round, rounds=config.rounds, clients=len(ids),
@@ -343,6 +345,8 @@ def run_server(
             except Exception:  # the store itself may be what failed; stopping matters more
                 pass
         transport.stop()
+        if service is not None:
+            service.close()
         if nonces is not None:
             nonces.close()
         store.close()

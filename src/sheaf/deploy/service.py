@@ -33,11 +33,13 @@ import dataclasses
 import logging
 import math
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from sheaf.core.acceptance import UpdateRule
 from sheaf.core.errors import SheafError
+from sheaf.core.params import Params
 from sheaf.core.update import Update
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.auth import SIGNATURE_HEADER, AuthError, AuthorizedClient, BodyDigest, RequestVerifier
@@ -108,6 +110,9 @@ class FederationService:
         self.verifier = verifier
         self.settings = settings
         self.refusals = refusals or RefusalLog(_log)
+        # Judging an update (finite? how long?) reads every value: done on a thread of its own,
+        # one update at a time, so the event loop keeps receiving meanwhile.
+        self._judge: ThreadPoolExecutor | None = None
         self.streams = ResultStreams(settings.receive_timeout)
         self._work_posted: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,6 +134,16 @@ class FederationService:
             self._work_posted.set()
             self._work_posted = asyncio.Event()
         self.streams.abandon(self.coordinator.expects)
+
+    def close(self) -> None:
+        """Stop the thread that judges updates (the server calls it when it stops)."""
+        if self._judge is not None:
+            self._judge.shutdown(wait=False, cancel_futures=True)
+
+    async def _judged(self, update: Update, like: Params, rule: UpdateRule) -> tuple[str | None, float]:
+        if self._judge is None:
+            self._judge = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sheaf-judge")
+        return await asyncio.get_running_loop().run_in_executor(self._judge, value_problem, update, like, rule)
 
     def handlers(self) -> Handlers:
         """The four methods, by path, for a transport to serve (raw bytes in and out).
@@ -333,7 +348,7 @@ class FederationService:
             return self.coordinator.settle(cid, result.task_id, result.update_id, failure=reason)
         if result.kind == "fit" and work.like is not None and result.delta is not None:
             update = Update(cid, result.delta, result.num_examples, result.metrics, result.extras)
-            problem, norm = value_problem(update, work.like, work.rule or UpdateRule())
+            problem, norm = await self._judged(update, work.like, work.rule or UpdateRule())
             if problem is not None:
                 return self._reject(cid, result.task_id, result.update_id, problem)
             result = dataclasses.replace(result, norm=norm)  # judged: the fold need not judge it again
