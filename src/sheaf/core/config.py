@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import tomllib
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sheaf.core.errors import ConfigError
+from sheaf.core.toml import literal, read_file
 from sheaf.core.update import MAX_EXAMPLES, Scalar
 
 __all__ = [
@@ -686,13 +686,6 @@ def _build(cls: type[T], raw: Mapping[str, Any], prefix: str) -> T:
     return cls(**kwargs)
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def _resolve_key(key: str, value: Any) -> tuple[str, ...]:
     parts = tuple(key.split("."))
     if len(parts) > 2 or not all(parts):
@@ -733,7 +726,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} must look like key=value, e.g. rounds=10")
-        value = _parse_value(text.strip())
+        value = literal(text.strip())
         path = _resolve_key(key.strip(), value)
         if len(path) == 1:
             out[path[0]] = value
@@ -788,15 +781,7 @@ def load_config(
     Raises:
         ConfigError: if the file is missing or not valid TOML, or any setting is invalid.
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        file = Path(path)
-        try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(file)!r} not found; pass a path to an existing TOML file") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {str(file)!r} is not valid TOML: {exc}") from None
+    raw = {} if path is None else read_file(path, "config file")
     chosen = apply_overrides(raw, overrides)
     if defaults is not None:
         chosen = merge_settings(defaults(chosen_dataset(chosen)), chosen)

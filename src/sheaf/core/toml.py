@@ -1,4 +1,5 @@
-"""Writing a config back as TOML that ``sheaf simulate CONFIG`` reads unchanged.
+"""TOML: reading a settings file or one literal, and writing a config back as TOML that
+``sheaf simulate CONFIG`` reads unchanged.
 
 Python reads TOML (:mod:`tomllib`) but does not write it; a run's config is plain data
 (numbers, booleans, strings, lists and one level of tables), so this small writer covers it.
@@ -25,10 +26,42 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["dumps", "toml_value"]
+from sheaf.core.errors import ConfigError
+
+__all__ = ["dumps", "literal", "read_file", "toml_value"]
+
+
+def read_file(path: str | Path, what: str) -> dict[str, Any]:
+    """The tables of a TOML file; ``what`` names it in the one-line error ("config file").
+
+    Raises:
+        ConfigError: if the file is missing or not valid TOML (UTF-8).
+    """
+    file = Path(path)
+    try:
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {str(file)!r} not found; pass a path to an existing TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {str(file)!r} is not valid TOML: {exc}") from None
+
+
+def literal(text: str) -> Any:
+    """A TOML literal (``3``, ``"local"``, ``["fedavg"]``); anything else is a bare string.
+
+    Example:
+        >>> literal("3"), literal('["fedavg"]'), literal("fedavg")
+        (3, ['fedavg'], 'fedavg')
+    """
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def _key(key: object) -> str:

@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sheaf.core.errors import ConfigError
+from sheaf.core.toml import literal, read_file
 
 __all__ = [
     "DP_REQUIREMENTS",
@@ -255,15 +255,7 @@ def load_policy(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     Raises:
         ConfigError: if the file is missing or not valid TOML, or a setting is invalid.
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        file = Path(path)
-        try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"policy file {str(file)!r} not found") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"policy file {str(file)!r} is not valid TOML: {exc}") from None
+    raw = {} if path is None else read_file(path, "policy file")
     for item in overrides:
         key, sep, text = item.partition("=")
         section, dot, name = key.strip().partition(".")
@@ -274,13 +266,5 @@ def load_policy(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         table = raw.setdefault(section, {})
         if not isinstance(table, dict):
             raise ConfigError(f"policy section {section!r} must be a table of settings, got {table!r}")
-        table[name] = _literal(text.strip())
+        table[name] = literal(text.strip())
     return ClientPolicy.from_dict(raw)
-
-
-def _literal(text: str) -> Any:
-    """A TOML literal (``3``, ``"local"``, ``["fedavg"]``); anything else is a bare string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
