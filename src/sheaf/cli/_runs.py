@@ -107,7 +107,7 @@ def ui(
 ) -> None:
     """Serve a live dashboard of the runs in a folder (simulations and 'sheaf server' runs)."""
     try:
-        from sheaf.ui.server import Dashboard, dashboard_url
+        from sheaf.ui.server import serve
     except ImportError as exc:
         typer.echo(
             f"error: the dashboard needs the 'ui' extra ({exc.name} is missing): pip install 'sheaf[ui]'", err=True
@@ -116,11 +116,11 @@ def ui(
 
     token = token or os.environ.get("SHEAF_UI_TOKEN", "")
     with clear_errors():
-        board = Dashboard(folder, host=host, port=port, token=token, refresh=refresh).start(timeout=30)
-    typer.echo(f"sheaf dashboard of {folder}: {dashboard_url(host, board.port, token)}  (Ctrl-C stops it)", err=True)
-    try:
-        board.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        board.stop()
+        serve(
+            folder,
+            host=host,
+            port=port,
+            token=token,
+            refresh=refresh,
+            announce=lambda url: typer.echo(f"sheaf dashboard of {folder}: {url}  (Ctrl-C stops it)", err=True),
+        )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -45,15 +46,24 @@ def dashboard_url(host: str, port: int, token: str = "") -> str:
 
 
 def serve(
-    folder: str | Path, *, host: str = "127.0.0.1", port: int = 8050, token: str = "", refresh: float = 1.0
+    folder: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    token: str = "",
+    refresh: float = 1.0,
+    announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the dashboard until interrupted (Ctrl-C).
+    """Serve the dashboard until interrupted (Ctrl-C); ``announce`` is given its address
+    once it listens.
 
     Raises:
         ConfigError: on a non-loopback ``host`` without a ``token`` (:func:`~sheaf.ui.access.check_bind`).
         SheafError: if ``folder`` is not a folder, or the server cannot start.
     """
     board = Dashboard(folder, host=host, port=port, token=token, refresh=refresh).start(timeout=30)
+    if announce is not None:
+        announce(dashboard_url(host, board.port, token))
     try:
         board.wait()
     except KeyboardInterrupt:
