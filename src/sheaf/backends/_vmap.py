@@ -326,7 +326,7 @@ class VectorTrainer:
 
     def outputs(self, x: npt.NDArray[Any]) -> torch.Tensor:
         """The model's outputs in evaluation mode, in batches of the task's eval batch size."""
-        step = self.task.eval_batch_size
+        step = self.task.eval_batch_size or 4096
         tensor = _tensor(x)
         self.model.eval()
         try:
