@@ -6,6 +6,7 @@ it, as a user's own task must be.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -22,7 +23,7 @@ from sheaf.data.dataset import Federation, Split
 from sheaf.strategies.aggregate import weighted_mean
 from sheaf.strategies.base import RoundContext, Strategy, UpdateStep, chain
 from sheaf.task.base import EvalResult, FitInstructions, FitResult, prepare_worker
-from sheaf.task.models import mlp
+from sheaf.task.models import cnn, mlp
 from sheaf.task.torch_task import TorchTask
 
 SMALL = ["rounds=3", "fraction=1", "evaluation.interval=2", "batch_size=8", "epochs=1"]
@@ -31,6 +32,64 @@ SMALL = ["rounds=3", "fraction=1", "evaluation.interval=2", "batch_size=8", "epo
 def digits(clients: int = 10, partition: str = "dirichlet") -> Federation:
     """Digits over a few clients (Dirichlet 0.5: unequal sizes)."""
     return build_federation(DataConfig(dataset="digits", clients=clients, partition=partition), seed=0)
+
+
+def image_digits(clients: int = 10) -> Federation:
+    """Digits as 1x8x8 images (for convolutional models)."""
+    fed = digits(clients)
+
+    def images(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        return x.reshape(-1, 1, 8, 8)
+
+    central = Split(images(fed.central_test.x), fed.central_test.y)
+    info = dataclasses.replace(fed.info, input_shape=(1, 8, 8))
+    return dataclasses.replace(fed, info=info, x=images(fed.x), central_test=central)
+
+
+def image_cnn() -> nn.Module:
+    return cnn((1, 8, 8), 10)
+
+
+class WorkerOnly:
+    """A TorchTask's evaluation that fails in any process but the one that made the task."""
+
+    def __init__(self, inner: TorchTask) -> None:
+        self.inner = inner
+        self.home = os.getpid()
+
+    def setup_worker(self, threads: int) -> None:
+        prepare_worker(self.inner, threads)
+
+    def init_params(self, seed: int) -> Params:
+        return self.inner.init_params(seed)
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        return self.inner.fit(params, data, instructions)
+
+    def evaluate(self, params: Params, data: Split) -> EvalResult:
+        if os.getpid() != self.home:
+            raise RuntimeError("not here")
+        return self.inner.evaluate(params, data)
+
+
+class Where:
+    """A TorchTask whose evaluation also reports the process it ran in (metric ``pid``)."""
+
+    def __init__(self, inner: TorchTask) -> None:
+        self.inner = inner
+
+    def setup_worker(self, threads: int) -> None:
+        prepare_worker(self.inner, threads)
+
+    def init_params(self, seed: int) -> Params:
+        return self.inner.init_params(seed)
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        return self.inner.fit(params, data, instructions)
+
+    def evaluate(self, params: Params, data: Split) -> EvalResult:
+        result = self.inner.evaluate(params, data)
+        return EvalResult(result.loss, result.num_examples, {**result.metrics, "pid": float(os.getpid())})
 
 
 def small_mlp() -> nn.Module:

@@ -34,13 +34,19 @@ def actor_class() -> Any:
             from sheaf.backends._runner import WorkerRunner
             from sheaf.backends._shared import writable_copy
             from sheaf.data.dataset import Federation, Split
+            from sheaf.data.shared import map_arrays, open_files_of
 
             tune_allocator()
-            # Ray gives read-only arrays with normalised strides; TorchTask would copy them and
-            # train with other kernels than the parent's (see sheaf.backends._shared).
-            data = {name: writable_copy(ray.get(ref), data["strides"][name]) for name, ref in data["refs"].items()}
-            x, y = data["x"], data["y"]
-            federation = Federation(info, x, y, data["offsets"], data["train_counts"], Split(x[:0], y[:0]))
+            if "pid" in data:  # on the parent's machine: its shared files, mapped copy-on-write (no copy)
+                arrays = map_arrays(open_files_of(data["pid"], data["files"]), data["slots"])
+            else:
+                # Ray gives read-only arrays with normalised strides; TorchTask would copy them and
+                # train with other kernels than the parent's (see sheaf.backends._shared).
+                arrays = {
+                    name: writable_copy(ray.get(ref), data["strides"][name]) for name, ref in data["refs"].items()
+                }
+            central = Split(arrays["central_x"], arrays["central_y"])
+            federation = Federation(info, arrays["x"], arrays["y"], arrays["offsets"], arrays["train_counts"], central)
             self.runner = WorkerRunner(task, federation, seed, threads, client_steps)
 
         def ready(self) -> bool:
@@ -63,6 +69,8 @@ def actor_class() -> Any:
                 return self.runner.fit(header["clients"], fit_states(header["states"], arrays))
             if header["op"] == "evaluate":
                 return self.runner.evaluate(header["clients"])
+            if header["op"] == "central":
+                return self.runner.evaluate_central(header["shards"])
             return [self.runner.flush()]
 
     return ray.remote(ClientActor)

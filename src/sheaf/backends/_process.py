@@ -33,6 +33,7 @@ from sheaf.backends._wire import fit_states, pack, unpack
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
 from sheaf.data.dataset import DatasetInfo, Federation, Split
+from sheaf.data.shared import InheritedFile, SharedSlot, map_arrays
 
 __all__ = ["PoolTransport", "WorkerHandle", "describe_exit", "pool_context", "worker_main"]
 
@@ -67,19 +68,26 @@ def describe_exit(code: int | None) -> str:
 def worker_main(
     conn: multiprocessing.connection.Connection,
     task_bytes: bytes,
-    data: dict[str, Any],
+    files: list[InheritedFile],
+    slots: list[SharedSlot],
     info: DatasetInfo,
     seed: int,
     threads: int,
 ) -> None:
-    """A pool worker: load the task once, then answer messages until told to stop."""
+    """A pool worker: load the task once, then answer messages until told to stop.
+
+    The federation's arrays are the parent's own pages (``files``, passed as descriptors),
+    mapped copy-on-write: writable with the parent's strides, as the inline backend sees
+    them, because TorchTask copies read-only data and the copy's strides would change its
+    kernels.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
     try:
         tune_allocator()
         task, client_steps = pickle.loads(task_bytes)  # from the parent process, which pickled them
-        _, arrays = attach(data, writable=True)
-        x, y = arrays["x"], arrays["y"]
-        federation = Federation(info, x, y, arrays["offsets"], arrays["train_counts"], Split(x[:0], y[:0]))
+        arrays = map_arrays(files, slots)
+        central = Split(arrays["central_x"], arrays["central_y"])
+        federation = Federation(info, arrays["x"], arrays["y"], arrays["offsets"], arrays["train_counts"], central)
         runner = WorkerRunner(task, federation, seed, threads, client_steps)
     except BaseException as exc:
         conn.send_bytes(pack({"op": "error", "reason": f"{type(exc).__name__}: {exc}"}))
@@ -109,6 +117,9 @@ def worker_main(
                 conn.send_bytes(runner.fit([client], states)[0])
         elif op == "evaluate":
             for reply in runner.evaluate(header["clients"]):
+                conn.send_bytes(reply)
+        elif op == "central":
+            for reply in runner.evaluate_central(header["shards"]):
                 conn.send_bytes(reply)
         elif op == "flush":
             conn.send_bytes(runner.flush())

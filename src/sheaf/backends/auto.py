@@ -27,12 +27,21 @@ import logging
 import pickle
 from collections.abc import Sequence
 
-from sheaf.backends.base import Backend, BackendBase, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.backends.base import (
+    Backend,
+    BackendBase,
+    CentralEvaluator,
+    Cohort,
+    EvalOutcome,
+    FitOutcome,
+    SimulationEnv,
+)
 from sheaf.backends.inline import InlineBackend
 from sheaf.backends.pool import PoolBackend, default_workers
 from sheaf.backends.vectorized import SMALL_FLOPS, VectorizedBackend, forward_flops, vectorize_reason
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
+from sheaf.task.base import EvalResult
 
 __all__ = ["MIN_COHORT", "POOL_MIN_FLOPS", "AutoBackend", "describe_backend"]
 
@@ -126,6 +135,12 @@ class AutoBackend(BackendBase):
     def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
         """Evaluate with the chosen backend."""
         return self.backend.evaluate(client_ids, params)
+
+    def evaluate_central(self, params: Params, shards: Sequence[range]) -> list[EvalResult]:
+        """Central evaluation with the chosen backend (in its workers, if it has any)."""
+        if isinstance(self.backend, CentralEvaluator):
+            return self.backend.evaluate_central(params, shards)
+        return super().evaluate_central(params, shards)
 
     def close(self) -> None:
         """Close the chosen backend (safe to call twice)."""

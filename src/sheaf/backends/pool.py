@@ -5,10 +5,12 @@ and sheaf once (never a fork of the threaded parent; ``spawn`` where there is no
 forkserver) — that loads the task once, fixes its torch threads, and then trains whichever
 clients it is given
 with :func:`~sheaf.task.client.fit_client` — the same function the inline backend runs, so
-the results are bit-identical. Nothing is copied per client: the federation's data sits in
-one shared-memory block mapped by every worker, and the round's params in another,
-rewritten once per round. Work is handed out in shrinking chunks (a worker that finishes
-early takes more), and replies come back as JSON + raw tensors, never pickle.
+the results are bit-identical. Nothing is copied per client, nor is the data copied for the
+workers: they map the very pages of shared memory the federation was built in
+(:mod:`sheaf.data.shared`; arrays built elsewhere are copied there once), and the
+round's params sit in a shared block rewritten once per round. Work is handed out in shrinking chunks (a worker that finishes
+early takes more), and replies come back as JSON + raw tensors, never pickle. Central
+evaluation runs in the workers too, shard by shard (:mod:`sheaf.evaluation.central`).
 
 When the strategy needs only the weighted sum of the updates (FedAvg, FedProx, ...), each
 worker adds its clients' updates into an exact sum (:class:`~sheaf.core.exactsum.ExactSum`)
@@ -30,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import pickle
@@ -38,15 +41,15 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from sheaf.backends._collect import evaluate_clients, fit_cohort
+from sheaf.backends._collect import evaluate_central_shards, evaluate_clients, fit_cohort
 from sheaf.backends._process import PoolTransport, WorkerHandle, pool_context
 from sheaf.backends._runner import round_header
-from sheaf.backends._shared import SharedArrays
+from sheaf.backends._shared import SharedArrays, SharedData, share_arrays
 from sheaf.backends._wire import pack
 from sheaf.backends.base import BackendBase, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
-from sheaf.task.base import prepare_worker
+from sheaf.task.base import EvalResult, prepare_worker
 
 __all__ = ["PoolBackend", "default_workers"]
 
@@ -80,7 +83,7 @@ class PoolBackend(BackendBase):
         self._context = pool_context()
         self._workers: list[WorkerHandle] = []
         self._transport: PoolTransport | None = None
-        self._data: SharedArrays | None = None
+        self._data: SharedData | None = None
         self._params: SharedArrays | None = None
         self._finalizer: weakref.finalize[Any, PoolBackend] | None = None
 
@@ -112,10 +115,19 @@ class PoolBackend(BackendBase):
                 f"({exc}); build them from module-level functions (no lambdas or local functions), or use backend=inline"
             ) from None
         fed = env.federation
-        self._data = SharedArrays({"x": fed.x, "y": fed.y, "offsets": fed.offsets, "train_counts": fed.train_counts})
-        args = (task_bytes, self._data.handle, fed.info, env.seed, env.threads)
+        self._data = share_arrays(
+            {
+                "x": fed.x,
+                "y": fed.y,
+                "offsets": fed.offsets,
+                "train_counts": fed.train_counts,
+                "central_x": fed.central_test.x,
+                "central_y": fed.central_test.y,
+            }
+        )
+        args = (task_bytes, self._data.files, self._data.slots, fed.info, env.seed, env.threads)
         transport = self._transport = PoolTransport(self._context, args, self._workers)
-        self._finalizer = weakref.finalize(self, PoolBackend._cleanup, self._workers, [self._data])
+        self._finalizer = weakref.finalize(self, PoolBackend._cleanup, self._workers, [])
         for _ in range(self.workers):
             transport.start()
         deadline = time.monotonic() + _START_TIMEOUT
@@ -145,8 +157,8 @@ class PoolBackend(BackendBase):
 
     def close(self) -> None:
         """Stop the workers and free the shared memory (safe to call twice)."""
-        PoolBackend._cleanup(self._workers, [self._data, self._params])
-        self._data = self._params = None
+        PoolBackend._cleanup(self._workers, [self._params])
+        self._data, self._params = None, None
         if self._finalizer is not None:
             self._finalizer.detach()
         self._env = None
@@ -182,7 +194,7 @@ class PoolBackend(BackendBase):
                 old.close()
             if self._finalizer is not None:
                 self._finalizer.detach()
-            self._finalizer = weakref.finalize(self, PoolBackend._cleanup, self._workers, [self._data, self._params])
+            self._finalizer = weakref.finalize(self, PoolBackend._cleanup, self._workers, [self._params])
         else:
             self._params.write(params)
         self.transport.publish(pack({**header, "op": op, "params": self._params.handle}, arrays))
@@ -197,3 +209,10 @@ class PoolBackend(BackendBase):
         """Evaluate the clients in the workers (one model per worker, params shared)."""
         self._publish(params, "params", {})
         return evaluate_clients(self.transport, client_ids, timeout=self.env.engine.client_timeout or None)
+
+    def evaluate_central(self, params: Params, shards: Sequence[range]) -> list[EvalResult]:
+        """Evaluate the central test set's shards in the workers (the same bits as in this process)."""
+        if len(shards) > 1:
+            self._publish(params, "params", {})
+        here = functools.partial(super().evaluate_central, params)
+        return evaluate_central_shards(self.transport, shards, here, timeout=self.env.engine.client_timeout or None)

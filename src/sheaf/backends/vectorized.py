@@ -34,7 +34,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sheaf.backends._allocator import tune_allocator
-from sheaf.backends.base import Backend, BackendBase, ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.backends.base import (
+    Backend,
+    BackendBase,
+    CentralEvaluator,
+    ClientReport,
+    Cohort,
+    EvalOutcome,
+    FitOutcome,
+    SimulationEnv,
+)
 from sheaf.backends.inline import InlineBackend
 from sheaf.core.errors import ClientFailure, SheafError
 from sheaf.core.exactsum import ExactSum
@@ -242,6 +251,13 @@ class VectorizedBackend(BackendBase):
         return outcome.outcome()
 
     # Evaluation ------------------------------------------------------------------------------
+    def evaluate_central(self, params: Params, shards: Sequence[range]) -> list[EvalResult]:
+        """Central evaluation with the task, shard by shard: here, or in the fallback's workers
+        when the whole task runs there (the same bits either way)."""
+        if self.reason is not None and isinstance(self._fallback, CentralEvaluator):
+            return self._fallback.evaluate_central(params, shards)
+        return super().evaluate_central(params, shards)
+
     def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
         """Evaluate with one batched forward pass over many clients' test rows."""
         if self._trainer is None:

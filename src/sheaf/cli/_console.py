@@ -79,15 +79,11 @@ class ProgressListener:
         )
 
     def on_round(self, record: RoundRecord) -> None:
-        """Advance the bar with the round's figures."""
-        self._progress.update(
-            self._task,
-            completed=record.round,
-            acc=_num(record.central.get("accuracy")),
-            loss=_num(record.central.get("loss")),
-            clients=f"{record.completed}/{record.sampled}",
-            eps=_epsilon(record.privacy),
-        )
+        """Advance the bar with the round's figures (the last central ones between central evaluations)."""
+        figures: dict[str, Any] = {"clients": f"{record.completed}/{record.sampled}", "eps": _epsilon(record.privacy)}
+        if record.central:
+            figures.update(acc=_num(record.central.get("accuracy")), loss=_num(record.central.get("loss")))
+        self._progress.update(self._task, completed=record.round, **figures)
 
     def stop(self) -> None:
         """Stop the bar (idempotent)."""

@@ -200,15 +200,25 @@ class EvalConfig:
         max_clients: federated evaluation uses at most this many clients: a fixed sample,
             drawn once from the run seed, of the clients with a local test split (0: all).
             Keeps evaluation bounded in federations of a million clients.
+        central_interval: central evaluation (on the server's test set) every this many
+            rounds, and always after the last round.
+        shard_rows: central evaluation cuts the central test set into shards of this many
+            rows, evaluated in parallel where the backend has workers and combined
+            exactly, so the result is the same on every backend (0: one shard, in the
+            run's own process; see ``sheaf.evaluation.central``).
     """
 
     interval: int = 5
     federated: bool = True
     max_clients: int = 10_000
+    central_interval: int = 1
+    shard_rows: int = 1000
 
     def __post_init__(self) -> None:
         _check(self.interval >= 1, "evaluation.interval", ">= 1", self.interval)
         _check(self.max_clients >= 0, "evaluation.max_clients", ">= 0 (0: all clients)", self.max_clients)
+        _check(self.central_interval >= 1, "evaluation.central_interval", ">= 1", self.central_interval)
+        _check(self.shard_rows >= 0, "evaluation.shard_rows", ">= 0 (0: one shard)", self.shard_rows)
 
 
 @dataclass(frozen=True)

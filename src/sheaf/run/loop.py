@@ -22,7 +22,10 @@ Per round:
    is recorded with every round). Whatever goes wrong in aggregation — an exception in a
    step, a non-finite or exploding aggregate — skips the round with its reason and the
    contributors named; the model and the strategy state are kept, never served broken;
-5. evaluate the new model centrally (if there is a central test set), and on the
+5. evaluate the new model centrally (if there is a central test set) every
+   ``evaluation.central_interval`` rounds and after the last — in fixed shards combined
+   exactly, in the backend's workers where it has any, so the figures are the same bits
+   on every backend (:mod:`sheaf.evaluation.central`) — and on the
    clients' local test splits every ``evaluation.interval`` rounds and after the last (at
    most ``evaluation.max_clients`` clients: a fixed sample drawn once from the seed; with
    personalised models beside the global one when asked, :mod:`sheaf.run.personalize`);
@@ -39,7 +42,7 @@ from typing import Protocol
 
 import numpy as np
 
-from sheaf.backends.base import Backend, ClientReport, Cohort
+from sheaf.backends.base import Backend, CentralEvaluator, ClientReport, Cohort
 from sheaf.core.acceptance import OperatorLimits, UpdateRule
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import AggregationError, ClientFailure, SheafError
@@ -48,7 +51,8 @@ from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, stream
 from sheaf.core.sampling import cohort_size
 from sheaf.core.update import TensorGroups, Update
-from sheaf.data.dataset import Federation
+from sheaf.data.dataset import Federation, Split
+from sheaf.evaluation.central import central_shards, combine_shards, evaluate_shards
 from sheaf.evaluation.fairness import summarize
 from sheaf.evaluation.history import ClientRecord, History, RoundRecord
 from sheaf.privacy.aggregation import PRIVACY
@@ -56,7 +60,7 @@ from sheaf.run.personalize import personalized_evaluation, wants_personalization
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import RoundContext, Strategy, StrategyState, WeightedSum
-from sheaf.task.base import Task
+from sheaf.task.base import EvalResult, Task
 
 __all__ = ["Federated", "RoundListener", "run_rounds"]
 
@@ -133,6 +137,18 @@ def _federated_evaluation(
         for name in names
     }
     return summaries, records, outcome.failures
+
+
+def _central_evaluation(parts: Federated, params: Params, test: Split) -> EvalResult:
+    """The global model on the central test set, in fixed shards combined exactly
+    (:mod:`sheaf.evaluation.central`): in a simulation backend's workers, else here."""
+    shards = central_shards(len(test), parts.config.evaluation.shard_rows)
+    backend = parts.backend
+    if isinstance(backend, CentralEvaluator) and isinstance(parts.federation, Federation):
+        results = backend.evaluate_central(params, shards)  # the backend holds this federation's test set
+    else:
+        results = evaluate_shards(parts.task, params, test, shards)
+    return combine_shards(results)
 
 
 def _checked(updates: Sequence[Update], like: Params, rule: UpdateRule) -> tuple[list[Update], list[ClientFailure]]:
@@ -291,8 +307,9 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
                 new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
 
         central_metrics: Mapping[str, float] = {}
-        if clients_of_run.central_test is not None:
-            central = parts.task.evaluate(params, clients_of_run.central_test)
+        every = config.evaluation.central_interval
+        if clients_of_run.central_test is not None and (round % every == 0 or round == config.rounds):
+            central = _central_evaluation(parts, params, clients_of_run.central_test)
             central_metrics = {"loss": central.loss, **central.metrics}
 
         federated: dict[str, dict[str, float]] = {}
