@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from typing import Any
 
@@ -20,6 +21,8 @@ from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
 
 __all__ = ["RayTransport", "actor_class"]
+
+logger = logging.getLogger("sheaf.backends")
 
 
 def actor_class() -> Any:
@@ -98,21 +101,35 @@ class RayTransport:
         self._make = make
         self.actors: dict[int, Any] = {}
         self._calls: dict[int, deque[Any]] = {}  # each actor's calls in flight, in order
+        self._starting: dict[int, Any] = {}  # actors not known to be ready: their ready() call
         self._begin: tuple[bytes, Any, str] | None = None  # the round (or params) a new actor must see
         self._made = 0
 
     def live(self) -> list[int]:
-        """The actors (a new one queues calls until it is ready)."""
-        return list(self.actors)
+        """The actors known to be ready: a new one shows once it has loaded the task, so that
+        its start-up (seconds) never counts against a client's time limit."""
+        return [worker for worker in self.actors if worker not in self._starting]
 
     def start(self) -> None:
-        """Start an actor, and tell it the current round."""
+        """Start an actor, and tell it the current round (it becomes live when ready)."""
         self._made += 1
         actor = self._make()
         if self._begin is not None:
             actor.begin.remote(*self._begin)
         self.actors[self._made] = actor
         self._calls[self._made] = deque()
+        self._starting[self._made] = actor.ready.remote()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until every starting actor is ready.
+
+        Raises:
+            Exception: what Ray raises when an actor cannot start, or on the timeout.
+        """
+        import ray
+
+        ray.get(list(self._starting.values()), timeout=timeout)
+        self._starting.clear()
 
     def publish(self, message: bytes, params: Any, op: str) -> None:
         """Tell every actor (and each new one) the round's or evaluation's params."""
@@ -132,9 +149,11 @@ class RayTransport:
         if worker in self.actors:
             ray.kill(self.actors.pop(worker))
             del self._calls[worker]
+            self._starting.pop(worker, None)
 
     def wait(self, timeout: float | None) -> list[Event]:
-        """Replies of the calls done within ``timeout`` seconds, actor by actor in call order.
+        """Replies of the calls done within ``timeout`` seconds, actor by actor in call order
+        ([] when only time passed or a new actor became ready).
 
         Raises:
             BackendError: if no actor is left.
@@ -143,10 +162,20 @@ class RayTransport:
 
         if not self.actors:
             raise BackendError("no Ray actors are left to run clients")
-        refs = [ref for calls in self._calls.values() for ref in calls]
+        refs = [ref for calls in self._calls.values() for ref in calls] + list(self._starting.values())
         if not refs or not ray.wait(refs, num_returns=1, timeout=timeout)[0]:
             return []
         done = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
+        for worker, ref in list(self._starting.items()):
+            if ref in done:
+                del self._starting[worker]
+                try:
+                    ray.get(ref)
+                except Exception as exc:  # a replacement that cannot start: the others go on
+                    self.kill(worker)
+                    logger.warning(
+                        "sheaf ray: a new actor failed to start (%s); going on with %d", exc, len(self.actors)
+                    )
         events: list[Event] = []
         for worker, calls in list(self._calls.items()):
             while calls and calls[0] in done:

@@ -164,15 +164,13 @@ class RayBackend(BackendBase):
         }
 
     def _start_actors(self, env: SimulationEnv, count: int, data: dict[str, Any]) -> None:
-        import ray
-
         args = (env.task, data, env.federation.info, env.seed, env.threads, env.client_steps)
         remote = actor_class().options(num_cpus=env.threads)
         transport = self._transport = RayTransport(lambda: remote.remote(*args))
         for _ in range(count):
             transport.start()
         try:
-            ray.get([actor.ready.remote() for actor in transport.actors.values()], timeout=_START_TIMEOUT)
+            transport.wait_ready(_START_TIMEOUT)
         except Exception as exc:
             transport.close()
             self._transport = None
