@@ -13,7 +13,9 @@ Scenarios (the issue's):
   thread; none > 1.1x slower.
 - ``population``: synthetic logistic regression, 8 samples per client, 100 clients per
   round, at 1,000 / 100,000 / 1,000,000 registered clients, each in a fresh process:
-  seconds per round and peak memory. Target: 1M within 1.5x of 1k; peak < 2 GB.
+  seconds per round and peak memory — PSS of all the run's processes together (workers,
+  forkserver, Ray's own processes), sampled by this process. Target: 1M within 1.5x of 1k;
+  all processes <= 2 GB, on every backend.
 - ``fmnist-eval``: the ``fmnist`` workload with central evaluation of the 10,000 test
   images every round (lr 0.05), each run in a fresh process started by this one: seconds
   per round (evaluation and store included), peak PSS of all the run's processes
@@ -98,6 +100,9 @@ class Timed:
 
     def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
         return self.inner.evaluate(client_ids, params)
+
+    def evaluate_central(self, params: Params, shards: Sequence[range]) -> Any:
+        return self.inner.evaluate_central(params, shards)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         # Worker processes are the forkserver's children, not ours: read their peaks now.
@@ -313,22 +318,20 @@ def population_scenario(rounds: int, backends: Sequence[str], sizes: Sequence[in
     rows = []
     for backend in backends:
         for clients in sizes:
-            out = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--population-run",
-                    str(clients),
-                    "--backend",
-                    backend,
-                    "--rounds",
-                    str(rounds),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            rows.append(json.loads(out))
+            command = [sys.executable, __file__, "--population-run", str(clients), "--backend", backend]
+            child = subprocess.Popen([*command, "--rounds", str(rounds)], stdout=subprocess.PIPE, text=True)
+            with PeakSampler(child.pid) as sampler:
+                out, _ = child.communicate()
+            if child.returncode:
+                raise RuntimeError(f"{' '.join(command)} exited with {child.returncode}")
+            rows.append(
+                {
+                    **json.loads(out),
+                    "peak_pss_mb": round(sampler.peak_mb, 1),  # all the run's processes together, at their peak
+                    "peak_pss_processes": len(sampler.peak_parts),
+                    "peak_pss_largest_mb": sorted((round(v, 1) for v in sampler.peak_parts.values()), reverse=True)[:4],
+                }
+            )
             _say(rows[-1])
         mine = [r for r in rows if r["backend"] == backend]
         small, large = mine[0], mine[-1]
@@ -336,9 +339,10 @@ def population_scenario(rounds: int, backends: Sequence[str], sizes: Sequence[in
             {
                 "scenario": "population",
                 "backend": backend,
-                "target": f"{large['clients']:,} clients within 1.5x of {small['clients']:,} per round; peak < 2 GB",
+                "target": f"{large['clients']:,} clients within 1.5x of {small['clients']:,} per round; "
+                "all processes' PSS <= 2 GB",
                 "ratio": round(large["round_s"] / small["round_s"], 2),
-                "met": large["round_s"] <= 1.5 * small["round_s"] and max(r["peak_mb"] for r in mine) < 2048,
+                "met": large["round_s"] <= 1.5 * small["round_s"] and max(r["peak_pss_mb"] for r in mine) <= 2048,
             }
         )
     return rows
@@ -506,9 +510,7 @@ def main() -> None:
         report["results"] += fmnist_eval_scenario(args.rounds or 6, args.repeats, eval_backends, intervals)
     if "population" in scenarios:
         sizes = [int(s) for s in args.sizes.split(",")]
-        report["results"] += population_scenario(
-            args.rounds or 8, [b for b in backends if b in ("auto", "inline", "pool")], sizes
-        )
+        report["results"] += population_scenario(args.rounds or 8, backends, sizes)
     print(json.dumps(report, indent=1))
 
 
