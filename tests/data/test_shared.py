@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -21,10 +22,8 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="shared 
 def open_shared_files() -> int:
     count = 0
     for fd in os.listdir("/proc/self/fd"):  # the listing's own descriptor is gone when read
-        try:
+        with contextlib.suppress(FileNotFoundError):
             count += "sheaf-data" in os.readlink(f"/proc/self/fd/{fd}")
-        except FileNotFoundError:
-            pass
     return count
 
 

@@ -31,7 +31,7 @@ def actor_class() -> Any:
 
     class ClientActor:
         def __init__(
-            self, task: Any, data: dict[str, Any], info: Any, seed: int, threads: int, client_steps: Any
+            self, task: Any, data: dict[str, Any], info: Any, seed: int, threads: int, client_steps: Any, device: str
         ) -> None:
             from sheaf.backends._allocator import tune_allocator
             from sheaf.backends._runner import WorkerRunner
@@ -50,7 +50,7 @@ def actor_class() -> Any:
                 }
             central = Split(arrays["central_x"], arrays["central_y"])
             federation = Federation(info, arrays["x"], arrays["y"], arrays["offsets"], arrays["train_counts"], central)
-            self.runner = WorkerRunner(task, federation, seed, threads, client_steps)
+            self.runner = WorkerRunner(task, federation, seed, threads, client_steps, device)
 
         def ready(self) -> bool:
             return True

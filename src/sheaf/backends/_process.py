@@ -23,6 +23,7 @@ import pickle
 import queue
 import signal
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from sheaf.backends._allocator import tune_allocator
@@ -73,6 +74,7 @@ def worker_main(
     info: DatasetInfo,
     seed: int,
     threads: int,
+    device: str,
 ) -> None:
     """A pool worker: load the task once, then answer messages until told to stop.
 
@@ -88,7 +90,7 @@ def worker_main(
         arrays = map_arrays(files, slots)
         central = Split(arrays["central_x"], arrays["central_y"])
         federation = Federation(info, arrays["x"], arrays["y"], arrays["offsets"], arrays["train_counts"], central)
-        runner = WorkerRunner(task, federation, seed, threads, client_steps)
+        runner = WorkerRunner(task, federation, seed, threads, client_steps, device)
     except BaseException as exc:
         conn.send_bytes(pack({"op": "error", "reason": f"{type(exc).__name__}: {exc}"}))
         return
@@ -128,12 +130,15 @@ def worker_main(
 class WorkerHandle:
     """The parent's view of one worker process: its pipe, its process, its writer thread."""
 
-    def __init__(self, context: Any, index: int, args: tuple[Any, ...]) -> None:
+    def __init__(self, context: Any, index: int, args: tuple[Any, ...], device: str = "cpu") -> None:
         self.conn, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=worker_main, args=(child, *args), name=f"sheaf-pool-{index}", daemon=True)
+        self.process = context.Process(
+            target=worker_main, args=(child, *args, device), name=f"sheaf-pool-{index}", daemon=True
+        )
         self.process.start()
         child.close()
         self.index = index
+        self.device = device
         self.ready = False
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write, name=f"sheaf-pool-{index}-writer", daemon=True)
@@ -171,15 +176,20 @@ class PoolTransport:
 
     Args:
         context: the multiprocessing context workers start from.
-        args: what each worker is started with (see :func:`worker_main`).
+        args: what each worker is started with (see :func:`worker_main`), but its device.
         workers: the list to keep the worker handles in (ready and starting ones).
+        devices: the devices workers compute on; each new worker takes the one fewest
+            workers use (a replacement takes its predecessor's).
     """
 
     replies_per_client = True  # a worker writes each client's reply before the next client
 
-    def __init__(self, context: Any, args: tuple[Any, ...], workers: list[WorkerHandle]) -> None:
+    def __init__(
+        self, context: Any, args: tuple[Any, ...], workers: list[WorkerHandle], devices: Sequence[str] = ("cpu",)
+    ) -> None:
         self._context = context
         self._args = args
+        self._devices = list(devices)
         self.handles = workers
         self.control = b""  # the round (or params) message a new worker must see first
         self.running = False  # all first workers started: later start failures are not fatal
@@ -192,7 +202,8 @@ class PoolTransport:
     def start(self) -> None:
         """Start a worker process (ready once it has loaded the task)."""
         self._started += 1
-        self.handles.append(WorkerHandle(self._context, self._started, self._args))
+        device = min(self._devices, key=lambda d: sum(1 for h in self.handles if h.device == d))
+        self.handles.append(WorkerHandle(self._context, self._started, self._args, device))
 
     def send(self, worker: int, message: bytes) -> None:
         """Queue a message for a worker (nothing if it is gone)."""

@@ -94,12 +94,19 @@ class WorkerRunner:
         seed: the run seed.
         threads: torch threads for this worker.
         client_steps: the client steps rounds may name.
+        device: where this worker computes (``cpu``, ``cuda:N``).
     """
 
     def __init__(
-        self, task: Task, federation: Federation, seed: int, threads: int, client_steps: Sequence[ClientStep] = ()
+        self,
+        task: Task,
+        federation: Federation,
+        seed: int,
+        threads: int,
+        client_steps: Sequence[ClientStep] = (),
+        device: str = "cpu",
     ) -> None:
-        prepare_worker(task, threads)
+        prepare_worker(task, threads, device)
         self.federation = federation
         self._runner = ClientRunner(task, seed)
         self._known = steps_by_name(client_steps)

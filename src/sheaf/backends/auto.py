@@ -77,7 +77,7 @@ class AutoBackend(BackendBase):
         return self.chosen
 
     def _pool_reason(self, env: SimulationEnv) -> str | None:
-        workers = env.engine.workers or default_workers(env.threads)
+        workers = env.engine.workers or default_workers(env.threads, env.device)
         if workers < 2:
             return f"only {workers} worker would fit this machine's cores"
         try:
@@ -112,9 +112,7 @@ class AutoBackend(BackendBase):
                 not_pool = f"a round is about {work / 1e6:,.0f} MFLOP of training, too little to spread over processes"
             if not_pool is None:
                 self.chosen = PoolBackend()
-                self.reason = (
-                    f"{not_vectorized}; {env.engine.workers or default_workers(env.threads)} cores for workers"
-                )
+                self.reason = f"{not_vectorized}; {env.engine.workers or default_workers(env.threads, env.device)} cores for workers"
             else:
                 self.chosen = InlineBackend()
                 self.reason = f"{not_vectorized}; {not_pool}"

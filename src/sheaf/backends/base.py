@@ -59,6 +59,8 @@ class SimulationEnv:
             strategy's and personalised evaluation's). Workers in other processes are
             given these once at start, then only names travel: a cohort's steps must be
             among them.
+        device: where torch computes, resolved for this machine (``cpu``, ``cuda`` for
+            every GPU, ``cuda:N``; :func:`sheaf.task.device.resolve_device`).
     """
 
     task: Task
@@ -68,6 +70,7 @@ class SimulationEnv:
     engine: EngineConfig = field(default_factory=EngineConfig)
     cohort_size: int = 0
     client_steps: tuple[ClientStep, ...] = ()
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)

@@ -50,21 +50,32 @@ from sheaf.backends.base import BackendBase, Cohort, EvalOutcome, FitOutcome, Si
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
 from sheaf.task.base import EvalResult, prepare_worker
+from sheaf.task.device import cuda_count, worker_devices
 
-__all__ = ["PoolBackend", "default_workers"]
+__all__ = ["WORKERS_PER_GPU", "PoolBackend", "default_workers"]
 
 logger = logging.getLogger("sheaf.backends")
 
 _START_TIMEOUT = 300.0  # seconds a new worker may take to import torch and load the task
 
 
-def default_workers(threads: int = 1) -> int:
-    """One worker per available core, divided by the torch threads each one uses."""
+#: Pool workers per GPU by default: while one waits for its GPU, another prepares work.
+WORKERS_PER_GPU = 2
+
+
+def default_workers(threads: int = 1, device: str = "cpu") -> int:
+    """One worker per available core, divided by the torch threads each one uses; on GPUs
+    (``cuda``: all of them, ``cuda:N``: that one) :data:`WORKERS_PER_GPU` per GPU, as
+    far as the cores go."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
-    return max(1, cores // max(1, threads))
+    by_cores = max(1, cores // max(1, threads))
+    if device.startswith("cuda"):
+        gpus = len(set(worker_devices(device, max(1, cuda_count()))))
+        return max(1, min(by_cores, WORKERS_PER_GPU * gpus))
+    return by_cores
 
 
 class PoolBackend(BackendBase):
@@ -95,7 +106,7 @@ class PoolBackend(BackendBase):
         env = self._env
         if env is not None and env.engine.workers:
             return env.engine.workers
-        return default_workers(env.threads if env is not None else 1)
+        return default_workers(env.threads, env.device) if env is not None else default_workers()
 
     # Start and stop ----------------------------------------------------------------------
     def start(self, env: SimulationEnv) -> None:
@@ -106,7 +117,8 @@ class PoolBackend(BackendBase):
                 or a worker cannot load the task.
         """
         self._env = env
-        prepare_worker(env.task, env.threads)  # this process evaluates centrally: same threads
+        devices = worker_devices(env.device, self.workers)
+        prepare_worker(env.task, env.threads, devices[0])  # central evaluation's fallback runs here: the same
         try:
             task_bytes = pickle.dumps((env.task, env.client_steps))
         except Exception as exc:
@@ -126,7 +138,7 @@ class PoolBackend(BackendBase):
             }
         )
         args = (task_bytes, self._data.files, self._data.slots, fed.info, env.seed, env.threads)
-        transport = self._transport = PoolTransport(self._context, args, self._workers)
+        transport = self._transport = PoolTransport(self._context, args, self._workers, sorted(set(devices)))
         self._finalizer = weakref.finalize(self, PoolBackend._cleanup, self._workers, [])
         for _ in range(self.workers):
             transport.start()

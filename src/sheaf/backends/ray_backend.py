@@ -42,6 +42,7 @@ from sheaf.backends.base import BackendBase, Cohort, EvalOutcome, FitOutcome, Si
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
 from sheaf.task.base import EvalResult, prepare_worker
+from sheaf.task.device import worker_devices
 
 __all__ = ["RayBackend", "ray_available"]
 
@@ -108,7 +109,7 @@ class RayBackend(BackendBase):
         except ImportError:
             raise BackendError("the ray backend needs Ray: pip install 'sheaf[ray]'") from None
         self._env = env
-        prepare_worker(env.task, env.threads)  # this process evaluates centrally: same threads
+        prepare_worker(env.task, env.threads, worker_devices(env.device, 1)[0])  # central evaluation's fallback
         address = self._address if self._address is not None else env.engine.ray_address
         if not ray.is_initialized():
             try:
@@ -119,6 +120,9 @@ class RayBackend(BackendBase):
         count = (
             self._requested or env.engine.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // env.threads)  # type: ignore[no-untyped-call]
         )
+        if env.device != "cpu" and not ray.cluster_resources().get("GPU", 0):  # type: ignore[no-untyped-call]
+            self.close()
+            raise BackendError(f"engine.device={env.device} but the Ray cluster has no GPUs; use engine.device=cpu")
         local = len([node for node in ray.nodes() if node.get("Alive")]) == 1  # type: ignore[no-untyped-call]
         try:
             self._start_actors(env, count, self._local_data(env) if local else self._stored_data(env))
@@ -164,8 +168,14 @@ class RayBackend(BackendBase):
         }
 
     def _start_actors(self, env: SimulationEnv, count: int, data: dict[str, Any]) -> None:
-        args = (env.task, data, env.federation.info, env.seed, env.threads, env.client_steps)
-        remote = actor_class().options(num_cpus=env.threads)
+        import ray
+
+        gpus = 0.0
+        if env.device != "cpu":  # Ray gives each actor its share of the GPUs (CUDA_VISIBLE_DEVICES)
+            gpus = min(1.0, float(ray.cluster_resources().get("GPU", 0)) / count)  # type: ignore[no-untyped-call]
+        device = "cpu" if env.device == "cpu" else "cuda:0"  # of the GPUs Ray lets the actor see
+        args = (env.task, data, env.federation.info, env.seed, env.threads, env.client_steps, device)
+        remote = actor_class().options(num_cpus=env.threads, num_gpus=gpus)
         transport = self._transport = RayTransport(lambda: remote.remote(*args))
         for _ in range(count):
             transport.start()

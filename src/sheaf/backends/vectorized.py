@@ -53,6 +53,7 @@ from sheaf.core.update import Update
 from sheaf.data.dataset import ClientData, Federation, Split
 from sheaf.task.base import EvalResult, Task, prepare_worker
 from sheaf.task.client import evaluate_client
+from sheaf.task.device import process_device
 
 if TYPE_CHECKING:
     from sheaf.backends._vmap import ChunkResult, VectorTrainer
@@ -75,9 +76,10 @@ def forward_flops(task: Task, sample: np.ndarray[Any, Any]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     model = getattr(task, "model")  # noqa: B009 - a TorchTask's model
+    device = next(iter(model.parameters()), torch.empty(0)).device
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.from_numpy(np.array(sample[:1])))
+        model(torch.from_numpy(np.array(sample[:1])).to(device))
     return int(counter.get_total_flops())
 
 
@@ -98,7 +100,7 @@ def vectorize_reason(task: Task, federation: Federation | None = None) -> str | 
     from sheaf.core.config import TrainConfig
 
     try:
-        trainer = VectorTrainer(task)  # type: ignore[arg-type]
+        trainer = VectorTrainer(task, device=process_device())  # type: ignore[arg-type]
         x, y = federation.x[:2], federation.y[:2]
         trainer.train(task.init_params(0), x, y, [0, 0], [len(y)] * 2, [1, 2], TrainConfig(epochs=1, batch_size=2), 0.0)
     except Exception as exc:
@@ -165,7 +167,7 @@ class VectorizedBackend(BackendBase):
     def start(self, env: SimulationEnv) -> None:
         """Check that the task can be vectorised (else start the fallback, saying why)."""
         self._env = env
-        prepare_worker(env.task, env.threads)
+        prepare_worker(env.task, env.threads, env.device)
         tune_allocator()
         self.reason = vectorize_reason(env.task, env.federation)
         if self.reason is not None:
@@ -175,7 +177,7 @@ class VectorizedBackend(BackendBase):
         from sheaf.backends._vmap import VectorTrainer
 
         self.batched = len(env.federation.x) == 0 or forward_flops(env.task, env.federation.x[:1]) <= SMALL_FLOPS
-        self._trainer = VectorTrainer(env.task, self.batched)  # type: ignore[arg-type]
+        self._trainer = VectorTrainer(env.task, self.batched, process_device())  # type: ignore[arg-type]
         sample = env.federation.x[:1]
         self._act_bytes = self._trainer.activation_bytes(sample) if len(sample) else 0
         self._per_client = sum(p.numel() * p.element_size() for p in self._trainer.model.parameters())
@@ -348,7 +350,7 @@ class _Assembly:
         import torch
 
         deltas = {
-            name: (result.params[name] - torch.from_numpy(np.array(like))).numpy()
+            name: (result.params[name].cpu() - torch.from_numpy(np.array(like))).numpy()
             for name, like in self.cohort.params.items()
         }
         metrics = [

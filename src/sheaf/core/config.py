@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import tomllib
 import types
 import typing
@@ -234,14 +235,26 @@ class EngineConfig:
         client_timeout: seconds one client may train or evaluate in a ``pool`` worker or
             Ray actor before the worker is killed, replaced and the client counted as a
             dropout; 0 waits as long as it takes.
+        device: where TorchTask computes: ``cpu`` (the default, so that a config gives
+            the same model on every machine), ``auto`` (a CUDA GPU if torch sees one, else
+            the CPU), ``cuda`` (every GPU: the pool deals its workers over them) or
+            ``cuda:N``. Results depend on it, as on ``threads`` (see
+            ``sheaf.task.device``); the device a run used is recorded with it.
     """
 
     workers: int = 0
     memory_mb: int = 1024
     ray_address: str = ""
     client_timeout: float = 0.0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        _check(
+            isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+            "engine.device",
+            "auto, cpu, cuda or cuda:N",
+            self.device,
+        )
         _check(self.workers >= 0, "engine.workers", ">= 0 (0: one per core)", self.workers)
         _check(self.memory_mb >= 1, "engine.memory_mb", ">= 1", self.memory_mb)
         _check(self.client_timeout >= 0, "engine.client_timeout", ">= 0 (0: no limit)", self.client_timeout)

@@ -29,6 +29,7 @@ from sheaf.run.assemble import assemble, open_or_create_store
 from sheaf.run.loop import Federated, RoundListener, run_rounds
 from sheaf.strategies.base import Strategy
 from sheaf.task.base import Task
+from sheaf.task.device import resolve_device
 from sheaf.task.factory import build_task
 
 __all__ = ["SimulationResult", "resolve_config", "simulate"]
@@ -158,9 +159,11 @@ def simulate(
     }
     if fed.preprocessing:
         meta["preprocessing"] = dict(fed.preprocessing)  # the (fitted) pipeline, JSON
+    device = resolve_device(cfg.engine.device)  # after the task: "auto" looks for a GPU where torch is loaded
     path = _run_path(cfg)
     store = open_or_create_store(path, cfg, parts.initial, parts.strategy.init(parts.initial), meta)
-    env = SimulationEnv(parts.task, fed, cfg.seed, cfg.threads, cfg.engine, parts.cohort, parts.client_steps)
+    store.set_meta("device", device)
+    env = SimulationEnv(parts.task, fed, cfg.seed, cfg.threads, cfg.engine, parts.cohort, parts.client_steps, device)
     try:
         runner.start(env)
         try:
