@@ -10,7 +10,6 @@ Example (a task in plain NumPy: least squares on one weight vector):
     >>> import numpy as np
     >>> from sheaf.core.params import Params
     >>> from sheaf.data.dataset import Split
-from sheaf.task.device import use_device
     >>> class MeanTask:
     ...     def init_params(self, seed):
     ...         return Params({"w": np.zeros(2)})
