@@ -365,14 +365,19 @@ class _Clock:
 
 
 def eval_run(kind: str, backend: str, rounds: int, central_interval: int) -> dict[str, Any]:
-    """One ``fmnist-eval`` run in this (fresh) process; wall-clock marks for the parent to read."""
-    federation = build_federation(DataConfig(dataset="fashion_mnist", clients=100, alpha=0.5), seed=0)
+    """One ``fmnist-eval`` run in this (fresh) process; wall-clock marks for the parent to read.
+
+    sheaf builds the federation itself from the config (as ``sheaf simulate`` does), the
+    plain loop with the same function and settings: the same data either way.
+    """
+    data = {"dataset": "fashion_mnist", "clients": 100, "alpha": 0.5}
     if kind == "plain":
+        federation = build_federation(DataConfig(**data), seed=0)  # type: ignore[arg-type]
         started = time.time()
         row = plain_loop(federation, fmnist_cnn, FMNIST_EVAL, rounds, evaluate=True)
         marks = [started + sum(row["seconds"][:i]) for i in range(rounds + 1)]
         return {"runs_on": "plain loop", "marks": marks, "central_accuracy": row["central_accuracy"]}
-    overrides = [f"{k}={v}" for k, v in FMNIST_EVAL.items()] + ["evaluation.federated=false", "threads=1"]
+    overrides = [f"{k}={v}" for k, v in {**data, **FMNIST_EVAL}.items()] + ["evaluation.federated=false", "threads=1"]
     if central_interval != 1:
         overrides.append(f"evaluation.central_interval={central_interval}")
     clock = _Clock()
@@ -380,7 +385,6 @@ def eval_run(kind: str, backend: str, rounds: int, central_interval: int) -> dic
         result = simulate(
             overrides=[*overrides, f"rounds={rounds}", f"runs_dir={folder}", f"backend={backend}"],
             task=TorchTask(fmnist_cnn),
-            federation=federation,
             listener=clock,
         )
     return {

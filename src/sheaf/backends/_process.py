@@ -36,7 +36,7 @@ from sheaf.core.params import Params
 from sheaf.data.dataset import DatasetInfo, Federation, Split
 from sheaf.data.shared import InheritedFile, SharedSlot, map_arrays
 
-__all__ = ["PoolTransport", "WorkerHandle", "describe_exit", "pool_context", "worker_main"]
+__all__ = ["PoolTransport", "WorkerHandle", "describe_exit", "pool_context", "start_forkserver", "worker_main"]
 
 logger = logging.getLogger("sheaf.backends")
 
@@ -53,6 +53,17 @@ def pool_context() -> Any:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["sheaf.backends._process", "torch"])
     return context
+
+
+def start_forkserver() -> None:
+    """Start the pool's forkserver now, if it is not running: it imports torch and sheaf in its
+    own process (seconds), so while this process loads its data, and a pool started later
+    finds it ready."""
+    context = pool_context()
+    if context.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def describe_exit(code: int | None) -> str:

@@ -42,17 +42,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from sheaf.backends._collect import evaluate_central_shards, evaluate_clients, fit_cohort
-from sheaf.backends._process import PoolTransport, WorkerHandle, pool_context
+from sheaf.backends._process import PoolTransport, WorkerHandle, pool_context, start_forkserver
 from sheaf.backends._runner import round_header
 from sheaf.backends._shared import SharedArrays, SharedData, share_arrays
 from sheaf.backends._wire import pack
 from sheaf.backends.base import BackendBase, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.core.config import EngineConfig
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
 from sheaf.task.base import EvalResult, prepare_worker
 from sheaf.task.device import cuda_count, worker_devices
 
-__all__ = ["WORKERS_PER_GPU", "PoolBackend", "default_workers"]
+__all__ = ["WORKERS_PER_GPU", "PoolBackend", "default_workers", "warm_up"]
 
 logger = logging.getLogger("sheaf.backends")
 
@@ -76,6 +77,14 @@ def default_workers(threads: int = 1, device: str = "cpu") -> int:
         gpus = len(set(worker_devices(device, max(1, cuda_count()))))
         return max(1, min(by_cores, WORKERS_PER_GPU * gpus))
     return by_cores
+
+
+def warm_up(engine: EngineConfig, threads: int) -> None:
+    """Start what a pool will need before its run knows it needs one (its forkserver), where
+    a pool could run at all (two workers or more): it then starts alongside data loading
+    instead of after it. Costs an idle process where the run ends up not using a pool."""
+    if (engine.workers or default_workers(threads)) >= 2:
+        start_forkserver()
 
 
 class PoolBackend(BackendBase):

@@ -19,6 +19,7 @@ from typing import Any
 
 from sheaf.backends.auto import describe_backend
 from sheaf.backends.base import Backend, SimulationEnv
+from sheaf.backends.pool import warm_up
 from sheaf.backends.registry import build_backend
 from sheaf.core.config import RunConfig, apply_overrides, load_config
 from sheaf.core.params import Params
@@ -146,6 +147,8 @@ def simulate(
     started = time.perf_counter()
     cfg = resolve_config(config, overrides)
     runner = backend if backend is not None else build_backend(cfg.backend)
+    if runner.name in ("pool", "auto"):
+        warm_up(cfg.engine, cfg.threads)  # the pool's forkserver imports torch while the data loads
     fed = federation if federation is not None else build_federation(cfg.data, cfg.seed)
     user_task = task if task is not None else build_task(cfg, fed.info)
     parts = assemble(
