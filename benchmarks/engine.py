@@ -395,13 +395,15 @@ def eval_run(kind: str, backend: str, rounds: int, central_interval: int) -> dic
     }
 
 
-def _launch_eval(kind: str, backend: str, rounds: int, central_interval: int) -> dict[str, Any]:
-    """Run :func:`eval_run` in a fresh process; its start-up, seconds per round and peak PSS."""
+def _launch_eval(kind: str, backend: str, rounds: int, central_interval: int, src: str = "") -> dict[str, Any]:
+    """Run :func:`eval_run` in a fresh process (with sheaf from ``src``, if given); its start-up,
+    seconds per round and peak PSS."""
     command = [sys.executable, __file__, "--eval-run", kind, "--backend", backend, "--rounds", str(rounds)]
     command += ["--central-interval", str(central_interval)]
+    env = {**os.environ, "PYTHONPATH": src} if src else None
     load_before = os.getloadavg()
     launched = time.time()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     with PeakSampler(child.pid) as sampler:
         out, _ = child.communicate()
     if child.returncode:
@@ -412,6 +414,7 @@ def _launch_eval(kind: str, backend: str, rounds: int, central_interval: int) ->
     return {
         "scenario": "fmnist-eval",
         "backend": "plain loop" if kind == "plain" else backend,
+        "sheaf_from": src or "this tree",
         "central_interval": central_interval,
         **run,
         "startup_s": round(marks[0] - launched, 2),
@@ -425,15 +428,20 @@ def _launch_eval(kind: str, backend: str, rounds: int, central_interval: int) ->
 
 
 def fmnist_eval_scenario(
-    rounds: int, repeats: int, backends: Sequence[str], intervals: Sequence[int]
+    rounds: int, repeats: int, backends: Sequence[str], intervals: Sequence[int], baseline_src: str = ""
 ) -> list[dict[str, Any]]:
-    """The plain loop and sheaf, each run alternating ``repeats`` times; medians across repeats."""
-    runs: list[tuple[str, str, int]] = [("plain", "-", 1)]
-    runs += [("sheaf", b, k) for b in backends for k in intervals]
-    raw: dict[tuple[str, str, int], list[dict[str, Any]]] = {run: [] for run in runs}
+    """The plain loop and sheaf, each run alternating ``repeats`` times; medians across repeats.
+
+    With ``baseline_src`` (another checkout's ``src``), sheaf from there runs in the same
+    alternation, every interval-1 configuration (a before/after under the same load).
+    """
+    runs: list[tuple[str, str, int, str]] = [("plain", "-", 1, "")]
+    runs += [("sheaf", b, k, "") for b in backends for k in intervals]
+    runs += [("sheaf", b, 1, baseline_src) for b in backends if baseline_src]
+    raw: dict[tuple[str, str, int, str], list[dict[str, Any]]] = {run: [] for run in runs}
     for _ in range(repeats):
         for run in runs:
-            raw[run].append(_launch_eval(run[0], run[1], rounds, run[2]))
+            raw[run].append(_launch_eval(run[0], run[1], rounds, run[2], run[3]))
             _say(raw[run][-1])
     rows = []
     for tries in raw.values():
@@ -455,7 +463,7 @@ def fmnist_eval_scenario(
     plain = rows[0]["round_s"]
     for row in rows[1:]:
         row["speedup_vs_plain"] = round(plain / row["round_s"], 2)
-    best = [r for r in rows[1:] if r["central_interval"] == 1]
+    best = [r for r in rows[1:] if r["central_interval"] == 1 and r["sheaf_from"] == "this tree"]
     rows.append(
         {
             "scenario": "fmnist-eval",
@@ -480,6 +488,7 @@ def main() -> None:
     parser.add_argument(
         "--central-intervals", default="1", help="fmnist-eval: evaluation.central_interval values for sheaf"
     )
+    parser.add_argument("--baseline-src", default="", help="fmnist-eval: also run sheaf from this src folder")
     parser.add_argument("--population-run", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--eval-run", default="", help=argparse.SUPPRESS)
     parser.add_argument("--central-interval", type=int, default=1, help=argparse.SUPPRESS)
@@ -511,7 +520,9 @@ def main() -> None:
     if "fmnist-eval" in scenarios:
         intervals = [int(k) for k in args.central_intervals.split(",")]
         eval_backends = [b for b in backends if b in ("auto", "pool", "inline", "vectorized", "ray")]
-        report["results"] += fmnist_eval_scenario(args.rounds or 6, args.repeats, eval_backends, intervals)
+        report["results"] += fmnist_eval_scenario(
+            args.rounds or 6, args.repeats, eval_backends, intervals, args.baseline_src
+        )
     if "population" in scenarios:
         sizes = [int(s) for s in args.sizes.split(",")]
         report["results"] += population_scenario(args.rounds or 8, backends, sizes)

@@ -41,7 +41,11 @@ def _other(kind: int, folder: str) -> None:
     elif kind == 2:
         simulate(overrides=[*base, "backend=pool", "engine.workers=1", "seed=3", "partition=iid"])
     elif kind == 3:
-        simulate(overrides=[*base, "backend=inline", "evaluation.shard_rows=7"], task=TorchTask(image_cnn), federation=image_digits())
+        simulate(
+            overrides=[*base, "backend=inline", "evaluation.shard_rows=7"],
+            task=TorchTask(image_cnn),
+            federation=image_digits(),
+        )
     elif kind == 4:
         simulate(overrides=[*base, "backend=pool", "engine.workers=2", "threads=1"], task=Stateful())
     else:

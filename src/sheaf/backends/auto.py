@@ -92,7 +92,9 @@ class AutoBackend(BackendBase):
 
     def start(self, env: SimulationEnv) -> None:
         """Choose, start the chosen backend and log the choice."""
-        not_vectorized = vectorize_reason(env.task, env.federation)
+        # What can be seen first; the trial step under vmap (a second or two the first time)
+        # only for a model that is small enough to be vectorised at all.
+        not_vectorized = vectorize_reason(env.task)
         work = None  # training FLOPs per round, where they can be estimated
         if not_vectorized is None:
             flops = forward_flops(env.task, env.federation.x[:1])
@@ -103,6 +105,8 @@ class AutoBackend(BackendBase):
                 not_vectorized = f"the model is not small ({flops:,} FLOPs per sample > {SMALL_FLOPS:,})"
             elif 0 < env.cohort_size < MIN_COHORT:
                 not_vectorized = f"{env.cohort_size} clients per round are too few to batch (fewer than {MIN_COHORT})"
+            elif (trial := vectorize_reason(env.task, env.federation)) is not None:
+                not_vectorized = trial
             else:
                 self.chosen = VectorizedBackend(fallback=lambda: self._fallback(env))
                 self.reason = f"a TorchTask with the standard loop and a small model ({flops:,} FLOPs per sample)"

@@ -71,16 +71,11 @@ SMALL_FLOPS = 1_000_000
 
 
 def forward_flops(task: Task, sample: np.ndarray[Any, Any]) -> int:
-    """Floating-point operations of one sample's forward pass of a TorchTask's model."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    """Floating-point operations of one sample's forward pass of a TorchTask's model, as torch's
+    ``FlopCounterMode`` counts them (:mod:`sheaf.backends._flops`)."""
+    from sheaf.backends._flops import forward_flops as count  # imports torch
 
-    model = getattr(task, "model")  # noqa: B009 - a TorchTask's model
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.from_numpy(np.array(sample[:1])).to(device))
-    return int(counter.get_total_flops())
+    return count(task, sample)
 
 
 def vectorize_reason(task: Task, federation: Federation | None = None) -> str | None:
