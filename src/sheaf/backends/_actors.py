@@ -35,8 +35,7 @@ def actor_class() -> Any:
         ) -> None:
             from sheaf.backends._allocator import tune_allocator
             from sheaf.backends._runner import WorkerRunner
-            from sheaf.backends._shared import writable_copy
-            from sheaf.data.dataset import Federation, Split
+            from sheaf.backends._shared import federation_from, writable_copy
             from sheaf.data.shared import map_arrays, open_files_of
 
             tune_allocator()
@@ -48,9 +47,7 @@ def actor_class() -> Any:
                 arrays = {
                     name: writable_copy(ray.get(ref), data["strides"][name]) for name, ref in data["refs"].items()
                 }
-            central = Split(arrays["central_x"], arrays["central_y"])
-            federation = Federation(info, arrays["x"], arrays["y"], arrays["offsets"], arrays["train_counts"], central)
-            self.runner = WorkerRunner(task, federation, seed, threads, client_steps, device)
+            self.runner = WorkerRunner(task, federation_from(info, arrays), seed, threads, client_steps, device)
 
         def ready(self) -> bool:
             return True

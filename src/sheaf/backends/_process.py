@@ -29,11 +29,11 @@ from typing import Any
 from sheaf.backends._allocator import tune_allocator
 from sheaf.backends._runner import WorkerRunner
 from sheaf.backends._scheduler import Died, Event, Replied
-from sheaf.backends._shared import attach
+from sheaf.backends._shared import attach, federation_from
 from sheaf.backends._wire import fit_states, pack, unpack
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
-from sheaf.data.dataset import DatasetInfo, Federation, Split
+from sheaf.data.dataset import DatasetInfo
 from sheaf.data.shared import InheritedFile, SharedSlot, map_arrays
 
 __all__ = ["PoolTransport", "WorkerHandle", "describe_exit", "pool_context", "start_forkserver", "worker_main"]
@@ -98,9 +98,7 @@ def worker_main(
     try:
         tune_allocator()
         task, client_steps = pickle.loads(task_bytes)  # from the parent process, which pickled them
-        arrays = map_arrays(files, slots)
-        central = Split(arrays["central_x"], arrays["central_y"])
-        federation = Federation(info, arrays["x"], arrays["y"], arrays["offsets"], arrays["train_counts"], central)
+        federation = federation_from(info, map_arrays(files, slots))
         runner = WorkerRunner(task, federation, seed, threads, client_steps, device)
     except BaseException as exc:
         conn.send_bytes(pack({"op": "error", "reason": f"{type(exc).__name__}: {exc}"}))

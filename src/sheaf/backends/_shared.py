@@ -32,9 +32,18 @@ from typing import Any
 import numpy as np
 
 from sheaf.core.errors import BackendError
+from sheaf.data.dataset import DatasetInfo, Federation, Split
 from sheaf.data.shared import InheritedFile, SharedSlot, file_of, shared_copy
 
-__all__ = ["SharedArrays", "SharedData", "attach", "share_arrays", "writable_copy"]
+__all__ = [
+    "SharedArrays",
+    "SharedData",
+    "attach",
+    "federation_arrays",
+    "federation_from",
+    "share_arrays",
+    "writable_copy",
+]
 
 _ALIGN = 64
 _SHM_DIR = "/dev/shm"
@@ -165,6 +174,24 @@ def attach(
         memory = _Mapped(name=handle["name"])
     assert memory.buf is not None
     return memory, _views(memory.buf, handle["layout"], writable)
+
+
+def federation_arrays(federation: Federation) -> dict[str, np.ndarray[Any, Any]]:
+    """The arrays a worker needs of a federation, by name (see :func:`federation_from`)."""
+    return {
+        "x": federation.x,
+        "y": federation.y,
+        "offsets": federation.offsets,
+        "train_counts": federation.train_counts,
+        "central_x": federation.central_test.x,
+        "central_y": federation.central_test.y,
+    }
+
+
+def federation_from(info: DatasetInfo, arrays: Mapping[str, np.ndarray[Any, Any]]) -> Federation:
+    """A worker's federation from :func:`federation_arrays`' arrays (views of the parent's)."""
+    central = Split(arrays["central_x"], arrays["central_y"])
+    return Federation(info, arrays["x"], arrays["y"], arrays["offsets"], arrays["train_counts"], central)
 
 
 @dataclass(frozen=True)

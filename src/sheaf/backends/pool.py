@@ -7,10 +7,11 @@ clients it is given
 with :func:`~sheaf.task.client.fit_client` — the same function the inline backend runs, so
 the results are bit-identical. Nothing is copied per client, nor is the data copied for the
 workers: they map the very pages of shared memory the federation was built in
-(:mod:`sheaf.data.shared`; arrays built elsewhere are copied there once), and the
-round's params sit in a shared block rewritten once per round. Work is handed out in shrinking chunks (a worker that finishes
-early takes more), and replies come back as JSON + raw tensors, never pickle. Central
-evaluation runs in the workers too, shard by shard (:mod:`sheaf.evaluation.central`).
+(:mod:`sheaf.data.shared`; arrays built elsewhere are copied there once), and the round's
+params sit in a shared block rewritten once per round. Work is handed out in shrinking
+chunks (a worker that finishes early takes more), and replies come back as JSON + raw
+tensors, never pickle. Central evaluation runs in the workers too, shard by shard
+(:mod:`sheaf.evaluation.central`).
 
 When the strategy needs only the weighted sum of the updates (FedAvg, FedProx, ...), each
 worker adds its clients' updates into an exact sum (:class:`~sheaf.core.exactsum.ExactSum`)
@@ -44,7 +45,7 @@ from typing import Any
 from sheaf.backends._collect import evaluate_central_shards, evaluate_clients, fit_cohort
 from sheaf.backends._process import PoolTransport, WorkerHandle, pool_context, start_forkserver
 from sheaf.backends._runner import round_header
-from sheaf.backends._shared import SharedArrays, SharedData, share_arrays
+from sheaf.backends._shared import SharedArrays, SharedData, federation_arrays, share_arrays
 from sheaf.backends._wire import pack
 from sheaf.backends.base import BackendBase, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.core.config import EngineConfig
@@ -136,16 +137,7 @@ class PoolBackend(BackendBase):
                 f"({exc}); build them from module-level functions (no lambdas or local functions), or use backend=inline"
             ) from None
         fed = env.federation
-        self._data = share_arrays(
-            {
-                "x": fed.x,
-                "y": fed.y,
-                "offsets": fed.offsets,
-                "train_counts": fed.train_counts,
-                "central_x": fed.central_test.x,
-                "central_y": fed.central_test.y,
-            }
-        )
+        self._data = share_arrays(federation_arrays(fed))
         args = (task_bytes, self._data.files, self._data.slots, fed.info, env.seed, env.threads)
         transport = self._transport = PoolTransport(self._context, args, self._workers, sorted(set(devices)))
         self._finalizer = weakref.finalize(self, PoolBackend._cleanup, self._workers, [])

@@ -36,7 +36,7 @@ from typing import Any
 from sheaf.backends._actors import RayTransport, actor_class
 from sheaf.backends._collect import evaluate_central_shards, evaluate_clients, fit_cohort
 from sheaf.backends._runner import round_header
-from sheaf.backends._shared import SharedData, share_arrays
+from sheaf.backends._shared import SharedData, federation_arrays, share_arrays
 from sheaf.backends._wire import pack
 from sheaf.backends.base import BackendBase, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.core.errors import BackendError
@@ -139,21 +139,9 @@ class RayBackend(BackendBase):
                 raise
         logger.info("sheaf ray: %d actors, %d torch thread(s) each", count, env.threads)
 
-    @staticmethod
-    def _arrays(env: SimulationEnv) -> dict[str, Any]:
-        fed = env.federation
-        return {
-            "x": fed.x,
-            "y": fed.y,
-            "offsets": fed.offsets,
-            "train_counts": fed.train_counts,
-            "central_x": fed.central_test.x,
-            "central_y": fed.central_test.y,
-        }
-
     def _local_data(self, env: SimulationEnv) -> dict[str, Any]:
         """For actors on this machine: where the data lies in this process's shared files (no copy)."""
-        self._shared = share_arrays(self._arrays(env))
+        self._shared = share_arrays(federation_arrays(env.federation))
         files = [[file.fd, file.size] for file in self._shared.files]
         return {"pid": os.getpid(), "files": files, "slots": self._shared.slots}
 
@@ -161,7 +149,7 @@ class RayBackend(BackendBase):
         """For actors anywhere in a cluster: the data in Ray's object store (each actor copies it)."""
         import ray
 
-        arrays = self._arrays(env)
+        arrays = federation_arrays(env.federation)
         return {
             "refs": {name: ray.put(array) for name, array in arrays.items()},
             "strides": {name: list(array.strides) for name, array in arrays.items()},
