@@ -57,7 +57,7 @@ from sheaf.core.config import TrainConfig
 from sheaf.core.errors import BackendError, ClientFailure, SheafError
 from sheaf.core.exactsum import StackedSum
 from sheaf.core.params import Params
-from sheaf.core.update import TensorGroups
+from sheaf.core.update import TensorGroups, validate_metrics
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.central import shard_split
 from sheaf.task.base import Task, prepare_worker
@@ -194,7 +194,8 @@ class WorkerRunner:
         for index, start, stop in shards:
             try:
                 result = self._runner.task.evaluate(self.params, shard_split(test, range(int(start), int(stop))))
-            except Exception as exc:  # the parent evaluates this shard itself, and raises it there
+                validate_metrics(result.metrics, source="central evaluation")  # what the parent would refuse
+            except Exception as exc:  # the parent evaluates this shard itself (and raises there, if it raises)
                 replies.append(pack({"op": "evaluate", "client": int(index), "ok": False, "reason": repr(exc)}))
                 continue
             replies.append(
