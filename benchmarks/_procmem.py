@@ -55,6 +55,19 @@ def pss_mb(pid: int) -> float:
     return 0.0
 
 
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) used so far by ``root`` and its live descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 def tree_pss_mb(root: int) -> dict[int, float]:
     """PSS in MiB of ``root`` and each of its descendants."""
     return {pid: pss_mb(pid) for pid in tree_pids(root)}

@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _procmem import PeakSampler
+from _procmem import PeakSampler, tree_cpu_s
 from torch import nn
 
 from sheaf.backends import Backend, Cohort, EvalOutcome, FitOutcome, SimulationEnv, build_backend, describe_backend
@@ -352,16 +352,20 @@ FMNIST_EVAL = {"epochs": 1, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "frac
 
 
 class _Clock:
-    """A round listener that notes when round 1 starts and when each round is committed."""
+    """A round listener that notes when round 1 starts and when each round is committed, and
+    the CPU seconds this process and its workers had used by then."""
 
     def __init__(self) -> None:
         self.marks: list[float] = []
+        self.cpu: list[float] = []
 
     def on_start(self, *args: Any) -> None:
         self.marks.append(time.time())
+        self.cpu.append(tree_cpu_s(os.getpid()))
 
     def on_round(self, record: Any) -> None:
         self.marks.append(time.time())
+        self.cpu.append(tree_cpu_s(os.getpid()))
 
 
 def eval_run(kind: str, backend: str, rounds: int, central_interval: int) -> dict[str, Any]:
@@ -373,10 +377,12 @@ def eval_run(kind: str, backend: str, rounds: int, central_interval: int) -> dic
     data = {"dataset": "fashion_mnist", "clients": 100, "alpha": 0.5}
     if kind == "plain":
         federation = build_federation(DataConfig(**data), seed=0)  # type: ignore[arg-type]
-        started = time.time()
+        started, cpu = time.time(), time.process_time()
         row = plain_loop(federation, fmnist_cnn, FMNIST_EVAL, rounds, evaluate=True)
         marks = [started + sum(row["seconds"][:i]) for i in range(rounds + 1)]
-        return {"runs_on": "plain loop", "marks": marks, "central_accuracy": row["central_accuracy"]}
+        per_round = (time.process_time() - cpu) / rounds  # one process, one thread: the mean
+        cpu_marks = [per_round * i for i in range(rounds + 1)]
+        return {"runs_on": "plain loop", "marks": marks, "cpu": cpu_marks, "central_accuracy": row["central_accuracy"]}
     overrides = [f"{k}={v}" for k, v in {**data, **FMNIST_EVAL}.items()] + ["evaluation.federated=false", "threads=1"]
     if central_interval != 1:
         overrides.append(f"evaluation.central_interval={central_interval}")
@@ -390,6 +396,7 @@ def eval_run(kind: str, backend: str, rounds: int, central_interval: int) -> dic
     return {
         "runs_on": result.backend,
         "marks": clock.marks,
+        "cpu": clock.cpu,
         "central_accuracy": round(float(result.history.final_central["accuracy"]), 4),
         "central_loss": result.history.final_central["loss"],
     }
@@ -411,6 +418,7 @@ def _launch_eval(kind: str, backend: str, rounds: int, central_interval: int, sr
     run = json.loads(out)
     marks = run.pop("marks")
     seconds = [b - a for a, b in itertools.pairwise(marks)]
+    cpu = [b - a for a, b in itertools.pairwise(run.pop("cpu"))]
     return {
         "scenario": "fmnist-eval",
         "backend": "plain loop" if kind == "plain" else backend,
@@ -420,6 +428,7 @@ def _launch_eval(kind: str, backend: str, rounds: int, central_interval: int, sr
         "startup_s": round(marks[0] - launched, 2),
         "round_s": _median(seconds),
         "rounds_s": [round(v, 3) for v in seconds],
+        "cpu_s_per_round": _median(cpu),  # all the run's processes: the work, whatever else runs
         "peak_pss_mb": round(sampler.peak_mb, 1),
         "peak_pss_processes": len(sampler.peak_parts),
         "load_before": [round(v, 2) for v in load_before],
@@ -450,9 +459,10 @@ def fmnist_eval_scenario(
             "repeats": len(tries),
             **{
                 key: round(statistics.median(t[key] for t in tries), 3)
-                for key in ("startup_s", "round_s", "peak_pss_mb")
+                for key in ("startup_s", "round_s", "cpu_s_per_round", "peak_pss_mb")
             },
             "round_s_each": [t["round_s"] for t in tries],
+            "cpu_s_per_round_each": [t["cpu_s_per_round"] for t in tries],
             "startup_s_each": [t["startup_s"] for t in tries],
             "peak_pss_mb_each": [t["peak_pss_mb"] for t in tries],
             "load_each": [t["load_before"][0] for t in tries],
