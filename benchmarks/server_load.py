@@ -75,7 +75,11 @@ def _peak_rss_mb(pid: int) -> float | None:
 
 async def _clients(port: int, folder: Path, ids: list[int], insecure: bool) -> list[int]:
     from sheaf.deploy.client import ClientOptions, DeployedClient
+    from sheaf.deploy.policy import ClientPolicy, DataPolicy
 
+    # Each client brings the benchmark's task itself; its 10 rows keep 2 for testing, and its
+    # policy lets an update come from the other 8.
+    policy = ClientPolicy(data=DataPolicy(min_train_examples=8))
     clients = [
         DeployedClient(
             ClientOptions(
@@ -84,8 +88,10 @@ async def _clients(port: int, folder: Path, ids: list[int], insecure: bool) -> l
                 folder / "data" / f"{i}.npz",
                 ca=None if insecure else folder / "keys" / "ca.pem",
                 insecure=insecure,
+                task="server_load:task",
                 state_dir=folder / "state",
                 max_backoff=1.0,
+                policy=policy,
             )
         )
         for i in ids

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sheaf.data.sources import FASHION_MNIST_DIR
+from sheaf.run.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +25,8 @@ def run_example(name: str, *args: str, runs: Path) -> dict[str, object]:
         check=True,
         cwd=ROOT,
     ).stdout
-    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    # --json means one JSON object on standard output and nothing else (no text line before it)
+    result: dict[str, object] = json.loads(out)
     return result
 
 
@@ -71,6 +73,12 @@ def test_fashion_mnist_example_trains_the_cnn(tmp_path: Path) -> None:
     )
     assert figures["clients"] == 20 and figures["rounds"] == 2 and figures["test_images"] == 10_000
     assert float(figures["test_accuracy"]) > 0.5  # type: ignore[arg-type]  # chance is 0.1
+    # Rounds are watched on 200 images; the store's headline is the whole test set's figure.
+    with RunStore.open(str(figures["run_path"]), readonly=True) as store:
+        history = store.history()
+    assert [bool(r.monitor) for r in history] == [True, True]
+    assert [bool(r.central) for r in history] == [False, True]
+    assert history.final_central["accuracy"] == figures["test_accuracy"]
 
 
 @pytest.mark.e2e

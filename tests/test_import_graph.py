@@ -6,7 +6,7 @@ and ``from ... import`` anywhere in a module counts, inside functions and under
 
 The layers, lowest first (:data:`LAYERS`, the picture in docs/architecture.md)::
 
-    core < data < task < evaluation < strategies < privacy < backends < run < deploy < cli
+    core < quantize < data < task < evaluation < strategies < privacy < secagg < backends < run < deploy < ui < cli
 
 Rule 1: a module imports only modules of its own package and of lower layers. Rule 2: no
 module reaches itself through its imports. The top-level ``sheaf`` package and
@@ -18,8 +18,12 @@ client side of a round, which strategies name and privacy fills, so it sits belo
 ``privacy`` builds on ``strategies`` (its private mean is a strategy step) and on ``task``
 (its client steps and ledger wrap a task's fit); ``backends`` run ``task``'s client side
 without knowing strategies or privacy; ``run`` drives all of them and writes
-``evaluation``'s records; ``deploy`` serves ``run``'s loop over the network; ``cli`` is the
-outermost. ``evaluation`` imports nothing of sheaf today: it sits below the algorithms
+``evaluation``'s records; ``deploy`` serves ``run``'s loop over the network; ``ui`` (the
+dashboard) reads the run stores ``run`` writes, for simulations and deployments alike, and
+the ``cli`` serves it; ``cli`` is the outermost. ``quantize`` (floats as ring integers)
+needs only ``core`` and serves secure aggregation now and compression later, so it sits
+just above it; ``secagg`` builds its strategy step on ``strategies`` and ``privacy`` and is
+driven by ``run`` (and, later, ``deploy``). ``evaluation`` imports nothing of sheaf today: it sits below the algorithms
 (run histories and fairness figures describe results and must not depend on how they were
 made) and above ``task`` and ``data``, which an evaluation may read. ``strategies`` sits above
 ``task``: a strategy step holds its client half, a ``task.client_steps.ClientStep`` value,
@@ -38,7 +42,21 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-LAYERS = ("core", "data", "task", "evaluation", "strategies", "privacy", "backends", "run", "deploy", "cli")
+LAYERS = (
+    "core",
+    "quantize",
+    "data",
+    "task",
+    "evaluation",
+    "strategies",
+    "privacy",
+    "secagg",
+    "backends",
+    "run",
+    "deploy",
+    "ui",
+    "cli",
+)
 
 # Known edges that break the rules, left out of both checks until they are removed; an
 # entry whose edge is gone fails test_known_edges_still_exist, so delete it with the edge.

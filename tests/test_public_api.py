@@ -19,7 +19,10 @@ PACKAGES = [
     "sheaf.evaluation",
     "sheaf.run",
     "sheaf.privacy",
+    "sheaf.quantize",
+    "sheaf.secagg",
     "sheaf.deploy",
+    "sheaf.ui",
     "sheaf.cli",
 ]
 

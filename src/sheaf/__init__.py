@@ -15,11 +15,11 @@ from sheaf.core import (
     RunConfig,
     SheafError,
     Update,
-    load_config,
 )
 from sheaf.core._version import __version__
 from sheaf.evaluation import History, RoundRecord
 from sheaf.run import RunStore, SimulationResult, report_run, simulate
+from sheaf.run import load_run_config as load_config
 from sheaf.strategies import Strategy, chain, fedavg
 
 __all__ = [

@@ -21,6 +21,7 @@ from sheaf.run.simulate import simulate
 from sheaf.task.base import EvalResult, Task
 from sheaf.task.torch_task import TorchTask
 from tests.backends.tasks import SMALL, Where, WorkerOnly, digits, image_cnn, image_digits, mlp_task
+from tests.ui.tasks import CountingTask
 
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "inline": InlineBackend,
@@ -102,3 +103,18 @@ def test_a_whole_run_records_the_same_central_figures_on_inline_pool_and_vectori
         histories[name] = [(r.round, r.central) for r in result.history]
     assert histories["inline"] == histories["pool"]
     assert all(central["accuracy"] >= 0 for _, central in histories["inline"])
+
+
+def test_a_metric_the_task_logs_evaluating_a_shard_is_in_that_shards_result_on_every_backend(backend: str) -> None:
+    # CountingTask logs f1 = accuracy / 2, and its accuracy depends on the shard's length (odd
+    # or even): with uneven shards, a logged figure lost or taken from another shard shows.
+    fed = digits()
+    task = CountingTask()
+    params = Params({"w": np.array([0.3, 0.0], np.float32)})
+    shards = central_shards(len(fed.central_test), 37)
+
+    got = shard_results(backend, task, fed, params, 37)  # type: ignore[arg-type]
+
+    assert [r.metrics["f1"] for r in got] == [r.metrics["accuracy"] / 2 for r in got]
+    assert {len(s) % 2 for s in shards} == {0, 1} and len({r.metrics["f1"] for r in got}) == 2
+    assert got == evaluate_shards(task, params, fed.central_test, shards)  # type: ignore[arg-type]

@@ -171,13 +171,46 @@ def write_hospital(path: Path, frame: pd.DataFrame) -> Path:
     return path
 
 
-def test_sheaf_check_accepts_a_conforming_file(tmp_path: Path) -> None:
+def cleveland() -> pd.DataFrame:
+    """Cleveland's rows as its own file has them: the 13 attributes and the target ``num``."""
     raw = load_dataset("heart")
     assert isinstance(raw.features, pd.DataFrame)
-    path = write_hospital(tmp_path / "cleveland.csv", raw.features[raw.groups == "Cleveland"])
+    rows = raw.groups == "Cleveland"
+    return raw.features[rows].assign(num=raw.labels[rows])
+
+
+def test_sheaf_check_accepts_a_conforming_file(tmp_path: Path) -> None:
+    path = write_hospital(tmp_path / "cleveland.csv", cleveland())
     result = runner.invoke(app, ["check", str(path), "--set", "dataset=heart"])
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == f"ok: {path}: 304 rows match the heart schema (13 columns)"
+    assert result.stdout.strip() == f"ok: {path}: 304 rows match the heart schema (13 columns and the label)"
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        (None, "the data has no label column 'num'"),
+        ("", "label column 'num' is blank in 1 row(s) (row 3); every row needs a label"),
+        ("sick", "label column 'num' holds 1 value(s) that are not whole numbers >= 0, e.g. 'sick' (row 3)"),
+        ("1.5", "label column 'num' holds 1 value(s) that are not whole numbers >= 0"),
+        ("-1", "label column 'num' holds 1 value(s) that are not whole numbers >= 0"),
+    ],
+)
+def test_sheaf_check_refuses_a_file_whose_labels_the_loader_could_not_read(
+    tmp_path: Path, label: str | None, message: str
+) -> None:
+    frame = cleveland().astype({"num": object})
+    if label is None:
+        frame = frame.drop(columns=["num"])
+    else:
+        frame.iloc[3, frame.columns.get_loc("num")] = label
+    path = write_hospital(tmp_path / "cleveland.csv", frame)
+
+    result = runner.invoke(app, ["check", str(path), "--set", "dataset=heart"])
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {path}: heart data: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
 def test_sheaf_check_refuses_a_broken_file_in_one_line(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ from sheaf.deploy.auth import KEY_HEADER, load_identity
 from sheaf.deploy.client import ClientOptions, DeployedClient
 from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.keys import KeySet, init_keys
-from sheaf.deploy.rpc import Metadata
+from sheaf.deploy.rpc import Connector, Metadata
 from sheaf.deploy.server import ServerOptions, ServerResult, run_server
 from sheaf.run.loop import RoundListener
 from sheaf.run.simulate import SimulationResult, simulate
@@ -63,6 +63,7 @@ DEPLOY = [
     "heartbeat_interval=0.3",
     "heartbeat_timeout=4",
     "round_timeout=60",
+    "min_clients_wait=10",
 ]
 
 
@@ -260,11 +261,28 @@ async def _run_client(client: DeployedClient) -> int:
         client.close()
 
 
-def start_client(server: InProcessTransport | int, key: Path, data: Path, state_dir: Path, **options: Any) -> ClientRun:
-    """A DeployedClient of the in-process ``server``, or on a thread dialling the loopback port."""
-    settings = {"insecure": True, "max_backoff": 0.5, "state_dir": state_dir, **options}
+#: The task the DEPLOY clients bring themselves (a client never imports what the server names).
+CLIENT_TASK = "tests.deploy.tasks:softmax"
+
+
+def start_client(
+    server: InProcessTransport | int,
+    key: Path,
+    data: Path,
+    state_dir: Path,
+    *,
+    connect: Connector | None = None,
+    **options: Any,
+) -> ClientRun:
+    """A DeployedClient of the in-process ``server``, or on a thread dialling the loopback port.
+
+    It brings its own task, :data:`CLIENT_TASK` unless ``task=`` says otherwise ("" for the
+    built-in model the run describes). ``connect`` replaces the in-process connections (e.g.
+    to record what the server sends).
+    """
+    settings = {"insecure": True, "max_backoff": 0.5, "state_dir": state_dir, "task": CLIENT_TASK, **options}
     if isinstance(server, InProcessTransport):
-        client = DeployedClient(ClientOptions("in-process", key, data, **settings), connect=server.connect)
+        client = DeployedClient(ClientOptions("in-process", key, data, **settings), connect=connect or server.connect)
         return ClientRun(server.submit(_run_client(client)))
     client = DeployedClient(ClientOptions(f"127.0.0.1:{server}", key, data, **settings))
     future: concurrent.futures.Future[int] = concurrent.futures.Future()

@@ -1,5 +1,5 @@
 """Differential privacy in deployment: the server noises with secure noise, clients clip,
-noise and keep their own ledgers in their state files, and refuse past their budgets.
+noise and keep their own durable ledgers, and refuse past their budgets.
 
 Whole deployed runs in one process (the in-process transport); the wire, signatures and
 checks are the real ones.
@@ -14,11 +14,11 @@ import dp_accounting
 import pytest
 from dp_accounting import rdp
 
-from sheaf.deploy.client_state import ClientStateFile
+from sheaf.deploy.auth import load_identity
+from sheaf.deploy.client_ledger import ClientLedger
 from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.keys import KeySet, init_keys
 from sheaf.deploy.status import run_status
-from sheaf.privacy import LEDGER_KEY, PrivacyLedger
 from sheaf.run.store import RunStore
 from tests.deploy.conftest import client_files, deploy_config, events, start_client, start_server
 
@@ -55,11 +55,11 @@ def test_a_deployed_private_run_accounts_every_round_and_a_client_at_its_budget_
         refusals = {(r, c): reason for r, c, phase, reason in store.failures() if phase == "fit"}
         run_id = store.meta["run_id"]
     assert set(refusals) == {(3, 3), (4, 3), (5, 3)}
-    assert "BudgetExceeded: client 3 refuses round 3" in refusals[(3, 3)] and "past its limit 8" in refusals[(3, 3)]
-    # The ledger is in the client's own state file: charged for rounds 1 and 2, no more.
-    ledger = ClientStateFile(state / f"{run_id}-client3.npz").state_for(round=6, aggregated_round=5)[LEDGER_KEY]
-    assert PrivacyLedger.from_params(ledger).last_round == 2
-    assert PrivacyLedger.from_params(ledger).epsilon(1e-5) == _rdp_epsilon(event, 2)
+    assert "fit refused: taking part in round 3" in refusals[(3, 3)] and "past its limit 8" in refusals[(3, 3)]
+    # The ledger is the client's own, on its own disk: charged for rounds 1 and 2, no more.
+    ledger = ClientLedger(state / f"ledger-{load_identity(keys.client_keys[3]).key_id}.json")
+    assert ledger.last_trained(run_id) == 2
+    assert ledger.epsilon(1e-5) == _rdp_epsilon(event, 2)
 
 
 def test_a_client_with_a_budget_refuses_every_round_of_a_run_without_privacy(
@@ -79,6 +79,7 @@ def test_a_client_with_a_budget_refuses_every_round_of_a_run_without_privacy(
     with RunStore.open(result.run_path, readonly=True) as store:
         reasons = [reason for _, c, phase, reason in store.failures() if phase == "fit" and c == 0]
     assert len(reasons) == 2 and all("not differentially private" in reason for reason in reasons)
+    assert all("its policy asks for a budget of 1" in reason for reason in reasons)
     assert [r.completed for r in result.history] == [3, 3]
 
 
@@ -111,7 +112,7 @@ def test_local_dp_clients_noise_their_updates_and_stop_at_their_budgets(
         assert store.meta["privacy"]["mode"] == "local"
     assert [r.completed for r in history] == [3, 2, 2]
     assert [(r, c) for r, c, _ in refusals] == [(2, 2), (3, 2)]
-    assert "BudgetExceeded: client 2 refuses round 2" in refusals[0][2]
+    assert "fit refused: taking part in round 2" in refusals[0][2] and "past its limit 2.5" in refusals[0][2]
     # The worst client sent 3 updates, each a Gaussian mechanism of multiplier z / 2.
     assert history[-1].privacy["epsilon"] == _rdp_epsilon(dp_accounting.GaussianDpEvent(2.0), 3)
     # Nothing but the noised update left the clients: no metrics, one example each.

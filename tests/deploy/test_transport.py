@@ -121,7 +121,7 @@ def test_the_probe_service_ends_its_calls_alike_over_grpc_and_in_process() -> No
 def _federation(identity: ClientIdentity) -> tuple[FederationService, Coordinator]:
     client = AuthorizedClient(0, "a", identity.public_key)
     coordinator = Coordinator({0: "a"}, ServerConfig(round_timeout=60))
-    settings = ServiceSettings("run", "{}", 1.0, max_update_bytes=1 << 12)
+    settings = ServiceSettings("run", pb.RunDescription(), 1.0, max_update_bytes=1 << 12)
     return FederationService(coordinator, RequestVerifier({identity.key_id: client}), settings), coordinator
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
+import dp_accounting
 import numpy as np
 import pytest
+from dp_accounting import rdp
 
 from sheaf.core.config import load_config
 from sheaf.core.errors import ConfigError, StrategyError
@@ -12,6 +16,7 @@ from sheaf.core.tree import decode_tree, encode_tree
 from sheaf.core.update import Update
 from sheaf.privacy import (
     PrivateMeanState,
+    RoundMechanism,
     deployed_privacy_plan,
     epsilon,
     privacy_plan,
@@ -171,3 +176,80 @@ def test_a_client_clipped_sum_only_mean_refuses_an_update_longer_than_its_clip_n
     strategy.check_update(Update(1, Params({"w": np.array([1.25, 1.5, 0.0], np.float32)}), 1), like)
     with pytest.raises(StrategyError, match="accepts updates of L2 norm at most 2, got 450000"):
         strategy.check_update(Update(2, Params({"w": np.array([2.7e5, 3.6e5, 0.0], np.float32)}), 1), like)
+
+
+def _adaptive(population: int, *settings: str) -> Strategy:
+    plan = plan_for(population, "sampling=poisson", "privacy.adaptive_clip=true", "privacy.clip=1", *settings)
+    return with_privacy(fedavg(), plan)
+
+
+def _released_share(strategy: Strategy, below: int, above: int, seed: int = 0, width: int = 2) -> tuple[float, Params]:
+    """What one round releases: the noised share b̄ of updates within the clip norm (read back
+    from the new clip, C' = C exp(−η (b̄ − γ)) with C = 1, γ = 0.5, η = 0.2) and the noised mean."""
+    start = Params({"w": np.zeros(width)})
+    inside = np.zeros(width)
+    inside[0] = 0.5
+    outside = np.zeros(width)
+    outside[0] = 3.0
+    ups = [Update(i, Params({"w": inside}), 1) for i in range(below)]
+    ups += [Update(below + i, Params({"w": outside}), 1) for i in range(above)]
+    new, state, _ = strategy.aggregate(ups, strategy.init(start), RoundContext(1, start, seed, 1000))
+    clip = privacy_report(strategy, state)["clip"]
+    return 0.5 - math.log(clip) / 0.2, new
+
+
+@pytest.mark.parametrize(("below", "above"), [(0, 0), (5, 5), (12, 0), (0, 9), (7, 2)])
+def test_one_added_client_moves_the_released_count_by_at_most_a_half(below: int, above: int) -> None:
+    """The count of updates within the clip norm is released as Σ (b_i − ½) + N(0, σ_b²), the
+    centred query of Andrew et al. whose sensitivity (½) the noise split assumes.
+
+    Before the fix the plain count Σ b_i was noised: adding a client below the norm moved
+    it by 1 and this test failed with ``assert (0.0499999999999994 * 20.0) <= (0.5 + 1e-09)``.
+    """
+    strategy = _adaptive(40, "fraction=0.5", "privacy.count_stddev=2", "privacy.noise_multiplier=1")
+    m = 20.0  # expected clients per round: the released share is the count over m
+    base, _ = _released_share(strategy, below, above)
+    for neighbour in (_released_share(strategy, below + 1, above)[0], _released_share(strategy, below, above + 1)[0]):
+        # The same seed draws the same noise for both, so the difference is the query's own.
+        assert abs(neighbour - base) * m <= 0.5 + 1e-9
+
+
+def test_the_reported_epsilon_is_dp_accountings_at_the_joint_mechanisms_effective_noise() -> None:
+    """Adaptive clipping releases the clipped sum and the count together: one Gaussian
+    mechanism whose effective noise multiplier z_eff satisfies
+    z_eff⁻² = (C / σ_sum)² + (s / σ_b)², with σ_sum and σ_b the noise each gets and C and s
+    what one added client can move each by. Everything here is measured from the step
+    itself; the epsilon a run reports must be dp-accounting's at that z_eff.
+
+    Before the fix the count moved by s = 1 (not ½): z_eff was 0.756 z for the docs' example
+    (200 clients, q = 0.1, z = 1; 0.761 as measured here), and this test failed with the run
+    reporting epsilon 2.607 after three rounds against dp-accounting's 4.514 at the true noise.
+    """
+    z, rate, population = 1.0, 0.1, 200
+    strategy = _adaptive(population, f"fraction={rate}", f"privacy.noise_multiplier={z}")
+    m = rate * population
+    # Sensitivities: the count's, measured on neighbouring cohorts with the same noise; the sum's
+    # is the clip norm C = 1 (an added client's clipped update).
+    base, _ = _released_share(strategy, 10, 10)
+    s = max(abs(_released_share(strategy, 10 + dx, 10 + dy)[0] - base) * m for dx, dy in ((1, 0), (0, 1)))
+    # Noise deviations, measured over many rounds' noise (an empty cohort: only noise is released).
+    shares, sums = [], []
+    for seed in range(3000):
+        share, new = _released_share(strategy, 0, 0, seed=seed, width=16)
+        shares.append(share * m)
+        sums.append(new["w"] * m)
+    sigma_b = float(np.std(shares))
+    sigma_sum = float(np.std(np.concatenate(sums)))
+    z_eff = ((1.0 / sigma_sum) ** 2 + (s / sigma_b) ** 2) ** -0.5
+
+    rounds = 3
+    state = strategy.init(START)
+    for round in range(1, rounds + 1):
+        _, state, _ = strategy.aggregate(updates_of([[0.1, 0.0]], 1), state, RoundContext(round, START, 0, population))
+    reported = privacy_report(strategy, state)["epsilon"]
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(rate, dp_accounting.GaussianDpEvent(z_eff)), rounds
+    )
+    truth = rdp.RdpAccountant().compose(event).get_epsilon(1e-5)
+    assert reported == pytest.approx(truth, rel=0.03)
+    assert reported == pytest.approx(epsilon(RoundMechanism("poisson", z_eff, rate=rate), rounds, 1e-5), rel=0.03)

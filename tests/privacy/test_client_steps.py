@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from sheaf.backends.client_runner import ClientRunner
 from sheaf.core.config import TrainConfig, load_config
 from sheaf.core.errors import ClientFailure
 from sheaf.core.params import Params
@@ -139,3 +142,17 @@ def test_a_client_with_a_budget_refuses_a_round_that_does_not_account_it() -> No
         fit(task, ({}, ()))  # a run without DP asks for no privacy_budget step
     update, _ = fit(task, options_for())  # one that does: it trains
     assert update.num_examples == 12
+
+
+def test_a_client_with_a_budget_refuses_every_evaluation_and_one_without_evaluates() -> None:
+    """An evaluation sends raw test metrics that nothing noises or accounts, so a client whose
+    owner set a limit refuses it whatever the server asks; the refusal is its failure value.
+
+    Before the fix the client evaluated and sent its raw loss; this test failed with
+    ``assert False`` (``isinstance(EvalResult(loss=0.0, num_examples=0, metrics={}), ClientFailure)``).
+    """
+    runner = ClientRunner(with_client_privacy(StepTask(0.01), {3: 50.0}), seed=0)
+    refused = runner.evaluate(DATA, START)  # DATA is client 3
+    assert isinstance(refused, ClientFailure)
+    assert "client 3 has a privacy budget (50)" in refused.reason and "refuses to evaluate" in refused.reason
+    assert isinstance(runner.evaluate(dataclasses.replace(DATA, client_id=4), START), EvalResult)

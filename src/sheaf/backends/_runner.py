@@ -59,7 +59,7 @@ from sheaf.core.exactsum import StackedSum
 from sheaf.core.params import Params
 from sheaf.core.update import TensorGroups, validate_metrics
 from sheaf.data.dataset import Federation
-from sheaf.evaluation.central import shard_split
+from sheaf.evaluation.central import evaluate_shards
 from sheaf.task.base import Task, prepare_worker
 from sheaf.task.client_steps import ClientStep, resolve_steps, step_names, steps_by_name
 
@@ -193,7 +193,7 @@ class WorkerRunner:
         test = self.federation.central_test
         for index, start, stop in shards:
             try:
-                result = self._runner.task.evaluate(self.params, shard_split(test, range(int(start), int(stop))))
+                (result,) = evaluate_shards(self._runner.task, self.params, test, [range(int(start), int(stop))])
                 validate_metrics(result.metrics, source="central evaluation")  # what the parent would refuse
             except Exception as exc:  # the parent evaluates this shard itself (and raises there, if it raises)
                 replies.append(pack({"op": "evaluate", "client": int(index), "ok": False, "reason": repr(exc)}))

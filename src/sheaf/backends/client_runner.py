@@ -75,8 +75,14 @@ class ClientRunner:
         self.task = task
         self.seed = seed
 
-    def fit(self, data: ClientData, work: RoundWork, state: TensorGroups | None = None) -> FitReply:
-        """Train one client for the round; a failure is returned, not raised."""
+    def fit(
+        self, data: ClientData, work: RoundWork, state: TensorGroups | None = None, *, seed: int | None = None
+    ) -> FitReply:
+        """Train one client for the round; a failure is returned, not raised.
+
+        ``seed`` is the client's own training seed for the round when it was derived
+        elsewhere (a deployed client is sent it); by default it is derived from the run seed.
+        """
         client = data.client_id
         try:
             update, new_state = fit_client(
@@ -90,6 +96,7 @@ class ClientRunner:
                 payload=work.payload,
                 client_state=state,
                 steps=work.steps,
+                seed=seed,
             )
         except ClientFailure as failure:
             return FitReply(client, None, failure=failure)

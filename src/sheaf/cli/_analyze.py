@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from sheaf.data.analytics import ColumnProfile, FederationProfile
 
-__all__ = ["client_table", "json_ready", "problems_table", "sparkline", "summary_table"]
+__all__ = ["client_table", "json_ready", "most_different", "problems_table", "sparkline", "summary_table"]
 
 _BARS = "▁▂▃▄▅▆▇█"
 
@@ -45,41 +46,51 @@ def json_ready(value: Any) -> Any:
     return value
 
 
+def _narrow(title: str) -> Table:
+    return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+
+
 def summary_table(profile: FederationProfile, title: str) -> Table:
-    """One row per column: overall figures and how much clients differ."""
-    table = Table(
-        title=title,
-        caption="heterogeneity: between-client variance share (numeric), mean TV distance (categorical)",
-    )
-    for col in ("column", "kind", "missing", "overall", "absent at", "heterogeneity", "most different"):
-        table.add_column(col, justify="right" if col in ("missing", "absent at", "heterogeneity") else "left")
-    for row in profile.summary().to_dict("records"):
-        table.add_row(
+    """One row per column: how much clients differ, which differs most, and the overall figures."""
+    table = _narrow(title)
+    table.caption = "het.: heterogeneity, the between-client variance share (numeric) or mean TV distance (categorical)"
+    rows = profile.summary().to_dict("records")
+    absent = any(row["clients missing all"] for row in rows)
+    columns = ["column", "kind", "missing", "het.", "most different", *(["absent at"] if absent else []), "overall"]
+    for col in columns:
+        table.add_column(col, justify="right" if col in ("missing", "het.", "absent at") else "left", overflow="fold")
+    for row in rows:
+        cells = [
             str(row["column"]),
-            str(row["kind"]),
+            "num" if row["kind"] == "numeric" else "cat",
             f"{row['missing']:.1%}",
-            str(row["overall"]),
-            _clients(row["clients missing all"]),
             f"{row['heterogeneity']:.3f}",
             str(row["most different client"]),
-        )
+        ]
+        if absent:
+            cells.append(_clients(row["clients missing all"]))
+        table.add_row(*cells, str(row["overall"]))
     return table
 
 
+def most_different(profile: FederationProfile, count: int) -> list[ColumnProfile]:
+    """The ``count`` columns whose clients differ most (highest heterogeneity first)."""
+    return sorted(profile.columns, key=lambda p: -p.heterogeneity if math.isfinite(p.heterogeneity) else 0.0)[:count]
+
+
 def client_table(profile: ColumnProfile, limit: int) -> Table:
-    """One row per client (the first ``limit``) for one column."""
+    """One row per client (the first ``limit``) for one column, in 80 columns."""
     frame = profile.client_table()
     label = "between-client variance share" if profile.kind == "numeric" else "mean distance to the federation"
-    table = Table(title=f"{profile.column} ({profile.kind}) · heterogeneity {profile.heterogeneity:.3f} ({label})")
+    table = _narrow(f"{profile.column} ({profile.kind}) · heterogeneity {profile.heterogeneity:.3f} ({label})")
     columns: tuple[str, ...]
     if profile.kind == "numeric":
-        columns = ("client", "rows", "missing", "mean", "std", "min", "max", "histogram (global bins)", "|z| of mean")
+        columns = ("client", "rows", "miss", "mean", "std", "min", "max", "histogram", "|z|")
     else:
-        columns = ("client", "rows", "missing", "values", "most common", "TV distance")
+        columns = ("client", "rows", "miss", "values", "most common", "TV")
     for col in columns:
-        table.add_column(
-            col, justify="left" if col in ("client", "histogram (global bins)", "most common") else "right"
-        )
+        left = col in ("client", "histogram", "most common")
+        table.add_column(col, justify="left" if left else "right", overflow="fold")
     for record in frame.head(limit).to_dict("records"):
         common = [str(record["client"]), str(record["rows"]), f"{record['missing']:.0%}"]
         if profile.kind == "numeric":
@@ -89,8 +100,12 @@ def client_table(profile: ColumnProfile, limit: int) -> Table:
             top = ", ".join(f"{v} {share:.0%}" for v, share in record["top"])
             rest = [str(record["values"]), top, _num(record["distance"], 3)]
         table.add_row(*common, *rest)
+    notes = ["histogram over the federation's bins; |z|: the client's mean against the others'"]
+    if profile.kind != "numeric":
+        notes = ["TV: total variation distance of the client's categories from the federation's"]
     if len(frame) > limit:
-        table.caption = f"{len(frame) - limit} more clients (--limit)"
+        notes.append(f"{len(frame) - limit} more clients (--limit)")
+    table.caption = "; ".join(notes)
     return table
 
 
@@ -99,9 +114,9 @@ def problems_table(profile: FederationProfile) -> Table | None:
     rows = [(name, p.message) for name, ps in zip(profile.names, profile.problems) for p in ps]
     if not rows:
         return None
-    table = Table(title="Schema problems (these clients would refuse to train)")
-    table.add_column("client")
-    table.add_column("problem")
+    table = _narrow("Schema problems (these clients would refuse to train)")
+    table.add_column("client", overflow="fold")
+    table.add_column("problem", overflow="fold")
     for name, message in rows:
         table.add_row(name, message)
     return table

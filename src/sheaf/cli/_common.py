@@ -26,6 +26,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        from sheaf.core._version import __version__
+
+        typer.echo(f"sheaf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print sheaf's version and exit.")
+    ] = False,
+) -> None:
+    """sheaf: federated learning — simulate, deploy, protect, judge."""
+
+
 ConfigArg = Annotated[
     Path | None, typer.Argument(help="A TOML config file; omit for the quickstart defaults.", show_default=False)
 ]
@@ -53,7 +71,16 @@ def clear_errors() -> Iterator[None]:
 
 
 def load_cli_config(path: Path | None, overrides: list[str] | None) -> RunConfig:
-    """The run config from an optional TOML file and ``--set`` overrides."""
-    from sheaf.core.config import load_config
+    """The run config from an optional TOML file and ``--set`` overrides, on top of the chosen
+    dataset's own defaults; the strategy's hyperparameters are checked here too, so a typo
+    (``strategy.fractoin``) is refused by every command, not only by the one that trains.
 
-    return load_config(path, overrides or [])
+    Raises:
+        ConfigError: on any invalid setting, strategy hyperparameters included.
+    """
+    from sheaf.run.simulate import load_run_config
+    from sheaf.strategies.registry import build_strategy
+
+    config = load_run_config(path, overrides or [])
+    build_strategy(config.strategy)
+    return config

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -30,24 +30,20 @@ def simulate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Run a federated simulation (the quickstart with no arguments) and save it under runs/."""
-    from sheaf.cli._console import ProgressListener, results_table, rounds_table
+    from sheaf.cli._console import ProgressListener, StoreListener, interrupted_message, results_table, rounds_table
     from sheaf.run.simulate import simulate as run_simulation
 
     err = Console(stderr=True)
-    listener = None if (as_json or quiet) else ProgressListener(err)
+    listener = StoreListener() if (as_json or quiet) else ProgressListener(err)
     with clear_errors():
         cfg = load_cli_config(config, overrides)
         try:
             result = run_simulation(cfg, listener=listener)
         except KeyboardInterrupt:
-            typer.echo(
-                "interrupted; completed rounds are saved in the run store (set name=... to resume a named run)",
-                err=True,
-            )
+            typer.echo(interrupted_message(cfg, listener.store, listener.rounds_done), err=True)
             raise typer.Exit(130) from None
         finally:
-            if listener is not None:
-                listener.stop()
+            listener.stop()
     summary = result.summary()
     if as_json:
         typer.echo(json.dumps(summary))
@@ -75,33 +71,39 @@ def report(
 @app.command()
 def datasets() -> None:
     """List the datasets sheaf can load offline."""
-    from rich.table import Table
-
+    from sheaf.cli._console import narrow_table
     from sheaf.data.catalog import available_datasets
 
-    table = Table(title="Datasets")
-    for col in ("name", "description", "natural partition", "install"):
-        table.add_column(col)
+    # One block per dataset: the install command must be copyable whole at any width.
+    table = narrow_table("Datasets (--set dataset=NAME)", show_header=False, show_lines=False)
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
     for spec in available_datasets():
-        table.add_row(spec.name, spec.description, spec.natural_partition or "-", spec.install or "-")
-    Console().print(table)
+        table.add_row(spec.name, spec.description)
+        if spec.natural_partition:
+            table.add_row("", f"natural partition: {spec.natural_partition}")
+        if spec.install:
+            table.add_row("", "install:")
+            table.add_row("", spec.install, style="cyan")
+        table.add_row("", "")
+    Console(soft_wrap=False).print(table)
 
 
 @app.command()
 def strategies() -> None:
     """List the aggregation strategies and their hyperparameters (set with --set strategy.KEY=VALUE)."""
-    from rich.table import Table
-
+    from sheaf.cli._console import narrow_table
     from sheaf.strategies.registry import available_strategies, describe_strategy
 
-    table = Table(title="Strategies (--set strategy=NAME --set strategy.KEY=VALUE)")
-    for col in ("name", "hyperparameters (defaults)", "server sees", "client steps", "what it does"):
-        table.add_column(col)
+    table = narrow_table("Strategies (--set strategy=NAME --set strategy.KEY=VALUE)")
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("what it does · hyperparameters (defaults) · server sees · client steps", overflow="fold")
     for name in available_strategies():
         info = describe_strategy(name)
-        hyper = ", ".join(f"{k}={v!r}" for k, v in info["hyperparameters"].items()) or "-"
-        sees = "weighted sum" if info["sum_only"] else "each update"
-        table.add_row(name, hyper, sees, ", ".join(info["client_steps"]) or "-", info["summary"])
+        hyper = ", ".join(f"{k}={v!r}" for k, v in info["hyperparameters"].items()) or "none"
+        sees = "a weighted sum" if info["sum_only"] else "each update"
+        steps = ", ".join(info["client_steps"]) or "none"
+        table.add_row(name, f"{info['summary']}\n[dim]{hyper} · sees {sees} · client steps: {steps}[/]")
     Console().print(table)
 
 
@@ -132,10 +134,11 @@ def analyze(
     limit: Annotated[int, typer.Option(help="Show at most this many clients per column.")] = 20,
     bins: Annotated[int, typer.Option(help="Histogram bins over each numeric column's range.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole profile as one JSON object.")] = False,
+    every: Annotated[bool, typer.Option("--all", help="A table per column (default: the 3 that differ most).")] = False,
 ) -> None:
     """Summarise every column on every client (counts, means, stds, histograms, missingness) from
     federated statistics, to see how non-IID the federation is before training."""
-    from sheaf.cli._analyze import client_table, json_ready, problems_table, summary_table
+    from sheaf.cli._analyze import client_table, json_ready, most_different, problems_table, summary_table
     from sheaf.data.analytics import profile_dataset
 
     with clear_errors():
@@ -143,7 +146,10 @@ def analyze(
         if bins < 1:
             raise SheafError(f"--bins must be >= 1, got {bins}")
         profile = profile_dataset(cfg.data, cfg.seed, bins=bins)
-        shown = [profile.column(c) for c in column] if column else list(profile.columns)
+        if column:
+            shown = [profile.column(c) for c in column]
+        else:
+            shown = list(profile.columns) if every else most_different(profile, 3)
     if as_json:
         typer.echo(json.dumps(json_ready(profile.to_dict()), allow_nan=False))
         return
@@ -155,6 +161,9 @@ def analyze(
         out.print(problems)
     for p in shown:
         out.print(client_table(p, limit))
+    hidden = len(profile.columns) - len(shown)
+    if hidden > 0:
+        out.print(f"[dim]{hidden} more column(s): --column NAME for one, --all for every one[/]", highlight=False)
 
 
 @app.command()
@@ -167,11 +176,12 @@ def check(
     import pandas as pd
 
     from sheaf.core.errors import DataError
-    from sheaf.data.catalog import load_dataset
+    from sheaf.data.catalog import dataset_spec, load_dataset
 
     with clear_errors():
         cfg = load_cli_config(config, overrides)
         raw = load_dataset(cfg.data.dataset)
+        spec = dataset_spec(cfg.data.dataset)
         if raw.preprocessor is None:
             raise DataError(f"dataset {cfg.data.dataset!r} has no tabular schema to check a file against")
         try:
@@ -182,34 +192,34 @@ def check(
             raise DataError(f"data file {str(data)!r} is not a readable CSV file: {exc}") from None
         schema = raw.preprocessor.schema
         schema.check(frame, who=str(data))
-    typer.echo(f"ok: {data}: {len(frame)} rows match the {cfg.data.dataset} schema ({len(schema.columns)} columns)")
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    return repr(value)
+        if spec is not None and spec.from_table is not None:
+            try:  # the labels too, as the client's loader reads them
+                spec.from_table(frame)
+            except DataError as exc:
+                raise DataError(f"{data}: {exc}") from None
+    typer.echo(
+        f"ok: {data}: {len(frame)} rows match the {cfg.data.dataset} schema ({len(schema.columns)} columns and the label)"
+    )
 
 
 @app.command("config")
 def show_config(config: ConfigArg = None, overrides: SetOpt = None) -> None:
-    """Print the resolved config as TOML: every key, with its value."""
+    """Print the resolved config as TOML: every key with its value, the strategy's hyperparameters included."""
+    from sheaf.core.toml import dumps
+    from sheaf.data.catalog import dataset_defaults
+    from sheaf.strategies.registry import describe_strategy
+
     with clear_errors():
         cfg = load_cli_config(config, overrides)
+        hyper = describe_strategy(cfg.strategy.name)["hyperparameters"]
     raw = cfg.to_dict()
-    lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
-    for section, values in raw.items():
-        if isinstance(values, dict):
-            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-    typer.echo("\n".join(lines))
+    raw["strategy"] = {**raw["strategy"], **{k: v for k, v in hyper.items() if k not in raw["strategy"]}}
+    header = []
+    if dataset_defaults(cfg.data.dataset):
+        header.append(f"# starts from the {cfg.data.dataset} dataset's own defaults; what you set wins")
+    typer.echo("\n".join([*header, dumps(raw)]))
 
 
 # The deployment commands (server, client, keys, status) register themselves on ``app`` when
 # imported; last, so that help lists them after the commands above.
-from sheaf.cli import _deploy  # noqa: E402, F401
+from sheaf.cli import _deploy, _runs  # noqa: E402, F401

@@ -1,10 +1,11 @@
 """Framework-free building blocks: params, updates, config, errors, random streams, cohort sampling."""
 
-from sheaf.core.acceptance import MetricRange, OperatorLimits, UpdateRejected, UpdateRule
+from sheaf.core.acceptance import MetricRange, OperatorLimits, UpdateRejected, UpdateRule, model_scale
 from sheaf.core.config import (
     ATTACKS,
     PRIVACY_MODES,
     SAMPLINGS,
+    SECAGG_DP,
     AttackConfig,
     DataConfig,
     EngineConfig,
@@ -13,11 +14,14 @@ from sheaf.core.config import (
     PersonalizationConfig,
     PrivacyConfig,
     RunConfig,
+    SecAggConfig,
     ServerConfig,
     StrategyConfig,
     TrainConfig,
     apply_overrides,
+    chosen_dataset,
     load_config,
+    merge_settings,
 )
 from sheaf.core.errors import (
     AggregationError,
@@ -26,26 +30,32 @@ from sheaf.core.errors import (
     ConfigError,
     DataError,
     SchemaError,
+    SecAggError,
     SheafError,
     StoreError,
     StrategyError,
     TaskError,
 )
 from sheaf.core.exactsum import MAX_TERMS, ExactSum, StackedSum
+from sheaf.core.keyed import SECRET_BYTES, KeyedStream, keyed_stream, new_secret
 from sheaf.core.params import Array, Params, ParamSpec
 from sheaf.core.rng import Purpose, counter_uniforms, seed_for, seeds_for, stream
-from sheaf.core.sampling import cohort_size, sample_cohort
-from sheaf.core.tensor import ALLOWED_DTYPES, array_from_record, array_to_record
+from sheaf.core.sampling import cohort_size, sample_cohort, secret_cohort
+from sheaf.core.tensor import ALLOWED_DTYPES, MAX_DIMS, array_from_record, array_to_record
+from sheaf.core.toml import dumps, toml_value
 from sheaf.core.tree import decode_tree, encode_tree
 from sheaf.core.update import MAX_EXAMPLES, Metrics, Scalar, TensorGroups, Update, check_update, validate_metrics
 
 __all__ = [
     "ALLOWED_DTYPES",
     "ATTACKS",
+    "MAX_DIMS",
     "MAX_EXAMPLES",
     "MAX_TERMS",
     "PRIVACY_MODES",
     "SAMPLINGS",
+    "SECAGG_DP",
+    "SECRET_BYTES",
     "AggregationError",
     "Array",
     "AttackConfig",
@@ -57,6 +67,7 @@ __all__ = [
     "EngineConfig",
     "EvalConfig",
     "ExactSum",
+    "KeyedStream",
     "MetricRange",
     "Metrics",
     "ModelConfig",
@@ -69,6 +80,8 @@ __all__ = [
     "RunConfig",
     "Scalar",
     "SchemaError",
+    "SecAggConfig",
+    "SecAggError",
     "ServerConfig",
     "SheafError",
     "StackedSum",
@@ -85,14 +98,22 @@ __all__ = [
     "array_from_record",
     "array_to_record",
     "check_update",
+    "chosen_dataset",
     "cohort_size",
     "counter_uniforms",
     "decode_tree",
+    "dumps",
     "encode_tree",
+    "keyed_stream",
     "load_config",
+    "merge_settings",
+    "model_scale",
+    "new_secret",
     "sample_cohort",
+    "secret_cohort",
     "seed_for",
     "seeds_for",
     "stream",
+    "toml_value",
     "validate_metrics",
 ]

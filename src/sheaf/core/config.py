@@ -2,7 +2,7 @@
 
 A run is described by one :class:`RunConfig`, grouped in sections (``data``, ``model``,
 ``train``, ``strategy``, ``evaluation``, ``engine``, ``attack``, ``personalization``, ``privacy``,
-and ``server`` for deployed runs). Every key is checked: an unknown or misspelt key,
+``secagg``, and ``server`` for deployed runs). Every key is checked: an unknown or misspelt key,
 a value of the wrong type or out of range is a :class:`~sheaf.core.errors.ConfigError`
 whose message names the key and what would be valid.
 
@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import tomllib
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +38,7 @@ __all__ = [
     "ATTACKS",
     "PRIVACY_MODES",
     "SAMPLINGS",
+    "SECAGG_DP",
     "AttackConfig",
     "DataConfig",
     "EngineConfig",
@@ -45,11 +47,14 @@ __all__ = [
     "PersonalizationConfig",
     "PrivacyConfig",
     "RunConfig",
+    "SecAggConfig",
     "ServerConfig",
     "StrategyConfig",
     "TrainConfig",
     "apply_overrides",
+    "chosen_dataset",
     "load_config",
+    "merge_settings",
 ]
 
 
@@ -197,12 +202,20 @@ class EvalConfig:
     Attributes:
         interval: federated evaluation on the clients' local test splits every this many
             rounds, and always after the last round.
-        federated: set false to skip federated evaluation altogether.
+        federated: ``"auto"`` (the default): on, unless the run is differentially private
+            (each client's raw test loss, accuracy and test-set size would leave it outside
+            the privacy mechanism); ``true`` or ``false`` to choose (``true`` under
+            differential privacy is refused: see ``docs/privacy.md``).
         max_clients: federated evaluation uses at most this many clients: a fixed sample,
             drawn once from the run seed, of the clients with a local test split (0: all).
             Keeps evaluation bounded in federations of a million clients.
-        central_interval: central evaluation (on the server's test set) every this many
-            rounds, and always after the last round.
+        monitor: if > 0, central evaluations (every ``central_interval`` rounds) use a fixed
+            subset of this many evenly spaced rows of the central test set
+            (``RoundRecord.monitor``), to watch progress cheaply, and the whole central test
+            set only after the last round (``RoundRecord.central``, the figure every
+            headline shows); 0: the whole set each time.
+        central_interval: central evaluation (on the server's test set, or its ``monitor``
+            subset) every this many rounds, and always after the last round.
         shard_rows: central evaluation cuts the central test set into shards of this many
             rows, evaluated in parallel where the backend has workers and combined
             exactly, so the result is the same on every backend (0: one shard, in the
@@ -210,14 +223,22 @@ class EvalConfig:
     """
 
     interval: int = 5
-    federated: bool = True
+    federated: bool | str = "auto"
     max_clients: int = 10_000
+    monitor: int = 0
     central_interval: int = 1
     shard_rows: int = 1000
 
     def __post_init__(self) -> None:
         _check(self.interval >= 1, "evaluation.interval", ">= 1", self.interval)
+        _check(
+            isinstance(self.federated, bool) or self.federated == "auto",
+            "evaluation.federated",
+            "true, false or auto (on unless the run is differentially private)",
+            self.federated,
+        )
         _check(self.max_clients >= 0, "evaluation.max_clients", ">= 0 (0: all clients)", self.max_clients)
+        _check(self.monitor >= 0, "evaluation.monitor", ">= 0 (0: the whole central test set each time)", self.monitor)
         _check(self.central_interval >= 1, "evaluation.central_interval", ">= 1", self.central_interval)
         _check(self.shard_rows >= 0, "evaluation.shard_rows", ">= 0 (0: one shard)", self.shard_rows)
 
@@ -401,6 +422,68 @@ class PrivacyConfig:
             )
 
 
+#: Differential privacy under secure aggregation (``secagg.dp``).
+SECAGG_DP = ("none", "distributed")
+
+
+@dataclass(frozen=True)
+class SecAggConfig:
+    """Secure aggregation (SecAgg+): the server learns only the sum of the updates.
+
+    See ``docs/secure-aggregation.md``. Clients quantise their update into the ring
+    Z_{2^bits}, mask it, and the server unmasks only the sum of the clients that got
+    through; with ``dp = "distributed"`` each client also adds its share of discrete
+    Gaussian noise, so the server never holds an un-noised sum (the noise, clip, delta and
+    target epsilon are ``[privacy]``'s ``noise_multiplier``, ``target_epsilon``, ``clip``,
+    ``delta`` and ``noise``; ``privacy.mode`` stays ``none``).
+
+    Attributes:
+        enabled: run every round through secure aggregation.
+        dp: ``none`` or ``distributed`` (the clients add the noise: distributed discrete Gaussian).
+        bits: the ring is Z_{2^bits} (up to 32): what each coordinate costs on the wire.
+        norm_bound: without ``dp``, each update is clipped to this L2 norm before it is
+            weighted, so that the sum cannot wrap around the ring (with ``dp``: ``privacy.clip``).
+        max_weight: without ``dp``, a client's weight (its examples) is capped at this.
+        threshold: a client's secrets are shared among its k neighbours with threshold
+            ``ceil(threshold * k)``; a round needs one client more than that at every stage.
+        max_dropout: the dropout rate the neighbour graph is planned for (k is chosen so
+            that a round at this rate fails with probability below 2**-20).
+        degree: neighbours per client (0: chosen from ``max_dropout``; the cohort size
+            minus one is SecAgg's complete graph).
+        dropout: simulation only: every client drops out during the protocol with this
+            probability, at a stage drawn uniformly (keys, shares, masked input,
+            signature, unmasking).
+        stand_in: simulation only: replace the cryptographic protocol by its exact
+            stand-in (the same survivors, aborts and sum, bit for bit; much faster).
+    """
+
+    enabled: bool = False
+    dp: str = "none"
+    bits: int = 32
+    norm_bound: float = 10.0
+    max_weight: int = 1000
+    threshold: float = 0.5
+    max_dropout: float = 0.1
+    degree: int = 0
+    dropout: float = 0.0
+    stand_in: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.dp in SECAGG_DP, "secagg.dp", f"one of: {', '.join(SECAGG_DP)}", self.dp)
+        _check(8 <= self.bits <= 32, "secagg.bits", "in 8..32", self.bits)
+        _check(self.norm_bound > 0, "secagg.norm_bound", "> 0", self.norm_bound)
+        _check(1 <= self.max_weight <= MAX_EXAMPLES, "secagg.max_weight", f"in 1..{MAX_EXAMPLES}", self.max_weight)
+        _check(0 < self.threshold < 1, "secagg.threshold", "in (0, 1)", self.threshold)
+        _check(0 <= self.max_dropout < 1, "secagg.max_dropout", "in [0, 1)", self.max_dropout)
+        _check(
+            self.degree == 0 or (self.degree >= 2 and self.degree % 2 == 0),
+            "secagg.degree",
+            "0 (automatic) or an even number >= 2",
+            self.degree,
+        )
+        _check(0 <= self.dropout < 1, "secagg.dropout", "in [0, 1)", self.dropout)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """How a deployed server (``sheaf server``) runs its rounds; simulations ignore it.
@@ -418,9 +501,16 @@ class ServerConfig:
             FedAvg), unless its key's line in the authorised-clients file declares its own;
             a larger claim is refused.
         max_norm_ratio: reject an update whose delta is longer than this many times the
-            median length of the updates aggregated in the previous round (0: off). With
-            ``max_examples`` it bounds what one client can move the model by, whatever it
-            claims; honest updates stay well within it.
+            median length of the updates aggregated in the previous round (before any
+            round was aggregated: than this many times the model's own scale; 0: off).
+            With ``max_examples`` it bounds what one client can move the model by,
+            whatever it claims; honest updates stay well within it. The relative bound is
+            not applied under central differential privacy, whose clip norm bounds every
+            update: a bound learnt from earlier rounds' raw updates would make who counts
+            depend on who took part before.
+        min_clients_wait: seconds a round whose cohort has fewer than
+            ``strategy.min_clients`` clients connected waits for them to (re)join before
+            it runs anyway (and is skipped if they are still missing); 0: no wait.
     """
 
     round_timeout: float = 300.0
@@ -430,6 +520,7 @@ class ServerConfig:
     max_update_norm: float = 0.0
     max_examples: int = 100_000
     max_norm_ratio: float = 10.0
+    min_clients_wait: float = 600.0
 
     def __post_init__(self) -> None:
         _check(self.round_timeout > 0, "server.round_timeout", "> 0 seconds", self.round_timeout)
@@ -453,6 +544,12 @@ class ServerConfig:
             "server.max_norm_ratio",
             ">= 1 (0: off)",
             self.max_norm_ratio,
+        )
+        _check(
+            math.isfinite(self.min_clients_wait) and self.min_clients_wait >= 0,
+            "server.min_clients_wait",
+            ">= 0 seconds (0: no wait)",
+            self.min_clients_wait,
         )
 
 
@@ -495,6 +592,7 @@ class RunConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     personalization: PersonalizationConfig = field(default_factory=PersonalizationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    secagg: SecAggConfig = field(default_factory=SecAggConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
 
     def __post_init__(self) -> None:
@@ -502,6 +600,13 @@ class RunConfig:
         _check(self.rounds >= 1, "rounds", ">= 1", self.rounds)
         _check(self.threads >= 1, "threads", ">= 1", self.threads)
         _check(self.keep_params >= 0, "keep_params", ">= 0", self.keep_params)
+
+    @property
+    def federated_evaluation(self) -> bool:
+        """Whether clients evaluate the global model on their local test splits:
+        ``evaluation.federated``, where ``auto`` means on unless ``privacy.mode`` is set."""
+        chosen = self.evaluation.federated
+        return chosen if isinstance(chosen, bool) else self.privacy.mode == "none"
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict (JSON/TOML-ready); strategy options sit in their section."""
@@ -535,6 +640,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "attack": AttackConfig,
     "personalization": PersonalizationConfig,
     "privacy": PrivacyConfig,
+    "secagg": SecAggConfig,
     "server": ServerConfig,
 }
 
@@ -660,12 +766,45 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+def merge_settings(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top``'s settings over ``base``'s, section by section (a new nested dict).
+
+    Example:
+        >>> merge_settings({"rounds": 50, "train": {"lr": 0.01, "epochs": 1}}, {"train": {"lr": 0.1}})
+        {'rounds': 50, 'train': {'lr': 0.1, 'epochs': 1}}
+    """
+    out: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in base.items()}
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = dict(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def chosen_dataset(raw: Mapping[str, Any]) -> str:
+    """The dataset a nested config mapping names (the default one if it names none)."""
+    data = raw.get("data")
+    name = data.get("dataset") if isinstance(data, Mapping) else None
+    return name if isinstance(name, str) else DataConfig.dataset
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    defaults: Callable[[str], Mapping[str, Any]] | None = None,
+) -> RunConfig:
     """Load a config from a TOML file (or the defaults) and apply overrides.
+
+    Settings come, lowest first, from :class:`RunConfig`'s defaults, the chosen dataset's
+    own defaults (``defaults(dataset)``, e.g. heart's smaller model and learning rate), the
+    file, and the overrides: whatever the user sets wins.
 
     Args:
         path: a TOML file, or None for the defaults (the quickstart).
         overrides: ``key=value`` strings, applied in order.
+        defaults: the dataset's recommended settings, by dataset name (None: none).
 
     Raises:
         ConfigError: if the file is missing or not valid TOML, or any setting is invalid.
@@ -679,4 +818,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise ConfigError(f"config file {str(file)!r} not found; pass a path to an existing TOML file") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {str(file)!r} is not valid TOML: {exc}") from None
-    return RunConfig.from_dict(apply_overrides(raw, overrides))
+    chosen = apply_overrides(raw, overrides)
+    if defaults is not None:
+        chosen = merge_settings(defaults(chosen_dataset(chosen)), chosen)
+    return RunConfig.from_dict(chosen)

@@ -12,7 +12,8 @@ dependencies are translated into one of these at the boundary where they occur::
     │   └── AggregationError a round's updates break a step's assumption (round skipped)
     ├── BackendError         a backend cannot start or lost its workers
     ├── ClientFailure        one client's work failed (a dropout for the round loop)
-    └── StoreError           the run store is missing, foreign or inconsistent
+    ├── StoreError           the run store is missing, foreign or inconsistent
+    └── SecAggError          a secure-aggregation message is malformed, forged or out of turn
 
 Messages say what was wrong and what to do, in one line, e.g.
 ``"alpha must be > 0 for Dirichlet partitioning, got -1"``.
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "SchemaError",
+    "SecAggError",
     "SheafError",
     "StoreError",
     "StrategyError",
@@ -88,3 +90,11 @@ class ClientFailure(SheafError):
 
 class StoreError(SheafError):
     """The run store is missing, belongs to another run, or is inconsistent."""
+
+
+class SecAggError(SheafError):
+    """A secure-aggregation message is malformed, fails authentication, or comes out of turn.
+
+    The party that receives it refuses it (a client aborts its part of the protocol; the
+    server drops the sender), and says which message and why.
+    """

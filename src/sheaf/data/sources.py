@@ -37,7 +37,7 @@ import pandas as pd
 
 from sheaf.core.errors import DataError
 from sheaf.data.pipeline import Pipeline, standard_pipeline
-from sheaf.data.schema import TabularSchema
+from sheaf.data.schema import TabularSchema, label_problems
 
 __all__ = [
     "FASHION_MNIST_DIR",
@@ -162,15 +162,19 @@ def heart_from_frame(frame: pd.DataFrame) -> RawDataset:
     The ``dataset`` column (the hospital) is the natural key when present.
 
     Raises:
-        DataError: if the target ``num`` or a column the schema declares is missing.
+        DataError: if a column the schema declares is missing, or the target ``num`` is
+            missing, blank in a row, or not a whole number >= 0 there.
     """
-    missing = [c for c in (*HEART_SCHEMA.columns, "num") if c not in frame.columns]
+    missing = [c for c in HEART_SCHEMA.columns if c not in frame.columns]
     if missing:
         raise DataError(f"heart data lacks the column(s) {missing}; expected the UCI file's columns")
+    problems = label_problems(frame, "num")  # the target: 0 (no disease) to 4
+    if problems:
+        raise DataError("heart data: " + "; ".join(problems))
     return RawDataset(
         name="heart",
         features=frame[list(HEART_SCHEMA.columns)],
-        labels=(frame["num"].to_numpy() > 0).astype(np.int64),
+        labels=(pd.to_numeric(frame["num"]).to_numpy() > 0).astype(np.int64),
         class_names=("no disease", "disease"),
         groups=frame["dataset"].astype(str).to_numpy() if "dataset" in frame.columns else None,
         group_order=("Cleveland", "Hungary", "Switzerland", "VA Long Beach"),

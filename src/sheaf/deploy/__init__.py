@@ -6,8 +6,11 @@ The same task and strategy code as simulation; only the backend differs
 (:mod:`.auth`) over TLS (:mod:`.keys`, :mod:`.transport`); every update is checked before
 aggregation (:mod:`.validation`); the server's state is its run store, so a killed server
 resumes where it stopped (:mod:`.server`); clients reconnect with backoff and keep their
-own state (:mod:`.client`, :mod:`.client_state`). Imported lazily by the CLI: ``import
-sheaf`` does not load gRPC.
+own state (:mod:`.client`, :mod:`.client_state`). A client is told only what it needs about
+the run (:mod:`.description`), and decides everything at stake for its data itself: its
+owner's policy (:mod:`.policy`), checked on every task (:mod:`.client_work`), and its own
+durable ledger (:mod:`.client_ledger`). Imported lazily by the CLI: ``import sheaf`` does
+not load gRPC.
 
 Calls travel through one seam (:mod:`.rpc`): gRPC carries them in a deployment
 (:mod:`.transport`); :class:`InProcessTransport` carries them within one process, so a
@@ -36,14 +39,29 @@ from sheaf.deploy.chunks import (
     encode_tensors,
     tensor_digest,
 )
-from sheaf.deploy.client import ClientOptions, DeployedClient, run_client
+from sheaf.deploy.client import ClientOptions, DeployedClient, checked_run_id, run_client
+from sheaf.deploy.client_ledger import ClientLedger
 from sheaf.deploy.client_state import ClientStateFile
+from sheaf.deploy.client_work import PRIVACY_STEP_NAMES, ClientWork, task_digest
 from sheaf.deploy.coordinator import Coordinator, Slot, Work, WorkOutcome
+from sheaf.deploy.description import DescriptionError, RunDescription
 from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.inprocess_channel import InProcessChannel
 from sheaf.deploy.keys import KeySet, init_keys, new_client_key
-from sheaf.deploy.local import catalog_info, deployment_task, load_client_data, load_test_data
+from sheaf.deploy.local import catalog_info, client_task, deployment_task, load_client_data, load_test_data
 from sheaf.deploy.logs import configure_logging, log_event
+from sheaf.deploy.plaintext import PLAINTEXT_WARNING, check_plaintext, is_loopback
+from sheaf.deploy.policy import (
+    DP_REQUIREMENTS,
+    EVALUATION_SHARING,
+    ClientPolicy,
+    DataPolicy,
+    PrivacyPolicy,
+    SharingPolicy,
+    TrainingPolicy,
+    load_policy,
+)
+from sheaf.deploy.replay import SeenNonces
 from sheaf.deploy.rpc import (
     CallContext,
     Channel,
@@ -51,14 +69,25 @@ from sheaf.deploy.rpc import (
     Handlers,
     Listening,
     Metadata,
+    Requests,
     RpcError,
     ServerTransport,
     Service,
     StatusCode,
 )
-from sheaf.deploy.server import ServerOptions, ServerResult, limit_malloc_arenas, run_server, server_run_path
+from sheaf.deploy.server import (
+    SECRET_META,
+    ServerOptions,
+    ServerResult,
+    limit_malloc_arenas,
+    run_server,
+    server_run_path,
+    stored_secret,
+)
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.status import run_status
+from sheaf.deploy.streams import ResultStreams, StreamBusy, StreamClaim
+from sheaf.deploy.throttle import RefusalLog, peer_host
 from sheaf.deploy.transport import (
     METHODS,
     SERVICE_NAME,
@@ -72,6 +101,8 @@ from sheaf.deploy.transport import (
 )
 from sheaf.deploy.validation import declared_problem, value_problem
 from sheaf.deploy.wire import (
+    MAX_METRIC_NAME,
+    MAX_METRICS,
     PROTOCOL,
     ReceivedResult,
     ReceivedTask,
@@ -86,9 +117,16 @@ from sheaf.deploy.wire import (
 
 __all__ = [
     "CHUNK_BYTES",
+    "DP_REQUIREMENTS",
+    "EVALUATION_SHARING",
     "MAX_MESSAGE_BYTES",
+    "MAX_METRICS",
+    "MAX_METRIC_NAME",
     "METHODS",
+    "PLAINTEXT_WARNING",
+    "PRIVACY_STEP_NAMES",
     "PROTOCOL",
+    "SECRET_META",
     "SERVICE_NAME",
     "AuthError",
     "AuthorizedClient",
@@ -96,12 +134,17 @@ __all__ = [
     "CallContext",
     "Channel",
     "ClientIdentity",
+    "ClientLedger",
     "ClientOptions",
+    "ClientPolicy",
     "ClientStateFile",
+    "ClientWork",
     "Connector",
     "Coordinator",
+    "DataPolicy",
     "DeployedClient",
     "DeploymentBackend",
+    "DescriptionError",
     "EncodedTensors",
     "FederationService",
     "GrpcChannel",
@@ -112,28 +155,41 @@ __all__ = [
     "KeySet",
     "Listening",
     "Metadata",
+    "PrivacyPolicy",
     "ReceivedResult",
     "ReceivedTask",
+    "RefusalLog",
     "RequestVerifier",
+    "Requests",
     "ResultReader",
+    "ResultStreams",
     "RpcError",
+    "RunDescription",
+    "SeenNonces",
     "ServerOptions",
     "ServerResult",
     "ServerTransport",
     "Service",
     "ServiceSettings",
+    "SharingPolicy",
     "Slot",
     "StatusCode",
+    "StreamBusy",
+    "StreamClaim",
     "TaskReader",
     "TensorAssembler",
+    "TrainingPolicy",
     "WireError",
     "Work",
     "WorkOutcome",
     "authorized_line",
     "catalog_info",
+    "check_plaintext",
+    "checked_run_id",
     "chunk_messages",
     "client_channel",
     "client_options",
+    "client_task",
     "configure_logging",
     "declared_problem",
     "deployment_task",
@@ -143,21 +199,26 @@ __all__ = [
     "grpc_handler",
     "idle_message",
     "init_keys",
+    "is_loopback",
     "key_id",
     "limit_malloc_arenas",
     "load_authorized_clients",
     "load_client_data",
     "load_identity",
+    "load_policy",
     "load_test_data",
     "log_event",
     "new_client_key",
+    "peer_host",
     "run_client",
     "run_server",
     "run_status",
     "server_credentials",
     "server_options",
     "server_run_path",
+    "stored_secret",
     "task_chunk",
+    "task_digest",
     "task_id",
     "tensor_digest",
     "value_problem",

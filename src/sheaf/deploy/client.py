@@ -1,13 +1,26 @@
 """``sheaf client``: a party that trains on its own data and sends only updates and metrics.
 
-A client connects to the server, presents its key, learns its client id and the run's
-config, loads its own data file (:mod:`sheaf.deploy.local`) and the task, then loops:
-pull a task (long poll), train or evaluate with the *same* client runner simulation uses
-(:class:`~sheaf.backends.client_runner.ClientRunner`: same seeds from (run seed, round,
-client id), same thread count), and push the result. A task names the client steps to run
-around training; the client runs only steps it knows itself (by default sheaf's built-in
-ones, :func:`~sheaf.run.assemble.builtin_client_steps`) and reports any other request as
-a failure of that task. Heartbeats go out in the background, also while it trains.
+A client connects to the server, presents its key, learns its client id and what it needs
+to know about the run (:class:`~sheaf.deploy.description.RunDescription`: the dataset, the
+built-in model, the strategy's name, whether the run is private — never the server's
+config), loads its own data file (:mod:`sheaf.deploy.local`) split by its own policy and
+its own task (``task``: its own ``module:attr``, or the built-in model the run describes;
+never code the server names), then loops: pull a task (long poll), check it against its
+owner's policy (:mod:`sheaf.deploy.policy`, :mod:`sheaf.deploy.client_work`), train or
+evaluate with the *same* client runner simulation uses
+(:class:`~sheaf.backends.client_runner.ClientRunner`: the training seed each task brings,
+which the server derives as a simulation does), and push the result. A task names the
+client steps to run around training; the client runs only steps it holds itself (by
+default sheaf's built-in ones, :func:`~sheaf.run.assemble.builtin_client_steps`) and its
+policy agrees to, and reports any other request as its refusal of that task. Heartbeats go
+out in the background, also while it trains.
+
+Every byte from the server is checked before it is trusted: the run id before it names a
+file, the description's every field, a task's tensors against the client's own model before
+any of their bytes is allocated. A task that cannot be read is one log line
+(``bad_message_from_server``); the client then reconnects, waiting longer each time (up to
+``max_backoff``), and never trains on it. A join it cannot use (a malformed description, a
+model its policy does not agree to) ends the client with one line and exit status 2.
 
 Networks fail and servers restart: any failed call (an :class:`~sheaf.deploy.rpc.RpcError`,
 whichever transport carries it: gRPC by default, or the ``connect`` given, e.g. an
@@ -27,34 +40,36 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
-import json
 import logging
+import math
 import random
-import uuid
+import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from sheaf.backends.base import RoundWork
-from sheaf.backends.client_runner import ClientRunner
 from sheaf.core._version import __version__
-from sheaf.core.config import RunConfig
-from sheaf.core.errors import ClientFailure, SheafError
-from sheaf.data.dataset import ClientData
+from sheaf.core.errors import SheafError
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.auth import BodyDigest, ClientIdentity, load_identity
 from sheaf.deploy.chunks import WireError
+from sheaf.deploy.client_ledger import ClientLedger
 from sheaf.deploy.client_state import ClientStateFile
-from sheaf.deploy.local import catalog_info, deployment_task, load_client_data
+from sheaf.deploy.client_work import ClientWork, task_digest
+from sheaf.deploy.description import DescriptionError, RunDescription
+from sheaf.deploy.local import catalog_info, client_task, load_client_data
 from sheaf.deploy.logs import log_event
+from sheaf.deploy.plaintext import check_plaintext
+from sheaf.deploy.policy import ClientPolicy
 from sheaf.deploy.rpc import Channel, Connector, RpcError, StatusCode
 from sheaf.deploy.transport import METHODS, client_channel
-from sheaf.deploy.wire import PROTOCOL, ReceivedTask, TaskReader, encode_result
-from sheaf.privacy.ledger import with_client_privacy
+from sheaf.deploy.wire import PROTOCOL, ReceivedTask, TaskReader
 from sheaf.run.assemble import builtin_client_steps
-from sheaf.task.base import Task, prepare_worker
-from sheaf.task.client_steps import ClientStep, resolve_steps, steps_by_name
+from sheaf.task.base import prepare_worker
+from sheaf.task.client_steps import ClientStep, steps_by_name
 
 __all__ = ["ClientOptions", "DeployedClient", "run_client"]
 
@@ -62,6 +77,32 @@ _log = logging.getLogger("sheaf.client")
 #: What a refused join answers with: this client cannot take part until someone acts.
 _REFUSED = (StatusCode.UNAUTHENTICATED, StatusCode.PERMISSION_DENIED, StatusCode.FAILED_PRECONDITION)
 _PULL_WAIT = 20.0
+#: What a run id may look like before it becomes part of a file name: no separators, no dots.
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: The range a server's heartbeat interval is held to (a hostile one could ask for a flood).
+_HEARTBEAT_RANGE = (0.05, 300.0)
+
+
+def checked_run_id(run_id: str) -> str:
+    """``run_id`` if it is safe to make part of a file name.
+
+    Raises:
+        DescriptionError: if it holds anything but 1 to 64 letters, digits, '-' and '_'.
+
+    Example:
+        >>> checked_run_id("4f2a9c")
+        '4f2a9c'
+        >>> checked_run_id("../../x")
+        Traceback (most recent call last):
+        ...
+        sheaf.deploy.description.DescriptionError: the server's run id '../../x' is not 1 to 64 letters, digits, '-' and '_'; refusing to use it in a file name
+    """
+    if not _RUN_ID.fullmatch(run_id):
+        raise DescriptionError(
+            f"the server's run id {run_id[:80]!r} is not 1 to 64 letters, digits, '-' and '_'; "
+            "refusing to use it in a file name"
+        )
+    return run_id
 
 
 @dataclass(frozen=True)
@@ -73,18 +114,21 @@ class ClientOptions:
         key: this client's private key (PEM).
         data: this client's data file (CSV, Parquet or NPZ).
         ca: the deployment's CA certificate, to verify the server (TLS).
-        insecure: plaintext instead of TLS (experiments on one machine only).
-        task: ``module:attr`` of the task; empty uses the one the run's config names.
+        insecure: plaintext instead of TLS (experiments on one machine only; refused for a
+            server that is not on loopback unless ``insecure_non_loopback``).
+        task: ``module:attr`` of this client's own task; empty builds the built-in model
+            the run describes (within ``policy``). Never code the server names.
         label: the label column of a CSV/Parquet file outside the catalog.
-        state_dir: where per-client persistent state is kept between rounds.
+        state_dir: where per-client persistent state and the client's ledger are kept.
         max_backoff: the longest wait, in seconds, between reconnection attempts.
         give_up_after: stop after this many seconds without reaching the server
             (0: never; a client normally outlives server restarts).
-        max_task_mb: the largest task (model and payload) accepted, in MiB.
-        privacy_budget: this client's own epsilon limit (0: none). With it the client
-            keeps a privacy ledger in its state file and refuses any round of a
-            differentially private run that would take it past the limit
-            (:mod:`sheaf.privacy.ledger`); the server records the refusal as a dropout.
+        privacy_budget: this client's own epsilon limit (0: the policy's). Shorthand for
+            ``policy.privacy.budget``: the client keeps a durable ledger in its state
+            folder and refuses any round that would take it past the limit, and every
+            round of a run without differential privacy; the server records the refusal.
+        policy: the data owner's policy (:mod:`sheaf.deploy.policy`).
+        insecure_non_loopback: allow ``insecure`` to a server that is not on loopback.
     """
 
     server: str
@@ -97,23 +141,26 @@ class ClientOptions:
     state_dir: Path = Path("sheaf-client-state")
     max_backoff: float = 10.0
     give_up_after: float = 0.0
-    max_task_mb: float = 4096.0
     privacy_budget: float = 0.0
+    policy: ClientPolicy = field(default_factory=ClientPolicy)
+    insecure_non_loopback: bool = False
+
+    def effective_policy(self) -> ClientPolicy:
+        """The policy with ``privacy_budget`` applied."""
+        if self.privacy_budget <= 0:
+            return self.policy
+        privacy = dataclasses.replace(self.policy.privacy, budget=self.privacy_budget)
+        return dataclasses.replace(self.policy, privacy=privacy)
 
 
 @dataclass
 class _Session:
-    """What a join established: the run, this client's id, its data and task."""
+    """What a join established: the run, this client's id and name, and its work."""
 
     run_id: str
     client_id: int
     name: str
-    config: RunConfig
-    task: Task
-    data: ClientData
-    states: ClientStateFile
-    runner: ClientRunner
-    steps: dict[str, ClientStep]
+    work: ClientWork
 
 
 class _Rpc:
@@ -141,13 +188,27 @@ class _Rpc:
         return pb.HeartbeatReply.FromString(reply)
 
     async def pull(self, run_id: str, limit: int) -> TaskReader:
+        """Pull the next task (no check of its header beyond the reader's own)."""
+        reader, _ = await self.pull_checked(run_id, limit)
+        return reader
+
+    async def pull_checked(
+        self, run_id: str, limit: int, check: Callable[[pb.Task], str | None] | None = None
+    ) -> tuple[TaskReader, str]:
+        """Pull the next task; returns the reader and the task's digest ("" if none came).
+
+        ``check`` sees a task's header before any of its tensor bytes is taken; what it
+        objects to is refused as a :class:`~sheaf.deploy.chunks.WireError`.
+        """
         body = pb.PullRequest(run_id=run_id, wait_seconds=_PULL_WAIT).SerializeToString()
-        reader = TaskReader(limit)
+        reader, digest = TaskReader(limit), ""
         async for message in self.channel.unary_stream(
             METHODS["PullTask"], body, metadata=self._sign("PullTask", body)
         ):
+            if not digest and check is not None:
+                digest = _checked_header(message, check)
             reader.feed(message)
-        return reader
+        return reader, digest
 
     async def push(self, messages: list[bytes]) -> pb.PushReply:
         metadata = self._sign("PushResult", messages[0])
@@ -155,59 +216,31 @@ class _Rpc:
         return pb.PushReply.FromString(reply)
 
 
+def _checked_header(message: bytes, check: Callable[[pb.Task], str | None]) -> str:
+    """The digest of a task header ("" for an idle answer), once ``check`` accepts it.
+
+    Raises:
+        WireError: if ``check`` objects (a message that does not parse is left to the reader).
+    """
+    try:
+        parsed = pb.TaskMessage.FromString(message)
+    except Exception:  # the reader refuses it with its own words
+        return ""
+    if parsed.WhichOneof("part") != "task":
+        return ""
+    problem = check(parsed.task)
+    if problem is not None:
+        raise WireError(f"task refused before its tensors: {problem}")
+    return task_digest(message)
+
+
 class _Refused(Exception):
     """The server refused this client for good (unknown key, protocol mismatch)."""
 
 
-def _work(session: _Session, task: ReceivedTask) -> list[bytes]:
-    """Run one task; return the result's messages (a failure report if it cannot be sent)."""
-    try:
-        return _run_task(session, task)
-    except WireError as exc:  # e.g. the task returned tensors of a dtype that cannot travel
-        reason = f"{task.kind} failed: cannot send the result: {exc}"
-        return encode_result(task.task_id, uuid.uuid4().hex, task.kind, task.round, failure=reason)
-
-
-def _run_task(session: _Session, task: ReceivedTask) -> list[bytes]:
-    update_id = uuid.uuid4().hex
-    if task.kind == "evaluate":
-        if len(session.data.test) == 0:
-            return encode_result(task.task_id, update_id, "evaluate", task.round, loss=float("nan"))
-        evaluation = session.runner.evaluate(session.data, task.params)
-        if isinstance(evaluation, ClientFailure):
-            return encode_result(task.task_id, update_id, "evaluate", task.round, failure=evaluation.reason)
-        return encode_result(
-            task.task_id,
-            update_id,
-            "evaluate",
-            task.round,
-            num_examples=evaluation.num_examples,
-            metrics=evaluation.metrics,
-            loss=evaluation.loss,
-        )
-    try:
-        steps = resolve_steps(task.client_steps, session.steps)
-    except SheafError as exc:  # the server asks for what this client does not run: refuse
-        return encode_result(task.task_id, update_id, "fit", task.round, failure=f"fit refused: {exc}")
-    state = session.states.state_for(task.round, task.aggregated_round)
-    work = RoundWork(task.round, task.params, task.train, task.options, task.payload, steps)
-    reply = session.runner.fit(session.data, work, state)
-    if reply.update is None:
-        failure = reply.failure or ClientFailure(session.client_id, "fit failed")
-        return encode_result(task.task_id, update_id, "fit", task.round, failure=failure.reason)
-    if reply.state is not None:
-        session.states.set_pending(task.round, reply.state)
-    update = reply.update
-    return encode_result(
-        task.task_id,
-        update_id,
-        "fit",
-        task.round,
-        num_examples=update.num_examples,
-        metrics=update.metrics,
-        delta=update.delta,
-        extras=update.extras,
-    )
+def _heartbeat_interval(value: float) -> float:
+    low, high = _HEARTBEAT_RANGE
+    return min(max(value, low), high) if math.isfinite(value) else high
 
 
 class DeployedClient:
@@ -236,48 +269,60 @@ class DeployedClient:
         #: The client steps this client agrees to run (default: sheaf's built-in ones).
         self.client_steps = builtin_client_steps() if client_steps is None else client_steps
         self.identity = identity if identity is not None else load_identity(options.key)
+        #: The data owner's policy (``options.policy`` with ``options.privacy_budget`` applied).
+        self.policy = options.effective_policy()
+        if connect is None and options.insecure:
+            warning = check_plaintext(options.server, role="client", allow_non_loopback=options.insecure_non_loopback)
+            log_event(_log, logging.WARNING, "plaintext", server=options.server, warning=warning)
         self._connect: Connector = connect or functools.partial(
             client_channel, options.server, ca=options.ca, insecure=options.insecure
         )
         self._session: _Session | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sheaf-work")
         self._jitter = random.Random()
-        self._reached = False  # whether the server answered since the last failure
+        self._reached = False  # whether the server answered sensibly since the last failure
+        self._finished = False
 
     def _prepare(self, join: pb.JoinReply) -> _Session:
-        config = RunConfig.from_dict(json.loads(join.config_json))
-        task = deployment_task(config, self.options.task)
-        if self.options.privacy_budget > 0:
-            task = with_client_privacy(task, default_budget=self.options.privacy_budget)
-        prepare_worker(task, config.threads)
+        run_id = checked_run_id(join.run_id)  # before it is part of any path
+        description = RunDescription.from_proto(join.run)
+        policy = self.policy
+        if policy.data.dataset and description.dataset != policy.data.dataset:
+            raise DescriptionError(
+                f"the run trains on dataset {description.dataset!r}; this client's file holds "
+                f"{policy.data.dataset!r} (data.dataset)"
+            )
+        info = catalog_info(description.dataset)
+        task = client_task(description, policy.training, self.options.task, info=info)
+        prepare_worker(task, policy.training.threads)
+        client_id = int(join.client_id)
         data = load_client_data(
             self.options.data,
-            int(join.client_id),
-            config,
+            client_id,
+            dataset=description.dataset,
+            test_fraction=policy.data.test_fraction,
+            split_seed=policy.data.split_seed,
             label=self.options.label,
-            info=catalog_info(config.data.dataset),
+            info=info,
         )
-        states = ClientStateFile(self.options.state_dir / f"{join.run_id}-client{join.client_id}.npz")
-        log_event(
-            _log,
-            logging.INFO,
-            "data_loaded",
-            client=join.client_id,
-            train=len(data.train),
-            test=len(data.test),
-            file=str(self.options.data),
-        )
-        return _Session(
-            join.run_id,
-            int(join.client_id),
-            join.client_name,
-            config,
+        folder = self.options.state_dir
+        work = ClientWork(
+            run_id,
+            client_id,
+            description,
+            policy,
             task,
             data,
-            states,
-            ClientRunner(task, config.seed),
             steps_by_name(self.client_steps),
+            ClientStateFile(folder / f"{run_id}-client{client_id}.npz"),
+            ClientLedger(folder / f"ledger-{self.identity.key_id}.json"),
         )
+        log_event(
+            _log, logging.INFO, "data_loaded", client=client_id, train=len(data.train), test=len(data.test),
+            file=str(self.options.data), dataset=description.dataset, strategy=description.strategy,
+            privacy=description.privacy, rounds=description.rounds,
+        )  # fmt: skip
+        return _Session(run_id, client_id, join.client_name[:200], work)
 
     async def _heartbeats(self, rpc: _Rpc, run_id: str, interval: float) -> None:
         interval = max(interval, 0.05)
@@ -296,16 +341,16 @@ class DeployedClient:
             if exc.code in _REFUSED:
                 raise _Refused(exc.details or exc.code.name) from None
             raise
-        self._reached = True
         loop = asyncio.get_running_loop()
         # Heartbeats start at once: loading the task and data (importing torch) takes a while.
-        heartbeats = asyncio.create_task(self._heartbeats(rpc, join.run_id, join.heartbeat_interval))
-        limit = int(self.options.max_task_mb * (1 << 20))
+        interval = _heartbeat_interval(join.heartbeat_interval)
+        heartbeats = asyncio.create_task(self._heartbeats(rpc, checked_run_id(join.run_id), interval))
         try:
             if self._session is None or self._session.run_id != join.run_id:
                 pending.clear()  # results of another run mean nothing here
                 self._session = await loop.run_in_executor(self._executor, self._prepare, join)
             session = self._session
+            work = session.work
             log_event(_log, logging.INFO, "joined", client=session.client_id, name=session.name, run=session.run_id)
             while True:
                 if pending:
@@ -314,19 +359,38 @@ class DeployedClient:
                     status = pb.PushStatus.Name(reply.status).lower()
                     level = logging.WARNING if reply.status in (pb.REJECTED, pb.STALE) else logging.INFO
                     log_event(_log, level, "result_delivered", status=status, detail=reply.detail)
-                reader = await rpc.pull(session.run_id, limit)
-                if reader.idle is not None:
-                    if reader.idle.finished:
+                task, digest = await self._pull(rpc, session)
+                self._reached = True  # a usable answer: the server is up and speaks sense
+                if task is None:
+                    if self._finished:
                         log_event(_log, logging.INFO, "run_finished", client=session.client_id)
                         return True
                     continue
-                task = reader.finish()
-                if task is None or task.client_id != session.client_id:
-                    continue
                 log_event(_log, logging.INFO, "task_received", kind=task.kind, round=task.round)
-                pending.append(await loop.run_in_executor(self._executor, _work, session, task))
+                pending.append(await loop.run_in_executor(self._executor, work.answer, task, digest))
         finally:
             heartbeats.cancel()
+
+    async def _pull(self, rpc: _Rpc, session: _Session) -> tuple[ReceivedTask | None, str]:
+        """The next task (None: no work now, or the run is over), and its digest.
+
+        Raises:
+            WireError: if what came is not a task this client can take (one log line, then
+                the client reconnects; it never crashes on what a server sends).
+        """
+        self._finished = False
+        work = session.work
+        try:
+            reader, digest = await rpc.pull_checked(session.run_id, work.task_limit, work.header_problem)
+            if reader.idle is not None:
+                self._finished = bool(reader.idle.finished)
+                return None, ""
+            task = reader.finish()
+        except (RpcError, WireError):
+            raise
+        except Exception as exc:  # anything a hostile task provokes: refuse it, keep the client
+            raise WireError(f"unusable task: {type(exc).__name__}: {str(exc)[:200]}") from None
+        return task, digest
 
     async def run(self) -> int:
         """Work for the server until the run ends; returns the process exit status.
@@ -364,7 +428,7 @@ class DeployedClient:
                 if not isinstance(exc, WireError):
                     log_event(_log, logging.ERROR, "cannot_take_part", reason=str(exc))
                     raise
-                log_event(_log, logging.WARNING, "bad_message_from_server", reason=str(exc))
+                log_event(_log, logging.WARNING, "bad_message_from_server", reason=str(exc)[:500])
             finally:
                 await channel.close()
             if self._reached:  # it was up a moment ago: retry soon, and keep trying

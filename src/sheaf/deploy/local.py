@@ -1,11 +1,12 @@
-"""What a deployed party loads on its own machine: its data file and the run's task.
+"""What a deployed party loads on its own machine: its data file and its task.
 
 A client reads its own file — CSV, Parquet or NPZ — and makes of it exactly what the
 simulation makes of the same rows, so the same seed gives the same model:
 
 - rows stay in file order; the local train/test split is
-  :func:`~sheaf.data.local_split` of (client id, row count, ``data.test_fraction``,
-  seed), the same counter-based shuffle the simulation uses;
+  :func:`~sheaf.data.local_split` of (client id, row count, test fraction, seed), the same
+  counter-based shuffle the simulation uses — with the client's *own* test fraction and
+  split seed (its policy: :mod:`sheaf.deploy.policy`), never the server's;
 - a tabular dataset of the catalog (e.g. ``heart``) brings its own columns, labels and
   preprocessing (:attr:`~sheaf.data.DatasetSpec.from_table`), fitted on the client's own
   training rows only;
@@ -14,15 +15,17 @@ simulation makes of the same rows, so the same seed gives the same model:
   ``x_test``/``y_test`` as an explicit local test split). NPZ files are read with
   ``allow_pickle=False``.
 
-The task comes from the run's config (``task = "module:attr"``, or the built-in model sized
-by the catalog dataset's :class:`~sheaf.data.DatasetInfo`), or from the command line.
+The server's task comes from its run config (``task = "module:attr"``, or the built-in
+model sized by the catalog dataset's :class:`~sheaf.data.DatasetInfo`) or its command line
+(:func:`deployment_task`). A client's task comes from *its own* command line or the
+built-in model the run describes, within its own policy (:func:`client_task`): a client
+never imports code a server names.
 
 Example:
     >>> import tempfile, pathlib, numpy as np
-    >>> from sheaf.core.config import RunConfig
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "mine.npz"
     >>> np.savez(path, x=np.ones((10, 3), np.float32), y=np.arange(10) % 2)
-    >>> data = load_client_data(path, client_id=0, config=RunConfig())
+    >>> data = load_client_data(path, client_id=0, test_fraction=0.2)
     >>> len(data.train), len(data.test)
     (8, 2)
 """
@@ -37,15 +40,17 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from sheaf.core.config import RunConfig
+from sheaf.core.config import ModelConfig, RunConfig
 from sheaf.core.errors import ConfigError, DataError
 from sheaf.data.catalog import dataset_spec, load_dataset, local_split
 from sheaf.data.dataset import ClientData, DatasetInfo, Split
 from sheaf.data.sources import RawDataset
+from sheaf.deploy.description import RunDescription
+from sheaf.deploy.policy import TrainingPolicy
 from sheaf.task.base import Task
 from sheaf.task.factory import build_task, load_task
 
-__all__ = ["catalog_info", "deployment_task", "load_client_data", "load_test_data"]
+__all__ = ["catalog_info", "client_task", "deployment_task", "load_client_data", "load_test_data"]
 
 
 def catalog_info(dataset: str) -> DatasetInfo | None:
@@ -80,6 +85,63 @@ def deployment_task(config: RunConfig, spec: str = "") -> Task:
             "name your task with task=module:attr"
         )
     return build_task(config, info)
+
+
+def client_task(
+    description: RunDescription, policy: TrainingPolicy, spec: str = "", *, info: DatasetInfo | None
+) -> Task:
+    """A client's task: its own ``spec`` (``--task module:attr``) if given, else the built-in
+    model the run describes — if the client's policy agrees to it and it is within the
+    policy's size limit, checked before a single parameter is allocated.
+
+    The server never names code for the client to import: ``spec`` is the client's own.
+
+    Args:
+        description: what the server said about the run.
+        policy: the client's training policy (the model it agrees to, its size limit).
+        spec: the client's own ``module:attr``, if it brings its task.
+        info: the catalog's facts about the run's dataset (:func:`catalog_info`).
+
+    Raises:
+        ConfigError: if the described model is not the one the policy agrees to, is larger
+            than ``policy.max_model_mb``, or the dataset is outside sheaf's catalog.
+        TaskError: if ``spec`` cannot be loaded.
+    """
+    if spec:
+        return load_task(spec, info)
+    described = ModelConfig(description.model, description.hidden)
+    agreed = ModelConfig(policy.model or described.name, policy.hidden or described.hidden)
+    if agreed != described:
+        raise ConfigError(
+            f"the run uses model {described.name} {list(described.hidden)}, this client's policy agrees to "
+            f"{agreed.name} {list(agreed.hidden)} (training.model, training.hidden)"
+        )
+    if info is None:
+        raise ConfigError(
+            f"dataset {description.dataset!r} is not in sheaf's catalog, so the built-in model cannot size itself; "
+            "bring your own task: --task module:attr"
+        )
+    from sheaf.task.models import model_factory
+    from sheaf.task.torch_task import TorchTask
+
+    factory = model_factory(
+        described, info.num_features, info.num_classes, info.input_shape, input_dtype=info.input_dtype
+    )
+    _check_model_size(factory, policy.max_model_mb)
+    return TorchTask(factory)
+
+
+def _check_model_size(factory: Any, max_mb: float) -> None:
+    import torch
+
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        module = factory()
+    size = sum(p.numel() * p.element_size() for p in module.parameters())
+    if size > max_mb * (1 << 20):
+        raise ConfigError(
+            f"the run's model has {size / (1 << 20):.4g} MiB of parameters, more than this client's "
+            f"training.max_model_mb={max_mb:g}"
+        )
 
 
 def _read_table(path: Path) -> pd.DataFrame | dict[str, npt.NDArray[Any]]:
@@ -133,8 +195,10 @@ def _check_shape(x: npt.NDArray[Any], info: DatasetInfo | None, path: Path) -> N
 def load_client_data(
     path: str | Path,
     client_id: int,
-    config: RunConfig,
     *,
+    dataset: str = "",
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
     label: str = "label",
     info: DatasetInfo | None = None,
 ) -> ClientData:
@@ -143,7 +207,10 @@ def load_client_data(
     Args:
         path: a ``.csv``, ``.parquet`` or ``.npz`` file.
         client_id: the client's id in the run.
-        config: the run's config (seed, ``data.dataset``, ``data.test_fraction``).
+        dataset: the catalog dataset the file holds ("" or a name outside the catalog: a
+            plain table).
+        test_fraction: the share of rows the client keeps as its test split.
+        split_seed: the seed of that split (a simulation's seed reproduces its split).
         label: the label column of a CSV/Parquet file outside the catalog.
         info: the model's expectations, to check the samples' shape.
 
@@ -163,18 +230,18 @@ def load_client_data(
         if "x_test" in table and "y_test" in table:
             test = Split(np.asarray(table["x_test"]), _labels(np.asarray(table["y_test"]), file))
             return ClientData(client_id, Split(x, y), test)
-        order, train_count = local_split(client_id, len(y), config.data.test_fraction, config.seed)
+        order, train_count = local_split(client_id, len(y), test_fraction, split_seed)
         x, y = x[order], y[order]
         return ClientData(client_id, Split(x[:train_count], y[:train_count]), Split(x[train_count:], y[train_count:]))
 
-    spec = dataset_spec(config.data.dataset)
+    spec = dataset_spec(dataset) if dataset else None
     raw: RawDataset | None = spec.from_table(table) if spec is not None and spec.from_table is not None else None
     if raw is None:
         x, y = _generic_table(table, label, file)
-        order, train_count = local_split(client_id, len(y), config.data.test_fraction, config.seed)
+        order, train_count = local_split(client_id, len(y), test_fraction, split_seed)
         x, y = x[order], y[order]
     else:
-        order, train_count = local_split(client_id, len(raw), config.data.test_fraction, config.seed)
+        order, train_count = local_split(client_id, len(raw), test_fraction, split_seed)
         y = raw.labels[order]
         if raw.preprocessor is not None and isinstance(raw.features, pd.DataFrame):
             # Exactly the simulation's steps: the client's rows in split order, fitted on its own train rows.

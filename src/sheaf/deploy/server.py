@@ -3,10 +3,12 @@
 The server holds the run config and the run store, and no data. It:
 
 1. reads the authorised clients (their ids are the population: cohorts are sampled from
-   them by (seed, round) alone, exactly as in simulation);
+   them by (run secret, round) alone — a secret from the operating system's CSPRNG,
+   created with the run and kept in its run store, never sent — so no client can tell
+   who else trains, and a resumed run samples as an uninterrupted one);
 2. builds the task and the strategy, and opens the run store — or *resumes* it: a server
    killed at any moment and started again with the same command continues after the
-   last committed round, with the stored params and strategy state;
+   last committed round, with the stored params, strategy state and run secret;
 3. listens (TLS unless ``insecure``; or serves through the transport it is given, e.g.
    :class:`~sheaf.deploy.inprocess.InProcessTransport` for a whole deployment in one
    process), waits until ``strategy.min_clients`` clients are connected, then runs the
@@ -25,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import time
@@ -35,13 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sheaf.core.config import RunConfig
-from sheaf.core.errors import ConfigError
+from sheaf.core.errors import ConfigError, StoreError
+from sheaf.core.keyed import SECRET_BYTES, new_secret
 from sheaf.core.params import Params
 from sheaf.deploy.auth import RequestVerifier, load_authorized_clients
 from sheaf.deploy.backend import DeploymentBackend
 from sheaf.deploy.coordinator import Coordinator
+from sheaf.deploy.description import RunDescription
 from sheaf.deploy.local import catalog_info, deployment_task, load_test_data
 from sheaf.deploy.logs import log_event
+from sheaf.deploy.plaintext import check_plaintext
+from sheaf.deploy.replay import SeenNonces
 from sheaf.deploy.rpc import Listening, ServerTransport
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.transport import GrpcServerTransport, server_credentials
@@ -49,9 +54,18 @@ from sheaf.evaluation.history import History, RoundRecord
 from sheaf.run.assemble import assemble, open_or_create_store
 from sheaf.run.loop import Federated, RoundListener, run_rounds
 from sheaf.run.population import Population
+from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
 
-__all__ = ["ServerOptions", "ServerResult", "limit_malloc_arenas", "run_server", "server_run_path"]
+__all__ = [
+    "SECRET_META",
+    "ServerOptions",
+    "ServerResult",
+    "limit_malloc_arenas",
+    "run_server",
+    "server_run_path",
+    "stored_secret",
+]
 
 _log = logging.getLogger("sheaf.server")
 
@@ -67,11 +81,13 @@ class ServerOptions:
         cert: the server's TLS certificate.
         key: the server's TLS private key.
         authorized: the authorised clients file.
-        insecure: plaintext instead of TLS (experiments on one machine only).
+        insecure: plaintext instead of TLS (experiments on one machine only; refused on a
+            non-loopback address unless ``insecure_non_loopback``).
         task: ``module:attr`` of the task, overriding the config's.
         test_data: an optional held-out file for central evaluation on the server.
         label: the label column of ``test_data`` if it is a CSV/Parquet outside the catalog.
         run_path: the run store; default ``runs_dir/<name>.sqlite``.
+        insecure_non_loopback: allow ``insecure`` on an address other than loopback.
     """
 
     address: str = "0.0.0.0:7443"
@@ -84,6 +100,7 @@ class ServerOptions:
     test_data: Path | None = None
     label: str = "label"
     run_path: Path | None = None
+    insecure_non_loopback: bool = False
 
     def authorized_file(self) -> Path:
         """The authorised-clients path.
@@ -130,6 +147,11 @@ class ServerResult:
     run_path: Path
     port: int
 
+    @property
+    def skipped_rounds(self) -> tuple[int, ...]:
+        """The rounds that were not aggregated (too few updates, a refused aggregate, ...)."""
+        return tuple(record.round for record in self.history if not record.aggregated)
+
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's malloc arenas (``M_ARENA_MAX``); returns whether it applied.
@@ -153,6 +175,31 @@ def server_run_path(config: RunConfig) -> Path:
     return Path(config.runs_dir) / f"{name}.sqlite"
 
 
+#: The run store's meta entry holding the run secret (hex).
+SECRET_META = "run_secret"
+
+
+def stored_secret(path: Path) -> bytes | None:
+    """The run secret of the run store at ``path`` (None: no store there yet, or none kept).
+
+    Raises:
+        StoreError: if the store cannot be read or holds a malformed secret.
+    """
+    if not path.exists():
+        return None
+    with RunStore.open(path, readonly=True) as store:
+        value = store.meta.get(SECRET_META)
+    if value is None:
+        return None
+    try:
+        secret = bytes.fromhex(str(value))
+    except ValueError:
+        secret = b""
+    if len(secret) != SECRET_BYTES:
+        raise StoreError(f"run {str(path)!r} holds a malformed {SECRET_META}; the run cannot resume with its cohorts")
+    return secret
+
+
 class _LogListener:
     """Logs the round loop's progress, refreshes the live status, passes progress on."""
 
@@ -171,6 +218,8 @@ class _LogListener:
             self.then.on_start(config, first_round, cohort, population)
 
     def on_round(self, record: RoundRecord) -> None:
+        if not record.aggregated:  # the model did not move this round: the operator should know
+            log_event(_log, logging.WARNING, "round_skipped", round=record.round, reason=record.note)
         federated = {name: summary.get("weighted_mean") for name, summary in record.federated.items()}
         traffic, before = self.coordinator.traffic, self._traffic
         self._traffic = traffic
@@ -215,6 +264,9 @@ def run_server(
     """
     limit_malloc_arenas()
     if transport is None:
+        if options.insecure:
+            warning = check_plaintext(options.address, role="server", allow_non_loopback=options.insecure_non_loopback)
+            log_event(_log, logging.WARNING, "plaintext", address=options.address, warning=warning)
         cert, key, authorized_path = options.files()
         credentials = server_credentials(cert, key) if cert is not None and key is not None else None
         transport = GrpcServerTransport(options.address, credentials)
@@ -228,9 +280,15 @@ def run_server(
     if options.test_data is not None:
         info = catalog_info(config.data.dataset)
         central = load_test_data(options.test_data, config, label=options.label, info=info)
-    parts = assemble(config, population=len(ids), task=task, strategy=strategy, deployed=True)
-    chosen, initial = parts.strategy, parts.initial
+    # What the operator declared per client bounds its weight, beside server.max_examples.
+    caps = {c.client_id: c.max_examples for c in authorized.values() if c.max_examples is not None}
     path = options.run_path or server_run_path(config)
+    kept = stored_secret(path)
+    secret = kept or new_secret()
+    parts = assemble(
+        config, population=len(ids), task=task, strategy=strategy, deployed=True, secret=secret, weight_caps=caps
+    )
+    chosen, initial = parts.strategy, parts.initial
     meta = {
         **parts.meta,
         "dataset": config.data.dataset,
@@ -238,10 +296,19 @@ def run_server(
         "client_ids": list(ids),
         "client_names": [names[i] for i in ids],
         "run_id": uuid.uuid4().hex[:16],
+        SECRET_META: secret.hex(),
     }
     store = open_or_create_store(path, config, initial, chosen.init(initial), meta)
+    if kept is None and store.meta.get(SECRET_META) != secret.hex():  # a run stored before runs had secrets
+        store.set_meta(SECRET_META, secret.hex())
+        log_event(
+            _log, logging.WARNING, "secret_created", run=str(path),
+            note="this run had no secret: its cohorts from now on differ from an uninterrupted run's",
+        )  # fmt: skip
     started = time.time()
     listening: Listening | None = None
+    nonces: SeenNonces | None = None
+    service: FederationService | None = None
     state = "starting"
     try:
         stored = store.meta
@@ -271,12 +338,17 @@ def run_server(
         coordinator.on_tick = write_status
         settings = ServiceSettings(
             run_id,
-            json.dumps(config.to_dict()),
+            RunDescription.of(config).to_proto(),
             config.server.heartbeat_interval,
             max_update_bytes,
-            config.server.max_update_norm,
+            receive_timeout=config.server.heartbeat_timeout,  # a stream as quiet as a lost client is given up
         )
-        listening = transport.start(FederationService(coordinator, RequestVerifier(authorized), settings))
+        # Nonces of verified requests are written to the store before they are answered, so a
+        # request captured before a restart (kill -9 included) is still refused as a replay.
+        nonces = SeenNonces(path)
+        verifier = RequestVerifier(authorized, seen=nonces.live(), remember=nonces.remember)
+        service = FederationService(coordinator, verifier, settings)
+        listening = transport.start(service)
         log_event(
             _log, logging.INFO, "listening", address=listening.address, port=listening.port, tls=listening.tls,
             run=str(path), run_id=run_id, last_round=store.last_round, rounds=config.rounds, clients=len(ids),
@@ -287,10 +359,16 @@ def run_server(
             coordinator.wait_for_clients(config.strategy.min_clients)
             state = "running"
             write_status()
-            backend = DeploymentBackend(coordinator, store)
-            federated = Federated(
-                config, parts.task, Population(ids, ids, central), chosen, backend, store, parts.limits
+            backend = DeploymentBackend(
+                coordinator,
+                store,
+                parts.limits,
+                seed=config.seed,
+                min_clients=config.strategy.min_clients,
+                min_clients_wait=config.server.min_clients_wait,
             )
+            population = Population(ids, ids, central, secret=secret)  # cohorts from the secret, not the seed
+            federated = Federated(config, parts.task, population, chosen, backend, store, parts.limits)
             history, params = run_rounds(federated, _LogListener(listener, coordinator, write_status))
         else:
             history, params = store.history(), store.params()
@@ -299,9 +377,11 @@ def run_server(
         state = "finished"
         coordinator.finish()
         write_status()
+        skipped = [record.round for record in history if not record.aggregated]
         log_event(
-            _log, logging.INFO, "run_finished", rounds=history.rounds_completed, central=dict(history.final_central)
-        )
+            _log, logging.WARNING if skipped else logging.INFO, "run_finished", rounds=history.rounds_completed,
+            skipped_rounds=skipped, central=dict(history.final_central),
+        )  # fmt: skip
         # Let connected clients hear that the run is over before the port closes.
         transport.linger(min(config.server.heartbeat_interval + 0.5, 5.0))
         return ServerResult(history, params, path, listening.port)
@@ -313,4 +393,8 @@ def run_server(
             except Exception:  # the store itself may be what failed; stopping matters more
                 pass
         transport.stop()
+        if service is not None:
+            service.close()
+        if nonces is not None:
+            nonces.close()
         store.close()

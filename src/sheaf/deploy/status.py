@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sheaf.run.liveness import run_state
 from sheaf.run.store import RunStore
 
 __all__ = ["run_status"]
@@ -55,7 +56,7 @@ def run_status(path: str | Path, *, now: float | None = None) -> dict[str, Any]:
     name_of = {int(i): str(n) for i, n in zip(ids, names, strict=False)}
     out: dict[str, Any] = {
         "run": str(path),
-        "status": meta.get("status"),
+        "status": run_state(meta, now=now).value,  # never "running" for a dead writer
         "backend": meta.get("backend"),
         "strategy": meta.get("strategy"),
         "rounds": {"done": last, "total": meta["config"].get("rounds")},

@@ -5,11 +5,13 @@ Two stages, so a bad update costs little:
 1. :func:`declared_problem` — on the result's header alone, before any tensor bytes are
    received: the delta must declare exactly the model's tensor names, shapes and dtypes
    (the size limit is enforced by the reader: see :mod:`sheaf.deploy.wire`);
-2. :func:`value_problem` — on the received values: every value finite (extras included)
-   and, if the run sets ``server.max_update_norm``, the delta's L2 norm within it.
+2. :func:`value_problem` — on the received values: the round's acceptance rule
+   (:class:`~sheaf.core.acceptance.UpdateRule`: every value finite, extras included; the
+   weight the client may claim; the norm bound — ``server.max_update_norm`` and the
+   relative bound; the metrics and extras the strategy reads, in their ranges).
 
-Each returns None or one line saying what is wrong, which the server logs and records as
-the client's dropout reason for the round.
+Each returns None or one line saying what is wrong, which the server logs, answers the
+client with, and records as the client's dropout reason for the round.
 
 Example:
     >>> import numpy as np
@@ -17,19 +19,21 @@ Example:
     >>> from sheaf.core.update import Update
     >>> model = Params({"w": np.zeros(2, np.float32)})
     >>> bad = Update(3, Params({"w": np.array([np.nan, 0], np.float32)}), 5)
-    >>> value_problem(bad, model, max_norm=0.0)
-    "client 3: tensor 'w' holds NaN or infinite values"
+    >>> value_problem(bad, model, UpdateRule())
+    ("client 3: tensor 'w' holds NaN or infinite values", nan)
+    >>> value_problem(Update(3, Params({"w": np.array([3, 4], np.float32)}), 5), model, UpdateRule())
+    (None, 5.0)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-import numpy as np
-
+from sheaf.core.acceptance import UpdateRule
 from sheaf.core.errors import SheafError
 from sheaf.core.params import Params
-from sheaf.core.update import Update, check_update
+from sheaf.core.update import Update
 from sheaf.deploy._proto import federation_pb2 as pb
 
 __all__ = ["declared_problem", "value_problem"]
@@ -50,14 +54,13 @@ def declared_problem(tensors: Sequence[pb.TensorSpec], like: Params) -> str | No
     return None
 
 
-def value_problem(update: Update, like: Params, max_norm: float) -> str | None:
-    """Whether an update's values may be aggregated: finite, and within the norm bound."""
+def value_problem(update: Update, like: Params, rule: UpdateRule) -> tuple[str | None, float]:
+    """Whether an update's values may be aggregated under ``rule``, and its delta's L2 norm.
+
+    Returns:
+        ``(None, norm)`` if it is accepted, else ``(one line saying why, nan)``.
+    """
     try:
-        check_update(update, like)
+        return None, rule.measured(update, like)
     except SheafError as exc:
-        return str(exc)
-    if max_norm > 0:
-        norm = update.delta.l2_norm()
-        if not np.isfinite(norm) or norm > max_norm:
-            return f"client {update.client_id}: update norm {norm:.4g} exceeds server.max_update_norm={max_norm:g}"
-    return None
+        return str(exc), math.nan

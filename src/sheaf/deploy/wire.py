@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -38,11 +39,13 @@ from google.protobuf.message import DecodeError
 from sheaf.core.config import TrainConfig
 from sheaf.core.errors import ConfigError, SheafError
 from sheaf.core.params import Params
-from sheaf.core.update import Metrics, Scalar, TensorGroups, validate_metrics
+from sheaf.core.update import MAX_EXAMPLES, Metrics, Scalar, TensorGroups, validate_metrics
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.chunks import CHUNK_BYTES, EncodedTensors, TensorAssembler, WireError, encode_tensors
 
 __all__ = [
+    "MAX_METRICS",
+    "MAX_METRIC_NAME",
     "PROTOCOL",
     "ReceivedResult",
     "ReceivedTask",
@@ -55,13 +58,17 @@ __all__ = [
     "task_chunk",
 ]
 
-#: The protocol version a client and server must share.
-PROTOCOL = 1
+#: The protocol version a client and server must share (2: a run description instead of the
+#: server's config, and each client's own training seed in its tasks).
+PROTOCOL = 2
 
 _KINDS = {pb.FIT: "fit", pb.EVALUATE: "evaluate"}
 _KIND_CODES = {name: code for code, name in _KINDS.items()}
 _MAX_ID = 200
 _MAX_REASON = 2000
+#: The most metrics one result may carry, and the longest metric name.
+MAX_METRICS = 256
+MAX_METRIC_NAME = 100
 
 
 # Scalars ------------------------------------------------------------------------------
@@ -115,10 +122,12 @@ def encode_task_header(
     options: Mapping[str, Scalar] | None = None,
     aggregated_round: int = 0,
     client_steps: Sequence[str] = (),
+    seed: int = 0,
 ) -> bytes:
     """The first message of a task stream; the chunks of ``tensors`` follow it.
 
-    Client steps travel by name only; a client runs those among its own steps.
+    Client steps travel by name only; a client runs those among its own steps. ``seed`` is
+    the addressed client's own training seed for the round (fits).
     """
     train_values: dict[str, Scalar] = dict(vars(train)) if train is not None else {}
     task = pb.Task(
@@ -133,6 +142,7 @@ def encode_task_header(
         aggregated_round=aggregated_round,
         tensors_digest=tensors.digest,
         client_steps=list(client_steps),
+        seed=seed,
     )
     return pb.TaskMessage(task=task).SerializeToString()
 
@@ -163,6 +173,7 @@ class ReceivedTask:
         aggregated_round: the last round whose update from this client was aggregated.
         client_steps: the names of the client steps to run around training, outermost
             first (fits).
+        seed: the client's own training seed for the round (fits).
     """
 
     task_id: str
@@ -175,6 +186,7 @@ class ReceivedTask:
     payload: TensorGroups = field(default_factory=dict)
     aggregated_round: int = 0
     client_steps: tuple[str, ...] = ()
+    seed: int = 0
 
 
 def _parse(message_type: type[Any], data: bytes, what: str) -> Any:
@@ -252,6 +264,7 @@ class TaskReader:
             groups,
             int(header.aggregated_round),
             tuple(_check_id(name, "client step name") for name in header.client_steps),
+            int(header.seed),
         )
 
 
@@ -316,6 +329,8 @@ class ReceivedResult:
         delta: the update's delta (fits that succeeded).
         extras: further tensors beside the delta.
         failure: non-empty when the client's work failed: its reason.
+        norm: the delta's L2 norm, once the server accepted it under the round's rule
+            (None: not judged yet).
     """
 
     task_id: str
@@ -328,6 +343,7 @@ class ReceivedResult:
     delta: Params | None = None
     extras: TensorGroups = field(default_factory=dict)
     failure: str = ""
+    norm: float | None = None
 
 
 class ResultReader:
@@ -345,6 +361,7 @@ class ResultReader:
         self._limit = limit
         self.header: pb.Result | None = None
         self._assembler: TensorAssembler | None = None
+        self._metrics: dict[str, float] = {}
 
     def feed(self, data: bytes) -> None:
         """Take the next message of the stream.
@@ -360,12 +377,14 @@ class ResultReader:
             _check_id(header.update_id, "update id")
             if header.kind not in _KINDS:
                 raise WireError(f"result has unknown kind {header.kind}")
-            if header.num_examples < 0:
-                raise WireError(f"result has a negative example count {header.num_examples}")
+            # The header is known (and its task's share settled as rejected) even if what it
+            # claims, its metrics or its tensors are refused.
+            self.header = header
+            if not 0 <= header.num_examples <= MAX_EXAMPLES:
+                raise WireError(f"result claims {header.num_examples} examples; a result may claim 0 to {MAX_EXAMPLES}")
             if len(header.failure) > _MAX_REASON:
                 raise WireError(f"a failure reason may be at most {_MAX_REASON} characters")
-            # The header is known (and may be answered) even if its tensors are refused.
-            self.header = header
+            self._metrics = _result_metrics(header.metrics)
             self._assembler = TensorAssembler(
                 header.tensors, header.total_bytes, header.tensors_digest, self._limit, "result"
             )
@@ -384,11 +403,7 @@ class ResultReader:
             raise WireError("result stream ended before its header")
         header = self.header
         groups = self._assembler.finish()
-        values = _scalars(header.metrics, "metrics")
-        try:
-            metrics = validate_metrics(values, source="result")
-        except SheafError as exc:
-            raise WireError(str(exc)) from None
+        metrics = self._metrics
         kind = _KINDS[header.kind]
         delta = groups.pop("", None)
         if kind == "fit" and not header.failure and delta is None:
@@ -407,6 +422,24 @@ class ResultReader:
             groups,
             header.failure,
         )
+
+
+def _result_metrics(entries: Sequence[pb.NamedScalar]) -> dict[str, float]:
+    """A result's metrics: at most :data:`MAX_METRICS`, names of at most
+    :data:`MAX_METRIC_NAME` characters, every value a finite number."""
+    if len(entries) > MAX_METRICS:
+        raise WireError(f"result carries {len(entries)} metrics, more than the {MAX_METRICS} accepted")
+    for entry in entries:
+        if len(entry.name) > MAX_METRIC_NAME:
+            raise WireError(f"metric name {entry.name[:40]!r}... is over {MAX_METRIC_NAME} characters")
+    try:
+        metrics = validate_metrics(_scalars(entries, "metrics"), source="result")
+    except SheafError as exc:
+        raise WireError(str(exc)) from None
+    for name, value in metrics.items():
+        if math.isnan(value):
+            raise WireError(f"result: metric {name!r} is NaN")
+    return metrics
 
 
 def chunk_messages(tensors: EncodedTensors) -> Iterator[bytes]:

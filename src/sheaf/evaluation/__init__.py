@@ -1,5 +1,6 @@
 """Evaluation: fairness across clients, the run history, plots and the HTML report."""
 
+from sheaf.evaluation.divergence import divergence, loss_series
 from sheaf.evaluation.fairness import FairnessSummary, jain_index, summarize, worst_fraction_mean
 from sheaf.evaluation.history import ClientRecord, History, RoundRecord
 from sheaf.evaluation.report import render_report
@@ -9,7 +10,9 @@ __all__ = [
     "FairnessSummary",
     "History",
     "RoundRecord",
+    "divergence",
     "jain_index",
+    "loss_series",
     "render_report",
     "summarize",
     "worst_fraction_mean",

@@ -17,9 +17,10 @@ states the rule; ``tests/backends/test_central_equivalence.py`` checks it on eve
 
 For losses and metrics that are means over rows (cross-entropy, accuracy) the combination
 is that mean over the whole test set, up to the last bits of each shard's own float32
-mean. A metric that is not a mean over rows (F1, AUC) becomes the weighted mean of its
-per-shard values: set ``evaluation.shard_rows = 0`` to evaluate it on the whole set at
-once (in one process).
+mean. A metric that is not a mean over rows (F1, AUC), returned or logged by the task
+(``log_metrics``: each shard collects its own), becomes the weighted mean of its per-shard
+values: set ``evaluation.shard_rows = 0`` to evaluate it on the whole set at once (in one
+process).
 
 Example:
     >>> from sheaf.task.base import EvalResult
@@ -39,6 +40,7 @@ from fractions import Fraction
 from sheaf.core.params import Params
 from sheaf.data.dataset import Split
 from sheaf.task.base import EvalResult, Task
+from sheaf.task.metric_log import collecting, with_logged
 
 __all__ = ["central_shards", "combine_shards", "evaluate_shards", "shard_split"]
 
@@ -60,8 +62,15 @@ def shard_split(test: Split, shard: range) -> Split:
 
 
 def evaluate_shards(task: Task, params: Params, test: Split, shards: Sequence[range]) -> list[EvalResult]:
-    """Evaluate ``params`` on each shard of ``test`` in turn, in this process."""
-    return [task.evaluate(params, shard_split(test, shard)) for shard in shards]
+    """Evaluate ``params`` on each shard of ``test`` in turn, in this process; a shard's
+    metrics include those the task logged evaluating it (:func:`sheaf.task.metric_log.log_metrics`)."""
+    return [_evaluate_logged(task, params, shard_split(test, shard)) for shard in shards]
+
+
+def _evaluate_logged(task: Task, params: Params, split: Split) -> EvalResult:
+    with collecting() as logged:
+        result = task.evaluate(params, split)
+    return EvalResult(result.loss, result.num_examples, with_logged(result.metrics, logged))
 
 
 def _weighted_mean(pairs: Sequence[tuple[float, int]]) -> float:

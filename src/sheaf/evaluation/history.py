@@ -55,6 +55,9 @@ class RoundRecord:
         privacy: with differential privacy, what the run has spent after this round:
             ``epsilon`` at ``delta``, the ``rounds`` released, the ``clip`` norm of the next
             round and the ``noise_multiplier``; empty otherwise.
+        monitor: the global model on a fixed subset of the central test set, every round,
+            when the run watches progress on one (``evaluation.monitor``); ``central`` then
+            holds the whole test set's figures after the last round only. Empty otherwise.
     """
 
     round: int
@@ -68,6 +71,7 @@ class RoundRecord:
     seconds: float = field(default=0.0, compare=False)
     note: str = ""
     privacy: Mapping[str, float] = field(default_factory=dict)
+    monitor: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

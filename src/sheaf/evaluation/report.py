@@ -7,27 +7,32 @@
   accuracy (mean, worst 10%) when it was;
 - ``loss.png`` — central loss and the clients' mean training loss per round;
 - ``clients.png`` — the distribution of per-client accuracy at the last federated
-  evaluation (sorted bars and a histogram);
-- ``report.html`` — the plots embedded (base64), the config, the final figures, a
-  per-round table and a per-client table; no external files or scripts.
+  evaluation (sorted bars, named when there are few clients, and a histogram);
+- ``privacy.png`` — for a differentially private run: ε by round, and accuracy against ε;
+- ``report.html`` — the plots embedded (base64), a warning if the run diverged, the final
+  figures (the headline central accuracy is always the whole central test set's, never a
+  monitoring subset's), a per-round table, a per-client table (each client by name, with
+  its data — rows and labels — and its accuracy) and the config as TOML; no external
+  files or scripts.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sheaf.core.toml import dumps
+from sheaf.evaluation.divergence import divergence
 from sheaf.evaluation.history import History
 
 __all__ = ["render_report"]
 
 
-def _figures(history: History, client_acc: Sequence[float], out: Path) -> list[Path]:
+def _figures(history: History, clients: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,8 +41,11 @@ def _figures(history: History, client_acc: Sequence[float], out: Path) -> list[P
     paths = []
     fig, ax = plt.subplots(figsize=(7, 4))
     central = history.series("central", "accuracy")
+    monitor = history.series("monitor", "accuracy")
+    if monitor:
+        ax.plot(*zip(*monitor, strict=True), label="central: monitoring subset", color="C0", alpha=0.6, ls=":")
     if central:
-        ax.plot(*zip(*central, strict=True), label="central test", color="C0")
+        ax.plot(*zip(*central, strict=True), "o-" if monitor else "-", label="central test", color="C0")
     fed = [(r.round, r.federated["accuracy"]) for r in history if "accuracy" in r.federated]
     if fed:
         rounds = [r for r, _ in fed]
@@ -58,7 +66,8 @@ def _figures(history: History, client_acc: Sequence[float], out: Path) -> list[P
         ax.plot(rounds, [s["p10"] for _, s in tuned], "v--", color="C4", label="personalised: worst 10%")
     ax.set(xlabel="round", ylabel="accuracy", title="Accuracy of the global model", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # a run with nothing measured yet has no lines
+        ax.legend(loc="lower right")
     paths.append(out / "accuracy.png")
     fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -73,20 +82,40 @@ def _figures(history: History, client_acc: Sequence[float], out: Path) -> list[P
             ax.plot(*zip(*series, strict=True), label=label)
     ax.set(xlabel="round", ylabel="loss", title="Loss")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     paths.append(out / "loss.png")
     fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    values = sorted(v for v in client_acc if not math.isnan(v))
+    scored = sorted((float(c["accuracy"]), str(c["name"])) for c in clients if not math.isnan(float(c["accuracy"])))
+    values = [v for v, _ in scored]
     left.bar(range(len(values)), values, color="C1")
+    if 0 < len(scored) <= 30:  # few clients: say who they are
+        left.set_xticks(range(len(scored)), [n for _, n in scored], rotation=45, ha="right", fontsize=8)
     left.set(xlabel="client (sorted)", ylabel="accuracy", title="Per-client accuracy, last evaluation", ylim=(0, 1.02))
     right.hist(values, bins=min(20, max(len(values), 1)), range=(0, 1), color="C1")
     right.set(xlabel="accuracy", ylabel="clients", title="Distribution")
     paths.append(out / "clients.png")
     fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+    spent = history.series("privacy", "epsilon")
+    if spent:  # a private run: what it spent, and what that bought
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        left.plot(*zip(*spent, strict=True), color="C4")
+        left.set(xlabel="round", ylabel="ε", title="Privacy spent by round")
+        accuracy = dict(history.series("central", "accuracy") or history.series("monitor", "accuracy"))
+        pairs = sorted((eps, accuracy[r]) for r, eps in spent if r in accuracy)
+        if pairs:
+            right.plot(*zip(*pairs, strict=True), "o-", color="C0", markersize=3)
+        right.set(xlabel="ε", ylabel="central accuracy", title="Accuracy against ε")
+        for ax in (left, right):
+            ax.grid(alpha=0.3)
+        paths.append(out / "privacy.png")
+        fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+        plt.close(fig)
     return paths
 
 
@@ -106,16 +135,18 @@ def _html(
     name: str,
     meta: Mapping[str, Any],
     history: History,
-    clients: Sequence[Sequence[Any]],
+    clients: Sequence[Mapping[str, Any]],
     images: Sequence[Path],
     failures: int,
 ) -> str:
     final = history.final_central
+    monitored = any(r.monitor for r in history)
+    central_label = "central accuracy" + (" (whole test set)" if monitored else "")
     fed = history.final_federated.get("accuracy", {})
     tuned = history.final_federated.get("personalized_accuracy", {})
     summary = [
         ("rounds", history.rounds_completed),
-        ("central accuracy", final.get("accuracy", math.nan)),
+        (central_label, final.get("accuracy", math.nan)),
         ("central loss", final.get("loss", math.nan)),
         *[(f"client accuracy: {k}", float(v)) for k, v in fed.items()],
         *[(f"personalised accuracy: {k}", float(v)) for k, v in tuned.items()],
@@ -128,7 +159,20 @@ def _html(
                 ("noise multiplier", history.final_privacy.get("noise_multiplier", math.nan)),
                 ("final clip norm", history.final_privacy.get("clip", math.nan)),
             ]
-            if history.final_privacy
+            if "epsilon" in history.final_privacy
+            else []
+        ),
+        *(
+            [
+                ("secure aggregation", str(meta["secagg"].get("protocol", "on"))),
+                ("distributed DP", "on" if meta["secagg"].get("dp") == "distributed" else "off"),
+            ]
+            if isinstance(meta.get("secagg"), Mapping)
+            else []
+        ),
+        *(
+            [("privacy spent against the server: epsilon", history.final_privacy["epsilon_server"])]
+            if "epsilon_server" in history.final_privacy
             else []
         ),
         ("client failures (all rounds)", failures),
@@ -143,6 +187,7 @@ def _html(
             r.failed,
             r.central.get("accuracy", math.nan),
             r.central.get("loss", math.nan),
+            *((r.monitor.get("accuracy", math.nan),) if monitored else ()),
             r.fit.get("train_loss", math.nan),
             r.federated.get("accuracy", {}).get("mean", math.nan),
             r.federated.get("accuracy", {}).get("p10", math.nan),
@@ -166,6 +211,7 @@ def _html(
         "failed",
         "central acc",
         "central loss",
+        *(["monitoring subset acc"] if monitored else []),
         "train loss",
         "client acc mean",
         "client acc worst 10%",
@@ -174,9 +220,34 @@ def _html(
         "seconds",
         "note",
     ]
-    client_headers = ["client", "test examples", "loss", "accuracy"]
-    if clients and len(clients[0]) > 4:
-        client_headers.append("personalised accuracy")
+    personal_clients = any("personalised" in c for c in clients)
+    client_headers = [
+        "client",
+        "name",
+        "train rows",
+        "test rows",
+        "labels (class: rows)",
+        "evaluated on",
+        "loss",
+        "accuracy",
+    ]
+    client_headers += ["personalised accuracy"] if personal_clients else []
+    client_rows = [
+        (
+            c["id"],
+            c["name"],
+            c.get("train", "-"),
+            c.get("test", "-"),
+            c.get("labels", "-"),
+            c.get("examples", "-"),
+            c.get("loss", math.nan),
+            c.get("accuracy", math.nan),
+            *((c.get("personalised", math.nan),) if personal_clients else ()),
+        )
+        for c in clients
+    ]
+    warning = divergence(list(history))
+    alert = f'<p class="warning"><b>warning:</b> {html.escape(warning)}</p>' if warning else ""
     pictures = "".join(
         f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in images
     )
@@ -184,6 +255,7 @@ def _html(
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
         "th{background:#f3f3f3}img{max-width:100%;margin:0.5em 0}pre{background:#f7f7f7;padding:1em}"
+        ".warning{background:#fff4e5;border:1px solid #f0c58a;padding:0.5em 1em}"
     )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>sheaf run {html.escape(name)}</title><style>{style}</style></head>
@@ -191,11 +263,12 @@ def _html(
 <h1>sheaf run <code>{html.escape(name)}</code></h1>
 <p>Dataset <b>{html.escape(str(meta.get("dataset")))}</b>, strategy <b>{html.escape(str(meta.get("strategy")))}</b>,
 {html.escape(str(meta.get("population")))} clients, backend {html.escape(str(meta.get("backend")))}, status {html.escape(str(meta.get("status")))}.</p>
+{alert}
 <h2>Final figures</h2>{_table(["figure", "value"], summary)}
 <h2>Plots</h2>{pictures}
 <h2>Rounds</h2>{_table(round_headers, per_round)}
-<h2>Clients at the last federated evaluation</h2>{_table(client_headers, clients)}
-<h2>Config</h2><pre>{html.escape(json.dumps(meta.get("config", {}), indent=2))}</pre>
+<h2>Clients: their data, and the last federated evaluation</h2>{_table(client_headers, client_rows)}
+<h2>Config (TOML: save it and run it again with <code>sheaf simulate FILE</code>)</h2><pre>{html.escape(dumps(meta.get("config", {})))}</pre>
 </body></html>
 """
 
@@ -204,7 +277,7 @@ def render_report(
     name: str,
     meta: Mapping[str, Any],
     history: History,
-    clients: Sequence[tuple[int, int, float, float] | tuple[int, int, float, float, float]],
+    clients: Sequence[Mapping[str, Any]],
     failures: int,
     out_dir: str | Path,
 ) -> list[Path]:
@@ -212,19 +285,20 @@ def render_report(
 
     Args:
         name: the run's name (page title).
-        meta: the run's meta entries (config, dataset, strategy, population, ...).
+        meta: the run's meta entries (config, dataset, strategy, population, ``status``, ...).
         history: the run's rounds.
-        clients: ``(client id, test examples, loss, accuracy)`` at the last federated
-            evaluation, with the personalised accuracy appended when it was measured.
+        clients: one mapping per client: ``id``, ``name``; its data where known (``train``
+            and ``test`` rows, ``labels`` as text); at the last federated evaluation its
+            ``examples``, ``loss``, ``accuracy`` and ``personalised`` accuracy.
         failures: how many client failures the run recorded.
         out_dir: the folder to write into (created if missing).
 
     Returns:
-        The written files: three PNGs, then ``report.html``.
+        The written files: three PNGs (and ``privacy.png`` for a private run), then ``report.html``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    images = _figures(history, [c[3] for c in clients], out)
+    images = _figures(history, [c for c in clients if "accuracy" in c], out)
     page = out / "report.html"
     page.write_text(_html(name, meta, history, clients, images, failures), encoding="utf-8")
     return [*images, page]

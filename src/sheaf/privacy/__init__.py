@@ -37,10 +37,19 @@ from sheaf.privacy.ledger import (
     simulated_client_privacy,
     with_client_privacy,
 )
-from sheaf.privacy.noise import NOISE_SOURCES, NoiseSource, SecureNoise, SeededNoise, secure_uniform, server_noise
+from sheaf.privacy.noise import (
+    NOISE_SOURCES,
+    KeyedNoise,
+    NoiseSource,
+    SecureNoise,
+    SeededNoise,
+    secure_uniform,
+    server_noise,
+)
 from sheaf.privacy.plan import (
     BELOW_CLIP_METRIC,
     CLIP_OPTION,
+    EVALUATION_OFF,
     PrivacyPlan,
     deployed_privacy_plan,
     mechanism_from_options,
@@ -53,6 +62,7 @@ __all__ = [
     "BUDGET_STEP",
     "CLIP_OPTION",
     "DP_CLIP_STEP",
+    "EVALUATION_OFF",
     "LEDGER_KEY",
     "LOCAL_DP_STEP",
     "MECHANISM_KINDS",
@@ -62,6 +72,7 @@ __all__ = [
     "PRIVACY_STEPS",
     "BudgetExceeded",
     "ClientPrivacy",
+    "KeyedNoise",
     "NoiseSource",
     "PrivacyLedger",
     "PrivacyPlan",

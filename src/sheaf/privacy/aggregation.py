@@ -14,10 +14,14 @@ depend on who did). Clients that drop out only shrink the sum.
 
 - ``clipping = "server"``: the server clips each update (it sees each update);
 - ``clipping = "client"``: each client clips before sending (client step ``dp_clip``) and
-  the server only sums — the variant that works under secure aggregation. In simulation
-  the server clips again (a no-op for honest clients);
+  the server only sums — the variant that works under secure aggregation. The clip norm is
+  part of the acceptance rule, so wherever updates are added up (the loop, a pool worker or
+  Ray actor, the deployed server's running sum) a longer one is refused as its client's
+  dropout; where the server sees each update (adaptive clipping) it also clips again;
 - adaptive clipping (Andrew et al. 2021): every update also carries the bit ``[‖Δ_i‖ ≤ C]``;
-  the server releases ``b̄ = (Σ b_i + N(0, σ_b²)) / m`` and sets ``C ← C exp(−η (b̄ − γ))``;
+  the server releases the centred count ``Σ (b_i − ½) + N(0, σ_b²)`` (one client moves it
+  by at most ½, the sensitivity the noise split assumes), reads the share
+  ``b̄ = released / m + ½`` from it and sets ``C ← C exp(−η (b̄ − γ))``;
 - ``mode = "local"``: the clients clipped and noised their own updates (client step
   ``local_dp``); the server takes their plain uniform mean.
 
@@ -161,7 +165,7 @@ def private_mean(plan: PrivacyPlan) -> AggregateStep[PrivateMeanState]:
         clip = state.clip
         like = ctx.params
         totals = {name: np.zeros(array.shape, np.float64) for name, array in like.items()}
-        below = 0.0
+        below = 0.0  # Σ (b_i − ½): the centred count of updates within C (sensitivity ½)
         counts = state.participations
         if isinstance(updates, WeightedSum):
             if needs_updates:
@@ -180,9 +184,9 @@ def private_mean(plan: PrivacyPlan) -> AggregateStep[PrivateMeanState]:
                 else:
                     clipped, norm = clip_delta(update.delta, clip)
                     if plan.clipping == "server":
-                        below += float(norm <= clip)
+                        below += float(norm <= clip) - 0.5
                     else:
-                        below += float(update.metrics.get(BELOW_CLIP_METRIC, 0.0) >= 0.5)
+                        below += float(update.metrics.get(BELOW_CLIP_METRIC, 0.0) >= 0.5) - 0.5
                 for name, total in totals.items():
                     total += clipped[name]
             if plan.mode == "local" and chosen:
@@ -191,12 +195,13 @@ def private_mean(plan: PrivacyPlan) -> AggregateStep[PrivateMeanState]:
         if plan.mode == "local":
             denominator = float(max(arrived, 1))
         else:
-            noise = server_noise(plan.noise, ctx.seed, ctx.round)
+            noise = server_noise(plan.noise, ctx.seed, ctx.round, key=plan.noise_key)
             for total in totals.values():
                 total += noise.normal(total.shape, z_update * clip)
             denominator = m
             if plan.adaptive:
-                noisy_below = (below + float(noise.normal((1,), plan.count_stddev)[0])) / m
+                # The centred count is what is noised (and accounted); the share is read from it.
+                noisy_below = (below + float(noise.normal((1,), plan.count_stddev)[0])) / m + 0.5
                 clip = update_clip(clip, noisy_below, plan.target_quantile, plan.clip_lr)
         delta = Params({name: (total / denominator).astype(like[name].dtype) for name, total in totals.items()})
         rounds = state.rounds + 1
@@ -220,6 +225,9 @@ def private_mean(plan: PrivacyPlan) -> AggregateStep[PrivateMeanState]:
         apply,
         "private_mean",
         needs_updates=needs_updates,
+        # Central DP releases (and charges) every round that reached the clients: the fixed
+        # denominator needs no minimum, and skipping on the raw count would release it.
+        private_release=plan.mode == "central",
         client=half,
         configure=_send_clip if on_clients else None,
         report=_report,

@@ -8,10 +8,12 @@ norm, so float rounding cannot push it past C.
 
 Adaptive clipping (Andrew et al. 2021) lets C follow a target quantile γ of the update
 norms: each client contributes a bit ``b = [‖Δ‖ ≤ C]``, the server releases the noised
-mean ``b̄`` and sets ``C ← C · exp(−η (b̄ − γ))``. Releasing the bits costs privacy too;
-:func:`update_noise_multiplier` splits one noise multiplier z between the update (z_Δ)
-and the bit count (σ_b) so that the round is exactly one Gaussian mechanism of
-multiplier z: ``z^-2 = z_Δ^-2 + (2σ_b)^-2``.
+*centred* count ``Σ (b_i − ½) + N(0, σ_b²)``, reads the share ``b̄`` below C from it and
+sets ``C ← C · exp(−η (b̄ − γ))``. Centring matters: adding or removing one client moves
+the centred count by ½ and the plain count ``Σ b_i`` by 1. Releasing the count costs
+privacy too; :func:`update_noise_multiplier` splits one noise multiplier z between the
+update (z_Δ) and the count (σ_b) so that the round is exactly one Gaussian mechanism of
+multiplier z: ``z^-2 = z_Δ^-2 + (½ / σ_b)^2 = z_Δ^-2 + (2σ_b)^-2``.
 
 Example:
     >>> import numpy as np

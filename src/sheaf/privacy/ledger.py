@@ -4,7 +4,9 @@ A client can be given its own epsilon limit. It keeps a :class:`PrivacyLedger` o
 rounds it has been charged for — in its persistent client state, so on its own disk in
 deployment and in the run store in simulation — and, before training, refuses a round
 that would take it past its limit (client step ``privacy_budget``). The server sees the
-refusal as a dropout with its reason.
+refusal as a dropout with its reason. Such a client also refuses what nothing accounts:
+training in a round that does not ask it to check its budget, and every evaluation (its
+raw test metrics would leave it un-noised).
 
 What a round costs a client, from what it is told about the round's mechanism:
 
@@ -193,8 +195,26 @@ class PrivateClientTask:
             )
         return self.task.fit(params, data, instructions)
 
+    def check_evaluation(self, client_id: int) -> None:
+        """Refuse to evaluate for a client with a budget: nothing accounts an evaluation.
+
+        Federated evaluation sends the client's raw test loss, metrics and test-set size;
+        no mechanism noises them and no ledger charges them, so a client whose owner set a
+        limit never sends them, whatever the server asks.
+
+        Raises:
+            BudgetExceeded: if ``client_id`` has a privacy budget.
+        """
+        budget = self.client_privacy(client_id).budget
+        if budget is not None:
+            raise BudgetExceeded(
+                f"client {client_id} has a privacy budget ({budget:g}) and an evaluation would release its raw "
+                "test metrics unaccounted: it refuses to evaluate"
+            )
+
     def evaluate(self, params: Params, data: Split) -> EvalResult:
-        """The wrapped task's evaluation."""
+        """The wrapped task's evaluation (clients ask :meth:`check_evaluation` first; the
+        server's central evaluation on its own test set goes straight here)."""
         return self.task.evaluate(params, data)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sheaf.core.config import RunConfig
@@ -33,6 +33,7 @@ from sheaf.privacy.clipping import update_noise_multiplier
 __all__ = [
     "BELOW_CLIP_METRIC",
     "CLIP_OPTION",
+    "EVALUATION_OFF",
     "PrivacyPlan",
     "deployed_privacy_plan",
     "mechanism_from_options",
@@ -43,6 +44,11 @@ __all__ = [
 CLIP_OPTION = "dp_clip"
 #: The metric a client that clips reports for adaptive clipping: 1 if its update was within C.
 BELOW_CLIP_METRIC = "dp_below_clip"
+#: What a private run says once (progress output, run store meta) about federated evaluation.
+EVALUATION_OFF = (
+    "federated evaluation is off under differential privacy: each client's raw test loss, accuracy and "
+    "test-set size would leave it outside the mechanism (the central test set is still evaluated)"
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,9 @@ class PrivacyPlan:
         ledgers: whether clients are asked to run their budget check (``privacy_budget``):
             needed wherever a client may have a limit; without it a central run with server
             clipping has no client step at all (so a vectorised backend can batch it).
+        noise_key: a deployed server's run secret: its secure noise for a round is keyed by
+            it and the round (:class:`~sheaf.privacy.noise.KeyedNoise`), so a round redone
+            after a crash releases the same noise. Empty: fresh noise. Never described.
     """
 
     mode: str
@@ -87,6 +96,7 @@ class PrivacyPlan:
     population: int
     rounds: int
     ledgers: bool = True
+    noise_key: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def update_noise_multiplier(self) -> float:
@@ -180,6 +190,13 @@ def privacy_plan(config: RunConfig, population: int, *, ledgers: bool | None = N
         if p.client_budget > 0 or budgets:
             raise ConfigError("privacy.client_budget(s) need privacy.mode=central or local; set privacy.mode")
         return None
+    if config.evaluation.federated is True:
+        # Nothing noises or accounts per-client evaluation; refuse rather than release it raw.
+        raise ConfigError(
+            f"evaluation.federated=true would release every evaluating client's raw test loss, accuracy and "
+            f"test-set size outside privacy.mode={p.mode}'s mechanism; leave it unset (off under differential "
+            "privacy) and evaluate on a central test set"
+        )
     if any(cid >= population for cid in budgets):
         raise ConfigError(
             f"privacy.client_budgets names client {max(budgets)}, but there are only {population} (ids 0..{population - 1})"
@@ -232,13 +249,15 @@ def privacy_plan(config: RunConfig, population: int, *, ledgers: bool | None = N
     return plan
 
 
-def deployed_privacy_plan(config: RunConfig, population: int) -> PrivacyPlan | None:
+def deployed_privacy_plan(config: RunConfig, population: int, *, noise_key: bytes = b"") -> PrivacyPlan | None:
     """What a deployed server (``sheaf server``) runs: ``config``'s plan with secure noise.
 
-    A deployment's server noise always comes from the operating system's cryptographic
-    generator, whatever ``privacy.noise`` says: seeded noise can be removed by anyone who
-    knows the seed, and the seed is in the config every client receives. Every client is
-    asked to run its budget check, since only the clients know their own limits.
+    A deployment's server noise is always secure, whatever ``privacy.noise`` says: seeded
+    noise can be removed by anyone who knows (or finds by search) the seed. With
+    ``noise_key`` (the server's run secret) it is keyed by the secret and the round, so a
+    round redone after a crash releases the same noise; without, fresh from the operating
+    system's generator. Every client is asked to run its budget check, since only the
+    clients know their own limits.
 
     Example:
         >>> from sheaf.core.config import load_config
@@ -256,4 +275,4 @@ def deployed_privacy_plan(config: RunConfig, population: int) -> PrivacyPlan | N
             "sets its own: 'sheaf client --privacy-budget EPSILON'. Remove them from the server's config"
         )
     plan = privacy_plan(config, population, ledgers=True)
-    return None if plan is None else dataclasses.replace(plan, noise="secure")
+    return None if plan is None else dataclasses.replace(plan, noise="secure", noise_key=noise_key)

@@ -2,7 +2,10 @@
 
 from sheaf.run.assemble import RunParts, assemble, builtin_client_steps, open_or_create_store
 from sheaf.run.baseline import BaselineResult, pooled_baseline
-from sheaf.run.loop import Federated, RoundListener, run_rounds
+from sheaf.run.export import FORMATS, client_names, client_rows, export_run, failure_rows, finite, round_rows
+from sheaf.run.listing import RunSummary, list_runs, run_name, summarize, summarize_run
+from sheaf.run.liveness import STALE_AFTER, RunState, process_alive, run_state, writer_identity
+from sheaf.run.loop import Federated, RoundListener, monitor_split, run_rounds
 from sheaf.run.personalize import (
     FINETUNE_EVALUATE,
     PERSONALIZED,
@@ -13,30 +16,54 @@ from sheaf.run.personalize import (
 )
 from sheaf.run.population import Population
 from sheaf.run.report import report_run
-from sheaf.run.simulate import SimulationResult, resolve_config, simulate
+from sheaf.run.simulate import SimulationResult, load_run_config, resolve_config, simulate
 from sheaf.run.store import FORMAT_VERSION, RunStore
+from sheaf.run.store_files import holds_nothing, remove_abandoned, remove_files, temporary_name
 
 __all__ = [
     "FINETUNE_EVALUATE",
+    "FORMATS",
     "FORMAT_VERSION",
     "PERSONALIZED",
+    "STALE_AFTER",
     "BaselineResult",
     "Federated",
     "Population",
     "RoundListener",
     "RunParts",
+    "RunState",
     "RunStore",
+    "RunSummary",
     "SimulationResult",
     "assemble",
     "builtin_client_steps",
+    "client_names",
+    "client_rows",
+    "export_run",
+    "failure_rows",
+    "finite",
+    "holds_nothing",
+    "list_runs",
+    "load_run_config",
+    "monitor_split",
     "open_or_create_store",
     "personal_steps",
     "personalized_evaluation",
     "personalized_evaluation_steps",
     "pooled_baseline",
+    "process_alive",
+    "remove_abandoned",
+    "remove_files",
     "report_run",
     "resolve_config",
+    "round_rows",
+    "run_name",
     "run_rounds",
+    "run_state",
     "simulate",
+    "summarize",
+    "summarize_run",
+    "temporary_name",
     "wants_personalization",
+    "writer_identity",
 ]

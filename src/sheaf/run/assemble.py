@@ -39,16 +39,20 @@ from typing import Any
 
 from sheaf.core.acceptance import OperatorLimits
 from sheaf.core.config import RunConfig
-from sheaf.core.errors import StoreError
+from sheaf.core.errors import ConfigError, StoreError
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, seed_for
 from sheaf.core.sampling import cohort_size
 from sheaf.privacy.aggregation import with_privacy
 from sheaf.privacy.client_steps import PRIVACY_STEPS
-from sheaf.privacy.ledger import simulated_client_privacy
-from sheaf.privacy.plan import PrivacyPlan, deployed_privacy_plan, privacy_plan
+from sheaf.privacy.ledger import PrivateClientTask, simulated_client_privacy
+from sheaf.privacy.plan import EVALUATION_OFF, PrivacyPlan, deployed_privacy_plan, privacy_plan
+from sheaf.run.liveness import writer_identity
 from sheaf.run.personalize import FINETUNE_EVALUATE, personalized_evaluation_steps, wants_personalization
 from sheaf.run.store import RunStore
+from sheaf.run.store_files import holds_nothing, remove_files
+from sheaf.secagg.plan import SecAggPlan, secagg_plan
+from sheaf.secagg.step import with_secure_aggregation
 from sheaf.strategies.base import Strategy
 from sheaf.strategies.ditto import ditto_client_step
 from sheaf.strategies.fednova import fednova_client_step
@@ -79,6 +83,7 @@ class RunParts:
         client_steps: every client step the run may ask its clients to run.
         meta: what the run store records about the run's assembly.
         limits: what a deployment's operator bounds in every update (None in simulation).
+        secagg: the secure-aggregation plan (None without secure aggregation).
     """
 
     config: RunConfig
@@ -91,6 +96,7 @@ class RunParts:
     client_steps: tuple[ClientStep, ...]
     meta: Mapping[str, Any]
     limits: OperatorLimits | None = None
+    secagg: SecAggPlan | None = None
 
 
 def assemble(
@@ -102,6 +108,7 @@ def assemble(
     deployed: bool = False,
     num_classes: int = 0,
     weight_caps: Mapping[int, int] | None = None,
+    secret: bytes = b"",
 ) -> RunParts:
     """Assemble a run's parts from its config (see the module docstring).
 
@@ -114,6 +121,7 @@ def assemble(
             keep its own privacy ledger, no simulated attack or client settings.
         num_classes: classes of the labels (a simulated ``label_flip`` attack needs them).
         weight_caps: a deployment's per-client declared maxima of examples.
+        secret: a deployed server's run secret: its noise for a round is keyed by it.
 
     Raises:
         SheafError: on any setting that does not fit (one clear message).
@@ -124,7 +132,8 @@ def assemble(
     meta: dict[str, Any] = {"population": population, "threads": config.threads}
     runs = task
     if deployed:
-        plan = deployed_privacy_plan(config, population)  # secure noise; clients keep their own ledgers
+        # Secure noise, keyed by the run secret and the round; clients keep their own ledgers.
+        plan = deployed_privacy_plan(config, population, noise_key=secret)
     else:
         runs = attack_task(task, config.attack, population, num_classes, config.seed, size)
         plan = privacy_plan(config, population)
@@ -138,11 +147,25 @@ def assemble(
     if plan is not None:
         chosen = with_privacy(chosen, plan)
         meta["privacy"] = plan.describe()
+        meta["federated_evaluation"] = EVALUATION_OFF  # the loop never evaluates on clients here
         p = config.privacy
         if not deployed and (p.mode == "local" or p.client_budget or p.client_budgets):
             # Only local noise and budgets live on the clients; a central run keeps the plain
             # task (so a batching backend can still train it).
             runs = simulated_client_privacy(runs, p)
+    secure = secagg_plan(config, population, initial.num_elements)
+    if secure is not None:
+        if deployed:
+            raise ConfigError(
+                "secure aggregation runs in simulation for now; its deployment transport is not built yet "
+                "(set secagg.enabled=false for sheaf server)"
+            )
+        # The sum-only strategy (with its private mean, if any) runs through SecAgg+; simulated
+        # clients may draw their rounding and noise from the run's seed (reproducible runs).
+        chosen = with_secure_aggregation(chosen, secure)
+        meta["secagg"] = secure.describe()
+        if not isinstance(runs, PrivateClientTask):
+            runs = simulated_client_privacy(runs, config.privacy)
     meta["strategy"] = chosen.name
     steps = chosen.client_steps
     if wants_personalization(config, chosen):
@@ -156,7 +179,7 @@ def assemble(
             server.max_norm_ratio,
             dict(weight_caps or {}),
         )
-    return RunParts(config, chosen, runs, plan, population, size, initial, steps, meta, limits)
+    return RunParts(config, chosen, runs, plan, population, size, initial, steps, meta, limits, secure)
 
 
 def builtin_client_steps() -> tuple[ClientStep, ...]:
@@ -186,11 +209,19 @@ def open_or_create_store(
 ) -> RunStore:
     """Open the run at ``path`` to resume it (same config), or create it with round 0.
 
+    Either way the store records who writes it now (:func:`~sheaf.run.liveness.writer_identity`),
+    so that readers can tell a running run from one whose writer died; a resumed run that
+    had not finished is marked running again.
+    A file there that holds nothing (what an older sheaf killed while creating the store
+    left: an empty file, or a SQLite file without tables) is replaced by a new store.
+
     Raises:
         StoreError: if a run exists there with a different config.
     """
+    if path.exists() and holds_nothing(path):
+        remove_files(path)
     if not path.exists():
-        return RunStore.create(path, config.to_dict(), params, state, meta)
+        return RunStore.create(path, config.to_dict(), params, state, {**meta, "writer": writer_identity()})
     store = RunStore.open(path)
     stored = store.config
     if stored != config.to_dict():
@@ -200,4 +231,7 @@ def open_or_create_store(
             f"run {str(path)!r} exists with a different config (differs in: {', '.join(changed)}); "
             "choose another run name or delete the file"
         )
+    store.set_meta("writer", writer_identity())
+    if store.meta.get("status") != "finished":
+        store.set_meta("status", "running")
     return store

@@ -18,17 +18,24 @@ Per round:
    are dropouts;
 4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain and
    they meet the strategy's assumption (e.g. Krum's ``n >= 2f + 3``), otherwise keep the
-   model unchanged and record why (with differential privacy, the privacy spent so far
-   is recorded with every round). Whatever goes wrong in aggregation — an exception in a
+   model unchanged and record why. Whatever goes wrong in aggregation — an exception in a
    step, a non-finite or exploding aggregate — skips the round with its reason and the
-   contributors named; the model and the strategy state are kept, never served broken;
+   contributors named; the model and the strategy state are kept, never served broken. A
+   strategy whose aggregate is a differentially private release (``private_release``:
+   central DP) is aggregated whatever number arrived — a decision on the un-noised count
+   would release it —, its updates are bounded by nothing learnt from earlier rounds' raw
+   updates, an aggregate refused after it was computed is still charged (its state moves
+   on, the model does not), and the privacy spent is recorded with every round;
 5. evaluate the new model centrally (if there is a central test set) every
-   ``evaluation.central_interval`` rounds and after the last — in fixed shards combined
-   exactly, in the backend's workers where it has any, so the figures are the same bits
-   on every backend (:mod:`sheaf.evaluation.central`) — and on the
+   ``evaluation.central_interval`` rounds and after the last — on the whole set, or on a
+   fixed subset and the whole set only after the last (``evaluation.monitor``); the whole
+   set in fixed shards combined exactly, in the backend's workers where it has any, so the
+   figures are the same bits on every backend (:mod:`sheaf.evaluation.central`) — and on the
    clients' local test splits every ``evaluation.interval`` rounds and after the last (at
    most ``evaluation.max_clients`` clients: a fixed sample drawn once from the seed; with
-   personalised models beside the global one when asked, :mod:`sheaf.run.personalize`);
+   personalised models beside the global one when asked, :mod:`sheaf.run.personalize`) —
+   unless the run is differentially private, whose clients' raw test metrics would leave
+   them outside the mechanism (``RunConfig.federated_evaluation``);
 6. commit the round to the store in one transaction, then tell the listener.
 """
 
@@ -38,7 +45,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -59,10 +66,11 @@ from sheaf.privacy.aggregation import PRIVACY
 from sheaf.run.personalize import personalized_evaluation, wants_personalization
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
+from sheaf.secagg.step import SECURE_AGGREGATION
 from sheaf.strategies.base import RoundContext, Strategy, StrategyState, WeightedSum
 from sheaf.task.base import EvalResult, Task
 
-__all__ = ["Federated", "RoundListener", "run_rounds"]
+__all__ = ["Federated", "RoundListener", "monitor_split", "run_rounds"]
 
 
 class RoundListener(Protocol):
@@ -107,6 +115,28 @@ def _weighted(records: Sequence[ClientRecord], metric: str) -> float:
     return float(sum(v * n for v, n in values) / weight) if weight else float("nan")
 
 
+#: Fit metrics of the standard training loop that ``RoundRecord.fit`` does not repeat.
+_BUILT_IN = frozenset({"train_loss", "steps"})
+
+
+def _own_metrics(records: Sequence[ClientRecord], rule: UpdateRule) -> list[str]:
+    """The fit metrics a task reported or logged itself: not the standard loop's, and none a
+    strategy step reads for its server half (e.g. DP's below-clip bit, released only noised)."""
+    read = {m.name for m in rule.metrics}
+    names = {name for r in records for name in r.metrics}
+    return sorted(names - _BUILT_IN - read)
+
+
+def _metrics(result: EvalResult) -> dict[str, float]:
+    return {"loss": result.loss, **result.metrics}
+
+
+def _sharded(task: Task, params: Params, split: Split, shard_rows: int) -> EvalResult:
+    """The server's own evaluation of ``params`` on ``split`` in this process, in fixed shards
+    combined exactly, with whatever the task logs there (:mod:`sheaf.evaluation.central`)."""
+    return combine_shards(evaluate_shards(task, params, split, central_shards(len(split), shard_rows)))
+
+
 def _population(parts: Federated) -> Population:
     fed = parts.federation
     return fed if isinstance(fed, Population) else Population.of(fed)
@@ -148,7 +178,7 @@ def _central_evaluation(parts: Federated, params: Params, test: Split) -> EvalRe
         results = backend.evaluate_central(params, shards)  # the backend holds this federation's test set
     else:
         results = evaluate_shards(parts.task, params, test, shards)
-    return combine_shards(results)
+    return combine_shards(results)  # each shard with what the task logged evaluating it
 
 
 def _checked(updates: Sequence[Update], like: Params, rule: UpdateRule) -> tuple[list[Update], list[ClientFailure]]:
@@ -212,24 +242,51 @@ def _merged(summed: ExactSum, updates: Sequence[Update], like: Params) -> Weight
     return WeightedSum.from_exact(total)
 
 
+def monitor_split(test: Split | None, rows: int) -> Split | None:
+    """The fixed subset of ``rows`` evenly spaced rows of the central test set that rounds
+    are watched on (``evaluation.monitor``), or None to evaluate the whole set every round.
+
+    Example:
+        >>> test = Split(np.arange(10.0).reshape(10, 1), np.arange(10) % 2)
+        >>> monitor_split(test, 4).x.ravel().tolist(), monitor_split(test, 0), monitor_split(test, 10)
+        ([0.0, 3.0, 6.0, 9.0], None, None)
+    """
+    if test is None or rows <= 0 or rows >= len(test):
+        return None
+    keep = np.unique(np.linspace(0, len(test) - 1, rows).round().astype(np.int64))
+    return Split(test.x[keep], test.y[keep])
+
+
+class _Skipped(NamedTuple):
+    """A round that is not served: why, and the strategy state to keep."""
+
+    reason: str
+    state: StrategyState
+
+
 def _aggregate(
     strategy: Strategy, value: Sequence[Update] | WeightedSum, state: StrategyState, ctx: RoundContext, used: set[int]
-) -> tuple[Params, StrategyState, dict[str, float]] | str:
+) -> tuple[Params, StrategyState, dict[str, float]] | _Skipped:
     """The strategy's aggregate, or why the round must be skipped with the model kept.
 
     Nothing a client sent may crash the server or poison the model it serves: an exception
     anywhere in the chain and an aggregate that is not finite or explodes are refused, and
-    the contributors are named in the round's note.
+    the contributors are named in the round's note. The state is kept too — except after a
+    differentially private release that is refused: refusing is decided on the noised
+    aggregate, so the round is charged (the state, with its privacy ledger, moves on).
     """
     try:
         params, new_state, metrics = strategy.aggregate(value, state, ctx)
     except AggregationError as exc:  # e.g. too few updates for Krum: skip the round, say why
-        return str(exc)
+        return _Skipped(str(exc), state)
     except Exception as exc:  # a step that breaks on what arrived: the run goes on without this round
-        return f"aggregation failed ({type(exc).__name__}: {exc}); model kept; contributors: {sorted(used)}"
+        return _Skipped(
+            f"aggregation failed ({type(exc).__name__}: {exc}); model kept; contributors: {sorted(used)}", state
+        )
     problem = aggregate_problem(ctx.params, params)
     if problem is not None:
-        return f"aggregate refused: {problem}; model kept; contributors: {sorted(used)}"
+        kept = new_state if strategy.private_release else state
+        return _Skipped(f"aggregate refused: {problem}; model kept; contributors: {sorted(used)}", kept)
     return params, new_state, metrics
 
 
@@ -252,6 +309,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
     # single update: neither the strategy's steps nor its acceptance rule.
     strategy = parts.strategy
     reduce = not strategy.reads_updates
+    monitor = monitor_split(clients_of_run.central_test, config.evaluation.monitor)
     if listener is not None:
         listener.on_start(config, store.last_round + 1, size, population)
 
@@ -263,7 +321,10 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         sent = strategy.configure(state, ctx)
         rule = strategy.update_rule
         if parts.limits is not None:
-            rule = parts.limits.rule_for(rule, _previous_median(history))
+            # A private release is bounded by its clip norm; a bound learnt from earlier rounds'
+            # raw updates would make who counts now depend on who took part then, unaccounted.
+            median = None if strategy.private_release else _previous_median(history)
+            rule = parts.limits.rule_for(rule, median, params)
         outcome = parts.backend.fit(
             Cohort(
                 round,
@@ -285,11 +346,14 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         clients.sort(key=lambda c: c.client_id)
 
         succeeded = len(clients)
-        aggregated = succeeded >= config.strategy.min_clients
+        # A private mean's release must not depend on the raw count of arrivals: never skip it.
+        aggregated = strategy.private_release or succeeded >= config.strategy.min_clients
         note = (
             "" if aggregated else f"{succeeded} updates, fewer than strategy.min_clients={config.strategy.min_clients}"
         )
         fit: dict[str, float] = {"train_loss": _weighted(clients, "train_loss")}
+        # What the task reports or logs itself (sheaf.task.log_metrics), as a weighted mean per round.
+        fit.update({name: _weighted(clients, name) for name in _own_metrics(clients, strategy.update_rule)})
         median = _median_norm(updates, outcome.reports)
         if math.isfinite(median):  # what the next round's relative norm bound starts from
             fit["update_norm_median"] = median
@@ -298,22 +362,26 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             summed = None if outcome.summed is None else _merged(outcome.summed, updates, params)
             used = {c.client_id for c in clients}
             result = _aggregate(strategy, summed or updates, state, ctx, used)
-            if isinstance(result, str):
-                aggregated, note = False, result
+            if isinstance(result, _Skipped):
+                aggregated, note, state = False, result.reason, result.state
             else:
                 params, state, agg_metrics = result
                 fit.update(agg_metrics)
+                fit.update(strategy.report(state).get(SECURE_AGGREGATION, {}))  # who the secure sum held
                 # A client's state moves on only if its update was used.
                 new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
 
         central_metrics: Mapping[str, float] = {}
+        monitor_metrics: Mapping[str, float] = {}
         every = config.evaluation.central_interval
         if clients_of_run.central_test is not None and (round % every == 0 or round == config.rounds):
-            central = _central_evaluation(parts, params, clients_of_run.central_test)
-            central_metrics = {"loss": central.loss, **central.metrics}
+            if monitor is not None:
+                monitor_metrics = _metrics(_sharded(parts.task, params, monitor, config.evaluation.shard_rows))
+            if monitor is None or round == config.rounds:
+                central_metrics = _metrics(_central_evaluation(parts, params, clients_of_run.central_test))
 
         federated: dict[str, dict[str, float]] = {}
-        if config.evaluation.federated and (round % config.evaluation.interval == 0 or round == config.rounds):
+        if config.federated_evaluation and (round % config.evaluation.interval == 0 or round == config.rounds):
             if eval_clients is None:
                 eval_clients = _evaluation_clients(parts, clients_of_run)
             federated, eval_records, eval_failures = _federated_evaluation(parts, params, eval_clients)
@@ -340,6 +408,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             seconds=time.perf_counter() - started,
             note=note,
             privacy=strategy.report(state).get(PRIVACY, {}),
+            monitor=dict(monitor_metrics),
         )
         store.commit_round(
             record, params, state, clients, failures, keep_params=config.keep_params, client_states=new_states

@@ -8,7 +8,9 @@ has authorised (it holds no data, so usually no central test set).
 
 Cohorts are sampled by *position* in the sorted client ids, from (seed, round) only, so
 the cohort of a round never depends on which clients happen to be connected, and a
-federation's clients ``0..n-1`` give exactly the cohorts of a plain simulation.
+federation's clients ``0..n-1`` give exactly the cohorts of a plain simulation. A deployed
+server's population holds its run secret instead: its cohorts come from (secret, round),
+which no client can compute (:func:`~sheaf.core.sampling.secret_cohort`).
 
 Example:
     >>> import numpy as np
@@ -19,12 +21,12 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from sheaf.core.errors import ConfigError
-from sheaf.core.sampling import sample_cohort
+from sheaf.core.sampling import sample_cohort, secret_cohort
 from sheaf.data.dataset import Federation, Split
 
 __all__ = ["Population"]
@@ -39,6 +41,8 @@ class Population:
         evaluation_clients: the clients asked to evaluate the global model on their local
             test splits (a subset of ``client_ids``).
         central_test: the server's own held-out data, or None when it has none.
+        secret: a deployed server's run secret: cohorts are drawn from it, not from the
+            seed (empty: seeded cohorts, a simulation's).
 
     Raises:
         ConfigError: if the ids are empty, unsorted or repeated, or an evaluation client is
@@ -48,6 +52,7 @@ class Population:
     client_ids: tuple[int, ...]
     evaluation_clients: tuple[int, ...] = ()
     central_test: Split | None = None
+    secret: bytes = field(default=b"", repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.client_ids:
@@ -76,7 +81,11 @@ class Population:
         """The ``size`` clients sampled for ``round``, in increasing id order.
 
         With ``rate`` (Poisson sampling) each client is included with that probability and
-        ``size`` is ignored (:func:`~sheaf.core.sampling.sample_cohort`).
+        ``size`` is ignored (:func:`~sheaf.core.sampling.sample_cohort`). With a
+        :attr:`secret`, ``seed`` is not used.
         """
-        positions = sample_cohort(self.num_clients, size, seed=seed, round=round, rate=rate)
+        if self.secret:
+            positions = secret_cohort(self.num_clients, size, secret=self.secret, round=round, rate=rate)
+        else:
+            positions = sample_cohort(self.num_clients, size, seed=seed, round=round, rate=rate)
         return [self.client_ids[int(p)] for p in positions]

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from sheaf.core.errors import StoreError
 from sheaf.evaluation.report import render_report
+from sheaf.run.export import client_names
+from sheaf.run.liveness import run_state
 from sheaf.run.personalize import PERSONALIZED
 from sheaf.run.store import RunStore
 
@@ -29,7 +32,8 @@ def report_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]
         out_dir: where to write; default a folder beside the store, named after it.
 
     Returns:
-        The written files: ``accuracy.png``, ``loss.png``, ``clients.png``, ``report.html``.
+        The written files: ``accuracy.png``, ``loss.png``, ``clients.png``, ``privacy.png``
+        for a differentially private run, and ``report.html``.
 
     Raises:
         StoreError: if the store is missing or invalid, or holds no finished round.
@@ -45,15 +49,29 @@ def report_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]
         tuned = store.client_records(round=last_eval, phase=PERSONALIZED) if last_eval else []
         failures = len(store.failures())
     personal = {rec.client_id: rec.metrics.get("accuracy", math.nan) for _, rec in tuned}
-    clients = [
-        (
-            rec.client_id,
-            rec.num_examples,
-            rec.metrics.get("loss", math.nan),
-            rec.metrics.get("accuracy", math.nan),
-            *((personal.get(rec.client_id, math.nan),) if personal else ()),
+    names = client_names(meta)
+    clients: dict[int, dict[str, Any]] = {}
+    data = meta.get("client_data") or {}
+    classes = [str(c) for c in data.get("classes", [])]
+    for i, counts in enumerate(data.get("labels", [])):
+        clients[i] = {
+            "id": i,
+            "name": names.get(i, str(i)),
+            "train": data["train"][i],
+            "test": data["test"][i],
+            "labels": " · ".join(f"{c}: {n}" for c, n in zip(classes, counts, strict=False) if n),
+        }
+    for _, rec in records:
+        row = clients.setdefault(
+            rec.client_id, {"id": rec.client_id, "name": names.get(rec.client_id, str(rec.client_id))}
         )
-        for _, rec in records
-    ]
+        row.update(
+            examples=rec.num_examples,
+            loss=rec.metrics.get("loss", math.nan),
+            accuracy=rec.metrics.get("accuracy", math.nan),
+        )
+        if personal:
+            row["personalised"] = personal.get(rec.client_id, math.nan)
     out = Path(out_dir) if out_dir is not None else path.with_suffix("")
-    return render_report(path.stem, meta, history, clients, failures, out)
+    described = {**meta, "status": run_state(meta).value}  # never "running" for a dead run
+    return render_report(path.stem, described, history, [clients[c] for c in sorted(clients)], failures, out)

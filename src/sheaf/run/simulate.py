@@ -23,17 +23,20 @@ from sheaf.backends.pool import warm_up
 from sheaf.backends.registry import build_backend
 from sheaf.core.config import RunConfig, apply_overrides, load_config
 from sheaf.core.params import Params
-from sheaf.data.catalog import build_federation
+from sheaf.data.catalog import build_federation, dataset_defaults
 from sheaf.data.dataset import Federation
+from sheaf.data.dtypes import conform_federation
+from sheaf.data.summary import client_data
 from sheaf.evaluation.history import History
 from sheaf.run.assemble import assemble, open_or_create_store
 from sheaf.run.loop import Federated, RoundListener, run_rounds
+from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
 from sheaf.task.base import Task
 from sheaf.task.device import resolve_device
 from sheaf.task.factory import build_task
 
-__all__ = ["SimulationResult", "resolve_config", "simulate"]
+__all__ = ["SimulationResult", "load_run_config", "resolve_config", "simulate"]
 
 
 def _clean(value: Any) -> Any:
@@ -89,16 +92,36 @@ class SimulationResult:
         if personal:
             summary["personalized_accuracy"] = _clean(dict(personal))
         privacy = self.history.final_privacy
-        if privacy:
-            summary.update(_clean({key: privacy[key] for key in ("epsilon", "delta", "noise_multiplier", "clip")}))
+        keys = ("epsilon", "delta", "noise_multiplier", "clip", "epsilon_server")
+        summary.update(_clean({key: privacy[key] for key in keys if key in privacy}))
+        if self.config.secagg.enabled:
+            summary["secure_aggregation"] = True
+            summary["distributed_dp"] = self.config.secagg.dp == "distributed"
         return summary
 
 
+def load_run_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """A run's config from a TOML file (or none) and ``key=value`` overrides, on top of the
+    chosen dataset's own defaults (``sheaf datasets``; e.g. heart's small model and learning
+    rate): what the file or the overrides set wins.
+
+    Example:
+        >>> cfg = load_run_config(overrides=["dataset=heart", "rounds=5"])
+        >>> cfg.rounds, cfg.train.lr, cfg.data.partition, cfg.model.hidden
+        (5, 0.01, 'natural', (16,))
+
+    Raises:
+        ConfigError: if the file is missing or not valid TOML, or any setting is invalid.
+    """
+    return load_config(path, overrides, defaults=dataset_defaults)
+
+
 def resolve_config(config: RunConfig | str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
-    """A RunConfig from a config object, a TOML path or the defaults, with overrides applied."""
+    """A RunConfig from a config object (taken as it is), a TOML path or the defaults (both
+    on top of the dataset's own defaults, :func:`load_run_config`), with overrides applied."""
     if isinstance(config, RunConfig):
         return RunConfig.from_dict(apply_overrides(config.to_dict(), overrides))
-    return load_config(config, overrides)
+    return load_run_config(config, overrides)
 
 
 def _run_path(config: RunConfig) -> Path:
@@ -111,6 +134,15 @@ def _run_path(config: RunConfig) -> Path:
         n += 1
         path = folder / f"{stem}-{n}.sqlite"
     return path
+
+
+def _mark_interrupted(store: RunStore) -> None:
+    """Say in the store that the run stopped early (Ctrl-C, an error), if the store still can."""
+    try:
+        if store.meta.get("status") != "finished":
+            store.set_meta("status", "interrupted")
+    except Exception:  # the store itself may be what failed; the original error matters more
+        pass
 
 
 def simulate(
@@ -150,6 +182,7 @@ def simulate(
     if runner.name in ("pool", "auto"):
         warm_up(cfg.engine, cfg.threads)  # the pool's forkserver imports torch while the data loads
     fed = federation if federation is not None else build_federation(cfg.data, cfg.seed)
+    fed = conform_federation(fed)  # float32 features, int64 labels: cast if safe, else one line now
     user_task = task if task is not None else build_task(cfg, fed.info)
     parts = assemble(
         cfg, population=fed.num_clients, task=user_task, strategy=strategy, num_classes=fed.info.num_classes
@@ -162,11 +195,17 @@ def simulate(
     }
     if fed.preprocessing:
         meta["preprocessing"] = dict(fed.preprocessing)  # the (fitted) pipeline, JSON
+    described = client_data(fed)
+    if described is not None:  # each client's rows and labels, for the report and dashboard
+        meta["client_data"] = described
     device = resolve_device(cfg.engine.device)  # after the task: "auto" looks for a GPU where torch is loaded
     path = _run_path(cfg)
     store = open_or_create_store(path, cfg, parts.initial, parts.strategy.init(parts.initial), meta)
     store.set_meta("device", device)
     env = SimulationEnv(parts.task, fed, cfg.seed, cfg.threads, cfg.engine, parts.cohort, parts.client_steps, device)
+    told = getattr(listener, "on_store", None)  # optional: where the run is stored
+    if callable(told):
+        told(path)
     try:
         runner.start(env)
         try:
@@ -180,6 +219,9 @@ def simulate(
         finally:
             runner.close()
         store.set_meta("status", "finished")
+    except BaseException:
+        _mark_interrupted(store)
+        raise
     finally:
         store.close()
     return SimulationResult(cfg, history, params, path, time.perf_counter() - started, used)

@@ -224,6 +224,11 @@ class AggregateStep(Generic[S]):
             n >= 2f + 3 = 5 updates"``).
         weighted_mean: True if the step is the plain example-weighted mean of the deltas,
             which a differentially private mean may stand in for.
+        private_release: True if the step's output is a differentially private release of
+            the updates (the central private mean), so the round loop decides nothing on
+            what the mechanism does not release: it aggregates every round that reached the
+            clients whatever number of updates arrived (never skipping one for fewer than
+            ``strategy.min_clients`` on the un-noised count).
     """
 
     init: Callable[[Params], S]
@@ -233,6 +238,7 @@ class AggregateStep(Generic[S]):
     min_updates: int = 1
     assumption: str = ""
     weighted_mean: bool = False
+    private_release: bool = False
     client: ClientHalf = NO_CLIENT_HALF
     configure: ConfigureFn[S] | None = None
     report: ReportFn[S] | None = None
@@ -307,6 +313,11 @@ class Strategy:
     def min_updates(self) -> int:
         """The fewest updates a round needs for the aggregate step's assumption to hold."""
         return self.aggregator.min_updates
+
+    @property
+    def private_release(self) -> bool:
+        """Whether the aggregate is a differentially private release (see :class:`AggregateStep`)."""
+        return self.aggregator.private_release
 
     @property
     def client_steps(self) -> tuple[ClientStep, ...]:

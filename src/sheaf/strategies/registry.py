@@ -75,10 +75,10 @@ def build_strategy(config: StrategyConfig) -> Strategy:
     accepted = list(inspect.signature(factory).parameters)
     for key in config.options:
         if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=1)
+            valid = ["fraction", "min_clients", "sampling", *accepted]
+            close = difflib.get_close_matches(key, valid, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            valid = ", ".join(["fraction", "min_clients", "sampling", *accepted])
-            raise ConfigError(f"unknown setting strategy.{key} for {config.name!r}{hint} valid: {valid}")
+            raise ConfigError(f"unknown setting strategy.{key} for {config.name!r}{hint} valid: {', '.join(valid)}")
     try:
         return factory(**config.options)
     except TypeError as exc:

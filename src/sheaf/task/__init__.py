@@ -27,6 +27,7 @@ from sheaf.task.client_steps import (
     steps_by_name,
 )
 from sheaf.task.factory import build_task, load_task
+from sheaf.task.metric_log import collecting, log_metrics
 
 if TYPE_CHECKING:
     from sheaf.task import optim
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
         model_factory,
     )
     from sheaf.task.torch_task import MetricFn, OptimizerFn, TorchTask, TrainFn, accuracy
+from sheaf.task.metric_log import with_logged
 
 __all__ = [
     "GRADIENT_CORRECTION",
@@ -67,11 +69,13 @@ __all__ = [
     "build_task",
     "char_lstm",
     "cnn",
+    "collecting",
     "evaluate_client",
     "fit_client",
     "fit_instructions",
     "fit_with_steps",
     "load_task",
+    "log_metrics",
     "logistic_regression",
     "malicious_clients",
     "malicious_in_round",
@@ -84,6 +88,7 @@ __all__ = [
     "resolve_steps",
     "step_names",
     "steps_by_name",
+    "with_logged",
 ]
 
 _LAZY = {

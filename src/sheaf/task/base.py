@@ -107,7 +107,10 @@ class Task(Protocol):
     """The user's learning code. Implementations must be deterministic given the seed.
 
     A task may also define ``setup_worker(threads: int) -> None``; backends call it once in
-    every worker before any work (TorchTask fixes torch's thread count there).
+    every worker before any work (TorchTask fixes torch's thread count there). And it may
+    define ``check_evaluation(client_id: int) -> None``, which raises to refuse evaluating
+    for that client (a data owner's own policy: one with a privacy budget sends no
+    unaccounted test metrics); clients ask it before every evaluation.
     """
 
     def init_params(self, seed: int) -> Params:

@@ -31,6 +31,7 @@ from sheaf.core.update import Scalar, TensorGroups, Update, validate_metrics
 from sheaf.data.dataset import ClientData
 from sheaf.task.base import EvalResult, FitInstructions, Task
 from sheaf.task.client_steps import ClientStep, fit_with_steps
+from sheaf.task.metric_log import collecting, with_logged
 
 __all__ = ["evaluate_client", "fit_client", "fit_instructions"]
 
@@ -43,9 +44,16 @@ def fit_instructions(
     options: Mapping[str, Scalar] | None = None,
     payload: TensorGroups | None = None,
     client_state: TensorGroups | None = None,
+    *,
+    seed: int | None = None,
 ) -> FitInstructions:
-    """The instructions for one client in one round, with its own derived seed."""
-    seed = seed_for(run_seed, Purpose.FIT, round=round, client=client_id)
+    """The instructions for one client in one round, with its own derived seed.
+
+    ``seed``, if given, is that seed already derived (a deployed client is sent its own
+    seed for each round, never the run seed); otherwise it is derived from ``run_seed``.
+    """
+    if seed is None:
+        seed = seed_for(run_seed, Purpose.FIT, round=round, client=client_id)
     return FitInstructions(
         round, client_id, train, seed, dict(options or {}), dict(payload or {}), dict(client_state or {})
     )
@@ -63,11 +71,13 @@ def fit_client(
     payload: TensorGroups | None = None,
     client_state: TensorGroups | None = None,
     steps: Sequence[ClientStep] = (),
+    seed: int | None = None,
 ) -> tuple[Update, TensorGroups | None]:
     """Train one client; return its update (delta from ``params``) and its new state.
 
     The client ``steps`` (e.g. SCAFFOLD's client half) run around ``task.fit``, the first
-    outermost (:mod:`sheaf.task.client_steps`).
+    outermost (:mod:`sheaf.task.client_steps`). ``seed`` is the client's training seed for
+    the round if it was derived elsewhere (:func:`fit_instructions`).
 
     Returns:
         The update to send, and the client's new persistent state (None: unchanged).
@@ -75,10 +85,11 @@ def fit_client(
     Raises:
         ClientFailure: if the task raised, or returned params that do not match.
     """
-    instructions = fit_instructions(run_seed, round, data.client_id, train, options, payload, client_state)
+    instructions = fit_instructions(run_seed, round, data.client_id, train, options, payload, client_state, seed=seed)
     try:
-        result = fit_with_steps(task, data, params, instructions, steps)
-        metrics = validate_metrics(result.metrics, source=f"client {data.client_id} fit metrics")
+        with collecting() as logged:
+            result = fit_with_steps(task, data, params, instructions, steps)
+        metrics = validate_metrics(with_logged(result.metrics, logged), source=f"client {data.client_id} fit metrics")
         update = Update.from_params(data.client_id, params, result.params, result.num_examples, metrics, result.extras)
         return update, result.client_state
     except Exception as exc:  # user code: anything may go wrong; report it per client
@@ -86,14 +97,19 @@ def fit_client(
 
 
 def evaluate_client(task: Task, data: ClientData, params: Params) -> EvalResult:
-    """Evaluate ``params`` on the client's local test split.
+    """Evaluate ``params`` on the client's local test split, if the client's task allows it
+    (its optional ``check_evaluation``, see :class:`~sheaf.task.base.Task`).
 
     Raises:
-        ClientFailure: if the task raised or returned unusable metrics.
+        ClientFailure: if the task refused, raised or returned unusable metrics.
     """
     try:
-        result = task.evaluate(params, data.test)
-        metrics = validate_metrics(result.metrics, source=f"client {data.client_id} evaluation")
+        check = getattr(task, "check_evaluation", None)
+        if callable(check):
+            check(data.client_id)  # the client's own policy may refuse before anything is computed
+        with collecting() as logged:
+            result = task.evaluate(params, data.test)
+        metrics = validate_metrics(with_logged(result.metrics, logged), source=f"client {data.client_id} evaluation")
         if math.isinf(result.loss):
             raise ValueError("evaluation loss is infinite")
         return EvalResult(float(result.loss), int(result.num_examples), metrics)

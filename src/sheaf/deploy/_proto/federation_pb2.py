@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sheaf/deploy/_proto/federation.proto\x12\x08sheaf.v1\"G\n\nTensorSpec\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\r\n\x05shape\x18\x04 \x03(\x03\"j\n\x06Scalar\x12\x14\n\nbool_value\x18\x01 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x15\n\x0b\x66loat_value\x18\x03 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\"<\n\x0bNamedScalar\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.sheaf.v1.Scalar\"6\n\x0bJoinRequest\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x15\n\rsheaf_version\x18\x02 \x01(\t\"\xb5\x01\n\tJoinReply\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x11\n\tclient_id\x18\x02 \x01(\x03\x12\x13\n\x0b\x63lient_name\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x05 \x01(\t\x12\x1a\n\x12heartbeat_interval\x18\x06 \x01(\x01\x12\x13\n\x0b\x63hunk_bytes\x18\x07 \x01(\x03\x12\x18\n\x10max_update_bytes\x18\x08 \x01(\x03\"\"\n\x10HeartbeatRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x0eHeartbeatReply\x12\x10\n\x08\x66inished\x18\x01 \x01(\x08\"3\n\x0bPullRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"\xad\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12 \n\x04kind\x18\x02 \x01(\x0e\x32\x12.sheaf.v1.TaskKind\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x11\n\tclient_id\x18\x04 \x01(\x03\x12$\n\x05train\x18\x05 \x03(\x0b\x32\x15.sheaf.v1.NamedScalar\x12&\n\x07options\x18\x06 \x03(\x0b\x32\x15.sheaf.v1.NamedScalar\x12%\n\x07tensors\x18\x07 \x03(\x0b\x32\x14.sheaf.v1.TensorSpec\x12\x13\n\x0btotal_bytes\x18\x08 \x01(\x03\x12\x18\n\x10\x61ggregated_round\x18\t \x01(\x03\x12\x16\n\x0etensors_digest\x18\n \x01(\t\x12\x14\n\x0c\x63lient_steps\x18\x0b \x03(\t\"-\n\x04Idle\x12\x13\n\x0bretry_after\x18\x01 \x01(\x01\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"w\n\x0bTaskMessage\x12\x1e\n\x04task\x18\x01 \x01(\x0b\x32\x0e.sheaf.v1.TaskH\x00\x12 \n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x0f.sheaf.v1.ChunkH\x00\x12\x1e\n\x04idle\x18\x03 \x01(\x0b\x32\x0e.sheaf.v1.IdleH\x00\x42\x06\n\x04part\"\x8e\x02\n\x06Result\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tupdate_id\x18\x02 \x01(\t\x12 \n\x04kind\x18\x03 \x01(\x0e\x32\x12.sheaf.v1.TaskKind\x12\r\n\x05round\x18\x04 \x01(\x03\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x03\x12&\n\x07metrics\x18\x06 \x03(\x0b\x32\x15.sheaf.v1.NamedScalar\x12\x0c\n\x04loss\x18\x07 \x01(\x01\x12%\n\x07tensors\x18\x08 \x03(\x0b\x32\x14.sheaf.v1.TensorSpec\x12\x13\n\x0btotal_bytes\x18\t \x01(\x03\x12\x0f\n\x07\x66\x61ilure\x18\n \x01(\t\x12\x16\n\x0etensors_digest\x18\x0b \x01(\t\"]\n\rResultMessage\x12\"\n\x06result\x18\x01 \x01(\x0b\x32\x10.sheaf.v1.ResultH\x00\x12 \n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x0f.sheaf.v1.ChunkH\x00\x42\x06\n\x04part\"A\n\tPushReply\x12$\n\x06status\x18\x01 \x01(\x0e\x32\x14.sheaf.v1.PushStatus\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t*<\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x07\n\x03\x46IT\x10\x01\x12\x0c\n\x08\x45VALUATE\x10\x02*_\n\nPushStatus\x12\x1b\n\x17PUSH_STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\t\n\x05STALE\x10\x03\x12\x0c\n\x08REJECTED\x10\x04\x32\xfd\x01\n\nFederation\x12\x32\n\x04Join\x12\x15.sheaf.v1.JoinRequest\x1a\x13.sheaf.v1.JoinReply\x12\x41\n\tHeartbeat\x12\x1a.sheaf.v1.HeartbeatRequest\x1a\x18.sheaf.v1.HeartbeatReply\x12:\n\x08PullTask\x12\x15.sheaf.v1.PullRequest\x1a\x15.sheaf.v1.TaskMessage0\x01\x12<\n\nPushResult\x12\x17.sheaf.v1.ResultMessage\x1a\x13.sheaf.v1.PushReply(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$sheaf/deploy/_proto/federation.proto\x12\x08sheaf.v1\"G\n\nTensorSpec\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\r\n\x05shape\x18\x04 \x03(\x03\"j\n\x06Scalar\x12\x14\n\nbool_value\x18\x01 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x15\n\x0b\x66loat_value\x18\x03 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\"<\n\x0bNamedScalar\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.sheaf.v1.Scalar\"6\n\x0bJoinRequest\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x15\n\rsheaf_version\x18\x02 \x01(\t\"s\n\x0eRunDescription\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06hidden\x18\x03 \x03(\x03\x12\x0e\n\x06rounds\x18\x04 \x01(\x03\x12\x10\n\x08strategy\x18\x05 \x01(\t\x12\x0f\n\x07privacy\x18\x06 \x01(\t\"\xda\x01\n\tJoinReply\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x11\n\tclient_id\x18\x02 \x01(\x03\x12\x13\n\x0b\x63lient_name\x18\x03 \x01(\t\x12\x0e\n\x06run_id\x18\x04 \x01(\t\x12\x1a\n\x12heartbeat_interval\x18\x06 \x01(\x01\x12\x13\n\x0b\x63hunk_bytes\x18\x07 \x01(\x03\x12\x18\n\x10max_update_bytes\x18\x08 \x01(\x03\x12%\n\x03run\x18\t \x01(\x0b\x32\x18.sheaf.v1.RunDescriptionJ\x04\x08\x05\x10\x06R\x0b\x63onfig_json\"\"\n\x10HeartbeatRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\"\n\x0eHeartbeatReply\x12\x10\n\x08\x66inished\x18\x01 \x01(\x08\"3\n\x0bPullRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"\xbb\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12 \n\x04kind\x18\x02 \x01(\x0e\x32\x12.sheaf.v1.TaskKind\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x11\n\tclient_id\x18\x04 \x01(\x03\x12$\n\x05train\x18\x05 \x03(\x0b\x32\x15.sheaf.v1.NamedScalar\x12&\n\x07options\x18\x06 \x03(\x0b\x32\x15.sheaf.v1.NamedScalar\x12%\n\x07tensors\x18\x07 \x03(\x0b\x32\x14.sheaf.v1.TensorSpec\x12\x13\n\x0btotal_bytes\x18\x08 \x01(\x03\x12\x18\n\x10\x61ggregated_round\x18\t \x01(\x03\x12\x16\n\x0etensors_digest\x18\n \x01(\t\x12\x14\n\x0c\x63lient_steps\x18\x0b \x03(\t\x12\x0c\n\x04seed\x18\x0c \x01(\x04\"-\n\x04Idle\x12\x13\n\x0bretry_after\x18\x01 \x01(\x01\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\"\x15\n\x05\x43hunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"w\n\x0bTaskMessage\x12\x1e\n\x04task\x18\x01 \x01(\x0b\x32\x0e.sheaf.v1.TaskH\x00\x12 \n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x0f.sheaf.v1.ChunkH\x00\x12\x1e\n\x04idle\x18\x03 \x01(\x0b\x32\x0e.sheaf.v1.IdleH\x00\x42\x06\n\x04part\"\x8e\x02\n\x06Result\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tupdate_id\x18\x02 \x01(\t\x12 \n\x04kind\x18\x03 \x01(\x0e\x32\x12.sheaf.v1.TaskKind\x12\r\n\x05round\x18\x04 \x01(\x03\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x03\x12&\n\x07metrics\x18\x06 \x03(\x0b\x32\x15.sheaf.v1.NamedScalar\x12\x0c\n\x04loss\x18\x07 \x01(\x01\x12%\n\x07tensors\x18\x08 \x03(\x0b\x32\x14.sheaf.v1.TensorSpec\x12\x13\n\x0btotal_bytes\x18\t \x01(\x03\x12\x0f\n\x07\x66\x61ilure\x18\n \x01(\t\x12\x16\n\x0etensors_digest\x18\x0b \x01(\t\"]\n\rResultMessage\x12\"\n\x06result\x18\x01 \x01(\x0b\x32\x10.sheaf.v1.ResultH\x00\x12 \n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x0f.sheaf.v1.ChunkH\x00\x42\x06\n\x04part\"A\n\tPushReply\x12$\n\x06status\x18\x01 \x01(\x0e\x32\x14.sheaf.v1.PushStatus\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t*<\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x07\n\x03\x46IT\x10\x01\x12\x0c\n\x08\x45VALUATE\x10\x02*_\n\nPushStatus\x12\x1b\n\x17PUSH_STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\t\n\x05STALE\x10\x03\x12\x0c\n\x08REJECTED\x10\x04\x32\xfd\x01\n\nFederation\x12\x32\n\x04Join\x12\x15.sheaf.v1.JoinRequest\x1a\x13.sheaf.v1.JoinReply\x12\x41\n\tHeartbeat\x12\x1a.sheaf.v1.HeartbeatRequest\x1a\x18.sheaf.v1.HeartbeatReply\x12:\n\x08PullTask\x12\x15.sheaf.v1.PullRequest\x1a\x15.sheaf.v1.TaskMessage0\x01\x12<\n\nPushResult\x12\x17.sheaf.v1.ResultMessage\x1a\x13.sheaf.v1.PushReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sheaf.deploy._proto.federation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKKIND']._serialized_start=1588
-  _globals['_TASKKIND']._serialized_end=1648
-  _globals['_PUSHSTATUS']._serialized_start=1650
-  _globals['_PUSHSTATUS']._serialized_end=1745
+  _globals['_TASKKIND']._serialized_start=1756
+  _globals['_TASKKIND']._serialized_end=1816
+  _globals['_PUSHSTATUS']._serialized_start=1818
+  _globals['_PUSHSTATUS']._serialized_end=1913
   _globals['_TENSORSPEC']._serialized_start=50
   _globals['_TENSORSPEC']._serialized_end=121
   _globals['_SCALAR']._serialized_start=123
@@ -43,28 +43,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NAMEDSCALAR']._serialized_end=291
   _globals['_JOINREQUEST']._serialized_start=293
   _globals['_JOINREQUEST']._serialized_end=347
-  _globals['_JOINREPLY']._serialized_start=350
-  _globals['_JOINREPLY']._serialized_end=531
-  _globals['_HEARTBEATREQUEST']._serialized_start=533
-  _globals['_HEARTBEATREQUEST']._serialized_end=567
-  _globals['_HEARTBEATREPLY']._serialized_start=569
-  _globals['_HEARTBEATREPLY']._serialized_end=603
-  _globals['_PULLREQUEST']._serialized_start=605
-  _globals['_PULLREQUEST']._serialized_end=656
-  _globals['_TASK']._serialized_start=659
-  _globals['_TASK']._serialized_end=960
-  _globals['_IDLE']._serialized_start=962
-  _globals['_IDLE']._serialized_end=1007
-  _globals['_CHUNK']._serialized_start=1009
-  _globals['_CHUNK']._serialized_end=1030
-  _globals['_TASKMESSAGE']._serialized_start=1032
-  _globals['_TASKMESSAGE']._serialized_end=1151
-  _globals['_RESULT']._serialized_start=1154
-  _globals['_RESULT']._serialized_end=1424
-  _globals['_RESULTMESSAGE']._serialized_start=1426
-  _globals['_RESULTMESSAGE']._serialized_end=1519
-  _globals['_PUSHREPLY']._serialized_start=1521
-  _globals['_PUSHREPLY']._serialized_end=1586
-  _globals['_FEDERATION']._serialized_start=1748
-  _globals['_FEDERATION']._serialized_end=2001
+  _globals['_RUNDESCRIPTION']._serialized_start=349
+  _globals['_RUNDESCRIPTION']._serialized_end=464
+  _globals['_JOINREPLY']._serialized_start=467
+  _globals['_JOINREPLY']._serialized_end=685
+  _globals['_HEARTBEATREQUEST']._serialized_start=687
+  _globals['_HEARTBEATREQUEST']._serialized_end=721
+  _globals['_HEARTBEATREPLY']._serialized_start=723
+  _globals['_HEARTBEATREPLY']._serialized_end=757
+  _globals['_PULLREQUEST']._serialized_start=759
+  _globals['_PULLREQUEST']._serialized_end=810
+  _globals['_TASK']._serialized_start=813
+  _globals['_TASK']._serialized_end=1128
+  _globals['_IDLE']._serialized_start=1130
+  _globals['_IDLE']._serialized_end=1175
+  _globals['_CHUNK']._serialized_start=1177
+  _globals['_CHUNK']._serialized_end=1198
+  _globals['_TASKMESSAGE']._serialized_start=1200
+  _globals['_TASKMESSAGE']._serialized_end=1319
+  _globals['_RESULT']._serialized_start=1322
+  _globals['_RESULT']._serialized_end=1592
+  _globals['_RESULTMESSAGE']._serialized_start=1594
+  _globals['_RESULTMESSAGE']._serialized_end=1687
+  _globals['_PUSHREPLY']._serialized_start=1689
+  _globals['_PUSHREPLY']._serialized_end=1754
+  _globals['_FEDERATION']._serialized_start=1916
+  _globals['_FEDERATION']._serialized_end=2169
 # @@protoc_insertion_point(module_scope)

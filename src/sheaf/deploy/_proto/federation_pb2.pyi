@@ -69,25 +69,41 @@ class JoinRequest(_message.Message):
     sheaf_version: str
     def __init__(self, protocol: _Optional[int] = ..., sheaf_version: _Optional[str] = ...) -> None: ...
 
+class RunDescription(_message.Message):
+    __slots__ = ("dataset", "model", "hidden", "rounds", "strategy", "privacy")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    model: str
+    hidden: _containers.RepeatedScalarFieldContainer[int]
+    rounds: int
+    strategy: str
+    privacy: str
+    def __init__(self, dataset: _Optional[str] = ..., model: _Optional[str] = ..., hidden: _Optional[_Iterable[int]] = ..., rounds: _Optional[int] = ..., strategy: _Optional[str] = ..., privacy: _Optional[str] = ...) -> None: ...
+
 class JoinReply(_message.Message):
-    __slots__ = ("protocol", "client_id", "client_name", "run_id", "config_json", "heartbeat_interval", "chunk_bytes", "max_update_bytes")
+    __slots__ = ("protocol", "client_id", "client_name", "run_id", "heartbeat_interval", "chunk_bytes", "max_update_bytes", "run")
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
-    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_UPDATE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
     protocol: int
     client_id: int
     client_name: str
     run_id: str
-    config_json: str
     heartbeat_interval: float
     chunk_bytes: int
     max_update_bytes: int
-    def __init__(self, protocol: _Optional[int] = ..., client_id: _Optional[int] = ..., client_name: _Optional[str] = ..., run_id: _Optional[str] = ..., config_json: _Optional[str] = ..., heartbeat_interval: _Optional[float] = ..., chunk_bytes: _Optional[int] = ..., max_update_bytes: _Optional[int] = ...) -> None: ...
+    run: RunDescription
+    def __init__(self, protocol: _Optional[int] = ..., client_id: _Optional[int] = ..., client_name: _Optional[str] = ..., run_id: _Optional[str] = ..., heartbeat_interval: _Optional[float] = ..., chunk_bytes: _Optional[int] = ..., max_update_bytes: _Optional[int] = ..., run: _Optional[_Union[RunDescription, _Mapping]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("run_id",)
@@ -110,7 +126,7 @@ class PullRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "kind", "round", "client_id", "train", "options", "tensors", "total_bytes", "aggregated_round", "tensors_digest", "client_steps")
+    __slots__ = ("task_id", "kind", "round", "client_id", "train", "options", "tensors", "total_bytes", "aggregated_round", "tensors_digest", "client_steps", "seed")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +138,7 @@ class Task(_message.Message):
     AGGREGATED_ROUND_FIELD_NUMBER: _ClassVar[int]
     TENSORS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     CLIENT_STEPS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     kind: TaskKind
     round: int
@@ -133,7 +150,8 @@ class Task(_message.Message):
     aggregated_round: int
     tensors_digest: str
     client_steps: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., client_id: _Optional[int] = ..., train: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., options: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., aggregated_round: _Optional[int] = ..., tensors_digest: _Optional[str] = ..., client_steps: _Optional[_Iterable[str]] = ...) -> None: ...
+    seed: int
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., client_id: _Optional[int] = ..., train: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., options: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., aggregated_round: _Optional[int] = ..., tensors_digest: _Optional[str] = ..., client_steps: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class Idle(_message.Message):
     __slots__ = ("retry_after", "finished")

@@ -1,0 +1,252 @@
+"""Secure aggregation's cost per round against plain aggregation, as JSON.
+
+    nice python benchmarks/secagg.py [--clients 10,50,100,200] [--lengths 1e4,1e5,1e6]
+                                     [--dropouts 0,0.3] [--bits 32] [--skip 200x1e6x0.3]
+    nice python benchmarks/secagg.py --accuracy [--rounds 100]
+
+For every cohort size n, vector length d and dropout rate, one round of SecAgg+ runs in
+this process (:func:`sheaf.secagg.run_protocol`: the real protocol, every message encoded
+to bytes and decoded), and one round of plain aggregation beside it:
+
+Seconds are CPU seconds of the thread doing the work (``time.thread_time``): what the work
+costs, whatever else runs on the machine (wall seconds of the whole in-process round are
+reported beside them).
+
+- **client seconds**: one client's work — quantising its update (clip, rotate, round into
+  Z_2^32) and its part of the protocol (key generation, Shamir sharing, sealing, mask
+  expansion, signing, unmasking shares), the mean over the cohort; clients run in
+  parallel in a real round, so one client's time is what a round waits for. Plain: one
+  client serialising its float32 update.
+- **server seconds**: the server's part of the protocol (routing, summing masked inputs,
+  checking signatures, rebuilding secrets, removing masks) and decoding the sum. Plain:
+  sheaf's exact weighted sum of the n float32 updates (what the round loop does), with a
+  naive float64 ``numpy`` sum beside it for reference.
+- **round ratio**: (client + server seconds) secure over plain — the aggregation's share
+  of a round; local training, the same in both, is not in it.
+- **bytes**: what one client uploads (every message) and downloads; the quantised update
+  alone (d' ring elements of 4 bytes, d' the rotation's padded length), and the float32
+  update (4 d bytes).
+
+Dropouts: the given share of the clients drops out after sharing its keys, before sending
+its masked input — the costliest point for the server, which must then rebuild each
+dropped client's mask key and remove its pairwise masks from its surviving neighbours'
+inputs. The neighbour graph is planned for the rate (``max_dropout``; threshold half the
+neighbours). Every client holds the same quantised vector (the timings do not depend on
+the values, and the largest cells would otherwise hold gigabytes of inputs); every
+client's masks are its own. Each cell runs ``--repeats`` times (default 3; once for cells
+of more than 2e7 coordinates in all) and reports the fastest run of each side, the usual
+way to time on a shared machine; the load average is printed with the results.
+
+``--accuracy``: digits over 1,000 clients (the setting of ``benchmarks/privacy.py``:
+IID, Poisson sampling of 10% a round, 100 rounds, the 64-64-10 MLP, one local epoch of
+SGD lr 0.1 with batch 4, FedAvgM, C = 0.5, delta 1e-5, seed 0) with central DP and with
+distributed DP both calibrated to epsilon = 3, and distributed DP at the central run's
+noise multiplier; the central accuracy, epsilon, noise multiplier and seconds of each.
+The distributed runs use the real protocol (``--stand-in`` for its exact stand-in).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from sheaf.core.exactsum import ExactSum
+from sheaf.core.params import Params
+from sheaf.core.update import Update
+from sheaf.quantize import Quantizer, SeededBits, choose_scale
+from sheaf.secagg import Stage, protocol_setup, run_protocol
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
+def plain_round(n: int, d: int, update: np.ndarray) -> dict[str, Any]:
+    """One plain round: a client serialises its float32 update; the server sums n exactly."""
+    started = time.thread_time()
+    payload = update.astype(np.float32).tobytes()
+    client = time.thread_time() - started
+    like = Params({"w": np.zeros(d, np.float32)})
+    delta = Params({"w": np.frombuffer(payload, np.float32)})
+    updates = [Update(i, delta, 10 + i) for i in range(n)]
+    started = time.thread_time()
+    exact = ExactSum(like)
+    exact.add_updates(updates)
+    exact.total()
+    server = time.thread_time() - started
+    started = time.thread_time()
+    total = np.zeros(d, np.float64)
+    for u in updates:
+        total += u.num_examples * u.delta["w"]
+    naive = time.thread_time() - started
+    return {"client_s": client, "server_s": server, "numpy_sum_s": naive, "upload_bytes": len(payload)}
+
+
+def secure_round(n: int, d: int, dropout: float, bits: int, update: np.ndarray) -> dict[str, Any]:
+    """One round of SecAgg+ in process, with ``dropout`` of the clients leaving before their input."""
+    scale = choose_scale(bits, clip=10.0, max_weight=1000, inputs=n, length=d)
+    quantizer = Quantizer(d, bits, scale, 10.0, 1000, weighted=True)
+    started = time.thread_time()
+    ring = quantizer.encode(update, weight=7, rotation_seed=1, bits=SeededBits(np.random.default_rng(0)))
+    encode_s = time.thread_time() - started
+    setup = protocol_setup(
+        range(n),
+        instance=os.urandom(16),
+        graph_seed=n,
+        bits=bits,
+        length=quantizer.ring_length,
+        max_dropout=max(dropout, 0.1),
+    )
+    rng = np.random.default_rng(n * 7 + d)
+    dropped = {int(c): Stage.INPUT for c in rng.choice(n, round(dropout * n), replace=False)}
+    started = time.perf_counter()
+    outcome = run_protocol(setup, dict.fromkeys(setup.clients, ring), dropped)
+    wall = time.perf_counter() - started
+    decode_s = 0.0
+    if outcome.total is not None:
+        started = time.thread_time()
+        quantizer.decode(outcome.total, 1)
+        decode_s = time.thread_time() - started
+    clients = [c for c in setup.clients if c not in dropped]
+    width = -(-bits // 8)
+    return {
+        "degree": setup.degree,
+        "threshold": setup.threshold,
+        "min_survivors": setup.min_survivors,
+        "padded_length": quantizer.padded,
+        "aborted": outcome.aborted,
+        "survivors": len(outcome.survivors),
+        "client_s": encode_s + float(np.mean([outcome.client_seconds[c] for c in clients])),
+        "client_encode_s": encode_s,
+        "server_s": outcome.server_seconds + decode_s,
+        "server_decode_s": decode_s,
+        "wall_s": wall,
+        "upload_bytes": float(np.mean([outcome.uploaded[c] for c in clients])),
+        "download_bytes": float(np.mean([outcome.downloaded[c] for c in clients])),
+        "quantised_bytes": quantizer.ring_length * width,
+    }
+
+
+DIGITS = [
+    "dataset=digits",
+    "clients=1000",
+    "partition=iid",
+    "min_samples=1",
+    "test_fraction=0",
+    "evaluation.federated=false",
+    "fraction=0.1",
+    "sampling=poisson",
+    "min_clients=1",
+    "strategy=fedavgm",
+    "epochs=1",
+    "batch_size=4",
+    "lr=0.1",
+    "privacy.delta=1e-5",
+    "privacy.clip=0.5",
+    "backend=inline",
+    "seed=0",
+]
+
+
+def accuracy(rounds: int, stand_in: bool) -> list[dict[str, Any]]:
+    """Central against distributed DP on digits (see the module docstring)."""
+    import tempfile
+
+    import sheaf
+
+    runs = tempfile.mkdtemp()
+    distributed = ["secagg.enabled=true", "secagg.dp=distributed", f"secagg.stand_in={str(stand_in).lower()}"]
+    rows = []
+
+    def one(label: str, settings: list[str]) -> dict[str, Any]:
+        started = time.perf_counter()
+        result = sheaf.simulate(overrides=[*DIGITS, f"rounds={rounds}", f"runs_dir={runs}", *settings])
+        summary = result.summary()
+        row = {
+            "setting": label,
+            "central_accuracy": summary["central_accuracy"],
+            "epsilon": summary.get("epsilon"),
+            "epsilon_server": summary.get("epsilon_server"),
+            "noise_multiplier": summary.get("noise_multiplier"),
+            "rounds_aggregated": sum(1 for r in result.history if r.aggregated),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        return row
+
+    central = one("central DP, epsilon 3", ["privacy.mode=central", "privacy.target_epsilon=3"])
+    rows.append(central)
+    rows.append(one("distributed DP, epsilon 3", [*distributed, "privacy.target_epsilon=3"]))
+    z = central["noise_multiplier"]
+    rows.append(one(f"distributed DP, central's z = {z:.4g}", [*distributed, f"privacy.noise_multiplier={z}"]))
+    rows.append(one("FedAvgM without DP, secure aggregation", ["secagg.enabled=true", "secagg.stand_in=true"]))
+    return rows
+
+
+def _fastest(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run whose client plus server seconds were least."""
+    return min(runs, key=lambda run: run["client_s"] + run["server_s"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", default="10,50,100,200")
+    parser.add_argument("--lengths", default="1e4,1e5,1e6")
+    parser.add_argument("--dropouts", default="0,0.3")
+    parser.add_argument("--bits", type=int, default=32)
+    parser.add_argument("--skip", default="", help="cells to skip, e.g. 200x1e6x0.3 (n x d x dropout)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--accuracy", action="store_true", help="central against distributed DP on digits")
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--stand-in", action="store_true", help="accuracy runs use the exact stand-in")
+    args = parser.parse_args(argv)
+    if args.accuracy:
+        print(json.dumps({"accuracy": accuracy(args.rounds, args.stand_in), "load_average": os.getloadavg()}, indent=1))
+        return
+    skip = {tuple(float(x) for x in cell.split("x")) for cell in args.skip.split(",") if cell}
+    results = []
+    skipped = []
+    for d in (int(x) for x in _floats(args.lengths)):
+        update = np.random.default_rng(d).normal(0, 1e-2, size=d)
+        for n in (int(x) for x in _floats(args.clients)):
+            repeats = args.repeats if n * d <= 2e7 else 1
+            plain = _fastest([plain_round(n, d, update) for _ in range(repeats)])
+            for dropout in _floats(args.dropouts):
+                if (float(n), float(d), dropout) in skip:
+                    skipped.append({"clients": n, "length": d, "dropout": dropout})
+                    continue
+                secure = _fastest([secure_round(n, d, dropout, args.bits, update) for _ in range(repeats)])
+                secure["repeats"] = repeats
+                row = {
+                    "clients": n,
+                    "length": d,
+                    "dropout": dropout,
+                    "bits": args.bits,
+                    **{f"secure_{k}": v for k, v in secure.items()},
+                    **{f"plain_{k}": v for k, v in plain.items()},
+                    "round_ratio": (secure["client_s"] + secure["server_s"]) / (plain["client_s"] + plain["server_s"]),
+                    "server_ratio": secure["server_s"] / plain["server_s"],
+                    "upload_over_quantised": secure["upload_bytes"] / secure["quantised_bytes"],
+                    "upload_over_float32": secure["upload_bytes"] / plain["upload_bytes"],
+                }
+                results.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+    machine = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "platform": platform.platform(),
+    }
+    print(json.dumps({"machine": machine, "results": results, "skipped": skipped}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
