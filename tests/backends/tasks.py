@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -182,3 +184,66 @@ def _clip_apply(updates: Any, state: tuple[()], ctx: RoundContext) -> tuple[list
 def clipped_fedavg() -> Strategy:
     """FedAvg behind a per-update clipping step: needs each update, so nothing is pre-summed."""
     return chain(UpdateStep(_clip_init, _clip_apply, "clip"), weighted_mean(), name="clipped")
+
+
+class Paused:
+    """The MLP task, except that one client in one round has its worker paused (SIGSTOP) for
+    ``seconds`` while it trains, then resumed (SIGCONT) — a process the OS stopped, or a
+    machine that froze. A helper process stops and resumes it: a stopped process cannot."""
+
+    def __init__(self, client: int, round: int, seconds: float) -> None:
+        self.inner = mlp_task()
+        self.client, self.round, self.seconds = client, round, seconds
+
+    def setup_worker(self, threads: int) -> None:
+        prepare_worker(self.inner, threads)
+
+    def init_params(self, seed: int) -> Params:
+        return self.inner.init_params(seed)
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        if (instructions.client_id, instructions.round) == (self.client, self.round):
+            code = (
+                "import os, signal, time; parent = os.getppid(); os.kill(parent, signal.SIGSTOP); "
+                f"time.sleep({self.seconds}); os.kill(parent, signal.SIGCONT)"
+            )
+            subprocess.run([sys.executable, "-c", code], check=True)  # returns once resumed
+        return self.inner.fit(params, data, instructions)
+
+    def evaluate(self, params: Params, data: Split) -> EvalResult:
+        return self.inner.evaluate(params, data)
+
+
+class Uneven:
+    """The MLP task, with one process much slower than the others (the first to claim the
+    marker file in ``folder``), and every client sleeping a few milliseconds drawn from
+    (``seed``, round, client): a slow worker beside fast ones, and arrival orders that change
+    with the seed. Neither may change the model."""
+
+    def __init__(self, folder: str, seed: int, slow: float = 0.05) -> None:
+        self.inner = mlp_task()
+        self.folder, self.seed, self.slow = folder, seed, slow
+        self._slow: bool | None = None
+
+    def setup_worker(self, threads: int) -> None:
+        prepare_worker(self.inner, threads)
+
+    def init_params(self, seed: int) -> Params:
+        return self.inner.init_params(seed)
+
+    def _is_slow(self) -> bool:
+        if self._slow is None:
+            try:
+                os.close(os.open(os.path.join(self.folder, "slow"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                self._slow = True
+            except FileExistsError:
+                self._slow = False
+        return self._slow
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        jitter = np.random.default_rng([self.seed, instructions.round, instructions.client_id]).uniform(0, 0.02)
+        time.sleep(jitter + (self.slow if self._is_slow() else 0.0))
+        return self.inner.fit(params, data, instructions)
+
+    def evaluate(self, params: Params, data: Split) -> EvalResult:
+        return self.inner.evaluate(params, data)
