@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from sheaf.backends.auto import AutoBackend, describe_backend
 from sheaf.backends.base import SimulationEnv
+from sheaf.backends.vectorized import forward_flops
 from sheaf.core.config import EngineConfig
 from sheaf.run.simulate import simulate
 from sheaf.run.store import RunStore
+from sheaf.task import models
 from sheaf.task.torch_task import TorchTask
 from tests.backends.tasks import SMALL, Crashing, digits, mlp_task
 
@@ -85,3 +90,27 @@ def test_the_configured_backend_is_recorded_as_configured(tmp_path: Path, name: 
     )
     with RunStore.open(result.run_path, readonly=True) as store:
         assert (store.meta["backend"], store.meta["backend_reason"]) == (name, "as configured")
+
+
+@pytest.mark.parametrize(
+    ("model", "shape"),
+    [
+        (lambda: models.mlp(64, (64, 32), 10), (64,)),
+        (lambda: models.logistic_regression(16, 2), (16,)),
+        (lambda: models.cnn((1, 28, 28), 10), (1, 28, 28)),
+        (lambda: models.cnn((3, 32, 32), 10), (3, 32, 32)),
+        (lambda: nn.Sequential(nn.Conv1d(4, 8, 3, groups=2), nn.AdaptiveAvgPool1d(1), nn.Flatten()), (4, 20)),
+    ],
+    ids=["mlp", "logistic", "cnn-28", "cnn-32", "grouped-conv1d"],
+)
+def test_flops_of_standard_layers_are_counted_as_torchs_flop_counter_counts_them(
+    model: Callable[[], nn.Module], shape: tuple[int, ...]
+) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    task = TorchTask(model)
+    sample = np.zeros((1, *shape), np.float32)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        task.model(torch.from_numpy(sample))
+    assert forward_flops(task, sample) == counter.get_total_flops()

@@ -107,12 +107,16 @@ def test_closing_stops_the_workers_and_frees_shared_memory(tmp_path: Path) -> No
     from sheaf.backends.base import SimulationEnv
     from tests.backends.tasks import mlp_task
 
+    task = mlp_task()
     backend = PoolBackend(workers=2)
-    backend.start(SimulationEnv(mlp_task(), digits(), seed=0))
+    backend.start(SimulationEnv(task, digits(), seed=0))
+    backend.evaluate([0, 1], task.init_params(0))  # publishes the params' block
     processes = [w.process for w in backend._workers]
-    block = backend._data.handle["name"] if backend._data else ""
+    block = backend._params.handle["name"] if backend._params else ""
+    copies = len(backend._data.copies) if backend._data else 0
     backend.close()
     backend.close()
     assert not any(p.is_alive() for p in processes)
+    assert copies and backend._data is None  # the data it copied into shared files goes with it
     if os.path.isdir("/dev/shm"):
-        assert not os.path.exists(f"/dev/shm/{block.lstrip('/')}")
+        assert block and not os.path.exists(f"/dev/shm/{block.lstrip('/')}")

@@ -34,6 +34,27 @@ def test_the_same_config_and_seed_give_identical_histories_and_models(runs_dir: 
     assert not other.params.array_equal(first.params)
 
 
+def test_central_evaluation_runs_every_central_interval_rounds_and_after_the_last(runs_dir: str) -> None:
+    every = simulate(config(runs_dir, "rounds=5"))
+    sparse = simulate(config(runs_dir, "rounds=5", "evaluation.central_interval=2"))
+    assert [bool(r.central) for r in sparse.history] == [False, True, False, True, True]
+    assert sparse.params.array_equal(every.params)  # evaluation never changes the model
+    assert [r.central for r in sparse.history if r.central] == [every.history[i].central for i in (1, 3, 4)]
+    assert sparse.summary()["central_accuracy"] == every.summary()["central_accuracy"]
+
+
+def test_a_monitored_run_watches_its_subset_every_central_interval_rounds_and_the_whole_set_after_the_last(
+    runs_dir: str,
+) -> None:
+    every = simulate(config(runs_dir, "rounds=5", "evaluation.monitor=40"))
+    sparse = simulate(config(runs_dir, "rounds=5", "evaluation.monitor=40", "evaluation.central_interval=2"))
+    assert [bool(r.monitor) for r in sparse.history] == [False, True, False, True, True]
+    assert [bool(r.central) for r in sparse.history] == [False, False, False, False, True]
+    assert [r.monitor for r in sparse.history if r.monitor] == [every.history[i].monitor for i in (1, 3, 4)]
+    assert sparse.history[-1].central == every.history[-1].central
+    assert sparse.params.array_equal(every.params)
+
+
 def test_every_round_is_in_the_store_with_its_params(runs_dir: str) -> None:
     result = simulate(config(runs_dir))
     with RunStore.open(result.run_path, readonly=True) as store:

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from typing import Any
 
@@ -21,6 +22,8 @@ from sheaf.core.params import Params
 
 __all__ = ["RayTransport", "actor_class"]
 
+logger = logging.getLogger("sheaf.backends")
+
 
 def actor_class() -> Any:
     """The Ray actor class (defined on first use, so sheaf imports without Ray)."""
@@ -28,20 +31,23 @@ def actor_class() -> Any:
 
     class ClientActor:
         def __init__(
-            self, task: Any, data: dict[str, Any], info: Any, seed: int, threads: int, client_steps: Any
+            self, task: Any, data: dict[str, Any], info: Any, seed: int, threads: int, client_steps: Any, device: str
         ) -> None:
             from sheaf.backends._allocator import tune_allocator
             from sheaf.backends._runner import WorkerRunner
-            from sheaf.backends._shared import writable_copy
-            from sheaf.data.dataset import Federation, Split
+            from sheaf.backends._shared import federation_from, writable_copy
+            from sheaf.data.shared import map_arrays, open_files_of
 
             tune_allocator()
-            # Ray gives read-only arrays with normalised strides; TorchTask would copy them and
-            # train with other kernels than the parent's (see sheaf.backends._shared).
-            data = {name: writable_copy(ray.get(ref), data["strides"][name]) for name, ref in data["refs"].items()}
-            x, y = data["x"], data["y"]
-            federation = Federation(info, x, y, data["offsets"], data["train_counts"], Split(x[:0], y[:0]))
-            self.runner = WorkerRunner(task, federation, seed, threads, client_steps)
+            if "pid" in data:  # on the parent's machine: its shared files, mapped copy-on-write (no copy)
+                arrays = map_arrays(open_files_of(data["pid"], data["files"]), data["slots"])
+            else:
+                # Ray gives read-only arrays with normalised strides; TorchTask would copy them and
+                # train with other kernels than the parent's (see sheaf.backends._shared).
+                arrays = {
+                    name: writable_copy(ray.get(ref), data["strides"][name]) for name, ref in data["refs"].items()
+                }
+            self.runner = WorkerRunner(task, federation_from(info, arrays), seed, threads, client_steps, device)
 
         def ready(self) -> bool:
             return True
@@ -63,6 +69,8 @@ def actor_class() -> Any:
                 return self.runner.fit(header["clients"], fit_states(header["states"], arrays))
             if header["op"] == "evaluate":
                 return self.runner.evaluate(header["clients"])
+            if header["op"] == "central":
+                return self.runner.evaluate_central(header["shards"])
             return [self.runner.flush()]
 
     return ray.remote(ClientActor)
@@ -90,21 +98,35 @@ class RayTransport:
         self._make = make
         self.actors: dict[int, Any] = {}
         self._calls: dict[int, deque[Any]] = {}  # each actor's calls in flight, in order
+        self._starting: dict[int, Any] = {}  # actors not known to be ready: their ready() call
         self._begin: tuple[bytes, Any, str] | None = None  # the round (or params) a new actor must see
         self._made = 0
 
     def live(self) -> list[int]:
-        """The actors (a new one queues calls until it is ready)."""
-        return list(self.actors)
+        """The actors known to be ready: a new one shows once it has loaded the task, so that
+        its start-up (seconds) never counts against a client's time limit."""
+        return [worker for worker in self.actors if worker not in self._starting]
 
     def start(self) -> None:
-        """Start an actor, and tell it the current round."""
+        """Start an actor, and tell it the current round (it becomes live when ready)."""
         self._made += 1
         actor = self._make()
         if self._begin is not None:
             actor.begin.remote(*self._begin)
         self.actors[self._made] = actor
         self._calls[self._made] = deque()
+        self._starting[self._made] = actor.ready.remote()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until every starting actor is ready.
+
+        Raises:
+            Exception: what Ray raises when an actor cannot start, or on the timeout.
+        """
+        import ray
+
+        ray.get(list(self._starting.values()), timeout=timeout)
+        self._starting.clear()
 
     def publish(self, message: bytes, params: Any, op: str) -> None:
         """Tell every actor (and each new one) the round's or evaluation's params."""
@@ -124,9 +146,11 @@ class RayTransport:
         if worker in self.actors:
             ray.kill(self.actors.pop(worker))
             del self._calls[worker]
+            self._starting.pop(worker, None)
 
     def wait(self, timeout: float | None) -> list[Event]:
-        """Replies of the calls done within ``timeout`` seconds, actor by actor in call order.
+        """Replies of the calls done within ``timeout`` seconds, actor by actor in call order
+        ([] when only time passed or a new actor became ready).
 
         Raises:
             BackendError: if no actor is left.
@@ -135,10 +159,20 @@ class RayTransport:
 
         if not self.actors:
             raise BackendError("no Ray actors are left to run clients")
-        refs = [ref for calls in self._calls.values() for ref in calls]
+        refs = [ref for calls in self._calls.values() for ref in calls] + list(self._starting.values())
         if not refs or not ray.wait(refs, num_returns=1, timeout=timeout)[0]:
             return []
         done = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
+        for worker, ref in list(self._starting.items()):
+            if ref in done:
+                del self._starting[worker]
+                try:
+                    ray.get(ref)
+                except Exception as exc:  # a replacement that cannot start: the others go on
+                    self.kill(worker)
+                    logger.warning(
+                        "sheaf ray: a new actor failed to start (%s); going on with %d", exc, len(self.actors)
+                    )
         events: list[Event] = []
         for worker, calls in list(self._calls.items()):
             while calls and calls[0] in done:

@@ -6,7 +6,8 @@ wire codec, metrics by :func:`~sheaf.core.update.validate_metrics`, exact sums b
 clients they claim to hold). A reply must be for the client the scheduler expects next, and
 nothing is recorded from one that is refused. Outcomes are sorted by client id, so they do
 not depend on which worker finished first. :func:`fit_cohort` and :func:`evaluate_clients`
-run a cohort through :func:`~sheaf.backends._scheduler.schedule` with these collectors.
+run a cohort through :func:`~sheaf.backends._scheduler.schedule` with these collectors, and
+:func:`evaluate_central_shards` the shards of a central evaluation (as if they were clients).
 
 Example:
     >>> import numpy as np
@@ -22,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sheaf.backends._scheduler import Transport, Work, schedule
@@ -34,7 +35,7 @@ from sheaf.core.params import Params
 from sheaf.core.update import TensorGroups, Update, validate_metrics
 from sheaf.task.base import EvalResult
 
-__all__ = ["EvalCollector", "FitCollector", "evaluate_clients", "fit_cohort"]
+__all__ = ["EvalCollector", "FitCollector", "evaluate_central_shards", "evaluate_clients", "fit_cohort"]
 
 _FLUSH = pack({"op": "flush"})
 
@@ -248,3 +249,35 @@ def evaluate_clients(transport: Transport, client_ids: Sequence[int], *, timeout
     for client, why in schedule(transport, [int(c) for c in client_ids], collector, work, timeout=timeout).items():
         collector.failures[client] = ClientFailure(client, f"evaluate failed: {why}")
     return collector.outcome()
+
+
+def evaluate_central_shards(
+    transport: Transport,
+    shards: Sequence[range],
+    here: Callable[[Sequence[range]], list[EvalResult]],
+    *,
+    timeout: float | None,
+) -> list[EvalResult]:
+    """Evaluate shards of the central test set on ``transport``'s workers (the params already published).
+
+    A single shard, and any shard whose worker failed or was lost, is evaluated ``here``
+    (in the parent), where an error of the task is raised as it would be without workers;
+    a shard's result is the same bits wherever it runs (:mod:`sheaf.evaluation.central`).
+
+    Returns:
+        Each shard's result, in shard order.
+
+    Raises:
+        BackendError: if no worker is left to run work.
+    """
+    if len(shards) <= 1:
+        return here(shards)
+    collector = EvalCollector()
+
+    def message(chunk: Sequence[int]) -> bytes:
+        return pack({"op": "central", "shards": [[i, shards[i].start, shards[i].stop] for i in chunk]})
+
+    schedule(transport, list(range(len(shards))), collector, Work(message), timeout=timeout)
+    missing = [i for i in range(len(shards)) if i not in collector.results]
+    again = dict(zip(missing, here([shards[i] for i in missing]), strict=True))
+    return [collector.results[i] if i in collector.results else again[i] for i in range(len(shards))]

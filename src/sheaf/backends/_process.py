@@ -23,18 +23,20 @@ import pickle
 import queue
 import signal
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from sheaf.backends._allocator import tune_allocator
 from sheaf.backends._runner import WorkerRunner
 from sheaf.backends._scheduler import Died, Event, Replied
-from sheaf.backends._shared import attach
+from sheaf.backends._shared import attach, federation_from
 from sheaf.backends._wire import fit_states, pack, unpack
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
-from sheaf.data.dataset import DatasetInfo, Federation, Split
+from sheaf.data.dataset import DatasetInfo
+from sheaf.data.shared import InheritedFile, SharedSlot, map_arrays
 
-__all__ = ["PoolTransport", "WorkerHandle", "describe_exit", "pool_context", "worker_main"]
+__all__ = ["PoolTransport", "WorkerHandle", "describe_exit", "pool_context", "start_forkserver", "worker_main"]
 
 logger = logging.getLogger("sheaf.backends")
 
@@ -53,6 +55,17 @@ def pool_context() -> Any:
     return context
 
 
+def start_forkserver() -> None:
+    """Start the pool's forkserver now, if it is not running: it imports torch and sheaf in its
+    own process (seconds), so while this process loads its data, and a pool started later
+    finds it ready."""
+    context = pool_context()
+    if context.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def describe_exit(code: int | None) -> str:
     if code is None:
         return "stopped responding"
@@ -67,20 +80,26 @@ def describe_exit(code: int | None) -> str:
 def worker_main(
     conn: multiprocessing.connection.Connection,
     task_bytes: bytes,
-    data: dict[str, Any],
+    files: list[InheritedFile],
+    slots: list[SharedSlot],
     info: DatasetInfo,
     seed: int,
     threads: int,
+    device: str,
 ) -> None:
-    """A pool worker: load the task once, then answer messages until told to stop."""
+    """A pool worker: load the task once, then answer messages until told to stop.
+
+    The federation's arrays are the parent's own pages (``files``, passed as descriptors),
+    mapped copy-on-write: writable with the parent's strides, as the inline backend sees
+    them, because TorchTask copies read-only data and the copy's strides would change its
+    kernels.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
     try:
         tune_allocator()
         task, client_steps = pickle.loads(task_bytes)  # from the parent process, which pickled them
-        _, arrays = attach(data, writable=True)
-        x, y = arrays["x"], arrays["y"]
-        federation = Federation(info, x, y, arrays["offsets"], arrays["train_counts"], Split(x[:0], y[:0]))
-        runner = WorkerRunner(task, federation, seed, threads, client_steps)
+        federation = federation_from(info, map_arrays(files, slots))
+        runner = WorkerRunner(task, federation, seed, threads, client_steps, device)
     except BaseException as exc:
         conn.send_bytes(pack({"op": "error", "reason": f"{type(exc).__name__}: {exc}"}))
         return
@@ -110,6 +129,9 @@ def worker_main(
         elif op == "evaluate":
             for reply in runner.evaluate(header["clients"]):
                 conn.send_bytes(reply)
+        elif op == "central":
+            for reply in runner.evaluate_central(header["shards"]):
+                conn.send_bytes(reply)
         elif op == "flush":
             conn.send_bytes(runner.flush())
 
@@ -117,12 +139,15 @@ def worker_main(
 class WorkerHandle:
     """The parent's view of one worker process: its pipe, its process, its writer thread."""
 
-    def __init__(self, context: Any, index: int, args: tuple[Any, ...]) -> None:
+    def __init__(self, context: Any, index: int, args: tuple[Any, ...], device: str = "cpu") -> None:
         self.conn, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=worker_main, args=(child, *args), name=f"sheaf-pool-{index}", daemon=True)
+        self.process = context.Process(
+            target=worker_main, args=(child, *args, device), name=f"sheaf-pool-{index}", daemon=True
+        )
         self.process.start()
         child.close()
         self.index = index
+        self.device = device
         self.ready = False
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write, name=f"sheaf-pool-{index}-writer", daemon=True)
@@ -160,15 +185,20 @@ class PoolTransport:
 
     Args:
         context: the multiprocessing context workers start from.
-        args: what each worker is started with (see :func:`worker_main`).
+        args: what each worker is started with (see :func:`worker_main`), but its device.
         workers: the list to keep the worker handles in (ready and starting ones).
+        devices: the devices workers compute on; each new worker takes the one fewest
+            workers use (a replacement takes its predecessor's).
     """
 
     replies_per_client = True  # a worker writes each client's reply before the next client
 
-    def __init__(self, context: Any, args: tuple[Any, ...], workers: list[WorkerHandle]) -> None:
+    def __init__(
+        self, context: Any, args: tuple[Any, ...], workers: list[WorkerHandle], devices: Sequence[str] = ("cpu",)
+    ) -> None:
         self._context = context
         self._args = args
+        self._devices = list(devices)
         self.handles = workers
         self.control = b""  # the round (or params) message a new worker must see first
         self.running = False  # all first workers started: later start failures are not fatal
@@ -181,7 +211,8 @@ class PoolTransport:
     def start(self) -> None:
         """Start a worker process (ready once it has loaded the task)."""
         self._started += 1
-        self.handles.append(WorkerHandle(self._context, self._started, self._args))
+        device = min(self._devices, key=lambda d: sum(1 for h in self.handles if h.device == d))
+        self.handles.append(WorkerHandle(self._context, self._started, self._args, device))
 
     def send(self, worker: int, message: bytes) -> None:
         """Queue a message for a worker (nothing if it is gone)."""

@@ -12,7 +12,8 @@ the client steps the run may ask for (given once, at start), and answers message
   exactly as the inline backend does; one reply per client. In a reduced round an update
   the rule accepts is added to the worker's exact sum and only its metrics travel;
 - ``flush``: send the exact sum (and start a new one);
-- ``evaluate``: evaluate some clients; one reply per client.
+- ``evaluate``: evaluate some clients; one reply per client;
+- ``central``: evaluate some shards of the central test set; one reply per shard.
 
 Example:
     >>> import numpy as np
@@ -56,8 +57,9 @@ from sheaf.core.config import TrainConfig
 from sheaf.core.errors import BackendError, ClientFailure, SheafError
 from sheaf.core.exactsum import StackedSum
 from sheaf.core.params import Params
-from sheaf.core.update import TensorGroups
+from sheaf.core.update import TensorGroups, validate_metrics
 from sheaf.data.dataset import Federation
+from sheaf.evaluation.central import evaluate_shards
 from sheaf.task.base import Task, prepare_worker
 from sheaf.task.client_steps import ClientStep, resolve_steps, step_names, steps_by_name
 
@@ -92,12 +94,19 @@ class WorkerRunner:
         seed: the run seed.
         threads: torch threads for this worker.
         client_steps: the client steps rounds may name.
+        device: where this worker computes (``cpu``, ``cuda:N``).
     """
 
     def __init__(
-        self, task: Task, federation: Federation, seed: int, threads: int, client_steps: Sequence[ClientStep] = ()
+        self,
+        task: Task,
+        federation: Federation,
+        seed: int,
+        threads: int,
+        client_steps: Sequence[ClientStep] = (),
+        device: str = "cpu",
     ) -> None:
-        prepare_worker(task, threads)
+        prepare_worker(task, threads, device)
         self.federation = federation
         self._runner = ClientRunner(task, seed)
         self._known = steps_by_name(client_steps)
@@ -173,6 +182,35 @@ class WorkerRunner:
         header, arrays = self._sum.result().to_arrays()
         self._sum = StackedSum(self.params)
         return pack({"op": "sum", "empty": False, **header}, arrays)
+
+    def evaluate_central(self, shards: Sequence[Sequence[int]]) -> list[bytes]:
+        """Evaluate the current params on shards ``[index, start, stop]`` of the central test set; one reply each.
+
+        The reply carries the shard's index where a client's carries its id, so the
+        parent's evaluation collector reads both.
+        """
+        replies = []
+        test = self.federation.central_test
+        for index, start, stop in shards:
+            try:
+                (result,) = evaluate_shards(self._runner.task, self.params, test, [range(int(start), int(stop))])
+                validate_metrics(result.metrics, source="central evaluation")  # what the parent would refuse
+            except Exception as exc:  # the parent evaluates this shard itself (and raises there, if it raises)
+                replies.append(pack({"op": "evaluate", "client": int(index), "ok": False, "reason": repr(exc)}))
+                continue
+            replies.append(
+                pack(
+                    {
+                        "op": "evaluate",
+                        "client": int(index),
+                        "ok": True,
+                        "loss": result.loss,
+                        "num_examples": result.num_examples,
+                        "metrics": dict(result.metrics),
+                    }
+                )
+            )
+        return replies
 
     def evaluate(self, client_ids: Sequence[int]) -> list[bytes]:
         """Evaluate the current params on each client's local test split; one reply per client."""

@@ -73,12 +73,33 @@ from typing import Protocol
 
 from sheaf.core.errors import BackendError
 
-__all__ = ["MAX_CHUNK", "MAX_LOSSES", "Collector", "Died", "Event", "Replied", "Transport", "Work", "schedule"]
+__all__ = [
+    "MAX_CHUNK",
+    "MAX_LOSSES",
+    "Collector",
+    "Died",
+    "Event",
+    "Replied",
+    "Transport",
+    "Work",
+    "chunk_size",
+    "schedule",
+]
 
 logger = logging.getLogger("sheaf.backends")
 
 MAX_CHUNK = 64  # clients in one chunk, at most
 MAX_LOSSES = 3  # times a client's update may be lost with a worker running no client before it fails
+
+
+def chunk_size(waiting: int, workers: int) -> int:
+    """How many of the ``waiting`` clients the next chunk takes, with ``workers`` live workers.
+
+    Which worker runs which clients, in chunks of which sizes, must never change a result:
+    ``tests/backends/test_adversarial_schedules.py`` replaces this with random sizes on the
+    real pool. The scheduler keeps any answer within 1 to ``min(MAX_CHUNK, waiting)``.
+    """
+    return math.ceil(waiting / (2 * workers))
 
 
 @dataclass(frozen=True)
@@ -272,7 +293,7 @@ class _Schedule:
                     if self.suspects:
                         chunk = _Chunk(deque([self.suspects.popleft()]), alone=True)
                     else:
-                        size = max(1, min(MAX_CHUNK, math.ceil(len(self.waiting) / (2 * len(live)))))
+                        size = max(1, min(MAX_CHUNK, len(self.waiting), chunk_size(len(self.waiting), len(live))))
                         chunk = _Chunk(deque(self.waiting.popleft() for _ in range(min(size, len(self.waiting)))))
                     self._send(index, worker, chunk, self.work.message(list(chunk.clients)))
                     sent = True

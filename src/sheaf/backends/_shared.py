@@ -1,8 +1,11 @@
-"""Named arrays in one POSIX shared-memory block, for worker processes to read without copies.
+"""Shared memory for the pool's workers: the federation's data without a copy, and the params.
 
-The pool backend puts the federation's data in one block when it starts and the global
-params in another, rewritten each round: every worker maps both, so no client's data or
-params are copied or pickled per client.
+The federation's arrays already lie in shared files where sheaf built them
+(:mod:`sheaf.data.shared`); :func:`share_arrays` says where, for the workers to map the
+same pages, and copies into shared files only what lies elsewhere (arrays the user built
+in ordinary memory). The global params sit in a named POSIX shared-memory block
+(:class:`SharedArrays`), rewritten each round: every worker maps both, so no client's
+data or params are copied or pickled per client.
 
 Example:
     >>> import numpy as np
@@ -22,14 +25,25 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
 
 from sheaf.core.errors import BackendError
+from sheaf.data.dataset import DatasetInfo, Federation, Split
+from sheaf.data.shared import InheritedFile, SharedSlot, file_of, shared_copy
 
-__all__ = ["SharedArrays", "attach", "writable_copy"]
+__all__ = [
+    "SharedArrays",
+    "SharedData",
+    "attach",
+    "federation_arrays",
+    "federation_from",
+    "share_arrays",
+    "writable_copy",
+]
 
 _ALIGN = 64
 _SHM_DIR = "/dev/shm"
@@ -160,3 +174,65 @@ def attach(
         memory = _Mapped(name=handle["name"])
     assert memory.buf is not None
     return memory, _views(memory.buf, handle["layout"], writable)
+
+
+def federation_arrays(federation: Federation) -> dict[str, np.ndarray[Any, Any]]:
+    """The arrays a worker needs of a federation, by name (see :func:`federation_from`)."""
+    return {
+        "x": federation.x,
+        "y": federation.y,
+        "offsets": federation.offsets,
+        "train_counts": federation.train_counts,
+        "central_x": federation.central_test.x,
+        "central_y": federation.central_test.y,
+    }
+
+
+def federation_from(info: DatasetInfo, arrays: Mapping[str, np.ndarray[Any, Any]]) -> Federation:
+    """A worker's federation from :func:`federation_arrays`' arrays (views of the parent's)."""
+    central = Split(arrays["central_x"], arrays["central_y"])
+    return Federation(info, arrays["x"], arrays["y"], arrays["offsets"], arrays["train_counts"], central)
+
+
+@dataclass(frozen=True)
+class SharedData:
+    """Where a worker finds named arrays: the shared files it is passed as it starts, and
+    each array's place in them (:func:`sheaf.data.shared.map_arrays` maps them).
+
+    Attributes:
+        files: the files, passed to a worker as descriptors.
+        slots: each array's file, offset, dtype, shape and strides.
+        copies: arrays this process had to copy into shared files (kept alive with it).
+    """
+
+    files: list[InheritedFile]
+    slots: list[SharedSlot]
+    copies: list[np.ndarray[Any, Any]]
+
+
+def share_arrays(arrays: Mapping[str, np.ndarray[Any, Any]]) -> SharedData:
+    """Name where each array lies in shared files, copying into one only an array that is not in any.
+
+    Raises:
+        BackendError: if this platform has no shared files to put an array in.
+    """
+    files: dict[int, int] = {}  # descriptor -> position in the passed files
+    passed: list[InheritedFile] = []
+    slots: list[SharedSlot] = []
+    copies: list[np.ndarray[Any, Any]] = []
+    for name, array in arrays.items():
+        where = file_of(array)
+        if where is None:
+            array = shared_copy(array, min_bytes=0)
+            copies.append(array)
+            where = file_of(array)
+            if where is None:  # pragma: no cover - platforms without shared files
+                raise BackendError(
+                    "the pool backend needs shared memory files (memfd or /dev/shm), which this system lacks"
+                )
+        fd, size, offset = where
+        if fd not in files:
+            files[fd] = len(passed)
+            passed.append(InheritedFile(fd, size))
+        slots.append(SharedSlot(name, files[fd], offset, array.dtype.str, array.shape, array.strides))
+    return SharedData(passed, slots, copies)

@@ -129,12 +129,15 @@ class VectorTrainer:
             False runs them client after client inside each (still stacked) step, for
             models whose layers ``vmap`` batches into slower kernels (convolutions become
             grouped convolutions, slower on CPUs than the same convolutions in turn).
+        device: where the stacked clients train (``cpu``, ``cuda:N``); data and params
+            come and go as NumPy arrays.
     """
 
-    def __init__(self, task: TorchTask, batched: bool = True) -> None:
+    def __init__(self, task: TorchTask, batched: bool = True, device: str = "cpu") -> None:
         self.task = task
         self.batched = batched
-        self.model: nn.Module = task.model_fn()
+        self.device = torch.device(device)
+        self.model: nn.Module = task.model_fn().to(self.device)
         self.model.train()
         self.names = [name for name, _ in self.model.named_parameters()]
         self.trainable = [name for name, p in self.model.named_parameters() if p.requires_grad]
@@ -177,7 +180,7 @@ class VectorTrainer:
         handles = [m.register_forward_hook(hook) for m in self.model.modules()]
         try:
             with torch.no_grad():
-                self.model(_tensor(sample[:1]))
+                self.model(_tensor(sample[:1]).to(self.device))
         finally:
             for handle in handles:
                 handle.remove()
@@ -211,7 +214,8 @@ class VectorTrainer:
         local, batch_np = _schedule(sizes, seeds, cfg.epochs, cfg.batch_size)
         first = np.asarray(starts, dtype=np.int64)[:, None, None]
         rows = np.where(local >= 0, local + first, first)  # padding: the client's first row, weight 0
-        weights = torch.from_numpy((local >= 0).astype(np.float32))
+        device = self.device
+        weights = torch.from_numpy((local >= 0).astype(np.float32)).to(device)
         # Gather batches as TorchTask does (indexing a tensor view of the data), so that they
         # keep the data's strides, from which torch picks its kernels.
         source = (torch.from_numpy(x), torch.from_numpy(y)) if x.flags.writeable and y.flags.writeable else None
@@ -219,10 +223,12 @@ class VectorTrainer:
         def gather(picked: npt.NDArray[np.int64]) -> tuple[torch.Tensor, torch.Tensor]:
             if source is not None:
                 index = torch.from_numpy(picked)
-                return source[0][index], source[1][index]
-            return torch.from_numpy(np.take(x, picked, axis=0)), torch.from_numpy(np.take(y, picked, axis=0))
+                xb, yb = source[0][index], source[1][index]
+            else:
+                xb, yb = torch.from_numpy(np.take(x, picked, axis=0)), torch.from_numpy(np.take(y, picked, axis=0))
+            return xb.to(device), yb.to(device)  # themselves on the CPU
 
-        anchors = {name: torch.from_numpy(np.array(params[name])) for name in self.names}
+        anchors = {name: torch.from_numpy(np.array(params[name])).to(device) for name in self.names}
         stacked = {name: anchors[name].expand(count, *anchors[name].shape).clone() for name in self.names}
         buffers: dict[str, list[torch.Tensor | None]] = {
             "first": [None] * len(self.trainable),
@@ -269,7 +275,7 @@ class VectorTrainer:
         """One optimiser step for the clients in ``rows`` of the stack, on their batches."""
         lo, hi = int(rows[0]), int(rows[-1]) + 1
         contiguous = hi - lo == len(rows)
-        picked = torch.from_numpy(rows)
+        picked = torch.from_numpy(rows).to(self.device)
 
         def take(tensor: torch.Tensor) -> torch.Tensor:
             return tensor[lo:hi] if contiguous else tensor.index_select(0, picked)
@@ -321,17 +327,17 @@ class VectorTrainer:
                     full = buffers[kind][i]
                     assert full is not None
                     full.index_copy_(0, picked, buffer)
-        result: npt.NDArray[np.float64] = losses.detach().double().numpy()
+        result: npt.NDArray[np.float64] = losses.detach().double().cpu().numpy()
         return result
 
     def outputs(self, x: npt.NDArray[Any]) -> torch.Tensor:
-        """The model's outputs in evaluation mode, in batches of the task's eval batch size."""
-        step = self.task.eval_batch_size
-        tensor = _tensor(x)
+        """The model's outputs in evaluation mode, in batches of the task's eval batch size (on the CPU)."""
+        step = self.task.eval_batch_size or 4096
+        tensor = _tensor(x).to(self.device)
         self.model.eval()
         try:
             with torch.no_grad():
-                return torch.cat([self.model(tensor[i : i + step]) for i in range(0, len(tensor), step)])
+                return torch.cat([self.model(tensor[i : i + step]) for i in range(0, len(tensor), step)]).cpu()
         finally:
             self.model.train()
 

@@ -27,12 +27,21 @@ import logging
 import pickle
 from collections.abc import Sequence
 
-from sheaf.backends.base import Backend, BackendBase, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.backends.base import (
+    Backend,
+    BackendBase,
+    CentralEvaluator,
+    Cohort,
+    EvalOutcome,
+    FitOutcome,
+    SimulationEnv,
+)
 from sheaf.backends.inline import InlineBackend
 from sheaf.backends.pool import PoolBackend, default_workers
 from sheaf.backends.vectorized import SMALL_FLOPS, VectorizedBackend, forward_flops, vectorize_reason
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
+from sheaf.task.base import EvalResult
 
 __all__ = ["MIN_COHORT", "POOL_MIN_FLOPS", "AutoBackend", "describe_backend"]
 
@@ -68,7 +77,7 @@ class AutoBackend(BackendBase):
         return self.chosen
 
     def _pool_reason(self, env: SimulationEnv) -> str | None:
-        workers = env.engine.workers or default_workers(env.threads)
+        workers = env.engine.workers or default_workers(env.threads, env.device)
         if workers < 2:
             return f"only {workers} worker would fit this machine's cores"
         try:
@@ -83,7 +92,9 @@ class AutoBackend(BackendBase):
 
     def start(self, env: SimulationEnv) -> None:
         """Choose, start the chosen backend and log the choice."""
-        not_vectorized = vectorize_reason(env.task, env.federation)
+        # What can be seen first; the trial step under vmap (a second or two the first time)
+        # only for a model that is small enough to be vectorised at all.
+        not_vectorized = vectorize_reason(env.task)
         work = None  # training FLOPs per round, where they can be estimated
         if not_vectorized is None:
             flops = forward_flops(env.task, env.federation.x[:1])
@@ -94,6 +105,8 @@ class AutoBackend(BackendBase):
                 not_vectorized = f"the model is not small ({flops:,} FLOPs per sample > {SMALL_FLOPS:,})"
             elif 0 < env.cohort_size < MIN_COHORT:
                 not_vectorized = f"{env.cohort_size} clients per round are too few to batch (fewer than {MIN_COHORT})"
+            elif (trial := vectorize_reason(env.task, env.federation)) is not None:
+                not_vectorized = trial
             else:
                 self.chosen = VectorizedBackend(fallback=lambda: self._fallback(env))
                 self.reason = f"a TorchTask with the standard loop and a small model ({flops:,} FLOPs per sample)"
@@ -103,9 +116,7 @@ class AutoBackend(BackendBase):
                 not_pool = f"a round is about {work / 1e6:,.0f} MFLOP of training, too little to spread over processes"
             if not_pool is None:
                 self.chosen = PoolBackend()
-                self.reason = (
-                    f"{not_vectorized}; {env.engine.workers or default_workers(env.threads)} cores for workers"
-                )
+                self.reason = f"{not_vectorized}; {env.engine.workers or default_workers(env.threads, env.device)} cores for workers"
             else:
                 self.chosen = InlineBackend()
                 self.reason = f"{not_vectorized}; {not_pool}"
@@ -126,6 +137,12 @@ class AutoBackend(BackendBase):
     def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
         """Evaluate with the chosen backend."""
         return self.backend.evaluate(client_ids, params)
+
+    def evaluate_central(self, params: Params, shards: Sequence[range]) -> list[EvalResult]:
+        """Central evaluation with the chosen backend (in its workers, if it has any)."""
+        if isinstance(self.backend, CentralEvaluator):
+            return self.backend.evaluate_central(params, shards)
+        return super().evaluate_central(params, shards)
 
     def close(self) -> None:
         """Close the chosen backend (safe to call twice)."""

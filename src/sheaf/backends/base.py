@@ -27,12 +27,14 @@ from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.update import Metrics, Scalar, TensorGroups, Update
 from sheaf.data.dataset import Federation
+from sheaf.evaluation.central import evaluate_shards
 from sheaf.task.base import EvalResult, Task
 from sheaf.task.client_steps import ClientStep
 
 __all__ = [
     "Backend",
     "BackendBase",
+    "CentralEvaluator",
     "ClientReport",
     "Cohort",
     "EvalOutcome",
@@ -57,6 +59,8 @@ class SimulationEnv:
             strategy's and personalised evaluation's). Workers in other processes are
             given these once at start, then only names travel: a cohort's steps must be
             among them.
+        device: where torch computes, resolved for this machine (``cpu``, ``cuda`` for
+            every GPU, ``cuda:N``; :func:`sheaf.task.device.resolve_device`).
     """
 
     task: Task
@@ -66,6 +70,7 @@ class SimulationEnv:
     engine: EngineConfig = field(default_factory=EngineConfig)
     cohort_size: int = 0
     client_steps: tuple[ClientStep, ...] = ()
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -211,8 +216,24 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class CentralEvaluator(Protocol):
+    """A backend that evaluates shards of its federation's central test set itself (every
+    simulation backend; see :mod:`sheaf.evaluation.central`). The round loop evaluates in
+    its own process where the backend is not one (deployment)."""
+
+    def evaluate_central(self, params: Params, shards: Sequence[range]) -> list[EvalResult]:
+        """Evaluate ``params`` on each shard (rows of the central test set), in shard order.
+
+        Raises:
+            SheafError: whatever the task raises evaluating a shard (as in this process).
+        """
+        ...
+
+
 class BackendBase:
-    """What the simulation backends share: use as a context manager, and the started environment.
+    """What the simulation backends share: use as a context manager, the started environment,
+    and central evaluation in this process (backends with workers spread it over them).
 
     Subclasses set ``_env`` in ``start`` and implement ``close``.
     """
@@ -227,6 +248,11 @@ class BackendBase:
 
     def close(self) -> None:
         """Release workers and resources (subclasses override; safe to call twice)."""
+
+    def evaluate_central(self, params: Params, shards: Sequence[range]) -> list[EvalResult]:
+        """Evaluate ``params`` on each shard of the federation's central test set, in turn, here."""
+        env = self.env
+        return evaluate_shards(env.task, params, env.federation.central_test, shards)
 
     @property
     def env(self) -> SimulationEnv:

@@ -34,8 +34,8 @@ class InlineBackend(BackendBase):
         self._runner: ClientRunner | None = None
 
     def start(self, env: SimulationEnv) -> None:
-        """Remember the environment, fix the task's thread count and tune the allocator."""
-        prepare_worker(env.task, env.threads)
+        """Remember the environment, fix the task's thread count and device, and tune the allocator."""
+        prepare_worker(env.task, env.threads, env.device)
         tune_allocator()
         self._env = env
         self._runner = ClientRunner(env.task, env.seed)

@@ -5,10 +5,13 @@ and sheaf once (never a fork of the threaded parent; ``spawn`` where there is no
 forkserver) — that loads the task once, fixes its torch threads, and then trains whichever
 clients it is given
 with :func:`~sheaf.task.client.fit_client` — the same function the inline backend runs, so
-the results are bit-identical. Nothing is copied per client: the federation's data sits in
-one shared-memory block mapped by every worker, and the round's params in another,
-rewritten once per round. Work is handed out in shrinking chunks (a worker that finishes
-early takes more), and replies come back as JSON + raw tensors, never pickle.
+the results are bit-identical. Nothing is copied per client, nor is the data copied for the
+workers: they map the very pages of shared memory the federation was built in
+(:mod:`sheaf.data.shared`; arrays built elsewhere are copied there once), and the round's
+params sit in a shared block rewritten once per round. Work is handed out in shrinking
+chunks (a worker that finishes early takes more), and replies come back as JSON + raw
+tensors, never pickle. Central evaluation runs in the workers too, shard by shard
+(:mod:`sheaf.evaluation.central`).
 
 When the strategy needs only the weighted sum of the updates (FedAvg, FedProx, ...), each
 worker adds its clients' updates into an exact sum (:class:`~sheaf.core.exactsum.ExactSum`)
@@ -30,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import pickle
@@ -38,30 +42,50 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from sheaf.backends._collect import evaluate_clients, fit_cohort
-from sheaf.backends._process import PoolTransport, WorkerHandle, pool_context
+from sheaf.backends._collect import evaluate_central_shards, evaluate_clients, fit_cohort
+from sheaf.backends._process import PoolTransport, WorkerHandle, pool_context, start_forkserver
 from sheaf.backends._runner import round_header
-from sheaf.backends._shared import SharedArrays
+from sheaf.backends._shared import SharedArrays, SharedData, federation_arrays, share_arrays
 from sheaf.backends._wire import pack
 from sheaf.backends.base import BackendBase, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.core.config import EngineConfig
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
-from sheaf.task.base import prepare_worker
+from sheaf.task.base import EvalResult, prepare_worker
+from sheaf.task.device import cuda_count, worker_devices
 
-__all__ = ["PoolBackend", "default_workers"]
+__all__ = ["WORKERS_PER_GPU", "PoolBackend", "default_workers", "warm_up"]
 
 logger = logging.getLogger("sheaf.backends")
 
 _START_TIMEOUT = 300.0  # seconds a new worker may take to import torch and load the task
 
 
-def default_workers(threads: int = 1) -> int:
-    """One worker per available core, divided by the torch threads each one uses."""
+#: Pool workers per GPU by default: while one waits for its GPU, another prepares work.
+WORKERS_PER_GPU = 2
+
+
+def default_workers(threads: int = 1, device: str = "cpu") -> int:
+    """One worker per available core, divided by the torch threads each one uses; on GPUs
+    (``cuda``: all of them, ``cuda:N``: that one) :data:`WORKERS_PER_GPU` per GPU, as
+    far as the cores go."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         cores = os.cpu_count() or 1
-    return max(1, cores // max(1, threads))
+    by_cores = max(1, cores // max(1, threads))
+    if device.startswith("cuda"):
+        gpus = len(set(worker_devices(device, max(1, cuda_count()))))
+        return max(1, min(by_cores, WORKERS_PER_GPU * gpus))
+    return by_cores
+
+
+def warm_up(engine: EngineConfig, threads: int) -> None:
+    """Start what a pool will need before its run knows it needs one (its forkserver), where
+    a pool could run at all (two workers or more): it then starts alongside data loading
+    instead of after it. Costs an idle process where the run ends up not using a pool."""
+    if (engine.workers or default_workers(threads)) >= 2:
+        start_forkserver()
 
 
 class PoolBackend(BackendBase):
@@ -80,7 +104,7 @@ class PoolBackend(BackendBase):
         self._context = pool_context()
         self._workers: list[WorkerHandle] = []
         self._transport: PoolTransport | None = None
-        self._data: SharedArrays | None = None
+        self._data: SharedData | None = None
         self._params: SharedArrays | None = None
         self._finalizer: weakref.finalize[Any, PoolBackend] | None = None
 
@@ -92,7 +116,7 @@ class PoolBackend(BackendBase):
         env = self._env
         if env is not None and env.engine.workers:
             return env.engine.workers
-        return default_workers(env.threads if env is not None else 1)
+        return default_workers(env.threads, env.device) if env is not None else default_workers()
 
     # Start and stop ----------------------------------------------------------------------
     def start(self, env: SimulationEnv) -> None:
@@ -103,7 +127,8 @@ class PoolBackend(BackendBase):
                 or a worker cannot load the task.
         """
         self._env = env
-        prepare_worker(env.task, env.threads)  # this process evaluates centrally: same threads
+        devices = worker_devices(env.device, self.workers)
+        prepare_worker(env.task, env.threads, devices[0])  # central evaluation's fallback runs here: the same
         try:
             task_bytes = pickle.dumps((env.task, env.client_steps))
         except Exception as exc:
@@ -112,10 +137,10 @@ class PoolBackend(BackendBase):
                 f"({exc}); build them from module-level functions (no lambdas or local functions), or use backend=inline"
             ) from None
         fed = env.federation
-        self._data = SharedArrays({"x": fed.x, "y": fed.y, "offsets": fed.offsets, "train_counts": fed.train_counts})
-        args = (task_bytes, self._data.handle, fed.info, env.seed, env.threads)
-        transport = self._transport = PoolTransport(self._context, args, self._workers)
-        self._finalizer = weakref.finalize(self, PoolBackend._cleanup, self._workers, [self._data])
+        self._data = share_arrays(federation_arrays(fed))
+        args = (task_bytes, self._data.files, self._data.slots, fed.info, env.seed, env.threads)
+        transport = self._transport = PoolTransport(self._context, args, self._workers, sorted(set(devices)))
+        self._finalizer = weakref.finalize(self, PoolBackend._cleanup, self._workers, [])
         for _ in range(self.workers):
             transport.start()
         deadline = time.monotonic() + _START_TIMEOUT
@@ -145,8 +170,8 @@ class PoolBackend(BackendBase):
 
     def close(self) -> None:
         """Stop the workers and free the shared memory (safe to call twice)."""
-        PoolBackend._cleanup(self._workers, [self._data, self._params])
-        self._data = self._params = None
+        PoolBackend._cleanup(self._workers, [self._params])
+        self._data, self._params = None, None
         if self._finalizer is not None:
             self._finalizer.detach()
         self._env = None
@@ -182,7 +207,7 @@ class PoolBackend(BackendBase):
                 old.close()
             if self._finalizer is not None:
                 self._finalizer.detach()
-            self._finalizer = weakref.finalize(self, PoolBackend._cleanup, self._workers, [self._data, self._params])
+            self._finalizer = weakref.finalize(self, PoolBackend._cleanup, self._workers, [self._params])
         else:
             self._params.write(params)
         self.transport.publish(pack({**header, "op": op, "params": self._params.handle}, arrays))
@@ -197,3 +222,10 @@ class PoolBackend(BackendBase):
         """Evaluate the clients in the workers (one model per worker, params shared)."""
         self._publish(params, "params", {})
         return evaluate_clients(self.transport, client_ids, timeout=self.env.engine.client_timeout or None)
+
+    def evaluate_central(self, params: Params, shards: Sequence[range]) -> list[EvalResult]:
+        """Evaluate the central test set's shards in the workers (the same bits as in this process)."""
+        if len(shards) > 1:
+            self._publish(params, "params", {})
+        here = functools.partial(super().evaluate_central, params)
+        return evaluate_central_shards(self.transport, shards, here, timeout=self.env.engine.client_timeout or None)

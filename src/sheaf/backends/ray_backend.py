@@ -4,7 +4,8 @@
 given by ``engine.ray_address`` (e.g. ``ray://head:10001`` or ``auto``; every node needs
 sheaf and the task's code installed). Each actor holds one
 :class:`~sheaf.backends._runner.WorkerRunner` — the task loaded once, the federation's data
-taken once from Ray's object store (zero-copy on the same node) — and trains chunks of
+mapped from this process's shared memory where Ray runs on this machine alone (no copy:
+:mod:`sheaf.data.shared`), else taken once from Ray's object store — and trains chunks of
 clients with :func:`~sheaf.task.client.fit_client`, so results are bit-identical to the
 inline and pool backends. Params go to the object store once per round; replies are sheaf's
 own JSON + raw tensors. For sum-only strategies each actor keeps an exact partial sum.
@@ -26,17 +27,22 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from collections.abc import Sequence
+from typing import Any
 
 from sheaf.backends._actors import RayTransport, actor_class
-from sheaf.backends._collect import evaluate_clients, fit_cohort
+from sheaf.backends._collect import evaluate_central_shards, evaluate_clients, fit_cohort
 from sheaf.backends._runner import round_header
+from sheaf.backends._shared import SharedData, federation_arrays, share_arrays
 from sheaf.backends._wire import pack
 from sheaf.backends.base import BackendBase, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
-from sheaf.task.base import prepare_worker
+from sheaf.task.base import EvalResult, prepare_worker
+from sheaf.task.device import worker_devices
 
 __all__ = ["RayBackend", "ray_available"]
 
@@ -68,6 +74,7 @@ class RayBackend(BackendBase):
         self._address = address
         self._env: SimulationEnv | None = None
         self._transport: RayTransport | None = None
+        self._shared: SharedData | None = None  # what the actors map, kept alive here
         self._owns_ray = False
 
     @property
@@ -102,7 +109,7 @@ class RayBackend(BackendBase):
         except ImportError:
             raise BackendError("the ray backend needs Ray: pip install 'sheaf[ray]'") from None
         self._env = env
-        prepare_worker(env.task, env.threads)  # this process evaluates centrally: same threads
+        prepare_worker(env.task, env.threads, worker_devices(env.device, 1)[0])  # central evaluation's fallback
         address = self._address if self._address is not None else env.engine.ray_address
         if not ray.is_initialized():
             try:
@@ -110,26 +117,62 @@ class RayBackend(BackendBase):
             except Exception as exc:
                 raise BackendError(f"cannot start or join Ray at {address or 'a local instance'}: {exc}") from None
             self._owns_ray = True
-        fed = env.federation
-        names = ("x", "y", "offsets", "train_counts")
-        data = {
-            "refs": {name: ray.put(getattr(fed, name)) for name in names},
-            "strides": {name: list(getattr(fed, name).strides) for name in names},
-        }
-        args = (env.task, data, fed.info, env.seed, env.threads, env.client_steps)
-        remote = actor_class().options(num_cpus=env.threads)
-        transport = self._transport = RayTransport(lambda: remote.remote(*args))
         count = (
             self._requested or env.engine.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // env.threads)  # type: ignore[no-untyped-call]
         )
+        if env.device != "cpu" and not ray.cluster_resources().get("GPU", 0):  # type: ignore[no-untyped-call]
+            self.close()
+            raise BackendError(f"engine.device={env.device} but the Ray cluster has no GPUs; use engine.device=cpu")
+        local = len([node for node in ray.nodes() if node.get("Alive")]) == 1  # type: ignore[no-untyped-call]
+        try:
+            self._start_actors(env, count, self._local_data(env) if local else self._stored_data(env))
+        except BackendError as exc:
+            if not local:
+                self.close()
+                raise
+            # The actors could not open this process's shared files: the object store instead.
+            logger.warning("sheaf ray: %s; putting the data in Ray's object store instead", exc)
+            try:
+                self._start_actors(env, count, self._stored_data(env))
+            except BackendError:
+                self.close()
+                raise
+        logger.info("sheaf ray: %d actors, %d torch thread(s) each", count, env.threads)
+
+    def _local_data(self, env: SimulationEnv) -> dict[str, Any]:
+        """For actors on this machine: where the data lies in this process's shared files (no copy)."""
+        self._shared = share_arrays(federation_arrays(env.federation))
+        files = [[file.fd, file.size] for file in self._shared.files]
+        return {"pid": os.getpid(), "files": files, "slots": self._shared.slots}
+
+    def _stored_data(self, env: SimulationEnv) -> dict[str, Any]:
+        """For actors anywhere in a cluster: the data in Ray's object store (each actor copies it)."""
+        import ray
+
+        arrays = federation_arrays(env.federation)
+        return {
+            "refs": {name: ray.put(array) for name, array in arrays.items()},
+            "strides": {name: list(array.strides) for name, array in arrays.items()},
+        }
+
+    def _start_actors(self, env: SimulationEnv, count: int, data: dict[str, Any]) -> None:
+        import ray
+
+        gpus = 0.0
+        if env.device != "cpu":  # Ray gives each actor its share of the GPUs (CUDA_VISIBLE_DEVICES)
+            gpus = min(1.0, float(ray.cluster_resources().get("GPU", 0)) / count)  # type: ignore[no-untyped-call]
+        device = "cpu" if env.device == "cpu" else "cuda:0"  # of the GPUs Ray lets the actor see
+        args = (env.task, data, env.federation.info, env.seed, env.threads, env.client_steps, device)
+        remote = actor_class().options(num_cpus=env.threads, num_gpus=gpus)
+        transport = self._transport = RayTransport(lambda: remote.remote(*args))
         for _ in range(count):
             transport.start()
         try:
-            ray.get([actor.ready.remote() for actor in transport.actors.values()], timeout=_START_TIMEOUT)
+            transport.wait_ready(_START_TIMEOUT)
         except Exception as exc:
-            self.close()
+            transport.close()
+            self._transport = None
             raise BackendError(f"Ray actors could not load the task: {exc}") from None
-        logger.info("sheaf ray: %d actors, %d torch thread(s) each", count, env.threads)
 
     def close(self) -> None:
         """Stop the actors (and Ray, if this backend started it); safe to call twice."""
@@ -141,6 +184,7 @@ class RayBackend(BackendBase):
 
             ray.shutdown()
             self._owns_ray = False
+        self._shared = None
         self._env = None
 
     def _publish(self, params: Params, op: str, message: bytes) -> None:
@@ -158,3 +202,10 @@ class RayBackend(BackendBase):
         """Evaluate the clients on the actors."""
         self._publish(params, "params", pack({"op": "params"}))
         return evaluate_clients(self.transport, client_ids, timeout=self.env.engine.client_timeout or None)
+
+    def evaluate_central(self, params: Params, shards: Sequence[range]) -> list[EvalResult]:
+        """Evaluate the central test set's shards on the actors (the same bits as in this process)."""
+        if len(shards) > 1:
+            self._publish(params, "params", pack({"op": "params"}))
+        here = functools.partial(super().evaluate_central, params)
+        return evaluate_central_shards(self.transport, shards, here, timeout=self.env.engine.client_timeout or None)

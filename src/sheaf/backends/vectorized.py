@@ -34,7 +34,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sheaf.backends._allocator import tune_allocator
-from sheaf.backends.base import Backend, BackendBase, ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.backends.base import (
+    Backend,
+    BackendBase,
+    CentralEvaluator,
+    ClientReport,
+    Cohort,
+    EvalOutcome,
+    FitOutcome,
+    SimulationEnv,
+)
 from sheaf.backends.inline import InlineBackend
 from sheaf.core.errors import ClientFailure, SheafError
 from sheaf.core.exactsum import ExactSum
@@ -44,6 +53,7 @@ from sheaf.core.update import Update
 from sheaf.data.dataset import ClientData, Federation, Split
 from sheaf.task.base import EvalResult, Task, prepare_worker
 from sheaf.task.client import evaluate_client
+from sheaf.task.device import process_device
 
 if TYPE_CHECKING:
     from sheaf.backends._vmap import ChunkResult, VectorTrainer
@@ -61,15 +71,11 @@ SMALL_FLOPS = 1_000_000
 
 
 def forward_flops(task: Task, sample: np.ndarray[Any, Any]) -> int:
-    """Floating-point operations of one sample's forward pass of a TorchTask's model."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    """Floating-point operations of one sample's forward pass of a TorchTask's model, as torch's
+    ``FlopCounterMode`` counts them (:mod:`sheaf.backends._flops`)."""
+    from sheaf.backends._flops import forward_flops as count  # imports torch
 
-    model = getattr(task, "model")  # noqa: B009 - a TorchTask's model
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.from_numpy(np.array(sample[:1])))
-    return int(counter.get_total_flops())
+    return count(task, sample)
 
 
 def vectorize_reason(task: Task, federation: Federation | None = None) -> str | None:
@@ -89,7 +95,7 @@ def vectorize_reason(task: Task, federation: Federation | None = None) -> str | 
     from sheaf.core.config import TrainConfig
 
     try:
-        trainer = VectorTrainer(task)  # type: ignore[arg-type]
+        trainer = VectorTrainer(task, device=process_device())  # type: ignore[arg-type]
         x, y = federation.x[:2], federation.y[:2]
         trainer.train(task.init_params(0), x, y, [0, 0], [len(y)] * 2, [1, 2], TrainConfig(epochs=1, batch_size=2), 0.0)
     except Exception as exc:
@@ -156,7 +162,7 @@ class VectorizedBackend(BackendBase):
     def start(self, env: SimulationEnv) -> None:
         """Check that the task can be vectorised (else start the fallback, saying why)."""
         self._env = env
-        prepare_worker(env.task, env.threads)
+        prepare_worker(env.task, env.threads, env.device)
         tune_allocator()
         self.reason = vectorize_reason(env.task, env.federation)
         if self.reason is not None:
@@ -166,7 +172,7 @@ class VectorizedBackend(BackendBase):
         from sheaf.backends._vmap import VectorTrainer
 
         self.batched = len(env.federation.x) == 0 or forward_flops(env.task, env.federation.x[:1]) <= SMALL_FLOPS
-        self._trainer = VectorTrainer(env.task, self.batched)  # type: ignore[arg-type]
+        self._trainer = VectorTrainer(env.task, self.batched, process_device())  # type: ignore[arg-type]
         sample = env.federation.x[:1]
         self._act_bytes = self._trainer.activation_bytes(sample) if len(sample) else 0
         self._per_client = sum(p.numel() * p.element_size() for p in self._trainer.model.parameters())
@@ -242,6 +248,13 @@ class VectorizedBackend(BackendBase):
         return outcome.outcome()
 
     # Evaluation ------------------------------------------------------------------------------
+    def evaluate_central(self, params: Params, shards: Sequence[range]) -> list[EvalResult]:
+        """Central evaluation with the task, shard by shard: here, or in the fallback's workers
+        when the whole task runs there (the same bits either way)."""
+        if self.reason is not None and isinstance(self._fallback, CentralEvaluator):
+            return self._fallback.evaluate_central(params, shards)
+        return super().evaluate_central(params, shards)
+
     def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
         """Evaluate with one batched forward pass over many clients' test rows."""
         if self._trainer is None:
@@ -332,7 +345,7 @@ class _Assembly:
         import torch
 
         deltas = {
-            name: (result.params[name] - torch.from_numpy(np.array(like))).numpy()
+            name: (result.params[name].cpu() - torch.from_numpy(np.array(like))).numpy()
             for name, like in self.cohort.params.items()
         }
         metrics = [

@@ -147,18 +147,15 @@ class ProgressListener(StoreListener):
         )
 
     def on_round(self, record: RoundRecord) -> None:
-        """Advance the bar with the round's figures; warn once if the run diverges."""
+        """Advance the bar with the round's figures (the last central ones between central
+        evaluations); warn once if the run diverges."""
         super().on_round(record)
         self._records.append(record)
         central = record.central or record.monitor  # between the ends of a monitored run: its subset
-        self._progress.update(
-            self._task,
-            completed=record.round,
-            acc=_num(central.get("accuracy")),
-            loss=_num(central.get("loss")),
-            clients=f"{record.completed}/{record.sampled}",
-            eps=_epsilon(record.privacy),
-        )
+        figures: dict[str, Any] = {"clients": f"{record.completed}/{record.sampled}", "eps": _epsilon(record.privacy)}
+        if central:
+            figures.update(acc=_num(central.get("accuracy")), loss=_num(central.get("loss")))
+        self._progress.update(self._task, completed=record.round, **figures)
         warning = None if self._warned else divergence(self._records)
         if warning is not None:
             self._warned = True

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -208,17 +209,25 @@ class EvalConfig:
         max_clients: federated evaluation uses at most this many clients: a fixed sample,
             drawn once from the run seed, of the clients with a local test split (0: all).
             Keeps evaluation bounded in federations of a million clients.
-        monitor: if > 0, rounds evaluate the global model on a fixed subset of this many
-            evenly spaced rows of the central test set (``RoundRecord.monitor``), to watch
-            progress cheaply, and the whole central test set only after the last round
-            (``RoundRecord.central``, the figure every headline shows); 0: the whole set
-            every round.
+        monitor: if > 0, central evaluations (every ``central_interval`` rounds) use a fixed
+            subset of this many evenly spaced rows of the central test set
+            (``RoundRecord.monitor``), to watch progress cheaply, and the whole central test
+            set only after the last round (``RoundRecord.central``, the figure every
+            headline shows); 0: the whole set each time.
+        central_interval: central evaluation (on the server's test set, or its ``monitor``
+            subset) every this many rounds, and always after the last round.
+        shard_rows: central evaluation cuts the central test set into shards of this many
+            rows, evaluated in parallel where the backend has workers and combined
+            exactly, so the result is the same on every backend (0: one shard, in the
+            run's own process; see ``sheaf.evaluation.central``).
     """
 
     interval: int = 5
     federated: bool | str = "auto"
     max_clients: int = 10_000
     monitor: int = 0
+    central_interval: int = 1
+    shard_rows: int = 1000
 
     def __post_init__(self) -> None:
         _check(self.interval >= 1, "evaluation.interval", ">= 1", self.interval)
@@ -229,9 +238,9 @@ class EvalConfig:
             self.federated,
         )
         _check(self.max_clients >= 0, "evaluation.max_clients", ">= 0 (0: all clients)", self.max_clients)
-        _check(
-            self.monitor >= 0, "evaluation.monitor", ">= 0 (0: the whole central test set every round)", self.monitor
-        )
+        _check(self.monitor >= 0, "evaluation.monitor", ">= 0 (0: the whole central test set each time)", self.monitor)
+        _check(self.central_interval >= 1, "evaluation.central_interval", ">= 1", self.central_interval)
+        _check(self.shard_rows >= 0, "evaluation.shard_rows", ">= 0 (0: one shard)", self.shard_rows)
 
 
 @dataclass(frozen=True)
@@ -247,14 +256,26 @@ class EngineConfig:
         client_timeout: seconds one client may train or evaluate in a ``pool`` worker or
             Ray actor before the worker is killed, replaced and the client counted as a
             dropout; 0 waits as long as it takes.
+        device: where TorchTask computes: ``cpu`` (the default, so that a config gives
+            the same model on every machine), ``auto`` (a CUDA GPU if torch sees one, else
+            the CPU), ``cuda`` (every GPU: the pool deals its workers over them) or
+            ``cuda:N``. Results depend on it, as on ``threads`` (see
+            ``sheaf.task.device``); the device a run used is recorded with it.
     """
 
     workers: int = 0
     memory_mb: int = 1024
     ray_address: str = ""
     client_timeout: float = 0.0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        _check(
+            isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+            "engine.device",
+            "auto, cpu, cuda or cuda:N",
+            self.device,
+        )
         _check(self.workers >= 0, "engine.workers", ">= 0 (0: one per core)", self.workers)
         _check(self.memory_mb >= 1, "engine.memory_mb", ">= 1", self.memory_mb)
         _check(self.client_timeout >= 0, "engine.client_timeout", ">= 0 (0: no limit)", self.client_timeout)

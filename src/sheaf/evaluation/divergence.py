@@ -3,7 +3,9 @@
 A run diverges when its loss climbs far above where it started and stays there: a learning
 rate too high for the model, or differential-privacy noise too large for the cohort (a
 private run whose central loss went from 47 to 225 was one). The rule, on the central loss
-(the monitored subset's, or the clients' training loss where there is no central test set):
+(the monitored subset's in a monitored run, the rounds with a central evaluation where it
+runs every ``evaluation.central_interval`` rounds, or the clients' training loss where there
+is no central test set):
 
 - the loss of the last round is not finite, or
 - each of the last ``window`` rounds' losses is above ``factor`` times the lowest loss so
@@ -40,8 +42,8 @@ def loss_series(records: Sequence[RoundRecord]) -> tuple[str, list[tuple[int, fl
         ("clients' training loss", "fit", "train_loss"),
     ):
         values = [(r.round, float(v)) for r in records if isinstance(v := getattr(r, section).get(key), int | float)]
-        if section == "central" and len(values) < len(records) // 2:
-            continue  # only the last round has a central figure: watch the monitored subset
+        if section == "central" and any("loss" in r.monitor for r in records):
+            continue  # a monitored run: only the last round has a central figure; watch the subset
         if values:
             return label, values
     return "", []

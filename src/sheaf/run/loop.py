@@ -26,8 +26,11 @@ Per round:
    would release it —, its updates are bounded by nothing learnt from earlier rounds' raw
    updates, an aggregate refused after it was computed is still charged (its state moves
    on, the model does not), and the privacy spent is recorded with every round;
-5. evaluate the new model centrally (if there is a central test set: every round, or on a
-   fixed subset every round and the whole set after the last, ``evaluation.monitor``), and on the
+5. evaluate the new model centrally (if there is a central test set) every
+   ``evaluation.central_interval`` rounds and after the last — on the whole set, or on a
+   fixed subset and the whole set only after the last (``evaluation.monitor``); the whole
+   set in fixed shards combined exactly, in the backend's workers where it has any, so the
+   figures are the same bits on every backend (:mod:`sheaf.evaluation.central`) — and on the
    clients' local test splits every ``evaluation.interval`` rounds and after the last (at
    most ``evaluation.max_clients`` clients: a fixed sample drawn once from the seed; with
    personalised models beside the global one when asked, :mod:`sheaf.run.personalize`) —
@@ -46,7 +49,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from sheaf.backends.base import Backend, ClientReport, Cohort
+from sheaf.backends.base import Backend, CentralEvaluator, ClientReport, Cohort
 from sheaf.core.acceptance import OperatorLimits, UpdateRule
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import AggregationError, ClientFailure, SheafError
@@ -56,6 +59,7 @@ from sheaf.core.rng import Purpose, stream
 from sheaf.core.sampling import cohort_size
 from sheaf.core.update import TensorGroups, Update
 from sheaf.data.dataset import Federation, Split
+from sheaf.evaluation.central import central_shards, combine_shards, evaluate_shards
 from sheaf.evaluation.fairness import summarize
 from sheaf.evaluation.history import ClientRecord, History, RoundRecord
 from sheaf.privacy.aggregation import PRIVACY
@@ -64,8 +68,7 @@ from sheaf.run.population import Population
 from sheaf.run.store import RunStore
 from sheaf.secagg.step import SECURE_AGGREGATION
 from sheaf.strategies.base import RoundContext, Strategy, StrategyState, WeightedSum
-from sheaf.task.base import Task
-from sheaf.task.metric_log import collecting, with_logged
+from sheaf.task.base import EvalResult, Task
 
 __all__ = ["Federated", "RoundListener", "monitor_split", "run_rounds"]
 
@@ -124,11 +127,14 @@ def _own_metrics(records: Sequence[ClientRecord], rule: UpdateRule) -> list[str]
     return sorted(names - _BUILT_IN - read)
 
 
-def _central(task: Task, params: Params, split: Split) -> dict[str, float]:
-    """The server's own evaluation of ``params`` on ``split``, with whatever the task logs there."""
-    with collecting() as logged:
-        result = task.evaluate(params, split)
-    return {"loss": result.loss, **with_logged(result.metrics, logged)}
+def _metrics(result: EvalResult) -> dict[str, float]:
+    return {"loss": result.loss, **result.metrics}
+
+
+def _sharded(task: Task, params: Params, split: Split, shard_rows: int) -> EvalResult:
+    """The server's own evaluation of ``params`` on ``split`` in this process, in fixed shards
+    combined exactly, with whatever the task logs there (:mod:`sheaf.evaluation.central`)."""
+    return combine_shards(evaluate_shards(task, params, split, central_shards(len(split), shard_rows)))
 
 
 def _population(parts: Federated) -> Population:
@@ -161,6 +167,18 @@ def _federated_evaluation(
         for name in names
     }
     return summaries, records, outcome.failures
+
+
+def _central_evaluation(parts: Federated, params: Params, test: Split) -> EvalResult:
+    """The global model on the central test set, in fixed shards combined exactly
+    (:mod:`sheaf.evaluation.central`): in a simulation backend's workers, else here."""
+    shards = central_shards(len(test), parts.config.evaluation.shard_rows)
+    backend = parts.backend
+    if isinstance(backend, CentralEvaluator) and isinstance(parts.federation, Federation):
+        results = backend.evaluate_central(params, shards)  # the backend holds this federation's test set
+    else:
+        results = evaluate_shards(parts.task, params, test, shards)
+    return combine_shards(results)  # each shard with what the task logged evaluating it
 
 
 def _checked(updates: Sequence[Update], like: Params, rule: UpdateRule) -> tuple[list[Update], list[ClientFailure]]:
@@ -355,11 +373,12 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
 
         central_metrics: Mapping[str, float] = {}
         monitor_metrics: Mapping[str, float] = {}
-        if clients_of_run.central_test is not None:
+        every = config.evaluation.central_interval
+        if clients_of_run.central_test is not None and (round % every == 0 or round == config.rounds):
             if monitor is not None:
-                monitor_metrics = _central(parts.task, params, monitor)
+                monitor_metrics = _metrics(_sharded(parts.task, params, monitor, config.evaluation.shard_rows))
             if monitor is None or round == config.rounds:
-                central_metrics = _central(parts.task, params, clients_of_run.central_test)
+                central_metrics = _metrics(_central_evaluation(parts, params, clients_of_run.central_test))
 
         federated: dict[str, dict[str, float]] = {}
         if config.federated_evaluation and (round % config.evaluation.interval == 0 or round == config.rounds):

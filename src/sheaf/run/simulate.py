@@ -19,6 +19,7 @@ from typing import Any
 
 from sheaf.backends.auto import describe_backend
 from sheaf.backends.base import Backend, SimulationEnv
+from sheaf.backends.pool import warm_up
 from sheaf.backends.registry import build_backend
 from sheaf.core.config import RunConfig, apply_overrides, load_config
 from sheaf.core.params import Params
@@ -32,6 +33,7 @@ from sheaf.run.loop import Federated, RoundListener, run_rounds
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
 from sheaf.task.base import Task
+from sheaf.task.device import resolve_device
 from sheaf.task.factory import build_task
 
 __all__ = ["SimulationResult", "load_run_config", "resolve_config", "simulate"]
@@ -177,6 +179,8 @@ def simulate(
     started = time.perf_counter()
     cfg = resolve_config(config, overrides)
     runner = backend if backend is not None else build_backend(cfg.backend)
+    if runner.name in ("pool", "auto"):
+        warm_up(cfg.engine, cfg.threads)  # the pool's forkserver imports torch while the data loads
     fed = federation if federation is not None else build_federation(cfg.data, cfg.seed)
     fed = conform_federation(fed)  # float32 features, int64 labels: cast if safe, else one line now
     user_task = task if task is not None else build_task(cfg, fed.info)
@@ -194,9 +198,11 @@ def simulate(
     described = client_data(fed)
     if described is not None:  # each client's rows and labels, for the report and dashboard
         meta["client_data"] = described
+    device = resolve_device(cfg.engine.device)  # after the task: "auto" looks for a GPU where torch is loaded
     path = _run_path(cfg)
     store = open_or_create_store(path, cfg, parts.initial, parts.strategy.init(parts.initial), meta)
-    env = SimulationEnv(parts.task, fed, cfg.seed, cfg.threads, cfg.engine, parts.cohort, parts.client_steps)
+    store.set_meta("device", device)
+    env = SimulationEnv(parts.task, fed, cfg.seed, cfg.threads, cfg.engine, parts.cohort, parts.client_steps, device)
     told = getattr(listener, "on_store", None)  # optional: where the run is stored
     if callable(told):
         told(path)

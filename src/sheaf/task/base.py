@@ -32,6 +32,7 @@ from sheaf.core.config import TrainConfig
 from sheaf.core.params import Params
 from sheaf.core.update import Metrics, Scalar, TensorGroups
 from sheaf.data.dataset import Split
+from sheaf.task.device import use_device
 
 __all__ = ["EvalResult", "FitInstructions", "FitResult", "Task", "prepare_worker"]
 
@@ -125,15 +126,19 @@ class Task(Protocol):
         ...
 
 
-def prepare_worker(task: Task, threads: int) -> None:
-    """Set up the current process for ``task`` (e.g. torch threads) before it works.
+def prepare_worker(task: Task, threads: int, device: str | None = None) -> None:
+    """Set up the current process for ``task`` (torch threads, device) before it works.
 
     Torch's intra-op thread count changes results (DESIGN.md), so wherever torch is loaded
     it is fixed here, whether or not the task says so: a task that wraps a TorchTask without
     passing ``setup_worker`` on, or uses torch itself, would otherwise train with whatever
-    count an earlier run in the same process left behind. Then the task's own
-    ``setup_worker(threads)`` runs, if it has one.
+    count an earlier run in the same process left behind. The device (``cpu``, ``cuda:N``;
+    :mod:`sheaf.task.device`) is this process's too, where given (None keeps it: a wrapper
+    passing set-up on to the task it wraps). Then the task's own ``setup_worker(threads)``
+    runs, if it has one.
     """
+    if device is not None:
+        use_device(device)
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
