@@ -46,6 +46,7 @@ from sheaf.core.config import ServerConfig
 from sheaf.core.errors import ClientFailure
 from sheaf.core.params import Params
 from sheaf.deploy.logs import log_event
+from sheaf.deploy.secagg_exchange import SecAggExchange
 from sheaf.deploy.wire import ReceivedResult
 
 __all__ = ["Coordinator", "Slot", "Work", "WorkOutcome"]
@@ -149,6 +150,8 @@ class Coordinator:
         self._last_tick = self._started
         #: set by the service: wakes handlers waiting for work (called without the lock)
         self.wakeup: Callable[[], None] | None = None
+        #: the secure-aggregation messages of the round in progress
+        self.secagg = SecAggExchange(self._wake)
 
     # Contact ---------------------------------------------------------------------------
     def touch(self, client_id: int, peer: str = "") -> None:
@@ -173,6 +176,20 @@ class Coordinator:
         """Message bytes sent and received since the server started."""
         with self._lock:
             return dict(self._traffic)
+
+    def now(self) -> float:
+        """The coordinator's clock (monotonic seconds)."""
+        return self._clock()
+
+    def silence(self, client_id: int) -> float:
+        """Seconds since the last request from a client (since the server's start if none)."""
+        now = self._clock()
+        with self._lock:
+            return self._silent_for(client_id, now)
+
+    def tick(self) -> None:
+        """Let the status writer run if a second has passed (for waits outside :meth:`wait`)."""
+        self._tick()
 
     def _silent_for(self, client_id: int, now: float) -> float:
         return now - max(self._last_seen.get(client_id, self._started), self._started)

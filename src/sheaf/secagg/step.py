@@ -72,6 +72,7 @@ from sheaf.strategies.base import (
     AggregateStep,
     Broadcast,
     ClientHalf,
+    MaskedSum,
     RoundContext,
     Strategy,
     WeightedSum,
@@ -254,15 +255,33 @@ def secure_aggregate(plan: SecAggPlan, inner: AggregateStep[Any]) -> AggregateSt
             raise StrategyError("secure aggregation sums the clients' masked inputs itself, not a sum made elsewhere")
         inputs = _inputs(value, quantizer)
         outcome = _sum(plan, inputs, ctx)
-        rotation, _ = round_seeds(ctx.seed, ctx.round)
         assert outcome.total is not None
-        total, weight = quantizer.decode(outcome.total, rotation)
-        count = len(outcome.survivors)
+        return _decoded(outcome.total, outcome.survivors, len(value), state, ctx)
+
+    def _decoded(
+        ring: npt.NDArray[np.uint32], survivors: Sequence[int], arrived: int, state: SecureState, ctx: RoundContext
+    ) -> tuple[Params, SecureState]:
+        rotation, _ = round_seeds(ctx.seed, ctx.round)
+        total, weight = quantizer.decode(ring, rotation)
+        count = len(survivors)
         summed = WeightedSum(
             ctx.params.astype(np.float64).unflatten(total), float(weight if plan.weighted else count), count
         )
         delta, inner_state = inner.apply(summed, state.inner, ctx)
-        return delta, SecureState(inner_state, state.rounds + 1, count, len(value) - count)
+        return delta, SecureState(inner_state, state.rounds + 1, count, arrived - count)
+
+    def apply_masked(value: MaskedSum, state: SecureState, ctx: RoundContext) -> tuple[Params, SecureState]:
+        # The deployment's backend ran the protocol: its outcome stands in for the in-process run.
+        if value.total is None:
+            raise AggregationError(f"secure aggregation aborted, nothing revealed: {value.reason}; round skipped")
+        if value.total.shape != (quantizer.ring_length,) or value.total.dtype != np.uint32:
+            raise StrategyError(f"a secure sum must be {quantizer.ring_length} ring elements, got {value.total.shape}")
+        if not 3 <= value.count <= plan.max_inputs:
+            raise AggregationError(
+                f"a secure sum of {value.count} inputs is outside the 3..{plan.max_inputs} the quantiser was sized "
+                "for; round skipped"
+            )
+        return _decoded(value.total, value.survivors, value.arrived, state, ctx)
 
     def configure(state: SecureState, ctx: RoundContext) -> Broadcast:
         rotation, _ = round_seeds(ctx.seed, ctx.round)
@@ -301,6 +320,7 @@ def secure_aggregate(plan: SecAggPlan, inner: AggregateStep[Any]) -> AggregateSt
         client=half,
         configure=configure,
         report=report,
+        apply_masked=apply_masked,
     )
 
 
