@@ -12,14 +12,18 @@ The real-process test is in ``test_e2e.py``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import dp_accounting
 import numpy as np
 import pytest
+from dp_accounting import rdp
 
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.auth import BodyDigest, load_identity
+from sheaf.deploy.client_ledger import ClientLedger
 from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.keys import KeySet
 from sheaf.deploy.policy import ClientPolicy
@@ -27,6 +31,7 @@ from sheaf.deploy.rpc import Channel, Metadata, Requests, RpcError, StatusCode
 from sheaf.deploy.status import run_status
 from sheaf.deploy.transport import METHODS
 from sheaf.run.store import RunStore
+from sheaf.secagg.accounting import rounded_sensitivity
 from sheaf.secagg.messages import ShareKeys, UnmaskRequest, decode_message, encode_message
 from tests.deploy.conftest import client_files, deploy_config, events, simulate_inline, start_client, start_server
 
@@ -252,3 +257,40 @@ def test_a_client_is_not_tricked_into_adding_no_noise_when_its_policy_demands_dp
         failures = _fit_failures(store)
     assert "fit refused: the round is not differentially private" in failures[0]
     assert record.fit["secagg_survivors"] == 3
+
+
+#: Distributed DP: every client each round (Poisson, q = 1), its share of the noise for z = 1.
+DISTRIBUTED = ["sampling=poisson", "secagg.dp=distributed", "privacy.noise_multiplier=1", "privacy.clip=1"]
+
+
+def test_distributed_dp_over_deployment_accounts_the_surviving_noise_and_clients_charge_their_ledgers(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+) -> None:
+    # Client 0 requires differential privacy: it takes part, with secure noise, and charges
+    # its own ledger for the T - 1 other shares a sum it helps unmask holds at least.
+    policies = {0: ClientPolicy.from_dict({"privacy": {"require": "central", "budget": 1e6}})}
+    store, statuses = _run(tmp_path, keys, transport, "rounds=2", *DISTRIBUTED, policies=policies)
+
+    assert statuses == [0, 0, 0, 0]
+    with store:
+        history = store.history()
+        meta = store.meta
+    assert [r.fit["secagg_survivors"] for r in history] == [4, 4]
+    assert all(r.aggregated for r in history)
+    assert meta["secagg"]["dp"] == "distributed" and meta["secagg"]["noise"] == "secure"
+    epsilons = [r.privacy["epsilon"] for r in history]
+    assert 0 < epsilons[0] < epsilons[1] < float("inf")
+    assert history[-1].privacy["epsilon_server"] >= epsilons[1]
+    status = run_status(store.path)
+    assert status["distributed_dp"] is True and status["privacy"]["epsilon"] == epsilons[1]
+    # Its ledger: the Gaussian bound (Kairouz et al., Prop. 14) of m = T - 1 = 2 shares, per
+    # round, charged as local noise is (replace-one: half the multiplier; no amplification).
+    plan = meta["secagg"]
+    l2, _ = rounded_sensitivity(plan["scale"] * plan["clip"], plan["padded_length"])
+    sigma2 = plan["noise_variance"]
+    tau = 10 * math.exp(-2 * math.pi**2 * sigma2 / 2)
+    z = 1 / (l2 / math.sqrt(2 * sigma2) + tau * math.sqrt(plan["padded_length"]))
+    event = dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z / 2), 2)
+    expected = rdp.RdpAccountant().compose(event).get_epsilon(1e-5)
+    ledger = ClientLedger(tmp_path / "s" / f"ledger-{load_identity(keys.client_keys[0]).key_id}.json")
+    assert ledger.epsilon(1e-5) == pytest.approx(expected, rel=1e-9)

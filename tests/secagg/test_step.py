@@ -213,9 +213,17 @@ def test_distributed_dp_refuses_what_it_cannot_account(tmp_path: Path) -> None:
         run(tmp_path, "secagg.dp=distributed")
 
 
-def test_a_deployment_refuses_secure_aggregation_until_its_transport_exists() -> None:
-    with pytest.raises(ConfigError, match="simulation"):
-        assemble(load_config(overrides=["secagg.enabled=true"]), population=10, task=Fixed(), deployed=True)
+def test_a_deployment_runs_secure_aggregation_with_secure_bits_and_refuses_simulated_settings() -> None:
+    parts = assemble(
+        load_config(overrides=["secagg.enabled=true", "privacy.noise=seeded"]), population=10, task=Fixed(),
+        deployed=True,
+    )  # fmt: skip
+    assert parts.secagg is not None and parts.secagg.noise == "secure"
+    assert parts.meta["secagg"]["noise"] == "secure"
+    for simulated in ("secagg.dropout=0.1", "secagg.stand_in=true"):
+        config = load_config(overrides=["secagg.enabled=true", simulated])
+        with pytest.raises(ConfigError, match="a deployment runs the real protocol with its real dropouts"):
+            assemble(config, population=10, task=Fixed(), deployed=True)
 
 
 def test_a_malformed_input_takes_no_part_and_too_few_inputs_abort() -> None:

@@ -530,8 +530,10 @@ class ClientWork:
         A sum it helps unmask holds at least T inputs (it refuses fewer), so at least T - 1
         noise shares besides its own; Kairouz, Liu and Steinke's Proposition 14 (third
         bound) gives RDP ``α/2 (Δ₂/sqrt(mσ²) + τ sqrt(d))²``: that of the Gaussian mechanism
-        with ``z = 1 / (Δ₂/sqrt(mσ²) + τ sqrt(d))``. No amplification by sampling: the
-        server knows who took part.
+        with ``z = 1 / (Δ₂/sqrt(mσ²) + τ sqrt(d))``. It is charged as local noise is: no
+        amplification by sampling (the server knows who took part), and for replacing the
+        client's data (sensitivity 2Δ₂: the ledger takes ``z / 2``), the relation its other
+        charges use.
         """
         quantizer = self._quantizer(options)
         padded = quantizer.padded
