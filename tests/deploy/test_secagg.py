@@ -11,6 +11,7 @@ The real-process test is in ``test_e2e.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
@@ -32,7 +33,14 @@ from sheaf.deploy.status import run_status
 from sheaf.deploy.transport import METHODS
 from sheaf.run.store import RunStore
 from sheaf.secagg.accounting import rounded_sensitivity
-from sheaf.secagg.messages import ShareKeys, UnmaskRequest, decode_message, encode_message
+from sheaf.secagg.messages import (
+    AdvertiseKeys,
+    ForwardedShares,
+    ShareKeys,
+    UnmaskRequest,
+    decode_message,
+    encode_message,
+)
 from tests.deploy.conftest import client_files, deploy_config, events, simulate_inline, start_client, start_server
 
 #: Secure aggregation, short stages (round_timeout / 5 each after training).
@@ -47,9 +55,16 @@ Tamper = Callable[[pb.SecAggReply], pb.SecAggReply]
 class _Tampered:
     """A client's channel with its SecAgg calls rewritten (None: the call fails, as a lost link)."""
 
-    def __init__(self, inner: Channel, key: Path, rewrite: Rewrite | None = None, tamper: Tamper | None = None) -> None:
+    def __init__(
+        self,
+        inner: Channel,
+        key: Path,
+        rewrite: Rewrite | None = None,
+        tamper: Tamper | None = None,
+        result: Callable[[pb.Result], None] | None = None,
+    ) -> None:
         self.inner, self.identity = inner, load_identity(key)
-        self.rewrite, self.tamper = rewrite, tamper
+        self.rewrite, self.tamper, self.result = rewrite, tamper, result
 
     async def unary_unary(
         self, method: str, request: bytes, *, metadata: Metadata, timeout: float | None = None
@@ -73,6 +88,11 @@ class _Tampered:
     async def stream_unary(
         self, method: str, requests: Requests, *, metadata: Metadata, timeout: float | None = None
     ) -> bytes:
+        if self.result is not None and isinstance(requests, list):  # a rogue rewrites its result's header
+            first = pb.ResultMessage.FromString(requests[0])
+            self.result(first.result)
+            requests = [first.SerializeToString(), *requests[1:]]
+            metadata = self.identity.sign(METHODS["PushResult"], BodyDigest().update(requests[0]).digest())
         return await self.inner.stream_unary(method, requests, metadata=metadata, timeout=timeout)
 
     async def close(self) -> None:
@@ -87,17 +107,18 @@ def _run(
     rewrites: dict[int, Rewrite] | None = None,
     tampers: dict[int, Tamper] | None = None,
     policies: dict[int, ClientPolicy] | None = None,
+    results: dict[int, Callable[[pb.Result], None]] | None = None,
 ) -> tuple[RunStore, list[int | None]]:
     config = deploy_config(tmp_path, *SECURE, *extra)
     files = client_files(config, tmp_path / "data")
     server = start_server(config, keys, transport=transport)
     clients = []
     for i in range(4):
-        rewrite, tamper = (rewrites or {}).get(i), (tampers or {}).get(i)
+        rewrite, tamper, result = (rewrites or {}).get(i), (tampers or {}).get(i), (results or {}).get(i)
         connect = None
-        if rewrite is not None or tamper is not None:
+        if rewrite is not None or tamper is not None or result is not None:
             key = keys.client_keys[i]
-            connect = lambda key=key, r=rewrite, t=tamper: _Tampered(transport.connect(), key, r, t)  # noqa: E731
+            connect = lambda key=key, r=rewrite, t=tamper, f=result: _Tampered(transport.connect(), key, r, t, f)  # noqa: E731
         policy = (policies or {}).get(i, ClientPolicy())
         clients.append(
             start_client(transport, keys.client_keys[i], files[i], tmp_path / "s", connect=connect, policy=policy)
@@ -217,6 +238,34 @@ def test_a_rogue_clients_message_is_refused_and_the_round_goes_on_without_it(
     assert any(reason in e["reason"] for e in events(caplog, "secagg_refused"))
 
 
+def _keys_in_the_name_of_client_0(header: pb.Result) -> None:
+    if header.secagg:
+        keys = decode_message(header.secagg)
+        assert isinstance(keys, AdvertiseKeys)
+        header.secagg = encode_message(dataclasses.replace(keys, client=0))
+
+
+def test_a_clients_keys_are_bound_to_its_authenticated_channel(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+) -> None:
+    # Client 3 advertises keys in client 0's name (its signed result stream is its own): the
+    # server refuses them, so it could never sign or unmask as client 0.
+    store, statuses = _run(tmp_path, keys, transport, results={3: _keys_in_the_name_of_client_0})
+
+    assert statuses == [0, 0, 0, 0]
+    with store:
+        (record,) = store.history()
+        failures = _fit_failures(store)
+    assert failures == {3: "secure aggregation refused its keys: client 3 advertised keys in the name of client 0"}
+    assert record.aggregated and record.fit["secagg_survivors"] == 3
+
+
+def _oversized_reply(reply: pb.SecAggReply) -> pb.SecAggReply:
+    if reply.message and isinstance(decode_message(reply.message), ForwardedShares):
+        reply.message = reply.message + bytes(1 << 20)
+    return reply
+
+
 def _asks_for_both_shares(reply: pb.SecAggReply) -> pb.SecAggReply:
     # A server that drops a survivor from the signed list to get the shares of its mask key
     # as well as those of its self mask: the list no longer matches the signatures.
@@ -228,19 +277,27 @@ def _asks_for_both_shares(reply: pb.SecAggReply) -> pb.SecAggReply:
     return reply
 
 
+@pytest.mark.parametrize(
+    ("tamper", "reason", "survivors"),
+    [
+        (_asks_for_both_shares, "names other survivors than the list I signed", 4),
+        (_oversized_reply, "more than the", 3),
+    ],
+)
 def test_a_client_refuses_a_hostile_server_message_and_reveals_nothing_more(
-    tmp_path: Path, keys: KeySet, transport: InProcessTransport, caplog: pytest.LogCaptureFixture
-) -> None:
+    tamper: Tamper, reason: str, survivors: int, tmp_path: Path, keys: KeySet, transport: InProcessTransport,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
     caplog.set_level(logging.INFO, logger="sheaf")
-    store, statuses = _run(tmp_path, keys, transport, tampers={3: _asks_for_both_shares})
+    store, statuses = _run(tmp_path, keys, transport, tampers={3: tamper})
 
     assert statuses == [0, 0, 0, 0]
     refused = [e for e in events(caplog, "secagg_refused") if e["round"] == 1]
-    assert len(refused) == 1 and "names other survivors than the list I signed" in refused[0]["reason"]
+    assert len(refused) == 1 and reason in refused[0]["reason"]
     with store:
         (record,) = store.history()
-    # Its input is in the sum; the three others' unmasking shares suffice.
-    assert record.aggregated and record.fit["secagg_survivors"] == 4
+    # The others' shares suffice: with its input in the sum (refused at unmasking), or without.
+    assert record.aggregated and record.fit["secagg_survivors"] == survivors
 
 
 def test_a_client_is_not_tricked_into_adding_no_noise_when_its_policy_demands_dp(
