@@ -26,5 +26,6 @@ def _stalling(self: ClientWork, state: ClientState, data: bytes, want: int) -> t
     return _step(self, state, data, want)
 
 
-ClientWork.protocol_step = _stalling  # type: ignore[method-assign]
-app(prog_name="sheaf")
+if __name__ == "__main__":
+    ClientWork.protocol_step = _stalling  # type: ignore[method-assign]
+    app(prog_name="sheaf")

@@ -182,7 +182,7 @@ class DeploymentBackend:
             _log, logging.INFO, "round_started", round=cohort.round, cohort=list(cohort.client_ids)[:50],
             model_bytes=tensors.total_bytes,
         )  # fmt: skip
-        work = Work("fit", cohort.round, slots, chunks, like=cohort.params, rule=cohort.rule)
+        work = Work("fit", cohort.round, slots, chunks, like=cohort.params, rule=cohort.rule, secure=setup is not None)
         if setup is not None:
             return self._fit_secure(cohort, work, setup)
         if cohort.reduce:

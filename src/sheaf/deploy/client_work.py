@@ -408,15 +408,13 @@ class ClientWork:
         protocol: tuple[int, ClientState] | None = None
         if setup is not None:
             # Its ring vector stays here, as the protocol's input: only masked, it leaves later.
-            extras = dict(update.extras)
-            ring = extras.pop(INPUT_GROUP, Params({})).get("input")
+            ring = update.extras.get(INPUT_GROUP, Params({})).get("input")
             if ring is None:
                 raise TaskError("secure aggregation's client step produced no input")
             try:
                 started, keys = start_client(setup, self.client_id, ring.astype(np.uint32))
             except SecAggError as exc:
                 raise TaskError(f"secure aggregation cannot start: {exc}") from None
-            update = dataclasses.replace(update, extras=extras)
             advert, protocol = encode_message(keys), (task.round, started)
         messages = encode_result(
             task.task_id,
@@ -425,8 +423,8 @@ class ClientWork:
             task.round,
             num_examples=update.num_examples,
             metrics=update.metrics,
-            delta=update.delta,
-            extras=update.extras,
+            delta=None if protocol is not None else update.delta,  # secure: nothing but its keys
+            extras=None if protocol is not None else update.extras,
             secagg=advert,
         )
         # Durable before anything leaves: a crash or a silent server cannot make it forget the release.

@@ -95,6 +95,8 @@ class Work:
         like: the model the results must match (fits).
         rule: what a result must satisfy to be accepted (fits: the round's acceptance
             rule; evaluations: the weight each client may claim); None: structure only.
+        secure: a securely aggregated fit: each result carries its client's keys and no
+            tensors (its update leaves only masked, in the protocol).
     """
 
     kind: str
@@ -104,6 +106,7 @@ class Work:
     like: Params | None = None
     rule: UpdateRule | None = None
     posted: float = field(default=0.0)
+    secure: bool = False
 
 
 @dataclass(frozen=True)

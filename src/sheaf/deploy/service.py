@@ -373,7 +373,13 @@ class FederationService:
             return self._reject(
                 cid, header.task_id, header.update_id, f"result is for a {kind} of round {header.round}"
             )
-        if work.kind == "fit" and not header.failure and work.like is not None:
+        if work.kind == "fit" and not header.failure and work.secure:
+            if header.tensors or not header.secagg:  # its update leaves only masked, in the protocol
+                reason = "a securely aggregated fit result carries its client's keys and no tensors"
+                return self._reject(cid, header.task_id, header.update_id, reason)
+        elif header.secagg:
+            return self._reject(cid, header.task_id, header.update_id, "this round is not securely aggregated")
+        elif work.kind == "fit" and not header.failure and work.like is not None:
             problem = declared_problem(header.tensors, work.like)
             if problem is not None:
                 return self._reject(cid, header.task_id, header.update_id, problem)

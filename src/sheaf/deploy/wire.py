@@ -430,7 +430,7 @@ class ResultReader:
         metrics = self._metrics
         kind = _KINDS[header.kind]
         delta = groups.pop("", None)
-        if kind == "fit" and not header.failure and delta is None:
+        if kind == "fit" and not header.failure and delta is None and not header.secagg:
             raise WireError("a fit result without a failure must carry the delta (tensor group '')")
         if kind == "evaluate" and (delta is not None or groups):
             raise WireError("an evaluation result carries no tensors")
