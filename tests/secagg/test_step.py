@@ -243,3 +243,14 @@ def test_a_malformed_input_takes_no_part_and_too_few_inputs_abort() -> None:
 
 def test_round_seeds_follow_the_run_seed() -> None:
     assert round_seeds(1, 2) == round_seeds(1, 2) != round_seeds(1, 3)
+
+
+def test_a_distributed_plan_never_asks_for_a_variance_past_the_exact_samplers_range() -> None:
+    # Six clients, 11,000 parameters, z = 1: the variance at the sampler's limit once came out
+    # one past it (a float product rounded up), and every client's fit failed.
+    from sheaf.secagg.discrete_gaussian import MAX_VARIANCE
+
+    overrides = ["secagg.enabled=true", "secagg.dp=distributed", "sampling=poisson", "privacy.noise_multiplier=1"]
+    config = load_config(overrides=[*overrides, "privacy.clip=1", "clients=6", "fraction=1"])
+    plan = secagg_plan(config, population=6, length=11_000)
+    assert plan is not None and 0 < plan.variance <= MAX_VARIANCE
