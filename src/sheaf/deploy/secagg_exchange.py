@@ -24,7 +24,7 @@ Example:
     >>> exchange.message_for(0, 1, bytes(16), 1)
     (b'peer keys for 0', False, '')
     >>> exchange.submit(0, 1, bytes(16), b"x" * 10_000)
-    'a ShareKeys message of this protocol is at most 6,368 bytes, got 10,000'
+    'a ShareKeys message of this protocol is at most 684 bytes, got 10,000'
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def max_server_bytes(setup: ProtocolSetup, want: int) -> int:
         >>> from sheaf.secagg.setup import protocol_setup
         >>> setup = protocol_setup(range(10), instance=bytes(16), graph_seed=0, bits=32, length=10)
         >>> [max_server_bytes(setup, want) for want in (1, 2, 3, 4)]
-        [1312, 1852, 172, 1048]
+        [1312, 1852, 172, 1012]
     """
     k, n = setup.degree, len(setup.clients)
     sizes = {1: 24 + 136 * k, 2: 24 + 196 * k, 3: 28 + 8 * n, 4: 28 + 92 * n}
