@@ -351,3 +351,20 @@ def test_distributed_dp_over_deployment_accounts_the_surviving_noise_and_clients
     expected = rdp.RdpAccountant().compose(event).get_epsilon(1e-5)
     ledger = ClientLedger(tmp_path / "s" / f"ledger-{load_identity(keys.client_keys[0]).key_id}.json")
     assert ledger.epsilon(1e-5) == pytest.approx(expected, rel=1e-9)
+
+
+def test_central_dp_clipped_on_the_clients_runs_through_secure_aggregation_over_deployment(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+) -> None:
+    # The server noises the unmasked sum; a client requiring DP accepts the declared central
+    # release, and clips inside its encoding (as in simulation), so the sum moves by at most C each.
+    central = ["sampling=poisson", "privacy.mode=central", "privacy.clipping=client", "privacy.noise_multiplier=1"]
+    policies = {0: ClientPolicy.from_dict({"privacy": {"require": "central"}})}
+    store, statuses = _run(tmp_path, keys, transport, *central, policies=policies)
+
+    assert statuses == [0, 0, 0, 0]
+    with store:
+        (record,) = store.history()
+        assert _fit_failures(store) == {}
+    assert record.aggregated and record.fit["secagg_survivors"] == 4
+    assert 0 < record.privacy["epsilon"] < float("inf")

@@ -509,6 +509,8 @@ class ClientWork:
             raise _Refusal(f"the server asks for a noise variance of {variance!r}")
         if variance == 0:  # plain secure aggregation (or central DP on the unmasked sum)
             names, options, mechanism = self._privacy(task)
+            # Encoding stays outermost, as in simulation: a clip of central DP acts on the delta it encodes.
+            names = (SECAGG_ENCODE.name, *(n for n in names if n != SECAGG_ENCODE.name))
         else:
             if own.require == "local":
                 raise _Refusal(

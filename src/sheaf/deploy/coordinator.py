@@ -206,6 +206,7 @@ class Coordinator:
     def snapshot(self) -> dict[str, Any]:
         """The live view ``sheaf status`` shows: contacts and the batch in progress."""
         now = self._clock()
+        secagg = self.secagg.progress()
         with self._lock:
             work = self._work
             contacts = {str(c): round(now - t, 1) for c, t in sorted(self._last_seen.items())}
@@ -214,6 +215,7 @@ class Coordinator:
                 "seconds_since_contact": contacts,
                 "heartbeat_timeout": self.settings.heartbeat_timeout,
                 "work": {"kind": work.kind, "round": work.round, "waiting_for": pending} if work else None,
+                "secagg": secagg,
                 "finished": self._finished,
                 "bytes_sent": self._traffic["sent"],
                 "bytes_received": self._traffic["received"],

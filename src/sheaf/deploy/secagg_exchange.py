@@ -142,6 +142,14 @@ class SecAggExchange:
             self._inbox, self._refused = {}, {}
         self._wake()
 
+    def progress(self) -> dict[str, object] | None:
+        """The open stage and whom it awaits (for ``sheaf status``), or None."""
+        with self._lock:
+            if self._over or self._collecting is None:
+                return None
+            waiting = sorted(self._expected - set(self._inbox) - set(self._refused))
+            return {"round": self._round, "stage": self._collecting.name.lower(), "waiting_for": waiting[:50]}
+
     def waiting_for(self) -> set[int]:
         """The clients the open stage still awaits."""
         with self._lock:

@@ -84,6 +84,9 @@ def run_status(path: str | Path, *, now: float | None = None) -> dict[str, Any]:
         work = server.get("work")
         if alive and isinstance(work, dict):
             out["in_progress"] = work
+        secagg = server.get("secagg")
+        if alive and isinstance(secagg, dict):  # a protocol stage after training
+            out["in_progress"] = {"kind": f"secure aggregation ({secagg.get('stage')})", **secagg}
     if history:
         record = history[-1]
         out["last_round"] = {
