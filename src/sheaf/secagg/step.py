@@ -20,8 +20,10 @@ Both halves side by side, in sheaf's step contract (:mod:`sheaf.strategies.base`
 
 In simulation the clients' protocol state machines run inside the server step — the
 in-process transport; what crosses from them to the server's state machine is only the
-protocol's messages. A deployment moves the same messages over the network instead
-(``docs/secure-aggregation.md``).
+protocol's messages. A deployment moves the same messages over the network instead: its
+backend runs the protocol with the remote clients (:mod:`sheaf.deploy.secure_round`) and
+the step takes the survivors' ring sum through ``apply_masked`` (a
+:class:`~sheaf.strategies.base.MaskedSum`), decoding it as it decodes its own.
 
 :func:`with_secure_aggregation` puts the step in place of a sum-only strategy's aggregate
 step, keeping its server steps (server momentum, Adam) and client halves (FedProx's
