@@ -30,6 +30,7 @@ from sheaf.deploy.keys import KeySet
 from sheaf.deploy.policy import ClientPolicy
 from sheaf.deploy.rpc import Channel, Metadata, Requests, RpcError, StatusCode
 from sheaf.deploy.status import run_status
+from sheaf.evaluation.report import render_report
 from sheaf.deploy.transport import METHODS
 from sheaf.run.store import RunStore
 from sheaf.secagg.accounting import rounded_sensitivity
@@ -340,6 +341,8 @@ def test_distributed_dp_over_deployment_accounts_the_surviving_noise_and_clients
     assert history[-1].privacy["epsilon_server"] >= epsilons[1]
     status = run_status(store.path)
     assert status["distributed_dp"] is True and status["privacy"]["epsilon"] == epsilons[1]
+    page = render_report("secure", meta, history, [], 0, tmp_path / "report")[-1].read_text()
+    assert "secure aggregation" in page and "SecAgg+" in page and "distributed DP" in page
     # Its ledger: the Gaussian bound (Kairouz et al., Prop. 14) of m = T - 1 = 2 shares, per
     # round, charged as local noise is (replace-one: half the multiplier; no amplification).
     plan = meta["secagg"]
