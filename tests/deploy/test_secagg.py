@@ -30,8 +30,8 @@ from sheaf.deploy.keys import KeySet
 from sheaf.deploy.policy import ClientPolicy
 from sheaf.deploy.rpc import Channel, Metadata, Requests, RpcError, StatusCode
 from sheaf.deploy.status import run_status
-from sheaf.evaluation.report import render_report
 from sheaf.deploy.transport import METHODS
+from sheaf.evaluation.report import render_report
 from sheaf.run.store import RunStore
 from sheaf.secagg.accounting import rounded_sensitivity
 from sheaf.secagg.messages import (
