@@ -13,7 +13,10 @@ which the server derives as a simulation does), and push the result. A task name
 client steps to run around training; the client runs only steps it holds itself (by
 default sheaf's built-in ones, :func:`~sheaf.run.assemble.builtin_client_steps`) and its
 policy agrees to, and reports any other request as its refusal of that task. Heartbeats go
-out in the background, also while it trains.
+out in the background, also while it trains. In a securely aggregated round its result
+carries only its protocol keys; once the server accepted it, the client runs its side of
+SecAgg+ over the ``SecAgg`` RPC (each call sends its reply to the server's last message and
+asks for the next), and only its masked input leaves.
 
 Every byte from the server is checked before it is trusted: the run id before it names a
 file, the description's every field, a task's tensors against the client's own model before

@@ -23,6 +23,14 @@ Every byte of a task is the server's request; the client decides (:mod:`sheaf.de
   its own accountant, refused past its own budget, and written to its ledger on disk
   (:mod:`sheaf.deploy.client_ledger`) before the update leaves. A run without
   differential privacy is refused by a client whose policy requires it or has a budget.
+- **Secure aggregation** (a fit whose task carries a ``SecAggSetup``): the client checks
+  the setup against its ``[secagg]`` policy (its own id in the cohort, at least
+  ``min_survivors`` per sum, a threshold of at least ``min_threshold`` of its neighbours,
+  a ring that fits its model), draws its rounding and noise from its own CSPRNG, and under
+  a DP requirement takes part only with distributed noise, charging its ledger for the
+  ``T - 1`` other shares a sum it helps unmask holds at least. Its ring vector stays here
+  as the protocol's input; its result carries only its keys (:meth:`ClientWork.protocol_step`
+  answers the server's later messages).
 - **Evaluation** releases raw results (loss, metrics, test-set size) only as
   ``sharing.evaluation`` allows: by default not in a private run.
 - **Metrics** of the client's task leave only if ``sharing.metrics`` names them; the
