@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +45,15 @@ from sheaf.task.base import EvalResult, FitInstructions, FitResult
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: Rows of the weight matrix (``SHEAF_BENCH_ROWS``; 1000 here: 1,001,000 parameters).
+ROWS = int(os.environ.get("SHEAF_BENCH_ROWS", "1000"))
+
+
 class LoadTask:
-    """A 1000x1000 linear layer whose local step is a constant shift (cheap on purpose)."""
+    """A ROWSx1000 linear layer whose local step is a constant shift (cheap on purpose)."""
 
     def init_params(self, seed: int) -> Params:
-        return Params({"w": np.zeros((1000, 1000), np.float32), "b": np.zeros(1000, np.float32)})
+        return Params({"w": np.zeros((ROWS, 1000), np.float32), "b": np.zeros(1000, np.float32)})
 
     def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
         step = np.float32(1e-3 * (instructions.client_id % 7 + 1))
@@ -103,7 +108,8 @@ async def _clients(port: int, folder: Path, ids: list[int], insecure: bool) -> l
             c.close()
 
 
-def run(clients: int, processes: int, rounds: int, insecure: bool) -> dict[str, object]:
+def run(clients: int, processes: int, rounds: int, insecure: bool, extra: Sequence[str] = ()) -> dict[str, object]:
+    """One deployed run; ``extra`` are further ``--set`` overrides (e.g. secure aggregation)."""
     from sheaf.deploy.keys import init_keys
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH", "")])}
@@ -117,7 +123,7 @@ def run(clients: int, processes: int, rounds: int, insecure: bool) -> dict[str, 
         sets = [
             "task=server_load:task", "dataset=bench", "fraction=1", f"min_clients={clients}", f"rounds={rounds}",
             "evaluation.federated=false", "heartbeat_interval=2", "heartbeat_timeout=120", "round_timeout=600",
-            f"runs_dir={folder / 'runs'}", "name=bench", "keep_params=1",
+            f"runs_dir={folder / 'runs'}", "name=bench", "keep_params=1", *extra,
         ]  # fmt: skip
         import socket
 
@@ -164,7 +170,7 @@ def run(clients: int, processes: int, rounds: int, insecure: bool) -> dict[str, 
             raise SystemExit(
                 f"server failed ({server.returncode}); log tail:\n{(folder / 'server.log').read_text()[-3000:]}"
             )
-    model_bytes = 4 * (1000 * 1000 + 1000)
+    model_bytes = 4 * (ROWS * 1000 + 1000)
     seconds = [round(e["seconds"], 3) for e in done]
     sent = [e["bytes_sent"] for e in done]
     received = [e["bytes_received"] for e in done]
@@ -173,7 +179,7 @@ def run(clients: int, processes: int, rounds: int, insecure: bool) -> dict[str, 
         "client_processes": processes,
         "rounds": rounds,
         "tls": not insecure,
-        "parameters": 1000 * 1000 + 1000,
+        "parameters": ROWS * 1000 + 1000,
         "raw_model_bytes": model_bytes,
         "seconds_per_round": seconds,
         "median_seconds_per_round": statistics.median(seconds[1:] or seconds),

@@ -305,10 +305,13 @@ class Processes:
         self.running: dict[str, subprocess.Popen[bytes]] = {}
         self.env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, *args: str, env: dict[str, str] | None = None, module: str = "sheaf"
+    ) -> subprocess.Popen[bytes]:
+        """Start ``python -m <module> *args`` (the ``sheaf`` command unless ``module`` says otherwise)."""
         log = open(self.folder / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
-            [sys.executable, "-m", "sheaf", *args],
+            [sys.executable, "-m", module, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,

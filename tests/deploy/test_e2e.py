@@ -240,3 +240,43 @@ def test_a_large_model_travels_in_chunks_over_a_real_channel(
     assert result.params["w"].nbytes == 20_000_000
     assert np.all(result.params["w"] == step) and np.all(result.params["b"] == -step)
     assert events(caplog, "round_started")[0]["model_bytes"] == 20_000_012
+
+
+def test_secure_aggregation_with_distributed_dp_survives_a_client_killed_after_sharing_keys(
+    tmp_path: Path, processes: Processes
+) -> None:
+    # Five real client processes over real gRPC on loopback; SecAgg+ with distributed DP;
+    # client 4 is killed (SIGKILL) once its keys and shares are out, before its masked input.
+    keys = init_keys(tmp_path / "keys", 5)
+    secure = [
+        "secagg.enabled=true", "secagg.dp=distributed", "sampling=poisson", "privacy.noise_multiplier=1",
+        "privacy.clip=1", "evaluation.federated=false",
+    ]  # fmt: skip
+    overrides = [*_small(tmp_path), "clients=5", "min_clients=3", "rounds=3", "heartbeat_timeout=1.5", *secure]
+    files = client_files(deploy_config(tmp_path, "clients=5"), tmp_path / "data")
+    port, run = free_port(), tmp_path / "run.sqlite"
+    processes.start("server", *_server_args(overrides, port, keys, run))
+    for i in range(4):
+        processes.start(f"client{i}", *_client_args(port, keys, i, files[i], tmp_path / "state"))
+    args = _client_args(port, keys, 4, files[4], tmp_path / "state")
+    processes.start("client4", *args, module="tests.deploy.stalled_client")
+
+    wait_for(lambda: "stalled after sharing keys" in processes.log("client4"), STARTUP, "client 4 to share its keys")
+    processes.kill("client4")
+
+    assert processes.wait("server", STARTUP) == 0, processes.log("server")[-3000:]
+    for i in range(4):
+        assert processes.wait(f"client{i}", 30) == 0, processes.log(f"client{i}")[-2000:]
+    with RunStore.open(run, readonly=True) as store:
+        history = store.history()
+        first = [(c, reason) for r, c, phase, reason in store.failures() if phase == "fit" and r == 1]
+        meta = store.meta
+    assert all(r.aggregated for r in history) and len(history) == 3
+    assert history[0].fit["secagg_survivors"] == 4 and history[0].fit["secagg_dropped"] == 1
+    assert first == [(4, "dropped out of secure aggregation before sending its masked input")]
+    epsilons = [r.privacy["epsilon"] for r in history]
+    assert 0 < epsilons[0] < epsilons[1] < epsilons[2] < float("inf")
+    assert meta["secagg"]["dp"] == "distributed"
+    status = run_status(run)
+    assert status["secure_aggregation"] and status["distributed_dp"] and status["privacy"]["epsilon"] == epsilons[2]
+    assert "secagg_done round=1 survivors=4" in processes.log("server")

@@ -11,7 +11,7 @@ from tests.deploy.conftest import ROOT
 
 def test_the_service_is_versioned_and_its_methods_come_from_the_schema() -> None:
     assert SERVICE_NAME == "sheaf.v1.Federation"
-    assert sorted(METHODS) == ["Heartbeat", "Join", "PullTask", "PushResult"]
+    assert sorted(METHODS) == ["Heartbeat", "Join", "PullTask", "PushResult", "SecAgg"]
 
 
 def test_the_committed_generated_code_matches_the_schema() -> None:

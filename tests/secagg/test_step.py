@@ -213,9 +213,17 @@ def test_distributed_dp_refuses_what_it_cannot_account(tmp_path: Path) -> None:
         run(tmp_path, "secagg.dp=distributed")
 
 
-def test_a_deployment_refuses_secure_aggregation_until_its_transport_exists() -> None:
-    with pytest.raises(ConfigError, match="simulation"):
-        assemble(load_config(overrides=["secagg.enabled=true"]), population=10, task=Fixed(), deployed=True)
+def test_a_deployment_runs_secure_aggregation_with_secure_bits_and_refuses_simulated_settings() -> None:
+    parts = assemble(
+        load_config(overrides=["secagg.enabled=true", "privacy.noise=seeded"]), population=10, task=Fixed(),
+        deployed=True,
+    )  # fmt: skip
+    assert parts.secagg is not None and parts.secagg.noise == "secure"
+    assert parts.meta["secagg"]["noise"] == "secure"
+    for simulated in ("secagg.dropout=0.1", "secagg.stand_in=true"):
+        config = load_config(overrides=["secagg.enabled=true", simulated])
+        with pytest.raises(ConfigError, match="a deployment runs the real protocol with its real dropouts"):
+            assemble(config, population=10, task=Fixed(), deployed=True)
 
 
 def test_a_malformed_input_takes_no_part_and_too_few_inputs_abort() -> None:
@@ -235,3 +243,14 @@ def test_a_malformed_input_takes_no_part_and_too_few_inputs_abort() -> None:
 
 def test_round_seeds_follow_the_run_seed() -> None:
     assert round_seeds(1, 2) == round_seeds(1, 2) != round_seeds(1, 3)
+
+
+def test_a_distributed_plan_never_asks_for_a_variance_past_the_exact_samplers_range() -> None:
+    # Six clients, 11,000 parameters, z = 1: the variance at the sampler's limit once came out
+    # one past it (a float product rounded up), and every client's fit failed.
+    from sheaf.secagg.discrete_gaussian import MAX_VARIANCE
+
+    overrides = ["secagg.enabled=true", "secagg.dp=distributed", "sampling=poisson", "privacy.noise_multiplier=1"]
+    config = load_config(overrides=[*overrides, "privacy.clip=1", "clients=6", "fraction=1"])
+    plan = secagg_plan(config, population=6, length=11_000)
+    assert plan is not None and 0 < plan.variance <= MAX_VARIANCE

@@ -28,6 +28,7 @@ from sheaf.core.params import Params
 from sheaf.core.update import Metrics, Scalar, TensorGroups, Update
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.central import evaluate_shards
+from sheaf.strategies.base import MaskedSum
 from sheaf.task.base import EvalResult, Task
 from sheaf.task.client_steps import ClientStep
 
@@ -175,7 +176,10 @@ class FitOutcome:
         client_states: new persistent state of clients whose state changed.
         summed: for a cohort with ``reduce``: the exact sum of the updates a backend
             already added up (checked like any update), or None.
-        reports: the clients whose updates are in ``summed``, with their metrics.
+        reports: the clients whose updates are in ``summed`` (or ``secure``), with their metrics.
+        secure: the outcome of the secure aggregation the backend ran with the clients (a
+            deployment's), which the strategy's secure aggregate step takes in place of
+            the updates; None where the clients' inputs come back as updates.
     """
 
     updates: list[Update]
@@ -183,6 +187,7 @@ class FitOutcome:
     client_states: dict[int, TensorGroups] = field(default_factory=dict)
     summed: ExactSum | None = None
     reports: list[ClientReport] = field(default_factory=list)
+    secure: MaskedSum | None = None
 
 
 @dataclass(frozen=True)

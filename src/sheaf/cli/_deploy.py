@@ -271,6 +271,10 @@ def status(
     table.add_column("what")
     table.add_column("value")
     table.add_row("status", f"{info['status']} · round {info['rounds']['done']}/{info['rounds']['total']}")
+    if info.get("secure_aggregation"):
+        table.add_row(
+            "aggregation", "secure aggregation (SecAgg+)" + (" · distributed DP" if info["distributed_dp"] else "")
+        )
     if "server" in info:
         srv = info["server"]
         table.add_row("server", f"{srv['state']} at {srv['address']} (pid {srv['pid']}, tls {srv['tls']})")
@@ -298,6 +302,10 @@ def status(
             spent = info["privacy"]
             epsilon = "∞" if spent.get("epsilon") is None else f"{spent['epsilon']:.4g}"  # None: not finite (z = 0)
             table.add_row("privacy spent", f"epsilon {epsilon} at delta {spent.get('delta', 0.0):g}")
+            if spent.get("epsilon_server") is not None:
+                table.add_row("privacy against the server", f"epsilon {spent['epsilon_server']:.4g}")
+        if last.get("secagg_survivors") is not None:
+            table.add_row("secure sum of", f"{last['secagg_survivors']:g} clients, {last['secagg_dropped']:g} dropped")
         for drop in info["dropouts"]:
             table.add_row("dropout", f"client {drop['client']} ({drop['name']}) {drop['phase']}: {drop['reason']}")
     Console().print(table)

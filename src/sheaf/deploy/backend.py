@@ -29,21 +29,28 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 
 from sheaf.backends.base import ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
 from sheaf.core.acceptance import OperatorLimits
-from sheaf.core.errors import ClientFailure, SheafError
+from sheaf.core.errors import ClientFailure, SecAggError, SheafError
 from sheaf.core.exactsum import StackedSum
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, seeds_for
 from sheaf.core.update import Update
+from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.chunks import encode_tensors
 from sheaf.deploy.coordinator import Coordinator, Slot, Work, WorkOutcome
 from sheaf.deploy.logs import log_event
+from sheaf.deploy.secure_round import run_secure_round
 from sheaf.deploy.wire import ReceivedResult, encode_task_header, task_chunk
 from sheaf.run.store import RunStore
+from sheaf.secagg.plan import SecAggPlan
+from sheaf.secagg.setup import INSTANCE_BYTES, ProtocolSetup, protocol_setup
+from sheaf.secagg.step import SECAGG_ENCODE
+from sheaf.strategies.base import MaskedSum
 from sheaf.task.base import EvalResult
 from sheaf.task.client_steps import step_names
 
@@ -55,6 +62,19 @@ _log = logging.getLogger("sheaf.server")
 def task_id(round: int, kind: str, client_id: int) -> str:
     """The id of a client's task: the same for the same work, across server restarts."""
     return f"r{round}-{kind}-c{client_id}"
+
+
+def _setup_message(setup: ProtocolSetup) -> pb.SecAggSetup:
+    return pb.SecAggSetup(
+        instance=setup.instance,
+        clients=list(setup.clients),
+        degree=setup.degree,
+        threshold=setup.threshold,
+        min_survivors=setup.min_survivors,
+        bits=setup.bits,
+        length=setup.length,
+        graph_seed=setup.graph_seed,
+    )
 
 
 class DeploymentBackend:
@@ -70,6 +90,9 @@ class DeploymentBackend:
         min_clients: the fewest updates a round needs (``strategy.min_clients``).
         min_clients_wait: how long a round whose cohort has fewer than ``min_clients``
             clients connected waits for them, by the coordinator's clock (0: no wait).
+        secagg: the run's secure-aggregation plan: each fit round then runs SecAgg+ with
+            its cohort (:mod:`sheaf.deploy.secure_round`) and hands the strategy only the
+            survivors' sum; None without secure aggregation.
     """
 
     name = "grpc"
@@ -83,6 +106,7 @@ class DeploymentBackend:
         seed: int = 0,
         min_clients: int = 0,
         min_clients_wait: float = 0.0,
+        secagg: SecAggPlan | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.store = store
@@ -90,6 +114,7 @@ class DeploymentBackend:
         self.limits = limits
         self.min_clients = min_clients
         self.min_clients_wait = min_clients_wait
+        self.secagg = secagg
         self._round = store.last_round
         self._aggregated: dict[int, int] = {}
         self._synced = 0
@@ -125,6 +150,14 @@ class DeploymentBackend:
                 needed, among=cohort.client_ids, limit=self.min_clients_wait, round=cohort.round
             )
         aggregated = self._aggregated_rounds()
+        setup: ProtocolSetup | None = None
+        if self.secagg is not None and SECAGG_ENCODE.name in step_names(cohort.steps):
+            try:
+                setup = self._setup(cohort)
+            except SecAggError as exc:
+                reason = f"secure aggregation cannot start: {exc}"
+                log_event(_log, logging.WARNING, "secagg_aborted", round=cohort.round, reason=reason)
+                return FitOutcome([], [], secure=MaskedSum(None, (), 0, reason))
         tensors = encode_tensors({"": cohort.params, **{k: v for k, v in cohort.payload.items() if k}})
         chunks = [task_chunk(c) for c in tensors.chunks]
         slots = {}
@@ -142,13 +175,16 @@ class DeploymentBackend:
                 aggregated_round=aggregated.get(client_id, 0),
                 client_steps=step_names(cohort.steps),
                 seed=seed,
+                secagg=None if setup is None else _setup_message(setup),
             )
             slots[client_id] = Slot(client_id, tid, header)
         log_event(
             _log, logging.INFO, "round_started", round=cohort.round, cohort=list(cohort.client_ids)[:50],
             model_bytes=tensors.total_bytes,
         )  # fmt: skip
-        work = Work("fit", cohort.round, slots, chunks, like=cohort.params, rule=cohort.rule)
+        work = Work("fit", cohort.round, slots, chunks, like=cohort.params, rule=cohort.rule, secure=setup is not None)
+        if setup is not None:
+            return self._fit_secure(cohort, work, setup)
         if cohort.reduce:
             return self._fit_summed(cohort, work)
         outcome = self._run(work)
@@ -158,6 +194,41 @@ class DeploymentBackend:
             if result.delta is not None
         ]
         return FitOutcome(updates, outcome.failures)
+
+    def _setup(self, cohort: Cohort) -> ProtocolSetup:
+        """A fresh protocol instance for the cohort: its graph from a secret of the server's own."""
+        plan = self.secagg
+        assert plan is not None
+        n = len(cohort.client_ids)
+        if n > plan.max_inputs:
+            raise SecAggError(f"{n} clients exceed the {plan.max_inputs} inputs the quantiser was sized for")
+        return protocol_setup(
+            cohort.client_ids,
+            instance=os.urandom(INSTANCE_BYTES),
+            graph_seed=int.from_bytes(os.urandom(8), "little"),
+            bits=plan.bits,
+            length=plan.quantizer().ring_length,
+            threshold_fraction=plan.threshold,
+            max_dropout=plan.max_dropout,
+            degree=plan.degree if plan.degree < n - 1 else 0,
+        )
+
+    def _fit_secure(self, cohort: Cohort, work: Work, setup: ProtocolSetup) -> FitOutcome:
+        # Training first: each result carries its client's keys (and nothing of its update);
+        # then the protocol, whose survivors' sum is all the strategy sees.
+        self.coordinator.secagg.begin(cohort.round, setup)
+        try:
+            outcome = self._run(work)
+        except BaseException:
+            self.coordinator.secagg.end("the round stopped")
+            raise
+        adverts = {c: r.secagg for c, r in outcome.results.items()}
+        secure = run_secure_round(self.coordinator, cohort.round, setup, adverts)
+        survivors = set(secure.outcome.survivors)
+        reports = [ClientReport(c, r.num_examples, r.metrics) for c, r in outcome.results.items() if c in survivors]
+        failures = [*outcome.failures, *(ClientFailure(c, why) for c, why in secure.failures.items())]
+        failures.sort(key=lambda f: f.client_id)
+        return FitOutcome([], failures, reports=reports, secure=secure.outcome)
 
     def _fit_summed(self, cohort: Cohort, work: Work) -> FitOutcome:
         # The strategy needs only the sum: each update joins an exact running sum as it

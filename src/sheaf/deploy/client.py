@@ -13,7 +13,10 @@ which the server derives as a simulation does), and push the result. A task name
 client steps to run around training; the client runs only steps it holds itself (by
 default sheaf's built-in ones, :func:`~sheaf.run.assemble.builtin_client_steps`) and its
 policy agrees to, and reports any other request as its refusal of that task. Heartbeats go
-out in the background, also while it trains.
+out in the background, also while it trains. In a securely aggregated round its result
+carries only its protocol keys; once the server accepted it, the client runs its side of
+SecAgg+ over the ``SecAgg`` RPC (each call sends its reply to the server's last message and
+asks for the next), and only its masked input leaves.
 
 Every byte from the server is checked before it is trusted: the run id before it names a
 file, the description's every field, a task's tensors against the client's own model before
@@ -68,6 +71,7 @@ from sheaf.deploy.rpc import Channel, Connector, RpcError, StatusCode
 from sheaf.deploy.transport import METHODS, client_channel
 from sheaf.deploy.wire import PROTOCOL, ReceivedTask, TaskReader
 from sheaf.run.assemble import builtin_client_steps
+from sheaf.secagg.client import ClientState
 from sheaf.task.base import prepare_worker
 from sheaf.task.client_steps import ClientStep, steps_by_name
 
@@ -77,6 +81,8 @@ _log = logging.getLogger("sheaf.client")
 #: What a refused join answers with: this client cannot take part until someone acts.
 _REFUSED = (StatusCode.UNAUTHENTICATED, StatusCode.PERMISSION_DENIED, StatusCode.FAILED_PRECONDITION)
 _PULL_WAIT = 20.0
+#: The longest a client waits for the server's next secure-aggregation message.
+_SECAGG_PATIENCE = 3600.0
 #: What a run id may look like before it becomes part of a file name: no separators, no dots.
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: The range a server's heartbeat interval is held to (a hostile one could ask for a flood).
@@ -209,6 +215,14 @@ class _Rpc:
                 digest = _checked_header(message, check)
             reader.feed(message)
         return reader, digest
+
+    async def secagg(self, run_id: str, round: int, instance: bytes, want: int, message: bytes) -> pb.SecAggReply:
+        body = pb.SecAggRequest(
+            run_id=run_id, round=round, instance=instance, want=want, message=message, wait_seconds=_PULL_WAIT
+        ).SerializeToString()
+        metadata = self._sign("SecAgg", body)
+        reply = await self.channel.unary_unary(METHODS["SecAgg"], body, metadata=metadata, timeout=_PULL_WAIT + 15)
+        return pb.SecAggReply.FromString(reply)
 
     async def push(self, messages: list[bytes]) -> pb.PushReply:
         metadata = self._sign("PushResult", messages[0])
@@ -359,6 +373,9 @@ class DeployedClient:
                     status = pb.PushStatus.Name(reply.status).lower()
                     level = logging.WARNING if reply.status in (pb.REJECTED, pb.STALE) else logging.INFO
                     log_event(_log, level, "result_delivered", status=status, detail=reply.detail)
+                    protocol, work.protocol = work.protocol, None
+                    if protocol is not None and reply.status in (pb.ACCEPTED, pb.DUPLICATE):
+                        await self._secure_aggregation(rpc, session, *protocol)
                 task, digest = await self._pull(rpc, session)
                 self._reached = True  # a usable answer: the server is up and speaks sense
                 if task is None:
@@ -370,6 +387,35 @@ class DeployedClient:
                 pending.append(await loop.run_in_executor(self._executor, work.answer, task, digest))
         finally:
             heartbeats.cancel()
+
+    async def _secure_aggregation(self, rpc: _Rpc, session: _Session, round: int, state: ClientState) -> None:
+        """Run this client's side of the round's SecAgg+ (its keys went out with its result).
+
+        Each call sends its reply to the server's last message and waits for the next one.
+        A message the state machine refuses (out of turn, forged, against the rules) ends
+        the protocol for this client with one log line; so does the server saying it is over.
+        """
+        loop = asyncio.get_running_loop()
+        instance, want, outgoing = state.setup.instance, 1, b""
+        patience = loop.time() + _SECAGG_PATIENCE
+        while loop.time() < patience:
+            reply = await rpc.secagg(session.run_id, round, instance, want, outgoing)
+            outgoing = b""
+            if reply.over or want == 0:
+                level = logging.INFO if want == 0 and not reply.detail else logging.WARNING
+                log_event(_log, level, "secagg_over", round=round, stage=state.stage.value, detail=reply.detail[:300])
+                return
+            if not reply.message:
+                continue  # not yet: ask again
+            state, answer = await loop.run_in_executor(
+                self._executor, session.work.protocol_step, state, bytes(reply.message), want
+            )
+            if answer is None:
+                log_event(_log, logging.WARNING, "secagg_refused", round=round, reason=state.reason[:300])
+                return
+            log_event(_log, logging.INFO, "secagg_sent", round=round, stage=state.stage.value, bytes=len(answer))
+            outgoing, want = answer, (want + 1) % 5
+        log_event(_log, logging.WARNING, "secagg_over", round=round, detail="no word from the server; gave up")
 
     async def _pull(self, rpc: _Rpc, session: _Session) -> tuple[ReceivedTask | None, str]:
         """The next task (None: no work now, or the run is over), and its digest.

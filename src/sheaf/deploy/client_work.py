@@ -23,6 +23,14 @@ Every byte of a task is the server's request; the client decides (:mod:`sheaf.de
   its own accountant, refused past its own budget, and written to its ledger on disk
   (:mod:`sheaf.deploy.client_ledger`) before the update leaves. A run without
   differential privacy is refused by a client whose policy requires it or has a budget.
+- **Secure aggregation** (a fit whose task carries a ``SecAggSetup``): the client checks
+  the setup against its ``[secagg]`` policy (its own id in the cohort, at least
+  ``min_survivors`` per sum, a threshold of at least ``min_threshold`` of its neighbours,
+  a ring that fits its model), draws its rounding and noise from its own CSPRNG, and under
+  a DP requirement takes part only with distributed noise, charging its ledger for the
+  ``T - 1`` other shares a sum it helps unmask holds at least. Its ring vector stays here
+  as the protocol's input; its result carries only its keys (:meth:`ClientWork.protocol_step`
+  answers the server's later messages).
 - **Evaluation** releases raw results (loss, metrics, test-set size) only as
   ``sharing.evaluation`` allows: by default not in a private run.
 - **Metrics** of the client's task leave only if ``sharing.metrics`` names them; the
@@ -47,7 +55,7 @@ import numpy as np
 
 from sheaf.backends.base import RoundWork
 from sheaf.backends.client_runner import ClientRunner
-from sheaf.core.errors import ClientFailure, SheafError, TaskError
+from sheaf.core.errors import ClientFailure, SecAggError, SheafError, TaskError
 from sheaf.core.params import Params
 from sheaf.core.tensor import ALLOWED_DTYPES
 from sheaf.core.update import Scalar, Update
@@ -58,10 +66,25 @@ from sheaf.deploy.client_state import ClientStateFile
 from sheaf.deploy.description import RunDescription
 from sheaf.deploy.logs import log_event
 from sheaf.deploy.policy import ClientPolicy
+from sheaf.deploy.secagg_exchange import max_server_bytes
 from sheaf.deploy.wire import ReceivedTask, encode_result
 from sheaf.privacy.accountant import RoundMechanism
 from sheaf.privacy.client_steps import PRIVACY_STEPS
 from sheaf.privacy.plan import CLIP_OPTION, mechanism_from_options
+from sheaf.quantize.quantizer import Quantizer
+from sheaf.secagg.accounting import rounded_sensitivity
+from sheaf.secagg.client import ClientStage, ClientState, client_step, start_client
+from sheaf.secagg.messages import (
+    AdvertiseKeys,
+    ConsistencySignature,
+    MaskedInput,
+    ShareKeys,
+    UnmaskShares,
+    decode_message,
+    encode_message,
+)
+from sheaf.secagg.setup import ProtocolSetup
+from sheaf.secagg.step import INPUT_GROUP, SECAGG_ENCODE
 from sheaf.task.base import EvalResult, FitInstructions, FitResult, Task, prepare_worker
 from sheaf.task.client_steps import LOCAL_STEPS, ClientStep, resolve_steps
 
@@ -77,6 +100,8 @@ _PERSONALIZED = "finetune_evaluate"
 #: Payload tensors beyond the model's own size (small strategy broadcasts, e.g. a round number).
 _PAYLOAD_SLACK = 1 << 20
 _MAX_GROUPS = 16
+#: The largest secure-aggregation cohort a client takes part in.
+MAX_COHORT = 1 << 16
 
 
 def task_digest(header: bytes) -> str:
@@ -151,6 +176,8 @@ class ClientWork:
     _last: tuple[str, list[bytes]] | None = field(default=None, init=False)
     _private: bool = field(default=False, init=False)
     _withheld_logged: bool = field(default=False, init=False)
+    #: the secure-aggregation protocol of the last fit, once its keys went out with the result
+    protocol: tuple[int, ClientState] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._watched = _MetricsSeen(self.task)
@@ -362,7 +389,11 @@ class ClientWork:
                 return self._last[1]  # the same task again (a server that restarted): the same answer
             raise _Refusal(f"round {task.round} is not after round {last}, the last this client trained in")
         self._fit_refusal(task)
-        names, options, mechanism = self._privacy(task)
+        setup = self._secure_setup(task)
+        if setup is None:
+            names, options, mechanism = self._privacy(task)
+        else:
+            names, options, mechanism = self._secure_privacy(task, setup)
         charged = None
         if mechanism is not None:
             own = self.policy.privacy
@@ -381,6 +412,18 @@ class ClientWork:
             failure = reply.failure or ClientFailure(self.client_id, "fit failed")
             return encode_result(task.task_id, update_id, "fit", task.round, failure=failure.reason)
         update = self._withhold(reply.update)
+        advert = b""
+        protocol: tuple[int, ClientState] | None = None
+        if setup is not None:
+            # Its ring vector stays here, as the protocol's input: only masked, it leaves later.
+            ring = update.extras.get(INPUT_GROUP, Params({})).get("input")
+            if ring is None:
+                raise TaskError("secure aggregation's client step produced no input")
+            try:
+                started, keys = start_client(setup, self.client_id, ring.astype(np.uint32))
+            except SecAggError as exc:
+                raise TaskError(f"secure aggregation cannot start: {exc}") from None
+            advert, protocol = encode_message(keys), (task.round, started)
         messages = encode_result(
             task.task_id,
             update_id,
@@ -388,15 +431,140 @@ class ClientWork:
             task.round,
             num_examples=update.num_examples,
             metrics=update.metrics,
-            delta=update.delta,
-            extras=update.extras,
+            delta=None if protocol is not None else update.delta,  # secure: nothing but its keys
+            extras=None if protocol is not None else update.extras,
+            secagg=advert,
         )
         # Durable before anything leaves: a crash or a silent server cannot make it forget the release.
         self.ledger.record(self.run_id, task.round, charged)
         if reply.state is not None:
             self.states.set_pending(task.round, reply.state)
         self._last = (digest, messages)
+        if protocol is not None:
+            self.protocol = protocol
         return messages
+
+    # Secure aggregation -----------------------------------------------------------------------
+    def _secure_setup(self, task: ReceivedTask) -> ProtocolSetup | None:
+        """The task's secure-aggregation instance, once its policy agrees to it (None: none asked)."""
+        asked = SECAGG_ENCODE.name in task.client_steps
+        if task.secagg is None and not asked:
+            return None
+        own = self.policy.secagg
+        if not own.accept:
+            raise _Refusal("its policy takes no part in secure aggregation (secagg.accept=false)")
+        if task.secagg is None or not asked or task.client_steps[0] != SECAGG_ENCODE.name:
+            raise _Refusal(
+                "a secure-aggregation round needs both the protocol's setup and the client step "
+                f"{SECAGG_ENCODE.name!r}, outermost"
+            )
+        message = task.secagg
+        if len(message.clients) > MAX_COHORT:
+            raise _Refusal(f"the protocol's cohort of {len(message.clients)} clients is larger than {MAX_COHORT}")
+        try:
+            setup = ProtocolSetup(
+                bytes(message.instance),
+                tuple(int(c) for c in message.clients),
+                int(message.degree),
+                int(message.threshold),
+                int(message.min_survivors),
+                int(message.bits),
+                int(message.length),
+                int(message.graph_seed),
+            )
+        except SecAggError as exc:
+            raise _Refusal(f"the protocol's setup is unusable: {exc}") from None
+        if self.client_id not in setup.clients:
+            raise _Refusal("the protocol's cohort does not hold this client")
+        if setup.min_survivors < own.min_survivors:
+            raise _Refusal(
+                f"a sum of {setup.min_survivors} inputs could be unmasked; its policy needs at least "
+                f"{own.min_survivors} (secagg.min_survivors)"
+            )
+        if setup.threshold < math.ceil(own.min_threshold * setup.degree):
+            raise _Refusal(
+                f"{setup.threshold} of its {setup.degree} neighbours could rebuild its secrets; its policy needs "
+                f"{math.ceil(own.min_threshold * setup.degree)} (secagg.min_threshold={own.min_threshold:g})"
+            )
+        quantizer = self._quantizer(task.options)
+        if (setup.bits, setup.length) != (quantizer.bits, quantizer.ring_length):
+            raise _Refusal(
+                f"the protocol's ring (Z_2^{setup.bits}, {setup.length} elements) does not fit this client's model "
+                f"encoded as asked (Z_2^{quantizer.bits}, {quantizer.ring_length} elements)"
+            )
+        return setup
+
+    def _quantizer(self, options: Mapping[str, Scalar]) -> Quantizer:
+        try:
+            return Quantizer(
+                sum(math.prod(shape) for _, shape in self._model.values()),
+                int(options["secagg_bits"]),
+                float(options["secagg_scale"]),
+                float(options["secagg_clip"]),
+                int(options["secagg_max_weight"]),
+                bool(options["secagg_weighted"]),
+            )
+        except (KeyError, TypeError, ValueError, SheafError) as exc:
+            raise _Refusal(f"the server's secure-aggregation options are unusable: {exc}") from None
+
+    def _secure_privacy(
+        self, task: ReceivedTask, setup: ProtocolSetup
+    ) -> tuple[tuple[str, ...], dict[str, Scalar], RoundMechanism | None]:
+        """The steps and options of a secure round, and what it charges (distributed noise)."""
+        own = self.policy.privacy
+        variance = task.options.get("secagg_variance", 0)
+        if isinstance(variance, bool) or not isinstance(variance, int | float) or not 0 <= variance < 2**62:
+            raise _Refusal(f"the server asks for a noise variance of {variance!r}")
+        if variance == 0:  # plain secure aggregation (or central DP on the unmasked sum)
+            names, options, mechanism = self._privacy(task)
+            # Encoding stays outermost, as in simulation: a clip of central DP acts on the delta it encodes.
+            names = (SECAGG_ENCODE.name, *(n for n in names if n != SECAGG_ENCODE.name))
+        else:
+            if own.require == "local":
+                raise _Refusal(
+                    "its policy noises its own update fully (privacy.require=local), which a distributed noise share "
+                    "does not; set privacy.require=central to take part in distributed DP"
+                )
+            self._private = True
+            names, options = task.client_steps, dict(task.options)
+            mechanism = RoundMechanism("local", self._distributed_z(task.options, setup, float(variance)))
+        # Its rounding and noise come from the operating system's CSPRNG, whatever the server says.
+        options["secagg_noise"] = "secure"
+        return names, options, mechanism
+
+    def _distributed_z(self, options: Mapping[str, Scalar], setup: ProtocolSetup, variance: float) -> float:
+        """The Gaussian noise multiplier whose RDP bounds this round's, for the client's ledger.
+
+        A sum it helps unmask holds at least T inputs (it refuses fewer), so at least T - 1
+        noise shares besides its own; Kairouz, Liu and Steinke's Proposition 14 (third
+        bound) gives RDP ``α/2 (Δ₂/sqrt(mσ²) + τ sqrt(d))²``: that of the Gaussian mechanism
+        with ``z = 1 / (Δ₂/sqrt(mσ²) + τ sqrt(d))``. It is charged as local noise is: no
+        amplification by sampling (the server knows who took part), and for replacing the
+        client's data (sensitivity 2Δ₂: the ledger takes ``z / 2``), the relation its other
+        charges use.
+        """
+        quantizer = self._quantizer(options)
+        padded = quantizer.padded
+        l2, _ = rounded_sensitivity(quantizer.scale * quantizer.clip, padded)
+        shares = setup.min_survivors - 1
+        tau = 10 * sum(math.exp(-2 * math.pi**2 * variance * k / (k + 1)) for k in range(1, shares))
+        return 1.0 / (l2 / math.sqrt(shares * variance) + tau * math.sqrt(padded))
+
+    def protocol_step(self, state: ClientState, data: bytes, want: int) -> tuple[ClientState, bytes | None]:
+        """The client's reply to server message ``want`` (None: it refuses to go on; the state says why)."""
+        limit = max_server_bytes(state.setup, want)
+        if len(data) > limit:
+            reason = f"the server's message {want} has {len(data)} bytes, more than the {limit} this protocol allows"
+            return dataclasses.replace(state, stage=ClientStage.ABORTED, reason=reason, input=None), None
+        try:
+            message = decode_message(data)
+        except SecAggError as exc:
+            return dataclasses.replace(state, stage=ClientStage.ABORTED, reason=str(exc), input=None), None
+        if isinstance(message, AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskShares):
+            reason = f"the server sent a client's message ({type(message).__name__})"
+            return dataclasses.replace(state, stage=ClientStage.ABORTED, reason=reason, input=None), None
+        state, reply = client_step(state, message)
+        return state, None if reply is None else encode_message(reply)
 
     def _withhold(self, update: Update) -> Update:
         """The update without the task's metrics its policy does not share."""

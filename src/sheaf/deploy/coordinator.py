@@ -46,6 +46,7 @@ from sheaf.core.config import ServerConfig
 from sheaf.core.errors import ClientFailure
 from sheaf.core.params import Params
 from sheaf.deploy.logs import log_event
+from sheaf.deploy.secagg_exchange import SecAggExchange
 from sheaf.deploy.wire import ReceivedResult
 
 __all__ = ["Coordinator", "Slot", "Work", "WorkOutcome"]
@@ -94,6 +95,8 @@ class Work:
         like: the model the results must match (fits).
         rule: what a result must satisfy to be accepted (fits: the round's acceptance
             rule; evaluations: the weight each client may claim); None: structure only.
+        secure: a securely aggregated fit: each result carries its client's keys and no
+            tensors (its update leaves only masked, in the protocol).
     """
 
     kind: str
@@ -103,6 +106,7 @@ class Work:
     like: Params | None = None
     rule: UpdateRule | None = None
     posted: float = field(default=0.0)
+    secure: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,8 @@ class Coordinator:
         self._last_tick = self._started
         #: set by the service: wakes handlers waiting for work (called without the lock)
         self.wakeup: Callable[[], None] | None = None
+        #: the secure-aggregation messages of the round in progress
+        self.secagg = SecAggExchange(self._wake)
 
     # Contact ---------------------------------------------------------------------------
     def touch(self, client_id: int, peer: str = "") -> None:
@@ -174,6 +180,20 @@ class Coordinator:
         with self._lock:
             return dict(self._traffic)
 
+    def now(self) -> float:
+        """The coordinator's clock (monotonic seconds)."""
+        return self._clock()
+
+    def silence(self, client_id: int) -> float:
+        """Seconds since the last request from a client (since the server's start if none)."""
+        now = self._clock()
+        with self._lock:
+            return self._silent_for(client_id, now)
+
+    def tick(self) -> None:
+        """Let the status writer run if a second has passed (for waits outside :meth:`wait`)."""
+        self._tick()
+
     def _silent_for(self, client_id: int, now: float) -> float:
         return now - max(self._last_seen.get(client_id, self._started), self._started)
 
@@ -186,6 +206,7 @@ class Coordinator:
     def snapshot(self) -> dict[str, Any]:
         """The live view ``sheaf status`` shows: contacts and the batch in progress."""
         now = self._clock()
+        secagg = self.secagg.progress()
         with self._lock:
             work = self._work
             contacts = {str(c): round(now - t, 1) for c, t in sorted(self._last_seen.items())}
@@ -194,6 +215,7 @@ class Coordinator:
                 "seconds_since_contact": contacts,
                 "heartbeat_timeout": self.settings.heartbeat_timeout,
                 "work": {"kind": work.kind, "round": work.round, "waiting_for": pending} if work else None,
+                "secagg": secagg,
                 "finished": self._finished,
                 "bytes_sent": self._traffic["sent"],
                 "bytes_received": self._traffic["received"],

@@ -44,6 +44,7 @@ __all__ = [
     "ClientPolicy",
     "DataPolicy",
     "PrivacyPolicy",
+    "SecAggPolicy",
     "SharingPolicy",
     "TrainingPolicy",
     "load_policy",
@@ -158,6 +159,32 @@ class PrivacyPolicy:
 
 
 @dataclass(frozen=True)
+class SecAggPolicy:
+    """Whether and how the client takes part in secure aggregation (SecAgg+).
+
+    A server's protocol setup is a request: the client refuses one whose sum could hold
+    fewer inputs than ``min_survivors``, or whose secrets fewer than ``min_threshold`` of
+    its neighbours could rebuild (a low threshold lets fewer colluders with the server
+    unmask it). Under its ``[privacy]`` requirement or budget it takes part only in rounds
+    with distributed noise, and charges its ledger for the noise of ``T - 1`` other
+    survivors, the fewest a sum it helps unmask can hold (it refuses to unmask fewer).
+
+    Attributes:
+        accept: whether it takes part in secure aggregation at all.
+        min_survivors: the fewest inputs a sum holding its own may have (T; at least 3).
+        min_threshold: the smallest share of its neighbours that must rebuild its secrets.
+    """
+
+    accept: bool = True
+    min_survivors: int = 3
+    min_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(self.min_survivors >= 3, "secagg.min_survivors", ">= 3", self.min_survivors)
+        _check(0 < self.min_threshold < 1, "secagg.min_threshold", "in (0, 1)", self.min_threshold)
+
+
+@dataclass(frozen=True)
 class SharingPolicy:
     """What the client lets leave besides its update.
 
@@ -189,6 +216,7 @@ class ClientPolicy:
     training: TrainingPolicy = field(default_factory=TrainingPolicy)
     privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
     sharing: SharingPolicy = field(default_factory=SharingPolicy)
+    secagg: SecAggPolicy = field(default_factory=SecAggPolicy)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ClientPolicy:
@@ -216,6 +244,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "training": TrainingPolicy,
     "privacy": PrivacyPolicy,
     "sharing": SharingPolicy,
+    "secagg": SecAggPolicy,
 }
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 import time
 import uuid
@@ -41,6 +42,7 @@ from sheaf.core.keyed import SECRET_BYTES, new_secret
 from sheaf.core.params import Params
 from sheaf.deploy.auth import RequestVerifier, load_authorized_clients
 from sheaf.deploy.backend import DeploymentBackend
+from sheaf.deploy.chunks import MAX_MESSAGE_BYTES
 from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.description import RunDescription
 from sheaf.deploy.local import catalog_info, deployment_task, load_test_data
@@ -55,6 +57,7 @@ from sheaf.run.assemble import assemble, open_or_create_store
 from sheaf.run.loop import Federated, RoundListener, run_rounds
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
+from sheaf.secagg.plan import SecAggPlan
 from sheaf.strategies.base import Strategy
 
 __all__ = [
@@ -175,6 +178,22 @@ def server_run_path(config: RunConfig) -> Path:
     return Path(config.runs_dir) / f"{name}.sqlite"
 
 
+def _check_secagg_fits(plan: SecAggPlan) -> None:
+    """A deployed masked input travels in one message: refuse a model too large for one.
+
+    Raises:
+        ConfigError: saying how many ring elements fit.
+    """
+    width = math.ceil(plan.bits / 8)
+    limit = (MAX_MESSAGE_BYTES - (1 << 16)) // width
+    if plan.quantizer().ring_length > limit:
+        raise ConfigError(
+            f"a deployed masked input travels in one message: at most {limit:,} ring elements at "
+            f"secagg.bits={plan.bits}, this model needs {plan.quantizer().ring_length:,}; use a smaller model or "
+            "fewer secagg.bits"
+        )
+
+
 #: The run store's meta entry holding the run secret (hex).
 SECRET_META = "run_secret"
 
@@ -289,6 +308,8 @@ def run_server(
         config, population=len(ids), task=task, strategy=strategy, deployed=True, secret=secret, weight_caps=caps
     )
     chosen, initial = parts.strategy, parts.initial
+    if parts.secagg is not None:
+        _check_secagg_fits(parts.secagg)
     meta = {
         **parts.meta,
         "dataset": config.data.dataset,
@@ -366,6 +387,7 @@ def run_server(
                 seed=config.seed,
                 min_clients=config.strategy.min_clients,
                 min_clients_wait=config.server.min_clients_wait,
+                secagg=parts.secagg,
             )
             population = Population(ids, ids, central, secret=secret)  # cohorts from the secret, not the seed
             federated = Federated(config, parts.task, population, chosen, backend, store, parts.limits)

@@ -179,7 +179,11 @@ class FederationService:
             return reply
 
         return Handlers(
-            unary_unary={METHODS["Join"]: unary(self.join), METHODS["Heartbeat"]: unary(self.heartbeat)},
+            unary_unary={
+                METHODS["Join"]: unary(self.join),
+                METHODS["Heartbeat"]: unary(self.heartbeat),
+                METHODS["SecAgg"]: unary(self.secagg),
+            },
             unary_stream={METHODS["PullTask"]: pull},
             stream_unary={METHODS["PushResult"]: push},
         )
@@ -283,6 +287,42 @@ class FederationService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)
 
+    async def secagg(self, request: bytes, context: CallContext) -> bytes:
+        """Take a client's secure-aggregation message; hand it the server's next one (long poll).
+
+        The message is judged by :class:`~sheaf.deploy.secagg_exchange.SecAggExchange` as
+        coming from the authenticated client; a refused one ends the protocol for that
+        client, with the reason in the reply (and its share of the round is settled as failed).
+        """
+        client = await self._authenticate(context, "SecAgg", request)
+        message: pb.SecAggRequest = await self._parse(context, pb.SecAggRequest, request)
+        await self._check_run(context, message.run_id, client)
+        if not math.isfinite(message.wait_seconds) or not 0 <= message.want <= 4:
+            await self._refuse(
+                context, StatusCode.INVALID_ARGUMENT, "request_malformed",
+                f"want must be 0..4 and wait_seconds finite, got {message.want} and {message.wait_seconds}",
+                client=client.client_id,
+            )  # fmt: skip
+        exchange = self.coordinator.secagg
+        cid, instance = client.client_id, bytes(message.instance)
+        if message.message:
+            problem = exchange.submit(cid, message.round, instance, bytes(message.message))
+            if problem is not None:
+                self.refusals.log(context.peer(), "secagg_refused", reason=problem, client=cid)
+                return pb.SecAggReply(over=True, detail=problem).SerializeToString()
+        if message.want == 0:
+            return pb.SecAggReply(over=True).SerializeToString()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(message.wait_seconds, 0.0), MAX_PULL_WAIT)
+        while True:
+            data, over, detail = exchange.message_for(cid, message.round, instance, message.want)
+            remaining = deadline - loop.time()
+            event = self._work_posted
+            if data or over or remaining <= 0 or event is None:
+                return pb.SecAggReply(message=data, over=over, detail=detail).SerializeToString()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)
+
     async def push_result(self, requests: AsyncIterator[bytes], context: CallContext) -> bytes:
         """Receive, check and settle one result (one stream per client at a time)."""
         metadata = context.metadata()
@@ -333,7 +373,13 @@ class FederationService:
             return self._reject(
                 cid, header.task_id, header.update_id, f"result is for a {kind} of round {header.round}"
             )
-        if work.kind == "fit" and not header.failure and work.like is not None:
+        if work.kind == "fit" and not header.failure and work.secure:
+            if header.tensors or not header.secagg:  # its update leaves only masked, in the protocol
+                reason = "a securely aggregated fit result carries its client's keys and no tensors"
+                return self._reject(cid, header.task_id, header.update_id, reason)
+        elif header.secagg:
+            return self._reject(cid, header.task_id, header.update_id, "this round is not securely aggregated")
+        elif work.kind == "fit" and not header.failure and work.like is not None:
             problem = declared_problem(header.tensors, work.like)
             if problem is not None:
                 return self._reject(cid, header.task_id, header.update_id, problem)

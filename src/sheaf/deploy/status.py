@@ -2,7 +2,8 @@
 
 The store is the server's state: committed rounds, their metrics and dropouts, and — about
 once a second while a server runs — the server's live view (its address, the clients it
-has heard from recently, the batch in progress). The store is opened read-only (SQLite
+has heard from recently, the batch in progress) — and whether the run is securely
+aggregated (``secure_aggregation``) with distributed DP (``distributed_dp``). The store is opened read-only (SQLite
 WAL allows it beside the writing server), so ``sheaf status`` never disturbs a run.
 
 Example:
@@ -62,6 +63,9 @@ def run_status(path: str | Path, *, now: float | None = None) -> dict[str, Any]:
         "rounds": {"done": last, "total": meta["config"].get("rounds")},
         "clients": {"registered": meta.get("population")},
     }
+    secagg = meta.get("secagg")
+    out["secure_aggregation"] = isinstance(secagg, dict)
+    out["distributed_dp"] = isinstance(secagg, dict) and secagg.get("dp") == "distributed"
     server = meta.get("server")
     if isinstance(server, dict):
         age = now - float(server.get("updated", 0.0))
@@ -80,6 +84,9 @@ def run_status(path: str | Path, *, now: float | None = None) -> dict[str, Any]:
         work = server.get("work")
         if alive and isinstance(work, dict):
             out["in_progress"] = work
+        secagg = server.get("secagg")
+        if alive and isinstance(secagg, dict):  # a protocol stage after training
+            out["in_progress"] = {"kind": f"secure aggregation ({secagg.get('stage')})", **secagg}
     if history:
         record = history[-1]
         out["last_round"] = {
@@ -94,6 +101,9 @@ def run_status(path: str | Path, *, now: float | None = None) -> dict[str, Any]:
         out["federated"] = _finite({k: dict(v) for k, v in history.final_federated.items()})
         if record.privacy:  # differential privacy: what the run has spent so far
             out["privacy"] = _finite(dict(record.privacy))
+        if out["secure_aggregation"]:  # whose inputs the last secure sum held
+            out["last_round"]["secagg_survivors"] = record.fit.get("secagg_survivors")
+            out["last_round"]["secagg_dropped"] = record.fit.get("secagg_dropped")
         out["dropouts"] = [
             {"client": c, "name": name_of.get(c, str(c)), "phase": phase, "reason": reason}
             for _, c, phase, reason in failures

@@ -46,6 +46,7 @@ from sheaf.deploy.chunks import CHUNK_BYTES, EncodedTensors, TensorAssembler, Wi
 __all__ = [
     "MAX_METRICS",
     "MAX_METRIC_NAME",
+    "MAX_SECAGG_IN_RESULT",
     "PROTOCOL",
     "ReceivedResult",
     "ReceivedTask",
@@ -69,6 +70,8 @@ _MAX_REASON = 2000
 #: The most metrics one result may carry, and the longest metric name.
 MAX_METRICS = 256
 MAX_METRIC_NAME = 100
+#: The longest secure-aggregation message a result may carry (its AdvertiseKeys: 140 bytes).
+MAX_SECAGG_IN_RESULT = 256
 
 
 # Scalars ------------------------------------------------------------------------------
@@ -123,11 +126,13 @@ def encode_task_header(
     aggregated_round: int = 0,
     client_steps: Sequence[str] = (),
     seed: int = 0,
+    secagg: pb.SecAggSetup | None = None,
 ) -> bytes:
     """The first message of a task stream; the chunks of ``tensors`` follow it.
 
     Client steps travel by name only; a client runs those among its own steps. ``seed`` is
-    the addressed client's own training seed for the round (fits).
+    the addressed client's own training seed for the round (fits); ``secagg`` the secure
+    aggregation instance its update goes through (fits).
     """
     train_values: dict[str, Scalar] = dict(vars(train)) if train is not None else {}
     task = pb.Task(
@@ -144,6 +149,8 @@ def encode_task_header(
         client_steps=list(client_steps),
         seed=seed,
     )
+    if secagg is not None:
+        task.secagg.CopyFrom(secagg)
     return pb.TaskMessage(task=task).SerializeToString()
 
 
@@ -174,6 +181,8 @@ class ReceivedTask:
         client_steps: the names of the client steps to run around training, outermost
             first (fits).
         seed: the client's own training seed for the round (fits).
+        secagg: the secure-aggregation instance of a fit, as the server sent it (unchecked:
+            the client checks it against its policy), or None.
     """
 
     task_id: str
@@ -187,6 +196,7 @@ class ReceivedTask:
     aggregated_round: int = 0
     client_steps: tuple[str, ...] = ()
     seed: int = 0
+    secagg: pb.SecAggSetup | None = None
 
 
 def _parse(message_type: type[Any], data: bytes, what: str) -> Any:
@@ -265,6 +275,7 @@ class TaskReader:
             int(header.aggregated_round),
             tuple(_check_id(name, "client step name") for name in header.client_steps),
             int(header.seed),
+            header.secagg if header.HasField("secagg") else None,
         )
 
 
@@ -282,8 +293,12 @@ def encode_result(
     extras: TensorGroups | None = None,
     failure: str = "",
     chunk_bytes: int = CHUNK_BYTES,
+    secagg: bytes = b"",
 ) -> list[bytes]:
     """Every message of a result stream: the header, then the tensors' chunks.
+
+    ``secagg`` is the client's first secure-aggregation message (AdvertiseKeys) for a fit
+    whose update goes through secure aggregation.
 
     Raises:
         WireError: if a tensor's dtype cannot travel or a metric is not a number.
@@ -308,6 +323,7 @@ def encode_result(
         total_bytes=encoded.total_bytes,
         failure=failure[:_MAX_REASON],
         tensors_digest=encoded.digest,
+        secagg=secagg,
     )
     messages = [pb.ResultMessage(result=header).SerializeToString()]
     messages += [pb.ResultMessage(chunk=pb.Chunk(data=c)).SerializeToString() for c in encoded.chunks]
@@ -331,6 +347,8 @@ class ReceivedResult:
         failure: non-empty when the client's work failed: its reason.
         norm: the delta's L2 norm, once the server accepted it under the round's rule
             (None: not judged yet).
+        secagg: the client's AdvertiseKeys message, in a secure-aggregation fit (at most
+            :data:`MAX_SECAGG_IN_RESULT` bytes; decoded and checked by the server's protocol).
     """
 
     task_id: str
@@ -344,6 +362,7 @@ class ReceivedResult:
     extras: TensorGroups = field(default_factory=dict)
     failure: str = ""
     norm: float | None = None
+    secagg: bytes = b""
 
 
 class ResultReader:
@@ -384,6 +403,11 @@ class ResultReader:
                 raise WireError(f"result claims {header.num_examples} examples; a result may claim 0 to {MAX_EXAMPLES}")
             if len(header.failure) > _MAX_REASON:
                 raise WireError(f"a failure reason may be at most {_MAX_REASON} characters")
+            if len(header.secagg) > MAX_SECAGG_IN_RESULT:
+                raise WireError(
+                    f"a result's secure-aggregation message may be at most {MAX_SECAGG_IN_RESULT} bytes, "
+                    f"got {len(header.secagg)}"
+                )
             self._metrics = _result_metrics(header.metrics)
             self._assembler = TensorAssembler(
                 header.tensors, header.total_bytes, header.tensors_digest, self._limit, "result"
@@ -406,7 +430,7 @@ class ResultReader:
         metrics = self._metrics
         kind = _KINDS[header.kind]
         delta = groups.pop("", None)
-        if kind == "fit" and not header.failure and delta is None:
+        if kind == "fit" and not header.failure and delta is None and not header.secagg:
             raise WireError("a fit result without a failure must carry the delta (tensor group '')")
         if kind == "evaluate" and (delta is not None or groups):
             raise WireError("an evaluation result carries no tensors")
@@ -421,6 +445,7 @@ class ResultReader:
             delta,
             groups,
             header.failure,
+            secagg=bytes(header.secagg),
         )
 
 

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ from sheaf.run.personalize import FINETUNE_EVALUATE, personalized_evaluation_ste
 from sheaf.run.store import RunStore
 from sheaf.run.store_files import holds_nothing, remove_files
 from sheaf.secagg.plan import SecAggPlan, secagg_plan
-from sheaf.secagg.step import with_secure_aggregation
+from sheaf.secagg.step import SECAGG_ENCODE, with_secure_aggregation
 from sheaf.strategies.base import Strategy
 from sheaf.strategies.ditto import ditto_client_step
 from sheaf.strategies.fednova import fednova_client_step
@@ -156,15 +157,12 @@ def assemble(
     secure = secagg_plan(config, population, initial.num_elements)
     if secure is not None:
         if deployed:
-            raise ConfigError(
-                "secure aggregation runs in simulation for now; its deployment transport is not built yet "
-                "(set secagg.enabled=false for sheaf server)"
-            )
+            secure = _deployed_secagg(secure)
         # The sum-only strategy (with its private mean, if any) runs through SecAgg+; simulated
         # clients may draw their rounding and noise from the run's seed (reproducible runs).
         chosen = with_secure_aggregation(chosen, secure)
         meta["secagg"] = secure.describe()
-        if not isinstance(runs, PrivateClientTask):
+        if not deployed and not isinstance(runs, PrivateClientTask):
             runs = simulated_client_privacy(runs, config.privacy)
     meta["strategy"] = chosen.name
     steps = chosen.client_steps
@@ -180,6 +178,20 @@ def assemble(
             dict(weight_caps or {}),
         )
     return RunParts(config, chosen, runs, plan, population, size, initial, steps, meta, limits, secure)
+
+
+def _deployed_secagg(plan: SecAggPlan) -> SecAggPlan:
+    """The plan for ``sheaf server``: real dropouts only, and clients' bits from their CSPRNG.
+
+    Raises:
+        ConfigError: on a simulation-only setting.
+    """
+    if plan.dropout > 0 or plan.stand_in:
+        raise ConfigError(
+            "secagg.dropout and secagg.stand_in are for simulations; a deployment runs the real protocol with "
+            "its real dropouts: set secagg.dropout=0 and secagg.stand_in=false for sheaf server"
+        )
+    return dataclasses.replace(plan, noise="secure")
 
 
 def builtin_client_steps() -> tuple[ClientStep, ...]:
@@ -199,6 +211,7 @@ def builtin_client_steps() -> tuple[ClientStep, ...]:
         fedper_client_step(),
         ditto_client_step(),
         *PRIVACY_STEPS,
+        SECAGG_ENCODE,
     )
     personal = tuple(personalizing(step) for step in own if step.personal)
     return tuple(steps_by_name((*own, *personal, FINETUNE_EVALUATE)).values())

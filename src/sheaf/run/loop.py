@@ -67,7 +67,7 @@ from sheaf.run.personalize import personalized_evaluation, wants_personalization
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
 from sheaf.secagg.step import SECURE_AGGREGATION
-from sheaf.strategies.base import RoundContext, Strategy, StrategyState, WeightedSum
+from sheaf.strategies.base import MaskedSum, RoundContext, Strategy, StrategyState, WeightedSum
 from sheaf.task.base import EvalResult, Task
 
 __all__ = ["Federated", "RoundListener", "monitor_split", "run_rounds"]
@@ -265,7 +265,11 @@ class _Skipped(NamedTuple):
 
 
 def _aggregate(
-    strategy: Strategy, value: Sequence[Update] | WeightedSum, state: StrategyState, ctx: RoundContext, used: set[int]
+    strategy: Strategy,
+    value: Sequence[Update] | WeightedSum | MaskedSum,
+    state: StrategyState,
+    ctx: RoundContext,
+    used: set[int],
 ) -> tuple[Params, StrategyState, dict[str, float]] | _Skipped:
     """The strategy's aggregate, or why the round must be skipped with the model kept.
 
@@ -351,6 +355,8 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         note = (
             "" if aggregated else f"{succeeded} updates, fewer than strategy.min_clients={config.strategy.min_clients}"
         )
+        if outcome.secure is not None and outcome.secure.total is None:  # the protocol aborted: why
+            aggregated, note = False, f"secure aggregation aborted, nothing revealed: {outcome.secure.reason}"
         fit: dict[str, float] = {"train_loss": _weighted(clients, "train_loss")}
         # What the task reports or logs itself (sheaf.task.log_metrics), as a weighted mean per round.
         fit.update({name: _weighted(clients, name) for name in _own_metrics(clients, strategy.update_rule)})
@@ -361,7 +367,8 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         if aggregated:
             summed = None if outcome.summed is None else _merged(outcome.summed, updates, params)
             used = {c.client_id for c in clients}
-            result = _aggregate(strategy, summed or updates, state, ctx, used)
+            value = outcome.secure if outcome.secure is not None else summed or updates
+            result = _aggregate(strategy, value, state, ctx, used)
             if isinstance(result, _Skipped):
                 aggregated, note, state = False, result.reason, result.state
             else:

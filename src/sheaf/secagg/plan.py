@@ -221,6 +221,9 @@ def _distributed(config: RunConfig, plan: SecAggPlan) -> SecAggPlan:
                 "raise strategy.fraction or use a smaller model"
             )
         variance = math.ceil((z * sensitivity) ** 2 / shares)
+        if variance > MAX_VARIANCE:  # rounding put the ceiling one past the sampler's range
+            sensitivity *= 1 - 1e-12
+            continue
         bound = ring_bound(
             scale, clip=p.clip, max_weight=1, inputs=plan.max_inputs, length=plan.length, noise_variance=variance
         )

@@ -20,8 +20,10 @@ Both halves side by side, in sheaf's step contract (:mod:`sheaf.strategies.base`
 
 In simulation the clients' protocol state machines run inside the server step — the
 in-process transport; what crosses from them to the server's state machine is only the
-protocol's messages. A deployment moves the same messages over the network instead
-(``docs/secure-aggregation.md``).
+protocol's messages. A deployment moves the same messages over the network instead: its
+backend runs the protocol with the remote clients (:mod:`sheaf.deploy.secure_round`) and
+the step takes the survivors' ring sum through ``apply_masked`` (a
+:class:`~sheaf.strategies.base.MaskedSum`), decoding it as it decodes its own.
 
 :func:`with_secure_aggregation` puts the step in place of a sum-only strategy's aggregate
 step, keeping its server steps (server momentum, Adam) and client halves (FedProx's
@@ -72,6 +74,7 @@ from sheaf.strategies.base import (
     AggregateStep,
     Broadcast,
     ClientHalf,
+    MaskedSum,
     RoundContext,
     Strategy,
     WeightedSum,
@@ -254,15 +257,33 @@ def secure_aggregate(plan: SecAggPlan, inner: AggregateStep[Any]) -> AggregateSt
             raise StrategyError("secure aggregation sums the clients' masked inputs itself, not a sum made elsewhere")
         inputs = _inputs(value, quantizer)
         outcome = _sum(plan, inputs, ctx)
-        rotation, _ = round_seeds(ctx.seed, ctx.round)
         assert outcome.total is not None
-        total, weight = quantizer.decode(outcome.total, rotation)
-        count = len(outcome.survivors)
+        return _decoded(outcome.total, outcome.survivors, len(value), state, ctx)
+
+    def _decoded(
+        ring: npt.NDArray[np.uint32], survivors: Sequence[int], arrived: int, state: SecureState, ctx: RoundContext
+    ) -> tuple[Params, SecureState]:
+        rotation, _ = round_seeds(ctx.seed, ctx.round)
+        total, weight = quantizer.decode(ring, rotation)
+        count = len(survivors)
         summed = WeightedSum(
             ctx.params.astype(np.float64).unflatten(total), float(weight if plan.weighted else count), count
         )
         delta, inner_state = inner.apply(summed, state.inner, ctx)
-        return delta, SecureState(inner_state, state.rounds + 1, count, len(value) - count)
+        return delta, SecureState(inner_state, state.rounds + 1, count, arrived - count)
+
+    def apply_masked(value: MaskedSum, state: SecureState, ctx: RoundContext) -> tuple[Params, SecureState]:
+        # The deployment's backend ran the protocol: its outcome stands in for the in-process run.
+        if value.total is None:
+            raise AggregationError(f"secure aggregation aborted, nothing revealed: {value.reason}; round skipped")
+        if value.total.shape != (quantizer.ring_length,) or value.total.dtype != np.uint32:
+            raise StrategyError(f"a secure sum must be {quantizer.ring_length} ring elements, got {value.total.shape}")
+        if not 3 <= value.count <= plan.max_inputs:
+            raise AggregationError(
+                f"a secure sum of {value.count} inputs is outside the 3..{plan.max_inputs} the quantiser was sized "
+                "for; round skipped"
+            )
+        return _decoded(value.total, value.survivors, value.arrived, state, ctx)
 
     def configure(state: SecureState, ctx: RoundContext) -> Broadcast:
         rotation, _ = round_seeds(ctx.seed, ctx.round)
@@ -301,6 +322,7 @@ def secure_aggregate(plan: SecAggPlan, inner: AggregateStep[Any]) -> AggregateSt
         client=half,
         configure=configure,
         report=report,
+        apply_masked=apply_masked,
     )
 
 

@@ -55,6 +55,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from sheaf.core.acceptance import MetricRange, UpdateRule
 from sheaf.core.errors import AggregationError, ConfigError, StrategyError
 from sheaf.core.exactsum import ExactSum
@@ -68,6 +71,7 @@ __all__ = [
     "Broadcast",
     "ClientHalf",
     "EmptyState",
+    "MaskedSum",
     "RoundContext",
     "ServerStep",
     "Step",
@@ -135,6 +139,31 @@ class WeightedSum:
     def from_exact(cls, exact: ExactSum) -> WeightedSum:
         """The weighted sum held by an exact accumulator (e.g. partial sums merged)."""
         return cls(exact.total(), float(exact.weight), exact.count)
+
+
+@dataclass(frozen=True)
+class MaskedSum:
+    """A secure aggregation's outcome, run elsewhere (a deployment's backend ran the protocol).
+
+    Only an aggregate step with ``apply_masked`` (secure aggregation's) accepts it: the ring
+    sum is meaningful only to the quantiser that encoded the inputs.
+
+    Attributes:
+        total: the sum of the survivors' ring vectors in Z_{2^bits} (None: the protocol aborted).
+        survivors: the clients whose inputs the sum holds.
+        arrived: the clients whose inputs entered the protocol (survivors and dropouts).
+        reason: why the protocol aborted (empty if it did not).
+    """
+
+    total: npt.NDArray[np.uint32] | None
+    survivors: tuple[int, ...]
+    arrived: int
+    reason: str = ""
+
+    @property
+    def count(self) -> int:
+        """The inputs the sum holds."""
+        return len(self.survivors)
 
 
 def sum_updates(updates: Sequence[Update], like: Params) -> WeightedSum:
@@ -229,6 +258,8 @@ class AggregateStep(Generic[S]):
             what the mechanism does not release: it aggregates every round that reached the
             clients whatever number of updates arrived (never skipping one for fewer than
             ``strategy.min_clients`` on the un-noised count).
+        apply_masked: how the step takes a :class:`MaskedSum` (secure aggregation run by a
+            deployment's backend); None: it cannot.
     """
 
     init: Callable[[Params], S]
@@ -242,6 +273,7 @@ class AggregateStep(Generic[S]):
     client: ClientHalf = NO_CLIENT_HALF
     configure: ConfigureFn[S] | None = None
     report: ReportFn[S] | None = None
+    apply_masked: Callable[[MaskedSum, S, RoundContext], tuple[Params, S]] | None = None
 
 
 @dataclass(frozen=True)
@@ -394,12 +426,14 @@ class Strategy:
         return tuple(step.init(params) for step in self.steps)
 
     def aggregate(
-        self, updates: Sequence[Update] | WeightedSum, state: StrategyState, ctx: RoundContext
+        self, updates: Sequence[Update] | WeightedSum | MaskedSum, state: StrategyState, ctx: RoundContext
     ) -> tuple[Params, StrategyState, dict[str, float]]:
         """Run the chain on a round's updates.
 
         Args:
-            updates: the successful updates (or their weighted sum, for sum-only chains).
+            updates: the successful updates (or their weighted sum, for sum-only chains; or
+                the outcome of a secure aggregation run elsewhere, for a chain whose
+                aggregate step takes one).
             state: the state returned by ``init`` or the previous call.
             ctx: the round's context.
 
@@ -415,12 +449,18 @@ class Strategy:
         self._check_state(state)
         if isinstance(updates, WeightedSum) and self.needs_updates:
             raise StrategyError(f"strategy {self.name!r} needs each client's update, not only their sum")
+        masked = self.aggregator.apply_masked
+        if isinstance(updates, MaskedSum) and (self.update_steps or masked is None):
+            raise StrategyError(f"strategy {self.name!r} cannot take a secure aggregation's outcome")
         new_state: list[Any] = []
         value: Any = updates
         for step, step_state in zip(self.steps, state, strict=True):
-            if step is self.aggregator:
-                self._check_count(value)
-            value, step_state = step.apply(value, step_state, ctx)
+            if isinstance(value, MaskedSum) and masked is not None:
+                value, step_state = masked(value, step_state, ctx)
+            else:
+                if step is self.aggregator:
+                    self._check_count(value)
+                value, step_state = step.apply(value, step_state, ctx)
             new_state.append(step_state)
         delta: Params = value
         new_params = ctx.params + delta

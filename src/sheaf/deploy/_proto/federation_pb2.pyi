@@ -126,7 +126,7 @@ class PullRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "kind", "round", "client_id", "train", "options", "tensors", "total_bytes", "aggregated_round", "tensors_digest", "client_steps", "seed")
+    __slots__ = ("task_id", "kind", "round", "client_id", "train", "options", "tensors", "total_bytes", "aggregated_round", "tensors_digest", "client_steps", "seed", "secagg")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,7 @@ class Task(_message.Message):
     TENSORS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     CLIENT_STEPS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     kind: TaskKind
     round: int
@@ -151,7 +152,54 @@ class Task(_message.Message):
     tensors_digest: str
     client_steps: _containers.RepeatedScalarFieldContainer[str]
     seed: int
-    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., client_id: _Optional[int] = ..., train: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., options: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., aggregated_round: _Optional[int] = ..., tensors_digest: _Optional[str] = ..., client_steps: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ...) -> None: ...
+    secagg: SecAggSetup
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., client_id: _Optional[int] = ..., train: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., options: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., aggregated_round: _Optional[int] = ..., tensors_digest: _Optional[str] = ..., client_steps: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., secagg: _Optional[_Union[SecAggSetup, _Mapping]] = ...) -> None: ...
+
+class SecAggSetup(_message.Message):
+    __slots__ = ("instance", "clients", "degree", "threshold", "min_survivors", "bits", "length", "graph_seed")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    DEGREE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MIN_SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    BITS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    GRAPH_SEED_FIELD_NUMBER: _ClassVar[int]
+    instance: bytes
+    clients: _containers.RepeatedScalarFieldContainer[int]
+    degree: int
+    threshold: int
+    min_survivors: int
+    bits: int
+    length: int
+    graph_seed: int
+    def __init__(self, instance: _Optional[bytes] = ..., clients: _Optional[_Iterable[int]] = ..., degree: _Optional[int] = ..., threshold: _Optional[int] = ..., min_survivors: _Optional[int] = ..., bits: _Optional[int] = ..., length: _Optional[int] = ..., graph_seed: _Optional[int] = ...) -> None: ...
+
+class SecAggRequest(_message.Message):
+    __slots__ = ("run_id", "round", "instance", "want", "message", "wait_seconds")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    WANT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    round: int
+    instance: bytes
+    want: int
+    message: bytes
+    wait_seconds: float
+    def __init__(self, run_id: _Optional[str] = ..., round: _Optional[int] = ..., instance: _Optional[bytes] = ..., want: _Optional[int] = ..., message: _Optional[bytes] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+
+class SecAggReply(_message.Message):
+    __slots__ = ("message", "over", "detail")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    OVER_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    message: bytes
+    over: bool
+    detail: str
+    def __init__(self, message: _Optional[bytes] = ..., over: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Idle(_message.Message):
     __slots__ = ("retry_after", "finished")
@@ -178,7 +226,7 @@ class TaskMessage(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., idle: _Optional[_Union[Idle, _Mapping]] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("task_id", "update_id", "kind", "round", "num_examples", "metrics", "loss", "tensors", "total_bytes", "failure", "tensors_digest")
+    __slots__ = ("task_id", "update_id", "kind", "round", "num_examples", "metrics", "loss", "tensors", "total_bytes", "failure", "tensors_digest", "secagg")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     UPDATE_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +238,7 @@ class Result(_message.Message):
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
     TENSORS_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     update_id: str
     kind: TaskKind
@@ -201,7 +250,8 @@ class Result(_message.Message):
     total_bytes: int
     failure: str
     tensors_digest: str
-    def __init__(self, task_id: _Optional[str] = ..., update_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., loss: _Optional[float] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., failure: _Optional[str] = ..., tensors_digest: _Optional[str] = ...) -> None: ...
+    secagg: bytes
+    def __init__(self, task_id: _Optional[str] = ..., update_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., round: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[NamedScalar, _Mapping]]] = ..., loss: _Optional[float] = ..., tensors: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., total_bytes: _Optional[int] = ..., failure: _Optional[str] = ..., tensors_digest: _Optional[str] = ..., secagg: _Optional[bytes] = ...) -> None: ...
 
 class ResultMessage(_message.Message):
     __slots__ = ("result", "chunk")
