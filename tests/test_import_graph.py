@@ -34,6 +34,9 @@ beside its server half; ``task`` may not reach for strategies (cohort sampling, 
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,7 +197,19 @@ def _without(graph: Mapping[str, set[str]], edges: Iterable[Edge]) -> dict[str, 
 
 @pytest.fixture(scope="module")
 def graph() -> dict[str, set[str]]:
-    return import_graph(read_sources(SRC))
+    """The graph, parsed in a fresh interpreter.
+
+    CPython 3.11's AST converter keeps its recursion depth in one process-wide counter;
+    a traceback formatted on another thread (3.11 parses the failing line to underline
+    it) while a parse runs leaves the counter off, and every later ``ast.parse`` in that
+    process fails with "AST constructor recursion depth mismatch". Earlier tests leave
+    server threads behind that may log tracebacks, so the sources are parsed where none run.
+    """
+    script = f"import json, runpy; ns = runpy.run_path({str(Path(__file__))!r}); " + (
+        "print(json.dumps({k: sorted(v) for k, v in ns['import_graph'](ns['read_sources'](ns['SRC'])).items()}))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    return {module: set(targets) for module, targets in json.loads(done.stdout).items()}
 
 
 def test_every_layer_is_a_package_and_every_package_has_a_layer(graph: dict[str, set[str]]) -> None:
