@@ -128,7 +128,8 @@ def assemble(
     """
     chosen = strategy if strategy is not None else build_strategy(config.strategy)
     size = cohort_size(population, config.strategy.fraction, config.strategy.min_clients)
-    chosen.check_cohort(size)
+    _check_clocked(config, deployed)
+    chosen.check_cohort(config.asynchronous.buffer if config.asynchronous.enabled else size)
     meta: dict[str, Any] = {"population": population, "threads": config.threads}
     runs = task
     if deployed:
@@ -167,6 +168,8 @@ def assemble(
         if not isinstance(runs, PrivateClientTask):
             runs = simulated_client_privacy(runs, config.privacy)
     meta["strategy"] = chosen.name
+    if config.asynchronous.enabled:
+        _check_asynchronous(config, chosen)
     steps = chosen.client_steps
     if wants_personalization(config, chosen):
         steps = (*steps, *personalized_evaluation_steps(chosen))
@@ -180,6 +183,50 @@ def assemble(
             dict(weight_caps or {}),
         )
     return RunParts(config, chosen, runs, plan, population, size, initial, steps, meta, limits, secure)
+
+
+def _check_clocked(config: RunConfig, deployed: bool) -> None:
+    """Refuse what the virtual clock and FedBuff do not support (yet), one line each."""
+    devices, buffered = config.devices, config.asynchronous
+    if deployed and (devices.enabled or buffered.enabled):
+        raise ConfigError(
+            "simulated devices and asynchronous aggregation (FedBuff) run in simulation only for now; "
+            "set devices.enabled=false and asynchronous.enabled=false for sheaf server"
+        )
+    if devices.overselect > 0 and config.strategy.sampling == "poisson":
+        raise ConfigError(
+            "devices.overselect needs strategy.sampling = 'fixed': a Poisson cohort has no size to over-select"
+        )
+    if not buffered.enabled:
+        return
+    if not devices.enabled:
+        raise ConfigError("asynchronous.enabled needs devices.enabled = true: the virtual clock orders the arrivals")
+    if devices.deadline > 0 or devices.overselect > 0:
+        raise ConfigError(
+            "devices.deadline and devices.overselect shape synchronous rounds; set them to 0 with asynchronous.enabled"
+        )
+    if config.strategy.sampling != "fixed":
+        raise ConfigError("asynchronous.enabled needs strategy.sampling = 'fixed'")
+    if config.privacy.mode != "none" or config.secagg.enabled:
+        raise ConfigError(
+            "asynchronous aggregation does not support differential privacy or secure aggregation yet; "
+            "set privacy.mode='none' and secagg.enabled=false"
+        )
+    if config.strategy.min_clients > buffered.buffer:
+        raise ConfigError(
+            f"strategy.min_clients ({config.strategy.min_clients}) exceeds asynchronous.buffer ({buffered.buffer}): "
+            "no server step could ever be taken; lower it"
+        )
+
+
+def _check_asynchronous(config: RunConfig, strategy: Strategy) -> None:
+    """FedBuff keeps no per-client state and runs no client half (not yet)."""
+    if strategy.client_steps or wants_personalization(config, strategy):
+        raise ConfigError(
+            f"strategy {strategy.name!r} runs steps on its clients (or personalises them), which asynchronous "
+            "aggregation does not support yet; use fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad, "
+            "median, trimmed_mean or krum"
+        )
 
 
 def builtin_client_steps() -> tuple[ClientStep, ...]:

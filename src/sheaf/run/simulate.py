@@ -28,6 +28,7 @@ from sheaf.data.dtypes import conform_federation
 from sheaf.data.summary import client_data
 from sheaf.evaluation.history import History
 from sheaf.run.assemble import assemble, open_or_create_store
+from sheaf.run.buffered import run_buffered
 from sheaf.run.loop import Federated, RoundListener, run_rounds
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
@@ -209,7 +210,8 @@ def simulate(
             announce = getattr(listener, "on_backend", None)  # optional: tell the user what runs
             if callable(announce):
                 announce(used, why)
-            history, params = run_rounds(Federated(cfg, parts.task, fed, parts.strategy, runner, store), listener)
+            run = run_buffered if cfg.asynchronous.enabled else run_rounds
+            history, params = run(Federated(cfg, parts.task, fed, parts.strategy, runner, store), listener)
         finally:
             runner.close()
         store.set_meta("status", "finished")
