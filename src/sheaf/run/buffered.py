@@ -169,11 +169,14 @@ def run_buffered(parts: Federated, listener: RoundListener | None = None) -> tup
     """Run an asynchronous (FedBuff) simulation to its last server step.
 
     Raises:
-        StoreError: if the store already holds steps (resuming is not supported yet).
+        StoreError: if the store holds some steps but not all (resuming an interrupted
+            asynchronous run is not supported yet).
         SheafError: if the run stalls: every client holds the current version and none
             is training, with an empty buffer.
     """
     config, store, strategy = parts.config, parts.store, parts.strategy
+    if store.last_round >= config.rounds:  # a finished run: nothing left to do
+        return store.history(), store.params()
     if store.last_round > 0:
         raise StoreError(
             f"run {str(store.path)!r} holds {store.last_round} asynchronous steps; resuming an asynchronous "
