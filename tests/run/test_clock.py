@@ -15,6 +15,7 @@ from sheaf.core.devices import HOUR, DeviceProfiles
 from sheaf.core.errors import ConfigError
 from sheaf.run.clock import VirtualClock
 from sheaf.run.simulate import simulate
+from sheaf.run.store import RunStore
 
 SMALL = ["rounds=3", "clients=20", "backend=inline", "epochs=1", "evaluation.interval=3"]
 
@@ -133,3 +134,13 @@ def test_poisson_cohorts_cannot_be_over_selected(tmp_path: Path) -> None:
         simulate(
             overrides=[*SMALL, f"runs_dir={tmp_path}", "devices.enabled=true", "overselect=0.2", "sampling=poisson"]
         )
+
+
+def test_a_run_stored_before_the_clock_existed_still_resumes(tmp_path: Path) -> None:
+    overrides = [*SMALL, f"runs_dir={tmp_path}", "name=old", "rounds=2"]
+    first = simulate(overrides=overrides)
+    with RunStore.open(first.run_path) as store:  # what an older sheaf wrote: no [devices], no [asynchronous]
+        older = {k: v for k, v in store.config.items() if k not in ("devices", "asynchronous")}
+        store.set_meta("config", older)
+    again = simulate(overrides=[*SMALL, f"runs_dir={tmp_path}", "name=old", "rounds=2"])
+    assert again.params.array_equal(first.params)

@@ -39,7 +39,7 @@ from typing import Any
 
 from sheaf.core.acceptance import OperatorLimits
 from sheaf.core.config import RunConfig
-from sheaf.core.errors import ConfigError, StoreError
+from sheaf.core.errors import ConfigError, SheafError, StoreError
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, seed_for
 from sheaf.core.sampling import cohort_size
@@ -251,6 +251,15 @@ def builtin_client_steps() -> tuple[ClientStep, ...]:
     return tuple(steps_by_name((*own, *personal, FINETUNE_EVALUATE)).values())
 
 
+def _with_defaults(stored: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A stored config with the sections added since it was written at their defaults (they
+    change nothing when off), so that a run stored by an older sheaf still resumes."""
+    try:
+        return RunConfig.from_dict(stored).to_dict()
+    except SheafError:  # a config this sheaf cannot read: compared as it is, and refused below
+        return stored
+
+
 def open_or_create_store(
     path: Path, config: RunConfig, params: Params, state: object, meta: Mapping[str, Any]
 ) -> RunStore:
@@ -270,7 +279,7 @@ def open_or_create_store(
     if not path.exists():
         return RunStore.create(path, config.to_dict(), params, state, {**meta, "writer": writer_identity()})
     store = RunStore.open(path)
-    stored = store.config
+    stored = _with_defaults(store.config)
     if stored != config.to_dict():
         store.close()
         changed = sorted(k for k in set(stored) | set(config.to_dict()) if stored.get(k) != config.to_dict().get(k))

@@ -93,6 +93,14 @@ class SimulationResult:
         privacy = self.history.final_privacy
         keys = ("epsilon", "delta", "noise_multiplier", "clip", "epsilon_server")
         summary.update(_clean({key: privacy[key] for key in keys if key in privacy}))
+        if self.config.devices.enabled and len(self.history):
+            summary["virtual_hours"] = round(self.history[-1].virtual_seconds / 3600, 4)
+        if self.config.asynchronous.enabled:
+            summary["asynchronous"] = {
+                "concurrency": self.config.asynchronous.concurrency,
+                "buffer": self.config.asynchronous.buffer,
+                "staleness_mean": _clean(self.history[-1].fit.get("staleness_mean")) if len(self.history) else None,
+            }
         if self.config.secagg.enabled:
             summary["secure_aggregation"] = True
             summary["distributed_dp"] = self.config.secagg.dp == "distributed"
