@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sheaf.core.devices import HOUR, DeviceProfiles
 from sheaf.core.errors import ConfigError
 from sheaf.run.clock import VirtualClock
+from sheaf.run.report import report_run
 from sheaf.run.simulate import simulate
 from sheaf.run.store import RunStore
 
@@ -144,3 +145,10 @@ def test_a_run_stored_before_the_clock_existed_still_resumes(tmp_path: Path) -> 
         store.set_meta("config", older)
     again = simulate(overrides=[*SMALL, f"runs_dir={tmp_path}", "name=old", "rounds=2"])
     assert again.params.array_equal(first.params)
+
+
+def test_the_report_plots_accuracy_against_virtual_time(tmp_path: Path) -> None:
+    clocked = simulate(overrides=[*SMALL, f"runs_dir={tmp_path}", "devices.enabled=true"])
+    plain = simulate(overrides=[*SMALL, f"runs_dir={tmp_path}"])
+    assert "virtual_time.png" in [p.name for p in report_run(clocked.run_path, tmp_path / "clocked")]
+    assert "virtual_time.png" not in [p.name for p in report_run(plain.run_path, tmp_path / "plain")]
