@@ -14,8 +14,9 @@ from sheaf.backends.pool import PoolBackend
 from sheaf.core.errors import ConfigError, StoreError
 from sheaf.core.params import Params
 from sheaf.data.dataset import DatasetInfo, Federation, Split
+from sheaf.evaluation.history import RoundRecord
 from sheaf.run.assemble import assemble
-from sheaf.run.buffered import staleness_weight
+from sheaf.run.buffered import RESUME_KEY, staleness_weight
 from sheaf.run.simulate import load_run_config, simulate
 from sheaf.run.store import RunStore
 from sheaf.task.base import EvalResult, FitInstructions, FitResult
@@ -144,22 +145,48 @@ def test_devices_that_go_offline_mid_training_are_dropouts_with_their_reason(tmp
     assert result.history.rounds_completed == 4 and result.history[-1].virtual_seconds > 3600
 
 
-def test_a_finished_run_is_not_run_again_and_an_interrupted_one_is_refused(tmp_path: Path) -> None:
+class StopAt:
+    def __init__(self, round: int) -> None:
+        self.round = round
+
+    def on_start(self, *args: object) -> None: ...
+
+    def on_round(self, record: RoundRecord) -> None:
+        if record.round == self.round:
+            raise KeyboardInterrupt
+
+
+def test_a_stopped_run_resumes_to_the_model_of_an_uninterrupted_one(tmp_path: Path) -> None:
+    overrides = [*DIGITS, "availability=diurnal", "rounds=5", f"runs_dir={tmp_path}", "backend=inline"]
+
+    def run(name: str, listener: StopAt | None = None) -> tuple[object, ...]:
+        result = simulate(
+            overrides=[*overrides, f"name={name}"], task=mlp_task(), federation=digits(30), listener=listener
+        )
+        with RunStore.open(result.run_path, readonly=True) as store:
+            return result.params, list(result.history), store.client_records(), store.failures()
+
+    whole = run("whole")
+    for stop in (1, 3):
+        with pytest.raises(KeyboardInterrupt):
+            run(f"stopped-{stop}", StopAt(stop))
+        resumed = run(f"stopped-{stop}")
+        assert isinstance(resumed[0], Params) and resumed[0].array_equal(whole[0])  # type: ignore[arg-type]
+        assert resumed[1:] == whole[1:]
+
+
+def test_a_finished_run_is_shown_and_a_damaged_one_refused(tmp_path: Path) -> None:
     overrides = [*DIGITS, f"runs_dir={tmp_path}", "name=a", "backend=inline", "rounds=2"]
     first = simulate(overrides=overrides, task=mlp_task(), federation=digits(12))
     again = simulate(overrides=overrides, task=mlp_task(), federation=digits(12))
     assert again.params.array_equal(first.params) and list(again.history) == list(first.history)
 
-    class Stop:
-        def on_start(self, *args: object) -> None: ...
-
-        def on_round(self, record: object) -> None:
-            raise KeyboardInterrupt
-
     stopped = [*DIGITS, f"runs_dir={tmp_path}", "name=b", "backend=inline"]
     with pytest.raises(KeyboardInterrupt):
-        simulate(overrides=stopped, task=mlp_task(), federation=digits(12), listener=Stop())
-    with pytest.raises(StoreError, match="resuming an asynchronous simulation is not supported yet"):
+        simulate(overrides=stopped, task=mlp_task(), federation=digits(12), listener=StopAt(2))
+    with RunStore.open(tmp_path / "b.sqlite") as store:
+        store.set_meta(RESUME_KEY, {"round": 1, "events": "?"})
+    with pytest.raises(StoreError, match="holds 2 asynchronous steps but not what resuming after step 2 needs"):
         simulate(overrides=stopped, task=mlp_task(), federation=digits(12))
 
 

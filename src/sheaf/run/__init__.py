@@ -2,7 +2,7 @@
 
 from sheaf.run.assemble import RunParts, assemble, builtin_client_steps, open_or_create_store
 from sheaf.run.baseline import BaselineResult, pooled_baseline
-from sheaf.run.buffered import WAKE_SECONDS, run_buffered, staleness_weight
+from sheaf.run.buffered import RESUME_KEY, WAKE_SECONDS, run_buffered, staleness_weight
 from sheaf.run.clock import Job, RoundPlan, VirtualClock
 from sheaf.run.export import FORMATS, client_names, client_rows, export_run, failure_rows, finite, round_rows
 from sheaf.run.listing import RunSummary, list_runs, run_name, summarize, summarize_run
@@ -27,6 +27,7 @@ __all__ = [
     "FORMATS",
     "FORMAT_VERSION",
     "PERSONALIZED",
+    "RESUME_KEY",
     "STALE_AFTER",
     "WAKE_SECONDS",
     "BaselineResult",

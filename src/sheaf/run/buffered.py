@@ -19,10 +19,11 @@ client's training stream is ``(seed, version + 1, client)``), when the first of 
 arrives; the cohorts depend only on the event order.
 
 A run's ``rounds`` are server steps; each commits one round to the store, with the
-virtual time, the staleness of every update (``staleness``, in its client record) and
-the clients that dropped out since the last step. Not yet: resuming an interrupted
-asynchronous simulation (refused, with one line), and deployment (``sheaf server``
-refuses the section).
+virtual time, the staleness of every update (``staleness``, in its client record), the
+clients that dropped out since the last step and, in the same transaction, the clients
+still in flight (:data:`RESUME_KEY`): a stopped run resumes after its last step and ends
+with the model of an uninterrupted one. Not yet: deployment (``sheaf server`` refuses the
+section).
 
 References:
     Nguyen, Malik, Zhan, Yousefpour, Rabbat, Malek, Huba. Federated Learning with Buffered
@@ -39,6 +40,7 @@ import heapq
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +68,7 @@ from sheaf.run.loop import (
 from sheaf.run.population import Population
 from sheaf.strategies.base import Broadcast, RoundContext, StrategyState
 
-__all__ = ["WAKE_SECONDS", "run_buffered", "staleness_weight"]
+__all__ = ["RESUME_KEY", "WAKE_SECONDS", "run_buffered", "staleness_weight"]
 
 #: How often (virtual seconds) the server looks for newly online devices between arrivals.
 WAKE_SECONDS = 900.0
@@ -165,37 +167,89 @@ def _moved(before: Params, after: Params, lr: float) -> Params:
     return before.zip_map(after, lambda b, a: b.astype(np.float64) + lr * (a.astype(np.float64) - b))
 
 
+#: The meta entry, written with every step, from which an interrupted run resumes.
+RESUME_KEY = "asynchronous_resume"
+
+
+def _snapshot(server: _Server, now: float) -> dict[str, Any]:
+    """What a resumed run needs after a step: the clients in flight (their arrival or
+    dropout times and the versions they pulled), the pull counter, the next look for
+    online devices. The buffer is empty after a step; trained updates still in flight
+    are not kept: a resumed run trains them again, to the same bits."""
+    return {
+        "round": server.version,
+        "now": now,
+        "events": [list(event) for event in server.events],  # the heap's own order
+        "pulls": server.pulls,
+        "wake": None if server.wake == math.inf else server.wake,
+    }
+
+
+def _resumed(parts: Federated, population: int) -> tuple[_Server, float]:
+    """The server as it was after the store's last step.
+
+    Raises:
+        StoreError: if the store lacks that step's snapshot or a version's params.
+    """
+    store, strategy, seed = parts.store, parts.strategy, parts.config.seed
+    last = store.last_round
+    snap = store.meta.get(RESUME_KEY)
+    try:
+        if not isinstance(snap, dict) or snap["round"] != last:
+            raise ValueError
+        events = [(float(t), int(c), int(v), str(d)) for t, c, v, d in snap["events"]]
+        now, pulls, wake = float(snap["now"]), int(snap["pulls"]), snap["wake"]
+        wake = math.inf if wake is None else float(wake)
+    except (KeyError, TypeError, ValueError):
+        raise StoreError(
+            f"run {str(store.path)!r} holds {last} asynchronous steps but not what resuming after step {last} "
+            "needs; choose another run name or delete the file"
+        ) from None
+    template = strategy.init(store.params(0))
+    needed = {last, *(v for _, _, v, _ in events)}
+    versions = {v: store.params(v) for v in sorted(needed)}
+    broadcasts = {
+        v: strategy.configure(store.state(v, template=template), RoundContext(v + 1, versions[v], seed, population))
+        for v in sorted(needed)
+    }
+    untrained: dict[int, list[int]] = {}
+    for _, cid, version, dropped in events:
+        if not dropped:
+            untrained.setdefault(version, []).append(cid)
+    server = _Server(last, versions[last], versions, broadcasts, events, {c for _, c, _, _ in events})
+    server.untrained, server.pulls, server.wake = untrained, pulls, wake
+    return server, now
+
+
 def run_buffered(parts: Federated, listener: RoundListener | None = None) -> tuple[History, Params]:
     """Run an asynchronous (FedBuff) simulation to its last server step.
 
     Raises:
-        StoreError: if the store holds some steps but not all (resuming an interrupted
-            asynchronous run is not supported yet).
+        StoreError: if an interrupted run's store lacks what resuming needs (its
+            in-flight clients, or the params of the versions they pulled, e.g. deleted by
+            ``keep_params``).
         SheafError: if the run stalls: every client holds the current version and none
             is training, with an empty buffer.
     """
     config, store, strategy = parts.config, parts.store, parts.strategy
     if store.last_round >= config.rounds:  # a finished run: nothing left to do
         return store.history(), store.params()
-    if store.last_round > 0:
-        raise StoreError(
-            f"run {str(store.path)!r} holds {store.last_round} asynchronous steps; resuming an asynchronous "
-            "simulation is not supported yet: choose another run name or delete the file"
-        )
     population = _population(parts)
     params = store.params()
     clock = run_clock(parts, params)
     if clock is None:
         raise SheafError("asynchronous.enabled needs devices.enabled = true: the virtual clock orders the arrivals")
     settings = config.asynchronous
-    state = store.state(template=strategy.init(params))
-    ctx0 = RoundContext(1, params, config.seed, population.num_clients)
-    server = _Server(0, params, {0: params}, {0: strategy.configure(state, ctx0)})
-    history, evaluators = History(), _Evaluators()
+    state = store.state(template=strategy.init(store.params(0)))
+    if store.last_round == 0:
+        ctx0 = RoundContext(1, params, config.seed, population.num_clients)
+        server, now = _Server(0, params, {0: params}, {0: strategy.configure(state, ctx0)}), 0.0
+    else:
+        server, now = _resumed(parts, population.num_clients)
+    history, evaluators = store.history(), _Evaluators()
     monitor = monitor_split(population.central_test, config.evaluation.monitor)
     if listener is not None:
-        listener.on_start(config, 1, settings.concurrency, population.num_clients)
-    now = 0.0
+        listener.on_start(config, store.last_round + 1, settings.concurrency, population.num_clients)
     _refill(server, clock, parts, now)
     started = time.perf_counter()
     while server.version < config.rounds:
@@ -300,12 +354,20 @@ def _step(
         monitor=monitored,
         virtual_seconds=now,
     )
-    parts.store.commit_round(record, server.params, state, clients, failures, keep_params=config.keep_params)
-    history.append(record)
     server.version = round
     server.versions[round] = server.params
     server.broadcasts[round] = strategy.configure(
         state, RoundContext(round + 1, server.params, config.seed, population.num_clients)
     )
     server.holding, server.buffer, server.dropouts, server.pulled = set(), [], [], 0
+    parts.store.commit_round(
+        record,
+        server.params,
+        state,
+        clients,
+        failures,
+        keep_params=config.keep_params,
+        meta={RESUME_KEY: _snapshot(server, now)},
+    )
+    history.append(record)
     return state
