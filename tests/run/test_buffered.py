@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sheaf.backends.base import Cohort, FitOutcome
 from sheaf.backends.inline import InlineBackend
 from sheaf.backends.pool import PoolBackend
 from sheaf.core.errors import ConfigError, StoreError
@@ -210,3 +211,30 @@ def test_what_fedbuff_does_not_support_is_refused_in_one_line(extra: list[str], 
 def test_a_deployed_server_refuses_simulated_devices_and_fedbuff(section: str) -> None:
     with pytest.raises(ConfigError, match="run in simulation only for now"):
         assemble(load_run_config(overrides=[section]), population=20, task=StepTask(), deployed=True)
+
+
+class LosesClientOne(InlineBackend):
+    """A backend that returns nothing at all for client 1."""
+
+    def fit(self, cohort: Cohort) -> FitOutcome:
+        outcome = super().fit(cohort)
+        return FitOutcome([u for u in outcome.updates if u.client_id != 1], outcome.failures)
+
+
+def test_a_client_the_backend_lost_is_a_dropout_not_a_crash(tmp_path: Path) -> None:
+    # As the hand-computed run, but client 1's update never comes back: step 2 waits for
+    # client 2 (version 1, at t = 4): w = 2 + mean(1, 3) = 4.
+    trace = tmp_path / "devices.csv"
+    trace.write_text("compute,download_mbps,upload_mbps\n1,1e6,1e6\n3.5,1e6,1e6\n2,1e6,1e6\n")
+    overrides = [*ASYNC, "profiles=trace", f"trace={trace}", "concurrency=3", "buffer=2", "rounds=2", "epochs=1"]
+    result = simulate(
+        overrides=[*overrides, "evaluation.federated=false", f"runs_dir={tmp_path}"],
+        task=StepTask(),
+        federation=three_clients(),
+        backend=LosesClientOne(),
+    )
+    assert float(result.params["w"][0]) == pytest.approx(4.0)
+    with RunStore.open(result.run_path, readonly=True) as store:
+        assert [(c, why) for _, c, _, why in store.failures()] == [
+            (1, "the backend returned no result for this client")
+        ]

@@ -81,7 +81,8 @@ def staleness_weight(staleness: int, kind: str) -> float:
 
 @dataclass
 class _Server:
-    """The asynchronous server's state between events (in memory: not resumable yet)."""
+    """The asynchronous server's state between events (after a step, :func:`_snapshot`
+    holds what of it a resumed run needs)."""
 
     version: int
     params: Params
@@ -152,6 +153,7 @@ def _forget_versions(server: _Server) -> None:
     wanted = {server.version, *server.untrained, *(v for _, _, v, _ in server.events)}
     for version in [v for v in server.versions if v not in wanted]:
         del server.versions[version]
+        del server.broadcasts[version]
 
 
 def _weighted_update(update: Update, weight: float) -> Update:
@@ -269,8 +271,10 @@ def run_buffered(parts: Federated, listener: RoundListener | None = None) -> tup
             else:
                 if (cid, version) not in server.results:
                     _train(server, parts, version)
-                result = server.results.pop((cid, version))
-                if isinstance(result, ClientFailure):
+                result = server.results.pop((cid, version), None)
+                if result is None:  # a backend that lost a client: a dropout, never a crash
+                    server.dropouts.append(ClientFailure(cid, "the backend returned no result for this client"))
+                elif isinstance(result, ClientFailure):
                     server.dropouts.append(result)
                 else:
                     server.buffer.append((result, server.version - version))
