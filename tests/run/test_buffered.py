@@ -12,6 +12,7 @@ import pytest
 from sheaf.backends.base import Cohort, FitOutcome
 from sheaf.backends.inline import InlineBackend
 from sheaf.backends.pool import PoolBackend
+from sheaf.backends.vectorized import VectorizedBackend
 from sheaf.core.errors import ConfigError, StoreError
 from sheaf.core.params import Params
 from sheaf.data.dataset import DatasetInfo, Federation, Split
@@ -238,3 +239,16 @@ def test_a_client_the_backend_lost_is_a_dropout_not_a_crash(tmp_path: Path) -> N
         assert [(c, why) for _, c, _, why in store.failures()] == [
             (1, "the backend returned no result for this client")
         ]
+
+
+def test_the_vectorized_backend_gives_the_inline_model_within_float32_rounding(tmp_path: Path) -> None:
+    def run(backend: InlineBackend | VectorizedBackend, name: str) -> Params:
+        return simulate(
+            overrides=[*DIGITS, "availability=diurnal", f"runs_dir={tmp_path}", f"name={name}"],
+            task=mlp_task(),
+            federation=digits(30),
+            backend=backend,
+        ).params
+
+    inline, vectorized = run(InlineBackend(), "inline"), run(VectorizedBackend(), "vectorized")
+    assert all(np.allclose(inline[k], vectorized[k], rtol=1e-4, atol=1e-6) for k in inline)
