@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sheaf.core.devices import HOUR, DeviceProfiles
 from sheaf.core.errors import ConfigError
 from sheaf.run.clock import VirtualClock
+from sheaf.run.export import export_run, round_rows
 from sheaf.run.report import report_run
 from sheaf.run.simulate import simulate
 from sheaf.run.store import RunStore
@@ -152,3 +153,11 @@ def test_the_report_plots_accuracy_against_virtual_time(tmp_path: Path) -> None:
     plain = simulate(overrides=[*SMALL, f"runs_dir={tmp_path}"])
     assert "virtual_time.png" in [p.name for p in report_run(clocked.run_path, tmp_path / "clocked")]
     assert "virtual_time.png" not in [p.name for p in report_run(plain.run_path, tmp_path / "plain")]
+
+
+def test_exports_carry_the_virtual_time(tmp_path: Path) -> None:
+    clocked = simulate(overrides=[*SMALL, f"runs_dir={tmp_path}", "devices.enabled=true"])
+    rows = round_rows(clocked.history)
+    assert [row["virtual_seconds"] for row in rows] == [r.virtual_seconds for r in clocked.history]
+    written = export_run(clocked.run_path, tmp_path / "out", "csv")
+    assert any("virtual_seconds" in path.read_text().splitlines()[0] for path in written if path.suffix == ".csv")
