@@ -252,3 +252,11 @@ def test_the_vectorized_backend_gives_the_inline_model_within_float32_rounding(t
 
     inline, vectorized = run(InlineBackend(), "inline"), run(VectorizedBackend(), "vectorized")
     assert all(np.allclose(inline[k], vectorized[k], rtol=1e-4, atol=1e-6) for k in inline)
+
+
+def test_a_run_whose_in_flight_versions_were_deleted_cannot_resume_and_says_why(tmp_path: Path) -> None:
+    stopped = [*DIGITS, "rounds=6", "keep_params=1", f"runs_dir={tmp_path}", "name=k", "backend=inline"]
+    with pytest.raises(KeyboardInterrupt):
+        simulate(overrides=stopped, task=mlp_task(), federation=digits(30), listener=StopAt(4))
+    with pytest.raises(StoreError, match="keep_params deletes older versions"):
+        simulate(overrides=stopped, task=mlp_task(), federation=digits(30))

@@ -209,10 +209,16 @@ def _resumed(parts: Federated, population: int) -> tuple[_Server, float]:
         ) from None
     template = strategy.init(store.params(0))
     needed = {last, *(v for _, _, v, _ in events)}
-    versions = {v: store.params(v) for v in sorted(needed)}
+    try:
+        versions = {v: store.params(v) for v in sorted(needed)}
+        states = {v: store.state(v, template=template) for v in sorted(needed)}
+    except StoreError as exc:
+        raise StoreError(
+            f"{exc}: clients still in flight after step {last} pulled it (keep_params deletes older versions), "
+            "so this asynchronous run cannot resume; choose another run name or delete the file"
+        ) from None
     broadcasts = {
-        v: strategy.configure(store.state(v, template=template), RoundContext(v + 1, versions[v], seed, population))
-        for v in sorted(needed)
+        v: strategy.configure(states[v], RoundContext(v + 1, versions[v], seed, population)) for v in sorted(needed)
     }
     untrained: dict[int, list[int]] = {}
     for _, cid, version, dropped in events:
