@@ -140,6 +140,9 @@ def time_to_target(args: argparse.Namespace, name: str, seed: int, federation: A
         "clients_started": sum(r.sampled for r in history),
         "dropouts": sum(r.failed for r in history),
         "monitor_accuracy": round(last.monitor.get("accuracy", float("nan")), 4),
+        "staleness_mean": (
+            round(statistics.mean(r.fit["staleness_mean"] for r in history), 3) if name == "fedbuff" else None
+        ),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "load_average_before": load,
         "load_average_after": _load(),
