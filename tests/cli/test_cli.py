@@ -152,3 +152,14 @@ def test_the_installed_sheaf_command_runs(tmp_path: Path) -> None:
     summary = json.loads(done.stdout)
     assert (tmp_path / summary["run_path"]).is_file()
     assert summary["run_path"].startswith("runs/")
+
+
+def test_simulate_json_gives_the_virtual_time_of_simulated_devices(runs_dir: str) -> None:
+    result = runner.invoke(app, ["simulate", "--json", *sets(*SMALL, runs_dir, "devices.enabled=true")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["virtual_hours"] > 0
+    fedbuff = ["devices.enabled=true", "asynchronous.enabled=true", "concurrency=6", "buffer=3"]
+    result = runner.invoke(app, ["simulate", "--json", *sets(*SMALL, runs_dir, *fedbuff)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["asynchronous"]["buffer"] == 3

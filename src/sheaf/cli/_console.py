@@ -48,6 +48,16 @@ def _epsilon(privacy: Mapping[str, float]) -> str:
     return f" [magenta]ε {_num(privacy['epsilon'], 3)}[/] (δ {privacy.get('delta', math.nan):.0e})"
 
 
+def _virtual(seconds: float) -> str:
+    """`` virtual 1.25 h`` for the progress bar: simulated devices' time; empty without them.
+
+    Example:
+        >>> _virtual(4500.0), _virtual(0.0)
+        (' [green]virtual 1.25 h[/]', '')
+    """
+    return f" [green]virtual {seconds / 3600:.2f} h[/]" if seconds > 0 else ""
+
+
 class StoreListener:
     """Remembers where the run is stored and how far it got (for the message after Ctrl-C)."""
 
@@ -102,7 +112,7 @@ class ProgressListener(StoreListener):
             BarColumn(),
             TextColumn(
                 "acc [cyan]{task.fields[acc]}[/] loss {task.fields[loss]} clients {task.fields[clients]}"
-                "{task.fields[eps]}"
+                "{task.fields[eps]}{task.fields[vt]}"
             ),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
@@ -134,6 +144,12 @@ class ProgressListener(StoreListener):
             + (f" · {config.privacy.mode} DP" if config.privacy.mode != "none" else "")
             + (" · secure aggregation" if config.secagg.enabled else "")
             + (" · distributed DP" if config.secagg.enabled and config.secagg.dp == "distributed" else "")
+            + (" · simulated devices" if config.devices.enabled else "")
+            + (
+                f" · FedBuff (C={config.asynchronous.concurrency}, K={config.asynchronous.buffer}): rounds are server steps"
+                if config.asynchronous.enabled
+                else ""
+            )
             + (f" · resuming at round {first_round}" if first_round > 1 else "")
         )
         if self._reason:
@@ -143,7 +159,7 @@ class ProgressListener(StoreListener):
             self.console.print(f"[dim]{EVALUATION_OFF}[/]", highlight=False)
         self._progress.start()
         self._task = self._progress.add_task(
-            "rounds", total=config.rounds, completed=first_round - 1, acc="-", loss="-", clients="-", eps=""
+            "rounds", total=config.rounds, completed=first_round - 1, acc="-", loss="-", clients="-", eps="", vt=""
         )
 
     def on_round(self, record: RoundRecord) -> None:
@@ -152,7 +168,11 @@ class ProgressListener(StoreListener):
         super().on_round(record)
         self._records.append(record)
         central = record.central or record.monitor  # between the ends of a monitored run: its subset
-        figures: dict[str, Any] = {"clients": f"{record.completed}/{record.sampled}", "eps": _epsilon(record.privacy)}
+        figures: dict[str, Any] = {
+            "clients": f"{record.completed}/{record.sampled}",
+            "eps": _epsilon(record.privacy),
+            "vt": _virtual(record.virtual_seconds),
+        }
         if central:
             figures.update(acc=_num(central.get("accuracy")), loss=_num(central.get("loss")))
         self._progress.update(self._task, completed=record.round, **figures)
@@ -274,6 +294,8 @@ def results_table(summary: Mapping[str, Any]) -> Table:
         table.add_row(
             "noise multiplier · final clip norm", f"{summary['noise_multiplier']:.4g} · {summary['clip']:.4g}"
         )
+    if "virtual_hours" in summary:
+        table.add_row("virtual time", f"{summary['virtual_hours']:.2f} h (simulated devices)")
     table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
     table.add_row("run store", str(summary["run_path"]))
     return table

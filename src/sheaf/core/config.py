@@ -2,7 +2,8 @@
 
 A run is described by one :class:`RunConfig`, grouped in sections (``data``, ``model``,
 ``train``, ``strategy``, ``evaluation``, ``engine``, ``attack``, ``personalization``, ``privacy``,
-``secagg``, and ``server`` for deployed runs). Every key is checked: an unknown or misspelt key,
+``secagg``, ``server`` for deployed runs, ``devices`` and ``asynchronous`` for simulated
+devices and FedBuff). Every key is checked: an unknown or misspelt key,
 a value of the wrong type or out of range is a :class:`~sheaf.core.errors.ConfigError`
 whose message names the key and what would be valid.
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sheaf.core.clock_config import AsyncConfig, DevicesConfig
 from sheaf.core.errors import ConfigError
 from sheaf.core.toml import literal, read_file
 from sheaf.core.update import MAX_EXAMPLES, Scalar
@@ -39,8 +41,10 @@ __all__ = [
     "PRIVACY_MODES",
     "SAMPLINGS",
     "SECAGG_DP",
+    "AsyncConfig",
     "AttackConfig",
     "DataConfig",
+    "DevicesConfig",
     "EngineConfig",
     "EvalConfig",
     "ModelConfig",
@@ -573,6 +577,8 @@ class RunConfig:
             from the dataset, strategy and time.
         runs_dir: folder for run stores.
         keep_params: keep the global params of only the last this many rounds (0: all).
+        devices: simulated devices and the virtual clock (:class:`DevicesConfig`).
+        asynchronous: FedBuff's buffered asynchronous aggregation (:class:`AsyncConfig`).
     """
 
     seed: int = 0
@@ -594,6 +600,8 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     secagg: SecAggConfig = field(default_factory=SecAggConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    devices: DevicesConfig = field(default_factory=DevicesConfig)
+    asynchronous: AsyncConfig = field(default_factory=AsyncConfig)
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", ">= 0", self.seed)
@@ -642,6 +650,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "privacy": PrivacyConfig,
     "secagg": SecAggConfig,
     "server": ServerConfig,
+    "devices": DevicesConfig,
+    "asynchronous": AsyncConfig,
 }
 
 T = TypeVar("T")

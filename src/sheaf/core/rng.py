@@ -42,6 +42,8 @@ class Purpose(IntEnum):
     STRATEGY = 9
     LOCAL_SPLIT = 10
     SECAGG = 11
+    DEVICES = 12
+    ASYNC = 13
 
 
 def _sequence(seed: int, purpose: Purpose, round: int | None, client: int | None) -> np.random.SeedSequence:

@@ -58,6 +58,9 @@ class RoundRecord:
         monitor: the global model on a fixed subset of the central test set, every round,
             when the run watches progress on one (``evaluation.monitor``); ``central`` then
             holds the whole test set's figures after the last round only. Empty otherwise.
+        virtual_seconds: with simulated devices (``[devices]``), the virtual time at which
+            the round ended, in seconds since the run began (0 without them). Unlike
+            ``seconds`` it is part of the run's results: the same seed gives the same.
     """
 
     round: int
@@ -72,6 +75,7 @@ class RoundRecord:
     note: str = ""
     privacy: Mapping[str, float] = field(default_factory=dict)
     monitor: Mapping[str, float] = field(default_factory=dict)
+    virtual_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

@@ -9,6 +9,8 @@
 - ``clients.png`` — the distribution of per-client accuracy at the last federated
   evaluation (sorted bars, named when there are few clients, and a histogram);
 - ``privacy.png`` — for a differentially private run: ε by round, and accuracy against ε;
+- ``virtual_time.png`` — for a run on simulated devices (``[devices]``): accuracy against
+  virtual hours, and virtual hours by round;
 - ``report.html`` — the plots embedded (base64), a warning if the run diverged, the final
   figures (the headline central accuracy is always the whole central test set's, never a
   monitoring subset's), a per-round table, a per-client table (each client by name, with
@@ -114,6 +116,24 @@ def _figures(history: History, clients: Sequence[Mapping[str, Any]], out: Path) 
         for ax in (left, right):
             ax.grid(alpha=0.3)
         paths.append(out / "privacy.png")
+        fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+        plt.close(fig)
+
+    if any(r.virtual_seconds > 0 for r in history):  # simulated devices: what time bought
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        accuracy = dict(history.series("central", "accuracy") or history.series("monitor", "accuracy"))
+        hours = {r.round: r.virtual_seconds / 3600 for r in history}
+        pairs = [(hours[r], a) for r, a in sorted(accuracy.items())]
+        if pairs:
+            left.plot(*zip(*pairs, strict=True), "o-", color="C0", markersize=3)
+        left.set(
+            xlabel="virtual hours", ylabel="central accuracy", title="Accuracy against virtual time", ylim=(0, 1.02)
+        )
+        right.plot(list(hours), list(hours.values()), color="C2")
+        right.set(xlabel="round", ylabel="virtual hours", title="Virtual time by round")
+        for ax in (left, right):
+            ax.grid(alpha=0.3)
+        paths.append(out / "virtual_time.png")
         fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
         plt.close(fig)
     return paths
@@ -294,7 +314,8 @@ def render_report(
         out_dir: the folder to write into (created if missing).
 
     Returns:
-        The written files: three PNGs (and ``privacy.png`` for a private run), then ``report.html``.
+        The written files: three PNGs (and ``privacy.png`` for a private run,
+        ``virtual_time.png`` for one on simulated devices), then ``report.html``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,8 @@
 
 from sheaf.run.assemble import RunParts, assemble, builtin_client_steps, open_or_create_store
 from sheaf.run.baseline import BaselineResult, pooled_baseline
+from sheaf.run.buffered import RESUME_KEY, WAKE_SECONDS, run_buffered, staleness_weight
+from sheaf.run.clock import Job, RoundPlan, VirtualClock
 from sheaf.run.export import FORMATS, client_names, client_rows, export_run, failure_rows, finite, round_rows
 from sheaf.run.listing import RunSummary, list_runs, run_name, summarize, summarize_run
 from sheaf.run.liveness import STALE_AFTER, RunState, process_alive, run_state, writer_identity
@@ -25,16 +27,21 @@ __all__ = [
     "FORMATS",
     "FORMAT_VERSION",
     "PERSONALIZED",
+    "RESUME_KEY",
     "STALE_AFTER",
+    "WAKE_SECONDS",
     "BaselineResult",
     "Federated",
+    "Job",
     "Population",
     "RoundListener",
+    "RoundPlan",
     "RunParts",
     "RunState",
     "RunStore",
     "RunSummary",
     "SimulationResult",
+    "VirtualClock",
     "assemble",
     "builtin_client_steps",
     "client_names",
@@ -57,10 +64,12 @@ __all__ = [
     "report_run",
     "resolve_config",
     "round_rows",
+    "run_buffered",
     "run_name",
     "run_rounds",
     "run_state",
     "simulate",
+    "staleness_weight",
     "summarize",
     "summarize_run",
     "temporary_name",

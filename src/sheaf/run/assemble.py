@@ -40,7 +40,7 @@ from typing import Any
 
 from sheaf.core.acceptance import OperatorLimits
 from sheaf.core.config import RunConfig
-from sheaf.core.errors import ConfigError, StoreError
+from sheaf.core.errors import ConfigError, SheafError, StoreError
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, seed_for
 from sheaf.core.sampling import cohort_size
@@ -129,7 +129,8 @@ def assemble(
     """
     chosen = strategy if strategy is not None else build_strategy(config.strategy)
     size = cohort_size(population, config.strategy.fraction, config.strategy.min_clients)
-    chosen.check_cohort(size)
+    _check_clocked(config, deployed)
+    chosen.check_cohort(config.asynchronous.buffer if config.asynchronous.enabled else size)
     meta: dict[str, Any] = {"population": population, "threads": config.threads}
     runs = task
     if deployed:
@@ -165,6 +166,8 @@ def assemble(
         if not deployed and not isinstance(runs, PrivateClientTask):
             runs = simulated_client_privacy(runs, config.privacy)
     meta["strategy"] = chosen.name
+    if config.asynchronous.enabled:
+        _check_asynchronous(config, chosen)
     steps = chosen.client_steps
     if wants_personalization(config, chosen):
         steps = (*steps, *personalized_evaluation_steps(chosen))
@@ -194,6 +197,50 @@ def _deployed_secagg(plan: SecAggPlan) -> SecAggPlan:
     return dataclasses.replace(plan, noise="secure")
 
 
+def _check_clocked(config: RunConfig, deployed: bool) -> None:
+    """Refuse what the virtual clock and FedBuff do not support (yet), one line each."""
+    devices, buffered = config.devices, config.asynchronous
+    if deployed and (devices.enabled or buffered.enabled):
+        raise ConfigError(
+            "simulated devices and asynchronous aggregation (FedBuff) run in simulation only for now; "
+            "set devices.enabled=false and asynchronous.enabled=false for sheaf server"
+        )
+    if devices.overselect > 0 and config.strategy.sampling == "poisson":
+        raise ConfigError(
+            "devices.overselect needs strategy.sampling = 'fixed': a Poisson cohort has no size to over-select"
+        )
+    if not buffered.enabled:
+        return
+    if not devices.enabled:
+        raise ConfigError("asynchronous.enabled needs devices.enabled = true: the virtual clock orders the arrivals")
+    if devices.deadline > 0 or devices.overselect > 0:
+        raise ConfigError(
+            "devices.deadline and devices.overselect shape synchronous rounds; set them to 0 with asynchronous.enabled"
+        )
+    if config.strategy.sampling != "fixed":
+        raise ConfigError("asynchronous.enabled needs strategy.sampling = 'fixed'")
+    if config.privacy.mode != "none" or config.secagg.enabled:
+        raise ConfigError(
+            "asynchronous aggregation does not support differential privacy or secure aggregation yet; "
+            "set privacy.mode='none' and secagg.enabled=false"
+        )
+    if config.strategy.min_clients > buffered.buffer:
+        raise ConfigError(
+            f"strategy.min_clients ({config.strategy.min_clients}) exceeds asynchronous.buffer ({buffered.buffer}): "
+            "no server step could ever be taken; lower it"
+        )
+
+
+def _check_asynchronous(config: RunConfig, strategy: Strategy) -> None:
+    """FedBuff keeps no per-client state and runs no client half (not yet)."""
+    if strategy.client_steps or wants_personalization(config, strategy):
+        raise ConfigError(
+            f"strategy {strategy.name!r} runs steps on its clients (or personalises them), which asynchronous "
+            "aggregation does not support yet; use fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad, "
+            "median, trimmed_mean or krum"
+        )
+
+
 def builtin_client_steps() -> tuple[ClientStep, ...]:
     """Every client step sheaf ships: what a deployed client runs unless told otherwise.
 
@@ -217,6 +264,15 @@ def builtin_client_steps() -> tuple[ClientStep, ...]:
     return tuple(steps_by_name((*own, *personal, FINETUNE_EVALUATE)).values())
 
 
+def _with_defaults(stored: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A stored config with the sections added since it was written at their defaults (they
+    change nothing when off), so that a run stored by an older sheaf still resumes."""
+    try:
+        return RunConfig.from_dict(stored).to_dict()
+    except SheafError:  # a config this sheaf cannot read: compared as it is, and refused below
+        return stored
+
+
 def open_or_create_store(
     path: Path, config: RunConfig, params: Params, state: object, meta: Mapping[str, Any]
 ) -> RunStore:
@@ -236,7 +292,7 @@ def open_or_create_store(
     if not path.exists():
         return RunStore.create(path, config.to_dict(), params, state, {**meta, "writer": writer_identity()})
     store = RunStore.open(path)
-    stored = store.config
+    stored = _with_defaults(store.config)
     if stored != config.to_dict():
         store.close()
         changed = sorted(k for k in set(stored) | set(config.to_dict()) if stored.get(k) != config.to_dict().get(k))

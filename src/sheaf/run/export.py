@@ -78,6 +78,8 @@ def round_rows(records: Iterable[RoundRecord], finished: Mapping[int, float] | N
             "aggregated": r.aggregated,
             "note": r.note,
         }
+        if r.virtual_seconds:  # a run on simulated devices ([devices]): its virtual time
+            row["virtual_seconds"] = r.virtual_seconds
         for section in ("central", "monitor", "fit", "privacy"):
             row.update({f"{section}_{k}": v for k, v in getattr(r, section).items()})
         for metric, summary in r.federated.items():

@@ -43,26 +43,27 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from sheaf.backends.base import Backend, CentralEvaluator, ClientReport, Cohort
+from sheaf.backends.base import Backend, CentralEvaluator, ClientReport, Cohort, FitOutcome
 from sheaf.core.acceptance import OperatorLimits, UpdateRule
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import AggregationError, ClientFailure, SheafError
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, stream
-from sheaf.core.sampling import cohort_size
+from sheaf.core.sampling import cohort_size, sample_cohort
 from sheaf.core.update import TensorGroups, Update
 from sheaf.data.dataset import Federation, Split
 from sheaf.evaluation.central import central_shards, combine_shards, evaluate_shards
 from sheaf.evaluation.fairness import summarize
 from sheaf.evaluation.history import ClientRecord, History, RoundRecord
 from sheaf.privacy.aggregation import PRIVACY
+from sheaf.run.clock import RoundPlan, VirtualClock
 from sheaf.run.personalize import personalized_evaluation, wants_personalization
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
@@ -294,6 +295,92 @@ def _aggregate(
     return params, new_state, metrics
 
 
+class _Evaluators:
+    """The clients of federated evaluation, drawn once per run when first needed."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] | None = None
+
+    def get(self, parts: Federated, population: Population) -> list[int]:
+        if self.ids is None:
+            self.ids = _evaluation_clients(parts, population)
+        return self.ids
+
+
+def evaluate_round(
+    parts: Federated,
+    population: Population,
+    params: Params,
+    round: int,
+    monitor: Split | None,
+    evaluators: _Evaluators,
+    clients: list[ClientRecord],
+    failures: list[tuple[str, ClientFailure]],
+) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]]]:
+    """A round's evaluations: central (or on the monitor subset), and federated on the
+    rounds that have it (with personalised models where asked); the clients' records and
+    failures are appended to ``clients`` and ``failures``.
+
+    Returns:
+        The central metrics, the monitor metrics and the federated summaries.
+    """
+    config, strategy = parts.config, parts.strategy
+    central_metrics: dict[str, float] = {}
+    monitor_metrics: dict[str, float] = {}
+    every = config.evaluation.central_interval
+    if population.central_test is not None and (round % every == 0 or round == config.rounds):
+        if monitor is not None:
+            monitor_metrics = _metrics(_sharded(parts.task, params, monitor, config.evaluation.shard_rows))
+        if monitor is None or round == config.rounds:
+            central_metrics = _metrics(_central_evaluation(parts, params, population.central_test))
+
+    federated: dict[str, dict[str, float]] = {}
+    if config.federated_evaluation and (round % config.evaluation.interval == 0 or round == config.rounds):
+        federated, eval_records, eval_failures = _federated_evaluation(parts, params, evaluators.get(parts, population))
+        clients += eval_records
+        failures += [("evaluate", f) for f in eval_failures]
+        if wants_personalization(config, strategy):
+            evaluated = [r.client_id for r in eval_records]
+            personal, personal_records, personal_failures = personalized_evaluation(
+                parts.backend, strategy, config, parts.store, round, params, evaluated
+            )
+            federated.update(personal)
+            clients += personal_records
+            failures += [("personalize", f) for f in personal_failures]
+    return central_metrics, monitor_metrics, federated
+
+
+def _fit(backend: Backend, cohort: Cohort) -> FitOutcome:
+    """The backend's outcome, or nothing for a cohort the clock left empty."""
+    return backend.fit(cohort) if cohort.size else FitOutcome([], [])
+
+
+def run_clock(parts: Federated, params: Params) -> VirtualClock | None:
+    """The virtual clock of a simulation with ``[devices]`` (None otherwise)."""
+    fed = parts.federation
+    if not parts.config.devices.enabled or not isinstance(fed, Federation):
+        return None
+    return VirtualClock.for_run(parts.config, fed.train_counts, params.nbytes)
+
+
+def _clocked_cohort(
+    clock: VirtualClock, population: Population, config: RunConfig, size: int, round: int, now: float
+) -> tuple[list[int], RoundPlan]:
+    """A synchronous round under the clock: who is sampled among the devices online when it
+    starts (over-selected by ``devices.overselect``), and which of them it keeps."""
+    start = clock.next_online(now)
+    rate = config.strategy.fraction if config.strategy.sampling == "poisson" else None
+    wanted = min(population.num_clients, math.ceil(size * (1 + config.devices.overselect) - 1e-9))
+    if clock.always:
+        ids = population.cohort(wanted, seed=config.seed, round=round, rate=rate)
+    else:  # by position among the online clients, from (seed, round) alone
+        online = clock.online_clients(start)
+        positions = sample_cohort(len(online), wanted, seed=config.seed, round=round, rate=rate)
+        ids = [population.client_ids[int(online[p])] for p in positions]
+    target = len(ids) if rate is not None else size
+    return ids, clock.plan_round(ids, start=start, target=target, deadline=config.devices.deadline)
+
+
 def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple[History, Params]:
     """Run the remaining rounds of a run and return its full history and final params.
 
@@ -308,19 +395,27 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
     history = store.history()
     params = store.params()
     state = store.state(template=parts.strategy.init(params))
-    eval_clients: list[int] | None = None
+    evaluators = _Evaluators()
     # Backends may return the exact sum instead of the updates only where nothing reads a
     # single update: neither the strategy's steps nor its acceptance rule.
     strategy = parts.strategy
     reduce = not strategy.reads_updates
     monitor = monitor_split(clients_of_run.central_test, config.evaluation.monitor)
+    clock = run_clock(parts, params)
+    now = history[-1].virtual_seconds if len(history) else 0.0
     if listener is not None:
         listener.on_start(config, store.last_round + 1, size, population)
 
     for round in range(store.last_round + 1, config.rounds + 1):
         started = time.perf_counter()
         rate = config.strategy.fraction if config.strategy.sampling == "poisson" else None
-        ids = clients_of_run.cohort(size, seed=config.seed, round=round, rate=rate)
+        plan: RoundPlan | None = None
+        if clock is None:
+            ids = clients_of_run.cohort(size, seed=config.seed, round=round, rate=rate)
+            trained = ids
+        else:
+            ids, plan = _clocked_cohort(clock, clients_of_run, config, size, round, now)
+            trained, now = plan.train, plan.end
         ctx = RoundContext(round, params, config.seed, population)
         sent = strategy.configure(state, ctx)
         rule = strategy.update_rule
@@ -329,22 +424,25 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             # raw updates would make who counts now depend on who took part then, unaccounted.
             median = None if strategy.private_release else _previous_median(history)
             rule = parts.limits.rule_for(rule, median, params)
-        outcome = parts.backend.fit(
+        outcome = _fit(
+            parts.backend,
             Cohort(
                 round,
-                ids,
+                trained,
                 params,
                 config.train,
                 sent.options,
                 sent.payload,
-                store.client_states(ids),
+                store.client_states(trained),
                 reduce,
                 strategy.client_steps,
                 rule,
-            )
+            ),
         )
         updates, rejected = _checked(outcome.updates, params, rule)
         failures: list[tuple[str, ClientFailure]] = [("fit", f) for f in [*outcome.failures, *rejected]]
+        if plan is not None:  # the clock's dropouts: offline, stragglers, over-selected
+            failures += [("fit", ClientFailure(cid, why)) for cid, why in plan.dropped]
         clients = [ClientRecord(u.client_id, "fit", u.num_examples, u.metrics) for u in updates]
         clients += [ClientRecord(r.client_id, "fit", r.num_examples, r.metrics) for r in outcome.reports]
         clients.sort(key=lambda c: c.client_id)
@@ -378,30 +476,9 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
                 # A client's state moves on only if its update was used.
                 new_states = {cid: s for cid, s in outcome.client_states.items() if cid in used}
 
-        central_metrics: Mapping[str, float] = {}
-        monitor_metrics: Mapping[str, float] = {}
-        every = config.evaluation.central_interval
-        if clients_of_run.central_test is not None and (round % every == 0 or round == config.rounds):
-            if monitor is not None:
-                monitor_metrics = _metrics(_sharded(parts.task, params, monitor, config.evaluation.shard_rows))
-            if monitor is None or round == config.rounds:
-                central_metrics = _metrics(_central_evaluation(parts, params, clients_of_run.central_test))
-
-        federated: dict[str, dict[str, float]] = {}
-        if config.federated_evaluation and (round % config.evaluation.interval == 0 or round == config.rounds):
-            if eval_clients is None:
-                eval_clients = _evaluation_clients(parts, clients_of_run)
-            federated, eval_records, eval_failures = _federated_evaluation(parts, params, eval_clients)
-            clients += eval_records
-            failures += [("evaluate", f) for f in eval_failures]
-            if wants_personalization(config, strategy):
-                evaluated = [r.client_id for r in eval_records]
-                personal, personal_records, personal_failures = personalized_evaluation(
-                    parts.backend, strategy, config, store, round, params, evaluated
-                )
-                federated.update(personal)
-                clients += personal_records
-                failures += [("personalize", f) for f in personal_failures]
+        central_metrics, monitor_metrics, federated = evaluate_round(
+            parts, clients_of_run, params, round, monitor, evaluators, clients, failures
+        )
 
         record = RoundRecord(
             round=round,
@@ -416,6 +493,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             note=note,
             privacy=strategy.report(state).get(PRIVACY, {}),
             monitor=dict(monitor_metrics),
+            virtual_seconds=now,
         )
         store.commit_round(
             record, params, state, clients, failures, keep_params=config.keep_params, client_states=new_states

@@ -29,6 +29,7 @@ from sheaf.data.dtypes import conform_federation
 from sheaf.data.summary import client_data
 from sheaf.evaluation.history import History
 from sheaf.run.assemble import assemble, open_or_create_store
+from sheaf.run.buffered import run_buffered
 from sheaf.run.loop import Federated, RoundListener, run_rounds
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
@@ -94,6 +95,14 @@ class SimulationResult:
         privacy = self.history.final_privacy
         keys = ("epsilon", "delta", "noise_multiplier", "clip", "epsilon_server")
         summary.update(_clean({key: privacy[key] for key in keys if key in privacy}))
+        if self.config.devices.enabled and len(self.history):
+            summary["virtual_hours"] = round(self.history[-1].virtual_seconds / 3600, 4)
+        if self.config.asynchronous.enabled:
+            summary["asynchronous"] = {
+                "concurrency": self.config.asynchronous.concurrency,
+                "buffer": self.config.asynchronous.buffer,
+                "staleness_mean": _clean(self.history[-1].fit.get("staleness_mean")) if len(self.history) else None,
+            }
         if self.config.secagg.enabled:
             summary["secure_aggregation"] = True
             summary["distributed_dp"] = self.config.secagg.dp == "distributed"
@@ -215,7 +224,8 @@ def simulate(
             announce = getattr(listener, "on_backend", None)  # optional: tell the user what runs
             if callable(announce):
                 announce(used, why)
-            history, params = run_rounds(Federated(cfg, parts.task, fed, parts.strategy, runner, store), listener)
+            run = run_buffered if cfg.asynchronous.enabled else run_rounds
+            history, params = run(Federated(cfg, parts.task, fed, parts.strategy, runner, store), listener)
         finally:
             runner.close()
         store.set_meta("status", "finished")

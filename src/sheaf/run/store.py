@@ -313,6 +313,7 @@ class RunStore:
         failures: Sequence[tuple[str, ClientFailure]] = (),
         keep_params: int = 0,
         client_states: Mapping[int, TensorGroups] | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> None:
         """Write one finished round atomically.
 
@@ -325,6 +326,8 @@ class RunStore:
             keep_params: if > 0, delete params and state older than this many rounds
                 (round 0, the initial model, is always kept).
             client_states: new persistent states of clients, replacing their old ones.
+            meta: meta entries to set in the same transaction (e.g. what an asynchronous
+                run must know to resume after this round).
 
         Raises:
             StoreError: if the round is not the next one.
@@ -351,6 +354,8 @@ class RunStore:
                 cutoff = record.round - keep_params
                 self._db.execute("DELETE FROM tensors WHERE round > 0 AND round <= ?", (cutoff,))
                 self._db.execute("DELETE FROM states WHERE round > 0 AND round <= ?", (cutoff,))
+            for key, value in (meta or {}).items():
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def _write_client_state(self, round: int, client_id: int, state: TensorGroups) -> None:
         structure, arrays = encode_tree(dict(state))
