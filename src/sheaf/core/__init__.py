@@ -3,10 +3,12 @@
 from sheaf.core.acceptance import MetricRange, OperatorLimits, UpdateRejected, UpdateRule
 from sheaf.core.config import (
     ATTACKS,
+    ENCODERS,
     PRIVACY_MODES,
     SAMPLINGS,
     SECAGG_DP,
     AttackConfig,
+    CompressionConfig,
     DataConfig,
     EngineConfig,
     EvalConfig,
@@ -23,6 +25,7 @@ from sheaf.core.config import (
     load_config,
     merge_settings,
 )
+from sheaf.core.encoded import Encoded, EncodedLayout, layout_bytes, layout_problem
 from sheaf.core.errors import (
     AggregationError,
     BackendError,
@@ -49,6 +52,7 @@ from sheaf.core.update import MAX_EXAMPLES, Metrics, Scalar, TensorGroups, Updat
 __all__ = [
     "ALLOWED_DTYPES",
     "ATTACKS",
+    "ENCODERS",
     "MAX_EXAMPLES",
     "MAX_TERMS",
     "PRIVACY_MODES",
@@ -60,9 +64,12 @@ __all__ = [
     "AttackConfig",
     "BackendError",
     "ClientFailure",
+    "CompressionConfig",
     "ConfigError",
     "DataConfig",
     "DataError",
+    "Encoded",
+    "EncodedLayout",
     "EngineConfig",
     "EvalConfig",
     "ExactSum",
@@ -104,6 +111,8 @@ __all__ = [
     "dumps",
     "encode_tree",
     "keyed_stream",
+    "layout_bytes",
+    "layout_problem",
     "load_config",
     "merge_settings",
     "new_secret",

@@ -42,6 +42,7 @@ class Purpose(IntEnum):
     STRATEGY = 9
     LOCAL_SPLIT = 10
     SECAGG = 11
+    COMPRESS = 12
 
 
 def _sequence(seed: int, purpose: Purpose, round: int | None, client: int | None) -> np.random.SeedSequence:
