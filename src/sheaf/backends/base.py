@@ -171,6 +171,10 @@ class FitOutcome:
         summed: for a cohort with ``reduce``: the exact sum of the updates a backend
             already added up (checked like any update), or None.
         reports: the clients whose updates are in ``summed``, with their metrics.
+        traffic: ``client -> (download, upload)``: the bytes each client's task and result
+            took on the wire, where the backend measures them (a deployment: a client not
+            listed was sent nothing); None in simulations, where the round loop counts the
+            tensors sent (``run.traffic``).
     """
 
     updates: list[Update]
@@ -178,6 +182,7 @@ class FitOutcome:
     client_states: dict[int, TensorGroups] = field(default_factory=dict)
     summed: ExactSum | None = None
     reports: list[ClientReport] = field(default_factory=list)
+    traffic: dict[int, tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True)

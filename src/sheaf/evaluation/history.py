@@ -58,6 +58,11 @@ class RoundRecord:
         monitor: the global model on a fixed subset of the central test set, every round,
             when the run watches progress on one (``evaluation.monitor``); ``central`` then
             holds the whole test set's figures after the last round only. Empty otherwise.
+        traffic: the bytes of the round's training: ``download_bytes`` (what the cohort was
+            sent) and ``upload_bytes`` (what came back), exact tensor bytes in a simulation,
+            wire bytes in a deployment (``run.traffic``); empty in runs recorded before
+            traffic was counted. Like ``seconds``, a measurement of the transport, not
+            part of equality (a deployed round equals its simulation but for the framing).
     """
 
     round: int
@@ -72,6 +77,7 @@ class RoundRecord:
     note: str = ""
     privacy: Mapping[str, float] = field(default_factory=dict)
     monitor: Mapping[str, float] = field(default_factory=dict)
+    traffic: Mapping[str, float] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

@@ -18,6 +18,7 @@ from sheaf.run.population import Population
 from sheaf.run.report import report_run
 from sheaf.run.simulate import SimulationResult, load_run_config, resolve_config, simulate
 from sheaf.run.store import FORMAT_VERSION, RunStore
+from sheaf.run.traffic import RoundTraffic, missed_rounds, round_traffic, update_bytes
 
 __all__ = [
     "FINETUNE_EVALUATE",
@@ -29,6 +30,7 @@ __all__ = [
     "Federated",
     "Population",
     "RoundListener",
+    "RoundTraffic",
     "RunParts",
     "RunState",
     "RunStore",
@@ -43,6 +45,7 @@ __all__ = [
     "finite",
     "list_runs",
     "load_run_config",
+    "missed_rounds",
     "monitor_split",
     "open_or_create_store",
     "personal_steps",
@@ -53,12 +56,14 @@ __all__ = [
     "report_run",
     "resolve_config",
     "round_rows",
+    "round_traffic",
     "run_name",
     "run_rounds",
     "run_state",
     "simulate",
     "summarize",
     "summarize_run",
+    "update_bytes",
     "wants_personalization",
     "writer_identity",
 ]

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sheaf.compress.plan import CompressionPlan, compression_plan
+from sheaf.compress.step import COMPRESS_STEP, with_compression
 from sheaf.core.acceptance import OperatorLimits
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import ConfigError, StoreError
@@ -83,6 +85,7 @@ class RunParts:
         meta: what the run store records about the run's assembly.
         limits: what a deployment's operator bounds in every update (None in simulation).
         secagg: the secure-aggregation plan (None without secure aggregation).
+        compression: the compression plan (None without compression).
     """
 
     config: RunConfig
@@ -96,6 +99,7 @@ class RunParts:
     meta: Mapping[str, Any]
     limits: OperatorLimits | None = None
     secagg: SecAggPlan | None = None
+    compression: CompressionPlan | None = None
 
 
 def assemble(
@@ -165,6 +169,22 @@ def assemble(
         meta["secagg"] = secure.describe()
         if not isinstance(runs, PrivateClientTask):
             runs = simulated_client_privacy(runs, config.privacy)
+    compression = compression_plan(config, initial)
+    if compression is not None:
+        if secure is not None:
+            raise ConfigError(
+                "secure aggregation already sends every update quantised into its ring, by the same quantiser "
+                "(secagg.bits bits per coordinate); leave compression.encoder and compression.download at none "
+                "with secagg.enabled=true"
+            )
+        if deployed and compression.download != "none":
+            raise ConfigError(
+                "download compression runs in simulation for now: deployed clients are sent the model "
+                "(set compression.download=none for sheaf server)"
+            )
+        # Outermost on the clients (clip, then noise, then compress); the strategy's steps see decoded updates.
+        chosen = with_compression(chosen, compression)
+        meta["compression"] = compression.describe()
     meta["strategy"] = chosen.name
     steps = chosen.client_steps
     if wants_personalization(config, chosen):
@@ -178,14 +198,15 @@ def assemble(
             server.max_norm_ratio,
             dict(weight_caps or {}),
         )
-    return RunParts(config, chosen, runs, plan, population, size, initial, steps, meta, limits, secure)
+    return RunParts(config, chosen, runs, plan, population, size, initial, steps, meta, limits, secure, compression)
 
 
 def builtin_client_steps() -> tuple[ClientStep, ...]:
     """Every client step sheaf ships: what a deployed client runs unless told otherwise.
 
     The client halves of SCAFFOLD, FedNova, q-FFL, FedPer and Ditto, differential
-    privacy's budget check, clipping and local noise, and personalised evaluation.
+    privacy's budget check, clipping and local noise, update compression, and personalised
+    evaluation.
 
     Example:
         >>> sorted(step.name for step in builtin_client_steps())[:4]
@@ -198,6 +219,7 @@ def builtin_client_steps() -> tuple[ClientStep, ...]:
         fedper_client_step(),
         ditto_client_step(),
         *PRIVACY_STEPS,
+        COMPRESS_STEP,
     )
     personal = tuple(personalizing(step) for step in own if step.personal)
     return tuple(steps_by_name((*own, *personal, FINETUNE_EVALUATE)).values())
