@@ -96,6 +96,7 @@ from sheaf.deploy.transport import (
 )
 from sheaf.deploy.validation import declared_problem, value_problem
 from sheaf.deploy.wire import (
+    ENCODED_GROUP,
     PROTOCOL,
     ReceivedResult,
     ReceivedTask,
@@ -111,6 +112,7 @@ from sheaf.deploy.wire import (
 __all__ = [
     "CHUNK_BYTES",
     "DP_REQUIREMENTS",
+    "ENCODED_GROUP",
     "EVALUATION_SHARING",
     "MAX_MESSAGE_BYTES",
     "METHODS",

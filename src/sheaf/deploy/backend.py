@@ -53,6 +53,20 @@ __all__ = ["DeploymentBackend", "task_id"]
 _log = logging.getLogger("sheaf.server")
 
 
+def _traffic(slots: dict[int, Slot], chunks: list[bytes], outcome: WorkOutcome) -> dict[int, tuple[int, int]]:
+    """``client -> (download, upload)``: the task stream's bytes times the pulls that handed it
+    out, and the bytes of the result stream that was accepted (what crossed the wire)."""
+    shared = sum(len(chunk) for chunk in chunks)
+    return {
+        client: (
+            outcome.pulls.get(client, 0) * (len(slot.header) + shared),
+            outcome.results[client].wire_bytes if client in outcome.results else 0,
+        )
+        for client, slot in slots.items()
+        if outcome.pulls.get(client, 0) or client in outcome.results
+    }
+
+
 def task_id(round: int, kind: str, client_id: int) -> str:
     """The id of a client's task: the same for the same work, across server restarts."""
     return f"r{round}-{kind}-c{client_id}"
@@ -122,16 +136,23 @@ class DeploymentBackend:
             _log, logging.INFO, "round_started", round=cohort.round, cohort=list(cohort.client_ids)[:50],
             model_bytes=tensors.total_bytes,
         )  # fmt: skip
-        work = Work("fit", cohort.round, slots, chunks, like=cohort.params)
+        work = Work("fit", cohort.round, slots, chunks, like=cohort.params, encoding=cohort.rule.encoding)
         if cohort.reduce:
             return self._fit_summed(cohort, work)
         outcome = self._run(work)
         updates = [
-            Update(client_id, result.delta, result.num_examples, result.metrics, result.extras)
+            Update(
+                client_id,
+                result.delta if result.delta is not None else Params({}),
+                result.num_examples,
+                result.metrics,
+                result.extras,
+                result.encoded,  # decoded by the strategy's server half in the round loop
+            )
             for client_id, result in outcome.results.items()
-            if result.delta is not None
+            if result.delta is not None or result.encoded is not None
         ]
-        return FitOutcome(updates, outcome.failures)
+        return FitOutcome(updates, outcome.failures, traffic=_traffic(slots, chunks, outcome))
 
     def _fit_summed(self, cohort: Cohort, work: Work) -> FitOutcome:
         # The strategy needs only the sum: each update joins an exact running sum as it
@@ -158,7 +179,13 @@ class DeploymentBackend:
         self.coordinator.post(work)
         outcome = self.coordinator.wait(work, fold)
         failures = sorted([*outcome.failures, *rejected], key=lambda f: f.client_id)
-        return FitOutcome([], failures, summed=running.result(), reports=[reports[c] for c in sorted(reports)])
+        return FitOutcome(
+            [],
+            failures,
+            summed=running.result(),
+            reports=[reports[c] for c in sorted(reports)],
+            traffic=_traffic(work.slots, work.chunks, outcome),
+        )
 
     def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
         """Ask the clients to evaluate ``params`` on their local test splits.

@@ -47,6 +47,7 @@ import numpy as np
 
 from sheaf.backends.base import RoundWork
 from sheaf.backends.client_runner import ClientRunner
+from sheaf.compress.step import COMPRESS_STEP
 from sheaf.core.errors import ClientFailure, SheafError, TaskError
 from sheaf.core.params import Params
 from sheaf.core.tensor import ALLOWED_DTYPES
@@ -316,6 +317,14 @@ class ClientWork:
 
     def _privacy(self, task: ReceivedTask) -> tuple[tuple[str, ...], dict[str, Scalar], RoundMechanism | None]:
         """The steps the client runs, with the options they read, and the mechanism it charges."""
+        names, options, mechanism = self._privacy_steps(task)
+        # Compression encodes what leaves, so it stays outermost whatever privacy puts around
+        # training: clip, then noise, then compress (its own noise never sees an encoding).
+        if COMPRESS_STEP.name in names:
+            names = (COMPRESS_STEP.name, *(name for name in names if name != COMPRESS_STEP.name))
+        return names, options, mechanism
+
+    def _privacy_steps(self, task: ReceivedTask) -> tuple[tuple[str, ...], dict[str, Scalar], RoundMechanism | None]:
         asked = task.client_steps
         inner = tuple(name for name in asked if name not in PRIVACY_STEP_NAMES)
         options: dict[str, Scalar] = dict(task.options)
@@ -388,8 +397,9 @@ class ClientWork:
             task.round,
             num_examples=update.num_examples,
             metrics=update.metrics,
-            delta=update.delta,
+            delta=update.delta if update.encoded is None else None,
             extras=update.extras,
+            encoded=update.encoded,  # a compressed update leaves as its encoder made it
         )
         # Durable before anything leaves: a crash or a silent server cannot make it forget the release.
         self.ledger.record(self.run_id, task.round, charged)

@@ -18,6 +18,7 @@ A second delivery of the same update id is a duplicate and changes nothing.
 
 Example:
     >>> from sheaf.core.config import ServerConfig
+from sheaf.core.encoded import EncodedLayout
     >>> coordinator = Coordinator({0: "a", 1: "b"}, ServerConfig(round_timeout=0.2))
     >>> work = Work("fit", 1, {c: Slot(c, f"r1-fit-c{c}", b"header") for c in (0, 1)}, [])
     >>> coordinator.post(work)
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sheaf.core.config import ServerConfig
+from sheaf.core.encoded import EncodedLayout
 from sheaf.core.errors import ClientFailure
 from sheaf.core.params import Params
 from sheaf.deploy.logs import log_event
@@ -64,6 +66,7 @@ class Slot:
         update_id: the id of the result that settled it.
         result: the result, if one was accepted.
         failure: why this client's share failed, if it did.
+        pulls: how many times the client was handed its task (a lost stream is pulled again).
     """
 
     client_id: int
@@ -73,6 +76,7 @@ class Slot:
     update_id: str = ""
     result: ReceivedResult | None = None
     failure: str = ""
+    pulls: int = 0
 
 
 @dataclass
@@ -85,6 +89,8 @@ class Work:
         slots: each client's share, by client id.
         chunks: the task's tensor chunk messages, shared by every client.
         like: the model the results must match (fits).
+        encoding: the layout every result's encoded update must have, where clients
+            compress their updates (fits; empty: plain deltas).
     """
 
     kind: str
@@ -93,14 +99,17 @@ class Work:
     chunks: list[bytes]
     like: Params | None = None
     posted: float = field(default=0.0)
+    encoding: EncodedLayout = ()
 
 
 @dataclass(frozen=True)
 class WorkOutcome:
-    """What a batch produced: accepted results by client, and the clients that failed."""
+    """What a batch produced: accepted results by client, the clients that failed, and how
+    many times each client was handed its task."""
 
     results: dict[int, ReceivedResult]
     failures: list[ClientFailure]
+    pulls: dict[int, int] = field(default_factory=dict)
 
 
 class Coordinator:
@@ -223,6 +232,7 @@ class Coordinator:
             if work is None or slot is None or slot.state == "done":
                 return None
             slot.state = "sent"  # a client that lost the stream may pull the same task again
+            slot.pulls += 1
             return slot.header, work.chunks
 
     def awaited(self, client_id: int, task_id: str) -> tuple[Work, Slot] | None:
@@ -333,7 +343,7 @@ class Coordinator:
             self._tick()
         results = {c: s.result for c, s in sorted(work.slots.items()) if s.result is not None}
         failures = [ClientFailure(c, s.failure) for c, s in sorted(work.slots.items()) if s.failure]
-        return WorkOutcome(results, failures)
+        return WorkOutcome(results, failures, {c: s.pulls for c, s in sorted(work.slots.items()) if s.pulls})
 
     def _tick(self, force: bool = False) -> None:
         """Call ``on_tick`` if a second has passed since the last call (or if forced)."""

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from sheaf.core.params import Params
 from sheaf.core.update import Update
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.auth import SIGNATURE_HEADER, AuthError, AuthorizedClient, BodyDigest, RequestVerifier
@@ -285,20 +287,23 @@ class FederationService:
                 cid, header.task_id, header.update_id, f"result is for a {kind} of round {header.round}"
             )
         if work.kind == "fit" and not header.failure and work.like is not None:
-            problem = declared_problem(header.tensors, work.like)
+            problem = declared_problem(header.tensors, work.like, work.encoding)
             if problem is not None:
                 return self._reject(cid, header.task_id, header.update_id, problem)
+        arrived = len(first)  # what crossed the wire for this result: its traffic figure
         try:
             async for message in stream:
+                arrived += len(message)
                 reader.feed(message)
-            result = reader.finish()
+            result = dataclasses.replace(reader.finish(), wire_bytes=arrived)
         except WireError as exc:
             return self._reject(cid, header.task_id, header.update_id, str(exc))
         if result.failure:
             reason = f"{result.kind} failed on the client: {result.failure}"
             return self.coordinator.settle(cid, result.task_id, result.update_id, failure=reason)
-        if result.kind == "fit" and work.like is not None and result.delta is not None:
-            update = Update(cid, result.delta, result.num_examples, result.metrics, result.extras)
+        if result.kind == "fit" and work.like is not None and (result.delta is not None or result.encoded is not None):
+            delta = result.delta if result.delta is not None else Params({})
+            update = Update(cid, delta, result.num_examples, result.metrics, result.extras, result.encoded)
             problem = value_problem(update, work.like, self.settings.max_update_norm)
             if problem is not None:
                 return self._reject(cid, result.task_id, result.update_id, problem)

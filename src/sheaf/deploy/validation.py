@@ -4,9 +4,13 @@ Two stages, so a bad update costs little:
 
 1. :func:`declared_problem` — on the result's header alone, before any tensor bytes are
    received: the delta must declare exactly the model's tensor names, shapes and dtypes
-   (the size limit is enforced by the reader: see :mod:`sheaf.deploy.wire`);
+   — or, where clients compress their updates, the encoding must declare exactly its
+   encoder's layout for the model (so an encoded update is never larger than its encoder
+   can make it); the size limit is enforced by the reader: see :mod:`sheaf.deploy.wire`;
 2. :func:`value_problem` — on the received values: every value finite (extras included)
-   and, if the run sets ``server.max_update_norm``, the delta's L2 norm within it.
+   and, if the run sets ``server.max_update_norm``, the delta's L2 norm within it. An
+   encoded update is decoded by the strategy's server half in the round loop, which then
+   judges the decoded delta by the same bounds (the operator's limits are in its rule).
 
 Each returns None or one line saying what is wrong, which the server logs and records as
 the client's dropout reason for the round.
@@ -27,16 +31,26 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sheaf.core.encoded import EncodedLayout
 from sheaf.core.errors import SheafError
 from sheaf.core.params import Params
 from sheaf.core.update import Update, check_update
 from sheaf.deploy._proto import federation_pb2 as pb
+from sheaf.deploy.wire import ENCODED_GROUP
 
 __all__ = ["declared_problem", "value_problem"]
 
 
-def declared_problem(tensors: Sequence[pb.TensorSpec], like: Params) -> str | None:
-    """Whether a fit result's declared delta (group ``""``) matches the model, as one line."""
+def declared_problem(tensors: Sequence[pb.TensorSpec], like: Params, encoding: EncodedLayout = ()) -> str | None:
+    """Whether a fit result's declared delta (group ``""``) matches the model, or its declared
+    encoding (group ``sheaf:encoded``) its encoder's ``encoding`` when updates are encoded, as one line."""
+    if encoding:
+        if any(spec.group == "" for spec in tensors):
+            return "update declares a plain delta; this run's clients send their updates encoded"
+        coded = [(s.name, s.dtype, tuple(int(d) for d in s.shape)) for s in tensors if s.group == ENCODED_GROUP]
+        if tuple(coded) != encoding:
+            return f"encoded update declares {coded[:4]}, its encoder sends {list(encoding)[:4]}"
+        return None
     declared = {spec.name: spec for spec in tensors if spec.group == ""}
     if set(declared) != set(like) or len(declared) != len(like):
         return f"update declares tensors {sorted(declared)[:8]}, the model has {sorted(like)[:8]}"
@@ -51,7 +65,15 @@ def declared_problem(tensors: Sequence[pb.TensorSpec], like: Params) -> str | No
 
 
 def value_problem(update: Update, like: Params, max_norm: float) -> str | None:
-    """Whether an update's values may be aggregated: finite, and within the norm bound."""
+    """Whether an update's values may be aggregated: finite, and within the norm bound.
+
+    An encoded update's extras must be finite; its delta is judged once decoded (round loop).
+    """
+    if update.encoded is not None:
+        for group, tensors in update.extras.items():
+            if not tensors.all_finite():
+                return f"client {update.client_id}: extra tensors {group!r} hold NaN or infinite values"
+        return None
     try:
         check_update(update, like)
     except SheafError as exc:
