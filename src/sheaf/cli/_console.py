@@ -21,6 +21,7 @@ from sheaf.core.config import RunConfig
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.divergence import divergence
 from sheaf.evaluation.history import History, RoundRecord
+from sheaf.evaluation.traffic import format_bytes
 from sheaf.privacy.plan import EVALUATION_OFF
 
 __all__ = [
@@ -134,6 +135,8 @@ class ProgressListener(StoreListener):
             + (f" · {config.privacy.mode} DP" if config.privacy.mode != "none" else "")
             + (" · secure aggregation" if config.secagg.enabled else "")
             + (" · distributed DP" if config.secagg.enabled and config.secagg.dp == "distributed" else "")
+            + (f" · {config.compression.encoder} updates" if config.compression.encoder != "none" else "")
+            + (f" · {config.compression.download} downloads" if config.compression.download != "none" else "")
             + (f" · resuming at round {first_round}" if first_round > 1 else "")
         )
         if self._reason:
@@ -276,6 +279,11 @@ def results_table(summary: Mapping[str, Any]) -> Table:
         table.add_row(f"privacy spent: ε at δ = {summary['delta']:g}", "∞" if epsilon is None else _num(float(epsilon)))
         table.add_row(
             "noise multiplier · final clip norm", f"{summary['noise_multiplier']:.4g} · {summary['clip']:.4g}"
+        )
+    if "upload_bytes" in summary:
+        table.add_row(
+            "training traffic: sent · received",
+            f"{format_bytes(summary['download_bytes'])} · {format_bytes(summary['upload_bytes'])}",
         )
     table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
     table.add_row("run store", str(summary["run_path"]))
