@@ -26,7 +26,10 @@ from sheaf.core.errors import ConfigError
 from sheaf.core.params import Params
 from sheaf.core.update import Update
 from sheaf.data.dataset import ClientData, Split
+from sheaf.deploy.status import run_status
 from sheaf.quantize import SeededBits
+from sheaf.run.export import round_rows
+from sheaf.run.report import report_run
 from sheaf.run.simulate import SimulationResult, simulate
 from sheaf.run.store import RunStore
 from sheaf.strategies import fedavg, krum
@@ -195,3 +198,20 @@ def test_compression_is_off_by_default_and_plain_runs_count_float32_bytes(tmp_pa
     assert compression_plan(result.config, Params({"w": np.zeros(3)})) is None
     assert "compression" not in result.summary()
     assert result.summary()["upload_bytes"] == 3 * 8 * model
+
+
+def test_the_bytes_are_in_the_store_json_status_report_and_export(tmp_path: Path) -> None:
+    result = run(tmp_path, *TOPK)
+    per_update = result.summary()["upload_bytes"] / (3 * 8)
+    with RunStore.open(result.run_path, readonly=True) as store:
+        rows = store.client_traffic()
+        assert store.meta["compression"]["upload_bytes"] == per_update
+    assert len(rows) == 3 * 8 and {up for _, _, _, up in rows} == {per_update}
+    assert result.summary()["compression"] == {"encoder": "topk", "download": "none"}
+    status = run_status(result.run_path)
+    assert status["traffic"]["upload_bytes"] == result.summary()["upload_bytes"]
+    assert status["last_round"]["upload_bytes"] == 8 * per_update
+    page = next(p for p in report_run(result.run_path, tmp_path / "report") if p.name == "report.html")
+    assert "bytes sent by clients" in page.read_text() and "topk (7.62x fewer bytes)" in page.read_text()
+    exported = round_rows(result.history)
+    assert exported[0]["traffic_upload_bytes"] == 8 * per_update

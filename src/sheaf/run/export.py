@@ -78,7 +78,7 @@ def round_rows(records: Iterable[RoundRecord], finished: Mapping[int, float] | N
             "aggregated": r.aggregated,
             "note": r.note,
         }
-        for section in ("central", "monitor", "fit", "privacy"):
+        for section in ("central", "monitor", "fit", "privacy", "traffic"):
             row.update({f"{section}_{k}": v for k, v in getattr(r, section).items()})
         for metric, summary in r.federated.items():
             row.update({f"federated_{metric}_{stat}": v for stat, v in summary.items()})
