@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sheaf.backends.inline import InlineBackend
 from sheaf.backends.pool import PoolBackend
@@ -32,11 +34,13 @@ from sheaf.run.export import round_rows
 from sheaf.run.report import report_run
 from sheaf.run.simulate import SimulationResult, simulate
 from sheaf.run.store import RunStore
-from sheaf.strategies import fedavg, krum
+from sheaf.strategies import RoundContext, fedavg, krum
 from sheaf.task.base import EvalResult, FitInstructions, FitResult
 from sheaf.task.client import fit_client
 from tests.conftest import SMALL
+from tests.helpers import rounds_of_updates
 from tests.run.test_simulate import StopAfter
+from tests.strategies.test_conformance import CONFORMANCE, build, decorated
 
 TOPK = ["compression.encoder=topk", "compression.k=0.1"]
 Q4 = ["compression.encoder=q4", "compression.rotate=true"]
@@ -215,3 +219,34 @@ def test_the_bytes_are_in_the_store_json_status_report_and_export(tmp_path: Path
     assert "bytes sent by clients" in page.read_text() and "topk (7.62x fewer bytes)" in page.read_text()
     exported = round_rows(result.history)
     assert exported[0]["traffic_upload_bytes"] == 8 * per_update
+
+
+@pytest.mark.parametrize("name", sorted(CONFORMANCE))
+@settings(max_examples=5, deadline=None)
+@given(case=rounds_of_updates(min_clients=7, max_clients=8), seed=st.integers(0, 2**30))
+def test_every_strategy_aggregates_the_decoded_updates_exactly_as_it_would_the_same_plain_ones(
+    name: str, case: tuple[Params, list[Update]], seed: int
+) -> None:
+    # Compression changes what travels, not what a strategy does with what arrives.
+    start, raw = case
+    plan = compression_plan(load_config(overrides=Q4), start)
+    assert plan is not None
+    plain = build(name)
+    compressed = with_compression(plain, plan)
+    options = {**compressed.configure(compressed.init(start), RoundContext(1, start, 0, 100)).options}
+    coder = plan.upload()
+    assert coder is not None
+    received = []
+    for update in decorated(name, raw):
+        sent = coder.encode(
+            update.delta.flatten(), seed=int(options[SEED_OPTION]), bits=SeededBits(np.random.default_rng(seed))
+        )
+        encoded = Update(update.client_id, Params({}), update.num_examples, update.metrics, update.extras, sent)
+        received.append(compressed.receive(encoded, start, options))
+    for update in received:
+        compressed.check_update(update, start)
+    assert compressed.update_rule.encoding == coder.layout and compressed.reads_updates
+    ctx = RoundContext(1, start, 0, 100)
+    ours, _, _ = compressed.aggregate(received, compressed.init(start), ctx)
+    theirs, _, _ = plain.aggregate(received, plain.init(start), ctx)
+    assert ours.array_equal(theirs)
