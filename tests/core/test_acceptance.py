@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sheaf.core.acceptance import MetricRange, UpdateRejected, UpdateRule
+from sheaf.core.acceptance import MetricRange, OperatorLimits, UpdateRejected, UpdateRule, model_scale
 from sheaf.core.params import Params
 from sheaf.core.update import MAX_EXAMPLES, Update
 
@@ -80,3 +80,29 @@ def test_the_norm_bound_is_checked_in_float64() -> None:
     rule.check(Update(1, Params({"w": np.array([3, 4, 0], np.float32)}), 1), LIKE)
     with pytest.raises(UpdateRejected, match="L2 norm at most 5, got 1e\\+30"):
         rule.check(Update(1, Params({"w": np.array([1e30, 0, 0], np.float32)}), 1), LIKE)
+
+
+@given(rules, st.floats(0, 1e6))
+def test_the_measured_norm_is_the_float64_norm_of_an_accepted_delta(rule: UpdateRule, scale: float) -> None:
+    delta = Params({"w": np.array([scale, -scale, 1.0], np.float32)})
+    update = Update(1, delta, 0)
+    assert rule.measured(update, LIKE) == delta.astype(np.float64).l2_norm()
+
+
+def test_before_any_median_is_known_the_norm_bound_goes_by_the_models_scale() -> None:
+    limits = OperatorLimits(max_norm_ratio=10.0)
+    zeros, large = Params({"w": np.zeros(100, np.float32)}), Params({"w": np.full(100, 30.0, np.float32)})
+
+    assert limits.rule_for(UpdateRule(), None, zeros).max_norm == 100.0  # 10 x sqrt(100): one unit per parameter
+    assert limits.rule_for(UpdateRule(), None, large).max_norm == 3000.0  # 10 x the model's own norm
+    assert limits.rule_for(UpdateRule(), 0.5, large).max_norm == 5.0  # a median is known: it rules
+    assert limits.rule_for(UpdateRule(), None).max_norm == math.inf  # no model given: no relative bound
+    assert OperatorLimits().rule_for(UpdateRule(), None, zeros).max_norm == math.inf  # max_norm_ratio off
+    assert model_scale(large) == pytest.approx(300.0)
+
+
+def test_an_evaluation_claim_is_bounded_like_an_update_claim() -> None:
+    rule = OperatorLimits(max_examples=500, weight_caps={3: 120}).weight_rule()
+    rule.check_weight(4, 500)
+    with pytest.raises(UpdateRejected, match="client 3: claims 121 examples, more than the 120 this run accepts"):
+        rule.check_weight(3, 121)

@@ -34,7 +34,7 @@ def test_big_endian_input_is_stored_little_endian() -> None:
     [
         ("object", (1,), b"x" * 8, "refusing array of dtype 'object'"),
         ("float32", (2,), b"x" * 4, "needs 8 bytes, got 4"),
-        ("float32", (-1,), b"", "negative dimension"),
+        ("float32", (-1,), b"", "none negative"),
     ],
 )
 def test_bad_records_are_refused(dtype: str, shape: tuple[int, ...], data: bytes, message: str) -> None:
@@ -45,3 +45,27 @@ def test_bad_records_are_refused(dtype: str, shape: tuple[int, ...], data: bytes
 def test_object_arrays_cannot_be_encoded() -> None:
     with pytest.raises(SheafError, match="cannot encode"):
         array_to_record(np.array([object()]))
+
+
+@pytest.mark.parametrize(
+    ("shape", "data", "match"),
+    [
+        ((0, 2**62), b"", "too big"),  # no elements, yet more than NumPy can index: ValueError before
+        ((2**62, 4), b"", "needs 73786976294838206464 bytes, got 0"),  # int64 wrapped this product to 0
+        ((2**31, 2**31, 4), b"", "needs"),
+        ((0,) * 33, b"", "at most 32 dimensions"),
+        ((2**70,), b"", "needs"),  # past int64: OverflowError before
+        ((1.5,), b"\0" * 4, "not a sequence of whole numbers"),
+        (("3",), b"\0" * 12, "not a sequence of whole numbers"),  # int("3") once took it
+        (None, b"", "not a sequence of whole numbers"),
+    ],
+)
+def test_shapes_that_cannot_be_an_array_are_refused_with_sheafs_own_error(
+    shape: object, data: bytes, match: str
+) -> None:
+    with pytest.raises(SheafError, match=match):
+        array_from_record("float32", shape, data)  # type: ignore[arg-type]
+
+
+def test_zero_size_shapes_that_numpy_can_hold_decode() -> None:
+    assert array_from_record("float32", (0, 3), b"").shape == (0, 3)

@@ -63,6 +63,7 @@ DEPLOY = [
     "heartbeat_interval=0.3",
     "heartbeat_timeout=4",
     "round_timeout=60",
+    "min_clients_wait=10",
 ]
 
 

@@ -9,8 +9,12 @@ shape), ``dtype`` (float64 instead of float32), ``oversize`` (declares more byte
 server accepts), ``bigchunk`` (one 5 MiB chunk message), ``tampered`` (a header that does
 not match its signature), ``duplicate`` (a valid update delivered twice); ``honest`` sends a
 valid update and ``pause`` goes silent (no requests at all) until its ``pause`` hook
-returns, then joins again. It answers every evaluation with a failure report and returns
-one line per push: ``<mode> <status> round=<r> <detail>``.
+returns, then joins again. Modes with an argument lie about one thing in an otherwise valid
+update: ``weight:N`` claims N examples, ``norm:V`` sends a delta of V everywhere (finite,
+e.g. 1e30), ``metrics:a=1,b=2`` reports those metrics, ``metric_count:N`` reports N
+distinct metrics. It answers every evaluation with a failure report (or, with
+``evaluation="claim:N"``, with accuracy 0 on N examples) and returns one line per push:
+``<mode> <status> round=<r> <detail>``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +51,39 @@ def roomy_in_process(transport: InProcessTransport) -> Connector:
     return functools.partial(transport.connect, max_send_bytes=ROOMY)
 
 
+def _lying_result(mode: str, task: ReceivedTask, good: Params) -> list[bytes]:
+    kind, _, argument = mode.partition(":")
+    update_id = uuid.uuid4().hex
+    if kind == "weight":
+        return encode_result(task.task_id, update_id, "fit", task.round, num_examples=int(argument), delta=good)
+    if kind == "norm":
+        huge = task.params.map(lambda a: np.full_like(a, float(argument)))
+        return encode_result(task.task_id, update_id, "fit", task.round, num_examples=5, delta=huge)
+    if kind == "metrics":
+        metrics = {name: float(value) for name, value in (pair.split("=") for pair in argument.split(","))}
+        return encode_result(task.task_id, update_id, "fit", task.round, num_examples=5, delta=good, metrics=metrics)
+    if kind == "metric_count":
+        metrics = {f"m{i}": 0.0 for i in range(int(argument))}
+        return encode_result(task.task_id, update_id, "fit", task.round, num_examples=5, delta=good, metrics=metrics)
+    raise ValueError(f"unknown mode {mode}")
+
+
+def _evaluation(task: ReceivedTask, evaluation: str) -> list[bytes]:
+    update_id = uuid.uuid4().hex
+    if evaluation.startswith("claim:"):
+        examples = int(evaluation.split(":")[1])
+        metrics = {"accuracy": 0.0}
+        return encode_result(
+            task.task_id, update_id, "evaluate", task.round, num_examples=examples, metrics=metrics, loss=9.0
+        )
+    return encode_result(task.task_id, update_id, "evaluate", task.round, failure="no")
+
+
 def _bad_result(mode: str, task: ReceivedTask, max_bytes: int) -> list[bytes]:
     update_id = uuid.uuid4().hex
     good = task.params.map(lambda a: a * 0 + 0.01)
+    if ":" in mode:
+        return _lying_result(mode, task, good)
     if mode == "nan":
         w = good["w"].copy()
         w.flat[0] = np.nan
@@ -96,12 +130,16 @@ async def rogue(
     *,
     pause: Callable[[], Awaitable[None]] = _a_while,
     on_line: Callable[[str], None] = lambda line: None,
+    evaluation: str = "fail",
+    until_finished: bool = False,
 ) -> list[str]:
     """Join with a valid key and send one bad update per fit round; return one line per push.
 
     Besides the bad modes: ``honest`` answers one fit with a valid update; ``pause`` closes
     the connection, awaits ``pause()`` without a request, then joins again. ``on_line``
-    sees each line as it is written.
+    sees each line as it is written. ``evaluation`` says how it answers evaluations
+    (``fail``, or ``claim:N``); with ``until_finished`` it goes on answering evaluations
+    once its modes are used up, until the run is over.
     """
     identity = load_identity(key)
     channel = connect()
@@ -115,8 +153,8 @@ async def rogue(
     try:
         join = await _join(rpc)
         remaining = list(modes)
-        while remaining:
-            if remaining[0] == "pause":
+        while remaining or until_finished:
+            if remaining and remaining[0] == "pause":
                 remaining.pop(0)
                 await channel.close()
                 await pause()
@@ -133,7 +171,10 @@ async def rogue(
             task = reader.finish()
             assert task is not None
             if task.kind == "evaluate":
-                await rpc.push(encode_result(task.task_id, uuid.uuid4().hex, "evaluate", task.round, failure="no"))
+                await rpc.push(_evaluation(task, evaluation))
+                continue
+            if not remaining:  # nothing left to send: say so, as a client whose training failed
+                await rpc.push(encode_result(task.task_id, uuid.uuid4().hex, "fit", task.round, failure="done"))
                 continue
             mode = remaining.pop(0)
             messages = _bad_result(mode, task, join.max_update_bytes)
@@ -149,6 +190,55 @@ async def rogue(
                     say(f"{mode} {pb.PushStatus.Name(answer.status)} round={task.round} {answer.detail}")
                 except RpcError as exc:
                     say(f"{mode} {exc.code.name} round={task.round} {exc.details}")
+    finally:
+        await channel.close()
+    return lines
+
+
+async def stalled_pushes(
+    connect: Connector, key: Path, count: int, *, on_line: Callable[[str], None] = lambda line: None
+) -> list[str]:
+    """Pull a fit task, then open ``count`` result streams for it at once, each a signed header
+    declaring as many bytes as the server accepts, and nothing after it: until the server ends
+    the stream. Returns one line per stream, ``<STATUS or CODE> <detail>``."""
+    identity = load_identity(key)
+    channel = connect()
+    rpc = _Rpc(channel, identity)
+    lines: list[str] = []
+    try:
+        join = await _join(rpc)
+        while True:
+            reader = await rpc.pull(join.run_id, 1 << 30)
+            task = reader.finish()
+            if task is not None and task.kind == "fit":
+                break
+        good = task.params.map(lambda a: a * 0 + 0.01)
+        header = pb.ResultMessage.FromString(
+            encode_result(task.task_id, uuid.uuid4().hex, "fit", task.round, num_examples=5, delta=good)[0]
+        )
+        padding = (join.max_update_bytes - header.result.total_bytes) // 4
+        header.result.tensors.append(pb.TensorSpec(group="pad", name="x", dtype="float32", shape=[padding]))
+        header.result.total_bytes += padding * 4
+        first = header.SerializeToString()
+        never = asyncio.Event()
+
+        async def header_only() -> AsyncIterator[bytes]:
+            yield first
+            await never.wait()
+
+        async def push() -> None:
+            metadata = identity.sign(METHODS["PushResult"], BodyDigest().update(first).digest())
+            try:
+                reply = pb.PushReply.FromString(
+                    await channel.stream_unary(METHODS["PushResult"], header_only(), metadata=metadata)
+                )
+                line = f"{pb.PushStatus.Name(reply.status)} {reply.detail}"
+            except RpcError as exc:
+                line = f"{exc.code.name} {exc.details}"
+            lines.append(line)
+            on_line(line)
+
+        await asyncio.gather(*(push() for _ in range(count)))
     finally:
         await channel.close()
     return lines

@@ -126,13 +126,36 @@ def test_the_authorized_clients_file_round_trips_and_names_bad_lines(tmp_path: P
     with pytest.raises(ConfigError, match=r":1: 'not-base64!'... is not a base64 Ed25519 public key"):
         load_authorized_clients(path)
     path.write_text("zero a key\n")
-    with pytest.raises(ConfigError, match="expected '<client id> <name> <base64 public key>'"):
+    with pytest.raises(ConfigError, match="expected '<client id> <name> <base64 public key> "):
         load_authorized_clients(path)
     path.write_text("# nobody\n")
     with pytest.raises(ConfigError, match="authorises no clients"):
         load_authorized_clients(path)
     with pytest.raises(ConfigError, match="not found"):
         load_authorized_clients(tmp_path / "missing")
+
+
+def test_a_line_may_declare_the_most_examples_its_client_may_claim(tmp_path: Path) -> None:
+    keys = [Ed25519PrivateKey.generate().public_key() for _ in range(2)]
+    path = tmp_path / "authorized_clients"
+    path.write_text(f"{authorized_line(0, 'a', keys[0], max_examples=300)}\n{authorized_line(1, 'b', keys[1])}\n")
+    clients = {c.client_id: c for c in load_authorized_clients(path).values()}
+    assert (clients[0].max_examples, clients[1].max_examples) == (300, None)
+    key = authorized_line(0, "a", keys[0])
+    for settings, match in [
+        ("max_examples=0", "from 1 to 536870911, got '0'"),
+        ("max_examples=1e12", "got '1e12'"),
+        ("max_examples=536870912", "got '536870912'"),
+        ("max_examples=\u0663", "got '\u0663'"),  # a digit, but not an ASCII one
+        ("max_examples=3 max_examples=4", "declared twice"),
+        ("weight=3", "unknown setting 'weight=3'"),
+        ("max_examples", "unknown setting 'max_examples'"),
+    ]:
+        path.write_text(f"{key} {settings}\n")
+        with pytest.raises(ConfigError, match=match):
+            load_authorized_clients(path)
+    with pytest.raises(ConfigError, match="from 1 to"):
+        authorized_line(0, "a", keys[0], max_examples=-5)
 
 
 def test_a_client_key_must_be_an_ed25519_pem(tmp_path: Path) -> None:
@@ -147,3 +170,54 @@ def test_a_client_key_must_be_an_ed25519_pem(tmp_path: Path) -> None:
     (tmp_path / "ec.key").write_bytes(ecdsa)
     with pytest.raises(ConfigError, match="sign with Ed25519 keys"):
         load_identity(tmp_path / "ec.key")
+
+
+@pytest.mark.parametrize(
+    ("entry", "value", "match"),
+    [
+        ("sheaf-time", "9" * 400, "malformed sheaf-time"),  # escaped as OverflowError before
+        ("sheaf-time", "\u00b2", "malformed sheaf-time"),  # str.isdigit() says yes; int() says no
+        ("sheaf-time", b"\xff\xfe", "not ASCII"),
+        ("sheaf-nonce", "z" * 32, "malformed sheaf-nonce"),
+        ("sheaf-key", "k" * 10_000, "at most 200"),
+        ("sheaf-signature", "A" * 10_000, "at most 200"),
+    ],
+)
+def test_malformed_metadata_is_refused_as_an_auth_error(entry: str, value: str | bytes, match: str) -> None:
+    identity, verifier = setup()
+    metadata = [(k, value if k == entry else v) for k, v in identity.sign(JOIN, digest(b"x"))]
+    with pytest.raises(AuthError, match=match):
+        verifier.authenticate(JOIN, metadata, digest(b"x"))
+
+
+def test_a_request_whose_signature_fails_leaves_no_nonce_behind() -> None:
+    identity, verifier = setup()
+    genuine = identity.sign(JOIN, digest(b"x"))
+    for _ in range(1000):  # anyone may send these: a known key id is no secret
+        forged = [(k, v) for k, v in identity.sign(JOIN, digest(b"x")) if k != "sheaf-signature"]
+        with pytest.raises(AuthError, match="bad signature"):
+            verifier.authenticate(JOIN, [*forged, ("sheaf-signature", "A" * 88)], digest(b"x"))
+    with pytest.raises(AuthError, match="bad signature"):  # the genuine request's nonce, forged
+        verifier.authenticate(JOIN, [*genuine[:3], ("sheaf-signature", "A" * 88)], digest(b"x"))
+
+    assert verifier._nonces == set()
+    assert verifier.authenticate(JOIN, genuine, digest(b"x")).client_id == 3
+
+
+def test_nonces_written_down_are_refused_by_a_verifier_that_reads_them_back() -> None:
+    clock = Clock()
+    identity, before_restart = setup(clock)
+    written: list[tuple[str, float]] = []
+    verifier = RequestVerifier(before_restart.clients, max_skew=60, clock=clock, remember=lambda *p: written.append(p))
+    captured = identity.sign(JOIN, digest(b"x"))
+    verifier.authenticate(JOIN, captured, digest(b"x"))
+
+    after_restart = RequestVerifier(verifier.clients, max_skew=60, clock=clock, seen=written)
+
+    with pytest.raises(AuthError, match="replayed request"):
+        after_restart.authenticate(JOIN, captured, digest(b"x"))
+    clock.now += 62  # out of the window: refused as stale, and forgotten
+    with pytest.raises(AuthError, match="off the server's clock"):
+        after_restart.authenticate(JOIN, captured, digest(b"x"))
+    after_restart.authenticate(JOIN, identity.sign(JOIN, digest(b"x")), digest(b"x"))
+    assert len(after_restart._nonces) == 1

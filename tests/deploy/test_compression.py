@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 
 from sheaf.compress import build_encoder
+from sheaf.core.acceptance import UpdateRule
 from sheaf.core.encoded import Encoded
 from sheaf.core.params import Params
+from sheaf.core.update import Update
 from sheaf.data.catalog import build_federation
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.chunks import encode_tensors
 from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.keys import KeySet
-from sheaf.deploy.validation import declared_problem
+from sheaf.deploy.validation import declared_problem, value_problem
 from sheaf.deploy.wire import ENCODED_GROUP, ResultReader, WireError, encode_result, encode_task_header
 from sheaf.quantize import SeededBits
 from sheaf.run.store import RunStore
@@ -74,6 +76,40 @@ def test_the_server_refuses_an_encoding_its_encoder_cannot_make_before_taking_it
     assert "its encoder sends" in str(declared_problem(larger.specs, like, layout))
     plain = encode_tensors({"": like})
     assert "plain delta" in str(declared_problem(plain.specs, like, layout))
+
+
+def test_the_reader_counts_every_byte_of_the_stream_it_read() -> None:
+    encoded = build_encoder("q8", 300_000).encode(np.ones(300_000), seed=1, bits=SeededBits(np.random.default_rng(1)))
+    messages = encode_result("t", "u", "fit", 1, num_examples=3, encoded=encoded)
+    reader = ResultReader(limit=1 << 20)
+    for message in messages:
+        reader.feed(message)
+
+    assert reader.finish().wire_bytes == sum(map(len, messages)) > encoded.nbytes
+
+
+def test_an_encoded_stream_is_held_to_the_servers_byte_limit() -> None:
+    encoded = Encoded({"codes": np.zeros(5000, np.uint8), "scales": np.ones(1, np.float32)})
+    messages = encode_result("t", "u", "fit", 1, num_examples=3, encoded=encoded)
+    reader = ResultReader(limit=4096)
+
+    with pytest.raises(WireError, match="more than 4096 bytes"):
+        reader.feed(messages[0])  # refused on its header, before any tensor byte is taken
+
+
+def test_an_encoded_update_is_judged_on_its_weight_and_extras_before_it_is_decoded() -> None:
+    like = Params({"w": np.zeros(4, np.float32)})
+    encoded = Encoded({"codes": np.zeros(4, np.uint8), "scales": np.ones(1, np.float32)})
+    rule = UpdateRule("fedavg").narrowed(max_weight=100, weight_caps={7: 10})
+
+    fine, norm = value_problem(Update(7, Params({}), 10, encoded=encoded), like, rule)
+    over, _ = value_problem(Update(7, Params({}), 11, encoded=encoded), like, rule)
+    bad_extras = Params({"w": np.array([0, np.inf, 0, 0], np.float32)})
+    poisoned, _ = value_problem(Update(3, Params({}), 5, extras={"c": bad_extras}, encoded=encoded), like, rule)
+
+    assert fine is None and np.isnan(norm)  # its delta is judged once decoded, by the same rule
+    assert "claims 11 examples, more than the 10" in str(over)
+    assert "extra tensors 'c' hold NaN or infinite values" in str(poisoned)
 
 
 @pytest.mark.parametrize("encoder", ["topk", "q4"])

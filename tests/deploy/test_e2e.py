@@ -10,15 +10,22 @@ handshake that a plaintext client cannot pass, and a large model over a real cha
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sheaf.core.config import load_config
+from sheaf.deploy._proto import federation_pb2 as pb
+from sheaf.deploy.auth import BodyDigest, load_identity
 from sheaf.deploy.keys import KeySet, init_keys, new_client_key
+from sheaf.deploy.rpc import RpcError
 from sheaf.deploy.status import run_status
+from sheaf.deploy.transport import METHODS, client_channel
+from sheaf.deploy.wire import PROTOCOL
 from sheaf.run.store import RunStore
 from tests.deploy.conftest import (
     DEPLOY,
@@ -141,6 +148,45 @@ def test_a_server_killed_with_sigkill_resumes_and_ends_with_the_uninterrupted_mo
     assert "connection_lost" in processes.log("client0")
     finished = run_status(run)
     assert finished["status"] == "finished" and finished["server"]["state"] == "finished"
+
+
+def _join(port: int, keys: KeySet, metadata: Sequence[tuple[str, str]], body: bytes) -> str:
+    """Send one Join over TLS with the given signed metadata; the outcome in a line."""
+
+    async def call() -> str:
+        channel = client_channel(f"localhost:{port}", ca=keys.ca_cert, insecure=False)
+        try:
+            reply = await channel.unary_unary(METHODS["Join"], body, metadata=metadata, timeout=30)
+            return f"joined as {pb.JoinReply.FromString(reply).client_id}"
+        except RpcError as exc:
+            return f"{exc.code.name}: {exc.details}"
+        finally:
+            await channel.close()
+
+    return asyncio.run(call())
+
+
+def test_a_request_captured_before_a_sigkill_is_refused_as_a_replay_after_the_restart(
+    tmp_path: Path, processes: Processes
+) -> None:
+    keys = init_keys(tmp_path / "keys", 3)
+    port, run = free_port(), tmp_path / "run.sqlite"
+    command = _server_args([*_small(tmp_path), "clients=3"], port, keys, run)  # no client comes: it waits
+    body = pb.JoinRequest(protocol=PROTOCOL).SerializeToString()
+    identity = load_identity(keys.client_keys[0])
+    captured = identity.sign(METHODS["Join"], BodyDigest().update(body).digest())
+    processes.start("server", *command)
+    wait_for(lambda: "listening" in processes.log("server"), STARTUP, "the server to listen")
+    assert _join(port, keys, captured, body) == "joined as 0"
+
+    processes.kill("server")
+    processes.start("server-again", *command)
+    wait_for(lambda: "listening" in processes.log("server-again"), STARTUP, "the server to listen again")
+    replayed = _join(port, keys, captured, body)
+    fresh = _join(port, keys, identity.sign(METHODS["Join"], BodyDigest().update(body).digest()), body)
+
+    assert replayed.startswith("UNAUTHENTICATED: replayed request (nonce already used) from client 0")
+    assert fresh == "joined as 0"
 
 
 def test_over_tls_clients_verify_the_server_and_plaintext_clients_cannot_connect(

@@ -125,7 +125,15 @@ def _result_header(**fields: Any) -> bytes:
         ({"task_id": ""}, "task id"),
         ({"update_id": "x" * 500}, "update id"),
         ({"kind": 9}, "unknown kind"),
-        ({"num_examples": -1}, "negative"),
+        ({"num_examples": -1}, "claims -1 examples"),
+        ({"num_examples": 10**12}, "claims 1000000000000 examples; a result may claim 0 to 536870911"),
+        (
+            {"metrics": [pb.NamedScalar(name=f"m{i}", value=pb.Scalar(float_value=0)) for i in range(40_000)]},
+            "carries 40000 metrics, more than the 256 accepted",
+        ),
+        ({"metrics": [pb.NamedScalar(name="m" * 101, value=pb.Scalar(float_value=0))]}, "over 100 characters"),
+        ({"metrics": [pb.NamedScalar(name="acc", value=pb.Scalar(float_value=float("nan")))]}, "'acc' is NaN"),
+        ({"metrics": [pb.NamedScalar(name="acc", value=pb.Scalar(string_value="x"))]}, "must be a number"),
     ],
 )
 def test_a_bad_result_header_is_refused_before_any_tensor_bytes(header: dict[str, Any], match: str) -> None:
@@ -234,8 +242,15 @@ def _service() -> tuple[FederationService, Coordinator, AuthorizedClient]:
     coordinator = Coordinator({0: "a"}, ServerConfig(round_timeout=1))
     like = Params({"w": np.zeros(3, np.float32)})
     coordinator.post(Work("fit", 1, {0: Slot(0, "t", b"")}, [], like=like))
-    settings_ = ServiceSettings("run", pb.RunDescription(), 1.0, max_update_bytes=1 << 12, max_update_norm=10.0)
+    settings_ = ServiceSettings("run", pb.RunDescription(), 1.0, max_update_bytes=1 << 12)
     return FederationService(coordinator, RequestVerifier({identity.key_id: client}), settings_), coordinator, client
+
+
+async def _receive(
+    service: FederationService, client: AuthorizedClient, first: bytes, stream: AsyncIterator[bytes]
+) -> tuple[str, str]:
+    with service.streams.claim(client.client_id) as claim:
+        return await service._receive(client, first, stream, claim)
 
 
 @settings(max_examples=150)
@@ -249,7 +264,7 @@ def test_the_servers_result_path_answers_every_malformed_stream_and_keeps_servin
         for message in rest:
             yield message
 
-    status, detail = asyncio.run(service._receive(client, first, stream()))
+    status, detail = asyncio.run(_receive(service, client, first, stream()))
     assert status in ("rejected", "stale", "accepted", "duplicate")
     assert isinstance(detail, str)
     good = encode_result("t", "u2", "fit", 1, num_examples=3, delta=Params({"w": np.ones(3, np.float32)}))
@@ -259,4 +274,4 @@ def test_the_servers_result_path_answers_every_malformed_stream_and_keeps_servin
             yield message
 
     if coordinator.work is not None and coordinator.work.slots[0].state != "done":
-        assert asyncio.run(service._receive(client, good[0], good_stream())) == ("accepted", "")
+        assert asyncio.run(_receive(service, client, good[0], good_stream())) == ("accepted", "")

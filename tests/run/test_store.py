@@ -89,3 +89,75 @@ def test_the_store_is_in_wal_mode(tmp_path: Path) -> None:
     RunStore.create(tmp_path / "r.sqlite", {}, params(0.0), ()).close()
     mode = sqlite3.connect(tmp_path / "r.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+def _create(path: Path) -> RunStore:
+    from sheaf.core.config import RunConfig
+    from sheaf.run.assemble import open_or_create_store
+
+    return open_or_create_store(path, RunConfig(), params(0.0), (), {"dataset": "digits"})
+
+
+def test_a_creation_that_fails_midway_leaves_nothing_the_same_command_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "runs" / "run.sqlite"
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while round 0 is written
+
+    with monkeypatch.context() as patched:
+        patched.setattr(RunStore, "_write_round_arrays", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            _create(path)
+    assert list(path.parent.iterdir()) == []
+
+    with _create(path) as store:
+        assert store.last_round == 0 and store.params().array_equal(params(0.0))
+
+
+def test_a_process_killed_while_creating_the_store_leaves_nothing_the_same_command_refuses(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "run.sqlite"
+    script = f"""
+import os
+from pathlib import Path
+from sheaf.run.store import RunStore
+from tests.run.test_store import _create
+
+def killed(store, *args):
+    store._db.execute("INSERT INTO meta VALUES ('half', '1')")  # some of the transaction is written
+    os._exit(9)  # as kill -9 would: no cleanup at all
+
+RunStore._write_round_arrays = killed
+_create(Path({str(path)!r}))
+"""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    assert subprocess.run([sys.executable, "-c", script], env=env, check=False).returncode == 9
+    assert not path.exists() and [p.name for p in tmp_path.iterdir() if p.name.endswith(".creating")]
+
+    with _create(path) as store:
+        assert store.last_round == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["run.sqlite"]  # the dead process's leftovers are gone
+
+
+def test_a_file_that_holds_nothing_is_replaced_and_any_other_is_refused(tmp_path: Path) -> None:
+    empty, tableless, foreign = tmp_path / "empty.sqlite", tmp_path / "tableless.sqlite", tmp_path / "foreign.sqlite"
+    empty.write_bytes(b"")
+    db = sqlite3.connect(tableless)
+    db.execute("PRAGMA journal_mode=WAL").fetchall()  # what an older sheaf killed at once could leave
+    db.close()
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    db.close()
+
+    for path in (empty, tableless):
+        with _create(path) as store:
+            assert store.last_round == 0
+    with pytest.raises(StoreError, match="not a sheaf run store"):
+        _create(foreign)
+    assert foreign.stat().st_size > 0

@@ -66,8 +66,10 @@ def unpack(message: bytes) -> tuple[dict[str, Any], list[np.ndarray[Any, Any]]]:
             offset += nbytes
         if offset != len(view):
             raise ValueError(f"{len(view) - offset} bytes left over")
-    except (SheafError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise BackendError(f"malformed message from a worker: {exc}") from None
+        if not isinstance(header, dict):
+            raise TypeError(f"its header is a {type(header).__name__}, not an object")
+    except (SheafError, ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+        raise BackendError(f"malformed message from a worker: {str(exc)[:200]}") from None
     return header, arrays
 
 
@@ -84,9 +86,21 @@ def decode_params(names: Sequence[str], arrays: Sequence[np.ndarray[Any, Any]]) 
     Raises:
         BackendError: if the counts differ.
     """
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise BackendError("malformed message from a worker: tensor names must be a list of strings")
     if len(names) != len(arrays):
         raise BackendError(f"malformed message from a worker: {len(names)} names for {len(arrays)} tensors")
-    return Params(dict(zip(names, arrays, strict=True)))
+    try:
+        return Params(dict(zip(names, arrays, strict=True)))
+    except (SheafError, TypeError, ValueError) as exc:
+        raise BackendError(f"malformed message from a worker: {str(exc)[:200]}") from None
+
+
+def _pairs(layout: object, what: str) -> list[tuple[Any, Any]]:
+    """``layout`` as a list of 2-element entries, or a BackendError."""
+    if not isinstance(layout, list | tuple) or not all(isinstance(e, list | tuple) and len(e) == 2 for e in layout):
+        raise BackendError(f"malformed message from a worker: {what} must be a list of pairs")
+    return [(e[0], e[1]) for e in layout]
 
 
 def encode_groups(groups: TensorGroups | None) -> tuple[list[list[Any]], list[np.ndarray[Any, Any]]]:
@@ -108,7 +122,9 @@ def decode_groups(layout: Sequence[Sequence[Any]], arrays: Sequence[np.ndarray[A
     """
     out: dict[str, Params] = {}
     offset = 0
-    for group, names in layout:
+    for group, names in _pairs(layout, "tensor groups"):
+        if not isinstance(names, list | tuple):
+            raise BackendError("malformed message from a worker: a group's tensor names must be a list")
         out[str(group)] = decode_params(names, arrays[offset : offset + len(names)])
         offset += len(names)
     if offset != len(arrays):
@@ -134,8 +150,11 @@ def fit_states(
     """The per-client states of a ``fit`` message (see :func:`fit_message`)."""
     out: dict[int, dict[str, Params]] = {}
     offset = 0
-    for client, layout in layouts:
-        count = sum(len(names) for _, names in layout)
-        out[int(client)] = decode_groups(layout, arrays[offset : offset + count])
+    for client, layout in _pairs(layouts, "client states"):
+        if isinstance(client, bool) or not isinstance(client, int):
+            raise BackendError(f"malformed message from a worker: client id {str(client)[:20]!r}")
+        pairs = _pairs(layout, "tensor groups")
+        count = sum(len(names) if isinstance(names, list | tuple) else 0 for _, names in pairs)
+        out[client] = decode_groups(layout, arrays[offset : offset + count])
         offset += count
     return out

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from sheaf.cli._common import ConfigArg, SetOpt, app, clear_errors, load_cli_config
 from sheaf.core.errors import ConfigError
@@ -26,8 +27,31 @@ __all__: list[str] = []
 
 LogJson = Annotated[bool, typer.Option("--log-json", help="Log one JSON object per line instead of key=value text.")]
 Insecure = Annotated[
-    bool, typer.Option("--insecure", help="Plaintext instead of TLS: for experiments on one machine only.")
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Plaintext instead of TLS: for experiments on one machine only (refused off loopback without "
+        "--insecure-non-loopback).",
+    ),
 ]
+InsecureNonLoopback = Annotated[
+    bool,
+    typer.Option(
+        "--insecure-non-loopback",
+        help="With --insecure: allow plaintext on an address other than loopback (anyone on the path reads "
+        "and can alter the model and the updates).",
+    ),
+]
+
+
+def _plaintext(insecure: bool, address: str, role: str, allow_non_loopback: bool) -> None:
+    """Refuse plaintext off loopback unless asked twice; say loudly that it is plaintext."""
+    from sheaf.deploy.plaintext import check_plaintext
+
+    if insecure:
+        typer.echo(check_plaintext(address, role=role, allow_non_loopback=allow_non_loopback), err=True)
+    elif allow_non_loopback:
+        raise ConfigError("--insecure-non-loopback only goes with --insecure")
 
 
 def _stop_on_sigterm() -> None:
@@ -65,6 +89,7 @@ def server(
         ),
     ] = None,
     log_json: LogJson = False,
+    insecure_non_loopback: InsecureNonLoopback = False,
 ) -> None:
     """Serve a federated run to remote clients over gRPC; resume it if it exists."""
     from sheaf.deploy.logs import configure_logging
@@ -73,13 +98,25 @@ def server(
     configure_logging(as_json=log_json)
     _stop_on_sigterm()
     with clear_errors():
+        _plaintext(insecure, address, "server", insecure_non_loopback)
         cfg = load_cli_config(config, overrides)
-        options = ServerOptions(address, keys, cert, key, authorized, insecure, task, test_data, label, run)
+        options = ServerOptions(
+            address, keys, cert, key, authorized, insecure, task, test_data, label, run, insecure_non_loopback
+        )
         try:
             result = run_server(cfg, options)
         except KeyboardInterrupt:
             typer.echo("stopped; committed rounds are in the run store: the same command resumes the run", err=True)
             raise typer.Exit(130) from None
+    skipped = result.skipped_rounds
+    if skipped:
+        shown = ", ".join(str(r) for r in skipped[:20]) + (", ..." if len(skipped) > 20 else "")
+        typer.echo(
+            f"finished {result.history.rounds_completed} rounds, but {len(skipped)} were not aggregated "
+            f"(rounds {shown}): see 'sheaf status {result.run_path}'",
+            err=True,
+        )
+        raise typer.Exit(1)
     typer.echo(f"finished {result.history.rounds_completed} rounds; run store: {result.run_path}")
 
 
@@ -124,6 +161,7 @@ def client(
         ),
     ] = 0.0,
     log_json: LogJson = False,
+    insecure_non_loopback: InsecureNonLoopback = False,
 ) -> None:
     """Take part in a deployed run: train on your own data, within your own policy."""
     from sheaf.deploy.client import ClientOptions, run_client
@@ -133,12 +171,13 @@ def client(
     configure_logging(as_json=log_json)
     _stop_on_sigterm()
     with clear_errors():
+        _plaintext(insecure, server, "client", insecure_non_loopback)
         if privacy_budget < 0:
             raise ConfigError(f"--privacy-budget must be an epsilon >= 0 (0: no limit), got {privacy_budget:g}")
         own = load_policy(policy, policy_set or [])
         options = ClientOptions(
             server, key, data, ca, insecure, task, label, state_dir, max_backoff, give_up_after,
-            privacy_budget=privacy_budget, policy=own,
+            privacy_budget=privacy_budget, policy=own, insecure_non_loopback=insecure_non_loopback,
         )  # fmt: skip
         try:
             status = run_client(options)
@@ -147,6 +186,15 @@ def client(
             raise typer.Exit(130) from None
     raise typer.Exit(status)
 
+
+MaxExamples = Annotated[
+    int | None,
+    typer.Option(
+        help="The most examples the client may claim for an update or evaluation (its weight); "
+        "written on its authorized_clients line (default: the run's server.max_examples).",
+        show_default=False,
+    ),
+]
 
 keys_app = typer.Typer(no_args_is_help=True, help="Create the CA, server certificate and client keys of a deployment.")
 app.add_typer(keys_app, name="keys")
@@ -161,13 +209,14 @@ def keys_init(
         list[str] | None,
         typer.Option("--host", help="A host name or IP clients dial (repeatable); localhost is always in."),
     ] = None,
+    max_examples: MaxExamples = None,
 ) -> None:
     """A CA, the server's TLS certificate, and one key pair per client."""
     from sheaf.deploy.keys import init_keys
 
     with clear_errors():
         chosen: int | list[str] = [n.strip() for n in names.split(",") if n.strip()] if names else clients
-        made = init_keys(folder, chosen, host or [])
+        made = init_keys(folder, chosen, host or [], max_examples=max_examples)
     typer.echo(f"CA certificate (give to every client): {made.ca_cert}")
     typer.echo(f"server certificate and key:          {made.server_cert}, {made.server_key}")
     typer.echo(f"authorised clients (server):         {made.authorized}")
@@ -180,14 +229,22 @@ def keys_client(
     path: Annotated[Path, typer.Argument(help="Where to write this client's private key.")],
     client_id: Annotated[int, typer.Option("--id", help="The client's id in the run.")],
     name: Annotated[str, typer.Option(help="A readable name, e.g. the organisation.")],
+    max_examples: MaxExamples = None,
 ) -> None:
     """Make a client key pair on the client's own machine; print the line for the server."""
     from sheaf.deploy.keys import new_client_key
 
     with clear_errors():
-        line = new_client_key(path, client_id, name)
+        line = new_client_key(path, client_id, name, max_examples=max_examples)
     typer.echo(f"wrote {path}; add this line to the server's authorized_clients file:", err=True)
     typer.echo(line)
+
+
+class _TextTable(Table):
+    """A Rich table whose cells are plain text: ``[/]`` in a cell is shown, not parsed."""
+
+    def add_row(self, *renderables: Any, **options: Any) -> None:
+        super().add_row(*(Text(r) if isinstance(r, str) else r for r in renderables), **options)
 
 
 def _fmt(value: Any) -> str:
@@ -209,7 +266,9 @@ def status(
     if as_json:
         typer.echo(json.dumps(info))
         return
-    table = Table(title=f"run {info['run']}", show_header=False)
+    # Everything shown comes from the store, and much of it from clients (failure reasons,
+    # metric names): it is rendered as plain text, never as Rich markup.
+    table = _TextTable(title=Text(f"run {info['run']}"), show_header=False)
     table.add_column("what")
     table.add_column("value")
     table.add_row("status", f"{info['status']} · round {info['rounds']['done']}/{info['rounds']['total']}")

@@ -1,6 +1,6 @@
 """Framework-free building blocks: params, updates, config, errors, random streams, cohort sampling."""
 
-from sheaf.core.acceptance import MetricRange, OperatorLimits, UpdateRejected, UpdateRule
+from sheaf.core.acceptance import MetricRange, OperatorLimits, UpdateRejected, UpdateRule, model_scale
 from sheaf.core.config import (
     ATTACKS,
     ENCODERS,
@@ -44,7 +44,7 @@ from sheaf.core.keyed import SECRET_BYTES, KeyedStream, keyed_stream, new_secret
 from sheaf.core.params import Array, Params, ParamSpec
 from sheaf.core.rng import Purpose, counter_uniforms, seed_for, seeds_for, stream
 from sheaf.core.sampling import cohort_size, sample_cohort, secret_cohort
-from sheaf.core.tensor import ALLOWED_DTYPES, array_from_record, array_to_record
+from sheaf.core.tensor import ALLOWED_DTYPES, MAX_DIMS, array_from_record, array_to_record
 from sheaf.core.toml import dumps, toml_value
 from sheaf.core.tree import decode_tree, encode_tree
 from sheaf.core.update import MAX_EXAMPLES, Metrics, Scalar, TensorGroups, Update, check_update, validate_metrics
@@ -53,6 +53,7 @@ __all__ = [
     "ALLOWED_DTYPES",
     "ATTACKS",
     "ENCODERS",
+    "MAX_DIMS",
     "MAX_EXAMPLES",
     "MAX_TERMS",
     "PRIVACY_MODES",
@@ -115,6 +116,7 @@ __all__ = [
     "layout_problem",
     "load_config",
     "merge_settings",
+    "model_scale",
     "new_secret",
     "sample_cohort",
     "secret_cohort",

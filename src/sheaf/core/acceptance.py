@@ -52,14 +52,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from sheaf.core.encoded import EncodedLayout
 from sheaf.core.errors import SheafError, StrategyError
 from sheaf.core.params import Params
 from sheaf.core.update import MAX_EXAMPLES, Update, check_update
 
-__all__ = ["MetricRange", "OperatorLimits", "UpdateRejected", "UpdateRule"]
+__all__ = ["MetricRange", "OperatorLimits", "UpdateRejected", "UpdateRule", "model_scale"]
 
 
 class UpdateRejected(StrategyError):
@@ -166,23 +164,40 @@ class UpdateRule:
         Raises:
             UpdateRejected: naming the client and the first problem found.
         """
+        self._judge(update, like, measure=False)
+
+    def measured(self, update: Update, like: Params) -> float:
+        """Accept ``update`` or say why not, and return its delta's L2 norm (in float64).
+
+        Raises:
+            UpdateRejected: naming the client and the first problem found.
+        """
+        return self._judge(update, like, measure=True)
+
+    def check_weight(self, client_id: int, num_examples: int) -> None:
+        """Accept a claim of ``num_examples`` from ``client_id`` (an update's or an evaluation's).
+
+        Raises:
+            UpdateRejected: if it is more than the client may claim.
+        """
+        cap = self.weight_cap(client_id)
+        if num_examples > cap:
+            raise UpdateRejected(
+                f"client {client_id}: claims {num_examples} examples, more than the {cap} this run accepts from it"
+            )
+
+    def _judge(self, update: Update, like: Params, *, measure: bool) -> float:
         try:
             check_update(update, like)
         except SheafError as exc:  # the structural check's words, as this rule's one error type
             raise UpdateRejected(str(exc)) from None
-        cap = self.weight_cap(update.client_id)
-        if update.num_examples > cap:
-            raise UpdateRejected(
-                f"client {update.client_id}: claims {update.num_examples} examples, more than the "
-                f"{cap} this run accepts from it"
-            )
+        self.check_weight(update.client_id, update.num_examples)
+        norm = update.delta.l2_norm() if measure or self.max_norm < math.inf else math.nan  # in float64
         if update.num_examples == 0:
-            return
+            return norm
         who = f"client {update.client_id}: strategy {self.owner!r}"
-        if self.max_norm < math.inf:
-            norm = update.delta.astype(np.float64).l2_norm()
-            if not norm <= self.max_norm:
-                raise UpdateRejected(f"{who} accepts updates of L2 norm at most {self.max_norm:g}, got {norm:.6g}")
+        if self.max_norm < math.inf and not norm <= self.max_norm:
+            raise UpdateRejected(f"{who} accepts updates of L2 norm at most {self.max_norm:g}, got {norm:.6g}")
         for wanted in self.metrics:
             value = update.metrics.get(wanted.name)
             if not wanted.accepts(value):
@@ -191,6 +206,7 @@ class UpdateRule:
             tensors = update.extras.get(group)
             if tensors is None or not like.same_structure(tensors):
                 raise UpdateRejected(f"{who} needs extra tensors {group!r} shaped like the model")
+        return norm
 
     def to_json(self) -> dict[str, Any]:
         """The rule as JSON (for a worker's round message)."""
@@ -231,6 +247,13 @@ class OperatorLimits:
     the weight cap it bounds what one client can move the model by in a round, whatever it
     claims, while honest updates stay well within it.
 
+    Before any round was aggregated there is no median to go by, so the first rounds bound
+    a delta by ``max_norm_ratio`` times the model's own scale (:func:`model_scale`: its L2
+    norm, or the square root of its size if that is larger — one unit per parameter, so a
+    model initialised at zero has a scale too). An honest first update moves each
+    parameter by far less than ten units; a finite 1e30 delta is refused by name instead
+    of exploding the aggregate and spoiling the round for every honest client.
+
     Attributes:
         max_examples: the most examples any client may claim.
         max_update_norm: the longest delta accepted (``inf``: no absolute bound).
@@ -243,6 +266,9 @@ class OperatorLimits:
         >>> rule = limits.rule_for(UpdateRule("fedavg"), previous_median=0.5)
         >>> rule.max_norm, rule.weight_cap(3), rule.weight_cap(4)
         (5.0, 120, 500)
+        >>> import numpy as np
+        >>> limits.rule_for(UpdateRule("fedavg"), None, model=Params({"w": np.zeros(100)})).max_norm
+        100.0
     """
 
     max_examples: int = MAX_EXAMPLES
@@ -250,10 +276,30 @@ class OperatorLimits:
     max_norm_ratio: float = 0.0
     weight_caps: Mapping[int, int] = dataclasses.field(default_factory=dict)
 
-    def rule_for(self, rule: UpdateRule, previous_median: float | None) -> UpdateRule:
+    def rule_for(self, rule: UpdateRule, previous_median: float | None, model: Params | None = None) -> UpdateRule:
         """``rule`` narrowed by these limits for a round after one whose aggregated updates
-        had median length ``previous_median`` (None: no such round yet)."""
+        had median length ``previous_median`` (None: no such round yet, when the bound goes
+        by the scale of ``model``, the round's global params)."""
         bound = self.max_update_norm
-        if self.max_norm_ratio > 0 and previous_median is not None and previous_median > 0:
-            bound = min(bound, self.max_norm_ratio * previous_median)
+        if self.max_norm_ratio > 0:
+            if previous_median is not None and previous_median > 0:
+                bound = min(bound, self.max_norm_ratio * previous_median)
+            elif model is not None:
+                bound = min(bound, self.max_norm_ratio * model_scale(model))
         return rule.narrowed(max_norm=bound, max_weight=self.max_examples, weight_caps=self.weight_caps)
+
+    def weight_rule(self) -> UpdateRule:
+        """The rule for what carries no delta (an evaluation): only the weight is bounded."""
+        return UpdateRule("evaluation").narrowed(max_weight=self.max_examples, weight_caps=self.weight_caps)
+
+
+def model_scale(model: Params) -> float:
+    """A model's scale: its L2 norm, or the square root of its size if that is larger.
+
+    Example:
+        >>> import numpy as np
+        >>> model_scale(Params({"w": np.full(4, 3.0)})), model_scale(Params({"w": np.zeros(4)}))
+        (6.0, 2.0)
+    """
+    size = sum(array.size for array in model.values())
+    return max(math.sqrt(size), model.l2_norm())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -534,11 +535,16 @@ class ServerConfig:
             FedAvg), unless its key's line in the authorised-clients file declares its own;
             a larger claim is refused.
         max_norm_ratio: reject an update whose delta is longer than this many times the
-            median length of the updates aggregated in the previous round (0: off). With
-            ``max_examples`` it bounds what one client can move the model by, whatever it
-            claims; honest updates stay well within it. Not applied under central
-            differential privacy, whose clip norm bounds every update: a bound learnt from
-            earlier rounds' raw updates would make who counts depend on who took part before.
+            median length of the updates aggregated in the previous round (before any
+            round was aggregated: than this many times the model's own scale; 0: off).
+            With ``max_examples`` it bounds what one client can move the model by,
+            whatever it claims; honest updates stay well within it. The relative bound is
+            not applied under central differential privacy, whose clip norm bounds every
+            update: a bound learnt from earlier rounds' raw updates would make who counts
+            depend on who took part before.
+        min_clients_wait: seconds a round whose cohort has fewer than
+            ``strategy.min_clients`` clients connected waits for them to (re)join before
+            it runs anyway (and is skipped if they are still missing); 0: no wait.
     """
 
     round_timeout: float = 300.0
@@ -548,6 +554,7 @@ class ServerConfig:
     max_update_norm: float = 0.0
     max_examples: int = 100_000
     max_norm_ratio: float = 10.0
+    min_clients_wait: float = 600.0
 
     def __post_init__(self) -> None:
         _check(self.round_timeout > 0, "server.round_timeout", "> 0 seconds", self.round_timeout)
@@ -571,6 +578,12 @@ class ServerConfig:
             "server.max_norm_ratio",
             ">= 1 (0: off)",
             self.max_norm_ratio,
+        )
+        _check(
+            math.isfinite(self.min_clients_wait) and self.min_clients_wait >= 0,
+            "server.min_clients_wait",
+            ">= 0 seconds (0: no wait)",
+            self.min_clients_wait,
         )
 
 

@@ -316,10 +316,13 @@ class ExactSum:
         out = cls(like)
         try:
             slots = list(header["slots"])
-            weight, count = int(header["weight"]), int(header["count"])
+            weight, count = header["weight"], header["count"]
+            if not all(type(v) is int for v in (weight, count)):
+                raise TypeError("weight and count must be whole numbers")
+            distinct = len(set(slots)) == len(slots)
         except (KeyError, TypeError, ValueError) as exc:
-            raise SheafError(f"malformed exact sum header: {exc}") from None
-        if len(slots) != len(arrays) or len(set(slots)) != len(slots) or weight < 0 or not 0 <= count <= MAX_TERMS:
+            raise SheafError(f"malformed exact sum header: {str(exc)[:200]}") from None
+        if len(slots) != len(arrays) or not distinct or weight < 0 or not 0 <= count <= MAX_TERMS:
             raise SheafError("malformed exact sum: its slots, arrays, weight or count do not fit together")
         for k, array in zip(slots, arrays, strict=True):
             values = np.asarray(array)

@@ -122,6 +122,9 @@ def decode_tree(structure: str, arrays: Sequence[np.ndarray[Any, Any]], template
 
     try:
         parsed = json.loads(structure)
-    except json.JSONDecodeError as exc:
-        raise SheafError(f"stored state is not valid JSON: {exc}") from None
-    return walk(parsed, template)
+    except (json.JSONDecodeError, TypeError, RecursionError) as exc:
+        raise SheafError(f"stored state is not valid JSON: {str(exc)[:200]}") from None
+    try:
+        return walk(parsed, template)
+    except (TypeError, ValueError, RecursionError) as exc:  # e.g. a body of the wrong shape, nesting too deep
+        raise SheafError(f"stored state is malformed: {str(exc)[:200]}") from None

@@ -50,6 +50,7 @@ from sheaf.deploy.inprocess_channel import InProcessChannel
 from sheaf.deploy.keys import KeySet, init_keys, new_client_key
 from sheaf.deploy.local import catalog_info, client_task, deployment_task, load_client_data, load_test_data
 from sheaf.deploy.logs import configure_logging, log_event
+from sheaf.deploy.plaintext import PLAINTEXT_WARNING, check_plaintext, is_loopback
 from sheaf.deploy.policy import (
     DP_REQUIREMENTS,
     EVALUATION_SHARING,
@@ -60,6 +61,7 @@ from sheaf.deploy.policy import (
     TrainingPolicy,
     load_policy,
 )
+from sheaf.deploy.replay import SeenNonces
 from sheaf.deploy.rpc import (
     CallContext,
     Channel,
@@ -67,6 +69,7 @@ from sheaf.deploy.rpc import (
     Handlers,
     Listening,
     Metadata,
+    Requests,
     RpcError,
     ServerTransport,
     Service,
@@ -83,6 +86,8 @@ from sheaf.deploy.server import (
 )
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.status import run_status
+from sheaf.deploy.streams import ResultStreams, StreamBusy, StreamClaim
+from sheaf.deploy.throttle import RefusalLog, peer_host
 from sheaf.deploy.transport import (
     METHODS,
     SERVICE_NAME,
@@ -97,6 +102,8 @@ from sheaf.deploy.transport import (
 from sheaf.deploy.validation import declared_problem, value_problem
 from sheaf.deploy.wire import (
     ENCODED_GROUP,
+    MAX_METRIC_NAME,
+    MAX_METRICS,
     PROTOCOL,
     ReceivedResult,
     ReceivedTask,
@@ -115,7 +122,10 @@ __all__ = [
     "ENCODED_GROUP",
     "EVALUATION_SHARING",
     "MAX_MESSAGE_BYTES",
+    "MAX_METRICS",
+    "MAX_METRIC_NAME",
     "METHODS",
+    "PLAINTEXT_WARNING",
     "PRIVACY_STEP_NAMES",
     "PROTOCOL",
     "SECRET_META",
@@ -150,10 +160,14 @@ __all__ = [
     "PrivacyPolicy",
     "ReceivedResult",
     "ReceivedTask",
+    "RefusalLog",
     "RequestVerifier",
+    "Requests",
     "ResultReader",
+    "ResultStreams",
     "RpcError",
     "RunDescription",
+    "SeenNonces",
     "ServerOptions",
     "ServerResult",
     "ServerTransport",
@@ -162,6 +176,8 @@ __all__ = [
     "SharingPolicy",
     "Slot",
     "StatusCode",
+    "StreamBusy",
+    "StreamClaim",
     "TaskReader",
     "TensorAssembler",
     "TrainingPolicy",
@@ -170,6 +186,7 @@ __all__ = [
     "WorkOutcome",
     "authorized_line",
     "catalog_info",
+    "check_plaintext",
     "checked_run_id",
     "chunk_messages",
     "client_channel",
@@ -184,6 +201,7 @@ __all__ = [
     "grpc_handler",
     "idle_message",
     "init_keys",
+    "is_loopback",
     "key_id",
     "limit_malloc_arenas",
     "load_authorized_clients",
@@ -193,6 +211,7 @@ __all__ = [
     "load_test_data",
     "log_event",
     "new_client_key",
+    "peer_host",
     "run_client",
     "run_server",
     "run_status",

@@ -32,9 +32,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
-import numpy as np
-
 from sheaf.backends.base import ClientReport, Cohort, EvalOutcome, FitOutcome, SimulationEnv
+from sheaf.core.acceptance import OperatorLimits
 from sheaf.core.errors import ClientFailure, SheafError
 from sheaf.core.exactsum import StackedSum
 from sheaf.core.params import Params
@@ -80,14 +79,31 @@ class DeploymentBackend:
         store: the run store (read for which clients' updates were aggregated).
         seed: the run seed, from which each client's own training seed is derived (it is
             never sent).
+        limits: what the operator bounds; here, the examples a client may claim for an
+            evaluation (a fit's claims are bounded by the cohort's rule).
+        min_clients: the fewest updates a round needs (``strategy.min_clients``).
+        min_clients_wait: how long a round whose cohort has fewer than ``min_clients``
+            clients connected waits for them, by the coordinator's clock (0: no wait).
     """
 
     name = "grpc"
 
-    def __init__(self, coordinator: Coordinator, store: RunStore, seed: int = 0) -> None:
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        store: RunStore,
+        limits: OperatorLimits | None = None,
+        *,
+        seed: int = 0,
+        min_clients: int = 0,
+        min_clients_wait: float = 0.0,
+    ) -> None:
         self.coordinator = coordinator
         self.store = store
         self.seed = seed
+        self.limits = limits
+        self.min_clients = min_clients
+        self.min_clients_wait = min_clients_wait
         self._round = store.last_round
         self._aggregated: dict[int, int] = {}
         self._synced = 0
@@ -110,8 +126,18 @@ class DeploymentBackend:
         return self._aggregated
 
     def fit(self, cohort: Cohort) -> FitOutcome:
-        """Send the cohort its tasks and collect the updates that come back."""
+        """Send the cohort its tasks and collect the updates that come back.
+
+        If fewer of the cohort than ``min_clients`` are connected, first wait up to
+        ``min_clients_wait`` for them (clients that crashed or lost their network rejoin),
+        as the server waits for its first clients; then run the round whoever is there.
+        """
         self._round = cohort.round
+        needed = min(self.min_clients, len(cohort.client_ids))
+        if self.min_clients_wait > 0 and needed > 0:
+            self.coordinator.wait_for_clients(
+                needed, among=cohort.client_ids, limit=self.min_clients_wait, round=cohort.round
+            )
         aggregated = self._aggregated_rounds()
         tensors = encode_tensors({"": cohort.params, **{k: v for k, v in cohort.payload.items() if k}})
         chunks = [task_chunk(c) for c in tensors.chunks]
@@ -136,7 +162,7 @@ class DeploymentBackend:
             _log, logging.INFO, "round_started", round=cohort.round, cohort=list(cohort.client_ids)[:50],
             model_bytes=tensors.total_bytes,
         )  # fmt: skip
-        work = Work("fit", cohort.round, slots, chunks, like=cohort.params, encoding=cohort.rule.encoding)
+        work = Work("fit", cohort.round, slots, chunks, like=cohort.params, rule=cohort.rule)
         if cohort.reduce:
             return self._fit_summed(cohort, work)
         outcome = self._run(work)
@@ -166,13 +192,14 @@ class DeploymentBackend:
             if result.delta is None:
                 return result
             update = Update(client_id, result.delta, result.num_examples, result.metrics, result.extras)
-            try:
-                cohort.rule.check(update, cohort.params)
-            except SheafError as exc:
-                rejected.append(ClientFailure(client_id, f"update rejected: {exc}"))
-            else:
+            norm = result.norm  # the service judged it under the cohort's rule on receipt
+            if norm is None:
+                try:
+                    norm = cohort.rule.measured(update, cohort.params)
+                except SheafError as exc:
+                    rejected.append(ClientFailure(client_id, f"update rejected: {exc}"))
+            if norm is not None:
                 running.add(update)
-                norm = update.delta.astype(np.float64).l2_norm()
                 reports[client_id] = ClientReport(client_id, result.num_examples, result.metrics, norm)
             return replace(result, delta=None, extras={})
 
@@ -200,7 +227,8 @@ class DeploymentBackend:
             slots[client_id] = Slot(
                 client_id, tid, encode_task_header(tid, "evaluate", self._round, client_id, tensors)
             )
-        outcome = self._run(Work("evaluate", self._round, slots, chunks))
+        rule = self.limits.weight_rule() if self.limits is not None else None
+        outcome = self._run(Work("evaluate", self._round, slots, chunks, rule=rule))
         results = {
             client_id: EvalResult(result.loss, result.num_examples, result.metrics)
             for client_id, result in outcome.results.items()

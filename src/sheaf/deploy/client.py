@@ -62,6 +62,7 @@ from sheaf.deploy.client_work import ClientWork, task_digest
 from sheaf.deploy.description import DescriptionError, RunDescription
 from sheaf.deploy.local import catalog_info, client_task, load_client_data
 from sheaf.deploy.logs import log_event
+from sheaf.deploy.plaintext import check_plaintext
 from sheaf.deploy.policy import ClientPolicy
 from sheaf.deploy.rpc import Channel, Connector, RpcError, StatusCode
 from sheaf.deploy.transport import METHODS, client_channel
@@ -113,7 +114,8 @@ class ClientOptions:
         key: this client's private key (PEM).
         data: this client's data file (CSV, Parquet or NPZ).
         ca: the deployment's CA certificate, to verify the server (TLS).
-        insecure: plaintext instead of TLS (experiments on one machine only).
+        insecure: plaintext instead of TLS (experiments on one machine only; refused for a
+            server that is not on loopback unless ``insecure_non_loopback``).
         task: ``module:attr`` of this client's own task; empty builds the built-in model
             the run describes (within ``policy``). Never code the server names.
         label: the label column of a CSV/Parquet file outside the catalog.
@@ -126,6 +128,7 @@ class ClientOptions:
             folder and refuses any round that would take it past the limit, and every
             round of a run without differential privacy; the server records the refusal.
         policy: the data owner's policy (:mod:`sheaf.deploy.policy`).
+        insecure_non_loopback: allow ``insecure`` to a server that is not on loopback.
     """
 
     server: str
@@ -140,6 +143,7 @@ class ClientOptions:
     give_up_after: float = 0.0
     privacy_budget: float = 0.0
     policy: ClientPolicy = field(default_factory=ClientPolicy)
+    insecure_non_loopback: bool = False
 
     def effective_policy(self) -> ClientPolicy:
         """The policy with ``privacy_budget`` applied."""
@@ -267,6 +271,9 @@ class DeployedClient:
         self.identity = identity if identity is not None else load_identity(options.key)
         #: The data owner's policy (``options.policy`` with ``options.privacy_budget`` applied).
         self.policy = options.effective_policy()
+        if connect is None and options.insecure:
+            warning = check_plaintext(options.server, role="client", allow_non_loopback=options.insecure_non_loopback)
+            log_event(_log, logging.WARNING, "plaintext", server=options.server, warning=warning)
         self._connect: Connector = connect or functools.partial(
             client_channel, options.server, ca=options.ca, insecure=options.insecure
         )

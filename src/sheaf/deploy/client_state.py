@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +61,26 @@ class ClientStateFile:
 
     def _load(self) -> None:
         try:
-            with np.load(self.path, allow_pickle=False) as archive:
+            # Opened here, so the file is closed whatever NumPy makes of its contents.
+            with open(self.path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
                 meta = json.loads(str(archive["meta"]))
                 arrays = {key: archive[key] for key in archive.files if key != "meta"}
+            if not isinstance(meta, dict):
+                raise TypeError("its meta is not an object")
             for slot in ("committed", "pending"):
                 entry = meta.get(slot)
                 if entry is not None:
-                    tensors = [arrays[f"{slot}{i}"] for i in range(entry["count"])]
-                    state = (int(entry["round"]), decode_tree(entry["structure"], tensors))
+                    count, round = entry["count"], entry["round"]
+                    if type(count) is not int or type(round) is not int or not 0 <= count <= len(arrays):
+                        raise ValueError(f"its {slot} state has a malformed round or tensor count")
+                    tensors = [arrays[f"{slot}{i}"] for i in range(count)]
+                    state = (round, decode_tree(entry["structure"], tensors))
                     setattr(self, f"_{slot}", state)
-        except (OSError, ValueError, KeyError, TypeError, SheafError) as exc:
+        # A damaged or forged file fails in NumPy's and zipfile's own ways: all mean "unreadable".
+        except (OSError, ValueError, KeyError, TypeError, EOFError, RecursionError, zipfile.BadZipFile, zlib.error,
+                NotImplementedError, SheafError) as exc:  # fmt: skip
             raise DataError(
-                f"client state file {str(self.path)!r} is unreadable ({exc}); move it away to start afresh"
+                f"client state file {str(self.path)!r} is unreadable ({str(exc)[:200]}); move it away to start afresh"
             ) from None
 
     def _save(self) -> None:

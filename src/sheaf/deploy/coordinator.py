@@ -18,7 +18,6 @@ A second delivery of the same update id is a duplicate and changes nothing.
 
 Example:
     >>> from sheaf.core.config import ServerConfig
-from sheaf.core.encoded import EncodedLayout
     >>> coordinator = Coordinator({0: "a", 1: "b"}, ServerConfig(round_timeout=0.2))
     >>> work = Work("fit", 1, {c: Slot(c, f"r1-fit-c{c}", b"header") for c in (0, 1)}, [])
     >>> coordinator.post(work)
@@ -38,18 +37,24 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sheaf.core.acceptance import UpdateRule
 from sheaf.core.config import ServerConfig
-from sheaf.core.encoded import EncodedLayout
 from sheaf.core.errors import ClientFailure
 from sheaf.core.params import Params
 from sheaf.deploy.logs import log_event
 from sheaf.deploy.wire import ReceivedResult
 
 __all__ = ["Coordinator", "Slot", "Work", "WorkOutcome"]
+
+
+def _seconds(seconds: float) -> float:
+    """Seconds to one decimal, for the log."""
+    return float(f"{seconds:.1f}")
+
 
 _log = logging.getLogger("sheaf.server")
 
@@ -89,8 +94,10 @@ class Work:
         slots: each client's share, by client id.
         chunks: the task's tensor chunk messages, shared by every client.
         like: the model the results must match (fits).
-        encoding: the layout every result's encoded update must have, where clients
-            compress their updates (fits; empty: plain deltas).
+        rule: what a result must satisfy to be accepted (fits: the round's acceptance
+            rule; evaluations: the weight each client may claim); None: structure only. Where
+            clients compress their updates, its ``encoding`` is the layout every encoded
+            update must declare.
     """
 
     kind: str
@@ -98,8 +105,8 @@ class Work:
     slots: dict[int, Slot]
     chunks: list[bytes]
     like: Params | None = None
+    rule: UpdateRule | None = None
     posted: float = field(default=0.0)
-    encoding: EncodedLayout = ()
 
 
 @dataclass(frozen=True)
@@ -244,6 +251,11 @@ class Coordinator:
                 return None
             return work, slot
 
+    def expects(self, client_id: int, task_id: str) -> bool:
+        """Whether a result for ``task_id`` from this client would still settle its share."""
+        found = self.awaited(client_id, task_id)
+        return found is not None and found[1].state != "done"
+
     def settle(
         self,
         client_id: int,
@@ -292,10 +304,11 @@ class Coordinator:
             )
         return ("rejected", failure) if rejected else ("accepted", "")
 
-    def _fail_open(self, work: Work, now: float) -> None:
-        """Settle the shares of silent clients, and all open ones past the deadline."""
+    def _fail_open(self, work: Work, now: float) -> bool:
+        """Settle the shares of silent clients, and all open ones past the deadline; say if any."""
         timeout = self.settings.heartbeat_timeout
         late = now - work.posted >= self.settings.round_timeout
+        settled = False
         for slot in work.slots.values():
             if slot.state == "done":
                 continue
@@ -306,11 +319,12 @@ class Coordinator:
                 slot.failure = f"no result within server.round_timeout={self.settings.round_timeout:g} s"
             else:
                 continue
-            slot.state = "done"
+            slot.state, settled = "done", True
             log_event(
                 _log, logging.WARNING, "client_dropped", client=slot.client_id, round=work.round, kind=work.kind,
                 reason=slot.failure,
             )  # fmt: skip
+        return settled
 
     def wait(self, work: Work, on_result: Callable[[int, ReceivedResult], ReceivedResult] | None = None) -> WorkOutcome:
         """Block until every share of ``work`` is settled; return what came back.
@@ -326,7 +340,7 @@ class Coordinator:
             with self._lock:
                 now = self._clock()
                 self._sweep(now)
-                self._fail_open(work, now)
+                dropped = self._fail_open(work, now)
                 done = all(slot.state == "done" for slot in work.slots.values())
                 fresh: list[tuple[Slot, ReceivedResult]] = []
                 if on_result is not None:
@@ -335,6 +349,8 @@ class Coordinator:
                 if not done and not fresh:
                     deadline = work.posted + self.settings.round_timeout
                     self._changed.wait(timeout=max(0.01, min(0.25, deadline - now)))
+            if dropped:  # a result still arriving for a dropped share is given up
+                self._wake()
             for slot, result in fresh:  # outside the lock: results keep arriving meanwhile
                 if on_result is not None:
                     slot.result = on_result(slot.client_id, result)
@@ -352,21 +368,50 @@ class Coordinator:
             self._last_tick = now
             self.on_tick()
 
-    def wait_for_clients(self, count: int, *, report_every: float = 10.0) -> None:
-        """Block until at least ``count`` clients are connected, logging who is awaited."""
-        last_report = self._clock() - report_every
-        while len(connected := self.connected()) < count:
+    def wait_for_clients(
+        self,
+        count: int,
+        *,
+        among: Sequence[int] | None = None,
+        limit: float | None = None,
+        round: int | None = None,
+        report_every: float = 10.0,
+    ) -> bool:
+        """Block until at least ``count`` clients are connected, logging who is awaited.
+
+        Args:
+            count: how many must be connected.
+            among: which clients count (default: every authorised one).
+            limit: give up after this many seconds of the coordinator's clock (None: never).
+            round: the round that waits (for the log).
+            report_every: seconds between ``waiting_for_clients`` lines.
+
+        Returns:
+            Whether ``count`` are connected (False: the limit passed first).
+        """
+        pool = set(self.names if among is None else among)
+        started = self._clock()
+        last_report = started - report_every
+        context = {} if round is None else {"round": round}
+        while len(connected := pool.intersection(self.connected())) < count:
             now = self._clock()
+            if limit is not None and now - started >= limit:
+                log_event(
+                    _log, logging.WARNING, "clients_not_back", **context, connected=len(connected), needed=count,
+                    waited_seconds=_seconds(now - started),
+                )  # fmt: skip
+                return False
             if now - last_report >= report_every:
                 last_report = now
-                missing = sorted(set(self.names) - set(connected))
+                missing = sorted(pool - connected)
                 log_event(
-                    _log, logging.INFO, "waiting_for_clients", connected=len(connected), needed=count,
+                    _log, logging.INFO, "waiting_for_clients", **context, connected=len(connected), needed=count,
                     not_connected=missing[:20],
                 )  # fmt: skip
             self._tick()
             with self._lock:
                 self._changed.wait(timeout=0.2)
+        return True
 
     # End ----------------------------------------------------------------------------------
     def finish(self) -> None:

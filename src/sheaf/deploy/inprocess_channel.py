@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
 from sheaf.deploy.logs import log_event
-from sheaf.deploy.rpc import Handlers, Metadata, RpcError, StatusCode
+from sheaf.deploy.rpc import Handlers, Metadata, Requests, RpcError, StatusCode
 
 __all__ = ["InProcessChannel"]
 
@@ -175,7 +175,7 @@ class InProcessChannel:
         self._outcome(call, method, fault)
 
     async def stream_unary(
-        self, method: str, requests: Iterable[bytes], *, metadata: Metadata, timeout: float | None = None
+        self, method: str, requests: Requests, *, metadata: Metadata, timeout: float | None = None
     ) -> bytes:
         """A stream of requests, one reply (raises :class:`~sheaf.deploy.rpc.RpcError`)."""
         deadline, handlers, fault = await self._arrive(method, metadata, timeout)
@@ -183,8 +183,16 @@ class InProcessChannel:
         if handler is None:
             raise RpcError(StatusCode.UNIMPLEMENTED, "Method not found!", method=method)
 
+        async def sent() -> AsyncIterator[bytes]:
+            if isinstance(requests, AsyncIterable):
+                async for message in requests:
+                    yield message
+            else:
+                for message in requests:
+                    yield message
+
         async def stream() -> AsyncIterator[bytes]:
-            for message in requests:
+            async for message in sent():
                 problem = self._request_problem(message)
                 if problem is not None:
                     raise _Abort(StatusCode.RESOURCE_EXHAUSTED, problem)

@@ -10,7 +10,9 @@
 
 Private keys are written readable by their owner only. A client can also make its own key
 on its own machine (``sheaf keys client``) and send the operator just the line for
-``authorized_clients`` — then no private key ever travels.
+``authorized_clients`` — then no private key ever travels. Either may declare the most
+examples a client may claim (``--max-examples``): the server refuses a larger claim from
+it (see :mod:`sheaf.deploy.auth`).
 
 The CA and server keys are ECDSA P-256; the server certificate names every host clients
 may dial (``localhost`` and ``127.0.0.1`` always, plus each ``--host``).
@@ -107,6 +109,7 @@ def init_keys(
     hosts: Sequence[str] = (),
     *,
     days: int = 825,
+    max_examples: int | None = None,
 ) -> KeySet:
     """Create a CA, a server certificate and key pairs for clients ``0..n-1``.
 
@@ -115,6 +118,8 @@ def init_keys(
         clients: how many clients, or their names (client ``i`` gets the ``i``-th name).
         hosts: host names or IP addresses clients will dial, beside localhost/127.0.0.1.
         days: how long the server certificate is valid.
+        max_examples: the most examples each client may claim (None: the run's
+            ``server.max_examples``); written on each client's line.
 
     Raises:
         ConfigError: if the folder already holds keys, or a name or count is invalid.
@@ -127,6 +132,8 @@ def init_keys(
         _check_name(name)
     if len(set(names)) != len(names):
         raise ConfigError(f"client names must be distinct, got {names}")
+    probe = Ed25519PrivateKey.generate().public_key()
+    authorized_line(0, names[0], probe, max_examples=max_examples)  # checks max_examples before writing
     existing = [p.name for p in (root / "ca.pem", root / "server.key", root / "authorized_clients") if p.exists()]
     if existing:
         raise ConfigError(
@@ -181,17 +188,23 @@ def init_keys(
     for client_id, (name, path) in enumerate(zip(names, made.client_keys, strict=True)):
         key = Ed25519PrivateKey.generate()
         _write(path, _pem_key(key), secret=True)
-        lines.append(authorized_line(client_id, name, key.public_key()))
+        lines.append(authorized_line(client_id, name, key.public_key(), max_examples=max_examples))
     _write(made.authorized, ("\n".join(lines) + "\n").encode())
     load_authorized_clients(made.authorized)  # what we wrote must read back
     return made
 
 
-def new_client_key(path: str | Path, client_id: int, name: str) -> str:
+def new_client_key(path: str | Path, client_id: int, name: str, *, max_examples: int | None = None) -> str:
     """Create one client's key pair at ``path``; return the line for ``authorized_clients``.
 
+    Args:
+        path: where to write the private key.
+        client_id: the client's id in the run.
+        name: a readable name.
+        max_examples: the most examples the client may claim, declared on its line.
+
     Raises:
-        ConfigError: if ``path`` exists, or the id or name is invalid.
+        ConfigError: if ``path`` exists, or the id, name or ``max_examples`` is invalid.
     """
     file = Path(path)
     if client_id < 0:
@@ -199,5 +212,6 @@ def new_client_key(path: str | Path, client_id: int, name: str) -> str:
     if file.exists():
         raise ConfigError(f"{str(file)!r} exists; keys are never overwritten")
     key = Ed25519PrivateKey.generate()
+    line = authorized_line(client_id, _check_name(name), key.public_key(), max_examples=max_examples)
     _write(file, _pem_key(key), secret=True)
-    return authorized_line(client_id, _check_name(name), key.public_key())
+    return line

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
@@ -43,6 +43,7 @@ __all__ = [
     "Handlers",
     "Listening",
     "Metadata",
+    "Requests",
     "RpcError",
     "ServerTransport",
     "Service",
@@ -51,6 +52,10 @@ __all__ = [
 
 #: A request's metadata: (key, value) pairs, as gRPC carries them.
 Metadata = Sequence[tuple[str, str | bytes]]
+
+#: The messages of a client stream: a list, or an async iterable that yields them as they
+#: are ready (a slow client's stream, or a hostile one that never ends).
+Requests = Iterable[bytes] | AsyncIterable[bytes]
 
 
 class StatusCode(enum.Enum):
@@ -111,9 +116,9 @@ class Channel(Protocol):
         ...
 
     async def stream_unary(
-        self, method: str, requests: Iterable[bytes], *, metadata: Metadata, timeout: float | None = None
+        self, method: str, requests: Requests, *, metadata: Metadata, timeout: float | None = None
     ) -> bytes:
-        """A stream of requests, one reply."""
+        """A stream of requests (sent as the iterable yields them), one reply."""
         ...
 
     async def close(self) -> None:

@@ -45,6 +45,8 @@ from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.description import RunDescription
 from sheaf.deploy.local import catalog_info, deployment_task, load_test_data
 from sheaf.deploy.logs import log_event
+from sheaf.deploy.plaintext import check_plaintext
+from sheaf.deploy.replay import SeenNonces
 from sheaf.deploy.rpc import Listening, ServerTransport
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.transport import GrpcServerTransport, server_credentials
@@ -79,11 +81,13 @@ class ServerOptions:
         cert: the server's TLS certificate.
         key: the server's TLS private key.
         authorized: the authorised clients file.
-        insecure: plaintext instead of TLS (experiments on one machine only).
+        insecure: plaintext instead of TLS (experiments on one machine only; refused on a
+            non-loopback address unless ``insecure_non_loopback``).
         task: ``module:attr`` of the task, overriding the config's.
         test_data: an optional held-out file for central evaluation on the server.
         label: the label column of ``test_data`` if it is a CSV/Parquet outside the catalog.
         run_path: the run store; default ``runs_dir/<name>.sqlite``.
+        insecure_non_loopback: allow ``insecure`` on an address other than loopback.
     """
 
     address: str = "0.0.0.0:7443"
@@ -96,6 +100,7 @@ class ServerOptions:
     test_data: Path | None = None
     label: str = "label"
     run_path: Path | None = None
+    insecure_non_loopback: bool = False
 
     def authorized_file(self) -> Path:
         """The authorised-clients path.
@@ -141,6 +146,11 @@ class ServerResult:
     params: Params
     run_path: Path
     port: int
+
+    @property
+    def skipped_rounds(self) -> tuple[int, ...]:
+        """The rounds that were not aggregated (too few updates, a refused aggregate, ...)."""
+        return tuple(record.round for record in self.history if not record.aggregated)
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
@@ -208,6 +218,8 @@ class _LogListener:
             self.then.on_start(config, first_round, cohort, population)
 
     def on_round(self, record: RoundRecord) -> None:
+        if not record.aggregated:  # the model did not move this round: the operator should know
+            log_event(_log, logging.WARNING, "round_skipped", round=record.round, reason=record.note)
         federated = {name: summary.get("weighted_mean") for name, summary in record.federated.items()}
         traffic, before = self.coordinator.traffic, self._traffic
         self._traffic = traffic
@@ -252,6 +264,9 @@ def run_server(
     """
     limit_malloc_arenas()
     if transport is None:
+        if options.insecure:
+            warning = check_plaintext(options.address, role="server", allow_non_loopback=options.insecure_non_loopback)
+            log_event(_log, logging.WARNING, "plaintext", address=options.address, warning=warning)
         cert, key, authorized_path = options.files()
         credentials = server_credentials(cert, key) if cert is not None and key is not None else None
         transport = GrpcServerTransport(options.address, credentials)
@@ -265,10 +280,14 @@ def run_server(
     if options.test_data is not None:
         info = catalog_info(config.data.dataset)
         central = load_test_data(options.test_data, config, label=options.label, info=info)
+    # What the operator declared per client bounds its weight, beside server.max_examples.
+    caps = {c.client_id: c.max_examples for c in authorized.values() if c.max_examples is not None}
     path = options.run_path or server_run_path(config)
     kept = stored_secret(path)
     secret = kept or new_secret()
-    parts = assemble(config, population=len(ids), task=task, strategy=strategy, deployed=True, secret=secret)
+    parts = assemble(
+        config, population=len(ids), task=task, strategy=strategy, deployed=True, secret=secret, weight_caps=caps
+    )
     chosen, initial = parts.strategy, parts.initial
     meta = {
         **parts.meta,
@@ -288,6 +307,8 @@ def run_server(
         )  # fmt: skip
     started = time.time()
     listening: Listening | None = None
+    nonces: SeenNonces | None = None
+    service: FederationService | None = None
     state = "starting"
     try:
         stored = store.meta
@@ -320,9 +341,14 @@ def run_server(
             RunDescription.of(config).to_proto(),
             config.server.heartbeat_interval,
             max_update_bytes,
-            config.server.max_update_norm,
+            receive_timeout=config.server.heartbeat_timeout,  # a stream as quiet as a lost client is given up
         )
-        listening = transport.start(FederationService(coordinator, RequestVerifier(authorized), settings))
+        # Nonces of verified requests are written to the store before they are answered, so a
+        # request captured before a restart (kill -9 included) is still refused as a replay.
+        nonces = SeenNonces(path)
+        verifier = RequestVerifier(authorized, seen=nonces.live(), remember=nonces.remember)
+        service = FederationService(coordinator, verifier, settings)
+        listening = transport.start(service)
         log_event(
             _log, logging.INFO, "listening", address=listening.address, port=listening.port, tls=listening.tls,
             run=str(path), run_id=run_id, last_round=store.last_round, rounds=config.rounds, clients=len(ids),
@@ -333,7 +359,14 @@ def run_server(
             coordinator.wait_for_clients(config.strategy.min_clients)
             state = "running"
             write_status()
-            backend = DeploymentBackend(coordinator, store, config.seed)
+            backend = DeploymentBackend(
+                coordinator,
+                store,
+                parts.limits,
+                seed=config.seed,
+                min_clients=config.strategy.min_clients,
+                min_clients_wait=config.server.min_clients_wait,
+            )
             population = Population(ids, ids, central, secret=secret)  # cohorts from the secret, not the seed
             federated = Federated(config, parts.task, population, chosen, backend, store, parts.limits)
             history, params = run_rounds(federated, _LogListener(listener, coordinator, write_status))
@@ -344,9 +377,11 @@ def run_server(
         state = "finished"
         coordinator.finish()
         write_status()
+        skipped = [record.round for record in history if not record.aggregated]
         log_event(
-            _log, logging.INFO, "run_finished", rounds=history.rounds_completed, central=dict(history.final_central)
-        )
+            _log, logging.WARNING if skipped else logging.INFO, "run_finished", rounds=history.rounds_completed,
+            skipped_rounds=skipped, central=dict(history.final_central),
+        )  # fmt: skip
         # Let connected clients hear that the run is over before the port closes.
         transport.linger(min(config.server.heartbeat_interval + 0.5, 5.0))
         return ServerResult(history, params, path, listening.port)
@@ -358,4 +393,8 @@ def run_server(
             except Exception:  # the store itself may be what failed; stopping matters more
                 pass
         transport.stop()
+        if service is not None:
+            service.close()
+        if nonces is not None:
+            nonces.close()
         store.close()

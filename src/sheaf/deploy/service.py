@@ -14,12 +14,15 @@ A result is checked in stages, each cheaper than the next: its signature (over i
 header), whether its task is still awaited (else ``STALE``, or ``DUPLICATE`` for a repeat
 delivery), the declared tensors against the model and the size limit — all before any
 tensor bytes are taken — then, once received, the bytes against the header's digest,
-and the values (finite, norm bound: :mod:`sheaf.deploy.validation`). A rejected update
-settles the client's share of the round as a dropout with the reason; the round goes on.
+and the values against the round's acceptance rule (finite, the weight the client may
+claim, the norm bound, the strategy's metrics: :mod:`sheaf.deploy.validation`); an
+evaluation's claimed examples are bounded as a fit's are. A rejected update settles the
+client's share of the round as a dropout with the reason, the client hears why, and the
+round goes on.
 
 Example:
-    >>> ServiceSettings("run-1", pb.RunDescription(), heartbeat_interval=5.0, max_update_bytes=1 << 20).max_update_norm
-    0.0
+    >>> ServiceSettings("run-1", pb.RunDescription(), heartbeat_interval=5.0, max_update_bytes=1 << 20).max_update_bytes
+    1048576
 """
 
 from __future__ import annotations
@@ -28,10 +31,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from sheaf.core.acceptance import UpdateRule
+from sheaf.core.errors import SheafError
 from sheaf.core.params import Params
 from sheaf.core.update import Update
 from sheaf.deploy._proto import federation_pb2 as pb
@@ -40,6 +47,8 @@ from sheaf.deploy.chunks import CHUNK_BYTES, WireError
 from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.logs import log_event
 from sheaf.deploy.rpc import CallContext, Handlers, Metadata, StatusCode, UnaryHandler
+from sheaf.deploy.streams import ResultStreams, StreamBusy, StreamClaim
+from sheaf.deploy.throttle import RefusalLog
 from sheaf.deploy.transport import METHODS
 from sheaf.deploy.validation import declared_problem, value_problem
 from sheaf.deploy.wire import PROTOCOL, ResultReader, idle_message
@@ -63,14 +72,14 @@ class ServiceSettings:
             (:class:`~sheaf.deploy.description.RunDescription`; never the server's config).
         heartbeat_interval: seconds between client heartbeats.
         max_update_bytes: the largest update accepted (all its tensors).
-        max_update_norm: the largest delta L2 norm accepted (0: no bound).
+        receive_timeout: the most seconds between two messages of a result stream.
     """
 
     run_id: str
     description: pb.RunDescription
     heartbeat_interval: float
     max_update_bytes: int
-    max_update_norm: float = 0.0
+    receive_timeout: float = 30.0
 
 
 def _signature(metadata: Metadata) -> str:
@@ -87,12 +96,25 @@ class FederationService:
         coordinator: the server's live state.
         verifier: checks every request's signature.
         settings: what the handlers enforce.
+        refusals: logs refused requests, throttled per peer (default: at most 10 lines per
+            peer a minute).
     """
 
-    def __init__(self, coordinator: Coordinator, verifier: RequestVerifier, settings: ServiceSettings) -> None:
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        verifier: RequestVerifier,
+        settings: ServiceSettings,
+        refusals: RefusalLog | None = None,
+    ) -> None:
         self.coordinator = coordinator
         self.verifier = verifier
         self.settings = settings
+        self.refusals = refusals or RefusalLog(_log)
+        # Judging an update (finite? how long?) reads every value: done on a thread of its own,
+        # one update at a time, so the event loop keeps receiving meanwhile.
+        self._judge: ThreadPoolExecutor | None = None
+        self.streams = ResultStreams(settings.receive_timeout)
         self._work_posted: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -108,9 +130,21 @@ class FederationService:
         self.coordinator.wakeup = wakeup
 
     def _wake(self) -> None:
+        # Work was posted or settled: pulls look again; results for what is no longer awaited stop.
         if self._work_posted is not None:
             self._work_posted.set()
             self._work_posted = asyncio.Event()
+        self.streams.abandon(self.coordinator.expects)
+
+    def close(self) -> None:
+        """Stop the thread that judges updates (the server calls it when it stops)."""
+        if self._judge is not None:
+            self._judge.shutdown(wait=False, cancel_futures=True)
+
+    async def _judged(self, update: Update, like: Params, rule: UpdateRule) -> tuple[str | None, float]:
+        if self._judge is None:
+            self._judge = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sheaf-judge")
+        return await asyncio.get_running_loop().run_in_executor(self._judge, value_problem, update, like, rule)
 
     def handlers(self) -> Handlers:
         """The four methods, by path, for a transport to serve (raw bytes in and out).
@@ -152,7 +186,7 @@ class FederationService:
 
     # Shared steps ----------------------------------------------------------------------
     async def _refuse(self, context: CallContext, code: StatusCode, event: str, reason: str, **fields: Any) -> NoReturn:
-        log_event(_log, logging.WARNING, event, peer=context.peer(), reason=reason, **fields)
+        self.refusals.log(context.peer(), event, reason=reason, **fields)
         await context.abort(code, reason)
 
     async def _authenticate(self, context: CallContext, method: str, body: bytes) -> AuthorizedClient:
@@ -224,6 +258,11 @@ class FederationService:
         client = await self._authenticate(context, "PullTask", request)
         message: pb.PullRequest = await self._parse(context, pb.PullRequest, request)
         await self._check_run(context, message.run_id, client)
+        if not math.isfinite(message.wait_seconds):  # NaN once made the wait below spin for ever
+            await self._refuse(
+                context, StatusCode.INVALID_ARGUMENT, "request_malformed",
+                f"wait_seconds must be a finite number of seconds, got {message.wait_seconds}", client=client.client_id,
+            )  # fmt: skip
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(max(message.wait_seconds, 0.0), MAX_PULL_WAIT)
         while True:
@@ -245,26 +284,34 @@ class FederationService:
                 await asyncio.wait_for(event.wait(), remaining)
 
     async def push_result(self, requests: AsyncIterator[bytes], context: CallContext) -> bytes:
-        """Receive, check and settle one result."""
+        """Receive, check and settle one result (one stream per client at a time)."""
         metadata = context.metadata()
         try:
             client, pending = self.verifier.precheck(METHODS["PushResult"], metadata)
             stream = aiter(requests)
-            first = await anext(stream, None)
+            first = await self.streams.first(stream)
             if first is None:
                 raise AuthError("empty result stream")
             self.verifier.verify(client, pending, _signature(metadata), BodyDigest().update(first).digest())
         except AuthError as exc:
             await self._refuse(context, StatusCode.UNAUTHENTICATED, "request_refused", str(exc), method="PushResult")
+        except WireError as exc:  # nothing came within the receive deadline
+            await self._refuse(context, StatusCode.DEADLINE_EXCEEDED, "request_refused", str(exc), method="PushResult")
         self.coordinator.touch(client.client_id, context.peer())
-        status, detail = await self._receive(client, first, stream)
+        try:
+            with self.streams.claim(client.client_id) as claim:
+                status, detail = await self._receive(client, first, stream, claim)
+        except StreamBusy as exc:
+            await self._refuse(context, StatusCode.RESOURCE_EXHAUSTED, "request_refused", str(exc), method="PushResult")
         if status == "duplicate":
             log_event(_log, logging.INFO, "duplicate_ignored", client=client.client_id, detail=detail)
         elif status == "stale":
             log_event(_log, logging.INFO, "stale_result", client=client.client_id, detail=detail)
         return pb.PushReply(status=_STATUS[status], detail=detail).SerializeToString()
 
-    async def _receive(self, client: AuthorizedClient, first: bytes, stream: AsyncIterator[bytes]) -> tuple[str, str]:
+    async def _receive(
+        self, client: AuthorizedClient, first: bytes, stream: AsyncIterator[bytes], claim: StreamClaim
+    ) -> tuple[str, str]:
         cid = client.client_id
         reader = ResultReader(self.settings.max_update_bytes)
         try:
@@ -287,28 +334,35 @@ class FederationService:
                 cid, header.task_id, header.update_id, f"result is for a {kind} of round {header.round}"
             )
         if work.kind == "fit" and not header.failure and work.like is not None:
-            problem = declared_problem(header.tensors, work.like, work.encoding)
+            encoding = work.rule.encoding if work.rule is not None else ()
+            problem = declared_problem(header.tensors, work.like, encoding)
             if problem is not None:
                 return self._reject(cid, header.task_id, header.update_id, problem)
-        arrived = len(first)  # what crossed the wire for this result: its traffic figure
         try:
-            async for message in stream:
-                arrived += len(message)
-                reader.feed(message)
-            result = dataclasses.replace(reader.finish(), wire_bytes=arrived)
+            received = await self.streams.read(claim, header.task_id, reader, stream)
         except WireError as exc:
             return self._reject(cid, header.task_id, header.update_id, str(exc))
+        if received is None:  # its share was settled otherwise meanwhile, or the round is over
+            return self.coordinator.settle(cid, header.task_id, header.update_id)
+        result = received
         if result.failure:
             reason = f"{result.kind} failed on the client: {result.failure}"
             return self.coordinator.settle(cid, result.task_id, result.update_id, failure=reason)
         if result.kind == "fit" and work.like is not None and (result.delta is not None or result.encoded is not None):
             delta = result.delta if result.delta is not None else Params({})
             update = Update(cid, delta, result.num_examples, result.metrics, result.extras, result.encoded)
-            problem = value_problem(update, work.like, self.settings.max_update_norm)
+            problem, norm = await self._judged(update, work.like, work.rule or UpdateRule())
             if problem is not None:
                 return self._reject(cid, result.task_id, result.update_id, problem)
-        elif result.kind == "evaluate" and result.loss in (float("inf"), float("-inf")):
-            return self._reject(cid, result.task_id, result.update_id, "evaluation loss is infinite")
+            if result.encoded is None:  # judged: the fold need not judge it again
+                result = dataclasses.replace(result, norm=norm)
+        elif result.kind == "evaluate" and result.num_examples > 0:
+            if not math.isfinite(result.loss):
+                return self._reject(cid, result.task_id, result.update_id, f"evaluation loss is {result.loss}")
+            try:
+                (work.rule or UpdateRule()).check_weight(cid, result.num_examples)
+            except SheafError as exc:
+                return self._reject(cid, result.task_id, result.update_id, f"evaluation {exc}")
         return self.coordinator.settle(cid, result.task_id, result.update_id, result=result)
 
     def _reject(self, client_id: int, task_id: str, update_id: str, reason: str) -> tuple[str, str]:

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -40,6 +40,7 @@ from sheaf.deploy.rpc import (
     Listening,
     Metadata,
     ReplyStreamHandler,
+    Requests,
     RequestStreamHandler,
     RpcError,
     Service,
@@ -177,12 +178,13 @@ class GrpcChannel:
                 yield message
 
     async def stream_unary(
-        self, method: str, requests: Iterable[bytes], *, metadata: Metadata, timeout: float | None = None
+        self, method: str, requests: Requests, *, metadata: Metadata, timeout: float | None = None
     ) -> bytes:
         """A stream of requests, one reply (raises :class:`~sheaf.deploy.rpc.RpcError`)."""
         call: grpc.aio.StreamUnaryMultiCallable[bytes, bytes] = self._channel.stream_unary(method)
+        messages = aiter(requests) if isinstance(requests, AsyncIterable) else iter(requests)
         with _translated(method):
-            reply: bytes = await call(iter(requests), metadata=tuple(metadata), timeout=timeout)
+            reply: bytes = await call(messages, metadata=tuple(metadata), timeout=timeout)
         return reply
 
     async def close(self) -> None:

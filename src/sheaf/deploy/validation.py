@@ -7,13 +7,16 @@ Two stages, so a bad update costs little:
    — or, where clients compress their updates, the encoding must declare exactly its
    encoder's layout for the model (so an encoded update is never larger than its encoder
    can make it); the size limit is enforced by the reader: see :mod:`sheaf.deploy.wire`;
-2. :func:`value_problem` — on the received values: every value finite (extras included)
-   and, if the run sets ``server.max_update_norm``, the delta's L2 norm within it. An
-   encoded update is decoded by the strategy's server half in the round loop, which then
-   judges the decoded delta by the same bounds (the operator's limits are in its rule).
+2. :func:`value_problem` — on the received values: the round's acceptance rule
+   (:class:`~sheaf.core.acceptance.UpdateRule`: every value finite, extras included; the
+   weight the client may claim; the norm bound — ``server.max_update_norm`` and the
+   relative bound; the metrics and extras the strategy reads, in their ranges). An encoded
+   update is judged here on what it carries beside its encoding (the weight it claims, its
+   extras); the strategy's server half decodes it in the round loop, which then judges the
+   decoded delta by the same rule.
 
-Each returns None or one line saying what is wrong, which the server logs and records as
-the client's dropout reason for the round.
+Each returns None or one line saying what is wrong, which the server logs, answers the
+client with, and records as the client's dropout reason for the round.
 
 Example:
     >>> import numpy as np
@@ -21,20 +24,22 @@ Example:
     >>> from sheaf.core.update import Update
     >>> model = Params({"w": np.zeros(2, np.float32)})
     >>> bad = Update(3, Params({"w": np.array([np.nan, 0], np.float32)}), 5)
-    >>> value_problem(bad, model, max_norm=0.0)
-    "client 3: tensor 'w' holds NaN or infinite values"
+    >>> value_problem(bad, model, UpdateRule())
+    ("client 3: tensor 'w' holds NaN or infinite values", nan)
+    >>> value_problem(Update(3, Params({"w": np.array([3, 4], np.float32)}), 5), model, UpdateRule())
+    (None, 5.0)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-import numpy as np
-
+from sheaf.core.acceptance import UpdateRule
 from sheaf.core.encoded import EncodedLayout
 from sheaf.core.errors import SheafError
 from sheaf.core.params import Params
-from sheaf.core.update import Update, check_update
+from sheaf.core.update import Update
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.wire import ENCODED_GROUP
 
@@ -64,22 +69,26 @@ def declared_problem(tensors: Sequence[pb.TensorSpec], like: Params, encoding: E
     return None
 
 
-def value_problem(update: Update, like: Params, max_norm: float) -> str | None:
-    """Whether an update's values may be aggregated: finite, and within the norm bound.
+def value_problem(update: Update, like: Params, rule: UpdateRule) -> tuple[str | None, float]:
+    """Whether an update's values may be aggregated under ``rule``, and its delta's L2 norm.
 
-    An encoded update's extras must be finite; its delta is judged once decoded (round loop).
+    An encoded update (compression) has no delta yet: here its extras must be finite and
+    its weight within the rule; its delta is judged once the strategy's server half decoded
+    it (round loop), by the same rule, and its norm is nan.
+
+    Returns:
+        ``(None, norm)`` if it is accepted, else ``(one line saying why, nan)``.
     """
     if update.encoded is not None:
         for group, tensors in update.extras.items():
             if not tensors.all_finite():
-                return f"client {update.client_id}: extra tensors {group!r} hold NaN or infinite values"
-        return None
+                return f"client {update.client_id}: extra tensors {group!r} hold NaN or infinite values", math.nan
+        try:
+            rule.check_weight(update.client_id, update.num_examples)
+        except SheafError as exc:
+            return str(exc), math.nan
+        return None, math.nan
     try:
-        check_update(update, like)
+        return None, rule.measured(update, like)
     except SheafError as exc:
-        return str(exc)
-    if max_norm > 0:
-        norm = update.delta.l2_norm()
-        if not np.isfinite(norm) or norm > max_norm:
-            return f"client {update.client_id}: update norm {norm:.4g} exceeds server.max_update_norm={max_norm:g}"
-    return None
+        return str(exc), math.nan

@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -45,12 +46,14 @@ from sheaf.core.config import TrainConfig
 from sheaf.core.encoded import Encoded
 from sheaf.core.errors import ConfigError, SheafError
 from sheaf.core.params import Params
-from sheaf.core.update import Metrics, Scalar, TensorGroups, validate_metrics
+from sheaf.core.update import MAX_EXAMPLES, Metrics, Scalar, TensorGroups, validate_metrics
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.chunks import CHUNK_BYTES, EncodedTensors, TensorAssembler, WireError, encode_tensors
 
 __all__ = [
     "ENCODED_GROUP",
+    "MAX_METRICS",
+    "MAX_METRIC_NAME",
     "PROTOCOL",
     "ReceivedResult",
     "ReceivedTask",
@@ -74,6 +77,9 @@ _KINDS = {pb.FIT: "fit", pb.EVALUATE: "evaluate"}
 _KIND_CODES = {name: code for code, name in _KINDS.items()}
 _MAX_ID = 200
 _MAX_REASON = 2000
+#: The most metrics one result may carry, and the longest metric name.
+MAX_METRICS = 256
+MAX_METRIC_NAME = 100
 
 
 # Scalars ------------------------------------------------------------------------------
@@ -341,8 +347,10 @@ class ReceivedResult:
         extras: further tensors beside the delta.
         failure: non-empty when the client's work failed: its reason.
         encoded: the update as its encoder sent it (compression), instead of the delta.
-        wire_bytes: the bytes of every message of its stream, as they arrived (set by the
-            server's handler).
+        wire_bytes: the bytes of every message of its stream, as they arrived (counted by
+            the :class:`ResultReader` that read it).
+        norm: the delta's L2 norm, once the server accepted it under the round's rule
+            (None: not judged yet).
     """
 
     task_id: str
@@ -357,6 +365,7 @@ class ReceivedResult:
     failure: str = ""
     encoded: Encoded | None = None
     wire_bytes: int = 0
+    norm: float | None = None
 
 
 class ResultReader:
@@ -374,6 +383,8 @@ class ResultReader:
         self._limit = limit
         self.header: pb.Result | None = None
         self._assembler: TensorAssembler | None = None
+        self._metrics: dict[str, float] = {}
+        self.received_bytes = 0  # every message's bytes, as they crossed the wire: the traffic figure
 
     def feed(self, data: bytes) -> None:
         """Take the next message of the stream.
@@ -381,6 +392,7 @@ class ResultReader:
         Raises:
             WireError: if it does not parse, comes out of order, or the header is invalid.
         """
+        self.received_bytes += len(data)
         message: pb.ResultMessage = _parse(pb.ResultMessage, data, "result message")
         part = message.WhichOneof("part")
         if part == "result" and self.header is None:
@@ -389,12 +401,14 @@ class ResultReader:
             _check_id(header.update_id, "update id")
             if header.kind not in _KINDS:
                 raise WireError(f"result has unknown kind {header.kind}")
-            if header.num_examples < 0:
-                raise WireError(f"result has a negative example count {header.num_examples}")
+            # The header is known (and its task's share settled as rejected) even if what it
+            # claims, its metrics or its tensors are refused.
+            self.header = header
+            if not 0 <= header.num_examples <= MAX_EXAMPLES:
+                raise WireError(f"result claims {header.num_examples} examples; a result may claim 0 to {MAX_EXAMPLES}")
             if len(header.failure) > _MAX_REASON:
                 raise WireError(f"a failure reason may be at most {_MAX_REASON} characters")
-            # The header is known (and may be answered) even if its tensors are refused.
-            self.header = header
+            self._metrics = _result_metrics(header.metrics)
             self._assembler = TensorAssembler(
                 header.tensors, header.total_bytes, header.tensors_digest, self._limit, "result"
             )
@@ -419,11 +433,7 @@ class ResultReader:
             encoded = None if coded is None else Encoded(coded)
         except SheafError as exc:
             raise WireError(f"result: {exc}") from None
-        values = _scalars(header.metrics, "metrics")
-        try:
-            metrics = validate_metrics(values, source="result")
-        except SheafError as exc:
-            raise WireError(str(exc)) from None
+        metrics = self._metrics
         kind = _KINDS[header.kind]
         delta = groups.pop("", None)
         if kind == "fit" and not header.failure and (delta is None) == (encoded is None):
@@ -445,7 +455,26 @@ class ResultReader:
             groups,
             header.failure,
             encoded,
+            self.received_bytes,
         )
+
+
+def _result_metrics(entries: Sequence[pb.NamedScalar]) -> dict[str, float]:
+    """A result's metrics: at most :data:`MAX_METRICS`, names of at most
+    :data:`MAX_METRIC_NAME` characters, every value a finite number."""
+    if len(entries) > MAX_METRICS:
+        raise WireError(f"result carries {len(entries)} metrics, more than the {MAX_METRICS} accepted")
+    for entry in entries:
+        if len(entry.name) > MAX_METRIC_NAME:
+            raise WireError(f"metric name {entry.name[:40]!r}... is over {MAX_METRIC_NAME} characters")
+    try:
+        metrics = validate_metrics(_scalars(entries, "metrics"), source="result")
+    except SheafError as exc:
+        raise WireError(str(exc)) from None
+    for name, value in metrics.items():
+        if math.isnan(value):
+            raise WireError(f"result: metric {name!r} is NaN")
+    return metrics
 
 
 def chunk_messages(tensors: EncodedTensors) -> Iterator[bytes]:

@@ -18,6 +18,7 @@ from sheaf.run.population import Population
 from sheaf.run.report import report_run
 from sheaf.run.simulate import SimulationResult, load_run_config, resolve_config, simulate
 from sheaf.run.store import FORMAT_VERSION, RunStore
+from sheaf.run.store_files import holds_nothing, remove_abandoned, remove_files, temporary_name
 from sheaf.run.traffic import RoundTraffic, missed_rounds, round_traffic, update_bytes
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "export_run",
     "failure_rows",
     "finite",
+    "holds_nothing",
     "list_runs",
     "load_run_config",
     "missed_rounds",
@@ -53,6 +55,8 @@ __all__ = [
     "personalized_evaluation_steps",
     "pooled_baseline",
     "process_alive",
+    "remove_abandoned",
+    "remove_files",
     "report_run",
     "resolve_config",
     "round_rows",
@@ -63,6 +67,7 @@ __all__ = [
     "simulate",
     "summarize",
     "summarize_run",
+    "temporary_name",
     "update_bytes",
     "wants_personalization",
     "writer_identity",

@@ -52,6 +52,7 @@ from sheaf.privacy.plan import EVALUATION_OFF, PrivacyPlan, deployed_privacy_pla
 from sheaf.run.liveness import writer_identity
 from sheaf.run.personalize import FINETUNE_EVALUATE, personalized_evaluation_steps, wants_personalization
 from sheaf.run.store import RunStore
+from sheaf.run.store_files import holds_nothing, remove_files
 from sheaf.secagg.plan import SecAggPlan, secagg_plan
 from sheaf.secagg.step import with_secure_aggregation
 from sheaf.strategies.base import Strategy
@@ -233,10 +234,14 @@ def open_or_create_store(
     Either way the store records who writes it now (:func:`~sheaf.run.liveness.writer_identity`),
     so that readers can tell a running run from one whose writer died; a resumed run that
     had not finished is marked running again.
+    A file there that holds nothing (what an older sheaf killed while creating the store
+    left: an empty file, or a SQLite file without tables) is replaced by a new store.
 
     Raises:
         StoreError: if a run exists there with a different config.
     """
+    if path.exists() and holds_nothing(path):
+        remove_files(path)
     if not path.exists():
         return RunStore.create(path, config.to_dict(), params, state, {**meta, "writer": writer_identity()})
     store = RunStore.open(path)

@@ -328,7 +328,8 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
         if parts.limits is not None:
             # A private release is bounded by its clip norm; a bound learnt from earlier rounds'
             # raw updates would make who counts now depend on who took part then, unaccounted.
-            rule = parts.limits.rule_for(rule, None if strategy.private_release else _previous_median(history))
+            median = None if strategy.private_release else _previous_median(history)
+            rule = parts.limits.rule_for(rule, median, params)
         outcome = parts.backend.fit(
             Cohort(
                 round,

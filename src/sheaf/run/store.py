@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,6 +35,7 @@ from sheaf.core.tensor import array_from_record, array_to_record
 from sheaf.core.tree import decode_tree, encode_tree
 from sheaf.core.update import TensorGroups
 from sheaf.evaluation.history import ClientRecord, History, RoundRecord
+from sheaf.run.store_files import remove_abandoned, remove_files, temporary_name
 
 __all__ = ["FORMAT_VERSION", "RunStore"]
 
@@ -108,6 +110,10 @@ class RunStore:
     ) -> RunStore:
         """Create a new run store holding the config and round 0 (initial params and state).
 
+        The store is written whole under a temporary name beside ``path`` and only then
+        given its name, so a process killed while creating it leaves no file at ``path``
+        (the same command creates it again; leftovers of dead processes are removed).
+
         Raises:
             StoreError: if the file already exists or cannot be written.
         """
@@ -115,21 +121,43 @@ class RunStore:
         if path.exists():
             raise StoreError(f"run store {str(path)!r} already exists; choose another run name or delete it")
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_abandoned(path)
+        temporary = temporary_name(path)
+        try:
+            cls._write_new(temporary, config, params, state, meta)
+            try:
+                os.link(temporary, path)  # never replaces a store another process created meanwhile
+            except FileExistsError:
+                raise StoreError(
+                    f"run store {str(path)!r} already exists; choose another run name or delete it"
+                ) from None
+        finally:
+            remove_files(temporary)
+        return cls(path, cls._connect(path, readonly=False))
+
+    @classmethod
+    def _write_new(
+        cls, path: Path, config: Mapping[str, Any], params: Params, state: object, meta: Mapping[str, Any] | None
+    ) -> None:
+        """Write a whole new store at ``path``: schema, meta and round 0, in one transaction."""
         store = cls(path, cls._connect(path, readonly=False))
-        with store._transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    store._db.execute(statement)
-            entries = {
-                "format_version": FORMAT_VERSION,
-                "config": dict(config),
-                "created": time.time(),
-                "status": "running",
-                **dict(meta or {}),
-            }
-            store._db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in entries.items()])
-            store._write_round_arrays(0, params, state)
-        return store
+        try:
+            with store._transaction():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        store._db.execute(statement)
+                entries = {
+                    "format_version": FORMAT_VERSION,
+                    "config": dict(config),
+                    "created": time.time(),
+                    "status": "running",
+                    **dict(meta or {}),
+                }
+                rows = [(k, json.dumps(v)) for k, v in entries.items()]
+                store._db.executemany("INSERT INTO meta VALUES (?, ?)", rows)
+                store._write_round_arrays(0, params, state)
+        finally:
+            store.close()  # the last connection: SQLite folds its write-ahead log into the file
 
     @classmethod
     def open(cls, path: str | Path, *, readonly: bool = False) -> RunStore:
