@@ -4,6 +4,7 @@
     nice python benchmarks/compression.py --dataset digits
     nice python benchmarks/compression.py --dataset fashion_mnist --rounds 200 --backend inline --out fmnist.json
     python benchmarks/compression.py --replot fmnist.json digits.json --plot docs/images/compression.png
+    python benchmarks/compression.py --markdown fmnist.json digits.json    # the tables of docs/compression.md
 
 Each encoder trains the same run (same seed, same cohorts) and is compared with the
 uncompressed one (``none``):
@@ -197,6 +198,48 @@ def plot(results: dict[str, Any], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The figures of saved results as the Markdown tables of ``docs/compression.md``."""
+    lines: list[str] = []
+    for dataset, entry in results["datasets"].items():
+        runs = entry["runs"]
+        plain = runs.get("none")
+        lines += [
+            f"**{dataset}**, {entry['rounds']} rounds, seed {plain['seed'] if plain else '?'}:",
+            "",
+            "| encoder | one update (B) | upload ratio | upload, run (MB) | download ratio "
+            "| final accuracy | last 10 rounds | drop vs none (last 10) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, run in runs.items():
+            drop = f"{plain['accuracy_last10'] - run['accuracy_last10']:+.4f}" if plain and name != "none" else "—"
+            lines.append(
+                f"| `{name}` | {run['upload_bytes_per_update']:,.0f} | {run['upload_ratio']:.2f}x "
+                f"| {run['upload_bytes'] / 1e6:.2f} | {run['download_ratio']:.2f}x | {run['accuracy']:.4f} "
+                f"| {run['accuracy_last10']:.4f} | {drop} |"
+            )
+        lines += [
+            "",
+            "| target | seeds | drop (last 10, mean) | by seed | drop (final round) by seed | ratio | needed | met |",
+            "| --- | ---: | ---: | --- | --- | ---: | --- | --- |",
+        ]
+        for name, target in entry.get("targets", {}).items():
+            needed = (
+                f"≤ {target['allowed_drop']}, ≥ {target['required_ratio']}x"
+                if "allowed_drop" in target
+                else "(control)"
+            )
+            met = {True: "**met**", False: "**missed**"}.get(target.get("met"), "—")
+            lines.append(
+                f"| `{name}` | {target['seeds']} | {target['accuracy_drop_last10']:+.4f} "
+                f"| {', '.join(f'{d:+.4f}' for d in target['accuracy_drop_last10_by_seed'])} "
+                f"| {', '.join(f'{d:+.4f}' for d in target['accuracy_drop_final_by_seed'])} "
+                f"| {target['upload_ratio']:.2f}x | {needed} | {met} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=["both", *DATASETS], default="both")
@@ -212,13 +255,19 @@ def main() -> None:
     parser.add_argument("--plot", default="", help="write the accuracy curves to this PNG")
     parser.add_argument("--out", default="", help="also write the JSON to this file (after every run)")
     parser.add_argument("--replot", nargs="+", default=[], help="plot these JSON results (merged) instead of running")
+    parser.add_argument(
+        "--markdown", nargs="+", default=[], help="print these JSON results (merged) as Markdown tables"
+    )
     args = parser.parse_args()
-    if args.replot:
+    if args.replot or args.markdown:
         merged: dict[str, Any] = {"datasets": {}}
-        for path in args.replot:
+        for path in args.replot or args.markdown:
             with open(path, encoding="utf-8") as file:
                 merged["datasets"].update(json.load(file)["datasets"])
-        plot(merged, args.plot or "compression.png")
+        if args.markdown:
+            print(markdown(merged))
+        else:
+            plot(merged, args.plot or "compression.png")
         return
     chosen = [e for e in args.encoders.split(",") if e]
     unknown = sorted(set(chosen) - set(ENCODERS))
