@@ -198,6 +198,37 @@ def plot(results: dict[str, Any], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def merge_results(paths: list[str]) -> dict[str, Any]:
+    """Saved results joined: a dataset run in several files (other seeds, other encoders)
+    keeps the first file's run of each encoder for its table and curve, and its targets are
+    judged again over every seed of every file (paired by seed, as in one run)."""
+    merged: dict[str, Any] = {"datasets": {}}
+    seeds: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as file:
+            for dataset, entry in json.load(file)["datasets"].items():
+                into = merged["datasets"].setdefault(
+                    dataset, {"rounds": entry["rounds"], "runs": {}, "other_seeds": {}}
+                )
+                if into["rounds"] != entry["rounds"]:
+                    raise SystemExit(
+                        f"{path}: {dataset} ran {entry['rounds']} rounds, an earlier file {into['rounds']}"
+                    )
+                by_seed = seeds.setdefault(dataset, {})
+                extra = [(name, run) for name, runs in entry.get("other_seeds", {}).items() for run in runs]
+                for name, run in [*entry["runs"].items(), *extra]:
+                    if run["seed"] in by_seed.setdefault(name, {}):
+                        continue  # the same encoder and seed twice: the first file's
+                    by_seed[name][run["seed"]] = run
+                    if name in into["runs"]:
+                        into["other_seeds"].setdefault(name, []).append({k: v for k, v in run.items() if k != "curve"})
+                    else:
+                        into["runs"][name] = run
+    for dataset, into in merged["datasets"].items():
+        into["targets"] = targets(into["runs"], seeds[dataset])
+    return merged
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The figures of saved results as the Markdown tables of ``docs/compression.md``."""
     lines: list[str] = []
@@ -260,10 +291,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.replot or args.markdown:
-        merged: dict[str, Any] = {"datasets": {}}
-        for path in args.replot or args.markdown:
-            with open(path, encoding="utf-8") as file:
-                merged["datasets"].update(json.load(file)["datasets"])
+        merged = merge_results(args.replot or args.markdown)
         if args.markdown:
             print(markdown(merged))
         else:
