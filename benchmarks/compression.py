@@ -159,7 +159,7 @@ def targets(runs: dict[str, dict[str, Any]], seeds: dict[str, dict[int, dict[str
         mean = float(np.mean(last10))
         out[name] = {
             "seeds": len(last10),
-            "accuracy_drop_last10": round(mean, 4),
+            "accuracy_drop_last10": round(mean, 5),
             "accuracy_drop_last10_by_seed": [round(d, 4) for d in last10],
             "accuracy_drop_final_by_seed": [round(d, 4) for d in final],
             "upload_ratio": runs[name]["upload_ratio"],
@@ -262,7 +262,7 @@ def markdown(results: dict[str, Any]) -> str:
             )
             met = {True: "**met**", False: "**missed**"}.get(target.get("met"), "—")
             lines.append(
-                f"| `{name}` | {target['seeds']} | {target['accuracy_drop_last10']:+.4f} "
+                f"| `{name}` | {target['seeds']} | {target['accuracy_drop_last10']:+.5f} "
                 f"| {', '.join(f'{d:+.4f}' for d in target['accuracy_drop_last10_by_seed'])} "
                 f"| {', '.join(f'{d:+.4f}' for d in target['accuracy_drop_final_by_seed'])} "
                 f"| {target['upload_ratio']:.2f}x | {needed} | {met} |"
