@@ -6,7 +6,7 @@ and ``from ... import`` anywhere in a module counts, inside functions and under
 
 The layers, lowest first (:data:`LAYERS`, the picture in docs/architecture.md)::
 
-    core < quantize < data < task < evaluation < strategies < privacy < secagg < backends < run < deploy < ui < cli
+    core < quantize < data < task < evaluation < strategies < privacy < secagg < compress < backends < run < deploy < ui < cli
 
 Rule 1: a module imports only modules of its own package and of lower layers. Rule 2: no
 module reaches itself through its imports. The top-level ``sheaf`` package and
@@ -21,9 +21,11 @@ without knowing strategies or privacy; ``run`` drives all of them and writes
 ``evaluation``'s records; ``deploy`` serves ``run``'s loop over the network; ``ui`` (the
 dashboard) reads the run stores ``run`` writes, for simulations and deployments alike, and
 the ``cli`` serves it; ``cli`` is the outermost. ``quantize`` (floats as ring integers)
-needs only ``core`` and serves secure aggregation now and compression later, so it sits
-just above it; ``secagg`` builds its strategy step on ``strategies`` and ``privacy`` and is
-driven by ``run`` (and, later, ``deploy``). ``evaluation`` imports nothing of sheaf today: it sits below the algorithms
+needs only ``core`` and serves secure aggregation and compression, so it sits just above
+it; ``secagg`` builds its strategy step on ``strategies`` and ``privacy`` and is driven by
+``run`` (and, later, ``deploy``); ``compress`` builds its step on ``strategies``,
+``quantize`` and ``privacy`` (its client step keeps a clipped update within the clip
+norm) and knows nothing of ``secagg``, which it sits beside; ``run`` assembles it. ``evaluation`` imports nothing of sheaf today: it sits below the algorithms
 (run histories and fairness figures describe results and must not depend on how they were
 made) and above ``task`` and ``data``, which an evaluation may read. ``strategies`` sits above
 ``task``: a strategy step holds its client half, a ``task.client_steps.ClientStep`` value,
@@ -54,6 +56,7 @@ LAYERS = (
     "strategies",
     "privacy",
     "secagg",
+    "compress",
     "backends",
     "run",
     "deploy",

@@ -21,6 +21,7 @@ PACKAGES = [
     "sheaf.privacy",
     "sheaf.quantize",
     "sheaf.secagg",
+    "sheaf.compress",
     "sheaf.deploy",
     "sheaf.ui",
     "sheaf.cli",

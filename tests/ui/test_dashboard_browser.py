@@ -172,7 +172,10 @@ def test_a_runs_charts_hold_its_numbers_and_its_clients_their_names(
     assert same(p10, [r.federated["accuracy"]["p10"] for r in evaluated])
     assert same(chart_data(page, "loss")[1], [r.central["loss"] for r in records])
     assert same(chart_data(page, "seconds")[1], [r.seconds for r in records])
-    for chart in ("accuracy", "loss", "jain", "seconds"):
+    traffic = chart_data(page, "bytes")  # beside seconds: each round's training traffic, in KiB
+    assert same(traffic[1], [r.traffic["download_bytes"] / 1024 for r in records])
+    assert same(traffic[2], [r.traffic["upload_bytes"] / 1024 for r in records])
+    for chart in ("accuracy", "loss", "jain", "seconds", "bytes"):
         assert drawn(page, chart) > 500, chart
     names = page.locator("#clients-table tbody td.name").all_inner_texts()
     assert sorted(names) == ["Cleveland", "Hungary", "Switzerland", "VA Long Beach"]

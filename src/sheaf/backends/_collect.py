@@ -29,6 +29,7 @@ from typing import Any
 from sheaf.backends._scheduler import Transport, Work, schedule
 from sheaf.backends._wire import decode_groups, decode_params, fit_message, pack, unpack
 from sheaf.backends.base import ClientReport, Cohort, EvalOutcome, FitOutcome
+from sheaf.core.encoded import Encoded
 from sheaf.core.errors import BackendError, ClientFailure, SheafError
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
@@ -87,19 +88,26 @@ class FitCollector:
             state_layout, summed = header["state"], header["summed"]
             if not isinstance(summed, bool) or (summed and not self.reduce):
                 raise BackendError(f"malformed message from a worker: summed={summed!r} where reduce={self.reduce}")
+            encoded: Encoded | None = None
             if summed:
                 deltas, extras_layout, extra_arrays, state_arrays = [], [], [], arrays
             else:
-                names, extras_layout = header["delta"], header["extras"]
+                names, extras_layout, coded = header["delta"], header["extras"], header.get("encoded")
                 extra_count = sum(len(group_names) for _, group_names in extras_layout)
+                coded_count = 0 if coded is None else len(coded)
                 deltas = arrays[: len(names)]
                 extra_arrays = arrays[len(names) : len(names) + extra_count]
-                state_arrays = arrays[len(names) + extra_count :]
+                end = len(names) + extra_count + coded_count
+                if coded is not None:  # the update as its encoder sent it: the server half decodes it
+                    encoded = Encoded(dict(zip((str(n) for n in coded), arrays[end - coded_count : end], strict=True)))
+                state_arrays = arrays[end:]
             if state_layout is None and state_arrays:
                 raise BackendError("malformed message from a worker: tensors without a state layout")
             state = None if state_layout is None else decode_groups(state_layout, state_arrays)
             extras = decode_groups(extras_layout, extra_arrays)
-            update = None if summed else Update(client, decode_params(names, deltas), num_examples, metrics, extras)
+            update = (
+                None if summed else Update(client, decode_params(names, deltas), num_examples, metrics, extras, encoded)
+            )
             norm = math.nan
             if summed:
                 norm = header["norm"]

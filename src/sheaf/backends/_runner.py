@@ -167,13 +167,19 @@ class WorkerRunner:
             "metrics": dict(update.metrics),
             "state": state_layout if new_state is not None else None,
         }
-        if self._sum is not None and not update.extras:
+        if self._sum is not None and not update.extras and update.encoded is None:
             self._sum.add(update)  # the runner applied the round's acceptance rule
             return pack({**header, "summed": True, "norm": reply.norm}, state_arrays)
         names, deltas = encode_params(update.delta)
         extras_layout, extras = encode_groups(update.extras)
-        header.update(summed=False, delta=names, extras=extras_layout)
-        return pack(header, [*deltas, *extras, *state_arrays])
+        coded = list(update.encoded.values()) if update.encoded is not None else []
+        header.update(
+            summed=False,
+            delta=names,
+            extras=extras_layout,
+            encoded=list(update.encoded) if update.encoded is not None else None,
+        )
+        return pack(header, [*deltas, *extras, *coded, *state_arrays])
 
     def flush(self) -> bytes:
         """The exact sum of this round's reduced updates (then a fresh, empty one)."""

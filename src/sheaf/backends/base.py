@@ -180,6 +180,10 @@ class FitOutcome:
         secure: the outcome of the secure aggregation the backend ran with the clients (a
             deployment's), which the strategy's secure aggregate step takes in place of
             the updates; None where the clients' inputs come back as updates.
+        traffic: ``client -> (download, upload)``: the bytes each client's task and result
+            took on the wire, where the backend measures them (a deployment: a client not
+            listed was sent nothing); None in simulations, where the round loop counts the
+            tensors sent (``run.traffic``).
     """
 
     updates: list[Update]
@@ -188,6 +192,7 @@ class FitOutcome:
     summed: ExactSum | None = None
     reports: list[ClientReport] = field(default_factory=list)
     secure: MaskedSum | None = None
+    traffic: dict[int, tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from sheaf.core.config import RunConfig
 from sheaf.data.dataset import Federation
 from sheaf.evaluation.divergence import divergence
 from sheaf.evaluation.history import History, RoundRecord
+from sheaf.evaluation.traffic import format_bytes
 from sheaf.privacy.plan import EVALUATION_OFF
 
 __all__ = [
@@ -150,6 +151,8 @@ class ProgressListener(StoreListener):
                 if config.asynchronous.enabled
                 else ""
             )
+            + (f" · {config.compression.encoder} updates" if config.compression.encoder != "none" else "")
+            + (f" · {config.compression.download} downloads" if config.compression.download != "none" else "")
             + (f" · resuming at round {first_round}" if first_round > 1 else "")
         )
         if self._reason:
@@ -296,6 +299,11 @@ def results_table(summary: Mapping[str, Any]) -> Table:
         )
     if "virtual_hours" in summary:
         table.add_row("virtual time", f"{summary['virtual_hours']:.2f} h (simulated devices)")
+    if "upload_bytes" in summary:
+        table.add_row(
+            "training traffic: sent · received",
+            f"{format_bytes(summary['download_bytes'])} · {format_bytes(summary['upload_bytes'])}",
+        )
     table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
     table.add_row("run store", str(summary["run_path"]))
     return table

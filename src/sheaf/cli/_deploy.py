@@ -21,6 +21,7 @@ from rich.text import Text
 
 from sheaf.cli._common import ConfigArg, SetOpt, app, clear_errors, load_cli_config
 from sheaf.core.errors import ConfigError
+from sheaf.evaluation.traffic import format_bytes
 
 __all__: list[str] = []
 
@@ -298,6 +299,13 @@ def status(
         for name, summary in info["federated"].items():
             spread = f"min {_fmt(summary.get('min'))} · max {_fmt(summary.get('max'))}"
             table.add_row(f"clients' {name}", f"weighted mean {_fmt(summary.get('weighted_mean'))} · {spread}")
+        if "traffic" in info:
+            total = info["traffic"]
+            table.add_row(
+                "training traffic (sent · received)",
+                f"last round {format_bytes(last.get('download_bytes', 0))} · {format_bytes(last.get('upload_bytes', 0))}"
+                f"; run {format_bytes(total['download_bytes'])} · {format_bytes(total['upload_bytes'])}",
+            )
         if "privacy" in info:
             spent = info["privacy"]
             epsilon = "∞" if spent.get("epsilon") is None else f"{spent['epsilon']:.4g}"  # None: not finite (z = 0)

@@ -4,11 +4,13 @@ from sheaf.core.acceptance import MetricRange, OperatorLimits, UpdateRejected, U
 from sheaf.core.clock_config import AVAILABILITIES, DEVICE_PROFILES, STALENESS
 from sheaf.core.config import (
     ATTACKS,
+    ENCODERS,
     PRIVACY_MODES,
     SAMPLINGS,
     SECAGG_DP,
     AsyncConfig,
     AttackConfig,
+    CompressionConfig,
     DataConfig,
     DevicesConfig,
     EngineConfig,
@@ -34,6 +36,7 @@ from sheaf.core.devices import (
     device_profiles,
     load_trace,
 )
+from sheaf.core.encoded import Encoded, EncodedLayout, layout_bytes, layout_problem
 from sheaf.core.errors import (
     AggregationError,
     BackendError,
@@ -62,6 +65,7 @@ __all__ = [
     "ATTACKS",
     "AVAILABILITIES",
     "DEVICE_PROFILES",
+    "ENCODERS",
     "MAX_DIMS",
     "MAX_EXAMPLES",
     "MAX_TERMS",
@@ -79,11 +83,14 @@ __all__ = [
     "AttackConfig",
     "BackendError",
     "ClientFailure",
+    "CompressionConfig",
     "ConfigError",
     "DataConfig",
     "DataError",
     "DeviceProfiles",
     "DevicesConfig",
+    "Encoded",
+    "EncodedLayout",
     "EngineConfig",
     "EvalConfig",
     "ExactSum",
@@ -126,6 +133,8 @@ __all__ = [
     "dumps",
     "encode_tree",
     "keyed_stream",
+    "layout_bytes",
+    "layout_problem",
     "load_config",
     "load_trace",
     "merge_settings",

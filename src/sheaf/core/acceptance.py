@@ -14,6 +14,12 @@ An update from a client that trained (``num_examples > 0``) is accepted if
    operator allows (``max_weight``; always at most
    :data:`~sheaf.core.update.MAX_EXAMPLES`).
 
+Where clients compress their updates, an update arrives encoded and must have exactly
+its encoder's layout (``encoding``: every array's name, dtype and shape, fixed for the
+model before the round; the deployed server checks a result's declared tensors against it
+before it takes any bytes); the strategy's server half decodes it, and the decoded update
+meets the rule above like any other.
+
 Everything a client sends is a claim it may lie about, so the ranges are what a step can
 take without breaking: FedNova's ``fednova_norm`` is a step count, never ``5e-324``;
 q-FFL's Lipschitz estimate is a positive number small enough to square. A client that did
@@ -46,6 +52,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sheaf.core.encoded import EncodedLayout
 from sheaf.core.errors import SheafError, StrategyError
 from sheaf.core.params import Params
 from sheaf.core.update import MAX_EXAMPLES, Update, check_update
@@ -111,6 +118,8 @@ class UpdateRule:
         max_weight: the most examples an update may claim.
         weight_caps: ``(client id, most examples)`` pairs: what the operator declared for
             particular clients (tighter than ``max_weight``).
+        encoding: the layout every update arrives in when clients encode their updates
+            (compression); empty: updates arrive as plain deltas.
     """
 
     owner: str = ""
@@ -119,6 +128,7 @@ class UpdateRule:
     max_norm: float = math.inf
     max_weight: int = MAX_EXAMPLES
     weight_caps: tuple[tuple[int, int], ...] = ()
+    encoding: EncodedLayout = ()
 
     def weight_cap(self, client_id: int) -> int:
         """The most examples ``client_id`` may claim."""
@@ -144,8 +154,9 @@ class UpdateRule:
 
     @property
     def reads_updates(self) -> bool:
-        """Whether anything beyond an update's delta and weight is read (so a sum cannot stand in)."""
-        return bool(self.metrics or self.extras)
+        """Whether anything beyond an update's delta and weight is read (so a sum cannot stand in):
+        metrics, extras, or an encoding only the server half can decode."""
+        return bool(self.metrics or self.extras or self.encoding)
 
     def check(self, update: Update, like: Params) -> None:
         """Accept ``update`` or say why not.
@@ -206,6 +217,7 @@ class UpdateRule:
             "max_norm": None if math.isinf(self.max_norm) else self.max_norm,
             "max_weight": self.max_weight,
             "weight_caps": [list(pair) for pair in self.weight_caps],
+            "encoding": [[name, dtype, list(shape)] for name, dtype, shape in self.encoding],
         }
 
     @classmethod
@@ -219,6 +231,7 @@ class UpdateRule:
             math.inf if bound is None else float(bound),
             int(value.get("max_weight", MAX_EXAMPLES)),
             tuple((int(cid), int(cap)) for cid, cap in value.get("weight_caps", ())),
+            tuple((str(n), str(d), tuple(int(x) for x in shape)) for n, d, shape in value.get("encoding", ())),
         )
 
 

@@ -2,8 +2,8 @@
 
 A run is described by one :class:`RunConfig`, grouped in sections (``data``, ``model``,
 ``train``, ``strategy``, ``evaluation``, ``engine``, ``attack``, ``personalization``, ``privacy``,
-``secagg``, ``server`` for deployed runs, ``devices`` and ``asynchronous`` for simulated
-devices and FedBuff). Every key is checked: an unknown or misspelt key,
+``secagg``, ``compression``, ``server`` for deployed runs, ``devices`` and ``asynchronous``
+for simulated devices and FedBuff). Every key is checked: an unknown or misspelt key,
 a value of the wrong type or out of range is a :class:`~sheaf.core.errors.ConfigError`
 whose message names the key and what would be valid.
 
@@ -38,11 +38,13 @@ from sheaf.core.update import MAX_EXAMPLES, Scalar
 
 __all__ = [
     "ATTACKS",
+    "ENCODERS",
     "PRIVACY_MODES",
     "SAMPLINGS",
     "SECAGG_DP",
     "AsyncConfig",
     "AttackConfig",
+    "CompressionConfig",
     "DataConfig",
     "DevicesConfig",
     "EngineConfig",
@@ -488,6 +490,59 @@ class SecAggConfig:
         _check(0 <= self.dropout < 1, "secagg.dropout", "in [0, 1)", self.dropout)
 
 
+#: Update encoders (``compression.encoder``, ``compression.download``).
+ENCODERS = ("none", "fp16", "bf16", "q8", "q4", "q2", "topk")
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """Update compression: what clients upload, and what they download (``docs/compression.md``).
+
+    Attributes:
+        encoder: how each client encodes its update: ``none`` (float32 deltas), ``fp16`` or
+            ``bf16`` (half-precision floats), ``q8``, ``q4``, ``q2`` (stochastic uniform
+            quantisation to 8, 4 or 2 bits, one float32 range per 512 coordinates), or
+            ``topk`` (the ``k`` largest coordinates and a bitmap of where they are).
+        rotate: rotate each update with the round's randomised Hadamard transform before
+            quantising it (``q8``, ``q4``, ``q2``; Suresh et al. 2017).
+        k: ``topk``: the share of coordinates each client sends, in (0, 1].
+        error_feedback: ``auto`` (on for ``topk``, off for the unbiased encoders), ``on`` or
+            ``off``: each client keeps what its encoding left out and adds it to its next
+            update (Stich et al. 2018); kept in the client's own state.
+        download: how the server's model moves, so that clients can be sent the quantised
+            round deltas they missed instead of the whole model (simulation): ``none``, or
+            an encoder name; the server keeps what its own encoding left out (error feedback).
+    """
+
+    encoder: str = "none"
+    rotate: bool = False
+    k: float = 0.1
+    error_feedback: str = "auto"
+    download: str = "none"
+
+    def __post_init__(self) -> None:
+        _check(self.encoder in ENCODERS, "compression.encoder", f"one of: {', '.join(ENCODERS)}", self.encoder)
+        _check(0 < self.k <= 1, "compression.k", "in (0, 1]", self.k)
+        _check(
+            self.error_feedback in ("auto", "on", "off"),
+            "compression.error_feedback",
+            "one of: auto, on, off",
+            self.error_feedback,
+        )
+        _check(self.download in ENCODERS, "compression.download", f"one of: {', '.join(ENCODERS)}", self.download)
+        _check(
+            not self.rotate or self.encoder in ("q8", "q4", "q2") or self.download in ("q8", "q4", "q2"),
+            "compression.rotate",
+            "set only with a quantising encoder (q8, q4, q2)",
+            self.rotate,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether updates are encoded (``encoder`` is not ``none``)."""
+        return self.encoder != "none"
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """How a deployed server (``sheaf server``) runs its rounds; simulations ignore it.
@@ -599,6 +654,7 @@ class RunConfig:
     personalization: PersonalizationConfig = field(default_factory=PersonalizationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     secagg: SecAggConfig = field(default_factory=SecAggConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     devices: DevicesConfig = field(default_factory=DevicesConfig)
     asynchronous: AsyncConfig = field(default_factory=AsyncConfig)
@@ -649,6 +705,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "personalization": PersonalizationConfig,
     "privacy": PrivacyConfig,
     "secagg": SecAggConfig,
+    "compression": CompressionConfig,
     "server": ServerConfig,
     "devices": DevicesConfig,
     "asynchronous": AsyncConfig,

@@ -44,6 +44,7 @@ class Purpose(IntEnum):
     SECAGG = 11
     DEVICES = 12
     ASYNC = 13
+    COMPRESS = 14
 
 
 def _sequence(seed: int, purpose: Purpose, round: int | None, client: int | None) -> np.random.SeedSequence:

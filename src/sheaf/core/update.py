@@ -2,7 +2,9 @@
 
 An :class:`Update` always carries the *delta* (client params minus the global params it
 started from): strategies, clipping and secure aggregation all work on deltas. A task that
-returns new params is turned into a delta with :meth:`Update.from_params`.
+returns new params is turned into a delta with :meth:`Update.from_params`. A compressed
+update arrives *encoded* (:class:`~sheaf.core.encoded.Encoded`, with an empty delta) and
+is decoded by the strategy's server half before anything else reads it.
 
 Example:
     >>> import numpy as np
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sheaf.core.encoded import Encoded
 from sheaf.core.errors import SheafError
 from sheaf.core.params import Params
 
@@ -71,6 +74,8 @@ class Update:
         num_examples: how many training examples the client used (its weight in FedAvg).
         metrics: numbers the client chose to share (e.g. its training loss).
         extras: further tensors the client sends (e.g. SCAFFOLD's control-variate delta).
+        encoded: the delta as its encoder sent it (compression), the delta itself then
+            being empty until the server half decodes it; None for a plain delta.
     """
 
     client_id: int
@@ -78,6 +83,7 @@ class Update:
     num_examples: int
     metrics: Metrics = field(default_factory=dict)
     extras: TensorGroups = field(default_factory=dict)
+    encoded: Encoded | None = None
 
     def __post_init__(self) -> None:
         if self.num_examples < 0:
@@ -115,6 +121,8 @@ def check_update(update: Update, like: Params) -> None:
         SheafError: naming the client and the first problem found.
     """
     who = f"client {update.client_id}"
+    if update.encoded is not None:
+        raise SheafError(f"{who}: update is still encoded; the strategy's server half decodes it before it is checked")
     if isinstance(update.num_examples, bool) or not isinstance(update.num_examples, int | np.integer):
         raise SheafError(f"{who}: num_examples must be a whole number, got {update.num_examples!r}")
     if not 0 <= update.num_examples <= MAX_EXAMPLES:

@@ -104,6 +104,7 @@ from sheaf.deploy.transport import (
 )
 from sheaf.deploy.validation import declared_problem, value_problem
 from sheaf.deploy.wire import (
+    ENCODED_GROUP,
     MAX_METRIC_NAME,
     MAX_METRICS,
     MAX_SECAGG_IN_RESULT,
@@ -122,6 +123,7 @@ from sheaf.deploy.wire import (
 __all__ = [
     "CHUNK_BYTES",
     "DP_REQUIREMENTS",
+    "ENCODED_GROUP",
     "EVALUATION_SHARING",
     "MAX_MESSAGE_BYTES",
     "MAX_METRICS",

@@ -59,6 +59,20 @@ __all__ = ["DeploymentBackend", "task_id"]
 _log = logging.getLogger("sheaf.server")
 
 
+def _traffic(slots: dict[int, Slot], chunks: list[bytes], outcome: WorkOutcome) -> dict[int, tuple[int, int]]:
+    """``client -> (download, upload)``: the task stream's bytes times the pulls that handed it
+    out, and the bytes of the result stream that was accepted (what crossed the wire)."""
+    shared = sum(len(chunk) for chunk in chunks)
+    return {
+        client: (
+            outcome.pulls.get(client, 0) * (len(slot.header) + shared),
+            outcome.results[client].wire_bytes if client in outcome.results else 0,
+        )
+        for client, slot in slots.items()
+        if outcome.pulls.get(client, 0) or client in outcome.results
+    }
+
+
 def task_id(round: int, kind: str, client_id: int) -> str:
     """The id of a client's task: the same for the same work, across server restarts."""
     return f"r{round}-{kind}-c{client_id}"
@@ -189,11 +203,18 @@ class DeploymentBackend:
             return self._fit_summed(cohort, work)
         outcome = self._run(work)
         updates = [
-            Update(client_id, result.delta, result.num_examples, result.metrics, result.extras)
+            Update(
+                client_id,
+                result.delta if result.delta is not None else Params({}),
+                result.num_examples,
+                result.metrics,
+                result.extras,
+                result.encoded,  # decoded by the strategy's server half in the round loop
+            )
             for client_id, result in outcome.results.items()
-            if result.delta is not None
+            if result.delta is not None or result.encoded is not None
         ]
-        return FitOutcome(updates, outcome.failures)
+        return FitOutcome(updates, outcome.failures, traffic=_traffic(slots, chunks, outcome))
 
     def _setup(self, cohort: Cohort) -> ProtocolSetup:
         """A fresh protocol instance for the cohort: its graph from a secret of the server's own."""
@@ -256,7 +277,13 @@ class DeploymentBackend:
         self.coordinator.post(work)
         outcome = self.coordinator.wait(work, fold)
         failures = sorted([*outcome.failures, *rejected], key=lambda f: f.client_id)
-        return FitOutcome([], failures, summed=running.result(), reports=[reports[c] for c in sorted(reports)])
+        return FitOutcome(
+            [],
+            failures,
+            summed=running.result(),
+            reports=[reports[c] for c in sorted(reports)],
+            traffic=_traffic(work.slots, work.chunks, outcome),
+        )
 
     def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
         """Ask the clients to evaluate ``params`` on their local test splits.

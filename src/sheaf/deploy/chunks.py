@@ -99,7 +99,9 @@ def _little_endian(array: np.ndarray[Any, Any]) -> memoryview:
     return little.data.cast("B")
 
 
-def encode_tensors(groups: Mapping[str, Params], chunk_bytes: int = CHUNK_BYTES) -> EncodedTensors:
+def encode_tensors(
+    groups: Mapping[str, Mapping[str, np.ndarray[Any, Any]]], chunk_bytes: int = CHUNK_BYTES
+) -> EncodedTensors:
     """Describe and chunk named groups of tensors (group ``""`` is the model's own).
 
     Small tensors share a chunk; a large one spans many. Each chunk is a fresh ``bytes``.
@@ -201,6 +203,19 @@ class TensorAssembler:
         Raises:
             WireError: if bytes are missing, the digest differs, or a tensor is not float.
         """
+        groups = self.finish_arrays()
+        try:
+            return {group: Params(arrays) for group, arrays in groups.items()}
+        except SheafError as exc:
+            raise WireError(f"{self._what}: {exc}") from None
+
+    def finish_arrays(self) -> dict[str, dict[str, np.ndarray[Any, Any]]]:
+        """The tensors by group as plain arrays of any allowed dtype (an encoded update's
+        packed codes are integers), checked like :meth:`finish` but for being float.
+
+        Raises:
+            WireError: if bytes are missing or the digest differs.
+        """
         if len(self._buffer) != self._expected:
             raise WireError(f"{self._what}: stream ended after {len(self._buffer)} of {self._expected} tensor bytes")
         if self._digest.hexdigest() != self._declared:
@@ -212,7 +227,4 @@ class TensorAssembler:
             data = cast(bytes, view[offset : offset + size])  # array_from_record reads any buffer
             groups.setdefault(group, {})[name] = array_from_record(dtype, shape, data)
             offset += size
-        try:
-            return {group: Params(arrays) for group, arrays in groups.items()}
-        except SheafError as exc:
-            raise WireError(f"{self._what}: {exc}") from None
+        return groups

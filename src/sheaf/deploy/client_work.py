@@ -55,6 +55,7 @@ import numpy as np
 
 from sheaf.backends.base import RoundWork
 from sheaf.backends.client_runner import ClientRunner
+from sheaf.compress.step import COMPRESS_STEP
 from sheaf.core.errors import ClientFailure, SecAggError, SheafError, TaskError
 from sheaf.core.params import Params
 from sheaf.core.tensor import ALLOWED_DTYPES
@@ -343,6 +344,14 @@ class ClientWork:
 
     def _privacy(self, task: ReceivedTask) -> tuple[tuple[str, ...], dict[str, Scalar], RoundMechanism | None]:
         """The steps the client runs, with the options they read, and the mechanism it charges."""
+        names, options, mechanism = self._privacy_steps(task)
+        # Compression encodes what leaves, so it stays outermost whatever privacy puts around
+        # training: clip, then noise, then compress (its own noise never sees an encoding).
+        if COMPRESS_STEP.name in names:
+            names = (COMPRESS_STEP.name, *(name for name in names if name != COMPRESS_STEP.name))
+        return names, options, mechanism
+
+    def _privacy_steps(self, task: ReceivedTask) -> tuple[tuple[str, ...], dict[str, Scalar], RoundMechanism | None]:
         asked = task.client_steps
         inner = tuple(name for name in asked if name not in PRIVACY_STEP_NAMES)
         options: dict[str, Scalar] = dict(task.options)
@@ -431,8 +440,10 @@ class ClientWork:
             task.round,
             num_examples=update.num_examples,
             metrics=update.metrics,
-            delta=None if protocol is not None else update.delta,  # secure: nothing but its keys
+            # secure: nothing but its keys; compressed: the update as its encoder made it
+            delta=None if protocol is not None or update.encoded is not None else update.delta,
             extras=None if protocol is not None else update.extras,
+            encoded=None if protocol is not None else update.encoded,
             secagg=advert,
         )
         # Durable before anything leaves: a crash or a silent server cannot make it forget the release.

@@ -72,6 +72,7 @@ class Slot:
         update_id: the id of the result that settled it.
         result: the result, if one was accepted.
         failure: why this client's share failed, if it did.
+        pulls: how many times the client was handed its task (a lost stream is pulled again).
     """
 
     client_id: int
@@ -81,6 +82,7 @@ class Slot:
     update_id: str = ""
     result: ReceivedResult | None = None
     failure: str = ""
+    pulls: int = 0
 
 
 @dataclass
@@ -94,7 +96,9 @@ class Work:
         chunks: the task's tensor chunk messages, shared by every client.
         like: the model the results must match (fits).
         rule: what a result must satisfy to be accepted (fits: the round's acceptance
-            rule; evaluations: the weight each client may claim); None: structure only.
+            rule; evaluations: the weight each client may claim); None: structure only. Where
+            clients compress their updates, its ``encoding`` is the layout every encoded
+            update must declare.
         secure: a securely aggregated fit: each result carries its client's keys and no
             tensors (its update leaves only masked, in the protocol).
     """
@@ -111,10 +115,12 @@ class Work:
 
 @dataclass(frozen=True)
 class WorkOutcome:
-    """What a batch produced: accepted results by client, and the clients that failed."""
+    """What a batch produced: accepted results by client, the clients that failed, and how
+    many times each client was handed its task."""
 
     results: dict[int, ReceivedResult]
     failures: list[ClientFailure]
+    pulls: dict[int, int] = field(default_factory=dict)
 
 
 class Coordinator:
@@ -255,6 +261,7 @@ class Coordinator:
             if work is None or slot is None or slot.state == "done":
                 return None
             slot.state = "sent"  # a client that lost the stream may pull the same task again
+            slot.pulls += 1
             return slot.header, work.chunks
 
     def awaited(self, client_id: int, task_id: str) -> tuple[Work, Slot] | None:
@@ -374,7 +381,7 @@ class Coordinator:
             self._tick()
         results = {c: s.result for c, s in sorted(work.slots.items()) if s.result is not None}
         failures = [ClientFailure(c, s.failure) for c, s in sorted(work.slots.items()) if s.failure]
-        return WorkOutcome(results, failures)
+        return WorkOutcome(results, failures, {c: s.pulls for c, s in sorted(work.slots.items()) if s.pulls})
 
     def _tick(self, force: bool = False) -> None:
         """Call ``on_tick`` if a second has passed since the last call (or if forced)."""

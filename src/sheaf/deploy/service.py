@@ -380,7 +380,8 @@ class FederationService:
         elif header.secagg:
             return self._reject(cid, header.task_id, header.update_id, "this round is not securely aggregated")
         elif work.kind == "fit" and not header.failure and work.like is not None:
-            problem = declared_problem(header.tensors, work.like)
+            encoding = work.rule.encoding if work.rule is not None else ()
+            problem = declared_problem(header.tensors, work.like, encoding)
             if problem is not None:
                 return self._reject(cid, header.task_id, header.update_id, problem)
         try:
@@ -393,12 +394,14 @@ class FederationService:
         if result.failure:
             reason = f"{result.kind} failed on the client: {result.failure}"
             return self.coordinator.settle(cid, result.task_id, result.update_id, failure=reason)
-        if result.kind == "fit" and work.like is not None and result.delta is not None:
-            update = Update(cid, result.delta, result.num_examples, result.metrics, result.extras)
+        if result.kind == "fit" and work.like is not None and (result.delta is not None or result.encoded is not None):
+            delta = result.delta if result.delta is not None else Params({})
+            update = Update(cid, delta, result.num_examples, result.metrics, result.extras, result.encoded)
             problem, norm = await self._judged(update, work.like, work.rule or UpdateRule())
             if problem is not None:
                 return self._reject(cid, result.task_id, result.update_id, problem)
-            result = dataclasses.replace(result, norm=norm)  # judged: the fold need not judge it again
+            if result.encoded is None:  # judged: the fold need not judge it again
+                result = dataclasses.replace(result, norm=norm)
         elif result.kind == "evaluate" and result.num_examples > 0:
             if not math.isfinite(result.loss):
                 return self._reject(cid, result.task_id, result.update_id, f"evaluation loss is {result.loss}")

@@ -12,8 +12,8 @@ Example:
     >>> result = simulate(overrides=["rounds=1", "clients=3", "partition=iid", "fraction=1",
     ...                              f"runs_dir={tempfile.mkdtemp()}"])
     >>> status = run_status(result.run_path)
-    >>> status["status"], status["rounds"]
-    ('finished', {'done': 1, 'total': 1})
+    >>> status["status"], status["rounds"], status["traffic"]
+    ('finished', {'done': 1, 'total': 1}, {'download_bytes': 57720, 'upload_bytes': 57720})
 """
 
 from __future__ import annotations
@@ -104,6 +104,14 @@ def run_status(path: str | Path, *, now: float | None = None) -> dict[str, Any]:
         if out["secure_aggregation"]:  # whose inputs the last secure sum held
             out["last_round"]["secagg_survivors"] = record.fit.get("secagg_survivors")
             out["last_round"]["secagg_dropped"] = record.fit.get("secagg_dropped")
+        counted = [r.traffic for r in history if r.traffic]
+        if counted:  # the training traffic: the last round's, and the run's so far
+            out["last_round"].update({k: int(v) for k, v in record.traffic.items()})
+            out["traffic"] = {
+                key: int(sum(t.get(key, 0.0) for t in counted)) for key in ("download_bytes", "upload_bytes")
+            }
+            if "compression" in meta:
+                out["compression"] = meta["compression"]
         out["dropouts"] = [
             {"client": c, "name": name_of.get(c, str(c)), "phase": phase, "reason": reason}
             for _, c, phase, reason in failures

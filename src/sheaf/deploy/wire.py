@@ -14,6 +14,12 @@ dtypes, sizes within the limit before any buffer is allocated, exactly the decla
 with the declared digest — a result's header is what its client signs, so the digest
 binds the tensors to the signature). Any violation is one :class:`WireError`.
 
+A compressed update travels natively: its encoder's arrays (packed codes, ranges, a
+bitmap — integer dtypes among them) in the tensor group :data:`ENCODED_GROUP` instead of
+the delta (group ``""``), never decoded and re-encoded on the client; the server checks
+their declared layout before it takes any bytes (:mod:`sheaf.deploy.validation`) and the
+strategy's server half decodes them.
+
 Example:
     >>> import numpy as np
     >>> from sheaf.core.params import Params
@@ -37,6 +43,7 @@ from typing import Any, cast
 from google.protobuf.message import DecodeError
 
 from sheaf.core.config import TrainConfig
+from sheaf.core.encoded import Encoded
 from sheaf.core.errors import ConfigError, SheafError
 from sheaf.core.params import Params
 from sheaf.core.update import MAX_EXAMPLES, Metrics, Scalar, TensorGroups, validate_metrics
@@ -44,6 +51,7 @@ from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.chunks import CHUNK_BYTES, EncodedTensors, TensorAssembler, WireError, encode_tensors
 
 __all__ = [
+    "ENCODED_GROUP",
     "MAX_METRICS",
     "MAX_METRIC_NAME",
     "MAX_SECAGG_IN_RESULT",
@@ -62,6 +70,9 @@ __all__ = [
 #: The protocol version a client and server must share (2: a run description instead of the
 #: server's config, and each client's own training seed in its tasks).
 PROTOCOL = 2
+
+#: The tensor group of a result that carries its update encoded (compression).
+ENCODED_GROUP = "sheaf:encoded"
 
 _KINDS = {pb.FIT: "fit", pb.EVALUATE: "evaluate"}
 _KIND_CODES = {name: code for code, name in _KINDS.items()}
@@ -293,24 +304,28 @@ def encode_result(
     extras: TensorGroups | None = None,
     failure: str = "",
     chunk_bytes: int = CHUNK_BYTES,
+    encoded: Encoded | None = None,
     secagg: bytes = b"",
 ) -> list[bytes]:
     """Every message of a result stream: the header, then the tensors' chunks.
 
-    ``secagg`` is the client's first secure-aggregation message (AdvertiseKeys) for a fit
-    whose update goes through secure aggregation.
+    A compressed update is sent as its ``encoded`` arrays (group :data:`ENCODED_GROUP`),
+    without a delta. ``secagg`` is the client's first secure-aggregation message
+    (AdvertiseKeys) for a fit whose update goes through secure aggregation (no tensors).
 
     Raises:
         WireError: if a tensor's dtype cannot travel or a metric is not a number.
     """
-    groups: dict[str, Params] = {}
+    groups: dict[str, Mapping[str, Any]] = {}
     if delta is not None:
         groups[""] = delta
-    for name, tensors in (extras or {}).items():
-        if not name:
-            raise WireError("an extras group needs a non-empty name")
-        groups[name] = tensors
-    encoded = encode_tensors(groups, chunk_bytes)
+    if encoded is not None:
+        groups[ENCODED_GROUP] = encoded
+    for name, group in (extras or {}).items():
+        if not name or name == ENCODED_GROUP:
+            raise WireError(f"an extras group needs a non-empty name other than {ENCODED_GROUP!r}")
+        groups[name] = group
+    tensors = encode_tensors(groups, chunk_bytes)
     header = pb.Result(
         task_id=task_id,
         update_id=update_id,
@@ -319,14 +334,14 @@ def encode_result(
         num_examples=num_examples,
         metrics=_named(dict(metrics or {})),
         loss=loss,
-        tensors=encoded.specs,
-        total_bytes=encoded.total_bytes,
+        tensors=tensors.specs,
+        total_bytes=tensors.total_bytes,
         failure=failure[:_MAX_REASON],
-        tensors_digest=encoded.digest,
+        tensors_digest=tensors.digest,
         secagg=secagg,
     )
     messages = [pb.ResultMessage(result=header).SerializeToString()]
-    messages += [pb.ResultMessage(chunk=pb.Chunk(data=c)).SerializeToString() for c in encoded.chunks]
+    messages += [pb.ResultMessage(chunk=pb.Chunk(data=c)).SerializeToString() for c in tensors.chunks]
     return messages
 
 
@@ -342,9 +357,12 @@ class ReceivedResult:
         num_examples: examples trained on or evaluated.
         metrics: the numbers the client shares.
         loss: the evaluation loss (evaluations).
-        delta: the update's delta (fits that succeeded).
+        delta: the update's delta (fits that succeeded, unless encoded).
         extras: further tensors beside the delta.
         failure: non-empty when the client's work failed: its reason.
+        encoded: the update as its encoder sent it (compression), instead of the delta.
+        wire_bytes: the bytes of every message of its stream, as they arrived (counted by
+            the :class:`ResultReader` that read it).
         norm: the delta's L2 norm, once the server accepted it under the round's rule
             (None: not judged yet).
         secagg: the client's AdvertiseKeys message, in a secure-aggregation fit (at most
@@ -361,6 +379,8 @@ class ReceivedResult:
     delta: Params | None = None
     extras: TensorGroups = field(default_factory=dict)
     failure: str = ""
+    encoded: Encoded | None = None
+    wire_bytes: int = 0
     norm: float | None = None
     secagg: bytes = b""
 
@@ -381,6 +401,7 @@ class ResultReader:
         self.header: pb.Result | None = None
         self._assembler: TensorAssembler | None = None
         self._metrics: dict[str, float] = {}
+        self.received_bytes = 0  # every message's bytes, as they crossed the wire: the traffic figure
 
     def feed(self, data: bytes) -> None:
         """Take the next message of the stream.
@@ -388,6 +409,7 @@ class ResultReader:
         Raises:
             WireError: if it does not parse, comes out of order, or the header is invalid.
         """
+        self.received_bytes += len(data)
         message: pb.ResultMessage = _parse(pb.ResultMessage, data, "result message")
         part = message.WhichOneof("part")
         if part == "result" and self.header is None:
@@ -426,13 +448,22 @@ class ResultReader:
         if self.header is None or self._assembler is None:
             raise WireError("result stream ended before its header")
         header = self.header
-        groups = self._assembler.finish()
+        arrays = self._assembler.finish_arrays()
+        coded = arrays.pop(ENCODED_GROUP, None)
+        try:
+            groups = {group: Params(tensors) for group, tensors in arrays.items()}
+            encoded = None if coded is None else Encoded(coded)
+        except SheafError as exc:
+            raise WireError(f"result: {exc}") from None
         metrics = self._metrics
         kind = _KINDS[header.kind]
         delta = groups.pop("", None)
-        if kind == "fit" and not header.failure and delta is None and not header.secagg:
-            raise WireError("a fit result without a failure must carry the delta (tensor group '')")
-        if kind == "evaluate" and (delta is not None or groups):
+        if kind == "fit" and not header.failure and not header.secagg and (delta is None) == (encoded is None):
+            raise WireError(
+                f"a fit result without a failure must carry the delta (tensor group '') or its encoding "
+                f"({ENCODED_GROUP!r}), one of them"
+            )
+        if kind == "evaluate" and (delta is not None or groups or encoded is not None):
             raise WireError("an evaluation result carries no tensors")
         return ReceivedResult(
             header.task_id,
@@ -445,6 +476,8 @@ class ResultReader:
             delta,
             groups,
             header.failure,
+            encoded,
+            self.received_bytes,
             secagg=bytes(header.secagg),
         )
 

@@ -61,6 +61,11 @@ class RoundRecord:
         virtual_seconds: with simulated devices (``[devices]``), the virtual time at which
             the round ended, in seconds since the run began (0 without them). Unlike
             ``seconds`` it is part of the run's results: the same seed gives the same.
+        traffic: the bytes of the round's training: ``download_bytes`` (what the cohort was
+            sent) and ``upload_bytes`` (what came back), exact tensor bytes in a simulation,
+            wire bytes in a deployment (``run.traffic``); empty in runs recorded before
+            traffic was counted. Like ``seconds``, a measurement of the transport, not
+            part of equality (a deployed round equals its simulation but for the framing).
     """
 
     round: int
@@ -76,6 +81,7 @@ class RoundRecord:
     privacy: Mapping[str, float] = field(default_factory=dict)
     monitor: Mapping[str, float] = field(default_factory=dict)
     virtual_seconds: float = 0.0
+    traffic: Mapping[str, float] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

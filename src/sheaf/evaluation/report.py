@@ -30,6 +30,7 @@ from typing import Any
 from sheaf.core.toml import dumps
 from sheaf.evaluation.divergence import divergence
 from sheaf.evaluation.history import History
+from sheaf.evaluation.traffic import format_bytes, traffic_totals
 
 __all__ = ["render_report"]
 
@@ -195,11 +196,30 @@ def _html(
             if "epsilon_server" in history.final_privacy
             else []
         ),
+        *[
+            (f"{what} (all rounds' training)", format_bytes(count))
+            for what, count in (
+                ("bytes sent to clients", traffic_totals(history).get("download_bytes")),
+                ("bytes sent by clients", traffic_totals(history).get("upload_bytes")),
+            )
+            if count is not None
+        ],
+        *(
+            [
+                (
+                    "update encoding",
+                    f"{meta['compression']['encoder']} ({meta['compression']['upload_ratio']:.2f}x fewer bytes)",
+                )
+            ]
+            if isinstance(meta.get("compression"), Mapping) and "upload_ratio" in meta["compression"]
+            else []
+        ),
         ("client failures (all rounds)", failures),
         ("rounds that left the model unchanged", sum(1 for r in history if not r.aggregated)),
     ]
     personal = any("personalized_accuracy" in r.federated for r in history)
     private = any(r.privacy for r in history)
+    counted = any(r.traffic for r in history)
     per_round = [
         (
             r.round,
@@ -220,6 +240,11 @@ def _html(
                 else ()
             ),
             *((r.privacy.get("epsilon", math.nan),) if private else ()),
+            *(
+                (format_bytes(r.traffic.get("download_bytes", 0)), format_bytes(r.traffic.get("upload_bytes", 0)))
+                if counted
+                else ()
+            ),
             r.seconds,
             r.note,
         )
@@ -237,6 +262,7 @@ def _html(
         "client acc worst 10%",
         *(["personalised acc mean", "personalised acc worst 10%"] if personal else []),
         *(["epsilon spent"] if private else []),
+        *(["sent to clients", "sent by clients"] if counted else []),
         "seconds",
         "note",
     ]

@@ -1,12 +1,16 @@
-"""Quantisation: vectors of floats as integers in a ring, with both halves side by side.
+"""Quantisation: vectors of floats as small integers, with both halves side by side.
 
-The one quantiser sheaf uses wherever it adds integers instead of floats — secure
-aggregation (:mod:`sheaf.secagg`) now, update compression later: clipping, the randomised
-Hadamard rotation, stochastic rounding, the ring Z_{2^b} with its wrap-around bound, and
-the exactly uniform random bits they draw on.
+The one quantiser sheaf uses wherever floats become integers — secure aggregation
+(:mod:`sheaf.secagg`) and update compression (:mod:`sheaf.compress`): the randomised
+Hadamard rotation, unbiased stochastic rounding and the exactly uniform random bits it
+draws on, with two codebooks — the ring Z_{2^b} with its wrap-around bound, for sums
+(:class:`Quantizer`, which also clips), and ``2**b`` levels per bucket packed ``b`` bits
+each, for one vector on the wire (:class:`LevelQuantizer`).
 """
 
 from sheaf.quantize.hadamard import MAX_BLOCK, RandomizedHadamard, block_size, walsh_hadamard
+from sheaf.quantize.levels import BUCKET, LevelQuantizer
+from sheaf.quantize.packing import PACKED_BITS, pack_codes, packed_size, unpack_codes
 from sheaf.quantize.quantizer import (
     DEFAULT_FAILURE,
     MAX_BITS,
@@ -22,10 +26,13 @@ from sheaf.quantize.quantizer import (
 from sheaf.quantize.randomness import BitSource, SecureBits, SeededBits, uniform_below, uniform_unit
 
 __all__ = [
+    "BUCKET",
     "DEFAULT_FAILURE",
     "MAX_BITS",
     "MAX_BLOCK",
+    "PACKED_BITS",
     "BitSource",
+    "LevelQuantizer",
     "Quantizer",
     "RandomizedHadamard",
     "SecureBits",
@@ -33,6 +40,8 @@ __all__ = [
     "block_size",
     "choose_scale",
     "clip_l2",
+    "pack_codes",
+    "packed_size",
     "ring_bound",
     "ring_sum",
     "stochastic_round",
@@ -40,5 +49,6 @@ __all__ = [
     "to_signed",
     "uniform_below",
     "uniform_unit",
+    "unpack_codes",
     "walsh_hadamard",
 ]

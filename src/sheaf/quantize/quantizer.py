@@ -1,7 +1,9 @@
 """Vectors of floats as integers in the ring Z_{2^b}, so that sums survive modular arithmetic.
 
-One quantiser for every place where sheaf adds integers instead of floats: secure
-aggregation today, update compression later. Both halves sit here, side by side.
+The ring codebook of sheaf's one quantiser, for every place where it adds integers instead
+of floats (secure aggregation); update compression quantises with the same rotation,
+rounding and bits into per-bucket levels instead (:mod:`sheaf.quantize.levels`). Both
+halves sit here, side by side.
 
 **Encode** (a client): clip ``x`` to L2 norm ``C``; multiply by the client's integer
 weight ``w`` (at most ``W``); rotate (:class:`~sheaf.quantize.hadamard.RandomizedHadamard`,

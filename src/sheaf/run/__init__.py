@@ -21,6 +21,7 @@ from sheaf.run.report import report_run
 from sheaf.run.simulate import SimulationResult, load_run_config, resolve_config, simulate
 from sheaf.run.store import FORMAT_VERSION, RunStore
 from sheaf.run.store_files import holds_nothing, remove_abandoned, remove_files, temporary_name
+from sheaf.run.traffic import RoundTraffic, missed_rounds, round_traffic, update_bytes
 
 __all__ = [
     "FINETUNE_EVALUATE",
@@ -36,6 +37,7 @@ __all__ = [
     "Population",
     "RoundListener",
     "RoundPlan",
+    "RoundTraffic",
     "RunParts",
     "RunState",
     "RunStore",
@@ -52,6 +54,7 @@ __all__ = [
     "holds_nothing",
     "list_runs",
     "load_run_config",
+    "missed_rounds",
     "monitor_split",
     "open_or_create_store",
     "personal_steps",
@@ -64,6 +67,7 @@ __all__ = [
     "report_run",
     "resolve_config",
     "round_rows",
+    "round_traffic",
     "run_buffered",
     "run_name",
     "run_rounds",
@@ -73,6 +77,7 @@ __all__ = [
     "summarize",
     "summarize_run",
     "temporary_name",
+    "update_bytes",
     "wants_personalization",
     "writer_identity",
 ]

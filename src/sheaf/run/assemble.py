@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sheaf.compress.plan import CompressionPlan, compression_plan
+from sheaf.compress.step import COMPRESS_STEP, with_compression
 from sheaf.core.acceptance import OperatorLimits
 from sheaf.core.config import RunConfig
 from sheaf.core.errors import ConfigError, SheafError, StoreError
@@ -85,6 +87,7 @@ class RunParts:
         meta: what the run store records about the run's assembly.
         limits: what a deployment's operator bounds in every update (None in simulation).
         secagg: the secure-aggregation plan (None without secure aggregation).
+        compression: the compression plan (None without compression).
     """
 
     config: RunConfig
@@ -98,6 +101,7 @@ class RunParts:
     meta: Mapping[str, Any]
     limits: OperatorLimits | None = None
     secagg: SecAggPlan | None = None
+    compression: CompressionPlan | None = None
 
 
 def assemble(
@@ -165,6 +169,22 @@ def assemble(
         meta["secagg"] = secure.describe()
         if not deployed and not isinstance(runs, PrivateClientTask):
             runs = simulated_client_privacy(runs, config.privacy)
+    compression = compression_plan(config, initial)
+    if compression is not None:
+        if secure is not None:
+            raise ConfigError(
+                "secure aggregation already sends every update quantised into its ring, by the same quantiser "
+                "(secagg.bits bits per coordinate); leave compression.encoder and compression.download at none "
+                "with secagg.enabled=true"
+            )
+        if deployed and compression.download != "none":
+            raise ConfigError(
+                "download compression runs in simulation for now: deployed clients are sent the model "
+                "(set compression.download=none for sheaf server)"
+            )
+        # Outermost on the clients (clip, then noise, then compress); the strategy's steps see decoded updates.
+        chosen = with_compression(chosen, compression)
+        meta["compression"] = compression.describe()
     meta["strategy"] = chosen.name
     if config.asynchronous.enabled:
         _check_asynchronous(config, chosen)
@@ -180,7 +200,7 @@ def assemble(
             server.max_norm_ratio,
             dict(weight_caps or {}),
         )
-    return RunParts(config, chosen, runs, plan, population, size, initial, steps, meta, limits, secure)
+    return RunParts(config, chosen, runs, plan, population, size, initial, steps, meta, limits, secure, compression)
 
 
 def _deployed_secagg(plan: SecAggPlan) -> SecAggPlan:
@@ -224,6 +244,11 @@ def _check_clocked(config: RunConfig, deployed: bool) -> None:
             "asynchronous aggregation does not support differential privacy or secure aggregation yet; "
             "set privacy.mode='none' and secagg.enabled=false"
         )
+    if config.compression.encoder != "none" or config.compression.download != "none":
+        raise ConfigError(
+            "asynchronous aggregation does not support update compression yet; "
+            "set compression.encoder='none' and compression.download='none'"
+        )
     if config.strategy.min_clients > buffered.buffer:
         raise ConfigError(
             f"strategy.min_clients ({config.strategy.min_clients}) exceeds asynchronous.buffer ({buffered.buffer}): "
@@ -245,7 +270,8 @@ def builtin_client_steps() -> tuple[ClientStep, ...]:
     """Every client step sheaf ships: what a deployed client runs unless told otherwise.
 
     The client halves of SCAFFOLD, FedNova, q-FFL, FedPer and Ditto, differential
-    privacy's budget check, clipping and local noise, and personalised evaluation.
+    privacy's budget check, clipping and local noise, update compression, and personalised
+    evaluation.
 
     Example:
         >>> sorted(step.name for step in builtin_client_steps())[:4]
@@ -259,6 +285,7 @@ def builtin_client_steps() -> tuple[ClientStep, ...]:
         ditto_client_step(),
         *PRIVACY_STEPS,
         SECAGG_ENCODE,
+        COMPRESS_STEP,
     )
     personal = tuple(personalizing(step) for step in own if step.personal)
     return tuple(steps_by_name((*own, *personal, FINETUNE_EVALUATE)).values())

@@ -80,7 +80,7 @@ def round_rows(records: Iterable[RoundRecord], finished: Mapping[int, float] | N
         }
         if r.virtual_seconds:  # a run on simulated devices ([devices]): its virtual time
             row["virtual_seconds"] = r.virtual_seconds
-        for section in ("central", "monitor", "fit", "privacy"):
+        for section in ("central", "monitor", "fit", "privacy", "traffic"):
             row.update({f"{section}_{k}": v for k, v in getattr(r, section).items()})
         for metric, summary in r.federated.items():
             row.update({f"federated_{metric}_{stat}": v for stat, v in summary.items()})

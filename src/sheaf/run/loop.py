@@ -13,9 +13,12 @@ Per round:
    per-round payload) and run on the clients (their client steps); failed clients are
    dropouts (for a strategy whose steps read nothing but the weighted sum, the backend may
    return the exact sum of the updates instead, every update checked where it was added);
-3. check every update against the strategy's acceptance rule (names, shapes, dtypes,
-   finite; the metrics and extras its steps read, within their ranges); rejected updates
-   are dropouts;
+3. decode every update its client sent encoded (the strategy's codec: compression's
+   server half), then check it against the strategy's acceptance rule (names, shapes,
+   dtypes, finite; the metrics and extras its steps read, within their ranges; the norm
+   bound) — so every bound applies to what will be aggregated; an update that cannot be
+   decoded or is rejected is a dropout; and count the round's bytes, per client
+   (:mod:`sheaf.run.traffic`);
 4. aggregate with the strategy if at least ``strategy.min_clients`` updates remain and
    they meet the strategy's assumption (e.g. Krum's ``n >= 2f + 3``), otherwise keep the
    model unchanged and record why. Whatever goes wrong in aggregation — an exception in a
@@ -43,7 +46,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -52,12 +55,13 @@ import numpy as np
 from sheaf.backends.base import Backend, CentralEvaluator, ClientReport, Cohort, FitOutcome
 from sheaf.core.acceptance import OperatorLimits, UpdateRule
 from sheaf.core.config import RunConfig
+from sheaf.core.encoded import layout_bytes
 from sheaf.core.errors import AggregationError, ClientFailure, SheafError
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, stream
 from sheaf.core.sampling import cohort_size, sample_cohort
-from sheaf.core.update import TensorGroups, Update
+from sheaf.core.update import Scalar, TensorGroups, Update
 from sheaf.data.dataset import Federation, Split
 from sheaf.evaluation.central import central_shards, combine_shards, evaluate_shards
 from sheaf.evaluation.fairness import summarize
@@ -67,6 +71,7 @@ from sheaf.run.clock import RoundPlan, VirtualClock
 from sheaf.run.personalize import personalized_evaluation, wants_personalization
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
+from sheaf.run.traffic import missed_rounds, round_traffic
 from sheaf.secagg.step import SECURE_AGGREGATION
 from sheaf.strategies.base import MaskedSum, RoundContext, Strategy, StrategyState, WeightedSum
 from sheaf.task.base import EvalResult, Task
@@ -180,6 +185,20 @@ def _central_evaluation(parts: Federated, params: Params, test: Split) -> EvalRe
     else:
         results = evaluate_shards(parts.task, params, test, shards)
     return combine_shards(results)  # each shard with what the task logged evaluating it
+
+
+def _received(
+    strategy: Strategy, updates: Sequence[Update], like: Params, options: Mapping[str, Scalar]
+) -> tuple[list[Update], list[ClientFailure]]:
+    """The updates as the strategy reads them (decoded, if its clients encode them)."""
+    good: list[Update] = []
+    refused: list[ClientFailure] = []
+    for update in updates:
+        try:
+            good.append(strategy.receive(update, like, options))
+        except SheafError as exc:
+            refused.append(ClientFailure(update.client_id, f"update rejected: {exc}"))
+    return good, refused
 
 
 def _checked(updates: Sequence[Update], like: Params, rule: UpdateRule) -> tuple[list[Update], list[ClientFailure]]:
@@ -403,6 +422,10 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
     monitor = monitor_split(clients_of_run.central_test, config.evaluation.monitor)
     clock = run_clock(parts, params)
     now = history[-1].virtual_seconds if len(history) else 0.0
+    # Download compression: which model each client holds, so it is counted only the deltas it missed.
+    downlink = layout_bytes(strategy.downlink)
+    held = {c: r - 1 for c, r in store.last_sent().items()} if downlink else {}
+    moved = [r.aggregated for r in history]
     if listener is not None:
         listener.on_start(config, store.last_round + 1, size, population)
 
@@ -439,8 +462,20 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
                 rule,
             ),
         )
-        updates, rejected = _checked(outcome.updates, params, rule)
-        failures: list[tuple[str, ClientFailure]] = [("fit", f) for f in [*outcome.failures, *rejected]]
+        traffic = round_traffic(  # what was sent to (and came back from) the clients that trained
+            trained,
+            outcome.updates,
+            outcome.traffic,
+            params,
+            sent.payload,
+            reports=outcome.reports,
+            downlink_bytes=downlink,
+            held=held,
+            missed={c: missed_rounds(moved, held[c], round) for c in trained if c in held},
+        )
+        received, refused = _received(strategy, outcome.updates, params, sent.options)
+        updates, rejected = _checked(received, params, rule)
+        failures: list[tuple[str, ClientFailure]] = [("fit", f) for f in [*outcome.failures, *refused, *rejected]]
         if plan is not None:  # the clock's dropouts: offline, stragglers, over-selected
             failures += [("fit", ClientFailure(cid, why)) for cid, why in plan.dropped]
         clients = [ClientRecord(u.client_id, "fit", u.num_examples, u.metrics) for u in updates]
@@ -494,11 +529,22 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
             privacy=strategy.report(state).get(PRIVACY, {}),
             monitor=dict(monitor_metrics),
             virtual_seconds=now,
+            traffic=traffic.totals(),
         )
         store.commit_round(
-            record, params, state, clients, failures, keep_params=config.keep_params, client_states=new_states
+            record,
+            params,
+            state,
+            clients,
+            failures,
+            keep_params=config.keep_params,
+            client_states=new_states,
+            traffic=traffic.per_client(),
         )
         history.append(record)
+        moved.append(aggregated)
+        if downlink:
+            held.update(dict.fromkeys(trained, round - 1))
         if listener is not None:
             listener.on_round(record)
     return history, params

@@ -28,6 +28,7 @@ from sheaf.data.dataset import Federation
 from sheaf.data.dtypes import conform_federation
 from sheaf.data.summary import client_data
 from sheaf.evaluation.history import History
+from sheaf.evaluation.traffic import traffic_totals
 from sheaf.run.assemble import assemble, open_or_create_store
 from sheaf.run.buffered import run_buffered
 from sheaf.run.loop import Federated, RoundListener, run_rounds
@@ -106,6 +107,10 @@ class SimulationResult:
         if self.config.secagg.enabled:
             summary["secure_aggregation"] = True
             summary["distributed_dp"] = self.config.secagg.dp == "distributed"
+        summary.update(traffic_totals(self.history))  # download_bytes, upload_bytes: the run's training traffic
+        compression = self.config.compression
+        if compression.encoder != "none" or compression.download != "none":
+            summary["compression"] = {"encoder": compression.encoder, "download": compression.download}
         return summary
 
 

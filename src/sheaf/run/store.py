@@ -64,7 +64,13 @@ CREATE TABLE IF NOT EXISTS client_tensors (
 CREATE TABLE IF NOT EXISTS states (
     round INTEGER NOT NULL, owner TEXT NOT NULL, structure TEXT NOT NULL,
     PRIMARY KEY (round, owner));
+CREATE TABLE IF NOT EXISTS client_traffic (
+    round INTEGER NOT NULL, client_id INTEGER NOT NULL, download INTEGER NOT NULL, upload INTEGER NOT NULL,
+    PRIMARY KEY (round, client_id));
 """
+
+#: Tables added after format 1 was fixed: created when an older store is opened to write.
+_ADDED = "client_traffic"
 
 
 class RunStore:
@@ -172,6 +178,10 @@ class RunStore:
         if version != FORMAT_VERSION:
             store.close()
             raise StoreError(f"{str(path)!r} is not a sheaf run store of format {FORMAT_VERSION} (found {version!r})")
+        if not readonly:
+            for statement in _SCHEMA.split(";"):
+                if _ADDED in statement:
+                    store._db.execute(statement)
         return store
 
     def close(self) -> None:
@@ -286,6 +296,30 @@ class RunStore:
         rows = self._db.execute(query + " ORDER BY round, phase, client_id", args).fetchall()
         return [(r, ClientRecord(c, p, n, json.loads(m))) for r, c, p, n, m in rows]
 
+    def client_traffic(self, round: int | None = None) -> list[tuple[int, int, int, int]]:
+        """``(round, client_id, download bytes, upload bytes)`` of every client sent a task
+        to train, optionally of one round (see :mod:`sheaf.run.traffic`)."""
+        query = "SELECT round, client_id, download, upload FROM client_traffic"
+        args: list[Any] = []
+        if round is not None:
+            query += " WHERE round = ?"
+            args.append(round)
+        try:
+            rows = self._db.execute(query + " ORDER BY round, client_id", args).fetchall()
+        except sqlite3.OperationalError:  # a store written before traffic was counted
+            return []
+        return [(int(r), int(c), int(d), int(u)) for r, c, d, u in rows]
+
+    def last_sent(self) -> dict[int, int]:
+        """Client id -> the last round it was sent a model to train from."""
+        try:
+            rows = self._db.execute(
+                "SELECT client_id, MAX(round) FROM client_traffic WHERE download > 0 GROUP BY client_id"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return {}
+        return {int(c): int(r) for c, r in rows}
+
     def failures(self) -> list[tuple[int, int, str, str]]:
         """``(round, client_id, phase, reason)`` of every recorded failure."""
         rows = self._db.execute("SELECT round, client_id, phase, reason FROM failures ORDER BY round, client_id")
@@ -314,6 +348,7 @@ class RunStore:
         keep_params: int = 0,
         client_states: Mapping[int, TensorGroups] | None = None,
         meta: Mapping[str, Any] | None = None,
+        traffic: Mapping[int, tuple[int, int]] | None = None,
     ) -> None:
         """Write one finished round atomically.
 
@@ -328,6 +363,7 @@ class RunStore:
             client_states: new persistent states of clients, replacing their old ones.
             meta: meta entries to set in the same transaction (e.g. what an asynchronous
                 run must know to resume after this round).
+            traffic: ``client -> (download, upload)`` bytes of the round's training.
 
         Raises:
             StoreError: if the round is not the next one.
@@ -346,6 +382,10 @@ class RunStore:
             self._db.executemany(
                 "INSERT INTO failures VALUES (?, ?, ?, ?)",
                 [(record.round, f.client_id, phase, f.reason) for phase, f in failures],
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO client_traffic VALUES (?, ?, ?, ?)",
+                [(record.round, c, down, up) for c, (down, up) in (traffic or {}).items()],
             )
             self._write_round_arrays(record.round, params, state)
             for client_id, client_state in (client_states or {}).items():

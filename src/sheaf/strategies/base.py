@@ -17,7 +17,10 @@ Besides its server half, a step declares everything else it is part of (its *con
 - ``client`` — its client half (:class:`ClientHalf`): the client steps every client runs
   around its training, fixed options the clients receive, and what the step reads from
   each update (metrics with their valid ranges, extra tensor groups) so that an update
-  without them, or with a hostile value, is refused before aggregation;
+  without them, or with a hostile value, is refused before aggregation; and, for a step
+  whose clients encode their updates (compression), the codec whose server half decodes
+  each update where it arrives — before the acceptance rule judges it — and the layout of
+  the model deltas clients are sent (download compression);
 - ``configure`` — what it sends every client of a round, computed from *its own* state
   (SCAFFOLD's control variate, DP's current clip norm);
 - ``report`` — what it reports about the round, by topic (the privacy spent).
@@ -53,13 +56,14 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from sheaf.core.acceptance import MetricRange, UpdateRule
-from sheaf.core.errors import AggregationError, ConfigError, StrategyError
+from sheaf.core.acceptance import MetricRange, UpdateRejected, UpdateRule
+from sheaf.core.encoded import Encoded, EncodedLayout, layout_problem
+from sheaf.core.errors import AggregationError, ConfigError, SheafError, StrategyError
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
 from sheaf.core.update import Scalar, TensorGroups, Update
@@ -77,6 +81,7 @@ __all__ = [
     "Step",
     "Strategy",
     "StrategyState",
+    "UpdateCodec",
     "UpdateStep",
     "WeightedSum",
     "chain",
@@ -183,6 +188,30 @@ def _frozen(options: Mapping[str, Scalar]) -> Mapping[str, Scalar]:
     return MappingProxyType(dict(options))
 
 
+class UpdateCodec(Protocol):
+    """How a step's clients send their deltas encoded, with the server half that decodes one."""
+
+    @property
+    def name(self) -> str:
+        """The encoding, for messages (``q4+rotation``)."""
+        ...
+
+    @property
+    def layout(self) -> EncodedLayout:
+        """What every encoded update holds for this model (names, dtypes, shapes)."""
+        ...
+
+    def decode(self, encoded: Encoded, like: Params, options: Mapping[str, Scalar]) -> Params:
+        """The delta ``encoded`` stands for, shaped and typed like ``like``.
+
+        ``options`` are the round's (what the steps sent every client, e.g. a rotation seed).
+
+        Raises:
+            ValueError: if ``encoded`` holds something its encoder cannot have sent.
+        """
+        ...
+
+
 @dataclass(frozen=True)
 class ClientHalf:
     """What a step asks of every client of a round, and reads from what comes back.
@@ -194,6 +223,10 @@ class ClientHalf:
         extras: extra tensor groups, shaped like the model, read from every such update.
         max_norm: the longest delta (L2) the step accepts, e.g. the clip norm its clients
             clip to (``inf``: no bound).
+        codec: how the clients encode their deltas, and the server half that decodes each
+            one where it arrives (None: deltas arrive plain).
+        downlink: the layout of one round's model delta as clients are sent it instead of
+            the model (download compression; empty: clients are sent the model).
     """
 
     steps: tuple[ClientStep, ...] = ()
@@ -201,6 +234,8 @@ class ClientHalf:
     metrics: tuple[MetricRange, ...] = ()
     extras: tuple[str, ...] = ()
     max_norm: float = math.inf
+    codec: UpdateCodec | None = None
+    downlink: EncodedLayout = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", _frozen(self.options))
@@ -370,12 +405,50 @@ class Strategy:
         metrics = {m.name: m for step in self.steps for m in step.client.metrics}
         extras = dict.fromkeys(e for step in self.steps for e in step.client.extras)
         bound = min((step.client.max_norm for step in self.steps), default=math.inf)
-        return UpdateRule(self.name, tuple(metrics.values()), tuple(extras), bound)
+        codec = self.codec
+        encoding = codec.layout if codec is not None else ()
+        return UpdateRule(self.name, tuple(metrics.values()), tuple(extras), bound, encoding=encoding)
+
+    @property
+    def codec(self) -> UpdateCodec | None:
+        """How clients encode their updates (the one step that declares a codec), or None."""
+        return next((step.client.codec for step in self.steps if step.client.codec is not None), None)
+
+    @property
+    def downlink(self) -> EncodedLayout:
+        """The layout of one round's model delta as clients are sent it (empty: the whole model)."""
+        return next((step.client.downlink for step in self.steps if step.client.downlink), ())
 
     @property
     def reads_updates(self) -> bool:
         """Whether anything reads a single update (so backends must return them, not a sum)."""
         return self.needs_updates or self.update_rule.reads_updates
+
+    def receive(self, update: Update, like: Params, options: Mapping[str, Scalar]) -> Update:
+        """The update as the server reads it: decoded by the codec's server half, if the
+        clients encode their updates; otherwise unchanged.
+
+        Runs where an update arrives, before :meth:`check_update`, so every bound of the
+        acceptance rule (a clip norm, the operator's limits) applies to the decoded delta.
+
+        Raises:
+            UpdateRejected: if an encoded update was expected and a plain one came, or the
+                encoding is not its encoder's (layout) or cannot be decoded.
+        """
+        codec = self.codec
+        if codec is None:
+            return update
+        who = f"client {update.client_id}: strategy {self.name!r}"
+        if update.encoded is None:
+            raise UpdateRejected(f"{who} takes updates encoded with {codec.name}, got a plain delta")
+        problem = layout_problem(update.encoded, codec.layout)
+        if problem is not None:
+            raise UpdateRejected(f"{who}: {problem}")
+        try:
+            delta = codec.decode(update.encoded, like, options)
+        except (ValueError, SheafError) as exc:
+            raise UpdateRejected(f"{who} cannot decode its {codec.name} update: {exc}") from None
+        return Update(update.client_id, delta, update.num_examples, update.metrics, update.extras)
 
     def check_update(self, update: Update, like: Params) -> None:
         """Check an update against :attr:`update_rule` (structure, metrics, extras).
@@ -514,7 +587,12 @@ def chain(*steps: Step, name: str) -> Strategy:
 
 
 def _check_halves(steps: Sequence[Step]) -> None:
-    """Two steps may not disagree on a client step of one name, or on an option's value."""
+    """Two steps may not disagree on a client step of one name, or on an option's value;
+    at most one encodes the clients' updates, and at most one the model clients are sent."""
+    for part in ("codec", "downlink"):
+        declaring = [step.name for step in steps if getattr(step.client, part)]
+        if len(declaring) > 1:
+            raise StrategyError(f"steps {declaring} each declare a {part}; a strategy may have one")
     seen_steps: dict[str, ClientStep] = {}
     seen_options: dict[str, Scalar] = {}
     for step in steps:

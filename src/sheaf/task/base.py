@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from sheaf.core.config import TrainConfig
+from sheaf.core.encoded import Encoded
 from sheaf.core.params import Params
 from sheaf.core.update import Metrics, Scalar, TensorGroups
 from sheaf.data.dataset import Split
@@ -78,6 +79,8 @@ class FitResult:
         extras: further tensors sent to the server beside the delta.
         client_state: the client's new persistent state (kept by the client, never sent to
             the server); None keeps the state it had.
+        encoded: the update as an encoder sent it (a compression client step); then
+            ``params`` are not sent, only this.
     """
 
     params: Params
@@ -85,6 +88,7 @@ class FitResult:
     metrics: Metrics = field(default_factory=dict)
     extras: TensorGroups = field(default_factory=dict)
     client_state: TensorGroups | None = None
+    encoded: Encoded | None = None
 
 
 @dataclass(frozen=True)

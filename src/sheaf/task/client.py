@@ -90,7 +90,14 @@ def fit_client(
         with collecting() as logged:
             result = fit_with_steps(task, data, params, instructions, steps)
         metrics = validate_metrics(with_logged(result.metrics, logged), source=f"client {data.client_id} fit metrics")
-        update = Update.from_params(data.client_id, params, result.params, result.num_examples, metrics, result.extras)
+        if result.encoded is not None:  # only the encoding leaves: the server half decodes it
+            update = Update(
+                data.client_id, Params({}), result.num_examples, metrics, dict(result.extras), result.encoded
+            )
+        else:
+            update = Update.from_params(
+                data.client_id, params, result.params, result.num_examples, metrics, result.extras
+            )
         return update, result.client_state
     except Exception as exc:  # user code: anything may go wrong; report it per client
         raise ClientFailure(data.client_id, f"fit failed: {type(exc).__name__}: {exc}") from exc

@@ -3,7 +3,7 @@
 The page lists every run (simulations and ``sheaf server`` runs alike) with its key
 settings and results, compares several on one chart, and shows one run's rounds as they
 are committed: central accuracy and loss, the clients' mean, worst 10% and min–max band,
-Jain's index, privacy spent, seconds per round, dropouts and their reasons, the clients by
+Jain's index, privacy spent, seconds and bytes per round, dropouts and their reasons, the clients by
 name with their data and accuracy, and the config as TOML. See docs/dashboard.md.
 
 Needs the ``ui`` extra (``pip install 'sheaf[ui]'``: Starlette and uvicorn).

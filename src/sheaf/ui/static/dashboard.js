@@ -237,6 +237,11 @@
         [pairs.map((p) => p[0]), pairs.map((p) => p[1])], { xLabel: "ε" });
     }
     makeChart("seconds", add("seconds", "seconds per round"), [line("seconds", 7)], [x, series(rounds, (r) => r.seconds)]);
+    if (rounds.some((r) => Object.keys(r.traffic || {}).length)) {
+      const kib = (key) => series(rounds, (r) => (isNum((r.traffic || {})[key]) ? r.traffic[key] / 1024 : null));
+      makeChart("bytes", add("bytes", "KiB per round (training: sent to clients, sent by clients)"),
+        [line("sent to clients", 1), line("sent by clients", 2)], [x, kib("download_bytes"), kib("upload_bytes")]);
+    }
     makeChart("dropouts", add("dropouts", "dropouts per round (training)"), [line("failed", 4, { paths: uPlot.paths.bars({ size: [0.6, 40] }), fill: "rgba(201,42,42,0.35)" })],
       [x, series(rounds, (r) => r.failed)], { extra: { scales: { x: { time: false }, y: { range: (u, lo, hi) => [0, Math.max(1, hi)] } } } });
     for (const [i, key] of ownMetrics(rounds).entries()) {
