@@ -71,6 +71,23 @@ class _EventFormatter(logging.Formatter):
         return f"{stamp} {record.levelname:<5} {record.name} {message}" + (f" {pairs}" if pairs else "")
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each event to ``sys.stderr`` as it is at that moment, not as it was when the
+    handler was made: a caller that swaps standard error (a CLI runner, a test) and closes
+    its stream afterwards leaves no handler behind that writes to a closed file."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def configure_logging(
     *, as_json: bool = False, level: int = logging.INFO, stream: TextIO | None = None
 ) -> logging.Handler:
@@ -79,7 +96,7 @@ def configure_logging(
     Returns:
         The handler (replacing one an earlier call installed), to remove it again.
     """
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler: logging.Handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(_EventFormatter(as_json))
     handler.set_name("sheaf-events")
     logger = logging.getLogger("sheaf")
