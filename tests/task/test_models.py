@@ -1,4 +1,4 @@
-"""The built-in cnn and char_lstm models: shapes, input checks, and training through TorchTask."""
+"""The built-in cnn, char_lstm and leaf_lstm models: shapes, input checks, and training through TorchTask."""
 
 from __future__ import annotations
 
@@ -33,6 +33,15 @@ def test_char_lstm_reads_character_indices_and_scores_the_next_character() -> No
     assert model.lstm.num_layers == 2 and model.embed.embedding_dim == 8  # type: ignore[union-attr]
     out = model(torch.randint(0, 80, (4, 80), dtype=torch.uint8))
     assert out.shape == (4, 80)
+
+
+def test_leaf_lstm_is_leafs_shakespeare_model_whatever_model_hidden_says() -> None:
+    model = build_model(ModelConfig(name="leaf_lstm", hidden=(7,)), 80, 80, (80,), input_dtype="uint8")
+    lstm = model.lstm  # type: ignore[union-attr]
+    assert (lstm.num_layers, lstm.hidden_size, model.embed.embedding_dim) == (2, 256, 8)  # type: ignore[union-attr]
+    assert model(torch.randint(0, 80, (3, 80), dtype=torch.uint8)).shape == (3, 80)
+    with pytest.raises(ConfigError, match="model leaf_lstm needs integer character indices, but the data are float32"):
+        build_model(ModelConfig(name="leaf_lstm"), 80, 80, (80,), input_dtype="float32")
 
 
 def test_char_lstm_learns_a_repeating_text_through_torchtask() -> None:

@@ -145,6 +145,10 @@ class TrainConfig:
         optimizer: ``sgd`` or ``adam``.
         momentum: SGD momentum.
         weight_decay: L2 penalty of the client optimiser.
+        lr_decay: the learning rate's decay per round: clients train in round ``t`` with
+            ``lr * lr_decay ** (t - 1)`` (1: a constant rate). The server applies it when it
+            sends a round's settings (:meth:`for_round`), so every backend and deployed
+            client trains with the same rate.
     """
 
     epochs: int = 2
@@ -153,6 +157,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
+    lr_decay: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
@@ -161,6 +166,18 @@ class TrainConfig:
         _check(self.optimizer in ("sgd", "adam"), "train.optimizer", "one of: sgd, adam", self.optimizer)
         _check(0 <= self.momentum < 1, "train.momentum", "in [0, 1)", self.momentum)
         _check(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
+        _check(0 < self.lr_decay <= 1, "train.lr_decay", "in (0, 1] (1: a constant learning rate)", self.lr_decay)
+
+    def for_round(self, round: int) -> TrainConfig:
+        """The settings clients train with in ``round`` (1-based): the decayed learning rate.
+
+        Example:
+            >>> TrainConfig(lr=0.1, lr_decay=0.5).for_round(3).lr
+            0.025
+        """
+        if self.lr_decay == 1.0:
+            return self
+        return dataclasses.replace(self, lr=self.lr * self.lr_decay ** max(0, round - 1), lr_decay=1.0)
 
 
 #: How a round's clients are drawn (``strategy.sampling``).

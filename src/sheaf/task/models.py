@@ -8,6 +8,9 @@
 - ``char_lstm``: next-character prediction as in LEAF's Shakespeare: an 8-dimensional
   character embedding, LSTM layers of the ``hidden`` widths, a linear layer on the last
   step's output; the input is a window of character indices (the classes).
+- ``leaf_lstm``: LEAF's Shakespeare model exactly: ``char_lstm`` with an 8-dimensional
+  embedding and two LSTM layers of 256 (``model.hidden`` is ignored); 818,770 parameters
+  over LEAF's 80 characters.
 
 Example:
     >>> from sheaf.core.config import ModelConfig
@@ -27,10 +30,24 @@ from torch import nn
 from sheaf.core.config import ModelConfig
 from sheaf.core.errors import ConfigError
 
-__all__ = ["MODELS", "CharLSTM", "build_model", "char_lstm", "cnn", "logistic_regression", "mlp", "model_factory"]
+__all__ = [
+    "LEAF_HIDDEN",
+    "MODELS",
+    "CharLSTM",
+    "build_model",
+    "char_lstm",
+    "cnn",
+    "leaf_lstm",
+    "logistic_regression",
+    "mlp",
+    "model_factory",
+]
 
 #: Names accepted by ``model.name``.
-MODELS = ("mlp", "logreg", "cnn", "char_lstm")
+MODELS = ("mlp", "logreg", "cnn", "char_lstm", "leaf_lstm")
+
+#: The LSTM layers of LEAF's Shakespeare model (Caldas et al. 2018): two of 256 units.
+LEAF_HIDDEN = (256, 256)
 
 
 def mlp(input_dim: int, hidden: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -104,6 +121,19 @@ def char_lstm(num_classes: int, hidden: tuple[int, ...] = (64,)) -> nn.Module:
     return CharLSTM(num_classes, hidden)
 
 
+def leaf_lstm(num_classes: int) -> nn.Module:
+    """LEAF's Shakespeare model: embedding 8, two LSTM layers of 256, a linear layer.
+
+    Example:
+        >>> sum(p.numel() for p in leaf_lstm(80).parameters())
+        818770
+
+    References:
+        Caldas et al. LEAF: A Benchmark for Federated Settings. arXiv:1812.01097, 2018.
+    """
+    return CharLSTM(num_classes, LEAF_HIDDEN)
+
+
 def build_model(
     config: ModelConfig, input_dim: int, num_classes: int, input_shape: tuple[int, ...] = (), *, input_dtype: str = ""
 ) -> nn.Module:
@@ -133,13 +163,14 @@ def model_factory(
     """
     if input_dtype and config.name in MODELS:
         indices = np.dtype(input_dtype).kind in "iu"
-        if indices and config.name != "char_lstm":
+        characters = config.name in ("char_lstm", "leaf_lstm")
+        if indices and not characters:
             raise ConfigError(
                 f"model {config.name} needs numeric features, but the data are {input_dtype} indices "
-                "(e.g. characters); use model.name=char_lstm"
+                "(e.g. characters); use model.name=char_lstm or leaf_lstm"
             )
-        if not indices and config.name == "char_lstm":
-            raise ConfigError(f"model char_lstm needs integer character indices, but the data are {input_dtype}")
+        if not indices and characters:
+            raise ConfigError(f"model {config.name} needs integer character indices, but the data are {input_dtype}")
     if config.name == "mlp":
         return partial(mlp, input_dim, tuple(config.hidden), num_classes)
     if config.name == "logreg":
@@ -150,4 +181,6 @@ def model_factory(
         return partial(cnn, shape, num_classes)
     if config.name == "char_lstm":
         return partial(char_lstm, num_classes, tuple(config.hidden))
+    if config.name == "leaf_lstm":
+        return partial(leaf_lstm, num_classes)
     raise ConfigError(f"unknown model {config.name!r}; choose one of: {', '.join(MODELS)}")
