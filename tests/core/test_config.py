@@ -150,3 +150,14 @@ def test_a_rounds_learning_rate_decays_from_the_first_round() -> None:
     assert all(train.for_round(t).lr_decay == 1.0 for t in (1, 5))  # the round's rate is final
     constant = load_config().train
     assert constant.for_round(50) is constant
+
+
+def test_a_datasets_strategy_hyperparameters_do_not_follow_the_user_to_another_strategy() -> None:
+    def defaults(name: str) -> dict[str, object]:
+        return {"strategy": {"name": "fedavgm", "lr": 0.2, "momentum": 0.9, "fraction": 0.1}}
+
+    same = load_config(overrides=["strategy.momentum=0.5"], defaults=defaults).strategy
+    other = load_config(overrides=["strategy=fedadam"], defaults=defaults).strategy
+
+    assert (same.name, dict(same.options), same.fraction) == ("fedavgm", {"lr": 0.2, "momentum": 0.5}, 0.1)
+    assert (other.name, dict(other.options), other.fraction) == ("fedadam", {}, 0.1)

@@ -80,6 +80,6 @@ def test_an_unknown_model_names_the_valid_ones() -> None:
     from sheaf.core.config import ModelConfig
 
     with pytest.raises(
-        ConfigError, match="unknown model 'resnet'; choose one of: mlp, logreg, cnn, char_lstm, leaf_lstm"
+        ConfigError, match="unknown model 'resnet'; choose one of: mlp, logreg, cnn, cnn_wide, char_lstm, leaf_lstm"
     ):
         build_task(RunConfig(model=ModelConfig(name="resnet")), INFO)

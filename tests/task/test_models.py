@@ -1,4 +1,4 @@
-"""The built-in cnn, char_lstm and leaf_lstm models: shapes, input checks, and training through TorchTask."""
+"""The built-in cnn, cnn_wide, char_lstm and leaf_lstm models: shapes, input checks, and training through TorchTask."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ def test_the_cnn_is_two_5x5_convolutions_of_16_and_32_channels_then_a_linear_lay
     shapes = [tuple(p.shape) for p in model.parameters()]
     assert shapes == [(16, 1, 5, 5), (16,), (32, 16, 5, 5), (32,), (10, 32 * 7 * 7), (10,)]
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_cnn_wide_is_two_3x3_convolutions_of_32_and_64_channels_then_a_hidden_layer() -> None:
+    model = build_model(ModelConfig(name="cnn_wide", hidden=(128,)), 784, 10, (1, 28, 28))
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    assert shapes == [(32, 1, 3, 3), (32,), (64, 32, 3, 3), (64,), (128, 64 * 7 * 7), (128,), (10, 128), (10,)]
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    with pytest.raises(ConfigError, match=r"model cnn_wide needs image inputs .* got shape \(64,\)"):
+        build_model(ModelConfig(name="cnn_wide"), 64, 10, (64,))
 
 
 def test_the_cnn_refuses_flat_inputs_naming_the_shape() -> None:

@@ -762,17 +762,32 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
     return out
 
 
+#: The settings of a section that belong to the section itself, not to the strategy it
+#: names: they carry over when ``top`` names another strategy; the others do not.
+_SECTION_OWN = {"strategy": ("fraction", "min_clients", "sampling")}
+
+
 def merge_settings(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     """``top``'s settings over ``base``'s, section by section (a new nested dict).
+
+    Where ``top`` names another strategy than ``base``, ``base``'s hyperparameters of its
+    strategy are dropped (they mean nothing, or something else, to the other one); its
+    ``fraction``, ``min_clients`` and ``sampling`` stay.
 
     Example:
         >>> merge_settings({"rounds": 50, "train": {"lr": 0.01, "epochs": 1}}, {"train": {"lr": 0.1}})
         {'rounds': 50, 'train': {'lr': 0.1, 'epochs': 1}}
+        >>> merge_settings({"strategy": {"name": "fedavgm", "momentum": 0.9, "fraction": 0.1}},
+        ...                {"strategy": {"name": "fedavg"}})
+        {'strategy': {'fraction': 0.1, 'name': 'fedavg'}}
     """
     out: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in base.items()}
     for key, value in top.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **value}
+            section: dict[str, Any] = out[key]
+            if key in _SECTION_OWN and "name" in value and value["name"] != section.get("name", value["name"]):
+                section = {k: v for k, v in section.items() if k in _SECTION_OWN[key]}
+            out[key] = {**section, **value}
         else:
             out[key] = dict(value) if isinstance(value, Mapping) else value
     return out

@@ -5,6 +5,10 @@
 - ``cnn``: the small CNN of FedAvg-style image benchmarks: two 5x5 convolutions (16 and
   32 channels, "same" padding), each followed by ReLU and 2x2 max-pooling, then one linear
   layer; for (channels, height, width) inputs such as Fashion-MNIST's (1, 28, 28).
+- ``cnn_wide``: a wider CNN that is still cheap: two 3x3 convolutions (32 and 64 channels,
+  "same" padding), each followed by ReLU and 2x2 max-pooling, then a hidden layer of
+  ``model.hidden[0]`` units with ReLU and the output layer (with ``hidden = [128]``, 421,642
+  parameters on 28x28 images; about 1.5 times ``cnn``'s multiply-adds per image).
 - ``char_lstm``: next-character prediction as in LEAF's Shakespeare: an 8-dimensional
   character embedding, LSTM layers of the ``hidden`` widths, a linear layer on the last
   step's output; the input is a window of character indices (the classes).
@@ -31,12 +35,12 @@ from sheaf.core.config import ModelConfig
 from sheaf.core.errors import ConfigError
 
 __all__ = [
-    "LEAF_HIDDEN",
     "MODELS",
     "CharLSTM",
     "build_model",
     "char_lstm",
     "cnn",
+    "cnn_wide",
     "leaf_lstm",
     "logistic_regression",
     "mlp",
@@ -44,7 +48,7 @@ __all__ = [
 ]
 
 #: Names accepted by ``model.name``.
-MODELS = ("mlp", "logreg", "cnn", "char_lstm", "leaf_lstm")
+MODELS = ("mlp", "logreg", "cnn", "cnn_wide", "char_lstm", "leaf_lstm")
 
 #: The LSTM layers of LEAF's Shakespeare model (Caldas et al. 2018): two of 256 units.
 LEAF_HIDDEN = (256, 256)
@@ -86,6 +90,31 @@ def cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
         nn.MaxPool2d(2),
         nn.Flatten(),
         nn.Linear(32 * (height // 4) * (width // 4), num_classes),
+    )
+
+
+def cnn_wide(input_shape: tuple[int, ...], num_classes: int, hidden: int = 128) -> nn.Module:
+    """Two 3x3 convolutions (32, 64 channels) with ReLU and 2x2 max-pooling, a hidden layer, the output.
+
+    Raises:
+        ConfigError: if the input is not (channels, height, width) of at least 4x4.
+    """
+    if len(input_shape) != 3 or min(input_shape[1:]) < 4:
+        raise ConfigError(
+            f"model cnn_wide needs image inputs (channels, height, width) of at least 4x4, got shape {input_shape}"
+        )
+    channels, height, width = input_shape
+    return nn.Sequential(
+        nn.Conv2d(channels, 32, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * (height // 4) * (width // 4), hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, num_classes),
     )
 
 
@@ -179,6 +208,11 @@ def model_factory(
         shape = tuple(input_shape) or (input_dim,)
         cnn(shape, num_classes)  # check the shape now, where the error names the setting
         return partial(cnn, shape, num_classes)
+    if config.name == "cnn_wide":
+        shape = tuple(input_shape) or (input_dim,)
+        width = config.hidden[0] if config.hidden else 128
+        cnn_wide(shape, num_classes, width)  # check the shape now, where the error names the setting
+        return partial(cnn_wide, shape, num_classes, width)
     if config.name == "char_lstm":
         return partial(char_lstm, num_classes, tuple(config.hidden))
     if config.name == "leaf_lstm":
