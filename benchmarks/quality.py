@@ -1,7 +1,7 @@
 """Learning quality beside the published figures, as JSON: every accuracy sheaf's docs cite.
 
-    python benchmarks/quality.py [--only fashion_mnist,shakespeare,heart,heart_flamby,chem97]
-                                 [--shakespeare-rounds 40]
+    python benchmarks/quality.py [--only fashion_mnist,shakespeare,heart,heart_flamby]
+                                 [--shakespeare-rounds 40] [--seeds 5] [--set key=value]
 
 Each entry holds the command or config that made it, sheaf's figure, the published anchor
 beside it with its source, the wall time and the load average of the machine when it ran
@@ -11,8 +11,8 @@ beside it with its source, the wall time and the load average of the machine whe
   100 Dirichlet(0.5) clients, 10 per round), the accuracy on all 10,000 official test images
   over the last rounds. Anchor: FedAvg with a small CNN on Dirichlet splits, about 0.91.
 - ``shakespeare``: LEAF's model and settings (``model=leaf_lstm``, SGD lr 0.8, batch 10,
-  1 epoch, 10 roles a round, every window) for as many rounds as asked, with the seconds
-  per round. Anchor: LEAF's FedAvg, about 0.51 at round 40.
+  1 epoch, 10 roles a round; every 8th window, as the example keeps) for as many rounds as
+  asked, with the seconds per round. Anchor: LEAF's FedAvg, about 0.51 at round 40.
 - ``heart``: ``examples/heart/heart.toml`` (920 patients, imputed, a 25-16-2 MLP) over
   seeds, FedAvg and the pooled baseline on the union of the hospitals' test splits.
 - ``heart_flamby``: FLamby's Fed-Heart-Disease set-up rebuilt offline from the same UCI
@@ -22,7 +22,9 @@ beside it with its source, the wall time and the load average of the machine whe
   stratified), logistic regression, Adam lr 0.001, batch 4, 50 passes over the pooled
   training rows in all; FedAvg and the pooled baseline. Anchors: FLamby's result files,
   pooled 0.795, FedAvg 0.748, FedAdam and FedYogi 0.779.
-- ``chem97``: ``examples/chem97/chem97.toml``, FedAvg and the pooled baseline (seed 0).
+
+chem97's figures come from ``benchmarks/data_prep.py``; ``--set`` overrides the Fashion-MNIST
+example's settings (e.g. ``--set rounds=2`` for a quick check).
 """
 
 from __future__ import annotations
