@@ -59,7 +59,9 @@ def main() -> None:
     if args.json:
         print(json.dumps(figures))
         return
-    table = Table(title=f"Fashion-MNIST, CNN, FedAvg: {figures['clients']} clients, {config.data.partition}")
+    table = Table(
+        title=f"Fashion-MNIST, {config.model.name}, {config.strategy.name}: {figures['clients']} clients, {config.data.partition}"
+    )
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_row("training images (all clients)", str(figures["training_images"]))

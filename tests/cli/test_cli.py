@@ -71,7 +71,10 @@ def test_simulate_reads_a_toml_file(tmp_path: Path, runs_dir: str) -> None:
         (["fraction=0"], "error: strategy.fraction must be in (0, 1], got 0.0"),
         (["fraction=1.5"], "error: strategy.fraction must be in (0, 1], got 1.5"),
         (["backend=gpu"], "error: unknown backend 'gpu'; choose one of: auto, inline, pool, ray, vectorized"),
-        (["model=resnet"], "error: unknown model 'resnet'; choose one of: mlp, logreg, cnn, char_lstm"),
+        (
+            ["model=resnet"],
+            "error: unknown model 'resnet'; choose one of: mlp, logreg, cnn, cnn_wide, char_lstm, leaf_lstm",
+        ),
         (["strategy.momentum=0.9"], "error: unknown setting strategy.momentum for 'fedavg'"),
     ],
 )

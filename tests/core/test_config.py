@@ -84,6 +84,8 @@ def test_a_toml_file_then_overrides(tmp_path: Path) -> None:
         (["memory_mb=0"], "engine.memory_mb must be >= 1, got 0"),
         (["client_timeout=-2"], r"engine.client_timeout must be >= 0 \(0: no limit\)"),
         (["max_clients=-5"], r"evaluation.max_clients must be >= 0 \(0: all clients\), got -5"),
+        (["lr_decay=0"], r"train.lr_decay must be in \(0, 1\] \(1: a constant learning rate\), got 0"),
+        (["lr_decay=1.5"], r"train.lr_decay must be in \(0, 1\]"),
     ],
 )
 def test_bad_settings_get_one_clear_error(overrides: list[str], message: str) -> None:
@@ -137,3 +139,25 @@ def test_overrides_do_not_change_the_input_mapping() -> None:
     raw = {"data": {"clients": 3}}
     apply_overrides(raw, ["clients=5"])
     assert raw == {"data": {"clients": 3}}
+
+
+def test_a_rounds_learning_rate_decays_from_the_first_round() -> None:
+    train = load_config(overrides=["lr=0.1", "lr_decay=0.9"]).train
+
+    rates = [train.for_round(t).lr for t in (1, 2, 11)]
+
+    assert rates == pytest.approx([0.1, 0.09, 0.1 * 0.9**10])
+    assert all(train.for_round(t).lr_decay == 1.0 for t in (1, 5))  # the round's rate is final
+    constant = load_config().train
+    assert constant.for_round(50) is constant
+
+
+def test_a_datasets_strategy_hyperparameters_do_not_follow_the_user_to_another_strategy() -> None:
+    def defaults(name: str) -> dict[str, object]:
+        return {"strategy": {"name": "fedavgm", "lr": 0.2, "momentum": 0.9, "fraction": 0.1}}
+
+    same = load_config(overrides=["strategy.momentum=0.5"], defaults=defaults).strategy
+    other = load_config(overrides=["strategy=fedadam"], defaults=defaults).strategy
+
+    assert (same.name, dict(same.options), same.fraction) == ("fedavgm", {"lr": 0.2, "momentum": 0.5}, 0.1)
+    assert (other.name, dict(other.options), other.fraction) == ("fedadam", {}, 0.1)

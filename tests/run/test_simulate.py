@@ -254,3 +254,16 @@ def test_client_state_survives_an_interruption(runs_dir: str) -> None:
         left, right = a.client_states(range(8)), b.client_states(range(8))
     assert left.keys() == right.keys()
     assert all(left[c]["count"].array_equal(right[c]["count"]) for c in left)
+
+
+def test_lr_decay_changes_nothing_in_round_one_and_every_later_round_on_each_backend(runs_dir: str) -> None:
+    def params(*extra: str) -> Params:
+        return simulate(config(runs_dir, *extra)).params
+
+    for backend in ("backend=inline", "backend=vectorized"):
+        one = params(backend, "rounds=1")
+        assert all(np.array_equal(one[k], v) for k, v in params(backend, "rounds=1", "lr_decay=0.5").items())
+        three, decayed = params(backend, "rounds=3"), params(backend, "rounds=3", "lr_decay=0.5")
+        assert not all(np.array_equal(three[k], v) for k, v in decayed.items())
+    inline, vectorized = params("backend=inline", "lr_decay=0.5"), params("backend=vectorized", "lr_decay=0.5")
+    assert all(np.allclose(inline[k], v, atol=1e-5) for k, v in vectorized.items())

@@ -79,5 +79,7 @@ def test_the_built_in_model_is_used_without_a_task_setting() -> None:
 def test_an_unknown_model_names_the_valid_ones() -> None:
     from sheaf.core.config import ModelConfig
 
-    with pytest.raises(ConfigError, match="unknown model 'resnet'; choose one of: mlp, logreg, cnn, char_lstm"):
+    with pytest.raises(
+        ConfigError, match="unknown model 'resnet'; choose one of: mlp, logreg, cnn, cnn_wide, char_lstm, leaf_lstm"
+    ):
         build_task(RunConfig(model=ModelConfig(name="resnet")), INFO)

@@ -1,4 +1,4 @@
-"""The built-in cnn and char_lstm models: shapes, input checks, and training through TorchTask."""
+"""The built-in cnn, cnn_wide, char_lstm and leaf_lstm models: shapes, input checks, and training through TorchTask."""
 
 from __future__ import annotations
 
@@ -21,6 +21,15 @@ def test_the_cnn_is_two_5x5_convolutions_of_16_and_32_channels_then_a_linear_lay
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
 
 
+def test_cnn_wide_is_two_3x3_convolutions_of_32_and_64_channels_then_a_hidden_layer() -> None:
+    model = build_model(ModelConfig(name="cnn_wide", hidden=(128,)), 784, 10, (1, 28, 28))
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    assert shapes == [(32, 1, 3, 3), (32,), (64, 32, 3, 3), (64,), (128, 64 * 7 * 7), (128,), (10, 128), (10,)]
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    with pytest.raises(ConfigError, match=r"model cnn_wide needs image inputs .* got shape \(64,\)"):
+        build_model(ModelConfig(name="cnn_wide"), 64, 10, (64,))
+
+
 def test_the_cnn_refuses_flat_inputs_naming_the_shape() -> None:
     with pytest.raises(
         ConfigError, match=r"model cnn needs image inputs \(channels, height, width\) .* got shape \(64,\)"
@@ -33,6 +42,15 @@ def test_char_lstm_reads_character_indices_and_scores_the_next_character() -> No
     assert model.lstm.num_layers == 2 and model.embed.embedding_dim == 8  # type: ignore[union-attr]
     out = model(torch.randint(0, 80, (4, 80), dtype=torch.uint8))
     assert out.shape == (4, 80)
+
+
+def test_leaf_lstm_is_leafs_shakespeare_model_whatever_model_hidden_says() -> None:
+    model = build_model(ModelConfig(name="leaf_lstm", hidden=(7,)), 80, 80, (80,), input_dtype="uint8")
+    lstm = model.lstm  # type: ignore[union-attr]
+    assert (lstm.num_layers, lstm.hidden_size, model.embed.embedding_dim) == (2, 256, 8)  # type: ignore[union-attr]
+    assert model(torch.randint(0, 80, (3, 80), dtype=torch.uint8)).shape == (3, 80)
+    with pytest.raises(ConfigError, match="model leaf_lstm needs integer character indices, but the data are float32"):
+        build_model(ModelConfig(name="leaf_lstm"), 80, 80, (80,), input_dtype="float32")
 
 
 def test_char_lstm_learns_a_repeating_text_through_torchtask() -> None:

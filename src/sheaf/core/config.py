@@ -152,6 +152,10 @@ class TrainConfig:
         optimizer: ``sgd`` or ``adam``.
         momentum: SGD momentum.
         weight_decay: L2 penalty of the client optimiser.
+        lr_decay: the learning rate's decay per round: clients train in round ``t`` with
+            ``lr * lr_decay ** (t - 1)`` (1: a constant rate). The server applies it when it
+            sends a round's settings (:meth:`for_round`), so every backend and deployed
+            client trains with the same rate.
     """
 
     epochs: int = 2
@@ -160,6 +164,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
+    lr_decay: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", ">= 1", self.epochs)
@@ -168,6 +173,18 @@ class TrainConfig:
         _check(self.optimizer in ("sgd", "adam"), "train.optimizer", "one of: sgd, adam", self.optimizer)
         _check(0 <= self.momentum < 1, "train.momentum", "in [0, 1)", self.momentum)
         _check(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
+        _check(0 < self.lr_decay <= 1, "train.lr_decay", "in (0, 1] (1: a constant learning rate)", self.lr_decay)
+
+    def for_round(self, round: int) -> TrainConfig:
+        """The settings clients train with in ``round`` (1-based): the decayed learning rate.
+
+        Example:
+            >>> TrainConfig(lr=0.1, lr_decay=0.5).for_round(3).lr
+            0.025
+        """
+        if self.lr_decay == 1.0:
+            return self
+        return dataclasses.replace(self, lr=self.lr * self.lr_decay ** max(0, round - 1), lr_decay=1.0)
 
 
 #: How a round's clients are drawn (``strategy.sampling``).
@@ -826,17 +843,32 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
     return out
 
 
+#: The settings of a section that belong to the section itself, not to the strategy it
+#: names: they carry over when ``top`` names another strategy; the others do not.
+_SECTION_OWN = {"strategy": ("fraction", "min_clients", "sampling")}
+
+
 def merge_settings(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     """``top``'s settings over ``base``'s, section by section (a new nested dict).
+
+    Where ``top`` names another strategy than ``base``, ``base``'s hyperparameters of its
+    strategy are dropped (they mean nothing, or something else, to the other one); its
+    ``fraction``, ``min_clients`` and ``sampling`` stay.
 
     Example:
         >>> merge_settings({"rounds": 50, "train": {"lr": 0.01, "epochs": 1}}, {"train": {"lr": 0.1}})
         {'rounds': 50, 'train': {'lr': 0.1, 'epochs': 1}}
+        >>> merge_settings({"strategy": {"name": "fedavgm", "momentum": 0.9, "fraction": 0.1}},
+        ...                {"strategy": {"name": "fedavg"}})
+        {'strategy': {'fraction': 0.1, 'name': 'fedavg'}}
     """
     out: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in base.items()}
     for key, value in top.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **value}
+            section: dict[str, Any] = out[key]
+            if key in _SECTION_OWN and "name" in value and value["name"] != section.get("name", value["name"]):
+                section = {k: v for k, v in section.items() if k in _SECTION_OWN[key]}
+            out[key] = {**section, **value}
         else:
             out[key] = dict(value) if isinstance(value, Mapping) else value
     return out

@@ -144,12 +144,12 @@ register_dataset(
         "Fashion-MNIST, 60,000 + 10,000 28x28 grey images, 10 classes (Debian dataset-fashion-mnist)",
         load_fashion_mnist,
         install="apt-get install dataset-fashion-mnist",
-        defaults={  # examples/fashion-mnist: a CNN over 100 clients, 10 per round
-            "rounds": 30,
+        defaults={  # examples/fashion-mnist: a CNN over 100 clients, 10 per round, FedAvgM
+            "rounds": 150,
             "data": {"clients": 100},
-            "model": {"name": "cnn"},
-            "train": {"epochs": 1, "batch_size": 32, "lr": 0.05},
-            "strategy": {"fraction": 0.1, "min_clients": 10},
+            "model": {"name": "cnn_wide", "hidden": [128]},
+            "train": {"epochs": 1, "batch_size": 32, "lr": 0.05, "lr_decay": 0.99},
+            "strategy": {"name": "fedavgm", "fraction": 0.1, "min_clients": 10, "lr": 0.2, "momentum": 0.9},
             "evaluation": {"interval": 10, "monitor": 2000},
         },
     )

@@ -25,7 +25,7 @@ from sheaf.core.config import RunConfig
 from sheaf.core.rng import Purpose, seed_for
 from sheaf.data.catalog import assign_rows, dataset_info, load_dataset
 from sheaf.data.dataset import Split
-from sheaf.task.base import FitInstructions, Task
+from sheaf.task.base import FitInstructions, Task, prepare_worker
 from sheaf.task.factory import build_task
 
 __all__ = ["BaselineResult", "pooled_baseline"]
@@ -87,6 +87,9 @@ def pooled_baseline(config: RunConfig, *, task: Task | None = None, epochs: int 
             test = Split(features[central], raw.labels[central])
 
     model = task if task is not None else build_task(config, dataset_info(raw, train.x, names))
+    # The run's torch threads, not whatever this process last set: the count changes the
+    # weights (DESIGN.md), and the baseline must give the same figure in every process.
+    prepare_worker(model, config.threads)
     passes = epochs or max(1, round(config.rounds * config.train.epochs * config.strategy.fraction))
     instructions = FitInstructions(
         round=0,

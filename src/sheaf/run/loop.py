@@ -453,7 +453,7 @@ def run_rounds(parts: Federated, listener: RoundListener | None = None) -> tuple
                 round,
                 trained,
                 params,
-                config.train,
+                config.train.for_round(round),
                 sent.options,
                 sent.payload,
                 store.client_states(trained),

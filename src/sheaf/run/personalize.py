@@ -126,7 +126,7 @@ def personalized_evaluation(
         ``personalized``, and the clients that failed.
     """
     tuning = config.personalization
-    train = config.train
+    train = config.train.for_round(round)
     if tuning.finetune_lr > 0:
         train = dataclasses.replace(train, lr=tuning.finetune_lr)
     options: dict[str, Scalar] = {**strategy.client_options, "finetune_steps": tuning.finetune_steps}
