@@ -77,6 +77,9 @@ def _load() -> list[float]:
 def _base(args: argparse.Namespace, seed: int, runs: str) -> list[str]:
     return [
         "dataset=fashion_mnist",
+        "model=cnn",  # the small CNN and FedAvg, pinned: the dataset's defaults have moved since
+        "strategy=fedavg",
+        "train.lr_decay=1",
         f"clients={args.clients}",
         "partition=dirichlet",
         "alpha=0.5",
