@@ -4,6 +4,7 @@ from sheaf.backends.auto import MIN_COHORT, POOL_MIN_FLOPS, AutoBackend, describ
 from sheaf.backends.base import (
     Backend,
     BackendBase,
+    CentralEvaluator,
     ClientReport,
     Cohort,
     EvalOutcome,
@@ -13,7 +14,7 @@ from sheaf.backends.base import (
 )
 from sheaf.backends.client_runner import ClientRunner, FitReply
 from sheaf.backends.inline import InlineBackend
-from sheaf.backends.pool import PoolBackend, default_workers
+from sheaf.backends.pool import WORKERS_PER_GPU, PoolBackend, default_workers, warm_up
 from sheaf.backends.ray_backend import RayBackend, ray_available
 from sheaf.backends.registry import BACKENDS, available_backends, build_backend
 from sheaf.backends.vectorized import SMALL_FLOPS, VectorizedBackend, forward_flops, vectorize_reason
@@ -23,9 +24,11 @@ __all__ = [
     "MIN_COHORT",
     "POOL_MIN_FLOPS",
     "SMALL_FLOPS",
+    "WORKERS_PER_GPU",
     "AutoBackend",
     "Backend",
     "BackendBase",
+    "CentralEvaluator",
     "ClientReport",
     "ClientRunner",
     "Cohort",
@@ -45,4 +48,5 @@ __all__ = [
     "forward_flops",
     "ray_available",
     "vectorize_reason",
+    "warm_up",
 ]

@@ -32,6 +32,7 @@ with), so a client encodes the same bits on every backend and in a deployment; i
 privacy mechanism, and the encoding is a function of the update either way.
 
 Example:
+    >>> from sheaf.compress.plan import compression_plan
     >>> from sheaf.core.config import load_config
     >>> from sheaf.strategies import fedavg
     >>> import numpy as np

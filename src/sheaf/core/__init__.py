@@ -56,7 +56,7 @@ from sheaf.core.params import Array, Params, ParamSpec
 from sheaf.core.rng import Purpose, counter_uniforms, seed_for, seeds_for, stream
 from sheaf.core.sampling import cohort_size, sample_cohort, secret_cohort
 from sheaf.core.tensor import ALLOWED_DTYPES, MAX_DIMS, array_from_record, array_to_record
-from sheaf.core.toml import dumps, toml_value
+from sheaf.core.toml import dumps, literal, read_file, toml_value
 from sheaf.core.tree import decode_tree, encode_tree
 from sheaf.core.update import MAX_EXAMPLES, Metrics, Scalar, TensorGroups, Update, check_update, validate_metrics
 
@@ -135,11 +135,13 @@ __all__ = [
     "keyed_stream",
     "layout_bytes",
     "layout_problem",
+    "literal",
     "load_config",
     "load_trace",
     "merge_settings",
     "model_scale",
     "new_secret",
+    "read_file",
     "sample_cohort",
     "secret_cohort",
     "seed_for",

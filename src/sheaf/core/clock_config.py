@@ -7,7 +7,7 @@ deadline and over-selection (:mod:`sheaf.core.devices`, :mod:`sheaf.run.clock`).
 aggregation, ordered by the same clock (:mod:`sheaf.run.buffered`).
 
 Example:
-    >>> DevicesConfig(enabled=True, deadline=600).deadline
+    >>> DevicesConfig(enabled=True, deadline=600.0).deadline
     600.0
     >>> AsyncConfig(enabled=True, concurrency=50, buffer=10).staleness
     'sqrt'

@@ -274,8 +274,8 @@ def builtin_client_steps() -> tuple[ClientStep, ...]:
     evaluation.
 
     Example:
-        >>> sorted(step.name for step in builtin_client_steps())[:4]
-        ['ditto', 'ditto:personal', 'dp_clip', 'fednova']
+        >>> sorted(step.name for step in builtin_client_steps())[:5]
+        ['compress', 'ditto', 'ditto:personal', 'dp_clip', 'fednova']
     """
     own = (
         scaffold_client_step(),

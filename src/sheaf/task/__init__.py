@@ -26,6 +26,7 @@ from sheaf.task.client_steps import (
     step_names,
     steps_by_name,
 )
+from sheaf.task.device import DEVICE_PATTERN, cuda_count, process_device, resolve_device, use_device, worker_devices
 from sheaf.task.factory import build_task, load_task
 from sheaf.task.metric_log import collecting, log_metrics
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 from sheaf.task.metric_log import with_logged
 
 __all__ = [
+    "DEVICE_PATTERN",
     "GRADIENT_CORRECTION",
     "LOCAL_STEPS",
     "MODELS",
@@ -73,6 +75,7 @@ __all__ = [
     "cnn",
     "cnn_wide",
     "collecting",
+    "cuda_count",
     "evaluate_client",
     "fit_client",
     "fit_instructions",
@@ -89,10 +92,14 @@ __all__ = [
     "optim",
     "personalizing",
     "prepare_worker",
+    "process_device",
+    "resolve_device",
     "resolve_steps",
     "step_names",
     "steps_by_name",
+    "use_device",
     "with_logged",
+    "worker_devices",
 ]
 
 _LAZY = {
