@@ -5,7 +5,6 @@ timeouts: the coordinator reads a manual clock)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import subprocess
 import sys
 import threading
@@ -41,13 +40,6 @@ from tests.deploy.conftest import (
 )
 from tests.deploy.rogue import rogue, roomy_in_process
 from tests.deploy.tasks import counting_strategy
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """The server's and clients' events."""
-    caplog.set_level(logging.INFO, logger="sheaf")
-    return caplog
 
 
 def test_deployed_run_equals_the_simulated_one(tmp_path: Path, keys: KeySet, transport: InProcessTransport) -> None:

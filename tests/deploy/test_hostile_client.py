@@ -7,7 +7,6 @@ speaks the real protocol and lies about one thing at a time.
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -40,13 +39,6 @@ from tests.deploy.conftest import (
     start_server,
 )
 from tests.deploy.rogue import rogue, roomy_in_process, stalled_pushes
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    """The server's and clients' events."""
-    caplog.set_level(logging.INFO, logger="sheaf")
-    return caplog
 
 
 def _train_sizes(files: list[Path]) -> list[int]:

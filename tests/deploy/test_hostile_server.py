@@ -9,7 +9,6 @@ the server writes changes that. Issue 12 items 8-12, issue 13 items 3 and 4 (cli
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import tracemalloc
 from pathlib import Path
@@ -56,12 +55,6 @@ def _policy(**sections: dict[str, Any]) -> ClientPolicy:
 def _epsilon(event: dp_accounting.DpEvent, count: int, delta: float = 1e-5) -> float:
     accountant = rdp.RdpAccountant().compose(dp_accounting.SelfComposedDpEvent(event, count))
     return float(accountant.get_epsilon(delta))
-
-
-@pytest.fixture
-def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="sheaf")
-    return caplog
 
 
 @pytest.fixture
