@@ -22,6 +22,7 @@ from sheaf.deploy.auth import BodyDigest, load_identity
 from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.keys import KeySet, init_keys, new_client_key
 from sheaf.deploy.rpc import RpcError
+from sheaf.deploy.server import ServerResult
 from sheaf.deploy.transport import METHODS
 from sheaf.deploy.wire import PROTOCOL
 from sheaf.evaluation.history import RoundRecord
@@ -54,6 +55,40 @@ def _failures(run_path: Path) -> dict[int, list[tuple[int, str, str]]]:
     return found
 
 
+def _beside_three_honest(
+    tmp_path: Path,
+    keys: KeySet,
+    transport: InProcessTransport,
+    settings: list[str],
+    modes: list[str],
+    *,
+    evaluation: str = "fail",
+    until_finished: bool = False,
+) -> tuple[list[str], ServerResult]:
+    """Run a deployment of three honest clients with the rogue as client 3, sending ``modes``.
+
+    Returns the rogue's lines and the run's result, once every honest client has exited cleanly.
+    """
+    config = deploy_config(tmp_path, *settings)
+    files = client_files(config, tmp_path / "data")
+    clock, calls = ManualClock(), Calls(transport)
+    server = start_server(config, keys, transport=transport, clock=clock)
+    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+    lines = transport.run(
+        rogue(
+            roomy_in_process(transport),
+            keys.client_keys[3],
+            modes,
+            evaluation=evaluation,
+            until_finished=until_finished,
+        )
+    )
+    let_time_pass(clock, calls, key_ids(keys, range(3)), server.done, step=3)
+    result = server.result()
+    assert [client.status() for client in honest] == [0, 0, 0]
+    return lines, result
+
+
 # Weights ------------------------------------------------------------------------------------
 def test_declared_weight_caps_leave_an_honest_run_the_simulated_one(
     tmp_path: Path, transport: InProcessTransport
@@ -75,22 +110,15 @@ def test_declared_weight_caps_leave_an_honest_run_the_simulated_one(
 def test_a_client_claiming_more_examples_than_declared_is_refused_and_cannot_set_the_model(
     tmp_path: Path, transport: InProcessTransport, logs: pytest.LogCaptureFixture
 ) -> None:
-    config = deploy_config(tmp_path, "rounds=4", "evaluation.interval=100", "heartbeat_interval=0.05")
-    files = client_files(config, tmp_path / "data")
-    cap = max(_train_sizes(files))
+    settings = ["rounds=4", "evaluation.interval=100", "heartbeat_interval=0.05"]
+    cap = max(_train_sizes(client_files(deploy_config(tmp_path, *settings), tmp_path / "data")))
     keys = init_keys(tmp_path / "keys", 4, max_examples=cap)
-    clock, calls = ManualClock(), Calls(transport)
-    server = start_server(config, keys, transport=transport, clock=clock)
-    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
 
     # 50,000 is within server.max_examples (100,000) but not within what client 3's line declares;
     # 10**12 once set the round's change alone; 2**63-1 once wrapped the int64 weight sum negative.
     claims = ["weight:50000", "weight:1000000000000", f"weight:{2**63 - 1}"]
-    lines = transport.run(rogue(roomy_in_process(transport), keys.client_keys[3], claims))
-    let_time_pass(clock, calls, key_ids(keys, range(3)), server.done, step=3)
-    result = server.result()
+    lines, result = _beside_three_honest(tmp_path, keys, transport, settings, claims)
 
-    assert [client.status() for client in honest] == [0, 0, 0]
     assert lines[0].startswith("weight:50000 REJECTED round=1")
     assert f"claims 50000 examples, more than the {cap} this run accepts from it" in lines[0]
     assert lines[1].startswith("weight:1000000000000 REJECTED round=2") and "claims 1000000000000 examples" in lines[1]
@@ -110,17 +138,9 @@ def test_a_client_claiming_more_examples_than_declared_is_refused_and_cannot_set
 def test_a_finite_but_huge_delta_is_refused_by_name_and_the_honest_clients_train_on(
     tmp_path: Path, keys: KeySet, transport: InProcessTransport
 ) -> None:
-    config = deploy_config(tmp_path, "rounds=3", "evaluation.interval=100", "heartbeat_interval=0.05")
-    files = client_files(config, tmp_path / "data")
-    clock, calls = ManualClock(), Calls(transport)
-    server = start_server(config, keys, transport=transport, clock=clock)
-    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+    settings = ["rounds=3", "evaluation.interval=100", "heartbeat_interval=0.05"]
+    lines, result = _beside_three_honest(tmp_path, keys, transport, settings, ["norm:1e30"] * 3)
 
-    lines = transport.run(rogue(roomy_in_process(transport), keys.client_keys[3], ["norm:1e30"] * 3))
-    let_time_pass(clock, calls, key_ids(keys, range(3)), server.done, step=3)
-    result = server.result()
-
-    assert [client.status() for client in honest] == [0, 0, 0]
     assert [line.split(" ")[1] for line in lines] == ["REJECTED"] * 3
     assert all("accepts updates of L2 norm at most" in line for line in lines)
     assert [(r.aggregated, r.completed, r.note) for r in result.history] == [(True, 3, "")] * 3
@@ -223,18 +243,10 @@ def test_header_only_result_streams_leave_the_servers_memory_flat_and_end_with_t
 def test_metrics_past_their_caps_or_nan_refuse_the_update_with_one_line(
     tmp_path: Path, keys: KeySet, transport: InProcessTransport
 ) -> None:
-    config = deploy_config(tmp_path, "rounds=3", "evaluation.interval=100", "heartbeat_interval=0.05")
-    files = client_files(config, tmp_path / "data")
-    clock, calls = ManualClock(), Calls(transport)
-    server = start_server(config, keys, transport=transport, clock=clock)
-    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+    settings = ["rounds=3", "evaluation.interval=100", "heartbeat_interval=0.05"]
     modes = ["metric_count:40000", "metrics:train_loss=nan", "metrics:" + "m" * 101 + "=1"]
+    lines, result = _beside_three_honest(tmp_path, keys, transport, settings, modes)
 
-    lines = transport.run(rogue(roomy_in_process(transport), keys.client_keys[3], modes))
-    let_time_pass(clock, calls, key_ids(keys, range(3)), server.done, step=3)
-    result = server.result()
-
-    assert [client.status() for client in honest] == [0, 0, 0]
     assert [line.split(" ")[1] for line in lines] == ["REJECTED"] * 3
     assert "carries 40000 metrics, more than the 256 accepted" in lines[0]
     assert "metric 'train_loss' is NaN" in lines[1]
@@ -249,20 +261,11 @@ def test_metrics_past_their_caps_or_nan_refuse_the_update_with_one_line(
 def test_an_evaluation_claiming_too_many_examples_does_not_set_the_federated_accuracy(
     tmp_path: Path, keys: KeySet, transport: InProcessTransport, claim: int
 ) -> None:
-    config = deploy_config(tmp_path, "rounds=2", "evaluation.interval=1", "heartbeat_interval=0.05")
-    files = client_files(config, tmp_path / "data")
-    clock, calls = ManualClock(), Calls(transport)
-    server = start_server(config, keys, transport=transport, clock=clock)
-    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+    settings = ["rounds=2", "evaluation.interval=1", "heartbeat_interval=0.05"]
+    lines, result = _beside_three_honest(
+        tmp_path, keys, transport, settings, ["honest"] * 2, evaluation=f"claim:{claim}", until_finished=True
+    )
 
-    lines = transport.run(
-        rogue(roomy_in_process(transport), keys.client_keys[3], ["honest"] * 2, evaluation=f"claim:{claim}",
-              until_finished=True)
-    )  # fmt: skip
-    let_time_pass(clock, calls, key_ids(keys, range(3)), server.done, step=3)
-    result = server.result()
-
-    assert [client.status() for client in honest] == [0, 0, 0]
     assert [line.split(" ")[1] for line in lines] == ["ACCEPTED", "ACCEPTED"]
     with RunStore.open(result.run_path, readonly=True) as store:
         evaluated = [(r, c) for r, c in store.client_records(phase="evaluate")]
