@@ -44,6 +44,7 @@ from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.keys import KeySet, init_keys
 from sheaf.deploy.rpc import Connector, Metadata
 from sheaf.deploy.server import ServerOptions, ServerResult, run_server
+from sheaf.evaluation.history import RoundRecord
 from sheaf.run.loop import RoundListener
 from sheaf.run.simulate import SimulationResult, simulate
 from sheaf.strategies.base import Strategy
@@ -362,3 +363,19 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     """The server's and clients' events."""
     caplog.set_level(logging.INFO, logger="sheaf")
     return caplog
+
+
+class HoldAfter:
+    """A round listener that, after round ``round``, holds the round loop until ``go`` is set."""
+
+    def __init__(self, round: int) -> None:
+        self.round = round
+        self.reached, self.go = threading.Event(), threading.Event()
+
+    def on_start(self, config: RunConfig, first_round: int, cohort: int, population: int) -> None:
+        pass
+
+    def on_round(self, record: RoundRecord) -> None:
+        if record.round == self.round:
+            self.reached.set()
+            assert self.go.wait(60), "the test never let the round loop go on"

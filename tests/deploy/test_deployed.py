@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sheaf.core.config import RunConfig, load_config
+from sheaf.core.config import load_config
 from sheaf.data.catalog import build_federation
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.auth import BodyDigest, load_identity
@@ -28,6 +28,7 @@ from sheaf.run.store import RunStore
 from tests.deploy.conftest import (
     ROOT,
     Calls,
+    HoldAfter,
     ManualClock,
     client_files,
     deploy_config,
@@ -186,22 +187,6 @@ def test_rounds_with_fewer_updates_than_the_minimum_leave_the_model_and_the_run_
         assert store.params(3).array_equal(store.params(1))
 
 
-class _HoldAfter:
-    """A round listener that, after round ``round``, holds the round loop until ``go`` is set."""
-
-    def __init__(self, round: int) -> None:
-        self.round = round
-        self.reached, self.go = threading.Event(), threading.Event()
-
-    def on_start(self, config: RunConfig, first_round: int, cohort: int, population: int) -> None:
-        pass
-
-    def on_round(self, record: RoundRecord) -> None:
-        if record.round == self.round:
-            self.reached.set()
-            assert self.go.wait(60), "the test never let the round loop go on"
-
-
 def test_a_silent_client_is_dropped_and_takes_part_again_once_it_rejoins(
     tmp_path: Path, keys: KeySet, transport: InProcessTransport
 ) -> None:
@@ -215,7 +200,7 @@ def test_a_silent_client_is_dropped_and_takes_part_again_once_it_rejoins(
     )
     files = client_files(config, tmp_path / "data")
     clock, calls, in_touch = ManualClock(), Calls(transport), key_ids(keys, range(2))
-    hold = _HoldAfter(2)  # so the rogue rejoins before round 3 starts, whatever the machine's speed
+    hold = HoldAfter(2)  # so the rogue rejoins before round 3 starts, whatever the machine's speed
     server = start_server(config, keys, transport=transport, clock=clock, listener=hold)
     honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(2)]
     answered = threading.Event()
@@ -357,7 +342,7 @@ def test_lost_replies_and_dropped_connections_change_nothing(
     assert [r.completed for r in result.history] == [4, 4, 4]
 
 
-class _DropAfter(_HoldAfter):
+class _DropAfter(HoldAfter):
     """Breaks every connection once round ``round`` is committed (clients wait for the next)."""
 
     def __init__(self, round: int, transport: InProcessTransport) -> None:

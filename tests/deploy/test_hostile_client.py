@@ -29,6 +29,7 @@ from sheaf.evaluation.history import RoundRecord
 from sheaf.run.store import RunStore
 from tests.deploy.conftest import (
     Calls,
+    HoldAfter,
     ManualClock,
     client_files,
     deploy_config,
@@ -330,22 +331,6 @@ def test_requests_with_nonsense_in_bounded_fields_are_refused_and_logged_once_pe
 
 
 # Lost clients ---------------------------------------------------------------------------------
-class _HoldAfter:
-    """A round listener that, after round ``round``, holds the round loop until ``go`` is set."""
-
-    def __init__(self, round: int) -> None:
-        self.round = round
-        self.reached, self.go = threading.Event(), threading.Event()
-
-    def on_start(self, config: RunConfig, first_round: int, cohort: int, population: int) -> None:
-        pass
-
-    def on_round(self, record: RoundRecord) -> None:
-        if record.round == self.round:
-            self.reached.set()
-            assert self.go.wait(60), "the test never let the round loop go on"
-
-
 def _waiting(logs: pytest.LogCaptureFixture, round: int) -> bool:
     return any(e.get("round") == round for e in events(logs, "waiting_for_clients"))
 
@@ -359,7 +344,7 @@ def test_a_round_short_of_clients_waits_for_a_killed_client_to_rejoin(
         "min_clients_wait=300",
     )  # fmt: skip
     files = client_files(config, tmp_path / "data")
-    clock, calls, hold = ManualClock(), Calls(transport), _HoldAfter(1)
+    clock, calls, hold = ManualClock(), Calls(transport), HoldAfter(1)
     server = start_server(config, keys, transport=transport, clock=clock, listener=hold)
     clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
     assert hold.reached.wait(60)
@@ -388,7 +373,7 @@ def test_rounds_whose_clients_do_not_come_back_wait_their_limit_then_are_skipped
         "min_clients_wait=120",
     )  # fmt: skip
     files = client_files(config, tmp_path / "data")
-    clock, calls, hold = ManualClock(), Calls(transport), _HoldAfter(1)
+    clock, calls, hold = ManualClock(), Calls(transport), HoldAfter(1)
     server = start_server(config, keys, transport=transport, clock=clock, listener=hold)
     clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(10)]
     assert hold.reached.wait(60)
