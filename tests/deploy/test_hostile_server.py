@@ -276,8 +276,9 @@ def test_a_join_reply_carries_the_run_description_and_nothing_of_the_servers_con
         return reply
 
     raw = transport.run(join())
-    transport.stop()
-    server.thread.join(0.1)
+    files = client_files(config, tmp_path / "data")  # then let the run finish, so no server outlives the test
+    clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
+    assert server.result().history.rounds_completed == 1 and [c.status() for c in clients] == [0, 0, 0, 0]
 
     reply = pb.JoinReply.FromString(raw)
     assert {f.name for f, _ in reply.ListFields()} <= {

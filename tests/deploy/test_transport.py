@@ -170,6 +170,7 @@ def test_the_federation_service_answers_alike_over_grpc_and_in_process() -> None
         service, coordinator = _federation(identity)
         with served(service, kind) as (connect, roomy, run):
             seen[kind] = run(exchange(connect, roomy, coordinator))
+        service.close()  # as run_server does: its judging thread ends with it
 
     assert seen["in-process"] == seen["grpc"]
     outcomes = seen["grpc"]
