@@ -5,17 +5,36 @@ the simulation's own function, bit for bit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from sheaf.core.config import RunConfig
 from sheaf.deploy.async_ledger import AsyncLedger
 from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.keys import KeySet
+from sheaf.evaluation.history import RoundRecord
 from sheaf.run.buffered import buffer_step
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import RoundContext
 from sheaf.strategies.registry import build_strategy
-from tests.deploy.conftest import client_files, deploy_config, start_client, start_server
+from tests.deploy.conftest import (
+    Calls,
+    ManualClock,
+    client_files,
+    deploy_config,
+    events,
+    key_ids,
+    let_time_pass,
+    start_client,
+    start_server,
+    wait_for,
+)
+from tests.deploy.rogue import rogue, roomy_in_process
+from tests.deploy.tasks import GATE
+
+GATED = "tests.deploy.tasks:gated_softmax"
 
 ASYNC = ["asynchronous.enabled=true", "concurrency=3", "buffer=2", "min_clients=2", "rounds=4"]
 
@@ -54,3 +73,118 @@ def test_a_deployed_fedbuff_run_steps_every_k_results_with_the_simulations_step(
         state = store.state(3, template=template)
     step = buffer_step(strategy, buffered, before, state, RoundContext(4, before, config.seed, 4), config)
     assert step.params.array_equal(result.params)
+
+
+def _settled(logs: pytest.LogCaptureFixture, client: int) -> bool:
+    return any(e.get("client") == client for name in ("update_buffered", "update_rejected") for e in events(logs, name))
+
+
+class OpenGateAt:
+    """Opens the slow client's gate when step ``at`` is committed, and holds the server there
+    until that client's result is settled: its update is then several steps stale."""
+
+    def __init__(self, at: int, settled: Callable[[], bool]) -> None:
+        self.at, self.settled = at, settled
+
+    def on_start(self, config: RunConfig, first_round: int, cohort: int, population: int) -> None:
+        pass
+
+    def on_round(self, record: RoundRecord) -> None:
+        if record.round == self.at:
+            GATE.set()
+            wait_for(self.settled, 60, "the slow client's result to be settled")
+
+
+@pytest.mark.parametrize("max_staleness", [100, 1])
+def test_a_slow_clients_update_carries_the_staleness_of_the_servers_ledger_and_max_staleness_refuses_it(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, logs: pytest.LogCaptureFixture, max_staleness: int
+) -> None:
+    GATE.clear()
+    config = fedbuff_config(tmp_path, "rounds=6", f"max_staleness={max_staleness}")
+    files = client_files(config, tmp_path / "data")
+    listener = OpenGateAt(2, lambda: _settled(logs, 3))
+    server = start_server(config, keys, transport=transport, listener=listener)
+    try:
+        slow = start_client(transport, keys.client_keys[3], files[3], tmp_path / "state", task=GATED)
+        clients = [start_client(transport, keys.client_keys[0], files[0], tmp_path / "state")]
+        wait_for(lambda: {"client": 3, "version": 0, "open": 1} in events(logs, "task_issued")
+                 or any(e["client"] == 3 and e["version"] == 0 for e in events(logs, "task_issued")),
+                 60, "the slow client's task from version 0")  # fmt: skip
+        clients += [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in (1, 2)]
+        result = server.result()
+    finally:
+        GATE.set()
+
+    assert [client.status() for client in [*clients, slow]] == [0, 0, 0, 0]
+    with RunStore.open(result.run_path, readonly=True) as store:
+        records = [(r, rec) for r, rec in store.client_records(phase="fit")]
+        failures = [(r, c, reason) for r, c, phase, reason in store.failures() if phase == "fit"]
+    # Its first task was from version 0 (the server's ledger), so at step r it is r - 1 steps stale.
+    late = [
+        (r, rec.metrics["staleness"]) for r, rec in records if rec.client_id == 3 and rec.metrics["staleness"] == r - 1
+    ]
+    buffered = [e for e in events(logs, "update_buffered") if e["client"] == 3]
+    rejected = [e for e in events(logs, "update_rejected") if e["client"] == 3]
+    if max_staleness == 100:
+        (step, staleness), *_ = late
+        assert staleness == step - 1 >= 2 and buffered[0]["staleness"] == staleness
+        assert not any("max_staleness" in e["reason"] for e in rejected)
+    else:
+        assert not late and all(rec.metrics["staleness"] <= 1 for _, rec in records)
+        assert any(c == 3 and "past asynchronous.max_staleness=1" in reason for _, c, reason in failures)
+        assert "past asynchronous.max_staleness=1" in rejected[0]["reason"]  # its first result: version 0
+    assert all(r.aggregated for r in result.history) and len(result.history) == 6
+
+
+def test_lying_clients_are_refused_with_reasons_and_the_run_goes_on(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+) -> None:
+    config = fedbuff_config(tmp_path, "rounds=12", "concurrency=4")
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys, transport=transport)
+    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+
+    lines = transport.run(rogue(roomy_in_process(transport), keys.client_keys[3], ["nan", "weight:10000000",
+                                                                                    "norm:1e30", "honest"]))  # fmt: skip
+    result = server.result()
+
+    assert [client.status() for client in honest] == [0, 0, 0]
+    by_mode = dict(line.split(" ", 1) for line in lines)
+    assert by_mode["nan"].startswith("REJECTED") and "NaN" in by_mode["nan"]
+    assert by_mode["weight:10000000"].startswith("REJECTED") and "examples" in by_mode["weight:10000000"]
+    assert by_mode["norm:1e30"].startswith("REJECTED")
+    assert by_mode["honest"].startswith("ACCEPTED")
+    assert result.params.all_finite() and all(r.aggregated for r in result.history)
+    with RunStore.open(result.run_path, readonly=True) as store:
+        refused = [reason for _, c, phase, reason in store.failures() if c == 3 and phase == "fit"]
+    assert len(refused) == 3 and all(reason.startswith("update rejected") for reason in refused)
+
+
+def test_a_task_never_returned_frees_its_slot_after_the_task_timeout(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, logs: pytest.LogCaptureFixture
+) -> None:
+    GATE.clear()
+    config = fedbuff_config(tmp_path, "concurrency=2", "task_timeout=5", "heartbeat_interval=0.05")
+    files = client_files(config, tmp_path / "data")
+    clock, calls = ManualClock(), Calls(transport)
+    server = start_server(config, keys, transport=transport, clock=clock)
+    try:
+        slow = start_client(transport, keys.client_keys[3], files[3], tmp_path / "state", task=GATED)
+        fast = [start_client(transport, keys.client_keys[0], files[0], tmp_path / "state")]
+        wait_for(lambda: {e["client"] for e in events(logs, "task_issued")} == {0, 3}, 60, "both to hold a task")
+
+        def timed_out() -> bool:
+            return any(e["client"] == 3 and "task_timeout" in e["reason"] for e in events(logs, "client_dropped"))
+
+        let_time_pass(clock, calls, key_ids(keys, (0, 3)), timed_out, step=2)  # both keep calling
+        fast += [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in (1, 2)]
+        GATE.set()
+        result = server.result()
+    finally:
+        GATE.set()
+
+    assert [client.status() for client in [*fast, slow]] == [0, 0, 0, 0]
+    with RunStore.open(result.run_path, readonly=True) as store:
+        reasons = [(r, reason) for r, c, phase, reason in store.failures() if c == 3 and phase == "fit"]
+    assert reasons[0] == (1, "no result within asynchronous.task_timeout=5 s")
+    assert len(result.history) == 4
