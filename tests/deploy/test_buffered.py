@@ -9,13 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from sheaf.cli.app import app
 from sheaf.core.config import RunConfig
 from sheaf.deploy.async_ledger import AsyncLedger
 from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.keys import KeySet
+from sheaf.deploy.status import run_status
 from sheaf.evaluation.history import RoundRecord
 from sheaf.run.buffered import buffer_step
+from sheaf.run.report import report_run
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import RoundContext
 from sheaf.strategies.registry import build_strategy
@@ -73,6 +77,29 @@ def test_a_deployed_fedbuff_run_steps_every_k_results_with_the_simulations_step(
         state = store.state(3, template=template)
     step = buffer_step(strategy, buffered, before, state, RoundContext(4, before, config.seed, 4), config)
     assert step.params.array_equal(result.params)
+
+
+def test_status_and_report_say_fedbuff_with_steps_staleness_and_seconds_per_step(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+) -> None:
+    config = fedbuff_config(tmp_path, "name=shown")
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys, transport=transport)
+    clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
+    result = server.result()
+    assert [client.status() for client in clients] == [0, 0, 0, 0]
+
+    status = run_status(result.run_path)
+    shown = CliRunner().invoke(app, ["status", str(result.run_path)], terminal_width=200)
+    report = report_run(result.run_path, tmp_path / "report")
+
+    fedbuff = status["asynchronous"]
+    staleness = [r.fit["staleness_max"] for r in result.history]
+    assert fedbuff["aggregation"] == "FedBuff" and fedbuff["server_steps"] == 4
+    assert fedbuff["staleness_max"] == max(staleness) and fedbuff["seconds_per_step"] > 0
+    assert "FedBuff (C=3, K=2): 4 server steps" in shown.stdout
+    page = next(p for p in report if p.name == "report.html").read_text()
+    assert "FedBuff, asynchronous (C=3, K=2)" in page and "staleness max" in page
 
 
 def _settled(logs: pytest.LogCaptureFixture, client: int) -> bool:
