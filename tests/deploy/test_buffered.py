@@ -153,6 +153,7 @@ def test_a_slow_clients_update_carries_the_staleness_of_the_servers_ledger_and_m
     buffered = [e for e in events(logs, "update_buffered") if e["client"] == 3]
     rejected = [e for e in events(logs, "update_rejected") if e["client"] == 3]
     if max_staleness == 100:
+        assert late, (records, buffered, rejected, failures)
         (step, staleness), *_ = late
         assert staleness == step - 1 >= 2 and buffered[0]["staleness"] == staleness
         assert not any("max_staleness" in e["reason"] for e in rejected)

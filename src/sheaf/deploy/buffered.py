@@ -291,6 +291,7 @@ class BufferedServer:
             self.holding = set()
             self._publish(round, step.params, step.state)
             self.work.round, self.work.like, self.work.rule = round + 1, step.params, self._rule()
+        self.coordinator.wake()  # clients that trained from the last model may pull again
         self.coordinator.tick()
         self.ledger.prune(round)
         log_event(

@@ -450,11 +450,15 @@ class Coordinator:
                 taken, work.settled = work.settled, []
                 if not taken and time.monotonic() < deadline:
                     self._changed.wait(timeout=max(0.01, min(0.25, deadline - time.monotonic())))
-            if dropped:  # a result still arriving for a dropped share is given up
+            if dropped or taken:  # freed slots: waiting pulls look again (and late results for dropped shares stop)
                 self._wake()
             self._tick()
             if taken or time.monotonic() >= deadline:
                 return taken
+
+    def wake(self) -> None:
+        """Tell waiting pulls to look again (open work changed: a new model to train from)."""
+        self._wake()
 
     def locked(self) -> threading.Lock:
         """The lock behind the shared state: open work's driver holds it to change what
