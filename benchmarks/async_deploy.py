@@ -1,6 +1,6 @@
 """Deployed FedBuff against deployed synchronous FedAvg with one slow client, as JSON.
 
-    python benchmarks/async_deploy.py [--rounds 6] [--slow 1.0] [--fast 0.05] [--repeats 1]
+    python benchmarks/async_deploy.py [--rounds 6] [--slow 1.0] [--fast 0.2] [--repeats 1]
 
 A whole deployment in this process (the real server, coordinator, auth, wire and
 :class:`~sheaf.deploy.DeployedClient` s over the in-process transport: no sockets), four
@@ -42,7 +42,7 @@ from sheaf.data.dataset import DatasetInfo, Split
 from sheaf.task.base import EvalResult, FitInstructions, FitResult
 
 #: Seconds per fit of the slow client (3) and of the others (set by ``main`` for the clients).
-SLOW = {"slow": 1.0, "fast": 0.05}
+SLOW = {"slow": 1.0, "fast": 0.2}
 
 
 class SoftmaxTask:
@@ -156,7 +156,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=6, help="synchronous rounds (FedBuff: 4/3 as many steps)")
     parser.add_argument("--slow", type=float, default=1.0, help="seconds per fit of the slow client")
-    parser.add_argument("--fast", type=float, default=0.05, help="seconds per fit of the others")
+    parser.add_argument("--fast", type=float, default=0.2, help="seconds per fit of the others")
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     SLOW.update(slow=args.slow, fast=args.fast)
