@@ -68,12 +68,12 @@ from sheaf.run.buffered import buffer_step, staleness_problem
 from sheaf.run.loop import Federated, RoundListener, _Evaluators, _population, evaluate_round, monitor_split
 from sheaf.strategies.base import Broadcast, RoundContext, StrategyState
 
-__all__ = ["RESUME_KEY", "BufferedServer"]
+__all__ = ["BufferedServer"]
 
 _log = logging.getLogger("sheaf.server")
 
-#: The meta entry written with every step (the step it follows; ``sheaf status`` reads it).
-RESUME_KEY = "asynchronous_deployed"
+#: The meta entry written with every step: the last step and the weighting (for a reader of the store).
+_STEP_META = "asynchronous_deployed"
 
 
 class BufferedServer:
@@ -284,7 +284,7 @@ class BufferedServer:
         )
         store.commit_round(
             record, step.params, step.state, clients, failures, keep_params=config.keep_params,
-            meta={RESUME_KEY: {"round": round, "staleness": config.asynchronous.staleness}},
+            meta={_STEP_META: {"round": round, "staleness": config.asynchronous.staleness}},
         )  # fmt: skip
         with self.coordinator.locked():
             self.version, self.params, self.state = round, step.params, step.state
