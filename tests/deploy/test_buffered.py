@@ -8,17 +8,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from sheaf.cli.app import app
 from sheaf.core.config import RunConfig
 from sheaf.deploy.async_ledger import AsyncLedger
+from sheaf.deploy.backend import DeploymentBackend, task_id
+from sheaf.deploy.buffered import BufferedServer
+from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.keys import KeySet
+from sheaf.deploy.local import deployment_task
 from sheaf.deploy.status import run_status
+from sheaf.deploy.wire import ReceivedResult
 from sheaf.evaluation.history import RoundRecord
+from sheaf.run.assemble import assemble, open_or_create_store
 from sheaf.run.buffered import buffer_step
+from sheaf.run.loop import Federated
+from sheaf.run.population import Population
 from sheaf.run.report import report_run
 from sheaf.run.store import RunStore
 from sheaf.strategies.base import RoundContext
@@ -216,3 +225,63 @@ def test_a_task_never_returned_frees_its_slot_after_the_task_timeout(
         reasons = [(r, reason) for r, c, phase, reason in store.failures() if c == 3 and phase == "fit"]
     assert reasons[0] == (1, "no result within asynchronous.task_timeout=5 s")
     assert len(result.history) == 4
+
+
+def _driver(tmp_path: Path, name: str, clock: ManualClock) -> tuple[BufferedServer, Coordinator, AsyncLedger]:
+    """A FedBuff driver on the run store at ``tmp_path/name`` (created, or resumed as a
+    restarted server resumes it), with no transport: results are settled directly."""
+    config = fedbuff_config(tmp_path, "rounds=1")
+    parts = assemble(config, population=4, task=deployment_task(config), deployed=True, secret=b"s" * 32)
+    path = tmp_path / f"{name}.sqlite"
+    store = open_or_create_store(path, config, parts.initial, parts.strategy.init(parts.initial), parts.meta)
+    coordinator = Coordinator({c: str(c) for c in range(4)}, config.server, clock=clock)
+    population = Population((0, 1, 2, 3), (0, 1, 2, 3), secret=b"s" * 32)
+    backend = DeploymentBackend(coordinator, store)
+    federated = Federated(config, parts.task, population, parts.strategy, backend, store, parts.limits)
+    ledger = AsyncLedger(path)
+    return BufferedServer(federated, coordinator, ledger), coordinator, ledger
+
+
+def _result(driver: BufferedServer, client: int, shift: float) -> ReceivedResult:
+    delta = driver.params.map(lambda a: np.full_like(a, shift))
+    return ReceivedResult(task_id(1, "fit", client), f"u{client}", "fit", 1, num_examples=10, delta=delta)
+
+
+def test_a_restarted_server_accepts_results_for_the_tasks_it_recorded_and_ends_with_the_same_model(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock()
+    # Uninterrupted: clients 0 and 1 pull version 0; client 1's result, then client 0's.
+    straight, coordinator, ledger = _driver(tmp_path, "straight", clock)
+    coordinator.post(straight.work)  # as run() posts it; results are settled before it runs here
+    coordinator.touch(0), coordinator.touch(1)
+    assert coordinator.task_for(0) is not None and coordinator.task_for(1) is not None
+    assert coordinator.settle(1, task_id(1, "fit", 1), "u1", result=_result(straight, 1, 0.25))[0] == "accepted"
+    assert coordinator.settle(0, task_id(1, "fit", 0), "u0", result=_result(straight, 0, 0.5))[0] == "accepted"
+    history, expected = straight.run()
+    ledger.close()
+    straight.parts.store.close()
+
+    # Killed after client 1's update was accepted: the same arrivals across a restart.
+    before, coordinator, ledger = _driver(tmp_path, "killed", clock)
+    coordinator.post(before.work)
+    coordinator.touch(0), coordinator.touch(1)
+    assert coordinator.task_for(0) is not None and coordinator.task_for(1) is not None
+    assert coordinator.settle(1, task_id(1, "fit", 1), "u1", result=_result(before, 1, 0.25))[0] == "accepted"
+    ledger.close()  # kill -9: nothing else is written
+    before.parts.store.close()
+    after, coordinator, ledger = _driver(tmp_path, "killed", clock)
+
+    assert sorted(after.work.slots) == [0] and after.work.slots[0].state == "sent"  # its task, open again
+    assert after.holding == {0, 1} and after.counts == {1: 1}
+    assert coordinator.task_for(1) is None  # it trained from this model already
+    coordinator.post(after.work)
+    unknown = coordinator.settle(2, task_id(1, "fit", 2), "u2", result=_result(after, 2, 9.0))
+    assert unknown[0] == "stale"  # a task this server never handed out
+    assert coordinator.settle(0, task_id(1, "fit", 0), "u0", result=_result(after, 0, 0.5))[0] == "accepted"
+    resumed, params = after.run()
+    ledger.close()
+    after.parts.store.close()
+
+    assert params.array_equal(expected)
+    assert [r.fit["staleness_max"] for r in resumed] == [r.fit["staleness_max"] for r in history]
