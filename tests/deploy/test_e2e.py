@@ -323,7 +323,7 @@ def test_fedbuff_deployed_with_a_slow_client_a_client_killed_mid_training_and_a_
         before, template = store.params(7), build_strategy(load_config(overrides=overrides).strategy)
         state, final = store.state(7, template=template.init(before)), store.params()
     assert [r.round for r in history] == list(range(1, 9)) and all(r.aggregated for r in history)
-    assert all(r.completed == 2 for r in history)
+    assert all(r.completed == 2 or "buffer flushed" in r.note for r in history)  # K each, unless none could start
     assert all("staleness" in rec.metrics for _, rec in records)
     assert max(r.fit["staleness_max"] for r in history) >= 1  # the slow client's updates arrive late
     assert any(c == 3 and reason.startswith("no contact for") for c, reason in failures)
