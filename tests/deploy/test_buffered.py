@@ -285,3 +285,24 @@ def test_a_restarted_server_accepts_results_for_the_tasks_it_recorded_and_ends_w
 
     assert params.array_equal(expected)
     assert [r.fit["staleness_max"] for r in resumed] == [r.fit["staleness_max"] for r in history]
+
+
+def test_a_client_still_training_when_the_run_ends_hears_it_from_its_heartbeats_and_exits(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, logs: pytest.LogCaptureFixture
+) -> None:
+    GATE.clear()
+    config = fedbuff_config(tmp_path, "rounds=2", "heartbeat_interval=0.05")
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys, transport=transport)
+    try:
+        slow = start_client(transport, keys.client_keys[3], files[3], tmp_path / "state", task=GATED)
+        fast = [start_client(transport, keys.client_keys[0], files[0], tmp_path / "state")]  # min_clients=2
+        wait_for(lambda: any(e["client"] == 3 for e in events(logs, "task_issued")), 60, "the slow client's task")
+        fast += [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in (1, 2)]
+        result = server.result()  # the server has stopped: the slow client can deliver nothing
+    finally:
+        GATE.set()
+
+    assert [client.status() for client in fast] == [0, 0, 0]
+    assert slow.status(60) == 0  # it heard "finished" in a heartbeat reply while it trained
+    assert len(result.history) == 2
