@@ -271,3 +271,15 @@ def test_a_run_whose_in_flight_versions_were_deleted_cannot_resume_and_says_why(
         simulate(overrides=stopped, task=mlp_task(), federation=digits(30), listener=StopAt(4))
     with pytest.raises(StoreError, match="keep_params deletes older versions"):
         simulate(overrides=stopped, task=mlp_task(), federation=digits(30))
+
+
+def test_an_update_older_than_max_staleness_is_a_dropout_with_the_reason(tmp_path: Path) -> None:
+    # The hand-computed run with max_staleness=0: client 1's update from version 0 arrives
+    # after step 1 (staleness 1) and is refused; step 2 waits for client 2 (t = 4, delta 3).
+    steps, path = hand_run(tmp_path, "max_staleness=0")
+    assert steps == pytest.approx([2.0, 2.0 + (1 + 3) / 2], abs=1e-6)
+    with RunStore.open(path, readonly=True) as store:
+        failures = store.failures()
+    assert failures == [
+        (2, 1, "fit", "update refused: its model is 1 server steps old, past asynchronous.max_staleness=0")
+    ]
