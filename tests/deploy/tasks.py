@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -102,3 +103,21 @@ class BigTask:
 
     def evaluate(self, params: Params, data: Split) -> EvalResult:
         return EvalResult(float(params["w"][:10].mean()), len(data), {"accuracy": 0.5})
+
+
+#: Opens the gate of :func:`gated_softmax` clients (in-process clients share this module).
+GATE = threading.Event()
+
+
+class GatedSoftmaxTask(SoftmaxTask):
+    """A deliberately slow client for in-process tests: every fit waits until :data:`GATE`
+    opens (at most a minute), then trains as :class:`SoftmaxTask`."""
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        GATE.wait(60)
+        return super().fit(params, data, instructions)
+
+
+def gated_softmax(info: DatasetInfo) -> GatedSoftmaxTask:
+    """The factory of a client whose fits wait for :data:`GATE`."""
+    return GatedSoftmaxTask(info.num_features, info.num_classes)

@@ -189,13 +189,13 @@ def test_the_api_refuses_plaintext_off_loopback_too(tmp_path: Path) -> None:
     ).close()
 
 
-def test_a_server_refuses_simulated_devices_and_fedbuff_in_one_line(tmp_path: Path) -> None:
+def test_a_server_refuses_simulated_devices_in_one_line(tmp_path: Path) -> None:
     runner.invoke(app, ["keys", "init", str(tmp_path / "k"), "--clients", "3"])
     args = ["server", "--keys", str(tmp_path / "k"), "--address", "127.0.0.1:0", "--set", f"runs_dir={tmp_path}"]
     refused = runner.invoke(app, [*args, "--set", "devices.enabled=true", "--set", "asynchronous.enabled=true"])
     assert refused.exit_code == 2
     assert refused.stderr.strip().splitlines() == [
-        "error: simulated devices and asynchronous aggregation (FedBuff) run in simulation only for now; "
-        "set devices.enabled=false and asynchronous.enabled=false for sheaf server"
+        "error: simulated devices run in simulation only: a deployment's devices are real; "
+        "set devices.enabled=false for sheaf server (asynchronous.enabled needs no devices there)"
     ]
     assert not list(tmp_path.glob("*.sqlite"))

@@ -20,13 +20,17 @@ import pytest
 
 from sheaf.core.config import load_config
 from sheaf.deploy._proto import federation_pb2 as pb
+from sheaf.deploy.async_ledger import AsyncLedger
 from sheaf.deploy.auth import BodyDigest, load_identity
 from sheaf.deploy.keys import KeySet, init_keys, new_client_key
 from sheaf.deploy.rpc import RpcError
 from sheaf.deploy.status import run_status
 from sheaf.deploy.transport import METHODS, client_channel
 from sheaf.deploy.wire import PROTOCOL
+from sheaf.run.buffered import buffer_step
 from sheaf.run.store import RunStore
+from sheaf.strategies.base import RoundContext
+from sheaf.strategies.registry import build_strategy
 from tests.deploy.conftest import (
     DEPLOY,
     Processes,
@@ -280,3 +284,56 @@ def test_secure_aggregation_with_distributed_dp_survives_a_client_killed_after_s
     status = run_status(run)
     assert status["secure_aggregation"] and status["distributed_dp"] and status["privacy"]["epsilon"] == epsilons[2]
     assert "secagg_done round=1 survivors=4" in processes.log("server")
+
+
+def test_fedbuff_deployed_with_a_slow_client_a_client_killed_mid_training_and_a_server_killed_and_restarted(
+    tmp_path: Path, processes: Processes
+) -> None:
+    keys = init_keys(tmp_path / "keys", 4)
+    overrides = [
+        *_small(tmp_path), "clients=4", "min_clients=2", "rounds=8", "heartbeat_timeout=1.5", "name=fedbuff",
+        "asynchronous.enabled=true", "concurrency=3", "buffer=2",
+    ]  # fmt: skip
+    files = client_files(load_config(overrides=overrides), tmp_path / "data")
+    port, run = free_port(), tmp_path / "run.sqlite"
+    command = _server_args(overrides, port, keys, run)
+    processes.start("server", *command)
+    seconds = {0: "0.3", 1: "0.3", 2: "2.5", 3: "600"}  # client 2 is slow; client 3 never finishes a fit
+    for i in range(4):
+        args = _client_args(port, keys, i, files[i], tmp_path / "state")
+        processes.start(f"client{i}", *args, env={"SHEAF_TEST_FIT_SECONDS": seconds[i]})
+
+    wait_for(lambda: "task_received kind=fit" in processes.log("client3"), STARTUP, "client 3 to start training")
+    processes.kill("client3")
+    wait_for(lambda: _last_round(run) >= 3, STARTUP, "three committed server steps")
+    live = run_status(run)
+    assert live["server"]["state"] == "running"
+    processes.kill("server")
+    killed_at = _last_round(run)
+    assert killed_at < 8
+    processes.start("server-again", *command)
+
+    assert processes.wait("server-again", STARTUP) == 0, processes.log("server-again")[-3000:]
+    for i in range(3):
+        assert processes.wait(f"client{i}", 60) == 0, processes.log(f"client{i}")[-3000:]
+    with RunStore.open(run, readonly=True) as store:
+        history = store.history()
+        records = store.client_records(phase="fit")
+        failures = [(c, reason) for _, c, phase, reason in store.failures() if phase == "fit"]
+        before, template = store.params(7), build_strategy(load_config(overrides=overrides).strategy)
+        state, final = store.state(7, template=template.init(before)), store.params()
+    assert [r.round for r in history] == list(range(1, 9)) and all(r.aggregated for r in history)
+    assert all(r.completed == 2 or "buffer flushed" in r.note for r in history)  # K each, unless none could start
+    assert all("staleness" in rec.metrics for _, rec in records)
+    assert max(r.fit["staleness_max"] for r in history) >= 1  # the slow client's updates arrive late
+    assert any(c == 3 and reason.startswith("no contact for") for c, reason in failures)
+    assert f"version={killed_at}" in processes.log("server-again").split("fedbuff_started", 1)[1][:300]
+    # The last step again, through the simulation's own step function, from what the server buffered.
+    ledger = AsyncLedger(run)
+    buffered = ledger.buffered(8)
+    ledger.close()
+    config = load_config(overrides=overrides)
+    step = buffer_step(template, buffered, before, state, RoundContext(8, before, config.seed, 4), config)
+    assert step.params.array_equal(final)
+    finished = run_status(run)
+    assert finished["status"] == "finished" and finished["server"]["state"] == "finished"

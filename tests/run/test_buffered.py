@@ -3,6 +3,7 @@ example, the same model on every backend, and what it refuses."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -195,7 +196,7 @@ def test_a_finished_run_is_shown_and_a_damaged_one_refused(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("extra", "says"),
     [
-        (["asynchronous.enabled=true"], "asynchronous.enabled needs devices.enabled = true"),
+        (["asynchronous.enabled=true"], "asynchronous.enabled needs devices.enabled = true in a simulation"),
         ([*ASYNC, "strategy=scaffold"], "strategy 'scaffold' runs steps on its clients"),
         ([*ASYNC, "privacy.mode=central"], "does not support differential privacy or secure aggregation"),
         ([*ASYNC, "deadline=60"], "devices.deadline and devices.overselect shape synchronous rounds"),
@@ -208,10 +209,20 @@ def test_what_fedbuff_does_not_support_is_refused_in_one_line(extra: list[str], 
     assert says in str(caught.value) and "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("section", ["devices.enabled=true", "asynchronous.enabled=true"])
-def test_a_deployed_server_refuses_simulated_devices_and_fedbuff(section: str) -> None:
-    with pytest.raises(ConfigError, match="run in simulation only for now"):
-        assemble(load_run_config(overrides=[section]), population=20, task=StepTask(), deployed=True)
+@pytest.mark.parametrize("extra", [[], ["asynchronous.enabled=true"]])
+def test_a_deployed_server_refuses_simulated_devices(extra: list[str]) -> None:
+    with pytest.raises(ConfigError, match="simulated devices run in simulation only"):
+        assemble(
+            load_run_config(overrides=["devices.enabled=true", *extra]), population=20, task=StepTask(), deployed=True
+        )
+
+
+def test_a_deployed_server_runs_fedbuff_without_devices_but_refuses_federated_evaluation() -> None:
+    chosen = load_run_config(overrides=["asynchronous.enabled=true", "buffer=2", "min_clients=2"])
+    assert assemble(chosen, population=20, task=StepTask(), deployed=True).strategy.name == "fedavg"
+    with pytest.raises(ConfigError, match="does no federated evaluation"):
+        assemble(chosen.replace(evaluation=dataclasses.replace(chosen.evaluation, federated=True)), population=20,
+                 task=StepTask(), deployed=True)  # fmt: skip
 
 
 class LosesClientOne(InlineBackend):
@@ -260,3 +271,15 @@ def test_a_run_whose_in_flight_versions_were_deleted_cannot_resume_and_says_why(
         simulate(overrides=stopped, task=mlp_task(), federation=digits(30), listener=StopAt(4))
     with pytest.raises(StoreError, match="keep_params deletes older versions"):
         simulate(overrides=stopped, task=mlp_task(), federation=digits(30))
+
+
+def test_an_update_older_than_max_staleness_is_a_dropout_with_the_reason(tmp_path: Path) -> None:
+    # The hand-computed run with max_staleness=0: client 1's update from version 0 arrives
+    # after step 1 (staleness 1) and is refused; step 2 waits for client 2 (t = 4, delta 3).
+    steps, path = hand_run(tmp_path, "max_staleness=0")
+    assert steps == pytest.approx([2.0, 2.0 + (1 + 3) / 2], abs=1e-6)
+    with RunStore.open(path, readonly=True) as store:
+        failures = store.failures()
+    assert failures == [
+        (2, 1, "fit", "update refused: its model is 1 server steps old, past asynchronous.max_staleness=0")
+    ]

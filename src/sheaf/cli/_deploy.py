@@ -272,6 +272,14 @@ def status(
     table.add_column("what")
     table.add_column("value")
     table.add_row("status", f"{info['status']} · round {info['rounds']['done']}/{info['rounds']['total']}")
+    if "asynchronous" in info:
+        fedbuff = info["asynchronous"]
+        table.add_row(
+            "aggregation",
+            f"FedBuff (C={fedbuff['concurrency']}, K={fedbuff['buffer']}): {fedbuff['server_steps']} server steps; "
+            f"staleness mean {_fmt(fedbuff['staleness_mean'])} · max {_fmt(fedbuff['staleness_max'])}; "
+            f"{_fmt(fedbuff['seconds_per_step'])} s per step",
+        )
     if info.get("secure_aggregation"):
         table.add_row(
             "aggregation", "secure aggregation (SecAgg+)" + (" · distributed DP" if info["distributed_dp"] else "")
@@ -286,7 +294,11 @@ def status(
     if "in_progress" in info:
         work = info["in_progress"]
         waiting = f"waiting for clients {work['waiting_for']}" if work["waiting_for"] else "every client answered"
-        table.add_row("in progress", f"{work['kind']} of round {work['round']}: {waiting}")
+        if "asynchronous" in info:  # open work: whoever pulls trains; the model is version round - 1
+            waiting = f"clients training: {work['waiting_for'] or 'none'}"
+            table.add_row("in progress", f"filling server step {work['round']}: {waiting}")
+        else:
+            table.add_row("in progress", f"{work['kind']} of round {work['round']}: {waiting}")
     if "last_round" in info:
         last = info["last_round"]
         table.add_row(

@@ -1,6 +1,7 @@
 """Framework-free building blocks: params, updates, config, errors, random streams, cohort sampling."""
 
 from sheaf.core.acceptance import MetricRange, OperatorLimits, UpdateRejected, UpdateRule, model_scale
+from sheaf.core.checks import check_positive, check_setting
 from sheaf.core.clock_config import AVAILABILITIES, DEVICE_PROFILES, STALENESS
 from sheaf.core.config import (
     ATTACKS,
@@ -124,6 +125,8 @@ __all__ = [
     "apply_overrides",
     "array_from_record",
     "array_to_record",
+    "check_positive",
+    "check_setting",
     "check_update",
     "chosen_dataset",
     "cohort_size",

@@ -1,10 +1,11 @@
-"""The ``[devices]`` and ``[asynchronous]`` sections of a run config (simulation only).
+"""The ``[devices]`` and ``[asynchronous]`` sections of a run config.
 
 ``[devices]`` turns on the virtual clock: every client gets a device profile (compute
 speed, bandwidth, when it is online) and every round a virtual duration, with an optional
 deadline and over-selection (:mod:`sheaf.core.devices`, :mod:`sheaf.run.clock`).
 ``[asynchronous]`` replaces synchronous rounds by FedBuff's buffered asynchronous
-aggregation, ordered by the same clock (:mod:`sheaf.run.buffered`).
+aggregation: in a simulation ordered by the same clock (:mod:`sheaf.run.buffered`), under
+``sheaf server`` by the order the clients' results really arrive (:mod:`sheaf.deploy.buffered`).
 
 Example:
     >>> DevicesConfig(enabled=True, deadline=600.0).deadline
@@ -18,7 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sheaf.core.errors import ConfigError
+from sheaf.core.checks import check_positive as _positive
+from sheaf.core.checks import check_setting as _check
 
 __all__ = ["AVAILABILITIES", "DEVICE_PROFILES", "STALENESS", "AsyncConfig", "DevicesConfig"]
 
@@ -31,15 +33,6 @@ STALENESS = ("sqrt", "none")
 
 #: The longest deadline or trace value accepted, in seconds: a year of virtual time.
 MAX_SECONDS = 365 * 24 * 3600.0
-
-
-def _check(condition: bool, key: str, requirement: str, value: object) -> None:
-    if not condition:
-        raise ConfigError(f"{key} must be {requirement}, got {value!r}")
-
-
-def _positive(value: float, key: str) -> None:
-    _check(math.isfinite(value) and value > 0, key, "a finite number > 0", value)
 
 
 @dataclass(frozen=True)
@@ -121,14 +114,21 @@ class AsyncConfig:
     """Buffered asynchronous aggregation, FedBuff (Nguyen et al., AISTATS 2022).
 
     Attributes:
-        enabled: run FedBuff instead of synchronous rounds (needs ``devices.enabled``:
-            the virtual clock orders the arrivals). ``rounds`` counts server steps.
+        enabled: run FedBuff instead of synchronous rounds. A simulation needs
+            ``devices.enabled`` (the virtual clock orders the arrivals); ``sheaf server``
+            needs no devices (real arrivals are ordered by when they arrive). ``rounds``
+            counts server steps.
         concurrency: C, the clients training at any time.
         buffer: K, the updates the server waits for before each step.
         staleness: ``sqrt`` (an update from a model ``s`` steps old is weighted by
             ``1 / sqrt(1 + s)``) or ``none``.
         server_lr: the server learning rate: each step moves the model by this times the
             strategy's aggregate step.
+        max_staleness: the oldest update accepted, in server steps: an update whose model
+            is more steps old is refused (a dropout, with the reason), in simulation and
+            deployment alike. At the default, 100, it weighs ``1/sqrt(101)``, a tenth.
+        task_timeout: (deployment) seconds a client may hold a task: past it, its slot is
+            freed and the client recorded as a dropout with the reason.
     """
 
     enabled: bool = False
@@ -136,6 +136,8 @@ class AsyncConfig:
     buffer: int = 10
     staleness: str = "sqrt"
     server_lr: float = 1.0
+    max_staleness: int = 100
+    task_timeout: float = 600.0
 
     def __post_init__(self) -> None:
         _check(1 <= self.concurrency <= 100_000, "asynchronous.concurrency", "in 1..100000", self.concurrency)
@@ -151,4 +153,11 @@ class AsyncConfig:
             "asynchronous.server_lr",
             "in (0, 100]",
             self.server_lr,
+        )
+        _check(0 <= self.max_staleness <= 1_000_000, "asynchronous.max_staleness", "in 0..1000000", self.max_staleness)
+        _check(
+            math.isfinite(self.task_timeout) and 0 < self.task_timeout <= MAX_SECONDS,
+            "asynchronous.task_timeout",
+            f"> 0 seconds and at most {MAX_SECONDS:g}",
+            self.task_timeout,
         )

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sheaf.core.checks import check_setting as _check
 from sheaf.core.clock_config import AsyncConfig, DevicesConfig
 from sheaf.core.errors import ConfigError
 from sheaf.core.toml import literal, read_file
@@ -62,11 +63,6 @@ __all__ = [
     "load_config",
     "merge_settings",
 ]
-
-
-def _check(condition: bool, key: str, requirement: str, value: object) -> None:
-    if not condition:
-        raise ConfigError(f"{key} must be {requirement}, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ whole deployment — server, coordinator, auth, wire, clients — runs in a test
 sockets (:mod:`.inprocess`, :mod:`.inprocess_channel`).
 """
 
+from sheaf.deploy.async_ledger import AsyncLedger
 from sheaf.deploy.auth import (
     AuthError,
     AuthorizedClient,
@@ -30,6 +31,7 @@ from sheaf.deploy.auth import (
     load_identity,
 )
 from sheaf.deploy.backend import DeploymentBackend, task_id
+from sheaf.deploy.buffered import BufferedServer
 from sheaf.deploy.chunks import (
     CHUNK_BYTES,
     MAX_MESSAGE_BYTES,
@@ -136,9 +138,11 @@ __all__ = [
     "SECRET_META",
     "SERVICE_NAME",
     "STAGE_MESSAGES",
+    "AsyncLedger",
     "AuthError",
     "AuthorizedClient",
     "BodyDigest",
+    "BufferedServer",
     "CallContext",
     "Channel",
     "ClientIdentity",

@@ -296,6 +296,9 @@ class DeployedClient:
         self._jitter = random.Random()
         self._reached = False  # whether the server answered sensibly since the last failure
         self._finished = False
+        # A heartbeat's reply said the run is over: in an asynchronous run that can happen while
+        # this client trains, and the server is gone before the result could be delivered.
+        self._over = False
 
     def _prepare(self, join: pb.JoinReply) -> _Session:
         run_id = checked_run_id(join.run_id)  # before it is part of any path
@@ -343,7 +346,8 @@ class DeployedClient:
         while True:
             await asyncio.sleep(interval)
             try:
-                await rpc.heartbeat(run_id, timeout=max(2 * interval, 5.0))
+                reply = await rpc.heartbeat(run_id, timeout=max(2 * interval, 5.0))
+                self._over = self._over or reply.finished
             except RpcError as exc:
                 log_event(_log, logging.DEBUG, "heartbeat_failed", code=exc.code.name)
 
@@ -385,6 +389,9 @@ class DeployedClient:
                     continue
                 log_event(_log, logging.INFO, "task_received", kind=task.kind, round=task.round)
                 pending.append(await loop.run_in_executor(self._executor, work.answer, task, digest))
+                if self._over:  # the run ended while it trained (FedBuff): nothing left to deliver to
+                    log_event(_log, logging.INFO, "run_finished", client=session.client_id)
+                    return True
         finally:
             heartbeats.cancel()
 
@@ -461,6 +468,9 @@ class DeployedClient:
                 log_event(_log, logging.ERROR, "refused", server=self.options.server, reason=str(exc))
                 raise SheafError(f"server {self.options.server} refused this client: {exc}") from None
             except RpcError as exc:  # before SheafError: a failed call is a lost connection
+                if self._over:  # the server said the run is over, then went away: done
+                    log_event(_log, logging.INFO, "run_finished", server=self.options.server)
+                    return 0
                 log_event(
                     _log,
                     logging.WARNING,

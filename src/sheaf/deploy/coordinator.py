@@ -16,6 +16,13 @@ A client's share of a batch is settled exactly once, by the first of:
 
 A second delivery of the same update id is a duplicate and changes nothing.
 
+**Open work** (FedBuff, :mod:`sheaf.deploy.buffered`) has no fixed cohort: a client that
+pulls without an open share asks the work's ``issue`` for one (which may say no: every
+slot taken, or the client already trained from the current model), each share has its own
+round, model and deadline (``slot_timeout`` from when it was handed out), a result is
+admitted or refused by the work's ``admit`` before its client hears the answer, and every
+settled share is queued for the driver, who takes them with :meth:`Coordinator.take_settled`.
+
 Example:
     >>> from sheaf.core.config import ServerConfig
     >>> coordinator = Coordinator({0: "a", 1: "b"}, ServerConfig(round_timeout=0.2))
@@ -73,6 +80,10 @@ class Slot:
         result: the result, if one was accepted.
         failure: why this client's share failed, if it did.
         pulls: how many times the client was handed its task (a lost stream is pulled again).
+        round: (open work) the round its task is for (0: the work's round).
+        chunks: (open work) its task's tensor chunks (None: the work's).
+        like: (open work) the model its result must match (None: the work's).
+        issued: (open work) when it was handed out, by the coordinator's clock.
     """
 
     client_id: int
@@ -83,6 +94,10 @@ class Slot:
     result: ReceivedResult | None = None
     failure: str = ""
     pulls: int = 0
+    round: int = 0
+    chunks: list[bytes] | None = None
+    like: Params | None = None
+    issued: float = 0.0
 
 
 @dataclass
@@ -101,6 +116,14 @@ class Work:
             update must declare.
         secure: a securely aggregated fit: each result carries its client's keys and no
             tensors (its update leaves only masked, in the protocol).
+        issue: (open work) called, with the lock held, with a pulling client that has no
+            open share: its new share, or None (nothing for it now).
+        admit: (open work) called, with the lock held, with each result that passed the
+            checks: why it is refused (None: accepted). It must make the result durable
+            before it returns None: the client is told "accepted" next.
+        slot_timeout: (open work) seconds each share may stay open from when it was
+            handed out.
+        settled: (open work) shares settled and not yet taken by the driver.
     """
 
     kind: str
@@ -111,6 +134,18 @@ class Work:
     rule: UpdateRule | None = None
     posted: float = field(default=0.0)
     secure: bool = False
+    issue: Callable[[int], Slot | None] | None = None
+    admit: Callable[[Slot, ReceivedResult], str | None] | None = None
+    slot_timeout: float = 0.0
+    settled: list[Slot] = field(default_factory=list)
+
+    def round_of(self, slot: Slot) -> int:
+        """The round a slot's result must name."""
+        return slot.round or self.round
+
+    def like_of(self, slot: Slot) -> Params | None:
+        """The model a slot's result must match."""
+        return slot.like if slot.like is not None else self.like
 
 
 @dataclass(frozen=True)
@@ -258,11 +293,16 @@ class Coordinator:
         with self._lock:
             work = self._work
             slot = work.slots.get(client_id) if work is not None else None
+            if work is not None and work.issue is not None and (slot is None or slot.state == "done"):
+                slot = work.issue(client_id)  # open work: a new share, if there is one for it
+                if slot is not None:
+                    slot.issued = self._clock()
+                    work.slots[client_id] = slot
             if work is None or slot is None or slot.state == "done":
                 return None
             slot.state = "sent"  # a client that lost the stream may pull the same task again
             slot.pulls += 1
-            return slot.header, work.chunks
+            return slot.header, slot.chunks if slot.chunks is not None else work.chunks
 
     def awaited(self, client_id: int, task_id: str) -> tuple[Work, Slot] | None:
         """The open batch and slot a result for ``task_id`` from this client would settle."""
@@ -307,12 +347,18 @@ class Coordinator:
                     return "duplicate", "this update was delivered before; ignored"
                 settled = slot.failure or "a result was accepted"
                 return "stale", f"task {task_id} is already settled ({settled})"
+            if not failure and result is not None and work.admit is not None:
+                refused = work.admit(slot, result)  # open work: the driver's rules, made durable
+                if refused is not None:
+                    failure, rejected = refused, True
             slot.state, slot.update_id = "done", update_id
             self._delivered.setdefault(client_id, deque(maxlen=16)).append(update_id)
             if failure:
                 slot.failure = failure
             else:
                 slot.result = result
+            if work.issue is not None:
+                work.settled.append(slot)
             self._changed.notify_all()
         if failure:
             log_event(
@@ -337,11 +383,15 @@ class Coordinator:
             silent = self._silent_for(slot.client_id, now)
             if silent > timeout:
                 slot.failure = f"no contact for {silent:.0f} s (server.heartbeat_timeout={timeout:g} s)"
-            elif late:
+            elif work.issue is not None and now - slot.issued >= work.slot_timeout:
+                slot.failure = f"no result within asynchronous.task_timeout={work.slot_timeout:g} s"
+            elif late and work.issue is None:
                 slot.failure = f"no result within server.round_timeout={self.settings.round_timeout:g} s"
             else:
                 continue
             slot.state, settled = "done", True
+            if work.issue is not None:
+                work.settled.append(slot)
             log_event(
                 _log, logging.WARNING, "client_dropped", client=slot.client_id, round=work.round, kind=work.kind,
                 reason=slot.failure,
@@ -382,6 +432,38 @@ class Coordinator:
         results = {c: s.result for c, s in sorted(work.slots.items()) if s.result is not None}
         failures = [ClientFailure(c, s.failure) for c, s in sorted(work.slots.items()) if s.failure]
         return WorkOutcome(results, failures, {c: s.pulls for c, s in sorted(work.slots.items()) if s.pulls})
+
+    def take_settled(self, work: Work, timeout: float) -> list[Slot]:
+        """(Open work) the shares settled since the last call, in the order they were
+        settled; waits up to ``timeout`` seconds for one, dropping silent and late ones.
+
+        Args:
+            work: the open work posted with :meth:`post`.
+            timeout: the longest wait, by real time.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._sweep(now)
+                dropped = self._fail_open(work, now)
+                taken, work.settled = work.settled, []
+                if not taken and time.monotonic() < deadline:
+                    self._changed.wait(timeout=max(0.01, min(0.25, deadline - time.monotonic())))
+            if dropped or taken:  # freed slots: waiting pulls look again (and late results for dropped shares stop)
+                self._wake()
+            self._tick()
+            if taken or time.monotonic() >= deadline:
+                return taken
+
+    def wake(self) -> None:
+        """Tell waiting pulls to look again (open work changed: a new model to train from)."""
+        self._wake()
+
+    def locked(self) -> threading.Lock:
+        """The lock behind the shared state: open work's driver holds it to change what
+        ``issue`` and ``admit`` read."""
+        return self._lock
 
     def _tick(self, force: bool = False) -> None:
         """Call ``on_tick`` if a second has passed since the last call (or if forced)."""

@@ -13,7 +13,9 @@ The server holds the run config and the run store, and no data. It:
    :class:`~sheaf.deploy.inprocess.InProcessTransport` for a whole deployment in one
    process), waits until ``strategy.min_clients`` clients are connected, then runs the
    **same round loop as a simulation**
-   (:func:`sheaf.run.run_rounds`) with a :class:`~sheaf.deploy.backend.DeploymentBackend`;
+   (:func:`sheaf.run.run_rounds`) with a :class:`~sheaf.deploy.backend.DeploymentBackend` —
+   or, with ``[asynchronous]``, FedBuff (:mod:`sheaf.deploy.buffered`): clients pull when
+   ready and the server steps every K results;
 4. about once a second writes its live status (connected clients, the batch in
    progress) into the store for ``sheaf status``; logs every event as a structured line;
 5. when the last round is committed, tells clients the run is over and stops.
@@ -40,8 +42,10 @@ from sheaf.core.config import RunConfig
 from sheaf.core.errors import ConfigError, StoreError
 from sheaf.core.keyed import SECRET_BYTES, new_secret
 from sheaf.core.params import Params
+from sheaf.deploy.async_ledger import AsyncLedger
 from sheaf.deploy.auth import RequestVerifier, load_authorized_clients
 from sheaf.deploy.backend import DeploymentBackend
+from sheaf.deploy.buffered import BufferedServer
 from sheaf.deploy.chunks import MAX_MESSAGE_BYTES
 from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.description import RunDescription
@@ -330,6 +334,7 @@ def run_server(
     listening: Listening | None = None
     nonces: SeenNonces | None = None
     service: FederationService | None = None
+    ledger: AsyncLedger | None = None
     state = "starting"
     try:
         stored = store.meta
@@ -391,7 +396,12 @@ def run_server(
             )
             population = Population(ids, ids, central, secret=secret)  # cohorts from the secret, not the seed
             federated = Federated(config, parts.task, population, chosen, backend, store, parts.limits)
-            history, params = run_rounds(federated, _LogListener(listener, coordinator, write_status))
+            progress = _LogListener(listener, coordinator, write_status)
+            if config.asynchronous.enabled:  # FedBuff: clients pull when ready, a step every K results
+                ledger = AsyncLedger(path)
+                history, params = BufferedServer(federated, coordinator, ledger).run(progress)
+            else:
+                history, params = run_rounds(federated, progress)
         else:
             history, params = store.history(), store.params()
             log_event(_log, logging.INFO, "already_finished", rounds=store.last_round)
@@ -419,4 +429,6 @@ def run_server(
             service.close()
         if nonces is not None:
             nonces.close()
+        if ledger is not None:
+            ledger.close()
         store.close()

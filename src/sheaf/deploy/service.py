@@ -367,9 +367,10 @@ class FederationService:
         found = self.coordinator.awaited(cid, header.task_id)
         if found is None or found[1].state == "done":
             return self.coordinator.settle(cid, header.task_id, header.update_id)  # stale or duplicate
-        work, _ = found
+        work, slot = found
+        like = work.like_of(slot)  # open work (FedBuff): each share has its own model version
         kind = {pb.FIT: "fit", pb.EVALUATE: "evaluate"}.get(header.kind)
-        if kind != work.kind or header.round != work.round:
+        if kind != work.kind or header.round != work.round_of(slot):
             return self._reject(
                 cid, header.task_id, header.update_id, f"result is for a {kind} of round {header.round}"
             )
@@ -379,9 +380,9 @@ class FederationService:
                 return self._reject(cid, header.task_id, header.update_id, reason)
         elif header.secagg:
             return self._reject(cid, header.task_id, header.update_id, "this round is not securely aggregated")
-        elif work.kind == "fit" and not header.failure and work.like is not None:
+        elif work.kind == "fit" and not header.failure and like is not None:
             encoding = work.rule.encoding if work.rule is not None else ()
-            problem = declared_problem(header.tensors, work.like, encoding)
+            problem = declared_problem(header.tensors, like, encoding)
             if problem is not None:
                 return self._reject(cid, header.task_id, header.update_id, problem)
         try:
@@ -394,10 +395,10 @@ class FederationService:
         if result.failure:
             reason = f"{result.kind} failed on the client: {result.failure}"
             return self.coordinator.settle(cid, result.task_id, result.update_id, failure=reason)
-        if result.kind == "fit" and work.like is not None and (result.delta is not None or result.encoded is not None):
+        if result.kind == "fit" and like is not None and (result.delta is not None or result.encoded is not None):
             delta = result.delta if result.delta is not None else Params({})
             update = Update(cid, delta, result.num_examples, result.metrics, result.extras, result.encoded)
-            problem, norm = await self._judged(update, work.like, work.rule or UpdateRule())
+            problem, norm = await self._judged(update, like, work.rule or UpdateRule())
             if problem is not None:
                 return self._reject(cid, result.task_id, result.update_id, problem)
             if result.encoded is None:  # judged: the fold need not judge it again

@@ -63,6 +63,21 @@ def run_status(path: str | Path, *, now: float | None = None) -> dict[str, Any]:
         "rounds": {"done": last, "total": meta["config"].get("rounds")},
         "clients": {"registered": meta.get("population")},
     }
+    settings = meta["config"].get("asynchronous", {})
+    if isinstance(settings, dict) and settings.get("enabled"):  # FedBuff: rounds are server steps
+        means = [(r.fit.get("staleness_mean", math.nan), r.completed) for r in history]
+        steps = [(m, n) for m, n in means if math.isfinite(m) and n > 0]
+        out["asynchronous"] = _finite(
+            {
+                "aggregation": "FedBuff",
+                "concurrency": settings.get("concurrency"),
+                "buffer": settings.get("buffer"),
+                "server_steps": last,
+                "staleness_mean": (sum(m * n for m, n in steps) / sum(n for _, n in steps)) if steps else None,
+                "staleness_max": max((r.fit.get("staleness_max", math.nan) for r in history), default=None),
+                "seconds_per_step": (sum(r.seconds for r in history) / len(history)) if history else None,
+            }
+        )
     secagg = meta.get("secagg")
     out["secure_aggregation"] = isinstance(secagg, dict)
     out["distributed_dp"] = isinstance(secagg, dict) and secagg.get("dp") == "distributed"

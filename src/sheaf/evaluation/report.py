@@ -152,6 +152,32 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _asynchronous_summary(meta: Mapping[str, Any], history: History) -> list[tuple[str, Any]]:
+    """FedBuff's lines of the summary: the aggregation, staleness over all steps, wall
+    seconds per server step (none for a synchronous run)."""
+    settings = meta.get("config", {}).get("asynchronous", {})
+    if not isinstance(settings, Mapping) or not settings.get("enabled"):
+        return []
+    means = [r.fit["staleness_mean"] for r in history if math.isfinite(r.fit.get("staleness_mean", math.nan))]
+    maxima = [r.fit["staleness_max"] for r in history if math.isfinite(r.fit.get("staleness_max", math.nan))]
+    counts = [r.completed for r in history if math.isfinite(r.fit.get("staleness_mean", math.nan))]
+    weighted = sum(m * n for m, n in zip(means, counts, strict=True)) / sum(counts) if sum(counts) else math.nan
+    return [
+        (
+            "aggregation",
+            f"FedBuff, asynchronous (C={settings.get('concurrency')}, K={settings.get('buffer')}): "
+            "rounds are server steps",
+        ),
+        ("server steps", history.rounds_completed),
+        ("staleness of the aggregated updates: mean", weighted),
+        ("staleness of the aggregated updates: max", max(maxima, default=math.nan)),
+        (
+            "wall seconds per server step (mean)",
+            sum(r.seconds for r in history) / len(history) if history else math.nan,
+        ),
+    ]
+
+
 def _html(
     name: str,
     meta: Mapping[str, Any],
@@ -214,10 +240,12 @@ def _html(
             if isinstance(meta.get("compression"), Mapping) and "upload_ratio" in meta["compression"]
             else []
         ),
+        *_asynchronous_summary(meta, history),
         ("client failures (all rounds)", failures),
         ("rounds that left the model unchanged", sum(1 for r in history if not r.aggregated)),
     ]
     personal = any("personalized_accuracy" in r.federated for r in history)
+    stale = any("staleness_mean" in r.fit for r in history)
     private = any(r.privacy for r in history)
     counted = any(r.traffic for r in history)
     per_round = [
@@ -239,6 +267,7 @@ def _html(
                 if personal
                 else ()
             ),
+            *((r.fit.get("staleness_mean", math.nan), r.fit.get("staleness_max", math.nan)) if stale else ()),
             *((r.privacy.get("epsilon", math.nan),) if private else ()),
             *(
                 (format_bytes(r.traffic.get("download_bytes", 0)), format_bytes(r.traffic.get("upload_bytes", 0)))
@@ -261,6 +290,7 @@ def _html(
         "client acc mean",
         "client acc worst 10%",
         *(["personalised acc mean", "personalised acc worst 10%"] if personal else []),
+        *(["staleness mean", "staleness max"] if stale else []),
         *(["epsilon spent"] if private else []),
         *(["sent to clients", "sent by clients"] if counted else []),
         "seconds",

@@ -2,7 +2,15 @@
 
 from sheaf.run.assemble import RunParts, assemble, builtin_client_steps, open_or_create_store
 from sheaf.run.baseline import BaselineResult, pooled_baseline
-from sheaf.run.buffered import RESUME_KEY, WAKE_SECONDS, run_buffered, staleness_weight
+from sheaf.run.buffered import (
+    RESUME_KEY,
+    WAKE_SECONDS,
+    BufferStep,
+    buffer_step,
+    run_buffered,
+    staleness_problem,
+    staleness_weight,
+)
 from sheaf.run.clock import Job, RoundPlan, VirtualClock
 from sheaf.run.export import FORMATS, client_names, client_rows, export_run, failure_rows, finite, round_rows
 from sheaf.run.listing import RunSummary, list_runs, run_name, summarize, summarize_run
@@ -32,6 +40,7 @@ __all__ = [
     "STALE_AFTER",
     "WAKE_SECONDS",
     "BaselineResult",
+    "BufferStep",
     "Federated",
     "Job",
     "Population",
@@ -45,6 +54,7 @@ __all__ = [
     "SimulationResult",
     "VirtualClock",
     "assemble",
+    "buffer_step",
     "builtin_client_steps",
     "client_names",
     "client_rows",
@@ -73,6 +83,7 @@ __all__ = [
     "run_rounds",
     "run_state",
     "simulate",
+    "staleness_problem",
     "staleness_weight",
     "summarize",
     "summarize_run",

@@ -220,10 +220,10 @@ def _deployed_secagg(plan: SecAggPlan) -> SecAggPlan:
 def _check_clocked(config: RunConfig, deployed: bool) -> None:
     """Refuse what the virtual clock and FedBuff do not support (yet), one line each."""
     devices, buffered = config.devices, config.asynchronous
-    if deployed and (devices.enabled or buffered.enabled):
+    if deployed and devices.enabled:
         raise ConfigError(
-            "simulated devices and asynchronous aggregation (FedBuff) run in simulation only for now; "
-            "set devices.enabled=false and asynchronous.enabled=false for sheaf server"
+            "simulated devices run in simulation only: a deployment's devices are real; "
+            "set devices.enabled=false for sheaf server (asynchronous.enabled needs no devices there)"
         )
     if devices.overselect > 0 and config.strategy.sampling == "poisson":
         raise ConfigError(
@@ -231,8 +231,15 @@ def _check_clocked(config: RunConfig, deployed: bool) -> None:
         )
     if not buffered.enabled:
         return
-    if not devices.enabled:
-        raise ConfigError("asynchronous.enabled needs devices.enabled = true: the virtual clock orders the arrivals")
+    if not devices.enabled and not deployed:
+        raise ConfigError(
+            "asynchronous.enabled needs devices.enabled = true in a simulation: the virtual clock orders the arrivals"
+        )
+    if deployed and config.evaluation.federated is True:
+        raise ConfigError(
+            "a deployed asynchronous run does no federated evaluation (it would stop the clients that train); "
+            "set evaluation.federated=false (or auto) and give the server --test-data for central evaluation"
+        )
     if devices.deadline > 0 or devices.overselect > 0:
         raise ConfigError(
             "devices.deadline and devices.overselect shape synchronous rounds; set them to 0 with asynchronous.enabled"

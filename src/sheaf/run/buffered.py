@@ -22,8 +22,9 @@ A run's ``rounds`` are server steps; each commits one round to the store, with t
 virtual time, the staleness of every update (``staleness``, in its client record), the
 clients that dropped out since the last step and, in the same transaction, the clients
 still in flight (:data:`RESUME_KEY`): a stopped run resumes after its last step and ends
-with the model of an uninterrupted one. Not yet: deployment (``sheaf server`` refuses the
-section).
+with the model of an uninterrupted one. An update more than ``asynchronous.max_staleness``
+steps old is refused (:func:`staleness_problem`). The step itself, :func:`buffer_step`, is
+the one ``sheaf server`` takes too (:mod:`sheaf.deploy.buffered`), with real arrivals.
 
 References:
     Nguyen, Malik, Zhan, Yousefpour, Rabbat, Malek, Huba. Federated Learning with Buffered
@@ -39,12 +40,15 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from sheaf.backends.base import Cohort
+from sheaf.core.clock_config import AsyncConfig
+from sheaf.core.config import RunConfig
 from sheaf.core.errors import ClientFailure, SheafError, StoreError
 from sheaf.core.params import Params
 from sheaf.core.rng import Purpose, stream
@@ -66,9 +70,17 @@ from sheaf.run.loop import (
     run_clock,
 )
 from sheaf.run.population import Population
-from sheaf.strategies.base import Broadcast, RoundContext, StrategyState
+from sheaf.strategies.base import Broadcast, RoundContext, Strategy, StrategyState
 
-__all__ = ["RESUME_KEY", "WAKE_SECONDS", "run_buffered", "staleness_weight"]
+__all__ = [
+    "RESUME_KEY",
+    "WAKE_SECONDS",
+    "BufferStep",
+    "buffer_step",
+    "run_buffered",
+    "staleness_problem",
+    "staleness_weight",
+]
 
 #: How often (virtual seconds) the server looks for newly online devices between arrivals.
 WAKE_SECONDS = 900.0
@@ -282,6 +294,8 @@ def run_buffered(parts: Federated, listener: RoundListener | None = None) -> tup
                     server.dropouts.append(ClientFailure(cid, "the backend returned no result for this client"))
                 elif isinstance(result, ClientFailure):
                     server.dropouts.append(result)
+                elif (refused := staleness_problem(server.version - version, settings)) is not None:
+                    server.dropouts.append(ClientFailure(cid, refused))
                 else:
                     server.buffer.append((result, server.version - version))
             if len(server.buffer) < settings.buffer:
@@ -301,6 +315,88 @@ def run_buffered(parts: Federated, listener: RoundListener | None = None) -> tup
     return history, server.params
 
 
+@dataclass(frozen=True)
+class BufferStep:
+    """What one server step over a buffer produced (:func:`buffer_step`).
+
+    Attributes:
+        params: the model after the step (the model before it, if not aggregated).
+        state: the strategy state after the step.
+        clients: each buffered update's client record, ``staleness`` among its metrics.
+        fit: the step's fit figures: ``train_loss``, ``staleness_mean``, ``staleness_max``
+            and what the strategy reported.
+        aggregated: whether the model moved.
+        note: why it did not, or that the buffer was flushed short.
+    """
+
+    params: Params
+    state: StrategyState
+    clients: list[ClientRecord]
+    fit: dict[str, float]
+    aggregated: bool
+    note: str
+
+
+def staleness_problem(staleness: int, settings: AsyncConfig) -> str | None:
+    """Why an update from a model ``staleness`` server steps old is refused (None: it is not).
+
+    Example:
+        >>> staleness_problem(3, AsyncConfig(max_staleness=2))
+        'update refused: its model is 3 server steps old, past asynchronous.max_staleness=2'
+    """
+    if staleness > settings.max_staleness:
+        return (
+            f"update refused: its model is {staleness} server steps old, "
+            f"past asynchronous.max_staleness={settings.max_staleness}"
+        )
+    return None
+
+
+def buffer_step(
+    strategy: Strategy,
+    buffered: Sequence[tuple[Update, int]],
+    params: Params,
+    state: StrategyState,
+    ctx: RoundContext,
+    config: RunConfig,
+    *,
+    flushed: bool = False,
+) -> BufferStep:
+    """FedBuff's server step over ``(update, staleness)`` pairs: the one function simulation
+    and deployment (:mod:`sheaf.deploy.buffered`) both call, so that the same arrivals give
+    the same model bit for bit.
+
+    Updates are taken in client-id order (never arrival order: the sum's order must not
+    depend on timing), each delta weighted by :func:`staleness_weight`, aggregated by the
+    strategy, and the model moved by ``asynchronous.server_lr`` times the aggregate step.
+    Fewer than ``strategy.min_clients`` updates, or an aggregate the strategy refuses,
+    leave the model as it was (``aggregated`` false, the reason in ``note``).
+    """
+    settings = config.asynchronous
+    ordered = sorted(buffered, key=lambda item: item[0].client_id)
+    weighted = [_weighted_update(u, staleness_weight(s, settings.staleness)) for u, s in ordered]
+    used = {u.client_id for u, _ in ordered}
+    clients = [
+        ClientRecord(u.client_id, "fit", u.num_examples, {**u.metrics, "staleness": float(s)}) for u, s in ordered
+    ]
+    stale = [float(s) for _, s in ordered]
+    fit: dict[str, float] = {
+        "train_loss": _weighted(clients, "train_loss"),
+        "staleness_mean": float(np.mean(stale)) if stale else math.nan,
+        "staleness_max": max(stale, default=math.nan),
+    }
+    note = f"buffer flushed with {len(ordered)} < {settings.buffer} updates: no client could start" if flushed else ""
+    if len(ordered) < config.strategy.min_clients:
+        note = f"{len(ordered)} updates, fewer than strategy.min_clients={config.strategy.min_clients}"
+        return BufferStep(params, state, clients, fit, False, note)
+    result = _aggregate(strategy, weighted, state, ctx, used)
+    if isinstance(result, _Skipped):
+        return BufferStep(params, result.state, clients, fit, False, result.reason)
+    new_params, new_state, metrics = result
+    fit.update(metrics)
+    return BufferStep(_moved(params, new_params, settings.server_lr), new_state, clients, fit, True, note)
+
+
 def _step(
     server: _Server,
     parts: Federated,
@@ -315,52 +411,25 @@ def _step(
 ) -> StrategyState:
     """One server step over the buffer: weigh, aggregate, evaluate, commit."""
     config, strategy = parts.config, parts.strategy
-    kind = config.asynchronous.staleness
-    buffered = sorted(server.buffer, key=lambda item: item[0].client_id)
     round = server.version + 1
     ctx = RoundContext(round, server.params, config.seed, population.num_clients)
-    weighted = [_weighted_update(u, staleness_weight(s, kind)) for u, s in buffered]
-    used = {u.client_id for u, _ in buffered}
-    clients = [
-        ClientRecord(u.client_id, "fit", u.num_examples, {**u.metrics, "staleness": float(s)}) for u, s in buffered
-    ]
+    step = buffer_step(strategy, server.buffer, server.params, state, ctx, config, flushed=flushed)
+    server.params, state, clients = step.params, step.state, step.clients
     failures: list[tuple[str, ClientFailure]] = [("fit", f) for f in server.dropouts]
-    stale = [float(s) for _, s in buffered]
-    fit: dict[str, float] = {
-        "train_loss": _weighted(clients, "train_loss"),
-        "staleness_mean": float(np.mean(stale)) if stale else math.nan,
-        "staleness_max": max(stale, default=math.nan),
-    }
-    note = (
-        f"buffer flushed with {len(buffered)} < {config.asynchronous.buffer} updates: no client could start"
-        if flushed
-        else ""
-    )
-    aggregated = len(buffered) >= config.strategy.min_clients
-    if not aggregated:
-        note = f"{len(buffered)} updates, fewer than strategy.min_clients={config.strategy.min_clients}"
-    else:
-        result = _aggregate(strategy, weighted, state, ctx, used)
-        if isinstance(result, _Skipped):
-            aggregated, note, state = False, result.reason, result.state
-        else:
-            new_params, state, metrics = result
-            server.params = _moved(server.params, new_params, config.asynchronous.server_lr)
-            fit.update(metrics)
     central, monitored, federated = evaluate_round(
         parts, population, server.params, round, monitor, evaluators, clients, failures
     )
     record = RoundRecord(
         round=round,
         sampled=server.pulled,
-        completed=len(buffered) if aggregated else 0,
+        completed=len(server.buffer) if step.aggregated else 0,
         failed=len(server.dropouts),
-        aggregated=aggregated,
+        aggregated=step.aggregated,
         central=central,
-        fit=fit,
+        fit=step.fit,
         federated=federated,
         seconds=time.perf_counter() - started,
-        note=note,
+        note=step.note,
         monitor=monitored,
         virtual_seconds=now,
     )

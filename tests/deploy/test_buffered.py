@@ -1,0 +1,308 @@
+"""FedBuff deployed, in one process: the real server, coordinator, auth, wire and clients over
+the in-process transport. Buffer semantics, staleness from the server's own ledger, lying and
+late clients, max_staleness, the task timeout, a killed server's resume, and the step that is
+the simulation's own function, bit for bit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sheaf.cli.app import app
+from sheaf.core.config import RunConfig
+from sheaf.deploy.async_ledger import AsyncLedger
+from sheaf.deploy.backend import DeploymentBackend, task_id
+from sheaf.deploy.buffered import BufferedServer
+from sheaf.deploy.coordinator import Coordinator
+from sheaf.deploy.inprocess import InProcessTransport
+from sheaf.deploy.keys import KeySet
+from sheaf.deploy.local import deployment_task
+from sheaf.deploy.status import run_status
+from sheaf.deploy.wire import ReceivedResult
+from sheaf.evaluation.history import RoundRecord
+from sheaf.run.assemble import assemble, open_or_create_store
+from sheaf.run.buffered import buffer_step
+from sheaf.run.loop import Federated
+from sheaf.run.population import Population
+from sheaf.run.report import report_run
+from sheaf.run.store import RunStore
+from sheaf.strategies.base import RoundContext
+from sheaf.strategies.registry import build_strategy
+from tests.deploy.conftest import (
+    Calls,
+    ManualClock,
+    client_files,
+    deploy_config,
+    events,
+    key_ids,
+    let_time_pass,
+    start_client,
+    start_server,
+    wait_for,
+)
+from tests.deploy.rogue import rogue, roomy_in_process
+from tests.deploy.tasks import GATE
+
+GATED = "tests.deploy.tasks:gated_softmax"
+
+ASYNC = ["asynchronous.enabled=true", "concurrency=3", "buffer=2", "min_clients=2", "rounds=4"]
+
+
+def fedbuff_config(tmp_path: Path, *extra: str) -> RunConfig:
+    return deploy_config(tmp_path, *ASYNC, *extra)
+
+
+def test_a_deployed_fedbuff_run_steps_every_k_results_with_the_simulations_step(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+) -> None:
+    config = fedbuff_config(tmp_path, "name=fedbuff")
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys, transport=transport)
+    clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
+
+    result = server.result()
+
+    assert [client.status() for client in clients] == [0, 0, 0, 0]
+    history = list(result.history)
+    assert [(r.round, r.completed, r.aggregated) for r in history] == [(n, 2, True) for n in (1, 2, 3, 4)]
+    with RunStore.open(result.run_path, readonly=True) as store:
+        records = store.client_records(phase="fit")
+        before = store.params(3)
+    assert all("staleness" in rec.metrics for _, rec in records)
+    # The last step again, through the simulation's step function, from what the server buffered.
+    ledger = AsyncLedger(result.run_path)
+    buffered = ledger.buffered(4)
+    ledger.close()
+    assert [(u.client_id, float(s)) for u, s in sorted(buffered, key=lambda b: b[0].client_id)] == [
+        (rec.client_id, rec.metrics["staleness"]) for r, rec in records if r == 4
+    ]
+    strategy = build_strategy(config.strategy)
+    template = strategy.init(before)
+    with RunStore.open(result.run_path, readonly=True) as store:
+        state = store.state(3, template=template)
+    step = buffer_step(strategy, buffered, before, state, RoundContext(4, before, config.seed, 4), config)
+    assert step.params.array_equal(result.params)
+
+
+def test_status_and_report_say_fedbuff_with_steps_staleness_and_seconds_per_step(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+) -> None:
+    config = fedbuff_config(tmp_path, "name=shown")
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys, transport=transport)
+    clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
+    result = server.result()
+    assert [client.status() for client in clients] == [0, 0, 0, 0]
+
+    status = run_status(result.run_path)
+    shown = CliRunner().invoke(app, ["status", str(result.run_path)], terminal_width=200)
+    report = report_run(result.run_path, tmp_path / "report")
+
+    fedbuff = status["asynchronous"]
+    staleness = [r.fit["staleness_max"] for r in result.history]
+    assert fedbuff["aggregation"] == "FedBuff" and fedbuff["server_steps"] == 4
+    assert fedbuff["staleness_max"] == max(staleness) and fedbuff["seconds_per_step"] > 0
+    assert "FedBuff (C=3, K=2): 4 server steps" in shown.stdout
+    page = next(p for p in report if p.name == "report.html").read_text()
+    assert "FedBuff, asynchronous (C=3, K=2)" in page and "staleness max" in page
+
+
+def _settled(logs: pytest.LogCaptureFixture, client: int) -> bool:
+    return any(e.get("client") == client for name in ("update_buffered", "update_rejected") for e in events(logs, name))
+
+
+class OpenGateAt:
+    """Opens the slow client's gate when step ``at`` is committed, and holds the server there
+    until that client's result is settled: its update is then several steps stale."""
+
+    def __init__(self, at: int, settled: Callable[[], bool]) -> None:
+        self.at, self.settled = at, settled
+
+    def on_start(self, config: RunConfig, first_round: int, cohort: int, population: int) -> None:
+        pass
+
+    def on_round(self, record: RoundRecord) -> None:
+        if record.round == self.at:
+            GATE.set()
+            wait_for(self.settled, 60, "the slow client's result to be settled")
+
+
+@pytest.mark.parametrize("max_staleness", [100, 1])
+def test_a_slow_clients_update_carries_the_staleness_of_the_servers_ledger_and_max_staleness_refuses_it(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, logs: pytest.LogCaptureFixture, max_staleness: int
+) -> None:
+    GATE.clear()
+    config = fedbuff_config(tmp_path, "rounds=6", f"max_staleness={max_staleness}")
+    files = client_files(config, tmp_path / "data")
+    listener = OpenGateAt(2, lambda: _settled(logs, 3))
+    server = start_server(config, keys, transport=transport, listener=listener)
+    try:
+        slow = start_client(transport, keys.client_keys[3], files[3], tmp_path / "state", task=GATED)
+        clients = [start_client(transport, keys.client_keys[0], files[0], tmp_path / "state")]
+        wait_for(lambda: {"client": 3, "version": 0, "open": 1} in events(logs, "task_issued")
+                 or any(e["client"] == 3 and e["version"] == 0 for e in events(logs, "task_issued")),
+                 60, "the slow client's task from version 0")  # fmt: skip
+        clients += [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in (1, 2)]
+        result = server.result()
+    finally:
+        GATE.set()
+
+    assert [client.status() for client in [*clients, slow]] == [0, 0, 0, 0]
+    with RunStore.open(result.run_path, readonly=True) as store:
+        records = [(r, rec) for r, rec in store.client_records(phase="fit")]
+        failures = [(r, c, reason) for r, c, phase, reason in store.failures() if phase == "fit"]
+    # Its first task was from version 0 (the server's ledger), so at step r it is r - 1 steps stale.
+    late = [
+        (r, rec.metrics["staleness"]) for r, rec in records if rec.client_id == 3 and rec.metrics["staleness"] == r - 1
+    ]
+    buffered = [e for e in events(logs, "update_buffered") if e["client"] == 3]
+    rejected = [e for e in events(logs, "update_rejected") if e["client"] == 3]
+    if max_staleness == 100:
+        assert late, (records, buffered, rejected, failures)
+        (step, staleness), *_ = late
+        assert staleness == step - 1 >= 2 and buffered[0]["staleness"] == staleness
+        assert not any("max_staleness" in e["reason"] for e in rejected)
+    else:
+        assert not late and all(rec.metrics["staleness"] <= 1 for _, rec in records)
+        assert any(c == 3 and "past asynchronous.max_staleness=1" in reason for _, c, reason in failures)
+        assert "past asynchronous.max_staleness=1" in rejected[0]["reason"]  # its first result: version 0
+    assert all(r.aggregated for r in result.history) and len(result.history) == 6
+
+
+def test_lying_clients_are_refused_with_reasons_and_the_run_goes_on(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+) -> None:
+    config = fedbuff_config(tmp_path, "rounds=12", "concurrency=4")
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys, transport=transport)
+    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+
+    lines = transport.run(rogue(roomy_in_process(transport), keys.client_keys[3], ["nan", "weight:10000000",
+                                                                                    "norm:1e30", "honest"]))  # fmt: skip
+    result = server.result()
+
+    assert [client.status() for client in honest] == [0, 0, 0]
+    by_mode = dict(line.split(" ", 1) for line in lines)
+    assert by_mode["nan"].startswith("REJECTED") and "NaN" in by_mode["nan"]
+    assert by_mode["weight:10000000"].startswith("REJECTED") and "examples" in by_mode["weight:10000000"]
+    assert by_mode["norm:1e30"].startswith("REJECTED")
+    assert by_mode["honest"].startswith("ACCEPTED")
+    assert result.params.all_finite() and all(r.aggregated for r in result.history)
+    with RunStore.open(result.run_path, readonly=True) as store:
+        refused = [reason for _, c, phase, reason in store.failures() if c == 3 and phase == "fit"]
+    assert len(refused) == 3 and all(reason.startswith("update rejected") for reason in refused)
+
+
+def test_a_task_never_returned_frees_its_slot_after_the_task_timeout(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, logs: pytest.LogCaptureFixture
+) -> None:
+    GATE.clear()
+    config = fedbuff_config(tmp_path, "concurrency=2", "task_timeout=5", "heartbeat_interval=0.05")
+    files = client_files(config, tmp_path / "data")
+    clock, calls = ManualClock(), Calls(transport)
+    server = start_server(config, keys, transport=transport, clock=clock)
+    try:
+        slow = start_client(transport, keys.client_keys[3], files[3], tmp_path / "state", task=GATED)
+        fast = [start_client(transport, keys.client_keys[0], files[0], tmp_path / "state")]
+        wait_for(lambda: {e["client"] for e in events(logs, "task_issued")} == {0, 3}, 60, "both to hold a task")
+
+        def timed_out() -> bool:
+            return any(e["client"] == 3 and "task_timeout" in e["reason"] for e in events(logs, "client_dropped"))
+
+        let_time_pass(clock, calls, key_ids(keys, (0, 3)), timed_out, step=2)  # both keep calling
+        fast += [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in (1, 2)]
+        GATE.set()
+        result = server.result()
+    finally:
+        GATE.set()
+
+    assert [client.status() for client in [*fast, slow]] == [0, 0, 0, 0]
+    with RunStore.open(result.run_path, readonly=True) as store:
+        reasons = [(r, reason) for r, c, phase, reason in store.failures() if c == 3 and phase == "fit"]
+    assert reasons[0] == (1, "no result within asynchronous.task_timeout=5 s")
+    assert len(result.history) == 4
+
+
+def _driver(tmp_path: Path, name: str, clock: ManualClock) -> tuple[BufferedServer, Coordinator, AsyncLedger]:
+    """A FedBuff driver on the run store at ``tmp_path/name`` (created, or resumed as a
+    restarted server resumes it), with no transport: results are settled directly."""
+    config = fedbuff_config(tmp_path, "rounds=1")
+    parts = assemble(config, population=4, task=deployment_task(config), deployed=True, secret=b"s" * 32)
+    path = tmp_path / f"{name}.sqlite"
+    store = open_or_create_store(path, config, parts.initial, parts.strategy.init(parts.initial), parts.meta)
+    coordinator = Coordinator({c: str(c) for c in range(4)}, config.server, clock=clock)
+    population = Population((0, 1, 2, 3), (0, 1, 2, 3), secret=b"s" * 32)
+    backend = DeploymentBackend(coordinator, store)
+    federated = Federated(config, parts.task, population, parts.strategy, backend, store, parts.limits)
+    ledger = AsyncLedger(path)
+    return BufferedServer(federated, coordinator, ledger), coordinator, ledger
+
+
+def _result(driver: BufferedServer, client: int, shift: float) -> ReceivedResult:
+    delta = driver.params.map(lambda a: np.full_like(a, shift))
+    return ReceivedResult(task_id(1, "fit", client), f"u{client}", "fit", 1, num_examples=10, delta=delta)
+
+
+def test_a_restarted_server_accepts_results_for_the_tasks_it_recorded_and_ends_with_the_same_model(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock()
+    # Uninterrupted: clients 0 and 1 pull version 0; client 1's result, then client 0's.
+    straight, coordinator, ledger = _driver(tmp_path, "straight", clock)
+    coordinator.post(straight.work)  # as run() posts it; results are settled before it runs here
+    coordinator.touch(0), coordinator.touch(1)
+    assert coordinator.task_for(0) is not None and coordinator.task_for(1) is not None
+    assert coordinator.settle(1, task_id(1, "fit", 1), "u1", result=_result(straight, 1, 0.25))[0] == "accepted"
+    assert coordinator.settle(0, task_id(1, "fit", 0), "u0", result=_result(straight, 0, 0.5))[0] == "accepted"
+    history, expected = straight.run()
+    ledger.close()
+    straight.parts.store.close()
+
+    # Killed after client 1's update was accepted: the same arrivals across a restart.
+    before, coordinator, ledger = _driver(tmp_path, "killed", clock)
+    coordinator.post(before.work)
+    coordinator.touch(0), coordinator.touch(1)
+    assert coordinator.task_for(0) is not None and coordinator.task_for(1) is not None
+    assert coordinator.settle(1, task_id(1, "fit", 1), "u1", result=_result(before, 1, 0.25))[0] == "accepted"
+    ledger.close()  # kill -9: nothing else is written
+    before.parts.store.close()
+    after, coordinator, ledger = _driver(tmp_path, "killed", clock)
+
+    assert sorted(after.work.slots) == [0] and after.work.slots[0].state == "sent"  # its task, open again
+    assert after.holding == {0, 1} and after.counts == {1: 1}
+    assert coordinator.task_for(1) is None  # it trained from this model already
+    coordinator.post(after.work)
+    unknown = coordinator.settle(2, task_id(1, "fit", 2), "u2", result=_result(after, 2, 9.0))
+    assert unknown[0] == "stale"  # a task this server never handed out
+    assert coordinator.settle(0, task_id(1, "fit", 0), "u0", result=_result(after, 0, 0.5))[0] == "accepted"
+    resumed, params = after.run()
+    ledger.close()
+    after.parts.store.close()
+
+    assert params.array_equal(expected)
+    assert [r.fit["staleness_max"] for r in resumed] == [r.fit["staleness_max"] for r in history]
+
+
+def test_a_client_still_training_when_the_run_ends_hears_it_from_its_heartbeats_and_exits(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, logs: pytest.LogCaptureFixture
+) -> None:
+    GATE.clear()
+    config = fedbuff_config(tmp_path, "rounds=2", "heartbeat_interval=0.05")
+    files = client_files(config, tmp_path / "data")
+    server = start_server(config, keys, transport=transport)
+    try:
+        slow = start_client(transport, keys.client_keys[3], files[3], tmp_path / "state", task=GATED)
+        fast = [start_client(transport, keys.client_keys[0], files[0], tmp_path / "state")]  # min_clients=2
+        wait_for(lambda: any(e["client"] == 3 for e in events(logs, "task_issued")), 60, "the slow client's task")
+        fast += [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in (1, 2)]
+        result = server.result()  # the server has stopped: the slow client can deliver nothing
+    finally:
+        GATE.set()
+
+    assert [client.status() for client in fast] == [0, 0, 0]
+    assert slow.status(60) == 0  # it heard "finished" in a heartbeat reply while it trained
+    assert len(result.history) == 2
