@@ -29,6 +29,7 @@ from sheaf.secagg.accounting import (
     planned_epsilon,
     poisson_subsampled_rdp,
     rounded_sensitivity,
+    symmetric_subsampled_rdp,
 )
 from sheaf.secagg.client import (
     ClientStage,
@@ -195,6 +196,7 @@ __all__ = [
     "split",
     "start_client",
     "start_server",
+    "symmetric_subsampled_rdp",
     "verify",
     "with_secure_aggregation",
 ]
