@@ -126,6 +126,7 @@ def secure_round(n: int, d: int, dropout: float, bits: int, update: np.ndarray) 
         "client_s": encode_s + float(np.mean([outcome.client_seconds[c] for c in clients])),
         "client_encode_s": encode_s,
         "server_s": outcome.server_seconds + decode_s,
+        "server_wall_s": outcome.server_wall_seconds + decode_s,
         "server_decode_s": decode_s,
         "wall_s": wall,
         "upload_bytes": float(np.mean([outcome.uploaded[c] for c in clients])),
