@@ -47,6 +47,7 @@ __all__ = [
     "UnmaskShares",
     "decode_message",
     "encode_message",
+    "expect_turn",
 ]
 
 _MAGIC = b"SA"
@@ -168,6 +169,28 @@ class UnmaskShares:
 
 ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskShares
 ServerMessage = PeerKeys | ForwardedShares | ConsistencyRequest | UnmaskRequest
+
+
+def expect_turn(
+    message: ClientMessage | ServerMessage,
+    expected: type[Any] | None,
+    instance: bytes,
+    *,
+    out_of_turn: str,
+    sender: str = "",
+) -> None:
+    """The check both state machines make before anything else: the message is of the kind
+    the current stage expects (``expected``; None: none is) and of this protocol instance.
+
+    Raises:
+        SecAggError: ``"<kind> <out_of_turn>"`` for a message out of turn, or
+            ``"<sender>a message of another protocol instance"``.
+    """
+    if expected is None or not isinstance(message, expected):
+        raise SecAggError(f"{type(message).__name__} {out_of_turn}")
+    if message.instance != instance:
+        raise SecAggError(f"{sender}a message of another protocol instance")
+
 
 _TAGS: dict[type[Any], int] = {
     AdvertiseKeys: 1,

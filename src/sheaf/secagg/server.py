@@ -66,6 +66,7 @@ from sheaf.secagg.messages import (
     ShareKeys,
     UnmaskRequest,
     UnmaskShares,
+    expect_turn,
 )
 from sheaf.secagg.setup import ProtocolSetup
 from sheaf.secagg.shamir import combine, secret_from_bytes
@@ -128,12 +129,13 @@ def start_server(setup: ProtocolSetup) -> ServerState:
 
 
 def _expect(state: ServerState, message: ClientMessage, kind: type, stage: ServerStage, allowed: object) -> None:
-    if state.stage is not stage or not isinstance(message, kind):
-        raise SecAggError(
-            f"{type(message).__name__} from client {message.client} while the server collects {state.stage.value}"
-        )
-    if message.instance != state.setup.instance:
-        raise SecAggError(f"client {message.client}: a message of another protocol instance")
+    expect_turn(
+        message,
+        kind if state.stage is stage else None,
+        state.setup.instance,
+        out_of_turn=f"from client {message.client} while the server collects {state.stage.value}",
+        sender=f"client {message.client}: ",
+    )
     if message.client not in allowed:  # type: ignore[operator]
         raise SecAggError(f"client {message.client} is not in this stage of the protocol")
 
