@@ -56,6 +56,7 @@ import time
 from typing import Any
 
 import numpy as np
+from _harness import DIGITS_1000
 
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
@@ -136,20 +137,7 @@ def secure_round(n: int, d: int, dropout: float, bits: int, update: np.ndarray) 
 
 
 DIGITS = [
-    "dataset=digits",
-    "clients=1000",
-    "partition=iid",
-    "min_samples=1",
-    "test_fraction=0",
-    "evaluation.federated=false",
-    "fraction=0.1",
-    "sampling=poisson",
-    "min_clients=1",
-    "strategy=fedavgm",
-    "epochs=1",
-    "batch_size=4",
-    "lr=0.1",
-    "privacy.delta=1e-5",
+    *DIGITS_1000,
     "privacy.clip=0.5",
     "backend=inline",
     "seed=0",
