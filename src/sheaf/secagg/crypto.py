@@ -12,7 +12,7 @@
   little-endian 32-bit words and reduced mod ``2**b`` gives uniform elements of Z_{2^b}
   (:func:`expand_mask`). AES-256-CTR rather than ChaCha20 because the server expands
   thousands of these per round after dropouts, and on CPUs with AES instructions OpenSSL's
-  AES-CTR is about 30% faster (``benchmarks/secagg.py --primitives``). The seed is a full
+  AES-CTR is faster (``benchmarks/secagg.py --primitives`` measures both). The seed is a full
   256-bit secret — a self-mask seed from ``os.urandom`` or an HKDF output — never a 32-bit
   integer fed to a statistical generator (the weakness of Flower's legacy SecAgg+, its
   issue #7522).
