@@ -5,7 +5,7 @@ noised sum: every client adds its share of discrete Gaussian noise inside the ma
 integer ring. One concept per module:
 
 - :mod:`~sheaf.secagg.crypto` — X25519, HKDF-SHA256, ChaCha20-Poly1305, Ed25519 and the
-  ChaCha20 mask expansion, from ``cryptography``;
+  AES-256-CTR mask expansion, from ``cryptography``;
 - :mod:`~sheaf.secagg.shamir` — Shamir secret sharing over GF(2**521 - 1);
 - :mod:`~sheaf.secagg.setup` — one protocol instance: cohort, neighbour graph, thresholds;
 - :mod:`~sheaf.secagg.messages` — the typed messages and their bytes;

@@ -18,7 +18,7 @@ neighbourhoods):
    routes them but cannot read them. It refuses if fewer than t neighbours advertised;
 3. **masked input**, on the shares its neighbours sent it: ``y = x + PRG(b) + Σ_{v > u}
    PRG(s_uv) - Σ_{v < u} PRG(s_uv)`` mod ``2**b``, over the neighbours ``v`` that shared
-   (``s_uv`` from X25519 + HKDF; PRG is ChaCha20). Every pairwise mask appears once with
+   (``s_uv`` from X25519 + HKDF; PRG is AES-256-CTR). Every pairwise mask appears once with
    each sign in the sum and cancels; ``PRG(b)`` hides ``x`` even from a server that later
    learns ``s_u``. It refuses if fewer than t neighbours shared;
 4. **consistency check**, on the list of survivors: it signs (instance, survivors), after
