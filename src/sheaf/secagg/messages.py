@@ -51,7 +51,9 @@ __all__ = [
 ]
 
 _MAGIC = b"SA"
-_VERSION = 1
+#: 2: masks expanded by AES-256-CTR (1: ChaCha20). Peers of different versions would add
+#: masks that do not cancel, so a message of another version is refused.
+_VERSION = 2
 #: The most entries a list in a message may have, and the longest byte string.
 _MAX_ITEMS = 1 << 20
 _MAX_BLOB = 1 << 16
