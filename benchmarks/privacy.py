@@ -32,27 +32,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from _harness import DIGITS_1000, DIGITS_DELTA
+
 import sheaf
 from sheaf.privacy import RoundMechanism, epsilon
 
-DELTA = 1e-5
+DELTA = DIGITS_DELTA
 
-DIGITS = [
-    "dataset=digits",
-    "clients=1000",
-    "partition=iid",
-    "min_samples=1",
-    "test_fraction=0",
-    "evaluation.federated=false",
-    "fraction=0.1",
-    "sampling=poisson",
-    "min_clients=1",
-    "strategy=fedavgm",
-    "epochs=1",
-    "batch_size=4",
-    "lr=0.1",
-    f"privacy.delta={DELTA}",
-]
+DIGITS = DIGITS_1000
 DIGITS_DP = ["privacy.mode=central", "privacy.clip=0.5"]
 DIGITS_ROWS: list[tuple[str, list[str]]] = [
     ("FedAvgM, no DP", []),

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -56,6 +57,7 @@ import time
 from typing import Any
 
 import numpy as np
+from _harness import DIGITS_1000
 
 from sheaf.core.exactsum import ExactSum
 from sheaf.core.params import Params
@@ -126,6 +128,7 @@ def secure_round(n: int, d: int, dropout: float, bits: int, update: np.ndarray) 
         "client_s": encode_s + float(np.mean([outcome.client_seconds[c] for c in clients])),
         "client_encode_s": encode_s,
         "server_s": outcome.server_seconds + decode_s,
+        "server_wall_s": outcome.server_wall_seconds + decode_s,
         "server_decode_s": decode_s,
         "wall_s": wall,
         "upload_bytes": float(np.mean([outcome.uploaded[c] for c in clients])),
@@ -135,20 +138,7 @@ def secure_round(n: int, d: int, dropout: float, bits: int, update: np.ndarray) 
 
 
 DIGITS = [
-    "dataset=digits",
-    "clients=1000",
-    "partition=iid",
-    "min_samples=1",
-    "test_fraction=0",
-    "evaluation.federated=false",
-    "fraction=0.1",
-    "sampling=poisson",
-    "min_clients=1",
-    "strategy=fedavgm",
-    "epochs=1",
-    "batch_size=4",
-    "lr=0.1",
-    "privacy.delta=1e-5",
+    *DIGITS_1000,
     "privacy.clip=0.5",
     "backend=inline",
     "seed=0",
@@ -190,6 +180,76 @@ def accuracy(rounds: int, stand_in: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def primitives(length: int = 102_400, repeats: int = 200) -> dict[str, Any]:
+    """Mask expansion: ChaCha20 against AES-256-CTR keystreams of ``4 * length`` bytes, the
+    fastest of 5 batches of ``repeats`` (CPU seconds of this thread), same run."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    zeros, out = bytearray(4 * length), bytearray(4 * length + 64)
+    ciphers = {
+        "chacha20": lambda key: Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None),
+        "aes256_ctr": lambda key: Cipher(algorithms.AES256(key), modes.CTR(bytes(16))),
+    }
+    best = dict.fromkeys(ciphers, float("inf"))
+    for _ in range(5):
+        for name, make in ciphers.items():
+            keys = [os.urandom(32) for _ in range(repeats)]
+            started = time.thread_time()
+            for key in keys:
+                make(key).encryptor().update_into(zeros, out)
+            best[name] = min(best[name], (time.thread_time() - started) / repeats)
+    return {
+        "bytes": 4 * length,
+        **{f"{name}_ms": 1e3 * seconds for name, seconds in best.items()},
+        **{f"{name}_gb_s": 4 * length / seconds / 1e9 for name, seconds in best.items()},
+        "load_average": os.getloadavg(),
+    }
+
+
+def unmasking(n: int, d: int, dropout: float, repeats: int) -> dict[str, Any]:
+    """The server's unmasking stage alone, on one thread and on one per core, interleaved in
+    the same run: the fastest process CPU and wall seconds of ``repeats`` each."""
+    from sheaf.secagg.client import client_step, start_client
+    from sheaf.secagg.server import ServerStage, server_close, server_receive, start_server, unmask_workers
+
+    setup = protocol_setup(range(n), instance=os.urandom(16), graph_seed=n, bits=32, length=d, max_dropout=dropout)
+    dropped = {int(c) for c in np.random.default_rng(n * 7 + d).choice(n, round(dropout * n), replace=False)}
+    server, states = start_server(setup), {}
+    for c in setup.clients:
+        states[c], advert = start_client(setup, c, np.zeros(d, np.uint32))
+        server = server_receive(server, advert)
+    for stage in range(4):  # dropouts leave after sharing keys, before their masked input
+        server, outbox = server_close(server)
+        for c, message in outbox.items():
+            states[c], reply = client_step(states[c], message)
+            if not (stage == 1 and c in dropped) and reply is not None:
+                server = server_receive(server, reply)
+    assert server.stage is ServerStage.UNMASKING
+    jobs = len(server.survivors) + sum(
+        1 for owner in dropped for peer in setup.neighbours(owner) if peer in set(server.survivors)
+    )
+    parallel = max(2, unmask_workers(jobs, d))
+    best: dict[int, list[float]] = {1: [math.inf, math.inf], parallel: [math.inf, math.inf]}
+    results = []
+    for _ in range(repeats):
+        for workers in best:
+            cpu, wall = time.process_time(), time.perf_counter()
+            done, _ = server_close(server, workers=workers)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            best[workers] = [min(best[workers][0], cpu), min(best[workers][1], wall)]
+            results.append(done.result)
+    assert all(np.array_equal(r, results[0]) for r in results)  # the same sum on any number of threads
+    return {
+        "clients": n,
+        "length": d,
+        "dropout": dropout,
+        "masks": jobs,
+        **{f"workers_{w}_cpu_s": b[0] for w, b in best.items()},
+        **{f"workers_{w}_wall_s": b[1] for w, b in best.items()},
+        "load_average": os.getloadavg(),
+    }
+
+
 def _fastest(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run whose client plus server seconds were least."""
     return min(runs, key=lambda run: run["client_s"] + run["server_s"])
@@ -206,7 +266,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accuracy", action="store_true", help="central against distributed DP on digits")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--stand-in", action="store_true", help="accuracy runs use the exact stand-in")
+    parser.add_argument("--primitives", action="store_true", help="ChaCha20 against AES-256-CTR mask expansion")
+    parser.add_argument("--unmask", action="store_true", help="the server's unmasking on one thread and on several")
     args = parser.parse_args(argv)
+    if args.unmask:
+        n, d = int(_floats(args.clients)[0]), int(_floats(args.lengths)[0])
+        dropout = max(_floats(args.dropouts))
+        print(json.dumps(unmasking(n, d, dropout, args.repeats), indent=1))
+        return
+    if args.primitives:
+        print(json.dumps(primitives(), indent=1))
+        return
     if args.accuracy:
         print(json.dumps({"accuracy": accuracy(args.rounds, args.stand_in), "load_average": os.getloadavg()}, indent=1))
         return

@@ -187,6 +187,27 @@ def _wait_for_calls(calls: Calls, seen: Counter[str], in_touch: list[str], until
     )
 
 
+class AllBack:
+    """A round listener that holds the run until ``count`` clients have joined this server
+    (on a busy machine a client still backing off could otherwise miss a short run)."""
+
+    def __init__(self, transport: InProcessTransport, count: int) -> None:
+        self.count, self.keys, self.back = count, set[str](), threading.Event()
+        transport.observe(self._seen)
+
+    def _seen(self, method: str, metadata: Any) -> None:
+        if method.endswith("/Join"):
+            self.keys.update(str(v) for k, v in metadata if k == "sheaf-key")
+            if len(self.keys) >= self.count:
+                self.back.set()
+
+    def on_start(self, config: Any, first_round: int, cohort: int, population: int) -> None:
+        self.back.wait(60)
+
+    def on_round(self, record: Any) -> None:
+        pass
+
+
 @dataclass
 class ServerThread:
     """``run_server`` on a thread, serving in-process or over real gRPC on loopback."""

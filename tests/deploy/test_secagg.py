@@ -14,14 +14,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import dp_accounting
 import numpy as np
 import pytest
 from dp_accounting import rdp
 
+from sheaf.deploy import secure_round
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.auth import BodyDigest, load_identity
 from sheaf.deploy.client_ledger import ClientLedger
@@ -42,7 +45,16 @@ from sheaf.secagg.messages import (
     decode_message,
     encode_message,
 )
-from tests.deploy.conftest import client_files, deploy_config, events, simulate_inline, start_client, start_server
+from sheaf.secagg.server import ServerStage, ServerState, server_close
+from tests.deploy.conftest import (
+    AllBack,
+    client_files,
+    deploy_config,
+    events,
+    simulate_inline,
+    start_client,
+    start_server,
+)
 
 #: Secure aggregation, short stages (round_timeout / 5 each after training).
 SECURE = ["secagg.enabled=true", "rounds=1", "round_timeout=10"]
@@ -371,3 +383,64 @@ def test_central_dp_clipped_on_the_clients_runs_through_secure_aggregation_over_
         assert _fit_failures(store) == {}
     assert record.aggregated and record.fit["secagg_survivors"] == 4
     assert 0 < record.privacy["epsilon"] < float("inf")
+
+
+def test_a_server_killed_between_key_sharing_and_unmasking_resumes_with_nothing_revealed(
+    tmp_path: Path, keys: KeySet, transport: InProcessTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server dies as it closes the signatures stage of round 1: the clients have shared
+    # their keys and sent their masked inputs, nobody has been asked to unmask. The same
+    # command resumes the run: round 1 starts a new instance, which the clients refuse to
+    # train a second time for, so it is skipped; round 2 runs through secure aggregation.
+    died = threading.Event()
+
+    def close_or_die(state: ServerState, **options: Any) -> Any:
+        if state.stage is ServerStage.SIGNATURES and not died.is_set():
+            died.set()
+            raise RuntimeError("killed mid-protocol")
+        return server_close(state, **options)
+
+    monkeypatch.setattr(secure_round, "server_close", close_or_die)
+    sent: list[list[tuple[bytes, str]]] = [[] for _ in range(4)]
+
+    def recording(i: int) -> Rewrite:
+        def record(request: pb.SecAggRequest) -> pb.SecAggRequest:
+            if request.message:
+                message = decode_message(request.message)
+                sent[i].append((message.instance, type(message).__name__))
+            return request
+
+        return record
+
+    def connector(i: int) -> Callable[[], _Tampered]:
+        key, rewrite = keys.client_keys[i], recording(i)
+        return lambda: _Tampered(transport.connect(), key, rewrite)
+
+    config = deploy_config(tmp_path, *SECURE, "rounds=2")
+    files = client_files(config, tmp_path / "data")
+    first = start_server(config, keys, transport=transport)
+    clients = [
+        start_client(transport, keys.client_keys[i], files[i], tmp_path / "s", connect=connector(i)) for i in range(4)
+    ]
+    with pytest.raises(RuntimeError, match="killed mid-protocol"):
+        first.result()
+    killed = {instance for messages in sent for instance, _ in messages}
+    assert len(killed) == 1  # one instance ran, and every client got as far as its masked input ...
+    assert all(("MaskedInput" in {kind for _, kind in messages}) for messages in sent)
+    # ... and nobody sent an unmasking share of it: the server holds masked values only.
+    assert not any(kind == "UnmaskShares" for messages in sent for _, kind in messages)
+
+    again = start_server(config, keys, transport=transport, listener=AllBack(transport, 4))  # the same command
+    result = again.result()
+
+    assert [c.status() for c in clients] == [0, 0, 0, 0]
+    (instance,) = killed
+    assert not any(kind == "UnmaskShares" for messages in sent for i, kind in messages if i == instance)
+    with RunStore.open(result.run_path, readonly=True) as store:
+        history = store.history()
+        assert store.params(round=1).array_equal(store.params(round=0))  # round 1 changed nothing
+        failures = _fit_failures(store)
+    assert [r.round for r in history] == [1, 2]
+    assert not history[0].aggregated and history[1].aggregated
+    assert history[1].fit["secagg_survivors"] == 4
+    assert len(failures) == 4 and all("round 1" in reason for reason in failures.values()), failures

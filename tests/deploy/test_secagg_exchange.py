@@ -36,7 +36,7 @@ def _input(client: int, instance: bytes = INSTANCE, length: int = 6) -> bytes:
         (0, 2, _input(0), "no secure aggregation of round 2 with this instance is in progress"),
         (3, 3, _input(3), "client 3 has no secure-aggregation message due now"),
         (0, 3, _input(0, length=10_000), "a MaskedInput message of this protocol is at most 132 bytes, got 40,044"),
-        (0, 3, b"SA\x01\x05" + bytes(20), "malformed MaskedInput message"),
+        (0, 3, b"SA\x02\x05" + bytes(20), "malformed MaskedInput message"),
         (0, 3, encode_message(ConsistencySignature(INSTANCE, 0, bytes(64))), "ConsistencySignature while the server collects MaskedInput messages"),
         (0, 3, _input(0, instance=bytes(16)), "a message of another protocol instance"),
         (0, 3, _input(1), "client 0 sent a message in the name of client 1"),

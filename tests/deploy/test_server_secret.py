@@ -26,7 +26,7 @@ from sheaf.deploy.server import stored_secret
 from sheaf.evaluation.history import RoundRecord
 from sheaf.run.population import Population
 from sheaf.run.store import RunStore
-from tests.deploy.conftest import client_files, deploy_config, start_client, start_server
+from tests.deploy.conftest import AllBack, client_files, deploy_config, start_client, start_server
 
 
 class _Recorded:
@@ -128,27 +128,6 @@ class _DieBeforeCommitting:
         monkeypatch.setattr(RunStore, "commit_round", commit_or_die)
 
 
-class _AllBack:
-    """A round listener that holds the run until ``count`` clients have joined this server
-    (on a busy machine a client still backing off could otherwise miss a short run)."""
-
-    def __init__(self, transport: InProcessTransport, count: int) -> None:
-        self.count, self.keys, self.back = count, set[str](), threading.Event()
-        transport.observe(self._seen)
-
-    def _seen(self, method: str, metadata: Any) -> None:
-        if method.endswith("/Join"):
-            self.keys.update(str(v) for k, v in metadata if k == "sheaf-key")
-            if len(self.keys) >= self.count:
-                self.back.set()
-
-    def on_start(self, config: Any, first_round: int, cohort: int, population: int) -> None:
-        self.back.wait(60)
-
-    def on_round(self, record: Any) -> None:
-        pass
-
-
 def test_a_round_redone_after_a_crash_releases_the_same_noised_model(
     tmp_path: Path, keys: KeySet, transport: InProcessTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -171,7 +150,7 @@ def test_a_round_redone_after_a_crash_releases_the_same_noised_model(
         first.result()
     sent_before = [t for messages in received for t in _tasks(messages)]
 
-    back = _AllBack(transport, 4)
+    back = AllBack(transport, 4)
     again = start_server(config, keys, transport=transport, listener=back)  # the same command: it resumes
     result = again.result()
 

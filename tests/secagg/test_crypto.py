@@ -1,10 +1,10 @@
-"""The primitives: masks are ChaCha20's keystream, sealed shares resist tampering."""
+"""The primitives: masks are AES-256-CTR's keystream, sealed shares resist tampering."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from sheaf.core.errors import SecAggError
 from sheaf.secagg.crypto import (
@@ -23,8 +23,10 @@ from sheaf.secagg.crypto import (
 def test_mask_expansion_is_the_ciphers_keystream_for_that_key_and_nonce(bits: int) -> None:
     seed = bytes(range(32))
     mask = expand_mask(seed, 1000, bits=bits)
-    # The reference: ChaCha20 under the same 256-bit key and the all-zero 128-bit nonce/counter.
-    stream = Cipher(algorithms.ChaCha20(seed, bytes(16)), mode=None).encryptor().update(bytes(4000))
+    # The reference, built independently of counter mode: AES-256 (ECB, one block at a time)
+    # of the counter blocks 0, 1, 2, ... as 128-bit big-endian integers.
+    blocks = b"".join(i.to_bytes(16, "big") for i in range(250))
+    stream = Cipher(algorithms.AES(seed), modes.ECB()).encryptor().update(blocks)
     expected = np.frombuffer(stream, "<u4") & np.uint32((1 << bits) - 1 if bits < 32 else 0xFFFFFFFF)
     assert np.array_equal(mask, expected)
     assert keystream(seed, 4000) == stream

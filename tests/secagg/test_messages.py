@@ -76,6 +76,15 @@ def test_random_mutations_raise_only_secagg_errors() -> None:
 
 
 def test_a_declared_length_beyond_the_cap_is_refused_before_allocating() -> None:
-    data = b"SA\x01\x02" + (16).to_bytes(4, "big") + INSTANCE + (2**31).to_bytes(4, "big")
+    data = b"SA\x02\x02" + (16).to_bytes(4, "big") + INSTANCE + (2**31).to_bytes(4, "big")
     with pytest.raises(SecAggError, match="more than"):
         decode_message(data)
+
+
+def test_a_message_of_the_chacha20_version_is_refused() -> None:
+    # Version 1 expanded masks with ChaCha20: summed with AES-CTR masks they would not
+    # cancel, so the old version is refused rather than aggregated into a wrong sum.
+    current = encode_message(ConsistencySignature(INSTANCE, 0, bytes(64)))
+    assert current[:3] == b"SA\x02"
+    with pytest.raises(SecAggError, match="not a secure-aggregation message of this version"):
+        decode_message(b"SA\x01" + current[3:])

@@ -282,3 +282,31 @@ def test_what_the_server_receives_from_one_client_is_indistinguishable_from_unif
     # ... and no trace of the input's period-7 structure.
     by_phase = [masked[np.arange(masked.size) % 7 == k].astype(np.float64).mean() / 2**32 for k in range(7)]
     assert max(abs(m - 0.5) for m in by_phase) < 0.01
+
+
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_unmasking_over_several_threads_gives_the_sequential_sum_bit_for_bit(workers: int) -> None:
+    # Three clients drop after sharing keys: the server expands 7 self masks and the pairwise
+    # masks of the dropped clients with every survivor, split over `workers` threads.
+    setup = make_setup(10, length=5000)
+    inputs = make_inputs(setup, seed=workers)
+    server = start_server(setup)
+    states = {}
+    for c in setup.clients:
+        states[c], advert = start_client(setup, c, inputs[c])
+        server = server_receive(server, advert)
+    for stage in range(4):
+        server, outbox = server_close(server)
+        for c, message in outbox.items():
+            states[c], reply = client_step(states[c], message)
+            if stage == 1 and c in (2, 5, 8):
+                continue  # dropped after sharing keys, before the masked input
+            assert reply is not None
+            server = server_receive(server, reply)
+    assert server.stage is ServerStage.UNMASKING
+    sequential, _ = server_close(server, workers=1)
+    parallel, _ = server_close(server, workers=workers)
+    survivors = [c for c in setup.clients if c not in (2, 5, 8)]
+    assert sequential.stage is parallel.stage is ServerStage.DONE
+    assert np.array_equal(sequential.result, ring_sum([inputs[c] for c in survivors], 32))
+    assert np.array_equal(parallel.result, sequential.result)

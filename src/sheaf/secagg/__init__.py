@@ -5,7 +5,7 @@ noised sum: every client adds its share of discrete Gaussian noise inside the ma
 integer ring. One concept per module:
 
 - :mod:`~sheaf.secagg.crypto` — X25519, HKDF-SHA256, ChaCha20-Poly1305, Ed25519 and the
-  ChaCha20 mask expansion, from ``cryptography``;
+  AES-256-CTR mask expansion, from ``cryptography``;
 - :mod:`~sheaf.secagg.shamir` — Shamir secret sharing over GF(2**521 - 1);
 - :mod:`~sheaf.secagg.setup` — one protocol instance: cohort, neighbour graph, thresholds;
 - :mod:`~sheaf.secagg.messages` — the typed messages and their bytes;
@@ -29,6 +29,7 @@ from sheaf.secagg.accounting import (
     planned_epsilon,
     poisson_subsampled_rdp,
     rounded_sensitivity,
+    symmetric_subsampled_rdp,
 )
 from sheaf.secagg.client import (
     ClientStage,
@@ -84,6 +85,7 @@ from sheaf.secagg.messages import (
     UnmaskShares,
     decode_message,
     encode_message,
+    expect_turn,
 )
 from sheaf.secagg.plan import SecAggPlan, max_inputs_for, secagg_plan
 from sheaf.secagg.server import ServerStage, ServerState, server_close, server_receive, start_server
@@ -165,6 +167,7 @@ __all__ = [
     "epsilon_from_rdp",
     "exact_protocol",
     "expand_mask",
+    "expect_turn",
     "generate_keypair",
     "generate_signing_keypair",
     "keystream",
@@ -195,6 +198,7 @@ __all__ = [
     "split",
     "start_client",
     "start_server",
+    "symmetric_subsampled_rdp",
     "verify",
     "with_secure_aggregation",
 ]

@@ -21,15 +21,37 @@ rotated vector has norm at most ``s C``, and stochastic rounding moves each of t
 coordinates by less than 1, so ``Δ₂ = s C + sqrt(d)`` (deterministically) and, the
 coordinates being integers, ``Δ₁ <= min(sqrt(d) Δ₂, Δ₂²)``.
 
-**Sampling.** With Poisson sampling at rate q, a round is the subsampled mechanism; its RDP
-at integer orders is bounded by Zhu and Wang's general bound (ICML 2019, Theorem 5),
-which needs nothing but the RDP curve above — the sampled-Gaussian formula of the central
-accountant does not apply to a discrete mechanism. The guarantee with amplification is
-about what anyone who does not know the cohort learns from the released models (the
-guarantee central DP reports). The server *knows* who took part, so against it there is
-no amplification: sheaf reports that epsilon too (``epsilon_server``), from the unsampled
-curve. Rounds compose by adding RDP curves; dp-accounting converts the total to (ε, δ)
-(:func:`dp_accounting.rdp.compute_epsilon`).
+**Sampling.** With Poisson sampling at rate q, a round is the subsampled mechanism: for a
+fixed cohort without the client the sum is ``P = c + Z`` and with it ``Q = c + x + Z``, and
+the release is ``P`` (the add neighbour) against ``M = (1-q) P + q Q``. Two directions:
+
+- ``D_α(M || P)`` has, at integer orders, an **exact** binomial expansion in the unsampled
+  curve, for any mechanism: with ``W = Q/P``, ``E_P[(1-q+qW)^α] = Σ_l C(α,l) (1-q)^(α-l) q^l
+  E_P[W^l]`` and ``E_P[W^l] = e^((l-1) D_l(Q||P)) <= e^((l-1) ε(l))``, so
+
+      (α-1) ε'(α) <= log Σ_{l=0..α} C(α,l) (1-q)^(α-l) q^l e^((l-1) ε(l)).
+
+- ``D_α(P || M)`` is never larger, because the pair is **symmetric**: ``Z`` (a sum of
+  centred discrete Gaussians) is symmetric, so the reflection ``y -> 2c + x - y`` (a
+  bijection of Z^d) carries P to Q and Q to P; hence ``W(Ry) = 1/W(y)`` and
+  ``E_P[f(W)] = E_P[W f(1/W)]`` for every f. With ``g(w) = (1-q+qw)^α - (1-q+qw)^(1-α)``,
+  ``e^((α-1) D_α(M||P)) - e^((α-1) D_α(P||M)) = E_P[g(W)] = E_P[(g(W) + W g(1/W)) 1{W > 1}]``,
+  and for ``t > 1``, writing ``ψ(y) = y^α - y^(1-α)``, ``x = q(t-1)``, ``β = x/t``,
+  ``g(t) + t g(1/t) = ψ(1+x) + t ψ(1-β) >= 0`` because ``ψ`` is convex on ``[1, ∞)`` (ψ'' =
+  α(α-1)(y^(α-2) - y^(-α-1)) >= 0 there), so its secant slope ``ψ(1+x)/x`` grows with x,
+  and ``x >= β/(1-β)`` (from q <= 1), where the slope equals ``-t ψ(1-β)/x`` exactly.
+
+So the Poisson-subsampled curve is the add direction's expansion above
+(:func:`symmetric_subsampled_rdp`) — for the continuous Gaussian it is Mironov, Talwar and
+Zhang's sampled-Gaussian formula, the one central DP's accountant uses; for the discrete sum
+it holds with the discrete curve ε(l) of Kairouz, Liu and Steinke. Zhu and Wang's general
+bound (ICML 2019, Theorem 5, with its factor 3), which needs no symmetry, is kept as
+:func:`poisson_subsampled_rdp` and is never smaller (tested). The guarantee with
+amplification is about what anyone who does not know the cohort learns from the released
+models (the guarantee central DP reports). The server *knows* who took part, so against it
+there is no amplification: sheaf reports that epsilon too (``epsilon_server``), from the
+unsampled curve. Rounds compose by adding RDP curves; dp-accounting converts the total to
+(ε, δ) (:func:`dp_accounting.rdp.compute_epsilon`).
 
 Example:
     >>> mechanism = DistributedMechanism(l2=1000.0, l1=1e6, dimension=1024, variance=40_000, rate=0.1)
@@ -61,9 +83,10 @@ __all__ = [
     "planned_epsilon",
     "poisson_subsampled_rdp",
     "rounded_sensitivity",
+    "symmetric_subsampled_rdp",
 ]
 
-#: The RDP orders tracked (integers: the subsampling bound holds at integer orders).
+#: The RDP orders tracked (integers: the subsampling expansion holds at integer orders).
 ORDERS: tuple[int, ...] = (*range(2, 65), 80, 96, 128, 160, 192, 256)
 
 Curve = npt.NDArray[np.float64]
@@ -90,7 +113,11 @@ def _log_add(a: float, b: float) -> float:
 
 
 def poisson_subsampled_rdp(rate: float, curve: dict[int, float]) -> dict[int, float]:
-    """Zhu and Wang's bound (Theorem 5) on the RDP of the Poisson-subsampled mechanism.
+    """Zhu and Wang's general bound (Theorem 5) on the RDP of the Poisson-subsampled mechanism.
+
+    It needs nothing of the mechanism but its RDP curve; sheaf's accountant uses the tighter
+    :func:`symmetric_subsampled_rdp`, which the distributed discrete Gaussian's symmetry
+    allows, and keeps this one as the reference it must never exceed.
 
     For integer ``α >= 2``, with ``ε(l)`` the unsampled mechanism's RDP at order l:
 
@@ -109,6 +136,35 @@ def poisson_subsampled_rdp(rate: float, curve: dict[int, float]) -> dict[int, fl
         total = _log_add(total, math.log(math.comb(alpha, 2)) + 2 * log_q + (alpha - 2) * log_p + curve[2])
         for order in range(3, alpha + 1):
             term = math.log(3 * math.comb(alpha, order)) + order * log_q + (alpha - order) * log_p
+            total = _log_add(total, term + (order - 1) * curve[order])
+        out[alpha] = min(total / (alpha - 1), curve[alpha])
+    return out
+
+
+def symmetric_subsampled_rdp(rate: float, curve: dict[int, float]) -> dict[int, float]:
+    """The RDP of a Poisson-subsampled mechanism whose neighbouring pair is symmetric.
+
+    For integer ``α >= 2``, with ``ε(l)`` the unsampled mechanism's RDP at order l, an upper
+    bound on ``D_α(M||P)`` (an exact expansion, given the ``ε(l)``) and so, for a symmetric
+    pair, on both directions (proof in the module docstring):
+
+        (α - 1) ε'(α) <= log( (1-q)^(α-1) (1 + (α-1) q) + Σ_{l=2..α} C(α,l) q^l (1-q)^(α-l) e^((l-1) ε(l)) )
+
+    and ``ε'(α) <= ε(α)``. ``curve`` must hold every order from 2 to the largest asked for.
+
+    Example:
+        >>> gaussian = {a: a / 2 for a in range(2, 5)}  # z = 1
+        >>> round(symmetric_subsampled_rdp(0.1, gaussian)[2], 6)  # Mironov et al.: log(1 + q^2 (e - 1)) at alpha = 2
+        0.017037
+    """
+    if rate >= 1:
+        return dict(curve)
+    log_q, log_p = math.log(rate), math.log1p(-rate)
+    out = {}
+    for alpha in curve:
+        total = (alpha - 1) * log_p + math.log1p((alpha - 1) * rate)
+        for order in range(2, alpha + 1):
+            term = math.log(math.comb(alpha, order)) + order * log_q + (alpha - order) * log_p
             total = _log_add(total, term + (order - 1) * curve[order])
         out[alpha] = min(total / (alpha - 1), curve[alpha])
     return out
@@ -155,7 +211,7 @@ class DistributedMechanism:
         models, to anyone who does not know the cohort), or not (to the server)."""
         curve = self.unsampled(shares)
         if sampled and self.rate < 1 and all(math.isfinite(v) for v in curve.values()):
-            curve = poisson_subsampled_rdp(self.rate, curve)
+            curve = symmetric_subsampled_rdp(self.rate, curve)
         return np.array([curve[alpha] for alpha in ORDERS], np.float64)
 
 

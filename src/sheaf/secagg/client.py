@@ -18,7 +18,7 @@ neighbourhoods):
    routes them but cannot read them. It refuses if fewer than t neighbours advertised;
 3. **masked input**, on the shares its neighbours sent it: ``y = x + PRG(b) + Σ_{v > u}
    PRG(s_uv) - Σ_{v < u} PRG(s_uv)`` mod ``2**b``, over the neighbours ``v`` that shared
-   (``s_uv`` from X25519 + HKDF; PRG is ChaCha20). Every pairwise mask appears once with
+   (``s_uv`` from X25519 + HKDF; PRG is AES-256-CTR). Every pairwise mask appears once with
    each sign in the sum and cancels; ``PRG(b)`` hides ``x`` even from a server that later
    learns ``s_u``. It refuses if fewer than t neighbours shared;
 4. **consistency check**, on the list of survivors: it signs (instance, survivors), after
@@ -88,6 +88,7 @@ from sheaf.secagg.messages import (
     ShareKeys,
     UnmaskRequest,
     UnmaskShares,
+    expect_turn,
 )
 from sheaf.secagg.setup import ProtocolSetup
 from sheaf.secagg.shamir import secret_from_bytes, secret_to_bytes, split
@@ -311,11 +312,12 @@ _EXPECTS: dict[ClientStage, type[ServerMessage]] = {
 
 
 def _advance(state: ClientState, message: ServerMessage) -> tuple[ClientState, ClientMessage]:
-    expected = _EXPECTS.get(state.stage)
-    if expected is None or not isinstance(message, expected):
-        raise SecAggError(f"{type(message).__name__} arrived while the client is {state.stage.value}")
-    if message.instance != state.setup.instance:
-        raise SecAggError("a message of another protocol instance")
+    expect_turn(
+        message,
+        _EXPECTS.get(state.stage),
+        state.setup.instance,
+        out_of_turn=f"arrived while the client is {state.stage.value}",
+    )
     if isinstance(message, PeerKeys):
         return _share(state, message)
     if isinstance(message, ForwardedShares):

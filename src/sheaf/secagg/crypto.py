@@ -7,9 +7,12 @@
   server: ChaCha20-Poly1305 with a random 96-bit nonce (:func:`seal`, :func:`open_sealed`),
   the sender, receiver and instance bound as associated data.
 - **Signatures** for the consistency check: Ed25519 (:func:`sign`, :func:`verify`).
-- **Mask expansion**: a 256-bit seed keys ChaCha20, whose keystream (nonce zero: every
-  seed is fresh and used for one vector) read as little-endian 32-bit words and reduced
-  mod ``2**b`` gives uniform elements of Z_{2^b} (:func:`expand_mask`). The seed is a full
+- **Mask expansion**: a 256-bit seed keys AES-256 in counter mode, whose keystream
+  (initial counter block zero: every seed is fresh and used for one vector) read as
+  little-endian 32-bit words and reduced mod ``2**b`` gives uniform elements of Z_{2^b}
+  (:func:`expand_mask`). AES-256-CTR rather than ChaCha20 because the server expands
+  thousands of these per round after dropouts, and on CPUs with AES instructions OpenSSL's
+  AES-CTR is faster (``benchmarks/secagg.py --primitives`` measures both). The seed is a full
   256-bit secret — a self-mask seed from ``os.urandom`` or an HKDF output — never a 32-bit
   integer fed to a statistical generator (the weakness of Flower's legacy SecAgg+, its
   issue #7522).
@@ -29,13 +32,14 @@ Example:
     >>> key = derive_key(agree(a_private, b_public), b"shares", b"instance-1")
     >>> open_sealed(key, seal(key, b"share", b"1->2"), b"1->2")
     b'share'
-    >>> expand_mask(bytes(32), 3, bits=32).tolist()  # RFC 8439 A.1 test vector 1: 76b8e0ad a0f13d90 405d6ae5
-    [2917185654, 2419978656, 3848953152]
+    >>> expand_mask(bytes(32), 3, bits=32).tolist()  # AES-256 of the zero block: dc95c078 a2408989 ad48a214
+    [2025887196, 2307473570, 346179757]
 
 References:
     Bernstein. Curve25519: New Diffie-Hellman Speed Records. PKC 2006. Krawczyk.
     Cryptographic Extraction and Key Derivation: The HKDF Scheme. CRYPTO 2010 (RFC 5869).
-    Bernstein. ChaCha, a variant of Salsa20. 2008; RFC 8439 (ChaCha20-Poly1305).
+    Bernstein. ChaCha, a variant of Salsa20. 2008; RFC 8439 (ChaCha20-Poly1305). FIPS 197
+    (AES); NIST SP 800-38A (the counter mode).
     Bernstein, Duif, Lange, Schwabe, Yang. High-Speed High-Security Signatures. CHES 2011
     (Ed25519).
 """
@@ -51,7 +55,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -199,14 +203,14 @@ class _Buffers(threading.local):
 _BUFFERS = _Buffers()
 
 
-def _cipher(seed: bytes) -> Cipher[None]:
+def _cipher(seed: bytes) -> Cipher[modes.CTR]:
     if len(seed) != KEY_BYTES:
         raise SecAggError(f"a mask seed must be {KEY_BYTES} bytes, got {len(seed)}")
-    return Cipher(algorithms.ChaCha20(seed, bytes(16)), mode=None)
+    return Cipher(algorithms.AES256(seed), modes.CTR(bytes(16)))
 
 
 def keystream(seed: bytes, count: int) -> bytes:
-    """The first ``count`` bytes of ChaCha20's keystream under key ``seed``, nonce zero."""
+    """The first ``count`` bytes of AES-256-CTR's keystream under key ``seed``, counter block zero."""
     _BUFFERS.ensure(count)
     return _cipher(seed).encryptor().update(memoryview(_BUFFERS.zeros)[:count])
 

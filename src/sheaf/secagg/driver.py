@@ -6,8 +6,9 @@ carries each message as bytes (encoded, counted, decoded — the very bytes a ne
 transport would carry), and closes each stage once every client has answered or dropped
 out. ``dropouts`` says which client goes silent at which stage (it never sends that
 stage's message), so every dropout pattern can be replayed; it reports the traffic and
-the CPU seconds each side spent (thread time: what the work costs, whatever else shares
-the machine).
+the CPU seconds each side spent (what the work costs, whatever else shares the machine:
+a client's thread time; the server's process time while it closes a stage, which counts
+the threads that expand the unmasking masks in parallel) and the server's wall seconds.
 
 :func:`exact_protocol` is the fast stand-in for simulations: the same rules on the sets
 of clients (who gets through each stage, which client refuses to go on, when the server
@@ -81,7 +82,8 @@ class ProtocolOutcome:
         uploaded: bytes each client sent.
         downloaded: bytes each client received.
         client_seconds: CPU seconds each client computed (its steps, encoding and decoding).
-        server_seconds: CPU seconds the server computed.
+        server_seconds: CPU seconds the server computed (all its threads).
+        server_wall_seconds: wall seconds the server took (its unmasking runs on several cores).
     """
 
     survivors: tuple[int, ...]
@@ -92,6 +94,7 @@ class ProtocolOutcome:
     downloaded: Mapping[int, int] = field(default_factory=dict)
     client_seconds: Mapping[int, float] = field(default_factory=dict)
     server_seconds: float = 0.0
+    server_wall_seconds: float = 0.0
 
     @property
     def aborted(self) -> bool:
@@ -121,17 +124,17 @@ def run_protocol(
     uploaded = dict.fromkeys(setup.clients, 0)
     downloaded = dict.fromkeys(setup.clients, 0)
     client_seconds = dict.fromkeys(setup.clients, 0.0)
-    server_seconds = 0.0
+    server_seconds = server_wall = 0.0
     server = start_server(setup)
     clients: dict[int, ClientState] = {}
 
     def deliver(client: int, message: ClientMessage) -> None:
-        nonlocal server, server_seconds
+        nonlocal server, server_seconds, server_wall
         started = time.thread_time()
         data = encode_message(message)
         client_seconds[client] += time.thread_time() - started
         uploaded[client] += len(data)
-        started = time.thread_time()
+        started, wall = time.thread_time(), time.perf_counter()
         try:
             received = decode_message(data)
             if not isinstance(received, type(message)):
@@ -140,6 +143,7 @@ def run_protocol(
         except SecAggError as exc:
             failures[client] = f"refused by the server: {exc}"
         server_seconds += time.thread_time() - started
+        server_wall += time.perf_counter() - wall
 
     for client in setup.clients:
         if drop.get(client, math.inf) <= Stage.KEYS:
@@ -151,10 +155,11 @@ def run_protocol(
         deliver(client, advert)
 
     for stage in (Stage.SHARES, Stage.INPUT, Stage.SIGNATURE, Stage.UNMASKING, None):
-        started = time.thread_time()
+        started, wall = time.process_time(), time.perf_counter()  # process: the unmasking threads too
         server, outbox = server_close(server)
         encoded = {c: encode_message(m) for c, m in outbox.items()}
-        server_seconds += time.thread_time() - started
+        server_seconds += time.process_time() - started
+        server_wall += time.perf_counter() - wall
         if server.stage in (ServerStage.ABORTED, ServerStage.DONE) or stage is None:
             break
         for client, data in encoded.items():
@@ -183,6 +188,7 @@ def run_protocol(
         downloaded,
         client_seconds,
         server_seconds,
+        server_wall,
     )
 
 

@@ -47,10 +47,13 @@ __all__ = [
     "UnmaskShares",
     "decode_message",
     "encode_message",
+    "expect_turn",
 ]
 
 _MAGIC = b"SA"
-_VERSION = 1
+#: 2: masks expanded by AES-256-CTR (1: ChaCha20). Peers of different versions would add
+#: masks that do not cancel, so a message of another version is refused.
+_VERSION = 2
 #: The most entries a list in a message may have, and the longest byte string.
 _MAX_ITEMS = 1 << 20
 _MAX_BLOB = 1 << 16
@@ -168,6 +171,28 @@ class UnmaskShares:
 
 ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskShares
 ServerMessage = PeerKeys | ForwardedShares | ConsistencyRequest | UnmaskRequest
+
+
+def expect_turn(
+    message: ClientMessage | ServerMessage,
+    expected: type[Any] | None,
+    instance: bytes,
+    *,
+    out_of_turn: str,
+    sender: str = "",
+) -> None:
+    """The check both state machines make before anything else: the message is of the kind
+    the current stage expects (``expected``; None: none is) and of this protocol instance.
+
+    Raises:
+        SecAggError: ``"<kind> <out_of_turn>"`` for a message out of turn, or
+            ``"<sender>a message of another protocol instance"``.
+    """
+    if expected is None or not isinstance(message, expected):
+        raise SecAggError(f"{type(message).__name__} {out_of_turn}")
+    if message.instance != instance:
+        raise SecAggError(f"{sender}a message of another protocol instance")
+
 
 _TAGS: dict[type[Any], int] = {
     AdvertiseKeys: 1,

@@ -40,12 +40,15 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sheaf.core.errors import SecAggError
 from sheaf.secagg.client import consistency_message, pairwise_seed
@@ -63,6 +66,7 @@ from sheaf.secagg.messages import (
     ShareKeys,
     UnmaskRequest,
     UnmaskShares,
+    expect_turn,
 )
 from sheaf.secagg.setup import ProtocolSetup
 from sheaf.secagg.shamir import combine, secret_from_bytes
@@ -125,12 +129,13 @@ def start_server(setup: ProtocolSetup) -> ServerState:
 
 
 def _expect(state: ServerState, message: ClientMessage, kind: type, stage: ServerStage, allowed: object) -> None:
-    if state.stage is not stage or not isinstance(message, kind):
-        raise SecAggError(
-            f"{type(message).__name__} from client {message.client} while the server collects {state.stage.value}"
-        )
-    if message.instance != state.setup.instance:
-        raise SecAggError(f"client {message.client}: a message of another protocol instance")
+    expect_turn(
+        message,
+        kind if state.stage is stage else None,
+        state.setup.instance,
+        out_of_turn=f"from client {message.client} while the server collects {state.stage.value}",
+        sender=f"client {message.client}: ",
+    )
     if message.client not in allowed:  # type: ignore[operator]
         raise SecAggError(f"client {message.client} is not in this stage of the protocol")
 
@@ -204,17 +209,46 @@ def _rebuild(shares: dict[int, int] | None, threshold: int, owner: int) -> bytes
     return value.to_bytes(KEY_BYTES, "big")
 
 
-def _unmask(state: ServerState) -> tuple[ServerState, dict[int, ServerMessage]]:
+#: Below this many mask words to expand, unmasking stays on the calling thread.
+_PARALLEL_WORDS = 1 << 22
+
+
+def unmask_workers(jobs: int, length: int) -> int:
+    """How many threads expand a round's unmasking masks: one per core (at most 8), or one
+    when the work is too small to pay for threads. OpenSSL's ciphers and NumPy's additions
+    release the GIL, so the threads run on separate cores."""
+    if jobs * length < _PARALLEL_WORDS:
+        return 1
+    return max(1, min(8, os.cpu_count() or 1, jobs))
+
+
+def _expand_jobs(
+    jobs: list[tuple[bytes, bool] | tuple[X25519PrivateKey, bytes, bytes, int, int]], length: int
+) -> npt.NDArray[np.uint32]:
+    """The sum mod 2**32 of the masks of ``jobs``: a self-mask seed (with its sign) or a
+    dropped client's rebuilt key, a partner's public key, the instance and the pair."""
+    partial = np.zeros(length, np.uint32)
+    for job in jobs:
+        if len(job) == 2:
+            add_mask(partial, job[0], subtract=job[1])
+        else:
+            key, partner_key, instance, owner, partner = job
+            seed = pairwise_seed(key, partner_key, instance, owner, partner)
+            add_mask(partial, seed, subtract=partner < owner)  # undo what the partner added
+    return partial
+
+
+def _unmask(state: ServerState, workers: int | None) -> tuple[ServerState, dict[int, ServerMessage]]:
     setup = state.setup
     assert state.total is not None
-    total = state.total.copy()
     alive = set(state.survivors)
     seed_shares, key_shares = _shares_by_owner(state)
+    jobs: list[tuple[bytes, bool] | tuple[X25519PrivateKey, bytes, bytes, int, int]] = []
     for owner in state.survivors:
         seed = _rebuild(seed_shares.get(owner), setup.threshold, owner)
         if seed is None:
             return _abort(state, f"fewer than {setup.threshold} shares of survivor {owner}'s self mask arrived")
-        add_mask(total, seed, subtract=True)
+        jobs.append((seed, True))
     for owner in sorted(set(state.shares) - alive):
         partners = [c for c in setup.neighbours(owner) if c in alive]
         if not partners:
@@ -227,16 +261,29 @@ def _unmask(state: ServerState) -> tuple[ServerState, dict[int, ServerMessage]]:
             return _abort(
                 state, f"the shares of dropped client {owner}'s mask key do not rebuild the key it advertised"
             )
-        for partner in partners:
-            seed = pairwise_seed(key, state.keys[partner].mask_key, setup.instance, owner, partner)
-            add_mask(total, seed, subtract=partner < owner)  # undo what the partner added
+        jobs.extend((key, state.keys[partner].mask_key, setup.instance, owner, partner) for partner in partners)
+    length = state.total.size
+    threads = unmask_workers(len(jobs), length) if workers is None else max(1, workers)
+    # Addition mod 2**32 is associative and commutative: any split of the jobs over threads
+    # gives the same total, bit for bit (tested against one thread).
+    total = state.total.copy()
+    if threads == 1:
+        total += _expand_jobs(jobs, length)
+    else:
+        chunks = [jobs[i::threads] for i in range(threads)]
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sheaf-unmask") as pool:
+            for partial in pool.map(_expand_jobs, chunks, [length] * threads):
+                total += partial
     if setup.bits < 32:
         total &= np.uint32((1 << setup.bits) - 1)
     return dataclasses.replace(state, stage=ServerStage.DONE, result=total, total=None), {}
 
 
-def server_close(state: ServerState) -> tuple[ServerState, dict[int, ServerMessage]]:
+def server_close(state: ServerState, *, workers: int | None = None) -> tuple[ServerState, dict[int, ServerMessage]]:
     """Close the current stage: the next state and what to send each client that got through.
+
+    ``workers`` threads expand the unmasking masks (None: :func:`unmask_workers` decides);
+    the result is the same for any number.
 
     Example: see the module docstring.
     """
@@ -278,5 +325,5 @@ def server_close(state: ServerState) -> tuple[ServerState, dict[int, ServerMessa
             return _abort(
                 state, f"only {len(state.unmasking)} clients sent unmasking shares, fewer than the minimum of {floor}"
             )
-        return _unmask(state)
+        return _unmask(state, workers)
     return state, {}
