@@ -86,6 +86,7 @@ from sheaf.secagg.messages import (
     UnmaskShares,
     decode_message,
     encode_message,
+    expect_turn,
 )
 from sheaf.secagg.plan import SecAggPlan, cohort_bound, max_inputs_for, secagg_plan
 from sheaf.secagg.server import ServerStage, ServerState, server_close, server_receive, start_server
@@ -168,6 +169,7 @@ __all__ = [
     "epsilon_from_rdp",
     "exact_protocol",
     "expand_mask",
+    "expect_turn",
     "generate_keypair",
     "generate_signing_keypair",
     "keystream",
