@@ -20,7 +20,8 @@ simulation and deployment:
 - :func:`distributed_mean` turns the decoded sum into the mean with the fixed denominator
   of DP-FedAvg (the expected cohort, so that the denominator does not depend on who took
   part) and accounts the round. What the released models reveal to anyone who does not
-  know the cohort (``epsilon``, Poisson-amplified, at ``δ + rounds δ_K``) is protected by
+  know the cohort (``epsilon``, Poisson-amplified, at ``δ + rounds δ_K`` for the run's
+rounds) is protected by
   ``K - 1`` shares every round (a client's own share is not counted). The server knows
   the cohort and its own top-up: against it there is no amplification and only the
   *other* survivors' shares count, ``s - 1`` of them (``epsilon_server``, at δ). Its
@@ -80,7 +81,8 @@ class DistributedState(NamedTuple):
         rdp_server: the RDP curve spent so far against the server (no amplification).
         epsilon: epsilon of ``rdp`` at ``delta``.
         epsilon_server: epsilon of ``rdp_server`` at the plan's δ (no larger than ``delta``).
-        delta: the delta epsilon is reported at, ``δ + rounds δ_K``.
+        delta: the delta epsilon is reported at, ``δ + rounds δ_K`` for the run's rounds (a
+            round past K is aborted whether or not a sum was released before it).
         noise_multiplier: the effective noise multiplier of the released sums,
             ``sqrt((K - 1) σ²) / Δ₂``.
         shares: the noise shares that protect a client in a released sum, ``K - 1``.
@@ -171,7 +173,7 @@ def distributed_mean(plan: SecAggPlan) -> AggregateStep[DistributedState]:
             rdp_server,
             epsilon_from_rdp(rdp, plan.delta),
             epsilon_from_rdp(rdp_server, plan.delta),
-            plan.reported_delta(rounds),
+            plan.reported_delta(max(plan.rounds, ctx.round)),  # every round of the run may abort past K
             effective,
             shares,
             others,
