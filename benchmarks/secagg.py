@@ -164,6 +164,7 @@ def accuracy(rounds: int, stand_in: bool) -> list[dict[str, Any]]:
             "central_accuracy": summary["central_accuracy"],
             "epsilon": summary.get("epsilon"),
             "epsilon_server": summary.get("epsilon_server"),
+            "delta": summary.get("delta"),
             "noise_multiplier": summary.get("noise_multiplier"),
             "rounds_aggregated": sum(1 for r in result.history if r.aggregated),
             "seconds": round(time.perf_counter() - started, 1),

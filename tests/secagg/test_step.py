@@ -190,13 +190,23 @@ def test_distributed_dp_accounts_the_surviving_noise_every_round(tmp_path: Path)
     result = run(tmp_path, *extra)
     parts = assemble(load_config(overrides=[*BASE, *extra]), population=20, task=Fixed())
     assert parts.secagg is not None
-    mechanism = parts.secagg.mechanism()
+    plan = parts.secagg
+    mechanism = plan.mechanism()
     rdp = np.zeros_like(mechanism.round_rdp(1))
+    rdp_server = rdp.copy()
     for record in result.history:
         if record.aggregated:
-            rdp = rdp + mechanism.round_rdp(int(record.fit["secagg_survivors"]) - 1)
+            # Released sums carry K shares (K - 1 counted); the server knows its top-up: s - 1.
+            survivors = int(record.fit["secagg_survivors"])
+            assert survivors + record.fit["secagg_top_up"] == plan.top_up
+            rdp = rdp + mechanism.round_rdp(plan.top_up - 1)
+            rdp_server = rdp_server + mechanism.round_rdp(survivors - 1, sampled=False)
         assert record.privacy["epsilon"] == pytest.approx(epsilon_from_rdp(rdp, 1e-5), rel=1e-12)
+        assert record.privacy["epsilon_server"] == pytest.approx(epsilon_from_rdp(rdp_server, 1e-5), rel=1e-12)
+        # delta covers the chance that any of the run's rounds exceeds K: δ + rounds δ_K
+        assert record.privacy["delta"] == pytest.approx(1e-5 + 3 * plan.top_up_failure, rel=1e-12)
         assert record.privacy["epsilon_server"] >= record.privacy["epsilon"]
+    assert plan.top_up_failure == pytest.approx(1e-5 / (10 * 3))
     summary = result.summary()
     assert summary["distributed_dp"] is True and math.isfinite(summary["epsilon"])
     # The same seed gives the same (seeded) noise, model and epsilon: a reproducible simulation.

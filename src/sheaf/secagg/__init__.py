@@ -16,7 +16,8 @@ integer ring. One concept per module:
 - :mod:`~sheaf.secagg.plan` — what ``[secagg]`` resolves to for a run;
 - :mod:`~sheaf.secagg.step` — both halves as a strategy step (quantise on the client,
   unmask the sum on the server), :func:`with_secure_aggregation`;
-- :mod:`~sheaf.secagg.distributed` — distributed DP's mean and its privacy ledger.
+- :mod:`~sheaf.secagg.distributed` — distributed DP's noise top-up to K shares, its mean and its
+  privacy ledger.
 
 See ``docs/secure-aggregation.md``.
 """
@@ -68,7 +69,7 @@ from sheaf.secagg.discrete_gaussian import (
     discrete_gaussian_pmf,
     discrete_laplace,
 )
-from sheaf.secagg.distributed import DistributedState, distributed_mean
+from sheaf.secagg.distributed import DistributedState, distributed_mean, top_up, top_up_bits
 from sheaf.secagg.driver import ProtocolOutcome, Stage, exact_protocol, run_protocol
 from sheaf.secagg.messages import (
     AdvertiseKeys,
@@ -87,7 +88,7 @@ from sheaf.secagg.messages import (
     encode_message,
     expect_turn,
 )
-from sheaf.secagg.plan import SecAggPlan, max_inputs_for, secagg_plan
+from sheaf.secagg.plan import SecAggPlan, cohort_bound, max_inputs_for, secagg_plan
 from sheaf.secagg.server import ServerStage, ServerState, server_close, server_receive, start_server
 from sheaf.secagg.setup import GRAPH_FAILURE, INSTANCE_BYTES, ProtocolSetup, degree_for, protocol_setup
 from sheaf.secagg.shamir import (
@@ -154,6 +155,7 @@ __all__ = [
     "bernoulli_exp",
     "calibrate_distributed",
     "client_step",
+    "cohort_bound",
     "combine",
     "consistency_message",
     "decode_message",
@@ -199,6 +201,8 @@ __all__ = [
     "start_client",
     "start_server",
     "symmetric_subsampled_rdp",
+    "top_up",
+    "top_up_bits",
     "verify",
     "with_secure_aggregation",
 ]

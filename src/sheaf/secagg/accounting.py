@@ -1,10 +1,12 @@
 """Privacy accounting of the distributed discrete Gaussian: the noise that survived, every round.
 
-Under distributed DP no party adds noise to the sum: each client adds its own share,
-``N_Z(0, σ²)`` on every rotated integer coordinate, and the released sum carries the
-shares of the clients that got through the protocol. What protects a client in a round is
-the noise of the *other* survivors — ``m = survivors - 1`` shares; its own share is not
-counted, so a client is protected even if it is the only honest one adding noise.
+Under distributed DP each client adds its own share, ``N_Z(0, σ²)`` on every rotated
+integer coordinate, and the server, after unmasking, tops the sum up to exactly K shares
+(:func:`sheaf.secagg.distributed.top_up`): every released sum carries K i.i.d. shares,
+whoever took part. What protects a client in a released sum is ``m = K - 1`` of them; its
+own share is not counted (adding an independent share is post-processing, so the K-share
+pair is no worse than the ``K - 1``-share one). Against the server, which knows its own
+top-up, only the other survivors' ``m = survivors - 1`` shares count.
 
 **One round** (Kairouz, Liu, Steinke, ICML 2021, Theorem 1 and Proposition 14): the sum of
 ``m`` independent ``N_Z(0, σ²)`` is close to ``N_Z(0, m σ²)``; for integer vectors of L2
@@ -22,8 +24,13 @@ coordinates by less than 1, so ``Δ₂ = s C + sqrt(d)`` (deterministically) and
 coordinates being integers, ``Δ₁ <= min(sqrt(d) Δ₂, Δ₂²)``.
 
 **Sampling.** With Poisson sampling at rate q, a round is the subsampled mechanism: for a
-fixed cohort without the client the sum is ``P = c + Z`` and with it ``Q = c + x + Z``, and
-the release is ``P`` (the add neighbour) against ``M = (1-q) P + q Q``. Two directions:
+fixed cohort without the client the released sum is ``P = c + Z`` and with it
+``Q = c + x + Z``, ``Z`` the sum of the K shares — the same distribution in both worlds
+*because of the top-up* (without it, ``Q`` would carry one share more than ``P``, a
+difference of variance that no shift argument covers; that was a flaw of sheaf before the
+top-up). A round whose survivors exceed K is aborted instead, an event of probability at
+most δ_K per round that is added to δ. The release is ``P`` (the add neighbour) against
+``M = (1-q) P + q Q``. Two directions:
 
 - ``D_α(M || P)`` has, at integer orders, an **exact** binomial expansion in the unsampled
   curve, for any mechanism: with ``W = Q/P``, ``E_P[(1-q+qW)^α] = Σ_l C(α,l) (1-q)^(α-l) q^l

@@ -9,14 +9,22 @@ sampling, the population and the model's size, and fixes everything a round need
   where ``max_inputs`` bounds the cohort (its size with fixed-size sampling; with Poisson
   sampling, the expected size plus 8 standard deviations plus 8: a larger cohort is
   skipped, not wrapped);
-- for **distributed DP**, each client's noise share: ``N_Z(0, σ²)`` on every rotated
-  coordinate with ``σ² = ceil(z² Δ₂² / m)``, where ``Δ₂ = s C + sqrt(d')`` is the rounded
-  update's sensitivity (:mod:`sheaf.secagg.accounting`) and ``m`` the noise shares
-  expected to survive besides a client's own (the expected cohort, less the planned
-  simulated dropouts, less one). ``z`` is ``privacy.noise_multiplier``, or calibrated so
-  that ``rounds`` rounds with ``m`` shares spend ``privacy.target_epsilon``. The scale is
-  then chosen so that ``σ² <= 2**26`` (the exact sampler's int64 range) — so the rounding
-  inflation ``sqrt(d') / (s C)`` is reported, and refused above 1/3;
+- for **distributed DP**, the **top-up** K: every released sum carries exactly K noise
+  shares — the survivors' own and, added by the server after unmasking, ``K - survivors``
+  more (:func:`~sheaf.secagg.distributed.top_up`) — so that whether a client took part
+  does not change the noise's variance. K is the smallest cohort bound with
+  ``P(Binomial(N - 1, q) >= K) <= δ_K``, ``δ_K = δ / (10 rounds)`` (:func:`cohort_bound`):
+  a round whose survivors exceed K is aborted before anything is released, and the
+  reported delta is ``δ + rounds δ_K`` (:attr:`SecAggPlan.reported_delta`);
+- each client's noise share: ``N_Z(0, σ²)`` on every rotated coordinate with
+  ``σ² = ceil(z² Δ₂² / (K - 1))``, where ``Δ₂ = s C + sqrt(d')`` is the rounded update's
+  sensitivity (:mod:`sheaf.secagg.accounting`) and ``K - 1`` the shares that protect a
+  client in every released sum besides its own (the released noise is
+  ``z Δ₂ sqrt(K / (K - 1))``). ``z`` is ``privacy.noise_multiplier``, or calibrated so
+  that ``rounds`` rounds with ``K - 1`` shares spend ``privacy.target_epsilon`` (at δ).
+  The scale is then chosen so that ``σ² <= 2**26`` (the exact sampler's int64 range) and
+  a sum of at most ``max(max_inputs, K)`` inputs with K shares of noise does not wrap — so
+  the rounding inflation ``sqrt(d') / (s C)`` is reported, and refused above 1/3;
 - the **protocol**: threshold fraction, planned dropout rate, neighbour degree, and the
   simulated dropouts and stand-in of a simulation.
 
@@ -54,7 +62,7 @@ from sheaf.secagg.accounting import (
 )
 from sheaf.secagg.discrete_gaussian import MAX_VARIANCE
 
-__all__ = ["SecAggPlan", "max_inputs_for", "secagg_plan"]
+__all__ = ["SecAggPlan", "cohort_bound", "max_inputs_for", "secagg_plan"]
 
 #: The largest rounding inflation ``sqrt(d') / (s C)`` distributed DP accepts.
 _MAX_INFLATION = 1 / 3
@@ -87,8 +95,10 @@ class SecAggPlan:
         noise_multiplier: z the variance was planned for.
         delta: the delta epsilon is reported at.
         rate: the Poisson sampling rate (amplification; 1 without it).
-        shares: m, the noise shares planned to protect a client.
+        shares: K - 1, the noise shares that protect a client in every released sum.
         planned_epsilon: epsilon after ``rounds`` rounds of ``shares`` shares (0 without DP).
+        top_up: K, the noise shares every released sum carries (0 without DP).
+        top_up_failure: δ_K, the chance per round that the cohort exceeds K.
     """
 
     dp: str
@@ -114,6 +124,12 @@ class SecAggPlan:
     rate: float = 1.0
     shares: int = 0
     planned_epsilon: float = 0.0
+    top_up: int = 0
+    top_up_failure: float = 0.0
+
+    def reported_delta(self, rounds: int) -> float:
+        """The delta of the amplified epsilon after ``rounds`` rounds: ``δ + rounds δ_K``."""
+        return self.delta + rounds * self.top_up_failure
 
     def quantizer(self) -> Quantizer:
         """The run's quantiser."""
@@ -169,6 +185,9 @@ class SecAggPlan:
             "planned_shares": self.shares,
             "planned_epsilon": self.planned_epsilon,
             "delta": self.delta,
+            "top_up_shares": self.top_up,
+            "top_up_failure": self.top_up_failure,
+            "planned_delta": self.reported_delta(self.rounds),
             "sensitivity_l2": l2,
             "noise": self.noise,
         }
@@ -181,6 +200,36 @@ def max_inputs_for(population: int, size: int, rate: float | None) -> int:
         return size
     mean = rate * population
     return min(population, math.ceil(mean + 8 * math.sqrt(mean * (1 - rate)) + 8))
+
+
+def cohort_bound(population: int, rate: float, failure: float) -> int:
+    """K: the smallest bound with ``P(Binomial(population - 1, rate) >= K) <= failure`` (at
+    most ``population``, which no cohort exceeds).
+
+    With a given client in the cohort, the cohort exceeds K exactly when ``K`` or more of
+    the other ``population - 1`` clients are sampled; without it, only then or less often.
+
+    Example:
+        >>> cohort_bound(1000, 0.1, 1e-8)
+        158
+    """
+    if not 0 < rate <= 1 or not 0 < failure < 1 or population < 1:
+        raise ValueError(f"cohort_bound needs population >= 1, 0 < rate <= 1, 0 < failure < 1; got {population}, "
+                         f"{rate}, {failure}")  # fmt: skip
+    n = population - 1
+    if rate == 1:
+        return population
+    log_q, log_p = math.log(rate), math.log1p(-rate)
+    log_pmf = [
+        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * log_q + (n - k) * log_p
+        for k in range(n + 1)
+    ]
+    tail = 0.0  # P(X >= k), summed from the top so that small tails keep their precision
+    for k in range(n, -1, -1):
+        tail += math.exp(log_pmf[k])
+        if tail > failure:
+            return k + 1
+    return 0
 
 
 def _distributed(config: RunConfig, plan: SecAggPlan) -> SecAggPlan:
@@ -197,9 +246,11 @@ def _distributed(config: RunConfig, plan: SecAggPlan) -> SecAggPlan:
     if p.accountant != "rdp":
         raise ConfigError("secagg.dp=distributed is accounted in RDP; set privacy.accountant=rdp")
     rate = s.fraction
-    survivors = plan.expected_cohort * (1 - 0.6 * plan.dropout)  # drops at keys, shares or input leave the sum
-    shares = max(1, math.floor(survivors) - 1)
     rounds = config.rounds
+    failure = p.delta / (10 * rounds)
+    top_up = max(2, cohort_bound(plan.population, rate, failure))
+    shares = top_up - 1
+    inputs = max(plan.max_inputs, top_up)
     if p.target_epsilon > 0:
         z = calibrate_distributed(p.target_epsilon, rate=rate, shares=shares, rounds=rounds, delta=p.delta)
     elif p.noise_multiplier > 0:
@@ -224,9 +275,7 @@ def _distributed(config: RunConfig, plan: SecAggPlan) -> SecAggPlan:
         if variance > MAX_VARIANCE:  # rounding put the ceiling one past the sampler's range
             sensitivity *= 1 - 1e-12
             continue
-        bound = ring_bound(
-            scale, clip=p.clip, max_weight=1, inputs=plan.max_inputs, length=plan.length, noise_variance=variance
-        )
+        bound = ring_bound(scale, clip=p.clip, max_weight=1, inputs=inputs, length=plan.length, noise_variance=variance)
         if bound <= room:
             break
         sensitivity *= 0.8
@@ -244,6 +293,9 @@ def _distributed(config: RunConfig, plan: SecAggPlan) -> SecAggPlan:
         rate=rate,
         shares=shares,
         planned_epsilon=epsilon,
+        max_inputs=inputs,
+        top_up=top_up,
+        top_up_failure=failure,
     )
 
 

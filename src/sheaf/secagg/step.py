@@ -13,7 +13,9 @@ Both halves side by side, in sheaf's step contract (:mod:`sheaf.strategies.base`
   or its exact stand-in), which yields only the ring sum of the clients that got through;
   the step decodes it into the weighted sum (``Σ w_i Δ_i``, ``Σ w_i``, the count) and hands
   it to the strategy's own sum-only aggregate step (FedAvg's weighted mean) or, under
-  distributed DP, to :func:`~sheaf.secagg.distributed.distributed_mean`. A protocol that
+  distributed DP — after the server's noise top-up to K shares in the ring
+  (:func:`~sheaf.secagg.distributed.top_up`) — to
+  :func:`~sheaf.secagg.distributed.distributed_mean`. A protocol that
   aborts (fewer than T clients at a stage) raises
   :class:`~sheaf.core.errors.AggregationError`: the round loop skips the round, keeps the
   model and records why.
@@ -66,7 +68,7 @@ from sheaf.privacy.ledger import client_privacy
 from sheaf.quantize.quantizer import Quantizer
 from sheaf.quantize.randomness import BitSource, SecureBits, SeededBits
 from sheaf.secagg.discrete_gaussian import discrete_gaussian
-from sheaf.secagg.distributed import distributed_mean
+from sheaf.secagg.distributed import distributed_mean, top_up, top_up_bits
 from sheaf.secagg.driver import ProtocolOutcome, Stage, exact_protocol, run_protocol
 from sheaf.secagg.plan import SecAggPlan
 from sheaf.secagg.setup import INSTANCE_BYTES, protocol_setup
@@ -186,12 +188,14 @@ class SecureState(NamedTuple):
         rounds: sums released.
         survivors: clients whose inputs the last sum held.
         dropped: clients whose updates arrived but left the last protocol early.
+        topped_up: noise shares the server added to the last sum (distributed DP).
     """
 
     inner: Any
     rounds: int
     survivors: int
     dropped: int
+    topped_up: int = 0
 
 
 def _inputs(updates: Sequence[Update], quantizer: Quantizer) -> dict[int, npt.NDArray[np.uint32]]:
@@ -248,7 +252,7 @@ def secure_aggregate(plan: SecAggPlan, inner: AggregateStep[Any]) -> AggregateSt
             raise StrategyError(
                 f"the secure-aggregation plan is for {plan.length} parameters, the model has {params.num_elements}"
             )
-        return SecureState(inner.init(params), 0, 0, 0)
+        return SecureState(inner.init(params), 0, 0, 0, 0)
 
     def apply(
         value: Sequence[Update] | WeightedSum, state: SecureState, ctx: RoundContext
@@ -264,13 +268,16 @@ def secure_aggregate(plan: SecAggPlan, inner: AggregateStep[Any]) -> AggregateSt
         ring: npt.NDArray[np.uint32], survivors: Sequence[int], arrived: int, state: SecureState, ctx: RoundContext
     ) -> tuple[Params, SecureState]:
         rotation, _ = round_seeds(ctx.seed, ctx.round)
-        total, weight = quantizer.decode(ring, rotation)
         count = len(survivors)
+        added = 0
+        if plan.dp == "distributed":  # every released sum carries exactly K noise shares
+            ring, added = top_up(plan, ring, count, top_up_bits(plan, ctx.seed, ctx.round))
+        total, weight = quantizer.decode(ring, rotation)
         summed = WeightedSum(
             ctx.params.astype(np.float64).unflatten(total), float(weight if plan.weighted else count), count
         )
         delta, inner_state = inner.apply(summed, state.inner, ctx)
-        return delta, SecureState(inner_state, state.rounds + 1, count, arrived - count)
+        return delta, SecureState(inner_state, state.rounds + 1, count, arrived - count, added)
 
     def apply_masked(value: MaskedSum, state: SecureState, ctx: RoundContext) -> tuple[Params, SecureState]:
         # The deployment's backend ran the protocol: its outcome stands in for the in-process run.
@@ -301,6 +308,7 @@ def secure_aggregate(plan: SecAggPlan, inner: AggregateStep[Any]) -> AggregateSt
                 "secagg_rounds": float(state.rounds),
                 "secagg_survivors": float(state.survivors),
                 "secagg_dropped": float(state.dropped),
+                **({"secagg_top_up": float(state.topped_up)} if plan.dp == "distributed" else {}),
             }
         }
         return {**own, **(inner.report(state.inner) if inner.report is not None else {})}
