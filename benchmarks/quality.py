@@ -221,12 +221,38 @@ LEAF_SETTINGS = [
 ]
 
 
-def shakespeare(rounds: int, stride: int = 8, test_every: int = 25) -> dict[str, Any]:
+class RoundLog:
+    """Appends one JSON line per committed round to a file, so a long run leaves its curve as it goes."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def on_start(self, config: Any, first_round: int, cohort: int, population: int) -> None:
+        """Nothing to write before the first round."""
+
+    def on_round(self, record: Any) -> None:
+        """One line: the round, its accuracy, its seconds and the load average now."""
+        if self.path is None:
+            return
+        line = {
+            "round": record.round,
+            "accuracy": round(record.central.get("accuracy", float("nan")), 4),
+            "loss": round(record.central.get("loss", float("nan")), 4),
+            "seconds": round(record.seconds, 1),
+            "loadavg": _load(),
+            "utc": time.strftime("%H:%M:%S", time.gmtime()),
+        }
+        with self.path.open("a") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+def shakespeare(rounds: int, stride: int = 8, test_every: int = 25, log: Path | None = None) -> dict[str, Any]:
     """LEAF's Shakespeare FedAvg for ``rounds`` rounds: accuracy each round and seconds per round.
 
     The curve is measured on every ``test_every``-th test window (the whole test set costs
     many rounds' training with this model on a CPU); ``stride`` keeps every k-th training
-    window as ``examples/shakespeare/run.py`` does (1: all, as LEAF).
+    window as ``examples/shakespeare/run.py`` does (1: all, as LEAF). ``log``, if given,
+    gets one JSON line per round as the run goes.
     """
     import dataclasses
 
@@ -244,10 +270,11 @@ def shakespeare(rounds: int, stride: int = 8, test_every: int = 25) -> dict[str,
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         config = dataclasses.replace(config, runs_dir=folder)
-        result = sheaf.simulate(config, federation=federation)
+        result = sheaf.simulate(config, federation=federation, listener=RoundLog(log))
     records = list(result.history)
     return {
-        "command": f"python benchmarks/quality.py --only shakespeare --shakespeare-rounds {rounds}",
+        "command": "python benchmarks/quality.py --only shakespeare "
+        f"--shakespeare-rounds {rounds} --shakespeare-stride {stride}",
         "settings": [*LEAF_SETTINGS, f"stride={stride}", "examples/shakespeare/shakespeare.toml"],
         "backend": result.backend,
         "training_samples": int(federation.train_counts.sum()),
@@ -341,6 +368,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="fashion_mnist,shakespeare,heart,heart_flamby", help="comma-separated")
     parser.add_argument("--shakespeare-rounds", type=int, default=40, help="rounds of LEAF's Shakespeare run")
+    parser.add_argument("--shakespeare-stride", type=int, default=8, help="keep every k-th window (1: all, as LEAF)")
+    parser.add_argument("--log", type=Path, default=None, help="append one JSON line per Shakespeare round here")
     parser.add_argument("--seeds", type=int, default=5, help="seeds for the heart runs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="Fashion-MNIST override")
     args = parser.parse_args()
@@ -353,7 +382,7 @@ def main() -> None:
     if "fashion_mnist" in wanted:
         figures["fashion_mnist"] = fashion_mnist(args.overrides)
     if "shakespeare" in wanted:
-        figures["shakespeare"] = shakespeare(args.shakespeare_rounds)
+        figures["shakespeare"] = shakespeare(args.shakespeare_rounds, args.shakespeare_stride, log=args.log)
     print(json.dumps(figures, indent=2))
 
 
