@@ -7,6 +7,7 @@ regenerated with the command the page names.
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -14,9 +15,11 @@ import pytest
 import torch
 
 import sheaf
+from sheaf.privacy import RoundMechanism, calibrate_noise_multiplier, epsilon
 from sheaf.run.baseline import pooled_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
+DELTA = 1e-5  # every epsilon the docs publish is at delta = 1e-5
 
 
 def table_row(page: Path, first_cell: str) -> list[str]:
@@ -26,6 +29,27 @@ def table_row(page: Path, first_cell: str) -> list[str]:
         if line.lstrip().startswith("|") and cells[0] == first_cell:
             return cells
     raise AssertionError(f"{page.relative_to(ROOT)} has no table row starting with {first_cell!r}")
+
+
+def tables_after(page: Path, heading: str) -> list[list[list[str]]]:
+    """The markdown tables of ``page`` after the line ``heading``, as rows of cells (no header rows)."""
+    lines = page.read_text().splitlines()
+    assert heading in lines, f"{page.relative_to(ROOT)} has no line {heading!r}"
+    tables: list[list[list[str]]] = []
+    current: list[list[str]] = []
+    for line in lines[lines.index(heading) :]:
+        if line.lstrip().startswith("|"):
+            current.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif current:
+            tables.append(current[2:])  # the header and its --- line
+            current = []
+    return tables
+
+
+def as_printed(value: float, like: str) -> str:
+    """``value`` with as many decimals as the documented ``like`` has."""
+    decimals = len(like.split(".")[1]) if "." in like else 0
+    return f"{value:.{decimals}f}"
 
 
 def test_the_quickstart_page_gives_seed_0s_accuracies(tmp_path: Path) -> None:
@@ -63,3 +87,68 @@ def test_the_pooled_baseline_trains_with_the_runs_threads_whatever_the_process_h
     pooled_baseline(config)
 
     assert torch.get_num_threads() == 1
+
+
+def test_the_privacy_pages_epsilons_are_the_accountants() -> None:
+    # docs/privacy.md's two tables (benchmarks/privacy.py): digits at q = 0.1 for 100 rounds,
+    # heart at q = 1 for 50; every row with a noise multiplier, both accountants.
+    page = ROOT / "docs" / "privacy.md"
+    digits, heart = tables_after(page, "## Measured: accuracy versus epsilon")[:2]
+    checked = 0
+    for rows, rate, rounds in ((digits, 0.1, 100), (heart, 1.0, 50)):
+        for setting, z, rdp, pld, *_ in rows:
+            if not setting.startswith("DP") or z in ("—", "0"):
+                continue
+            mechanism = RoundMechanism("poisson", float(z), rate=rate)
+            assert as_printed(epsilon(mechanism, rounds, DELTA, "rdp"), rdp) == rdp, (setting, z)
+            assert as_printed(epsilon(mechanism, rounds, DELTA, "pld"), pld) == pld, (setting, z)
+            checked += 1
+    assert checked == 11
+
+
+def test_the_readme_quotes_the_privacy_pages_curve() -> None:
+    digits = tables_after(ROOT / "docs" / "privacy.md", "## Measured: accuracy versus epsilon")[0]
+    by_z = {(row[0].startswith("DP, adaptive"), row[1]): row for row in digits if row[0].startswith("DP")}
+    readme = " ".join((ROOT / "README.md").read_text().split())
+
+    adaptive = f"{by_z[True, '1'][4].strip('*')} at ε = {by_z[True, '1'][2]} and {by_z[True, '2'][4].strip('*')} at ε = {by_z[True, '2'][2]}"
+    fixed = f"({by_z[False, '1'][4]} and {by_z[False, '2'][4]} with a fixed C = 0.5)"
+
+    assert f"{adaptive} with adaptive clipping {fixed}" in readme
+
+
+def test_secure_aggregations_central_noise_for_epsilon_3_is_the_calibrations() -> None:
+    page = " ".join((ROOT / "docs" / "secure-aggregation.md").read_text().split())
+    central = table_row(ROOT / "docs" / "secure-aggregation.md", "central DP (server clips), target ε = 3")[1]
+    assert "for ε = 3 after 100 rounds at q = 0.1, central DP needs z = 1.80" in page
+
+    z = calibrate_noise_multiplier(3.0, DELTA, 100, RoundMechanism("poisson", 1.0, rate=0.1))
+
+    assert as_printed(z, central) == central
+    assert f"{z:.2f}" == "1.80"
+
+
+def test_the_dashboard_pages_sheaf_runs_table_is_what_its_three_runs_give(tmp_path: Path) -> None:
+    # docs/dashboard.md shows `sheaf runs` over the three runs of scripts/dashboard_screenshots.py.
+    source = (ROOT / "scripts" / "dashboard_screenshots.py").read_text()
+    runs_literal = re.search(r"^RUNS = (\{.*?^\})", source, flags=re.S | re.M)
+    assert runs_literal is not None
+    runs: dict[str, list[str]] = ast.literal_eval(runs_literal.group(1))
+    block = (ROOT / "docs" / "dashboard.md").read_text().split("$ sheaf runs")[1].split("```")[0]
+    documented = {
+        line.split()[0]: line.split()[-4:-1] for line in block.splitlines() if line.split()[:1] in [[n] for n in runs]
+    }
+    assert set(documented) == set(runs)
+
+    got = {}
+    for name, overrides in runs.items():
+        summary = sheaf.simulate(overrides=[*overrides, f"name={name}", f"runs_dir={tmp_path}"]).summary()
+        p10 = summary.get("federated_accuracy", {}).get("p10")
+        eps = summary.get("epsilon")
+        got[name] = [
+            f"{summary['central_accuracy']:.3f}",
+            "-" if p10 is None else f"{p10:.3f}",
+            "-" if eps is None else f"{eps:.2f}",
+        ]
+
+    assert got == documented
