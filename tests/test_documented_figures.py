@@ -156,3 +156,36 @@ def test_the_dashboard_pages_sheaf_runs_table_is_what_its_three_runs_give(tmp_pa
         ]
 
     assert got == documented
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "fedadam", "scaffold", "krum"])
+def test_the_strategies_pages_table_gives_seed_0s_central_accuracy(strategy: str, tmp_path: Path) -> None:
+    # docs/strategies.md's table is benchmarks/strategies.py's; its seed-0 run, rerun here.
+    page = ROOT / "docs" / "strategies.md"
+    _, settings, central, *_ = table_row(page, strategy)
+    seed_0 = re.fullmatch(r"\*\*[0-9.]+\*\* \(([0-9.]+), [0-9.]+, [0-9.]+\)", central)
+    assert seed_0 is not None, central
+    extra = [] if settings == "defaults" else [settings.strip("`")]
+    base = ["dataset=digits", "clients=100", "partition=dirichlet", "alpha=0.3", "fraction=0.1", "min_clients=2"]
+
+    overrides = [*base, "rounds=50", "evaluation.interval=50", f"strategy={strategy}", *extra, "seed=0"]
+    result = sheaf.simulate(overrides=[*overrides, f"runs_dir={tmp_path}"])
+
+    assert f"{result.history.final_central['accuracy']:.3f}" == seed_0.group(1)
+
+
+def test_the_ditto_paragraph_is_what_its_command_gives(tmp_path: Path) -> None:
+    text = " ".join((ROOT / "docs" / "strategies.md").read_text().split())
+    command = "sheaf simulate --set alpha=0.1 --set rounds=40 --set strategy=ditto --set strategy.lam=0.1 --json"
+    documented = re.search(
+        re.escape(f"`{command}`, 20 clients, seed 0): the clients' own accuracy is ")
+        + r"([0-9.]+) .*? against ([0-9.]+) \(worst [0-9.]+\) for the global model, .*?\(central accuracy ([0-9.]+)",
+        text,
+    )
+    assert documented is not None, "docs/strategies.md no longer has the Ditto paragraph this test reads"
+    overrides = [arg for arg in command.split() if "=" in arg]
+
+    summary = sheaf.simulate(overrides=[*overrides, "seed=0", f"runs_dir={tmp_path}"]).summary()
+
+    got = (summary["personalized_accuracy"]["weighted_mean"], summary["federated_accuracy"]["weighted_mean"])
+    assert tuple(f"{v:.3f}" for v in (*got, summary["central_accuracy"])) == documented.groups()
