@@ -1,7 +1,8 @@
 """Learning quality beside the published figures, as JSON: every accuracy sheaf's docs cite.
 
-    python benchmarks/quality.py [--only fashion_mnist,shakespeare,heart,heart_flamby]
-                                 [--shakespeare-rounds 40] [--seeds 5] [--set key=value]
+    python benchmarks/quality.py [--only fashion_mnist,shakespeare,shakespeare_cost,heart,heart_flamby]
+                                 [--shakespeare-rounds 40] [--shakespeare-stride 8] [--log rounds.jsonl]
+                                 [--seeds 5] [--set key=value]
 
 Each entry holds the command or config that made it, sheaf's figure, the published anchor
 beside it with its source, the wall time and the load average of the machine when it ran
@@ -12,7 +13,10 @@ beside it with its source, the wall time and the load average of the machine whe
   over the last rounds. Anchor: FedAvg with a small CNN on Dirichlet splits, about 0.91.
 - ``shakespeare``: LEAF's model and settings (``model=leaf_lstm``, SGD lr 0.8, batch 10,
   1 epoch, 10 roles a round; every 8th window, as the example keeps) for as many rounds as
-  asked, with the seconds per round. Anchor: LEAF's FedAvg, about 0.51 at round 40.
+  asked, with the seconds per round (``--log``: one JSON line per round as it goes).
+  Anchor: LEAF's FedAvg, about 0.51 at round 40.
+- ``shakespeare_cost``: one SGD step of LEAF's model on 10 windows and one evaluation of
+  the curve's 1,968 test windows, one thread: what a round is made of.
 - ``heart``: ``examples/heart/heart.toml`` (920 patients, imputed, a 25-16-2 MLP) over
   seeds, FedAvg and the pooled baseline on the union of the hospitals' test splits.
 - ``heart_flamby``: FLamby's Fed-Heart-Disease set-up rebuilt offline from the same UCI
@@ -287,6 +291,48 @@ def shakespeare(rounds: int, stride: int = 8, test_every: int = 25, log: Path | 
     }
 
 
+def shakespeare_cost(steps: int = 20, test_windows: int = 1968) -> dict[str, Any]:
+    """Where a round of LEAF's model goes: one SGD step on 10 windows, one evaluation of the curve's windows.
+
+    One thread, random windows of 80 characters (the cost does not depend on the text);
+    a round trains about (the 10 roles' windows / 10) steps and evaluates once.
+    """
+    import torch
+
+    from sheaf.task.models import leaf_lstm
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = leaf_lstm(80)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.8)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x, y = torch.randint(0, 80, (10, 80)), torch.randint(0, 80, (10,))
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+
+    for _ in range(3):  # warm-up: first calls allocate
+        step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    per_step = (time.perf_counter() - started) / steps
+    windows = torch.randint(0, 80, (test_windows, 80))
+    started = time.perf_counter()
+    with torch.inference_mode():
+        model(windows)
+    evaluation = time.perf_counter() - started
+    return {
+        "command": "python benchmarks/quality.py --only shakespeare_cost",
+        "threads": 1,
+        "seconds_per_sgd_step_batch_10": round(per_step, 4),
+        f"seconds_to_evaluate_{test_windows}_windows": round(evaluation, 2),
+        "loadavg": _load(),
+    }
+
+
 # -- Fashion-MNIST: the example as a user runs it ---------------------------------------------
 
 
@@ -381,6 +427,8 @@ def main() -> None:
         figures["heart_flamby"] = heart_flamby(args.seeds)
     if "fashion_mnist" in wanted:
         figures["fashion_mnist"] = fashion_mnist(args.overrides)
+    if "shakespeare_cost" in wanted:
+        figures["shakespeare_cost"] = shakespeare_cost()
     if "shakespeare" in wanted:
         figures["shakespeare"] = shakespeare(args.shakespeare_rounds, args.shakespeare_stride, log=args.log)
     print(json.dumps(figures, indent=2))
