@@ -1,7 +1,8 @@
 """Learning quality beside the published figures, as JSON: every accuracy sheaf's docs cite.
 
-    python benchmarks/quality.py [--only fashion_mnist,shakespeare,heart,heart_flamby]
-                                 [--shakespeare-rounds 40] [--seeds 5] [--set key=value]
+    python benchmarks/quality.py [--only fashion_mnist,shakespeare,shakespeare_cost,heart,heart_flamby]
+                                 [--shakespeare-rounds 40] [--shakespeare-stride 8] [--log rounds.jsonl]
+                                 [--seeds 5] [--set key=value]
 
 Each entry holds the command or config that made it, sheaf's figure, the published anchor
 beside it with its source, the wall time and the load average of the machine when it ran
@@ -12,7 +13,10 @@ beside it with its source, the wall time and the load average of the machine whe
   over the last rounds. Anchor: FedAvg with a small CNN on Dirichlet splits, about 0.91.
 - ``shakespeare``: LEAF's model and settings (``model=leaf_lstm``, SGD lr 0.8, batch 10,
   1 epoch, 10 roles a round; every 8th window, as the example keeps) for as many rounds as
-  asked, with the seconds per round. Anchor: LEAF's FedAvg, about 0.51 at round 40.
+  asked, with the seconds per round (``--log``: one JSON line per round as it goes).
+  Anchor: LEAF's FedAvg, about 0.51 at round 40.
+- ``shakespeare_cost``: one SGD step of LEAF's model on 10 windows and one evaluation of
+  the curve's 1,968 test windows, one thread: what a round is made of.
 - ``heart``: ``examples/heart/heart.toml`` (920 patients, imputed, a 25-16-2 MLP) over
   seeds, FedAvg and the pooled baseline on the union of the hospitals' test splits.
 - ``heart_flamby``: FLamby's Fed-Heart-Disease set-up rebuilt offline from the same UCI
@@ -221,12 +225,38 @@ LEAF_SETTINGS = [
 ]
 
 
-def shakespeare(rounds: int, stride: int = 8, test_every: int = 25) -> dict[str, Any]:
+class RoundLog:
+    """Appends one JSON line per committed round to a file, so a long run leaves its curve as it goes."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def on_start(self, config: Any, first_round: int, cohort: int, population: int) -> None:
+        """Nothing to write before the first round."""
+
+    def on_round(self, record: Any) -> None:
+        """One line: the round, its accuracy, its seconds and the load average now."""
+        if self.path is None:
+            return
+        line = {
+            "round": record.round,
+            "accuracy": round(record.central.get("accuracy", float("nan")), 4),
+            "loss": round(record.central.get("loss", float("nan")), 4),
+            "seconds": round(record.seconds, 1),
+            "loadavg": _load(),
+            "utc": time.strftime("%H:%M:%S", time.gmtime()),
+        }
+        with self.path.open("a") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+def shakespeare(rounds: int, stride: int = 8, test_every: int = 25, log: Path | None = None) -> dict[str, Any]:
     """LEAF's Shakespeare FedAvg for ``rounds`` rounds: accuracy each round and seconds per round.
 
     The curve is measured on every ``test_every``-th test window (the whole test set costs
     many rounds' training with this model on a CPU); ``stride`` keeps every k-th training
-    window as ``examples/shakespeare/run.py`` does (1: all, as LEAF).
+    window as ``examples/shakespeare/run.py`` does (1: all, as LEAF). ``log``, if given,
+    gets one JSON line per round as the run goes.
     """
     import dataclasses
 
@@ -244,10 +274,11 @@ def shakespeare(rounds: int, stride: int = 8, test_every: int = 25) -> dict[str,
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         config = dataclasses.replace(config, runs_dir=folder)
-        result = sheaf.simulate(config, federation=federation)
+        result = sheaf.simulate(config, federation=federation, listener=RoundLog(log))
     records = list(result.history)
     return {
-        "command": f"python benchmarks/quality.py --only shakespeare --shakespeare-rounds {rounds}",
+        "command": "python benchmarks/quality.py --only shakespeare "
+        f"--shakespeare-rounds {rounds} --shakespeare-stride {stride}",
         "settings": [*LEAF_SETTINGS, f"stride={stride}", "examples/shakespeare/shakespeare.toml"],
         "backend": result.backend,
         "training_samples": int(federation.train_counts.sum()),
@@ -257,6 +288,48 @@ def shakespeare(rounds: int, stride: int = 8, test_every: int = 25) -> dict[str,
         "wall_seconds": round(time.perf_counter() - started, 1),
         "loadavg": _load(),
         "published": ANCHORS["shakespeare"],
+    }
+
+
+def shakespeare_cost(steps: int = 20, test_windows: int = 1968) -> dict[str, Any]:
+    """Where a round of LEAF's model goes: one SGD step on 10 windows, one evaluation of the curve's windows.
+
+    One thread, random windows of 80 characters (the cost does not depend on the text);
+    a round trains about (the 10 roles' windows / 10) steps and evaluates once.
+    """
+    import torch
+
+    from sheaf.task.models import leaf_lstm
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = leaf_lstm(80)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.8)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x, y = torch.randint(0, 80, (10, 80)), torch.randint(0, 80, (10,))
+
+    def step() -> None:
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+
+    for _ in range(3):  # warm-up: first calls allocate
+        step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    per_step = (time.perf_counter() - started) / steps
+    windows = torch.randint(0, 80, (test_windows, 80))
+    started = time.perf_counter()
+    with torch.inference_mode():
+        model(windows)
+    evaluation = time.perf_counter() - started
+    return {
+        "command": "python benchmarks/quality.py --only shakespeare_cost",
+        "threads": 1,
+        "seconds_per_sgd_step_batch_10": round(per_step, 4),
+        f"seconds_to_evaluate_{test_windows}_windows": round(evaluation, 2),
+        "loadavg": _load(),
     }
 
 
@@ -341,6 +414,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="fashion_mnist,shakespeare,heart,heart_flamby", help="comma-separated")
     parser.add_argument("--shakespeare-rounds", type=int, default=40, help="rounds of LEAF's Shakespeare run")
+    parser.add_argument("--shakespeare-stride", type=int, default=8, help="keep every k-th window (1: all, as LEAF)")
+    parser.add_argument("--log", type=Path, default=None, help="append one JSON line per Shakespeare round here")
     parser.add_argument("--seeds", type=int, default=5, help="seeds for the heart runs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="Fashion-MNIST override")
     args = parser.parse_args()
@@ -352,8 +427,10 @@ def main() -> None:
         figures["heart_flamby"] = heart_flamby(args.seeds)
     if "fashion_mnist" in wanted:
         figures["fashion_mnist"] = fashion_mnist(args.overrides)
+    if "shakespeare_cost" in wanted:
+        figures["shakespeare_cost"] = shakespeare_cost()
     if "shakespeare" in wanted:
-        figures["shakespeare"] = shakespeare(args.shakespeare_rounds)
+        figures["shakespeare"] = shakespeare(args.shakespeare_rounds, args.shakespeare_stride, log=args.log)
     print(json.dumps(figures, indent=2))
 
 
