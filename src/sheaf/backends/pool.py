@@ -220,7 +220,8 @@ class PoolBackend(BackendBase):
         header, arrays = round_header(cohort.work)
         self._publish(cohort.params, "round", header, arrays)
         timeout = self.env.engine.client_timeout or None
-        return fit_cohort(self.transport, cohort, timeout=timeout, clock=self._clock)
+        rows = self.env.federation.train_counts  # the longest clients first: the workers end together
+        return fit_cohort(self.transport, cohort, timeout=timeout, rows=rows, clock=self._clock)
 
     def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
         """Evaluate the clients in the workers (one model per worker, params shared)."""
