@@ -108,11 +108,15 @@ def wide_mlp() -> nn.Module:
 
 
 class Crashing:
-    """The MLP task, except one client in one round kills its own process (or raises)."""
+    """The MLP task, except one client in one round kills its own process (or raises, or hangs).
 
-    def __init__(self, client: int, round: int, how: str) -> None:
+    A client that hangs first adds a file to ``marks`` (if given), so a test's clock can
+    see that it hangs.
+    """
+
+    def __init__(self, client: int, round: int, how: str, marks: str = "") -> None:
         self.inner = mlp_task()
-        self.client, self.round, self.how = client, round, how
+        self.client, self.round, self.how, self.marks = client, round, how, marks
 
     def setup_worker(self, threads: int) -> None:
         # A wrapper must pass this on: without it, torch's thread count in a worker is its
@@ -127,7 +131,10 @@ class Crashing:
             if self.how == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             if self.how == "hang":
-                time.sleep(60)
+                if self.marks:
+                    with open(os.path.join(self.marks, f"hang-{os.getpid()}-{time.time_ns()}"), "x"):
+                        pass
+                time.sleep(120)
             raise RuntimeError("out of memory")
         return self.inner.fit(params, data, instructions)
 

@@ -73,13 +73,36 @@ def test_a_worker_killed_mid_round_costs_only_its_client_and_is_replaced(tmp_pat
     assert why.startswith(f"fit failed: {expected}"), why
 
 
+class HangClock:
+    """The scheduler's clock in the hang test: it stands still, and jumps 1,000 s each time a
+    client starts to hang (adds a file to ``marks``). So however long the other clients take
+    on a loaded machine, only the hanging one ever outlives the limit."""
+
+    def __init__(self, marks: Path) -> None:
+        self.marks = marks
+
+    def __call__(self) -> float:
+        return 1000.0 * len(os.listdir(self.marks))
+
+
 def test_a_client_that_hangs_is_stopped_by_the_timeout(tmp_path: Path, parallel: str) -> None:
-    # Ray learns nothing of a chunk until it is done: the chunk may run 3 s per client, then
+    # One worker: the hanging client is the only one running when the clock jumps. Ray
+    # learns nothing of a chunk until it is done: the whole chunk outlives its limit, then
     # each of its clients runs alone, and only the one that hangs again is stopped.
-    result = run(tmp_path, make(parallel), Crashing(CRASH_CLIENT, 1, "hang"), "rounds=2", "engine.client_timeout=3")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    backend: Backend = (
+        PoolBackend(workers=1, clock=HangClock(marks))
+        if parallel == "pool"
+        else RayBackend(workers=1, clock=HangClock(marks))
+    )
+    task = Crashing(CRASH_CLIENT, 1, "hang", marks=str(marks))
+    result = run(tmp_path, backend, task, "rounds=2", "engine.client_timeout=3")
     assert [r.failed for r in result.history] == [1, 0]
     why = reasons(result)[(1, CRASH_CLIENT)]
     assert "ran for more than 3 s (engine.client_timeout)" in why
+    hangs = len(os.listdir(marks))  # Ray: in its chunk, then again alone (unless its chunk was itself)
+    assert hangs == 1 if parallel == "pool" else hangs in (1, 2)
 
 
 def test_a_task_that_cannot_be_sent_to_workers_is_one_clear_error(tmp_path: Path) -> None:

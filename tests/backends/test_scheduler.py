@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sheaf.backends._collect import largest_first
 from sheaf.backends._scheduler import MAX_LOSSES, Died, Event, Replied, Work, schedule
 from sheaf.core.errors import BackendError
 
@@ -381,3 +382,15 @@ def test_a_killing_client_in_a_chunk_is_found_and_only_it_fails(per_client: bool
     assert failed == {3: KILLED}
     assert sorted(recorder.values) == [0, 1, 2, 4, 5]
     assert len(transport.lost) == (1 if per_client else 2)  # per chunk: found by running it alone
+
+
+@given(st.lists(st.integers(0, 1000), min_size=1, max_size=40), st.data())
+def test_clients_go_out_longest_first_ties_by_id(rows: list[int], data: st.DataObject) -> None:
+    # Arrange: a cohort in any order
+    cohort = data.draw(st.permutations(range(len(rows))))
+    # Act
+    order = largest_first(cohort, rows)
+    # Assert: every client once, most training rows first, equal rows by id
+    assert sorted(order) == sorted(cohort)
+    assert [(-rows[c], c) for c in order] == sorted((-rows[c], c) for c in order)
+    assert largest_first(cohort, None) == list(cohort)

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from threadpoolctl import ThreadpoolController
 
 from sheaf.core.errors import SheafError
-from sheaf.core.params import Params
+from sheaf.core.params import Params, sum_of_squares
 from tests.helpers import params, params_like, params_structures
 
 
@@ -59,3 +60,25 @@ def test_all_finite_detects_nan_and_inf() -> None:
     assert Params({"w": np.zeros(2)}).all_finite()
     assert not Params({"w": np.array([0.0, np.nan])}).all_finite()
     assert not Params({"w": np.array([np.inf])}).all_finite()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 60_000), st.integers(0, 2**32 - 1))
+def test_a_norm_does_not_depend_on_how_many_threads_blas_has(size: int, seed: int) -> None:
+    # Arrange: float32 params, as models have; OpenBLAS splits a dot of > 10,000 elements
+    # between its threads, and the split changes the rounding.
+    values = np.random.default_rng(seed).standard_normal(size).astype(np.float32)
+    model = Params({"w": values})
+    wide = values.astype(np.float64)
+    blas = ThreadpoolController()
+    # Act
+    norms = []
+    for threads in (1, 2, 3, 8):
+        with blas.limit(limits=threads, user_api="blas"):
+            norms.append((model.l2_norm(), sum_of_squares(wide)))
+    # Assert: the same bits each time, and those of two halves on one thread each
+    assert len(set(norms)) == 1
+    half = (size + 1) // 2 if size > 10_000 else size
+    with blas.limit(limits=1, user_api="blas"):
+        expected = float(np.dot(wide[:half], wide[:half])) + float(np.dot(wide[half:], wide[half:]))
+    assert norms[0][1] == expected

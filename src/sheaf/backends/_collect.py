@@ -23,8 +23,11 @@ Example:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+import numpy.typing as npt
 
 from sheaf.backends._scheduler import Transport, Work, schedule
 from sheaf.backends._wire import decode_groups, decode_params, fit_message, pack, unpack
@@ -36,7 +39,14 @@ from sheaf.core.params import Params
 from sheaf.core.update import TensorGroups, Update, validate_metrics
 from sheaf.task.base import EvalResult
 
-__all__ = ["EvalCollector", "FitCollector", "evaluate_central_shards", "evaluate_clients", "fit_cohort"]
+__all__ = [
+    "EvalCollector",
+    "FitCollector",
+    "evaluate_central_shards",
+    "evaluate_clients",
+    "fit_cohort",
+    "largest_first",
+]
 
 _FLUSH = pack({"op": "flush"})
 
@@ -225,13 +235,40 @@ class EvalCollector:
         )
 
 
-def fit_cohort(transport: Transport, cohort: Cohort, *, timeout: float | None) -> FitOutcome:
+def largest_first(client_ids: Sequence[int], rows: Sequence[int] | npt.NDArray[Any] | None) -> list[int]:
+    """The clients in the order they are handed out: most training rows first, ties by id.
+
+    A round ends when its slowest worker does; starting the longest clients first leaves
+    the short ones to even out the workers' ends (longest processing time first). The
+    order never changes a result: outcomes are sorted by client id and sums are exact.
+
+    Example:
+        >>> largest_first([1, 2, 3, 4], [0, 50, 10, 50, 10])
+        [1, 3, 2, 4]
+    """
+    ids = [int(c) for c in client_ids]
+    if rows is None:
+        return ids
+    return sorted(ids, key=lambda c: (-int(rows[c]), c))
+
+
+def fit_cohort(
+    transport: Transport,
+    cohort: Cohort,
+    *,
+    timeout: float | None,
+    rows: Sequence[int] | npt.NDArray[Any] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> FitOutcome:
     """Train ``cohort`` on ``transport``'s workers (the round's params already published).
 
     Args:
         transport: the workers.
         cohort: the round's work.
         timeout: seconds one client may train (None: no limit).
+        rows: each client's training rows, by client id: clients with more go out first
+            (:func:`largest_first`); None keeps the cohort's order.
+        clock: the time ``timeout`` is measured in (a controllable one in tests).
 
     Raises:
         BackendError: if no worker is left to run clients.
@@ -239,22 +276,29 @@ def fit_cohort(transport: Transport, cohort: Cohort, *, timeout: float | None) -
     collector = FitCollector(cohort.params, reduce=cohort.reduce)
     states = cohort.client_states
     work = Work(lambda chunk: fit_message(chunk, states), _FLUSH if cohort.reduce else None)
-    for client, why in schedule(
-        transport, [int(c) for c in cohort.client_ids], collector, work, timeout=timeout
-    ).items():
+    clients = largest_first(cohort.client_ids, rows)
+    for client, why in schedule(transport, clients, collector, work, timeout=timeout, clock=clock).items():
         collector.fail(client, f"fit failed: {why}")
     return collector.outcome()
 
 
-def evaluate_clients(transport: Transport, client_ids: Sequence[int], *, timeout: float | None) -> EvalOutcome:
-    """Evaluate the clients on ``transport``'s workers (the params already published).
+def evaluate_clients(
+    transport: Transport,
+    client_ids: Sequence[int],
+    *,
+    timeout: float | None,
+    clock: Callable[[], float] = time.monotonic,
+) -> EvalOutcome:
+    """Evaluate the clients on ``transport``'s workers (the params already published); ``clock``
+    as for :func:`fit_cohort`.
 
     Raises:
         BackendError: if no worker is left to run clients.
     """
     collector = EvalCollector()
     work = Work(lambda chunk: pack({"op": "evaluate", "clients": list(chunk)}))
-    for client, why in schedule(transport, [int(c) for c in client_ids], collector, work, timeout=timeout).items():
+    clients = [int(c) for c in client_ids]
+    for client, why in schedule(transport, clients, collector, work, timeout=timeout, clock=clock).items():
         collector.failures[client] = ClientFailure(client, f"evaluate failed: {why}")
     return collector.outcome()
 
@@ -265,8 +309,10 @@ def evaluate_central_shards(
     here: Callable[[Sequence[range]], list[EvalResult]],
     *,
     timeout: float | None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[EvalResult]:
-    """Evaluate shards of the central test set on ``transport``'s workers (the params already published).
+    """Evaluate shards of the central test set on ``transport``'s workers (the params already
+    published); ``clock`` as for :func:`fit_cohort`.
 
     A single shard, and any shard whose worker failed or was lost, is evaluated ``here``
     (in the parent), where an error of the task is raised as it would be without workers;
@@ -285,7 +331,7 @@ def evaluate_central_shards(
     def message(chunk: Sequence[int]) -> bytes:
         return pack({"op": "central", "shards": [[i, shards[i].start, shards[i].stop] for i in chunk]})
 
-    schedule(transport, list(range(len(shards))), collector, Work(message), timeout=timeout)
+    schedule(transport, list(range(len(shards))), collector, Work(message), timeout=timeout, clock=clock)
     missing = [i for i in range(len(shards)) if i not in collector.results]
     again = dict(zip(missing, here([shards[i] for i in missing]), strict=True))
     return [collector.results[i] if i in collector.results else again[i] for i in range(len(shards))]

@@ -39,7 +39,7 @@ import os
 import pickle
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sheaf.backends._collect import evaluate_central_shards, evaluate_clients, fit_cohort
@@ -94,12 +94,15 @@ class PoolBackend(BackendBase):
     Args:
         workers: number of worker processes; None takes ``engine.workers`` from the
             environment, whose 0 means one per core divided by ``threads``.
+        clock: the time ``engine.client_timeout`` is measured in, in seconds (a
+            controllable one in tests).
     """
 
     name = "pool"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._requested = workers
+        self._clock = clock
         self._env: SimulationEnv | None = None
         self._context = pool_context()
         self._workers: list[WorkerHandle] = []
@@ -216,16 +219,20 @@ class PoolBackend(BackendBase):
         """Train the cohort in the workers; see the module docstring for sums and crashes."""
         header, arrays = round_header(cohort.work)
         self._publish(cohort.params, "round", header, arrays)
-        return fit_cohort(self.transport, cohort, timeout=self.env.engine.client_timeout or None)
+        timeout = self.env.engine.client_timeout or None
+        rows = self.env.federation.train_counts  # the longest clients first: the workers end together
+        return fit_cohort(self.transport, cohort, timeout=timeout, rows=rows, clock=self._clock)
 
     def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
         """Evaluate the clients in the workers (one model per worker, params shared)."""
         self._publish(params, "params", {})
-        return evaluate_clients(self.transport, client_ids, timeout=self.env.engine.client_timeout or None)
+        timeout = self.env.engine.client_timeout or None
+        return evaluate_clients(self.transport, client_ids, timeout=timeout, clock=self._clock)
 
     def evaluate_central(self, params: Params, shards: Sequence[range]) -> list[EvalResult]:
         """Evaluate the central test set's shards in the workers (the same bits as in this process)."""
         if len(shards) > 1:
             self._publish(params, "params", {})
         here = functools.partial(super().evaluate_central, params)
-        return evaluate_central_shards(self.transport, shards, here, timeout=self.env.engine.client_timeout or None)
+        timeout = self.env.engine.client_timeout or None
+        return evaluate_central_shards(self.transport, shards, here, timeout=timeout, clock=self._clock)

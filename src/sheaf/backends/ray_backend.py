@@ -30,7 +30,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sheaf.backends._actors import RayTransport, actor_class
@@ -65,12 +66,17 @@ class RayBackend(BackendBase):
         workers: number of actors; None takes ``engine.workers`` (0: the cluster's CPUs
             divided by ``threads``).
         address: the Ray cluster; None takes ``engine.ray_address`` (empty: local).
+        clock: the time ``engine.client_timeout`` is measured in, in seconds (a
+            controllable one in tests).
     """
 
     name = "ray"
 
-    def __init__(self, workers: int | None = None, address: str | None = None) -> None:
+    def __init__(
+        self, workers: int | None = None, address: str | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._requested = workers
+        self._clock = clock
         self._address = address
         self._env: SimulationEnv | None = None
         self._transport: RayTransport | None = None
@@ -196,16 +202,20 @@ class RayBackend(BackendBase):
         """Train the cohort on the actors."""
         header, arrays = round_header(cohort.work)
         self._publish(cohort.params, "round", pack(header, arrays))
-        return fit_cohort(self.transport, cohort, timeout=self.env.engine.client_timeout or None)
+        timeout = self.env.engine.client_timeout or None
+        rows = self.env.federation.train_counts  # the longest clients first: the workers end together
+        return fit_cohort(self.transport, cohort, timeout=timeout, rows=rows, clock=self._clock)
 
     def evaluate(self, client_ids: Sequence[int], params: Params) -> EvalOutcome:
         """Evaluate the clients on the actors."""
         self._publish(params, "params", pack({"op": "params"}))
-        return evaluate_clients(self.transport, client_ids, timeout=self.env.engine.client_timeout or None)
+        timeout = self.env.engine.client_timeout or None
+        return evaluate_clients(self.transport, client_ids, timeout=timeout, clock=self._clock)
 
     def evaluate_central(self, params: Params, shards: Sequence[range]) -> list[EvalResult]:
         """Evaluate the central test set's shards on the actors (the same bits as in this process)."""
         if len(shards) > 1:
             self._publish(params, "params", pack({"op": "params"}))
         here = functools.partial(super().evaluate_central, params)
-        return evaluate_central_shards(self.transport, shards, here, timeout=self.env.engine.client_timeout or None)
+        timeout = self.env.engine.client_timeout or None
+        return evaluate_central_shards(self.transport, shards, here, timeout=timeout, clock=self._clock)

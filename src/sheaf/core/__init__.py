@@ -53,7 +53,7 @@ from sheaf.core.errors import (
 )
 from sheaf.core.exactsum import MAX_TERMS, ExactSum, StackedSum
 from sheaf.core.keyed import SECRET_BYTES, KeyedStream, keyed_stream, new_secret
-from sheaf.core.params import Array, Params, ParamSpec
+from sheaf.core.params import Array, Params, ParamSpec, sum_of_squares
 from sheaf.core.rng import Purpose, counter_uniforms, seed_for, seeds_for, stream
 from sheaf.core.sampling import cohort_size, sample_cohort, secret_cohort
 from sheaf.core.tensor import ALLOWED_DTYPES, MAX_DIMS, array_from_record, array_to_record
@@ -150,6 +150,7 @@ __all__ = [
     "seed_for",
     "seeds_for",
     "stream",
+    "sum_of_squares",
     "toml_value",
     "validate_metrics",
 ]
