@@ -148,7 +148,7 @@ register_dataset(
             "rounds": 150,
             "data": {"clients": 100},
             "model": {"name": "cnn_wide", "hidden": [128]},
-            "train": {"epochs": 1, "batch_size": 32, "lr": 0.05, "lr_decay": 0.99},
+            "train": {"epochs": 2, "batch_size": 32, "lr": 0.05, "lr_decay": 0.99},
             "strategy": {"name": "fedavgm", "fraction": 0.1, "min_clients": 10, "lr": 0.2, "momentum": 0.9},
             "evaluation": {"interval": 10, "monitor": 2000},
         },
