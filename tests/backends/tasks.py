@@ -134,7 +134,7 @@ class Crashing:
                 if self.marks:
                     with open(os.path.join(self.marks, f"hang-{os.getpid()}-{time.time_ns()}"), "x"):
                         pass
-                time.sleep(120)
+                time.sleep(600)
             raise RuntimeError("out of memory")
         return self.inner.fit(params, data, instructions)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -74,15 +75,17 @@ def test_a_worker_killed_mid_round_costs_only_its_client_and_is_replaced(tmp_pat
 
 
 class HangClock:
-    """The scheduler's clock in the hang test: it stands still, and jumps 1,000 s each time a
-    client starts to hang (adds a file to ``marks``). So however long the other clients take
-    on a loaded machine, only the hanging one ever outlives the limit."""
+    """The scheduler's clock in the hang test: real time, plus 1,000 s each time a client
+    starts to hang (adds a file to ``marks``). The jump stops the hanging client at once; real
+    time stops it too when the scheduler stamped its start after the jump (a reply of the
+    client before it, read late); the other clients would need 10 real seconds each to be
+    stopped, which no load on a test machine gives them."""
 
     def __init__(self, marks: Path) -> None:
         self.marks = marks
 
     def __call__(self) -> float:
-        return 1000.0 * len(os.listdir(self.marks))
+        return time.monotonic() + 1000.0 * len(os.listdir(self.marks))
 
 
 def test_a_client_that_hangs_is_stopped_by_the_timeout(tmp_path: Path, parallel: str) -> None:
@@ -97,10 +100,10 @@ def test_a_client_that_hangs_is_stopped_by_the_timeout(tmp_path: Path, parallel:
         else RayBackend(workers=1, clock=HangClock(marks))
     )
     task = Crashing(CRASH_CLIENT, 1, "hang", marks=str(marks))
-    result = run(tmp_path, backend, task, "rounds=2", "engine.client_timeout=3")
+    result = run(tmp_path, backend, task, "rounds=2", "engine.client_timeout=10")
     assert [r.failed for r in result.history] == [1, 0]
     why = reasons(result)[(1, CRASH_CLIENT)]
-    assert "ran for more than 3 s (engine.client_timeout)" in why
+    assert "ran for more than 10 s (engine.client_timeout)" in why
     hangs = len(os.listdir(marks))  # Ray: in its chunk, then again alone (unless its chunk was itself)
     assert hangs == 1 if parallel == "pool" else hangs in (1, 2)
 
