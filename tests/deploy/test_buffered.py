@@ -5,6 +5,7 @@ the simulation's own function, bit for bit."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,13 +57,6 @@ def fedbuff_config(tmp_path: Path, *extra: str) -> RunConfig:
     return deploy_config(tmp_path, *ASYNC, *extra)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known bug, timing-dependent: when one client has two updates in one step's buffer, the run store keeps one "
-        "client record per (round, client, phase), so the records show one of them (fix the store's key; see CHANGELOG)"
-    ),
-)
 def test_a_deployed_fedbuff_run_steps_every_k_results_with_the_simulations_step(
     tmp_path: Path, keys: KeySet, transport: InProcessTransport
 ) -> None:
@@ -84,7 +78,8 @@ def test_a_deployed_fedbuff_run_steps_every_k_results_with_the_simulations_step(
     ledger = AsyncLedger(result.run_path)
     buffered = ledger.buffered(4)
     ledger.close()
-    assert [(u.client_id, float(s)) for u, s in sorted(buffered, key=lambda b: b[0].client_id)] == [
+    # One record per buffered update (a client may have two: older first), as buffer_step orders them.
+    assert [(u.client_id, float(s)) for u, s in sorted(buffered, key=lambda b: (b[0].client_id, -b[1]))] == [
         (rec.client_id, rec.metrics["staleness"]) for r, rec in records if r == 4
     ]
     strategy = build_strategy(config.strategy)
@@ -234,10 +229,12 @@ def test_a_task_never_returned_frees_its_slot_after_the_task_timeout(
     assert len(result.history) == 4
 
 
-def _driver(tmp_path: Path, name: str, clock: ManualClock) -> tuple[BufferedServer, Coordinator, AsyncLedger]:
+def _driver(
+    tmp_path: Path, name: str, clock: ManualClock, *extra: str
+) -> tuple[BufferedServer, Coordinator, AsyncLedger]:
     """A FedBuff driver on the run store at ``tmp_path/name`` (created, or resumed as a
     restarted server resumes it), with no transport: results are settled directly."""
-    config = fedbuff_config(tmp_path, "rounds=1")
+    config = fedbuff_config(tmp_path, "rounds=1", *extra)
     parts = assemble(config, population=4, task=deployment_task(config), deployed=True, secret=b"s" * 32)
     path = tmp_path / f"{name}.sqlite"
     store = open_or_create_store(path, config, parts.initial, parts.strategy.init(parts.initial), parts.meta)
@@ -249,9 +246,9 @@ def _driver(tmp_path: Path, name: str, clock: ManualClock) -> tuple[BufferedServ
     return BufferedServer(federated, coordinator, ledger), coordinator, ledger
 
 
-def _result(driver: BufferedServer, client: int, shift: float) -> ReceivedResult:
+def _result(driver: BufferedServer, client: int, shift: float, round: int = 1) -> ReceivedResult:
     delta = driver.params.map(lambda a: np.full_like(a, shift))
-    return ReceivedResult(task_id(1, "fit", client), f"u{client}", "fit", 1, num_examples=10, delta=delta)
+    return ReceivedResult(task_id(round, "fit", client), f"u{client}", "fit", round, num_examples=10, delta=delta)
 
 
 def test_a_restarted_server_accepts_results_for_the_tasks_it_recorded_and_ends_with_the_same_model(
@@ -313,3 +310,57 @@ def test_a_client_still_training_when_the_run_ends_hears_it_from_its_heartbeats_
     assert [client.status() for client in fast] == [0, 0, 0]
     assert slow.status(60) == 0  # it heard "finished" in a heartbeat reply while it trained
     assert len(result.history) == 2
+
+
+def test_a_client_with_two_updates_in_one_steps_buffer_has_both_recorded_and_both_in_the_step(
+    tmp_path: Path,
+) -> None:
+    # Client 0 trains from version 0; steps 1 fills without it (clients 1 and 2), so its update
+    # waits in step 2's buffer, 1 step stale; after step 1 it pulls version 1 and trains again:
+    # step 2's buffer holds two updates of client 0. The order is forced: no timing involved.
+    clock = ManualClock()
+    driver, coordinator, ledger = _driver(tmp_path, "twice", clock, "rounds=2")
+    coordinator.post(driver.work)
+    for client in (0, 1, 2):
+        coordinator.touch(client)
+        assert coordinator.task_for(client) is not None
+    for client, shift in ((1, 0.25), (2, 0.5), (0, 0.125)):
+        settled = coordinator.settle(
+            client, task_id(1, "fit", client), f"u{client}", result=_result(driver, client, shift)
+        )
+        assert settled[0] == "accepted"
+    assert coordinator.task_for(0) is None  # it trained from version 0 already
+    answers: list[str] = []
+
+    def pull_again() -> None:  # as the service's handlers do, on their own thread
+        wait_for(lambda: driver.version == 1, 60, "step 1")
+        answers.append("task" if coordinator.task_for(0) is not None else "none")  # version 1: it may train again
+        again = _result(driver, 0, 0.0625, round=2)
+        answers.append(coordinator.settle(0, task_id(2, "fit", 0), "u0-again", result=again)[0])
+
+    client = threading.Thread(target=pull_again)
+    client.start()
+    try:
+        _, params = driver.run()
+    finally:
+        client.join(60)
+    assert answers == ["task", "accepted"]
+    ledger.close()
+    driver.parts.store.close()
+
+    store = RunStore.open(tmp_path / "twice.sqlite", readonly=True)
+    with store:
+        records = [(rec.client_id, rec.metrics["staleness"]) for _, rec in store.client_records(round=2, phase="fit")]
+        (step2,) = [r for r in store.history() if r.round == 2]
+        before = store.params(1)
+        state = store.state(1, template=driver.template)
+    assert records == [(0, 1.0), (0, 0.0)] and step2.completed == 2
+    buffered = AsyncLedger(tmp_path / "twice.sqlite")
+    try:
+        updates = buffered.buffered(2)
+    finally:
+        buffered.close()
+    assert [(u.client_id, s) for u, s in updates] == [(0, 1), (0, 0)]
+    config = driver.parts.config
+    step = buffer_step(driver.parts.strategy, updates, before, state, RoundContext(2, before, config.seed, 4), config)
+    assert step.params.array_equal(params)
