@@ -6,8 +6,10 @@ the simulation's own function, bit for bit."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,7 +37,9 @@ from sheaf.strategies.base import RoundContext
 from sheaf.strategies.registry import build_strategy
 from tests.deploy.conftest import (
     Calls,
+    ClientRun,
     ManualClock,
+    ServerThread,
     client_files,
     deploy_config,
     events,
@@ -57,15 +61,53 @@ def fedbuff_config(tmp_path: Path, *extra: str) -> RunConfig:
     return deploy_config(tmp_path, *ASYNC, *extra)
 
 
-def test_a_deployed_fedbuff_run_steps_every_k_results_with_the_simulations_step(
-    tmp_path: Path, keys: KeySet, transport: InProcessTransport
-) -> None:
-    config = fedbuff_config(tmp_path, "name=fedbuff")
-    files = client_files(config, tmp_path / "data")
-    server = start_server(config, keys, transport=transport)
-    clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
+@dataclass
+class FedBuffDeployment:
+    """A FedBuff server serving over the in-process transport, and what its clients need."""
 
-    result = server.result()
+    config: RunConfig
+    server: ServerThread
+    transport: InProcessTransport
+    keys: KeySet
+    files: list[Path]
+    state: Path
+
+    def clients(self, *ids: int, task: str | None = None) -> list[ClientRun]:
+        """Start the clients ``ids`` with the tests' task (or ``task``)."""
+        options = {} if task is None else {"task": task}
+        key, files = self.keys.client_keys, self.files
+        return [start_client(self.transport, key[i], files[i], self.state, **options) for i in ids]
+
+
+@pytest.fixture
+def fedbuff(tmp_path: Path, keys: KeySet, transport: InProcessTransport) -> Callable[..., FedBuffDeployment]:
+    """``fedbuff(*overrides, **server_options)``: a FedBuff server (:data:`ASYNC` and the
+    overrides) started over the test's transport, its four clients' data files written."""
+
+    def serve(*extra: str, **server: Any) -> FedBuffDeployment:
+        config = fedbuff_config(tmp_path, *extra)
+        files = client_files(config, tmp_path / "data")
+        started = start_server(config, keys, transport=transport, **server)
+        return FedBuffDeployment(config, started, transport, keys, files, tmp_path / "state")
+
+    return serve
+
+
+@pytest.fixture
+def gate() -> Iterator[None]:
+    """:data:`GATE` closed for the test (gated clients wait in fit) and open after it."""
+    GATE.clear()
+    yield
+    GATE.set()
+
+
+def test_a_deployed_fedbuff_run_steps_every_k_results_with_the_simulations_step(
+    fedbuff: Callable[..., FedBuffDeployment],
+) -> None:
+    run = fedbuff("name=fedbuff")
+    config, clients = run.config, run.clients(0, 1, 2, 3)
+
+    result = run.server.result()
 
     assert [client.status() for client in clients] == [0, 0, 0, 0]
     history = list(result.history)
@@ -91,13 +133,11 @@ def test_a_deployed_fedbuff_run_steps_every_k_results_with_the_simulations_step(
 
 
 def test_status_and_report_say_fedbuff_with_steps_staleness_and_seconds_per_step(
-    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+    tmp_path: Path, fedbuff: Callable[..., FedBuffDeployment]
 ) -> None:
-    config = fedbuff_config(tmp_path, "name=shown")
-    files = client_files(config, tmp_path / "data")
-    server = start_server(config, keys, transport=transport)
-    clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
-    result = server.result()
+    run = fedbuff("name=shown")
+    clients = run.clients(0, 1, 2, 3)
+    result = run.server.result()
     assert [client.status() for client in clients] == [0, 0, 0, 0]
 
     status = run_status(result.run_path)
@@ -135,23 +175,15 @@ class OpenGateAt:
 
 @pytest.mark.parametrize("max_staleness", [100, 1])
 def test_a_slow_clients_update_carries_the_staleness_of_the_servers_ledger_and_max_staleness_refuses_it(
-    tmp_path: Path, keys: KeySet, transport: InProcessTransport, logs: pytest.LogCaptureFixture, max_staleness: int
+    fedbuff: Callable[..., FedBuffDeployment], gate: None, logs: pytest.LogCaptureFixture, max_staleness: int
 ) -> None:
-    GATE.clear()
-    config = fedbuff_config(tmp_path, "rounds=6", f"max_staleness={max_staleness}")
-    files = client_files(config, tmp_path / "data")
-    listener = OpenGateAt(2, lambda: _settled(logs, 3))
-    server = start_server(config, keys, transport=transport, listener=listener)
-    try:
-        slow = start_client(transport, keys.client_keys[3], files[3], tmp_path / "state", task=GATED)
-        clients = [start_client(transport, keys.client_keys[0], files[0], tmp_path / "state")]
-        wait_for(lambda: {"client": 3, "version": 0, "open": 1} in events(logs, "task_issued")
-                 or any(e["client"] == 3 and e["version"] == 0 for e in events(logs, "task_issued")),
-                 60, "the slow client's task from version 0")  # fmt: skip
-        clients += [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in (1, 2)]
-        result = server.result()
-    finally:
-        GATE.set()
+    run = fedbuff("rounds=6", f"max_staleness={max_staleness}", listener=OpenGateAt(2, lambda: _settled(logs, 3)))
+    (slow,) = run.clients(3, task=GATED)
+    clients = run.clients(0)
+    wait_for(lambda: any(e["client"] == 3 and e["version"] == 0 for e in events(logs, "task_issued")),
+             60, "the slow client's task from version 0")  # fmt: skip
+    clients += run.clients(1, 2)
+    result = run.server.result()
 
     assert [client.status() for client in [*clients, slow]] == [0, 0, 0, 0]
     with RunStore.open(result.run_path, readonly=True) as store:
@@ -176,12 +208,10 @@ def test_a_slow_clients_update_carries_the_staleness_of_the_servers_ledger_and_m
 
 
 def test_lying_clients_are_refused_with_reasons_and_the_run_goes_on(
-    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+    fedbuff: Callable[..., FedBuffDeployment], keys: KeySet, transport: InProcessTransport
 ) -> None:
-    config = fedbuff_config(tmp_path, "rounds=12", "concurrency=4")
-    files = client_files(config, tmp_path / "data")
-    server = start_server(config, keys, transport=transport)
-    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+    run = fedbuff("rounds=12", "concurrency=4")
+    server, honest = run.server, run.clients(0, 1, 2)
 
     lines = transport.run(rogue(roomy_in_process(transport), keys.client_keys[3], ["nan", "weight:10000000",
                                                                                     "norm:1e30", "honest"]))  # fmt: skip
@@ -200,27 +230,21 @@ def test_lying_clients_are_refused_with_reasons_and_the_run_goes_on(
 
 
 def test_a_task_never_returned_frees_its_slot_after_the_task_timeout(
-    tmp_path: Path, keys: KeySet, transport: InProcessTransport, logs: pytest.LogCaptureFixture
+    fedbuff: Callable[..., FedBuffDeployment], gate: None, transport: InProcessTransport, logs: pytest.LogCaptureFixture
 ) -> None:
-    GATE.clear()
-    config = fedbuff_config(tmp_path, "concurrency=2", "task_timeout=5", "heartbeat_interval=0.05")
-    files = client_files(config, tmp_path / "data")
     clock, calls = ManualClock(), Calls(transport)
-    server = start_server(config, keys, transport=transport, clock=clock)
-    try:
-        slow = start_client(transport, keys.client_keys[3], files[3], tmp_path / "state", task=GATED)
-        fast = [start_client(transport, keys.client_keys[0], files[0], tmp_path / "state")]
-        wait_for(lambda: {e["client"] for e in events(logs, "task_issued")} == {0, 3}, 60, "both to hold a task")
+    run = fedbuff("concurrency=2", "task_timeout=5", "heartbeat_interval=0.05", clock=clock)
+    (slow,) = run.clients(3, task=GATED)
+    fast = run.clients(0)
+    wait_for(lambda: {e["client"] for e in events(logs, "task_issued")} == {0, 3}, 60, "both to hold a task")
 
-        def timed_out() -> bool:
-            return any(e["client"] == 3 and "task_timeout" in e["reason"] for e in events(logs, "client_dropped"))
+    def timed_out() -> bool:
+        return any(e["client"] == 3 and "task_timeout" in e["reason"] for e in events(logs, "client_dropped"))
 
-        let_time_pass(clock, calls, key_ids(keys, (0, 3)), timed_out, step=2)  # both keep calling
-        fast += [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in (1, 2)]
-        GATE.set()
-        result = server.result()
-    finally:
-        GATE.set()
+    let_time_pass(clock, calls, key_ids(run.keys, (0, 3)), timed_out, step=2)  # both keep calling
+    fast += run.clients(1, 2)
+    GATE.set()
+    result = run.server.result()
 
     assert [client.status() for client in [*fast, slow]] == [0, 0, 0, 0]
     with RunStore.open(result.run_path, readonly=True) as store:
@@ -292,20 +316,15 @@ def test_a_restarted_server_accepts_results_for_the_tasks_it_recorded_and_ends_w
 
 
 def test_a_client_still_training_when_the_run_ends_hears_it_from_its_heartbeats_and_exits(
-    tmp_path: Path, keys: KeySet, transport: InProcessTransport, logs: pytest.LogCaptureFixture
+    fedbuff: Callable[..., FedBuffDeployment], gate: None, logs: pytest.LogCaptureFixture
 ) -> None:
-    GATE.clear()
-    config = fedbuff_config(tmp_path, "rounds=2", "heartbeat_interval=0.05")
-    files = client_files(config, tmp_path / "data")
-    server = start_server(config, keys, transport=transport)
-    try:
-        slow = start_client(transport, keys.client_keys[3], files[3], tmp_path / "state", task=GATED)
-        fast = [start_client(transport, keys.client_keys[0], files[0], tmp_path / "state")]  # min_clients=2
-        wait_for(lambda: any(e["client"] == 3 for e in events(logs, "task_issued")), 60, "the slow client's task")
-        fast += [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in (1, 2)]
-        result = server.result()  # the server has stopped: the slow client can deliver nothing
-    finally:
-        GATE.set()
+    run = fedbuff("rounds=2", "heartbeat_interval=0.05")
+    (slow,) = run.clients(3, task=GATED)
+    fast = run.clients(0)  # min_clients=2
+    wait_for(lambda: any(e["client"] == 3 for e in events(logs, "task_issued")), 60, "the slow client's task")
+    fast += run.clients(1, 2)
+    result = run.server.result()  # the server has stopped: the slow client can deliver nothing
+    GATE.set()
 
     assert [client.status() for client in fast] == [0, 0, 0]
     assert slow.status(60) == 0  # it heard "finished" in a heartbeat reply while it trained
