@@ -4,7 +4,7 @@
 
 A whole deployment in this process (the real server, coordinator, auth, wire and
 :class:`~sheaf.deploy.DeployedClient` s over the in-process transport: no sockets), four
-digits clients with a NumPy softmax task, one of which (client 3) takes ``--slow`` seconds
+digits clients with sheaf's NumPy softmax task (:mod:`sheaf.task.softmax`), one of which (client 3) takes ``--slow`` seconds
 per fit and the others ``--fast``. Two modes, interleaved ``--repeats`` times:
 
 - ``sync``: FedAvg, every client every round, ``--rounds`` rounds: each round waits for
@@ -39,47 +39,25 @@ from sheaf.core.config import load_config
 from sheaf.core.params import Params
 from sheaf.data.catalog import build_federation
 from sheaf.data.dataset import DatasetInfo, Split
-from sheaf.task.base import EvalResult, FitInstructions, FitResult
+from sheaf.task.base import FitInstructions, FitResult
+from sheaf.task.softmax import SoftmaxTask
 
 #: Seconds per fit of the slow client (3) and of the others (set by ``main`` for the clients).
 SLOW = {"slow": 1.0, "fast": 0.2}
 
 
-class SoftmaxTask:
-    """Softmax regression in float32; client 3 is slow (sleeps ``SLOW['slow']`` per fit)."""
-
-    def __init__(self, features: int, classes: int) -> None:
-        self.features, self.classes = features, classes
-
-    def init_params(self, seed: int) -> Params:
-        rng = np.random.default_rng(seed)
-        return Params({"w": (0.01 * rng.standard_normal((self.features, self.classes))).astype(np.float32),
-                       "b": np.zeros(self.classes, np.float32)})  # fmt: skip
-
-    def _probs(self, params: Params, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        logits = x @ params["w"] + params["b"]
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+class SlowClientTask(SoftmaxTask):
+    """sheaf's NumPy softmax regression, 5 full-batch steps a fit; client 3 is slow (sleeps
+    ``SLOW['slow']`` per fit, the others ``SLOW['fast']``)."""
 
     def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
         time.sleep(SLOW["slow"] if instructions.client_id == 3 else SLOW["fast"])
-        w, b = params["w"].copy(), params["b"].copy()
-        onehot = np.eye(self.classes, dtype=np.float32)[data.y]
-        for _ in range(5):
-            grad = self._probs(Params({"w": w, "b": b}), data.x) - onehot
-            w -= np.float32(instructions.train.lr) * (data.x.T @ grad) / len(data)
-            b -= np.float32(instructions.train.lr) * grad.mean(axis=0)
-        return FitResult(Params({"w": w, "b": b}), len(data), {"train_loss": 0.0})
-
-    def evaluate(self, params: Params, data: Split) -> EvalResult:
-        probs = self._probs(params, data.x)
-        loss = float(-np.log(probs[np.arange(len(data)), data.y] + 1e-12).mean())
-        return EvalResult(loss, len(data), {"accuracy": float((probs.argmax(1) == data.y).mean())})
+        return super().fit(params, data, instructions)
 
 
-def task(info: DatasetInfo) -> SoftmaxTask:
+def task(info: DatasetInfo) -> SlowClientTask:
     """The benchmark's task (``async_deploy:task`` with benchmarks/ on the path)."""
-    return SoftmaxTask(info.num_features, info.num_classes)
+    return SlowClientTask(info.num_features, info.num_classes, steps_per_epoch=5)
 
 
 BASE = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
 
 import numpy as np
 
@@ -13,47 +12,21 @@ from sheaf.core.params import Params
 from sheaf.data.dataset import DatasetInfo, Split
 from sheaf.strategies import Strategy, chain, weighted_mean
 from sheaf.strategies.base import Broadcast, EmptyState, RoundContext, client_side
+from sheaf.task import softmax as sheaf_softmax
 from sheaf.task.base import EvalResult, FitInstructions, FitResult
 
 
-class SoftmaxTask:
-    """Softmax regression in float32.
-
-    For tests of timing: ``SHEAF_TEST_FIT_SECONDS`` makes every fit take at least that long;
+class SoftmaxTask(sheaf_softmax.SoftmaxTask):
+    """:class:`sheaf.task.softmax.SoftmaxTask`, with hooks for tests of timing:
+    ``SHEAF_TEST_FIT_SECONDS`` makes every fit take at least that long;
     ``SHEAF_TEST_SLOW_ROUND`` and ``SHEAF_TEST_SLOW_SECONDS`` stall one round's fit.
     """
-
-    def __init__(self, features: int, classes: int) -> None:
-        self.features, self.classes = features, classes
-
-    def init_params(self, seed: int) -> Params:
-        rng = np.random.default_rng(seed)
-        return Params({"w": (0.01 * rng.standard_normal((self.features, self.classes))).astype(np.float32),
-                       "b": np.zeros(self.classes, np.float32)})  # fmt: skip
-
-    def _probs(self, w: np.ndarray[Any, Any], b: np.ndarray[Any, Any], x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        logits = x @ w + b
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
 
     def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
         if str(instructions.round) == os.environ.get("SHEAF_TEST_SLOW_ROUND"):
             time.sleep(float(os.environ.get("SHEAF_TEST_SLOW_SECONDS", "60")))
         time.sleep(float(os.environ.get("SHEAF_TEST_FIT_SECONDS", "0")))
-        w, b = params["w"].copy(), params["b"].copy()
-        onehot = np.eye(self.classes, dtype=np.float32)[data.y]
-        order = np.random.default_rng(instructions.seed).permutation(len(data))
-        x, onehot = data.x[order], onehot[order]
-        for _ in range(instructions.train.epochs * 3):
-            grad = self._probs(w, b, x) - onehot
-            w -= np.float32(instructions.train.lr) * (x.T @ grad) / len(data)
-            b -= np.float32(instructions.train.lr) * grad.mean(axis=0)
-        return FitResult(Params({"w": w, "b": b}), len(data), {"train_loss": 0.0, "steps": 3.0})
-
-    def evaluate(self, params: Params, data: Split) -> EvalResult:
-        probs = self._probs(params["w"], params["b"], data.x)
-        loss = float(-np.log(probs[np.arange(len(data)), data.y] + 1e-12).mean())
-        return EvalResult(loss, len(data), {"accuracy": float((probs.argmax(1) == data.y).mean())})
+        return super().fit(params, data, instructions)
 
 
 def softmax(info: DatasetInfo) -> SoftmaxTask:

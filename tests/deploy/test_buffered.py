@@ -5,8 +5,11 @@ the simulation's own function, bit for bit."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,7 +37,9 @@ from sheaf.strategies.base import RoundContext
 from sheaf.strategies.registry import build_strategy
 from tests.deploy.conftest import (
     Calls,
+    ClientRun,
     ManualClock,
+    ServerThread,
     client_files,
     deploy_config,
     events,
@@ -56,22 +61,53 @@ def fedbuff_config(tmp_path: Path, *extra: str) -> RunConfig:
     return deploy_config(tmp_path, *ASYNC, *extra)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known bug, timing-dependent: when one client has two updates in one step's buffer, the run store keeps one "
-        "client record per (round, client, phase), so the records show one of them (fix the store's key; see CHANGELOG)"
-    ),
-)
-def test_a_deployed_fedbuff_run_steps_every_k_results_with_the_simulations_step(
-    tmp_path: Path, keys: KeySet, transport: InProcessTransport
-) -> None:
-    config = fedbuff_config(tmp_path, "name=fedbuff")
-    files = client_files(config, tmp_path / "data")
-    server = start_server(config, keys, transport=transport)
-    clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
+@dataclass
+class FedBuffDeployment:
+    """A FedBuff server serving over the in-process transport, and what its clients need."""
 
-    result = server.result()
+    config: RunConfig
+    server: ServerThread
+    transport: InProcessTransport
+    keys: KeySet
+    files: list[Path]
+    state: Path
+
+    def clients(self, *ids: int, task: str | None = None) -> list[ClientRun]:
+        """Start the clients ``ids`` with the tests' task (or ``task``)."""
+        options = {} if task is None else {"task": task}
+        key, files = self.keys.client_keys, self.files
+        return [start_client(self.transport, key[i], files[i], self.state, **options) for i in ids]
+
+
+@pytest.fixture
+def fedbuff(tmp_path: Path, keys: KeySet, transport: InProcessTransport) -> Callable[..., FedBuffDeployment]:
+    """``fedbuff(*overrides, **server_options)``: a FedBuff server (:data:`ASYNC` and the
+    overrides) started over the test's transport, its four clients' data files written."""
+
+    def serve(*extra: str, **server: Any) -> FedBuffDeployment:
+        config = fedbuff_config(tmp_path, *extra)
+        files = client_files(config, tmp_path / "data")
+        started = start_server(config, keys, transport=transport, **server)
+        return FedBuffDeployment(config, started, transport, keys, files, tmp_path / "state")
+
+    return serve
+
+
+@pytest.fixture
+def gate() -> Iterator[None]:
+    """:data:`GATE` closed for the test (gated clients wait in fit) and open after it."""
+    GATE.clear()
+    yield
+    GATE.set()
+
+
+def test_a_deployed_fedbuff_run_steps_every_k_results_with_the_simulations_step(
+    fedbuff: Callable[..., FedBuffDeployment],
+) -> None:
+    run = fedbuff("name=fedbuff")
+    config, clients = run.config, run.clients(0, 1, 2, 3)
+
+    result = run.server.result()
 
     assert [client.status() for client in clients] == [0, 0, 0, 0]
     history = list(result.history)
@@ -84,7 +120,8 @@ def test_a_deployed_fedbuff_run_steps_every_k_results_with_the_simulations_step(
     ledger = AsyncLedger(result.run_path)
     buffered = ledger.buffered(4)
     ledger.close()
-    assert [(u.client_id, float(s)) for u, s in sorted(buffered, key=lambda b: b[0].client_id)] == [
+    # One record per buffered update (a client may have two: older first), as buffer_step orders them.
+    assert [(u.client_id, float(s)) for u, s in sorted(buffered, key=lambda b: (b[0].client_id, -b[1]))] == [
         (rec.client_id, rec.metrics["staleness"]) for r, rec in records if r == 4
     ]
     strategy = build_strategy(config.strategy)
@@ -96,13 +133,11 @@ def test_a_deployed_fedbuff_run_steps_every_k_results_with_the_simulations_step(
 
 
 def test_status_and_report_say_fedbuff_with_steps_staleness_and_seconds_per_step(
-    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+    tmp_path: Path, fedbuff: Callable[..., FedBuffDeployment]
 ) -> None:
-    config = fedbuff_config(tmp_path, "name=shown")
-    files = client_files(config, tmp_path / "data")
-    server = start_server(config, keys, transport=transport)
-    clients = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(4)]
-    result = server.result()
+    run = fedbuff("name=shown")
+    clients = run.clients(0, 1, 2, 3)
+    result = run.server.result()
     assert [client.status() for client in clients] == [0, 0, 0, 0]
 
     status = run_status(result.run_path)
@@ -140,23 +175,15 @@ class OpenGateAt:
 
 @pytest.mark.parametrize("max_staleness", [100, 1])
 def test_a_slow_clients_update_carries_the_staleness_of_the_servers_ledger_and_max_staleness_refuses_it(
-    tmp_path: Path, keys: KeySet, transport: InProcessTransport, logs: pytest.LogCaptureFixture, max_staleness: int
+    fedbuff: Callable[..., FedBuffDeployment], gate: None, logs: pytest.LogCaptureFixture, max_staleness: int
 ) -> None:
-    GATE.clear()
-    config = fedbuff_config(tmp_path, "rounds=6", f"max_staleness={max_staleness}")
-    files = client_files(config, tmp_path / "data")
-    listener = OpenGateAt(2, lambda: _settled(logs, 3))
-    server = start_server(config, keys, transport=transport, listener=listener)
-    try:
-        slow = start_client(transport, keys.client_keys[3], files[3], tmp_path / "state", task=GATED)
-        clients = [start_client(transport, keys.client_keys[0], files[0], tmp_path / "state")]
-        wait_for(lambda: {"client": 3, "version": 0, "open": 1} in events(logs, "task_issued")
-                 or any(e["client"] == 3 and e["version"] == 0 for e in events(logs, "task_issued")),
-                 60, "the slow client's task from version 0")  # fmt: skip
-        clients += [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in (1, 2)]
-        result = server.result()
-    finally:
-        GATE.set()
+    run = fedbuff("rounds=6", f"max_staleness={max_staleness}", listener=OpenGateAt(2, lambda: _settled(logs, 3)))
+    (slow,) = run.clients(3, task=GATED)
+    clients = run.clients(0)
+    wait_for(lambda: any(e["client"] == 3 and e["version"] == 0 for e in events(logs, "task_issued")),
+             60, "the slow client's task from version 0")  # fmt: skip
+    clients += run.clients(1, 2)
+    result = run.server.result()
 
     assert [client.status() for client in [*clients, slow]] == [0, 0, 0, 0]
     with RunStore.open(result.run_path, readonly=True) as store:
@@ -181,12 +208,10 @@ def test_a_slow_clients_update_carries_the_staleness_of_the_servers_ledger_and_m
 
 
 def test_lying_clients_are_refused_with_reasons_and_the_run_goes_on(
-    tmp_path: Path, keys: KeySet, transport: InProcessTransport
+    fedbuff: Callable[..., FedBuffDeployment], keys: KeySet, transport: InProcessTransport
 ) -> None:
-    config = fedbuff_config(tmp_path, "rounds=12", "concurrency=4")
-    files = client_files(config, tmp_path / "data")
-    server = start_server(config, keys, transport=transport)
-    honest = [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in range(3)]
+    run = fedbuff("rounds=12", "concurrency=4")
+    server, honest = run.server, run.clients(0, 1, 2)
 
     lines = transport.run(rogue(roomy_in_process(transport), keys.client_keys[3], ["nan", "weight:10000000",
                                                                                     "norm:1e30", "honest"]))  # fmt: skip
@@ -205,27 +230,21 @@ def test_lying_clients_are_refused_with_reasons_and_the_run_goes_on(
 
 
 def test_a_task_never_returned_frees_its_slot_after_the_task_timeout(
-    tmp_path: Path, keys: KeySet, transport: InProcessTransport, logs: pytest.LogCaptureFixture
+    fedbuff: Callable[..., FedBuffDeployment], gate: None, transport: InProcessTransport, logs: pytest.LogCaptureFixture
 ) -> None:
-    GATE.clear()
-    config = fedbuff_config(tmp_path, "concurrency=2", "task_timeout=5", "heartbeat_interval=0.05")
-    files = client_files(config, tmp_path / "data")
     clock, calls = ManualClock(), Calls(transport)
-    server = start_server(config, keys, transport=transport, clock=clock)
-    try:
-        slow = start_client(transport, keys.client_keys[3], files[3], tmp_path / "state", task=GATED)
-        fast = [start_client(transport, keys.client_keys[0], files[0], tmp_path / "state")]
-        wait_for(lambda: {e["client"] for e in events(logs, "task_issued")} == {0, 3}, 60, "both to hold a task")
+    run = fedbuff("concurrency=2", "task_timeout=5", "heartbeat_interval=0.05", clock=clock)
+    (slow,) = run.clients(3, task=GATED)
+    fast = run.clients(0)
+    wait_for(lambda: {e["client"] for e in events(logs, "task_issued")} == {0, 3}, 60, "both to hold a task")
 
-        def timed_out() -> bool:
-            return any(e["client"] == 3 and "task_timeout" in e["reason"] for e in events(logs, "client_dropped"))
+    def timed_out() -> bool:
+        return any(e["client"] == 3 and "task_timeout" in e["reason"] for e in events(logs, "client_dropped"))
 
-        let_time_pass(clock, calls, key_ids(keys, (0, 3)), timed_out, step=2)  # both keep calling
-        fast += [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in (1, 2)]
-        GATE.set()
-        result = server.result()
-    finally:
-        GATE.set()
+    let_time_pass(clock, calls, key_ids(run.keys, (0, 3)), timed_out, step=2)  # both keep calling
+    fast += run.clients(1, 2)
+    GATE.set()
+    result = run.server.result()
 
     assert [client.status() for client in [*fast, slow]] == [0, 0, 0, 0]
     with RunStore.open(result.run_path, readonly=True) as store:
@@ -234,10 +253,12 @@ def test_a_task_never_returned_frees_its_slot_after_the_task_timeout(
     assert len(result.history) == 4
 
 
-def _driver(tmp_path: Path, name: str, clock: ManualClock) -> tuple[BufferedServer, Coordinator, AsyncLedger]:
+def _driver(
+    tmp_path: Path, name: str, clock: ManualClock, *extra: str
+) -> tuple[BufferedServer, Coordinator, AsyncLedger]:
     """A FedBuff driver on the run store at ``tmp_path/name`` (created, or resumed as a
     restarted server resumes it), with no transport: results are settled directly."""
-    config = fedbuff_config(tmp_path, "rounds=1")
+    config = fedbuff_config(tmp_path, "rounds=1", *extra)
     parts = assemble(config, population=4, task=deployment_task(config), deployed=True, secret=b"s" * 32)
     path = tmp_path / f"{name}.sqlite"
     store = open_or_create_store(path, config, parts.initial, parts.strategy.init(parts.initial), parts.meta)
@@ -249,9 +270,9 @@ def _driver(tmp_path: Path, name: str, clock: ManualClock) -> tuple[BufferedServ
     return BufferedServer(federated, coordinator, ledger), coordinator, ledger
 
 
-def _result(driver: BufferedServer, client: int, shift: float) -> ReceivedResult:
+def _result(driver: BufferedServer, client: int, shift: float, round: int = 1) -> ReceivedResult:
     delta = driver.params.map(lambda a: np.full_like(a, shift))
-    return ReceivedResult(task_id(1, "fit", client), f"u{client}", "fit", 1, num_examples=10, delta=delta)
+    return ReceivedResult(task_id(round, "fit", client), f"u{client}", "fit", round, num_examples=10, delta=delta)
 
 
 def test_a_restarted_server_accepts_results_for_the_tasks_it_recorded_and_ends_with_the_same_model(
@@ -295,21 +316,70 @@ def test_a_restarted_server_accepts_results_for_the_tasks_it_recorded_and_ends_w
 
 
 def test_a_client_still_training_when_the_run_ends_hears_it_from_its_heartbeats_and_exits(
-    tmp_path: Path, keys: KeySet, transport: InProcessTransport, logs: pytest.LogCaptureFixture
+    fedbuff: Callable[..., FedBuffDeployment], gate: None, logs: pytest.LogCaptureFixture
 ) -> None:
-    GATE.clear()
-    config = fedbuff_config(tmp_path, "rounds=2", "heartbeat_interval=0.05")
-    files = client_files(config, tmp_path / "data")
-    server = start_server(config, keys, transport=transport)
-    try:
-        slow = start_client(transport, keys.client_keys[3], files[3], tmp_path / "state", task=GATED)
-        fast = [start_client(transport, keys.client_keys[0], files[0], tmp_path / "state")]  # min_clients=2
-        wait_for(lambda: any(e["client"] == 3 for e in events(logs, "task_issued")), 60, "the slow client's task")
-        fast += [start_client(transport, keys.client_keys[i], files[i], tmp_path / "state") for i in (1, 2)]
-        result = server.result()  # the server has stopped: the slow client can deliver nothing
-    finally:
-        GATE.set()
+    run = fedbuff("rounds=2", "heartbeat_interval=0.05")
+    (slow,) = run.clients(3, task=GATED)
+    fast = run.clients(0)  # min_clients=2
+    wait_for(lambda: any(e["client"] == 3 for e in events(logs, "task_issued")), 60, "the slow client's task")
+    fast += run.clients(1, 2)
+    result = run.server.result()  # the server has stopped: the slow client can deliver nothing
+    GATE.set()
 
     assert [client.status() for client in fast] == [0, 0, 0]
     assert slow.status(60) == 0  # it heard "finished" in a heartbeat reply while it trained
     assert len(result.history) == 2
+
+
+def test_a_client_with_two_updates_in_one_steps_buffer_has_both_recorded_and_both_in_the_step(
+    tmp_path: Path,
+) -> None:
+    # Client 0 trains from version 0; steps 1 fills without it (clients 1 and 2), so its update
+    # waits in step 2's buffer, 1 step stale; after step 1 it pulls version 1 and trains again:
+    # step 2's buffer holds two updates of client 0. The order is forced: no timing involved.
+    clock = ManualClock()
+    driver, coordinator, ledger = _driver(tmp_path, "twice", clock, "rounds=2")
+    coordinator.post(driver.work)
+    for client in (0, 1, 2):
+        coordinator.touch(client)
+        assert coordinator.task_for(client) is not None
+    for client, shift in ((1, 0.25), (2, 0.5), (0, 0.125)):
+        settled = coordinator.settle(
+            client, task_id(1, "fit", client), f"u{client}", result=_result(driver, client, shift)
+        )
+        assert settled[0] == "accepted"
+    assert coordinator.task_for(0) is None  # it trained from version 0 already
+    answers: list[str] = []
+
+    def pull_again() -> None:  # as the service's handlers do, on their own thread
+        wait_for(lambda: driver.version == 1, 60, "step 1")
+        answers.append("task" if coordinator.task_for(0) is not None else "none")  # version 1: it may train again
+        again = _result(driver, 0, 0.0625, round=2)
+        answers.append(coordinator.settle(0, task_id(2, "fit", 0), "u0-again", result=again)[0])
+
+    client = threading.Thread(target=pull_again)
+    client.start()
+    try:
+        _, params = driver.run()
+    finally:
+        client.join(60)
+    assert answers == ["task", "accepted"]
+    ledger.close()
+    driver.parts.store.close()
+
+    store = RunStore.open(tmp_path / "twice.sqlite", readonly=True)
+    with store:
+        records = [(rec.client_id, rec.metrics["staleness"]) for _, rec in store.client_records(round=2, phase="fit")]
+        (step2,) = [r for r in store.history() if r.round == 2]
+        before = store.params(1)
+        state = store.state(1, template=driver.template)
+    assert records == [(0, 1.0), (0, 0.0)] and step2.completed == 2
+    buffered = AsyncLedger(tmp_path / "twice.sqlite")
+    try:
+        updates = buffered.buffered(2)
+    finally:
+        buffered.close()
+    assert [(u.client_id, s) for u, s in updates] == [(0, 1), (0, 0)]
+    config = driver.parts.config
+    step = buffer_step(driver.parts.strategy, updates, before, state, RoundContext(2, before, config.seed, 4), config)
+    assert step.params.array_equal(params)

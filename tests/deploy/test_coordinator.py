@@ -8,8 +8,9 @@ import numpy as np
 
 from sheaf.core.config import ServerConfig
 from sheaf.core.params import Params
-from sheaf.deploy.coordinator import Coordinator, Slot, Work
+from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.wire import ReceivedResult
+from sheaf.deploy.work import Slot, Work
 
 
 class Clock:

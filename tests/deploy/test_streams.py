@@ -15,10 +15,11 @@ from sheaf.core.params import Params
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.auth import AuthorizedClient, ClientIdentity, RequestVerifier
 from sheaf.deploy.chunks import CHUNK_BYTES, TensorAssembler
-from sheaf.deploy.coordinator import Coordinator, Slot, Work
+from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.streams import ResultStreams, StreamBusy
 from sheaf.deploy.wire import encode_result
+from sheaf.deploy.work import Slot, Work
 
 LIKE = Params({"w": np.zeros(3, np.float32)})
 

@@ -24,13 +24,14 @@ from sheaf.core.params import Params
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.auth import AuthorizedClient, BodyDigest, ClientIdentity, RequestVerifier
 from sheaf.deploy.chunks import MAX_MESSAGE_BYTES
-from sheaf.deploy.coordinator import Coordinator, Slot, Work
+from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.inprocess_channel import InProcessChannel
 from sheaf.deploy.rpc import CallContext, Connector, Handlers, RpcError, Service, StatusCode
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.transport import METHODS, GrpcServerTransport, client_channel
 from sheaf.deploy.wire import PROTOCOL, encode_result
+from sheaf.deploy.work import Slot, Work
 from tests.deploy.conftest import wait_for
 from tests.deploy.rogue import roomy_grpc, roomy_in_process
 

@@ -18,7 +18,7 @@ from sheaf.core.params import Params
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.auth import AuthorizedClient, ClientIdentity, RequestVerifier
 from sheaf.deploy.chunks import CHUNK_BYTES, TensorAssembler, WireError, encode_tensors, tensor_digest
-from sheaf.deploy.coordinator import Coordinator, Slot, Work
+from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.service import FederationService, ServiceSettings
 from sheaf.deploy.wire import (
     ResultReader,
@@ -28,6 +28,7 @@ from sheaf.deploy.wire import (
     idle_message,
     task_chunk,
 )
+from sheaf.deploy.work import Slot, Work
 from tests.helpers import params, params_like, params_structures
 
 

@@ -93,6 +93,24 @@ def test_buffer_and_staleness_weights_match_the_hand_computed_run(tmp_path: Path
     assert history[1].fit["staleness_mean"] == 0.5 and history[1].fit["staleness_max"] == 1.0
 
 
+def test_a_client_with_two_updates_in_one_steps_buffer_counts_twice_and_has_both_records(tmp_path: Path) -> None:
+    # Seconds per sample: client 0: 1, client 1: 5, client 2: 3; two slots, drawn with the run's seed.
+    # Step 3's buffer holds client 2's update from version 1 (1 step stale: step 2 came while it
+    # trained) and, as it pulled version 2 at once and nobody else arrived first, its update from
+    # version 2: deployment reaches the same buffer (tests/deploy/test_buffered.py).
+    trace = tmp_path / "devices.csv"
+    trace.write_text("compute,download_mbps,upload_mbps\n1,1e6,1e6\n5,1e6,1e6\n3,1e6,1e6\n")
+    overrides = [*ASYNC, "profiles=trace", f"trace={trace}", "concurrency=2", "buffer=2", "min_clients=1", "rounds=3",
+                 "epochs=1", "backend=inline", "evaluation.federated=false", f"runs_dir={tmp_path}"]  # fmt: skip
+    result = simulate(overrides=overrides, task=StepTask(), federation=three_clients())
+
+    with RunStore.open(result.run_path, readonly=True) as store:
+        records = [(rec.client_id, rec.metrics["staleness"]) for _, rec in store.client_records(3, phase="fit")]
+        moved = float(store.params(3)["w"][0] - store.params(2)["w"][0])
+    assert records == [(2, 1.0), (2, 0.0)] and result.history[-1].completed == 2
+    assert moved == pytest.approx((3 / math.sqrt(2) + 3) / 2, abs=1e-6)  # client 2's delta 3, once weighted 1/sqrt 2
+
+
 def test_the_server_learning_rate_scales_each_step(tmp_path: Path) -> None:
     steps, _ = hand_run(tmp_path, "server_lr=0.5")
     assert steps == pytest.approx([1.0, 1.0 + 0.5 * (1 + math.sqrt(2)) / 2], abs=1e-6)

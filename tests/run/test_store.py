@@ -161,3 +161,57 @@ def test_a_file_that_holds_nothing_is_replaced_and_any_other_is_refused(tmp_path
     with pytest.raises(StoreError, match="not a sheaf run store"):
         _create(foreign)
     assert foreign.stat().st_size > 0
+
+
+def test_a_client_with_two_records_of_one_round_and_phase_keeps_both_in_their_order(tmp_path: Path) -> None:
+    # FedBuff: one client's two updates in one step's buffer (an older one, 1 step stale, first).
+    twice = [ClientRecord(3, "fit", 10, {"staleness": 1.0}), ClientRecord(3, "fit", 12, {"staleness": 0.0})]
+    with RunStore.create(tmp_path / "r.sqlite", {}, params(0.0), ()) as store:
+        store.commit_round(RoundRecord(1, 2, 2), params(1.0), (), [ClientRecord(9, "fit", 5, {}), *twice])
+        assert [rec for _, rec in store.client_records(round=1, phase="fit")] == [*twice, ClientRecord(9, "fit", 5, {})]
+
+
+# The client_metrics table of format 1, as its stores hold it: one record per (round, client, phase).
+_FORMAT_1_CLIENT_METRICS = """CREATE TABLE client_metrics (
+    round INTEGER NOT NULL, client_id INTEGER NOT NULL, phase TEXT NOT NULL,
+    num_examples INTEGER NOT NULL, metrics TEXT NOT NULL,
+    PRIMARY KEY (round, client_id, phase))"""
+
+
+def _format_1_store(path: Path) -> None:
+    """A store as format 1 wrote it: one round, client 5's fit record."""
+    with RunStore.create(path, {"seed": 1}, params(0.0), ()) as store:
+        store.commit_round(RoundRecord(1, 1, 1), params(1.0), (), [ClientRecord(5, "fit", 10, {"train_loss": 0.5})])
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("DROP TABLE client_metrics")
+    db.execute(_FORMAT_1_CLIENT_METRICS)
+    db.execute("INSERT INTO client_metrics VALUES (1, 5, 'fit', 10, '{\"train_loss\": 0.5}')")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
+    db.close()
+
+
+def test_a_format_1_store_is_read_as_it_is_and_converted_when_opened_to_write(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    _format_1_store(path)
+    old = [(1, ClientRecord(5, "fit", 10, {"train_loss": 0.5}))]
+    with RunStore.open(path, readonly=True) as store:
+        assert store.meta["format_version"] == 1 and store.client_records() == old
+
+    with RunStore.open(path) as store:  # a resumed run: converted, then a round with two records of one client
+        assert store.meta["format_version"] == 2 and store.client_records() == old
+        twice = [ClientRecord(5, "fit", 10, {"staleness": 1.0}), ClientRecord(5, "fit", 10, {"staleness": 0.0})]
+        store.commit_round(RoundRecord(2, 2, 2), params(2.0), (), twice)
+
+    with RunStore.open(path) as store:  # opened again: nothing more to convert
+        assert store.client_records() == [*old, *((2, rec) for rec in twice)]
+        assert store.params(1).array_equal(params(1.0)) and store.last_round == 2
+
+
+def test_a_store_of_a_newer_format_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    RunStore.create(path, {}, params(0.0), ()).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
+    db.close()
+    with pytest.raises(StoreError, match="format 3, newer than this sheaf reads .2.; open it with the sheaf"):
+        RunStore.open(path, readonly=True)

@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("starlette", reason="the dashboard's extra is not installed: pip install 'sheaf[ui]'")
 
+from sheaf.core.config import RunConfig
+from sheaf.core.params import Params
+from sheaf.evaluation.history import ClientRecord, RoundRecord
 from sheaf.run.simulate import simulate
+from sheaf.run.store import RunStore
 from sheaf.ui.views import RunsView, UnknownRun
 from tests.ui.tasks import HOSTILE_METRIC, HOSTILE_REASON, CountingTask
 
@@ -57,3 +62,15 @@ def test_only_new_rounds_are_sent_and_the_client_table_only_when_it_changed(fold
 
     assert [r["round"] for r in later["rounds"]] == [3]
     assert "clients" not in later
+
+
+def test_a_client_with_two_updates_in_a_step_trained_on_both(tmp_path: Path) -> None:
+    # FedBuff: one client's two updates in one step's buffer; the client table adds them up.
+    twice = [ClientRecord(1, "fit", 10, {"staleness": 1.0}), ClientRecord(1, "fit", 12, {"staleness": 0.0})]
+    initial = Params({"w": np.zeros(2)})
+    with RunStore.create(tmp_path / "fedbuff.sqlite", RunConfig().to_dict(), initial, ()) as store:
+        store.commit_round(RoundRecord(1, 2, 2), initial, (), [*twice, ClientRecord(2, "fit", 5, {})])
+
+    rows = {row["id"]: row for row in RunsView(tmp_path).run("fedbuff")["clients"]}
+
+    assert rows[1]["trained_on"] == 22 and rows[2]["trained_on"] == 5

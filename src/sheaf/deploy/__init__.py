@@ -45,7 +45,7 @@ from sheaf.deploy.client import ClientOptions, DeployedClient, checked_run_id, r
 from sheaf.deploy.client_ledger import ClientLedger
 from sheaf.deploy.client_state import ClientStateFile
 from sheaf.deploy.client_work import PRIVACY_STEP_NAMES, ClientWork, task_digest
-from sheaf.deploy.coordinator import Coordinator, Slot, Work, WorkOutcome
+from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.description import DescriptionError, RunDescription
 from sheaf.deploy.inprocess import InProcessTransport
 from sheaf.deploy.inprocess_channel import InProcessChannel
@@ -121,6 +121,7 @@ from sheaf.deploy.wire import (
     idle_message,
     task_chunk,
 )
+from sheaf.deploy.work import Slot, Work, WorkOutcome
 
 __all__ = [
     "CHUNK_BYTES",

@@ -42,10 +42,11 @@ from sheaf.core.rng import Purpose, seeds_for
 from sheaf.core.update import Update
 from sheaf.deploy._proto import federation_pb2 as pb
 from sheaf.deploy.chunks import encode_tensors
-from sheaf.deploy.coordinator import Coordinator, Slot, Work, WorkOutcome
+from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.logs import log_event
 from sheaf.deploy.secure_round import run_secure_round
 from sheaf.deploy.wire import ReceivedResult, encode_task_header, task_chunk
+from sheaf.deploy.work import Slot, Work, WorkOutcome
 from sheaf.run.store import RunStore
 from sheaf.secagg.plan import SecAggPlan
 from sheaf.secagg.setup import INSTANCE_BYTES, ProtocolSetup, protocol_setup

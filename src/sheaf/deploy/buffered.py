@@ -2,7 +2,7 @@
 the server steps every K results.
 
 The driver posts one *open* batch of work to the coordinator
-(:class:`~sheaf.deploy.coordinator.Work` with ``issue`` and ``admit``) and keeps it posted
+(:class:`~sheaf.deploy.work.Work` with ``issue`` and ``admit``) and keeps it posted
 for the whole run:
 
 - **Issuing.** Any authenticated client that pulls gets a task while fewer than
@@ -60,9 +60,10 @@ from sheaf.data.dataset import Split
 from sheaf.deploy.async_ledger import AsyncLedger
 from sheaf.deploy.backend import task_id
 from sheaf.deploy.chunks import encode_tensors
-from sheaf.deploy.coordinator import Coordinator, Slot, Work
+from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.logs import log_event
 from sheaf.deploy.wire import ReceivedResult, encode_task_header, task_chunk
+from sheaf.deploy.work import Slot, Work
 from sheaf.evaluation.history import History, RoundRecord
 from sheaf.run.buffered import buffer_step, staleness_problem
 from sheaf.run.loop import Federated, RoundListener, _Evaluators, _population, evaluate_round, monitor_split

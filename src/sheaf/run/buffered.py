@@ -367,13 +367,14 @@ def buffer_step(
     the same model bit for bit.
 
     Updates are taken in client-id order (never arrival order: the sum's order must not
-    depend on timing), each delta weighted by :func:`staleness_weight`, aggregated by the
+    depend on timing) — two updates of one client, from two model versions, oldest first —
+    each delta weighted by :func:`staleness_weight`, aggregated by the
     strategy, and the model moved by ``asynchronous.server_lr`` times the aggregate step.
     Fewer than ``strategy.min_clients`` updates, or an aggregate the strategy refuses,
     leave the model as it was (``aggregated`` false, the reason in ``note``).
     """
     settings = config.asynchronous
-    ordered = sorted(buffered, key=lambda item: item[0].client_id)
+    ordered = sorted(buffered, key=lambda item: (item[0].client_id, -item[1]))
     weighted = [_weighted_update(u, staleness_weight(s, settings.staleness)) for u, s in ordered]
     used = {u.client_id for u, _ in ordered}
     clients = [

@@ -5,7 +5,14 @@ produced, the strategy state, the clients' metrics and the failures. A reader (o
 restarted run) therefore sees whole rounds only. The database runs in WAL mode so
 ``sheaf report`` can read while a run writes.
 
-Round 0 holds the initial params and state. Tensors are stored as raw bytes with dtype
+Round 0 holds the initial params and state. A client may have more than one record of a
+round and phase — in FedBuff a client can have two updates in one step's buffer (it trained
+from an older model, then again after a step) — so client records are keyed by
+``(round, client_id, phase, entry)``, ``entry`` counting them from 0 in the order given.
+
+**Formats.** ``format_version`` 2 added ``entry`` to that key. A format 1 store (every
+client record ``entry`` 0) is read as it is and converted, in one transaction, when it is
+opened to write; a store of a format this code does not know is refused. Tensors are stored as raw bytes with dtype
 and shape (:mod:`sheaf.core.tensor`); state trees as JSON plus tensors
 (:mod:`sheaf.core.tree`). Nothing is pickled.
 
@@ -25,6 +32,7 @@ import json
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +47,10 @@ from sheaf.run.store_files import remove_abandoned, remove_files, temporary_name
 
 __all__ = ["FORMAT_VERSION", "RunStore"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+#: The formats :meth:`RunStore.open` reads; older ones are converted when opened to write.
+_READABLE = (1, 2)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,8 +58,8 @@ CREATE TABLE IF NOT EXISTS rounds (
     round INTEGER PRIMARY KEY, finished REAL NOT NULL, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS client_metrics (
     round INTEGER NOT NULL, client_id INTEGER NOT NULL, phase TEXT NOT NULL,
-    num_examples INTEGER NOT NULL, metrics TEXT NOT NULL,
-    PRIMARY KEY (round, client_id, phase));
+    num_examples INTEGER NOT NULL, metrics TEXT NOT NULL, entry INTEGER NOT NULL,
+    PRIMARY KEY (round, client_id, phase, entry));
 CREATE TABLE IF NOT EXISTS failures (
     round INTEGER NOT NULL, client_id INTEGER NOT NULL, phase TEXT NOT NULL, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tensors (
@@ -72,6 +83,18 @@ CREATE TABLE IF NOT EXISTS client_traffic (
 #: Tables added after format 1 was fixed: created when an older store is opened to write.
 _ADDED = "client_traffic"
 
+#: Format 1 -> 2: ``entry`` joins the key of ``client_metrics`` (SQLite cannot change a key in place).
+_TO_FORMAT_2 = """
+CREATE TABLE client_metrics_2 (
+    round INTEGER NOT NULL, client_id INTEGER NOT NULL, phase TEXT NOT NULL,
+    num_examples INTEGER NOT NULL, metrics TEXT NOT NULL, entry INTEGER NOT NULL,
+    PRIMARY KEY (round, client_id, phase, entry));
+INSERT INTO client_metrics_2 SELECT round, client_id, phase, num_examples, metrics, 0 FROM client_metrics;
+DROP TABLE client_metrics;
+ALTER TABLE client_metrics_2 RENAME TO client_metrics;
+UPDATE meta SET value = '2' WHERE key = 'format_version'
+"""
+
 
 class RunStore:
     """The SQLite file of one run. Create with :meth:`create`, reopen with :meth:`open`."""
@@ -79,6 +102,7 @@ class RunStore:
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path
         self._db = connection
+        self._format = FORMAT_VERSION  # open() sets the format it found (1: read as it is)
 
     # Opening -----------------------------------------------------------------------
     @staticmethod
@@ -175,14 +199,31 @@ class RunStore:
         except sqlite3.DatabaseError:
             store.close()
             raise StoreError(f"{str(path)!r} is not a sheaf run store (not a SQLite database)") from None
-        if version != FORMAT_VERSION:
+        if version not in _READABLE:
             store.close()
+            if isinstance(version, int) and version > FORMAT_VERSION:
+                raise StoreError(
+                    f"{str(path)!r} is a run store of format {version}, newer than this sheaf reads "
+                    f"({FORMAT_VERSION}); open it with the sheaf that wrote it, or upgrade sheaf"
+                )
             raise StoreError(f"{str(path)!r} is not a sheaf run store of format {FORMAT_VERSION} (found {version!r})")
         if not readonly:
             for statement in _SCHEMA.split(";"):
                 if _ADDED in statement:
                     store._db.execute(statement)
+            if version == 1:
+                store._upgrade_from_1()
+                version = FORMAT_VERSION
+        store._format = version
         return store
+
+    def _upgrade_from_1(self) -> None:
+        """Convert a format 1 store to format 2, in one transaction (a second writer that
+        opened it meanwhile finds it converted and does nothing)."""
+        with self._transaction():
+            if self.meta.get("format_version") == 1:
+                for statement in _TO_FORMAT_2.split(";"):
+                    self._db.execute(statement)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -293,7 +334,8 @@ class RunStore:
         if phase is not None:
             query += " AND phase = ?"
             args.append(phase)
-        rows = self._db.execute(query + " ORDER BY round, phase, client_id", args).fetchall()
+        order = " ORDER BY round, phase, client_id" + (", entry" if self._format >= 2 else "")
+        rows = self._db.execute(query + order, args).fetchall()
         return [(r, ClientRecord(c, p, n, json.loads(m))) for r, c, p, n, m in rows]
 
     def client_traffic(self, round: int | None = None) -> list[tuple[int, int, int, int]]:
@@ -356,7 +398,8 @@ class RunStore:
             record: the round's record.
             params: the global params after the round.
             state: the strategy state after the round.
-            clients: per-client metrics of the round.
+            clients: per-client metrics of the round; a client may have several records
+                of one phase (stored as entries 0, 1, ... in this order).
             failures: ``(phase, failure)`` for every client that dropped out.
             keep_params: if > 0, delete params and state older than this many rounds
                 (round 0, the initial model, is always kept).
@@ -375,9 +418,16 @@ class RunStore:
             self._db.execute(
                 "INSERT INTO rounds VALUES (?, ?, ?)", (record.round, time.time(), json.dumps(record.to_dict()))
             )
+            entries: Counter[tuple[int, str]] = Counter()
+            rows = []
+            for c in clients:
+                entry = entries[c.client_id, c.phase]
+                entries[c.client_id, c.phase] += 1
+                rows.append((record.round, c.client_id, c.phase, c.num_examples, json.dumps(dict(c.metrics)), entry))
             self._db.executemany(
-                "INSERT OR REPLACE INTO client_metrics VALUES (?, ?, ?, ?, ?)",
-                [(record.round, c.client_id, c.phase, c.num_examples, json.dumps(dict(c.metrics))) for c in clients],
+                "INSERT INTO client_metrics (round, client_id, phase, num_examples, metrics, entry) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
             )
             self._db.executemany(
                 "INSERT INTO failures VALUES (?, ?, ?, ?)",

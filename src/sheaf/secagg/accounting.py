@@ -119,6 +119,28 @@ def _log_add(a: float, b: float) -> float:
     return high + math.log1p(math.exp(low - high))
 
 
+def _subsampled_rdp(rate: float, curve: dict[int, float], factor: int) -> dict[int, float]:
+    """The expansion both bounds below share: for integer ``α >= 2``,
+
+        (α - 1) ε'(α) <= log( (1-q)^(α-1) (1 + (α-1) q) + C(α,2) q² (1-q)^(α-2) e^ε(2)
+                              + factor Σ_{l=3..α} C(α,l) q^l (1-q)^(α-l) e^((l-1) ε(l)) )
+
+    and ``ε'(α) <= ε(α)``; ``factor`` is 1 for a symmetric pair, 3 in Zhu and Wang's
+    general bound."""
+    if rate >= 1:
+        return dict(curve)
+    log_q, log_p = math.log(rate), math.log1p(-rate)
+    out = {}
+    for alpha in curve:
+        total = (alpha - 1) * log_p + math.log1p((alpha - 1) * rate)
+        for order in range(2, alpha + 1):
+            weight = factor * math.comb(alpha, order) if order >= 3 else math.comb(alpha, order)
+            term = math.log(weight) + order * log_q + (alpha - order) * log_p
+            total = _log_add(total, term + (order - 1) * curve[order])
+        out[alpha] = min(total / (alpha - 1), curve[alpha])
+    return out
+
+
 def poisson_subsampled_rdp(rate: float, curve: dict[int, float]) -> dict[int, float]:
     """Zhu and Wang's general bound (Theorem 5) on the RDP of the Poisson-subsampled mechanism.
 
@@ -134,18 +156,7 @@ def poisson_subsampled_rdp(rate: float, curve: dict[int, float]) -> dict[int, fl
     and ``ε'(α) <= ε(α)`` (subsampling never hurts). ``curve`` must hold every order from 2
     to the largest asked for.
     """
-    if rate >= 1:
-        return dict(curve)
-    log_q, log_p = math.log(rate), math.log1p(-rate)
-    out = {}
-    for alpha in curve:
-        total = (alpha - 1) * log_p + math.log1p((alpha - 1) * rate)
-        total = _log_add(total, math.log(math.comb(alpha, 2)) + 2 * log_q + (alpha - 2) * log_p + curve[2])
-        for order in range(3, alpha + 1):
-            term = math.log(3 * math.comb(alpha, order)) + order * log_q + (alpha - order) * log_p
-            total = _log_add(total, term + (order - 1) * curve[order])
-        out[alpha] = min(total / (alpha - 1), curve[alpha])
-    return out
+    return _subsampled_rdp(rate, curve, factor=3)
 
 
 def symmetric_subsampled_rdp(rate: float, curve: dict[int, float]) -> dict[int, float]:
@@ -153,7 +164,8 @@ def symmetric_subsampled_rdp(rate: float, curve: dict[int, float]) -> dict[int, 
 
     For integer ``α >= 2``, with ``ε(l)`` the unsampled mechanism's RDP at order l, an upper
     bound on ``D_α(M||P)`` (an exact expansion, given the ``ε(l)``) and so, for a symmetric
-    pair, on both directions (proof in the module docstring):
+    pair, on both directions (proof in the module docstring): Zhu and Wang's sum without its
+    factor 3,
 
         (α - 1) ε'(α) <= log( (1-q)^(α-1) (1 + (α-1) q) + Σ_{l=2..α} C(α,l) q^l (1-q)^(α-l) e^((l-1) ε(l)) )
 
@@ -164,17 +176,7 @@ def symmetric_subsampled_rdp(rate: float, curve: dict[int, float]) -> dict[int, 
         >>> round(symmetric_subsampled_rdp(0.1, gaussian)[2], 6)  # Mironov et al.: log(1 + q^2 (e - 1)) at alpha = 2
         0.017037
     """
-    if rate >= 1:
-        return dict(curve)
-    log_q, log_p = math.log(rate), math.log1p(-rate)
-    out = {}
-    for alpha in curve:
-        total = (alpha - 1) * log_p + math.log1p((alpha - 1) * rate)
-        for order in range(2, alpha + 1):
-            term = math.log(math.comb(alpha, order)) + order * log_q + (alpha - order) * log_p
-            total = _log_add(total, term + (order - 1) * curve[order])
-        out[alpha] = min(total / (alpha - 1), curve[alpha])
-    return out
+    return _subsampled_rdp(rate, curve, factor=1)
 
 
 @dataclass(frozen=True)

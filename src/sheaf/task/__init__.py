@@ -1,4 +1,5 @@
-"""The user's learning code (Task), the ready-made TorchTask, and the client side of a round.
+"""The user's learning code (Task), the ready-made TorchTask and NumPy SoftmaxTask, and the
+client side of a round.
 
 Torch is imported only when a torch-backed name is first used, so ``import sheaf`` and the
 CLI's help stay fast.
@@ -29,6 +30,7 @@ from sheaf.task.client_steps import (
 from sheaf.task.device import DEVICE_PATTERN, cuda_count, process_device, resolve_device, use_device, worker_devices
 from sheaf.task.factory import build_task, load_task
 from sheaf.task.metric_log import collecting, log_metrics
+from sheaf.task.softmax import SoftmaxTask, softmax_task
 
 if TYPE_CHECKING:
     from sheaf.task import optim
@@ -64,6 +66,7 @@ __all__ = [
     "MetricFn",
     "OptimizerFn",
     "PersonalizeFn",
+    "SoftmaxTask",
     "Task",
     "TorchTask",
     "TrainFn",
@@ -95,6 +98,7 @@ __all__ = [
     "process_device",
     "resolve_device",
     "resolve_steps",
+    "softmax_task",
     "step_names",
     "steps_by_name",
     "use_device",

@@ -178,7 +178,8 @@ class RunsView:
             fitted: dict[int, int] = {}
             if send_clients and records:
                 for _, record in store.client_records(round=records[-1].round, phase="fit"):
-                    fitted[record.client_id] = record.num_examples
+                    # FedBuff: a client may have two updates in one step; it trained on both
+                    fitted[record.client_id] = fitted.get(record.client_id, 0) + record.num_examples
             failures = store.failures()
         summary = summarize(name, path, meta, history, times)
         names = client_names(meta)
