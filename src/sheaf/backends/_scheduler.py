@@ -33,7 +33,8 @@ than ``timeout``; it is killed and a new worker replaces it):
   or idle) cannot be blamed on one: a client whose update is lost that way three times
   fails, so that a worker that dies whenever it sends its sum cannot loop the round forever.
 - The time limit counts from when a client starts (per chunk: ``timeout`` times the
-  chunk's clients, from when the chunk starts); flushes have none.
+  chunk's clients, from when the chunk starts); flushes have none. The clock is read at
+  least every :data:`POLL` seconds while a limit runs.
 - With no worker left and none starting, :class:`~sheaf.core.errors.BackendError`.
 
 Example:
@@ -90,6 +91,12 @@ logger = logging.getLogger("sheaf.backends")
 
 MAX_CHUNK = 64  # clients in one chunk, at most
 MAX_LOSSES = 3  # times a client's update may be lost with a worker running no client before it fails
+
+
+#: While a time limit runs, the scheduler reads its clock at least this often (seconds): a
+#: clock that is not the wall's (a test's, that jumps) is seen within that, not at the
+#: deadline the wall clock would reach.
+POLL = 1.0
 
 
 def chunk_size(waiting: int, workers: int) -> int:
@@ -263,7 +270,8 @@ class _Schedule:
             if not self.waiting and not self.suspects and not any(w.jobs for w in self.workers.values()):
                 return self.failed
             deadlines = [d for d in map(self._deadline, self.workers.values()) if d is not None]
-            for event in self.transport.wait(max(0.0, min(deadlines) - self.clock()) if deadlines else None):
+            wait = min(POLL, max(0.0, min(deadlines) - self.clock())) if deadlines else None
+            for event in self.transport.wait(wait):
                 if event.worker not in self.workers:
                     continue  # one it never gave work to, or one it already killed
                 if isinstance(event, Died):
