@@ -114,6 +114,24 @@ def test_kept_ray_actors_carry_nothing_of_a_run_into_the_next(tmp_path: Path, ra
     assert [(cid, {k: v for k, v in m.items() if k != "pid"}) for cid, m in fits(second)] == fits(reference)
 
 
+def test_a_kept_actor_that_died_meanwhile_is_replaced(
+    tmp_path: Path, ray_session: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    import ray
+
+    from sheaf.backends import ray_backend
+
+    run(tmp_path, RayBackend(workers=2, keep_actors=True))
+    assert len(ray_backend._KEPT) == 2
+    ray.kill(ray_backend._KEPT[0][1])
+    with caplog.at_level(logging.WARNING, "sheaf.backends"):
+        again = run(tmp_path, RayBackend(workers=2, keep_actors=True))
+    assert again.params.array_equal(run(tmp_path, InlineBackend()).params)
+    assert [r.getMessage() for r in caplog.records].count(
+        "sheaf ray: a kept actor is gone; starting a new one instead"
+    ) == 1
+
+
 @pytest.mark.timeout(120, method="thread")  # a write blocked for good may never run SIGALRM's handler
 def test_messages_larger_than_a_pipe_both_ways_at_once_give_the_inline_model(tmp_path: Path) -> None:
     # SCAFFOLD on a 154k-parameter model: a chunk's client states going out while a worker's

@@ -74,7 +74,18 @@ def _take_kept(key: tuple[object, ...] | None, count: int) -> list[Any]:
             except Exception:  # an actor of a Ray session that has ended is gone already
                 logger.debug("sheaf ray: a kept actor was gone already", exc_info=True)
     _KEPT.clear()
-    return taken
+    alive = []
+    for actor in taken:  # one that died while kept (its node lost, say) is replaced by a new one
+        try:
+            ray.get(actor.ready.remote(), timeout=_START_TIMEOUT)
+            alive.append(actor)
+        except Exception:
+            logger.warning("sheaf ray: a kept actor is gone; starting a new one instead")
+            try:
+                ray.kill(actor)
+            except Exception:
+                logger.debug("sheaf ray: the kept actor was gone already", exc_info=True)
+    return alive
 
 
 def ray_available() -> bool:
