@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from sheaf.backends.ray_backend import ray_available
+from sheaf.backends.ray_backend import ray_available, release_actors
 
 settings.register_profile("default", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow])
@@ -36,4 +36,5 @@ def ray_session() -> Iterator[None]:
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield
+    release_actors()  # those the tests' runs kept (keep_actors=True)
     ray.shutdown()

@@ -254,3 +254,21 @@ class Uneven:
 
     def evaluate(self, params: Params, data: Split) -> EvalResult:
         return self.inner.evaluate(params, data)
+
+
+class Pids(Stateful):
+    """Stateful, with the id of the process each client trained in among its metrics."""
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        result = super().fit(params, data, instructions)
+        return dataclasses.replace(result, metrics={**result.metrics, "pid": float(os.getpid())})
+
+
+class Leaky(Pids):
+    """A task whose worker set-up leaves torch with 2 threads whatever the run asked for, as a
+    notebook user's task might: the next run in the same process must train with its own
+    thread count all the same."""
+
+    def setup_worker(self, threads: int) -> None:
+        super().setup_worker(threads)
+        torch.set_num_threads(2)

@@ -27,7 +27,7 @@ BACKENDS: dict[str, Callable[[], Backend]] = {
     "inline": InlineBackend,
     "vectorized": VectorizedBackend,
     "pool": lambda: PoolBackend(workers=2),
-    "ray": lambda: RayBackend(workers=2),
+    "ray": lambda: RayBackend(workers=2, keep_actors=True),  # actors kept across tests: conftest.py
 }
 
 

@@ -18,7 +18,7 @@ from sheaf.run.store import RunStore
 from sheaf.strategies.base import Strategy
 from sheaf.strategies.registry import STRATEGIES
 from sheaf.task.torch_task import TorchTask
-from tests.backends.tasks import SMALL, Stateful, clipped_fedavg, digits, mlp_task, wide_mlp
+from tests.backends.tasks import SMALL, Leaky, Pids, Stateful, clipped_fedavg, digits, mlp_task, wide_mlp
 
 #: Strategies the vectorized backend must match inline on (name -> hyperparameters).
 #: Adding a strategy is one line here.
@@ -34,7 +34,10 @@ RTOL, ATOL = 1e-4, 1e-6
 
 
 def make(name: str) -> Backend:
-    return {"pool": lambda: PoolBackend(workers=2), "ray": lambda: RayBackend(workers=2)}[name]()
+    # Ray's actors are kept from one run to the next (each Python + torch start costs seconds
+    # on a busy machine); test_kept_ray_actors_carry_nothing_of_a_run_into_the_next shows
+    # that is safe, and the Ray runs of tests/run/test_behaviour_unchanged.py start new ones.
+    return {"pool": lambda: PoolBackend(workers=2), "ray": lambda: RayBackend(workers=2, keep_actors=True)}[name]()
 
 
 def run(
@@ -92,6 +95,41 @@ def test_runs_earlier_in_the_process_do_not_change_the_next_one(tmp_path: Path, 
     same_run(reference, run(tmp_path, make(parallel), task=Stateful()))
     with RunStore.open(reference.run_path, readonly=True) as store:
         assert {record.metrics["threads"] for _, record in store.client_records(phase="fit")} == {1.0}
+
+
+def test_kept_ray_actors_carry_nothing_of_a_run_into_the_next(tmp_path: Path, ray_session: None) -> None:
+    # A run whose task leaves torch with 2 threads in its actors, then a run that keeps those
+    # actors (the same processes): it trains with 1 thread and gives the inline model.
+    def fits(result: SimulationResult) -> list[tuple[int, dict[str, float]]]:
+        with RunStore.open(result.run_path, readonly=True) as store:
+            return [(cid, dict(record.metrics)) for cid, record in store.client_records(phase="fit")]
+
+    first = run(tmp_path, RayBackend(workers=2, keep_actors=True), task=Leaky())
+    second = run(tmp_path, RayBackend(workers=2, keep_actors=True), task=Pids())
+    reference = run(tmp_path, InlineBackend(), task=Stateful())
+    assert {m["threads"] for _, m in fits(first)} == {2.0}  # the leak happened
+    assert {m["pid"] for _, m in fits(second)} == {m["pid"] for _, m in fits(first)}  # in the same two actors
+    assert len({m["pid"] for _, m in fits(second)}) == 2
+    assert second.params.array_equal(reference.params)
+    assert [(cid, {k: v for k, v in m.items() if k != "pid"}) for cid, m in fits(second)] == fits(reference)
+
+
+def test_a_kept_actor_that_died_meanwhile_is_replaced(
+    tmp_path: Path, ray_session: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    import ray
+
+    from sheaf.backends import ray_backend
+
+    run(tmp_path, RayBackend(workers=2, keep_actors=True))
+    assert len(ray_backend._KEPT) == 2
+    ray.kill(ray_backend._KEPT[0][1])
+    with caplog.at_level(logging.WARNING, "sheaf.backends"):
+        again = run(tmp_path, RayBackend(workers=2, keep_actors=True))
+    assert again.params.array_equal(run(tmp_path, InlineBackend()).params)
+    assert [r.getMessage() for r in caplog.records].count(
+        "sheaf ray: a kept actor is gone; starting a new one instead"
+    ) == 1
 
 
 @pytest.mark.timeout(120, method="thread")  # a write blocked for good may never run SIGALRM's handler

@@ -24,7 +24,7 @@ CRASH_CLIENT, CRASH_ROUND = 4, 2
 def make(name: str, **kw: object) -> Backend:
     if name == "pool":
         return PoolBackend(workers=2)
-    return RayBackend(workers=2)
+    return RayBackend(workers=2, keep_actors=True)  # as in test_equivalence.py
 
 
 @pytest.fixture(params=["pool", "ray"])
@@ -97,7 +97,7 @@ def test_a_client_that_hangs_is_stopped_by_the_timeout(tmp_path: Path, parallel:
     backend: Backend = (
         PoolBackend(workers=1, clock=HangClock(marks))
         if parallel == "pool"
-        else RayBackend(workers=1, clock=HangClock(marks))
+        else RayBackend(workers=1, clock=HangClock(marks), keep_actors=True)
     )
     task = Crashing(CRASH_CLIENT, 1, "hang", marks=str(marks))
     result = run(tmp_path, backend, task, "rounds=2", "engine.client_timeout=10")

@@ -394,3 +394,30 @@ def test_clients_go_out_longest_first_ties_by_id(rows: list[int], data: st.DataO
     assert sorted(order) == sorted(cohort)
     assert [(-rows[c], c) for c in order] == sorted((-rows[c], c) for c in order)
     assert largest_first(cohort, None) == list(cohort)
+
+
+class LosesReplies(FakeWorkers):
+    """Per chunk, like Ray: a finished chunk's replies are lost when the worker's next chunk
+    kills it before they arrive (Ray's reply to a call done just before its actor died)."""
+
+    def _step_done(self, index: int) -> list[Event]:
+        events = super()._step_done(index)
+        worker = self.workers.get(index)
+        following = worker.inbox[0] if worker is not None and worker.inbox else None
+        if events and following is not None and any(self.world.kinds[c] == "kill" for c in following):
+            return []  # held back; the death that comes next loses them
+        return events
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_replies_lost_with_a_worker_after_its_chunk_finished_blame_no_other_client(workers: int) -> None:
+    clients = range(8)
+    world = World(
+        {c: "kill" if c == 5 else "ok" for c in clients}, dict.fromkeys(clients, 1), dict.fromkeys(clients, False)
+    )
+    transport = LosesReplies(
+        world, workers=workers, per_client=False, reduce=False, rng=random.Random(0), deaths=[], starts=None
+    )
+    failed, recorder = run(world, transport, None)
+    assert failed == {5: KILLED}
+    assert sorted(recorder.values) == [0, 1, 2, 3, 4, 6, 7]

@@ -48,6 +48,10 @@ pytestmark = pytest.mark.e2e
 
 #: Generous limits for a loaded machine; a quiet one takes a few seconds per test.
 STARTUP = 120.0
+#: A killed client is dropped after this silence; live clients heartbeat every 0.3 s
+#: (conftest.DEPLOY), so 4 s is 13 missed heartbeats, a margin for a loaded machine
+#: (1.5 s was 5); it costs each test at most 2.5 s. Not for the FedBuff test (see there).
+HEARTBEAT = "heartbeat_timeout=4"
 #: The large model's task, brought by its client.
 BIG = "tests.deploy.tasks:BigTask"
 
@@ -90,7 +94,7 @@ def _client_args(port: int, keys: KeySet, client_id: int, data: Path, state: Pat
 
 def test_a_client_killed_mid_round_drops_out_and_the_run_finishes(tmp_path: Path, processes: Processes) -> None:
     keys = init_keys(tmp_path / "keys", 3)
-    overrides = [*_small(tmp_path), "clients=3", "min_clients=2", "rounds=5", "heartbeat_timeout=1.5"]
+    overrides = [*_small(tmp_path), "clients=3", "min_clients=2", "rounds=5", HEARTBEAT]
     files = client_files(deploy_config(tmp_path, "clients=3"), tmp_path / "data")
     port, run = free_port(), tmp_path / "run.sqlite"
     processes.start("server", *_server_args(overrides, port, keys, run))
@@ -256,7 +260,7 @@ def test_secure_aggregation_with_distributed_dp_survives_a_client_killed_after_s
         "secagg.enabled=true", "secagg.dp=distributed", "sampling=poisson", "privacy.noise_multiplier=1",
         "privacy.clip=1", "evaluation.federated=false",
     ]  # fmt: skip
-    overrides = [*_small(tmp_path), "clients=5", "min_clients=3", "rounds=3", "heartbeat_timeout=1.5", *secure]
+    overrides = [*_small(tmp_path), "clients=5", "min_clients=3", "rounds=3", HEARTBEAT, *secure]
     files = client_files(deploy_config(tmp_path, "clients=5"), tmp_path / "data")
     port, run = free_port(), tmp_path / "run.sqlite"
     processes.start("server", *_server_args(overrides, port, keys, run))
@@ -291,6 +295,8 @@ def test_fedbuff_deployed_with_a_slow_client_a_client_killed_mid_training_and_a_
 ) -> None:
     keys = init_keys(tmp_path / "keys", 4)
     overrides = [
+        # heartbeat_timeout=1.5 s, not HEARTBEAT: the killed client 3 must be found silent
+        # before the run's last steps (a few seconds), or its task ends for another reason.
         *_small(tmp_path), "clients=4", "min_clients=2", "rounds=8", "heartbeat_timeout=1.5", "name=fedbuff",
         "asynchronous.enabled=true", "concurrency=3", "buffer=2",
     ]  # fmt: skip

@@ -95,6 +95,9 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    page.set_default_timeout(
+        120_000
+    )  # waits end when their condition holds; 30 s (the default) is short on a busy machine
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)

@@ -15,7 +15,7 @@ from sheaf.backends.base import (
 from sheaf.backends.client_runner import ClientRunner, FitReply
 from sheaf.backends.inline import InlineBackend
 from sheaf.backends.pool import WORKERS_PER_GPU, PoolBackend, default_workers, warm_up
-from sheaf.backends.ray_backend import RayBackend, ray_available
+from sheaf.backends.ray_backend import RayBackend, ray_available, release_actors
 from sheaf.backends.registry import BACKENDS, available_backends, build_backend
 from sheaf.backends.vectorized import SMALL_FLOPS, VectorizedBackend, forward_flops, vectorize_reason
 
@@ -47,6 +47,7 @@ __all__ = [
     "describe_backend",
     "forward_flops",
     "ray_available",
+    "release_actors",
     "vectorize_reason",
     "warm_up",
 ]

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sheaf.backends._scheduler import Died, Event, Replied
 from sheaf.core.errors import BackendError
 from sheaf.core.params import Params
+
+if TYPE_CHECKING:
+    from sheaf.backends._runner import WorkerRunner
 
 __all__ = ["RayTransport", "actor_class"]
 
@@ -30,48 +33,74 @@ def actor_class() -> Any:
     import ray
 
     class ClientActor:
-        def __init__(
+        def __init__(self, *args: Any) -> None:
+            self.runner: WorkerRunner | None = None
+            self.error: Exception | None = None
+            if args:  # a fresh actor: a task it cannot load is its start-up's error
+                self.load(*args)
+
+        def load(
             self, task: Any, data: dict[str, Any], info: Any, seed: int, threads: int, client_steps: Any, device: str
         ) -> None:
+            """Load a run's task and data: a fresh runner, as in a new actor (also a kept actor's next run)."""
             from sheaf.backends._allocator import tune_allocator
             from sheaf.backends._runner import WorkerRunner
             from sheaf.backends._shared import federation_from, writable_copy
             from sheaf.data.shared import map_arrays, open_files_of
 
-            tune_allocator()
-            if "pid" in data:  # on the parent's machine: its shared files, mapped copy-on-write (no copy)
-                arrays = map_arrays(open_files_of(data["pid"], data["files"]), data["slots"])
-            else:
-                # Ray gives read-only arrays with normalised strides; TorchTask would copy them and
-                # train with other kernels than the parent's (see sheaf.backends._shared).
-                arrays = {
-                    name: writable_copy(ray.get(ref), data["strides"][name]) for name, ref in data["refs"].items()
-                }
-            self.runner = WorkerRunner(task, federation_from(info, arrays), seed, threads, client_steps, device)
+            self.unload()
+            try:
+                tune_allocator()
+                if "pid" in data:  # on the parent's machine: its shared files, mapped copy-on-write (no copy)
+                    arrays = map_arrays(open_files_of(data["pid"], data["files"]), data["slots"])
+                else:
+                    # Ray gives read-only arrays with normalised strides; TorchTask would copy them and
+                    # train with other kernels than the parent's (see sheaf.backends._shared).
+                    arrays = {
+                        name: writable_copy(ray.get(ref), data["strides"][name]) for name, ref in data["refs"].items()
+                    }
+                self.runner = WorkerRunner(task, federation_from(info, arrays), seed, threads, client_steps, device)
+            except Exception as exc:
+                self.error = exc
+                raise
+
+        def unload(self) -> None:
+            """Drop the run's runner and data (an actor kept for a next run holds nothing of this one)."""
+            import gc
+
+            self.runner, self.error = None, None
+            gc.collect()
 
         def ready(self) -> bool:
-            return True
+            if self.error is not None:  # a kept actor's load failed: the same error as a fresh one's start-up
+                raise self.error
+            return self.runner is not None
+
+        def loaded(self) -> WorkerRunner:
+            if self.runner is None:
+                raise BackendError("the actor has no task loaded")
+            return self.runner
 
         def begin(self, message: bytes, params: dict[str, Any], op: str) -> None:
             from sheaf.backends._wire import unpack
 
             header, arrays = unpack(message)
             if op == "round":
-                self.runner.begin_round(header, arrays, Params(params))
+                self.loaded().begin_round(header, arrays, Params(params))
             else:
-                self.runner.set_params(Params(params))
+                self.loaded().set_params(Params(params))
 
         def run(self, message: bytes) -> list[bytes]:
             from sheaf.backends._wire import fit_states, unpack
 
             header, arrays = unpack(message)
             if header["op"] == "fit":
-                return self.runner.fit(header["clients"], fit_states(header["states"], arrays))
+                return self.loaded().fit(header["clients"], fit_states(header["states"], arrays))
             if header["op"] == "evaluate":
-                return self.runner.evaluate(header["clients"])
+                return self.loaded().evaluate(header["clients"])
             if header["op"] == "central":
-                return self.runner.evaluate_central(header["shards"])
-            return [self.runner.flush()]
+                return self.loaded().evaluate_central(header["shards"])
+            return [self.loaded().flush()]
 
     return ray.remote(ClientActor)
 
@@ -184,6 +213,14 @@ class RayTransport:
                     break
                 events += [Replied(worker, reply) for reply in replies]
         return events
+
+    def release_idle(self) -> list[Any]:
+        """Take out (without killing) the actors that are ready with no call in flight: those a
+        next run may keep (an actor still running something, a hanging client say, is not one)."""
+        idle = [w for w in self.actors if w not in self._starting and not self._calls[w]]
+        for worker in idle:
+            del self._calls[worker]
+        return [self.actors.pop(worker) for worker in idle]
 
     def close(self) -> None:
         """Kill every actor."""

@@ -26,14 +26,18 @@ than ``timeout``; it is killed and a new worker replaces it):
 - The client a lost worker was running fails, with the reason — if exactly one client may
   have been running. Where replies come per chunk, every unanswered client of the chunk
   may have been: each of them runs again alone, so the next loss names the client that
-  causes it (training is deterministic, so it does it again), and the rest succeed.
+  causes it (training is deterministic, so it does it again), and the rest succeed. There
+  a reply can also be lost with its worker after its call finished (Ray), so every
+  unanswered client the worker held counts as possibly running, and a client runs alone
+  only on a worker with nothing else to do.
 - Clients the lost worker had not started run again elsewhere.
 - Clients whose updates sat in its unsent partial sum are forgotten and run again, so an
   update is counted exactly once. A worker lost while running no client (sending its sum,
   or idle) cannot be blamed on one: a client whose update is lost that way three times
   fails, so that a worker that dies whenever it sends its sum cannot loop the round forever.
 - The time limit counts from when a client starts (per chunk: ``timeout`` times the
-  chunk's clients, from when the chunk starts); flushes have none.
+  chunk's clients, from when the chunk starts); flushes have none. The clock is read at
+  least every :data:`POLL` seconds while a limit runs.
 - With no worker left and none starting, :class:`~sheaf.core.errors.BackendError`.
 
 Example:
@@ -90,6 +94,12 @@ logger = logging.getLogger("sheaf.backends")
 
 MAX_CHUNK = 64  # clients in one chunk, at most
 MAX_LOSSES = 3  # times a client's update may be lost with a worker running no client before it fails
+
+
+#: While a time limit runs, the scheduler reads its clock at least this often (seconds): a
+#: clock that is not the wall's (a test's, that jumps) is seen within that, not at the
+#: deadline the wall clock would reach.
+POLL = 1.0
 
 
 def chunk_size(waiting: int, workers: int) -> int:
@@ -263,7 +273,8 @@ class _Schedule:
             if not self.waiting and not self.suspects and not any(w.jobs for w in self.workers.values()):
                 return self.failed
             deadlines = [d for d in map(self._deadline, self.workers.values()) if d is not None]
-            for event in self.transport.wait(max(0.0, min(deadlines) - self.clock()) if deadlines else None):
+            wait = min(POLL, max(0.0, min(deadlines) - self.clock())) if deadlines else None
+            for event in self.transport.wait(wait):
                 if event.worker not in self.workers:
                     continue  # one it never gave work to, or one it already killed
                 if isinstance(event, Died):
@@ -290,8 +301,10 @@ class _Schedule:
             for index in live:
                 worker = self.workers[index]
                 if (self.suspects or self.waiting) and self._may_take(worker):
-                    if self.suspects:
+                    if self.suspects and (self.transport.replies_per_client or not worker.jobs):
                         chunk = _Chunk(deque([self.suspects.popleft()]), alone=True)
+                    elif not self.waiting:
+                        continue  # suspects wait for a worker with nothing else (see _lose)
                     else:
                         size = max(1, min(MAX_CHUNK, len(self.waiting), chunk_size(len(self.waiting), len(live))))
                         chunk = _Chunk(deque(self.waiting.popleft() for _ in range(min(size, len(self.waiting)))))
@@ -359,18 +372,24 @@ class _Schedule:
         blamed = worker.state is WorkerState.RUNNING  # else a lost sum counts against its clients
         self.transport.kill(index)
         not_started: list[int] = []
-        for position, job in enumerate(worker.jobs):
-            if not isinstance(job, _Chunk):
-                continue  # a flush: its sum is lost below
-            clients = list(job.clients)
-            if position == 0:  # it was running
-                running = clients[:1] if self.transport.replies_per_client else clients
-                clients = clients[len(running) :]
-                if len(running) == 1:
-                    self.failed[running[0]] = why
-                else:
-                    self.suspects.extend(running)
-            (self.suspects if job.alone else not_started).extend(clients)
+        if self.transport.replies_per_client:
+            for position, job in enumerate(worker.jobs):
+                if not isinstance(job, _Chunk):
+                    continue  # a flush: its sum is lost below
+                clients = list(job.clients)
+                if position == 0:  # it was running its first unanswered client
+                    self.failed[clients.pop(0)] = why
+                (self.suspects if job.alone else not_started).extend(clients)
+        else:
+            # A call's replies can be lost with its worker even when the call had finished
+            # (Ray's reply to a chunk done just before its actor died), so any unanswered client
+            # it held may have been running: the one, if it held one in its only job (a
+            # suspect goes only to a worker with nothing else), else each again alone.
+            held = [client for job in worker.jobs if isinstance(job, _Chunk) for client in job.clients]
+            if len(held) == 1 and len(worker.jobs) == 1:
+                self.failed[held[0]] = why
+            else:
+                self.suspects.extend(held)
         self.waiting.extendleft(reversed(not_started))
         self.collector.forget(worker.summed)
         again = []

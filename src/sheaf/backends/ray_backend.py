@@ -45,11 +45,47 @@ from sheaf.core.params import Params
 from sheaf.task.base import EvalResult, prepare_worker
 from sheaf.task.device import worker_devices
 
-__all__ = ["RayBackend", "ray_available"]
+__all__ = ["RayBackend", "ray_available", "release_actors"]
 
 logger = logging.getLogger("sheaf.backends")
 
 _START_TIMEOUT = 300.0
+
+#: Actors kept from runs with ``keep_actors=True``, each with what it was started for (the Ray
+#: session and job, CPUs and GPUs): a next run of the same kind loads its task into them.
+_KEPT: list[tuple[tuple[object, ...], Any]] = []
+
+
+def release_actors() -> None:
+    """Kill the actors kept by runs with ``keep_actors=True`` (they hold their CPUs in Ray
+    until then; a run that cannot use them kills them too)."""
+    _take_kept(None, 0)
+
+
+def _take_kept(key: tuple[object, ...] | None, count: int) -> list[Any]:
+    """Up to ``count`` kept actors started for ``key``; every other kept actor is killed."""
+    import ray
+
+    taken = [actor for kind, actor in _KEPT if kind == key][:count]
+    for _, actor in _KEPT:
+        if not any(actor is other for other in taken):
+            try:
+                ray.kill(actor)
+            except Exception:  # an actor of a Ray session that has ended is gone already
+                logger.debug("sheaf ray: a kept actor was gone already", exc_info=True)
+    _KEPT.clear()
+    alive = []
+    for actor in taken:  # one that died while kept (its node lost, say) is replaced by a new one
+        try:
+            ray.get(actor.ready.remote(), timeout=_START_TIMEOUT)
+            alive.append(actor)
+        except Exception:
+            logger.warning("sheaf ray: a kept actor is gone; starting a new one instead")
+            try:
+                ray.kill(actor)
+            except Exception:
+                logger.debug("sheaf ray: the kept actor was gone already", exc_info=True)
+    return alive
 
 
 def ray_available() -> bool:
@@ -68,12 +104,24 @@ class RayBackend(BackendBase):
         address: the Ray cluster; None takes ``engine.ray_address`` (empty: local).
         clock: the time ``engine.client_timeout`` is measured in, in seconds (a
             controllable one in tests).
+        keep_actors: where Ray was running before the run (a notebook's or a test session's
+            ``ray.init``), keep the actors when the run ends, holding nothing of it, and load
+            the next such run's task into them instead of starting new processes (seconds
+            each: Python, torch, the task). Each run still gets a fresh runner, its own torch
+            threads and device; module-level state of the task's own code survives, as it
+            does between runs of the inline backend. Kept actors hold their CPUs in Ray until
+            :func:`release_actors` or a run that cannot use them.
     """
 
     name = "ray"
 
     def __init__(
-        self, workers: int | None = None, address: str | None = None, *, clock: Callable[[], float] = time.monotonic
+        self,
+        workers: int | None = None,
+        address: str | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        keep_actors: bool = False,
     ) -> None:
         self._requested = workers
         self._clock = clock
@@ -82,6 +130,8 @@ class RayBackend(BackendBase):
         self._transport: RayTransport | None = None
         self._shared: SharedData | None = None  # what the actors map, kept alive here
         self._owns_ray = False
+        self._keep = keep_actors
+        self._kind: tuple[object, ...] | None = None  # what this run's actors were started for
 
     @property
     def running(self) -> int:
@@ -130,8 +180,12 @@ class RayBackend(BackendBase):
             self.close()
             raise BackendError(f"engine.device={env.device} but the Ray cluster has no GPUs; use engine.device=cpu")
         local = len([node for node in ray.nodes() if node.get("Alive")]) == 1  # type: ignore[no-untyped-call]
+        context = ray.get_runtime_context()
+        gpus = self._gpus(env, count)
+        self._kind = (context.get_session_name(), context.get_job_id(), env.threads, gpus, env.device)
+        kept = _take_kept(self._kind, count if self._keep and not self._owns_ray else 0)
         try:
-            self._start_actors(env, count, self._local_data(env) if local else self._stored_data(env))
+            self._start_actors(env, count, self._local_data(env) if local else self._stored_data(env), kept)
         except BackendError as exc:
             if not local:
                 self.close()
@@ -139,11 +193,13 @@ class RayBackend(BackendBase):
             # The actors could not open this process's shared files: the object store instead.
             logger.warning("sheaf ray: %s; putting the data in Ray's object store instead", exc)
             try:
-                self._start_actors(env, count, self._stored_data(env))
+                self._start_actors(env, count, self._stored_data(env), [])
             except BackendError:
                 self.close()
                 raise
-        logger.info("sheaf ray: %d actors, %d torch thread(s) each", count, env.threads)
+        logger.info(
+            "sheaf ray: %d actors (%d kept from a run before), %d torch thread(s) each", count, len(kept), env.threads
+        )
 
     def _local_data(self, env: SimulationEnv) -> dict[str, Any]:
         """For actors on this machine: where the data lies in this process's shared files (no copy)."""
@@ -161,16 +217,28 @@ class RayBackend(BackendBase):
             "strides": {name: list(array.strides) for name, array in arrays.items()},
         }
 
-    def _start_actors(self, env: SimulationEnv, count: int, data: dict[str, Any]) -> None:
+    @staticmethod
+    def _gpus(env: SimulationEnv, count: int) -> float:
+        """Each actor's share of the GPUs (Ray sets CUDA_VISIBLE_DEVICES to it)."""
         import ray
 
-        gpus = 0.0
-        if env.device != "cpu":  # Ray gives each actor its share of the GPUs (CUDA_VISIBLE_DEVICES)
-            gpus = min(1.0, float(ray.cluster_resources().get("GPU", 0)) / count)  # type: ignore[no-untyped-call]
+        if env.device == "cpu":
+            return 0.0
+        return min(1.0, float(ray.cluster_resources().get("GPU", 0)) / count)  # type: ignore[no-untyped-call]
+
+    def _start_actors(self, env: SimulationEnv, count: int, data: dict[str, Any], kept: list[Any]) -> None:
         device = "cpu" if env.device == "cpu" else "cuda:0"  # of the GPUs Ray lets the actor see
         args = (env.task, data, env.federation.info, env.seed, env.threads, env.client_steps, device)
-        remote = actor_class().options(num_cpus=env.threads, num_gpus=gpus)
-        transport = self._transport = RayTransport(lambda: remote.remote(*args))
+        remote = actor_class().options(num_cpus=env.threads, num_gpus=self._gpus(env, count))
+
+        def make() -> Any:
+            if kept:  # a kept actor loads this run's task, as a new one does when it starts
+                actor = kept.pop()
+                actor.load.remote(*args)
+                return actor
+            return remote.remote(*args)
+
+        transport = self._transport = RayTransport(make)
         for _ in range(count):
             transport.start()
         try:
@@ -181,8 +249,13 @@ class RayBackend(BackendBase):
             raise BackendError(f"Ray actors could not load the task: {exc}") from None
 
     def close(self) -> None:
-        """Stop the actors (and Ray, if this backend started it); safe to call twice."""
+        """Stop the actors (and Ray, if this backend started it); safe to call twice. With
+        ``keep_actors``, the actors that are idle are kept for a next run instead."""
         if self._transport is not None:
+            if self._keep and not self._owns_ray and self._kind is not None:
+                for actor in self._transport.release_idle():
+                    actor.unload.remote()
+                    _KEPT.append((self._kind, actor))
             self._transport.close()
             self._transport = None
         if self._owns_ray:
