@@ -158,7 +158,11 @@ ACCURACY_ROWS = ("central", "distributed", "distributed_central_z", "no_dp")
 
 
 def accuracy(
-    rounds: int, stand_in: bool, seeds: list[int] | None = None, only: tuple[str, ...] = ACCURACY_ROWS
+    rounds: int,
+    stand_in: bool,
+    seeds: list[int] | None = None,
+    only: tuple[str, ...] = ACCURACY_ROWS,
+    noise: str = "seeded",
 ) -> dict[str, Any]:
     """Central against distributed DP on digits (see the module docstring), for every seed:
     each row's accuracy per seed, and per setting the mean and spread over the seeds."""
@@ -173,12 +177,13 @@ def accuracy(
     def one(row: str, seed: int, label: str, settings: list[str]) -> dict[str, Any]:
         started = time.perf_counter()
         load_before = os.getloadavg()
-        overrides = [*(o for o in DIGITS if not o.startswith("seed=")), f"seed={seed}"]
+        overrides = [*(o for o in DIGITS if not o.startswith("seed=")), f"seed={seed}", f"privacy.noise={noise}"]
         result = sheaf.simulate(overrides=[*overrides, f"rounds={rounds}", f"runs_dir={runs}", *settings])
         summary = result.summary()
         record = {
             "row": row,
             "seed": seed,
+            "noise": noise,
             "setting": label,
             "central_accuracy": summary["central_accuracy"],
             "epsilon": summary.get("epsilon"),
@@ -236,6 +241,68 @@ def accuracy(
             "per_seed": pairs,
         }
     return {"runs": rows, "over_seeds": means}
+
+
+def noise_check(seed: int = 0, trials: int = 3) -> dict[str, Any]:
+    """What the distributed mechanism does to a sum, against central DP, without training:
+    the plan of the ``--accuracy`` setting (distributed DP at epsilon 3), 100 clipped random
+    updates encoded (rotated, scaled, stochastically rounded), summed in the ring and decoded
+    — without noise (the quantisation error alone) and with every client's noise share and
+    the server's top-up to K (the released noise) — each against the exact float sum; beside
+    them central DP's noise standard deviation z C at its own z for the same epsilon."""
+    from sheaf.core.config import load_config
+    from sheaf.privacy.plan import privacy_plan
+    from sheaf.quantize.quantizer import ring_sum
+    from sheaf.secagg.discrete_gaussian import discrete_gaussian
+    from sheaf.secagg.distributed import top_up
+    from sheaf.secagg.plan import secagg_plan
+
+    length, clients = 4810, 100  # the 64-64-10 MLP's parameters; the expected cohort
+    base = [*DIGITS, "rounds=100", "privacy.target_epsilon=3"]
+    plan = secagg_plan(
+        load_config(overrides=[*base, "secagg.enabled=true", "secagg.dp=distributed"]), population=1000, length=length
+    )
+    central = privacy_plan(load_config(overrides=[*base, "privacy.mode=central"]), population=1000)
+    assert plan is not None
+    assert central is not None
+    quantizer = plan.quantizer()
+    rng = np.random.default_rng(seed)
+    bits = SeededBits(np.random.default_rng(seed + 1))
+    updates = rng.normal(size=(clients, length))
+    norms = plan.clip * rng.uniform(0.3, 1.0, size=(clients, 1))  # inside C: clipping is the same in both
+    updates *= norms / np.linalg.norm(updates, axis=1, keepdims=True)
+    exact = updates.sum(axis=0)
+    quantised, noised = [], []
+    for trial in range(trials):
+        plain = [quantizer.encode(u, rotation_seed=trial, bits=bits) for u in updates]
+        quantised.append(quantizer.decode(ring_sum(plain, plan.bits), trial)[0] - exact)
+        shares = [
+            quantizer.encode(
+                u, rotation_seed=trial, bits=bits, noise=discrete_gaussian(plan.variance, quantizer.padded, bits)
+            )
+            for u in updates
+        ]
+        ring, _ = top_up(plan, ring_sum(shares, plan.bits), clients, bits)
+        noised.append(quantizer.decode(ring, trial)[0] - exact)
+    central_std = central.noise_multiplier * central.clip
+    released = float(np.concatenate(noised).std())
+    return {
+        "clients": clients,
+        "length": length,
+        "padded_length": quantizer.padded,
+        "scale": plan.scale,
+        "top_up_shares": plan.top_up,
+        "share_variance": plan.variance,
+        "distributed_z": plan.noise_multiplier,
+        "central_z": central.noise_multiplier,
+        "quantisation_error_std": float(np.concatenate(quantised).std()),
+        "released_noise_std": released,
+        "planned_noise_std": math.sqrt(plan.top_up * plan.variance) / plan.scale,
+        "central_noise_std": central_std,
+        "released_over_central": released / central_std,
+        "planned_over_central": math.sqrt(plan.top_up * plan.variance) / plan.scale / central_std,
+        "load_average": os.getloadavg(),
+    }
 
 
 def primitives(length: int = 102_400, repeats: int = 200) -> dict[str, Any]:
@@ -326,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stand-in", action="store_true", help="accuracy runs use the exact stand-in")
     parser.add_argument("--seeds", default="0", help="accuracy runs: the run seeds, e.g. 0,1,2,3,4")
     parser.add_argument("--rows", default=",".join(ACCURACY_ROWS), help="accuracy runs: which settings")
+    parser.add_argument("--noise", default="seeded", help="accuracy runs: seeded (from the run seed) or secure (fresh)")
+    parser.add_argument("--noise-check", action="store_true", help="the released noise and quantisation error of a sum")
     parser.add_argument("--primitives", action="store_true", help="ChaCha20 against AES-256-CTR mask expansion")
     parser.add_argument("--unmask", action="store_true", help="the server's unmasking on one thread and on several")
     args = parser.parse_args(argv)
@@ -334,13 +403,16 @@ def main(argv: list[str] | None = None) -> None:
         dropout = max(_floats(args.dropouts))
         print(json.dumps(unmasking(n, d, dropout, args.repeats), indent=1))
         return
+    if args.noise_check:
+        print(json.dumps(noise_check(), indent=1))
+        return
     if args.primitives:
         print(json.dumps(primitives(), indent=1))
         return
     if args.accuracy:
         seeds = [int(x) for x in args.seeds.split(",") if x]
         only = tuple(row for row in ACCURACY_ROWS if row in args.rows.split(","))
-        figures = accuracy(args.rounds, args.stand_in, seeds, only)
+        figures = accuracy(args.rounds, args.stand_in, seeds, only, args.noise)
         print(json.dumps({"accuracy": figures, "load_average": os.getloadavg()}, indent=1))
         return
     skip = {tuple(float(x) for x in cell.split("x")) for cell in args.skip.split(",") if cell}
