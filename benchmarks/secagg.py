@@ -307,7 +307,9 @@ def noise_check(seed: int = 0, trials: int = 3) -> dict[str, Any]:
 
 def primitives(length: int = 102_400, repeats: int = 200) -> dict[str, Any]:
     """Mask expansion: ChaCha20 against AES-256-CTR keystreams of ``4 * length`` bytes, the
-    fastest of 5 batches of ``repeats`` (CPU seconds of this thread), same run."""
+    fastest of 5 batches of ``repeats`` (CPU seconds of this thread), same run; beside them
+    the rest of one pairwise mask's cost to the server: its seed (X25519 and HKDF-SHA256)
+    and adding its words into the sum."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     zeros, out = bytearray(4 * length), bytearray(4 * length + 64)
@@ -323,10 +325,30 @@ def primitives(length: int = 102_400, repeats: int = 200) -> dict[str, Any]:
             for key in keys:
                 make(key).encryptor().update_into(zeros, out)
             best[name] = min(best[name], (time.thread_time() - started) / repeats)
+    # What else one pairwise mask the server removes costs: the key agreement with HKDF
+    # (the seed) and the addition of the keystream into the sum, same batches.
+    from sheaf.secagg.client import pairwise_seed
+    from sheaf.secagg.crypto import generate_keypair
+
+    private, _ = generate_keypair()
+    peers = [generate_keypair()[1] for _ in range(repeats)]
+    total, words = np.zeros(length, np.uint32), np.frombuffer(memoryview(out)[: 4 * length], "<u4")
+    seed_s = add_s = float("inf")
+    for _ in range(5):
+        started = time.thread_time()
+        for index, peer in enumerate(peers):
+            pairwise_seed(private, peer, bytes(16), 0, index + 1)
+        seed_s = min(seed_s, (time.thread_time() - started) / repeats)
+        started = time.thread_time()
+        for _ in peers:
+            np.add(total, words, out=total)
+        add_s = min(add_s, (time.thread_time() - started) / repeats)
     return {
         "bytes": 4 * length,
         **{f"{name}_ms": 1e3 * seconds for name, seconds in best.items()},
         **{f"{name}_gb_s": 4 * length / seconds / 1e9 for name, seconds in best.items()},
+        "pairwise_seed_ms": 1e3 * seed_s,
+        "add_into_sum_ms": 1e3 * add_s,
         "load_average": os.getloadavg(),
     }
 
