@@ -2,7 +2,7 @@
 
     nice python benchmarks/secagg.py [--clients 10,50,100,200] [--lengths 1e4,1e5,1e6]
                                      [--dropouts 0,0.3] [--bits 32] [--skip 200x1e6x0.3]
-    nice python benchmarks/secagg.py --accuracy [--rounds 100]
+    nice python benchmarks/secagg.py --accuracy [--rounds 100] [--seeds 0,1,2] [--rows central,distributed] [--stand-in]
 
 For every cohort size n, vector length d and dropout rate, one round of SecAgg+ runs in
 this process (:func:`sheaf.secagg.run_protocol`: the real protocol, every message encoded
@@ -39,10 +39,18 @@ way to time on a shared machine; the load average is printed with the results.
 
 ``--accuracy``: digits over 1,000 clients (the setting of ``benchmarks/privacy.py``:
 IID, Poisson sampling of 10% a round, 100 rounds, the 64-64-10 MLP, one local epoch of
-SGD lr 0.1 with batch 4, FedAvgM, C = 0.5, delta 1e-5, seed 0) with central DP and with
-distributed DP both calibrated to epsilon = 3, and distributed DP at the central run's
-noise multiplier; the central accuracy, epsilon, noise multiplier and seconds of each.
-The distributed runs use the real protocol (``--stand-in`` for its exact stand-in).
+SGD lr 0.1 with batch 4, FedAvgM, C = 0.5, delta 1e-5) with central DP and with
+distributed DP both calibrated to epsilon = 3, distributed DP at the central run's noise
+multiplier, and secure aggregation without DP; the central accuracy, epsilon, noise
+multiplier, seconds and load average of each, for every seed of ``--seeds`` (default 0;
+``--rows`` picks the settings), then each setting's mean and spread over the seeds and the
+paired difference distributed minus central (same seed: same data, cohorts and
+initialisation; only the noise draws and the quantisation differ). One seed does not
+separate a mechanism's cost from its noise's draw: compare means. The distributed runs use
+the real protocol (``--stand-in`` for its exact stand-in, which gives the same sums bit for
+bit and so the same models).
+
+    nice python benchmarks/secagg.py --accuracy --stand-in --seeds 0,1,2,3,4 --rows central,distributed
 """
 
 from __future__ import annotations
@@ -145,21 +153,37 @@ DIGITS = [
 ]
 
 
-def accuracy(rounds: int, stand_in: bool) -> list[dict[str, Any]]:
-    """Central against distributed DP on digits (see the module docstring)."""
+#: The rows ``--accuracy`` can run (``--rows``), in this order for every seed.
+ACCURACY_ROWS = ("central", "distributed", "distributed_central_z", "no_dp")
+
+
+def accuracy(
+    rounds: int,
+    stand_in: bool,
+    seeds: list[int] | None = None,
+    only: tuple[str, ...] = ACCURACY_ROWS,
+    noise: str = "seeded",
+) -> dict[str, Any]:
+    """Central against distributed DP on digits (see the module docstring), for every seed:
+    each row's accuracy per seed, and per setting the mean and spread over the seeds."""
     import tempfile
 
     import sheaf
 
     runs = tempfile.mkdtemp()
     distributed = ["secagg.enabled=true", "secagg.dp=distributed", f"secagg.stand_in={str(stand_in).lower()}"]
-    rows = []
+    rows: list[dict[str, Any]] = []
 
-    def one(label: str, settings: list[str]) -> dict[str, Any]:
+    def one(row: str, seed: int, label: str, settings: list[str]) -> dict[str, Any]:
         started = time.perf_counter()
-        result = sheaf.simulate(overrides=[*DIGITS, f"rounds={rounds}", f"runs_dir={runs}", *settings])
+        load_before = os.getloadavg()
+        overrides = [*(o for o in DIGITS if not o.startswith("seed=")), f"seed={seed}", f"privacy.noise={noise}"]
+        result = sheaf.simulate(overrides=[*overrides, f"rounds={rounds}", f"runs_dir={runs}", *settings])
         summary = result.summary()
-        row = {
+        record = {
+            "row": row,
+            "seed": seed,
+            "noise": noise,
             "setting": label,
             "central_accuracy": summary["central_accuracy"],
             "epsilon": summary.get("epsilon"),
@@ -168,22 +192,124 @@ def accuracy(rounds: int, stand_in: bool) -> list[dict[str, Any]]:
             "noise_multiplier": summary.get("noise_multiplier"),
             "rounds_aggregated": sum(1 for r in result.history if r.aggregated),
             "seconds": round(time.perf_counter() - started, 1),
+            "load_average": [load_before, os.getloadavg()],
         }
-        print(json.dumps(row), file=sys.stderr, flush=True)
-        return row
+        print(json.dumps(record), file=sys.stderr, flush=True)
+        rows.append(record)
+        return record
 
-    central = one("central DP, epsilon 3", ["privacy.mode=central", "privacy.target_epsilon=3"])
-    rows.append(central)
-    rows.append(one("distributed DP, epsilon 3", [*distributed, "privacy.target_epsilon=3"]))
-    z = central["noise_multiplier"]
-    rows.append(one(f"distributed DP, central's z = {z:.4g}", [*distributed, f"privacy.noise_multiplier={z}"]))
-    rows.append(one("FedAvgM without DP, secure aggregation", ["secagg.enabled=true", "secagg.stand_in=true"]))
-    return rows
+    for seed in seeds or [0]:
+        z = None
+        if "central" in only or "distributed_central_z" in only:
+            z = one("central", seed, "central DP, epsilon 3", ["privacy.mode=central", "privacy.target_epsilon=3"])[
+                "noise_multiplier"
+            ]
+        if "distributed" in only:
+            one("distributed", seed, "distributed DP, epsilon 3", [*distributed, "privacy.target_epsilon=3"])
+        if "distributed_central_z" in only:
+            one(
+                "distributed_central_z",
+                seed,
+                f"distributed DP, central's z = {z:.4g}",
+                [*distributed, f"privacy.noise_multiplier={z}"],
+            )
+        if "no_dp" in only:
+            one(
+                "no_dp", seed, "FedAvgM without DP, secure aggregation", ["secagg.enabled=true", "secagg.stand_in=true"]
+            )
+    means = {}
+    for row in only:
+        values = [r["central_accuracy"] for r in rows if r["row"] == row]
+        if values:
+            means[row] = {
+                "seeds": len(values),
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "per_seed": values,
+            }
+    if "central" in means and "distributed" in means:
+        pairs = [
+            d["central_accuracy"] - c["central_accuracy"]
+            for c in rows
+            if c["row"] == "central"
+            for d in rows
+            if d["row"] == "distributed" and d["seed"] == c["seed"]
+        ]
+        means["distributed_minus_central"] = {
+            "mean": float(np.mean(pairs)),
+            "std": float(np.std(pairs, ddof=1)) if len(pairs) > 1 else None,
+            "per_seed": pairs,
+        }
+    return {"runs": rows, "over_seeds": means}
+
+
+def noise_check(seed: int = 0, trials: int = 3) -> dict[str, Any]:
+    """What the distributed mechanism does to a sum, against central DP, without training:
+    the plan of the ``--accuracy`` setting (distributed DP at epsilon 3), 100 clipped random
+    updates encoded (rotated, scaled, stochastically rounded), summed in the ring and decoded
+    — without noise (the quantisation error alone) and with every client's noise share and
+    the server's top-up to K (the released noise) — each against the exact float sum; beside
+    them central DP's noise standard deviation z C at its own z for the same epsilon."""
+    from sheaf.core.config import load_config
+    from sheaf.privacy.plan import privacy_plan
+    from sheaf.quantize.quantizer import ring_sum
+    from sheaf.secagg.discrete_gaussian import discrete_gaussian
+    from sheaf.secagg.distributed import top_up
+    from sheaf.secagg.plan import secagg_plan
+
+    length, clients = 4810, 100  # the 64-64-10 MLP's parameters; the expected cohort
+    base = [*DIGITS, "rounds=100", "privacy.target_epsilon=3"]
+    plan = secagg_plan(
+        load_config(overrides=[*base, "secagg.enabled=true", "secagg.dp=distributed"]), population=1000, length=length
+    )
+    central = privacy_plan(load_config(overrides=[*base, "privacy.mode=central"]), population=1000)
+    assert plan is not None
+    assert central is not None
+    quantizer = plan.quantizer()
+    rng = np.random.default_rng(seed)
+    bits = SeededBits(np.random.default_rng(seed + 1))
+    updates = rng.normal(size=(clients, length))
+    norms = plan.clip * rng.uniform(0.3, 1.0, size=(clients, 1))  # inside C: clipping is the same in both
+    updates *= norms / np.linalg.norm(updates, axis=1, keepdims=True)
+    exact = updates.sum(axis=0)
+    quantised, noised = [], []
+    for trial in range(trials):
+        plain = [quantizer.encode(u, rotation_seed=trial, bits=bits) for u in updates]
+        quantised.append(quantizer.decode(ring_sum(plain, plan.bits), trial)[0] - exact)
+        shares = [
+            quantizer.encode(
+                u, rotation_seed=trial, bits=bits, noise=discrete_gaussian(plan.variance, quantizer.padded, bits)
+            )
+            for u in updates
+        ]
+        ring, _ = top_up(plan, ring_sum(shares, plan.bits), clients, bits)
+        noised.append(quantizer.decode(ring, trial)[0] - exact)
+    central_std = central.noise_multiplier * central.clip
+    released = float(np.concatenate(noised).std())
+    return {
+        "clients": clients,
+        "length": length,
+        "padded_length": quantizer.padded,
+        "scale": plan.scale,
+        "top_up_shares": plan.top_up,
+        "share_variance": plan.variance,
+        "distributed_z": plan.noise_multiplier,
+        "central_z": central.noise_multiplier,
+        "quantisation_error_std": float(np.concatenate(quantised).std()),
+        "released_noise_std": released,
+        "planned_noise_std": math.sqrt(plan.top_up * plan.variance) / plan.scale,
+        "central_noise_std": central_std,
+        "released_over_central": released / central_std,
+        "planned_over_central": math.sqrt(plan.top_up * plan.variance) / plan.scale / central_std,
+        "load_average": os.getloadavg(),
+    }
 
 
 def primitives(length: int = 102_400, repeats: int = 200) -> dict[str, Any]:
     """Mask expansion: ChaCha20 against AES-256-CTR keystreams of ``4 * length`` bytes, the
-    fastest of 5 batches of ``repeats`` (CPU seconds of this thread), same run."""
+    fastest of 5 batches of ``repeats`` (CPU seconds of this thread), same run; beside them
+    the rest of one pairwise mask's cost to the server: its seed (X25519 and HKDF-SHA256)
+    and adding its words into the sum."""
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
     zeros, out = bytearray(4 * length), bytearray(4 * length + 64)
@@ -199,10 +325,30 @@ def primitives(length: int = 102_400, repeats: int = 200) -> dict[str, Any]:
             for key in keys:
                 make(key).encryptor().update_into(zeros, out)
             best[name] = min(best[name], (time.thread_time() - started) / repeats)
+    # What else one pairwise mask the server removes costs: the key agreement with HKDF
+    # (the seed) and the addition of the keystream into the sum, same batches.
+    from sheaf.secagg.client import pairwise_seed
+    from sheaf.secagg.crypto import generate_keypair
+
+    private, _ = generate_keypair()
+    peers = [generate_keypair()[1] for _ in range(repeats)]
+    total, words = np.zeros(length, np.uint32), np.frombuffer(memoryview(out)[: 4 * length], "<u4")
+    seed_s = add_s = float("inf")
+    for _ in range(5):
+        started = time.thread_time()
+        for index, peer in enumerate(peers):
+            pairwise_seed(private, peer, bytes(16), 0, index + 1)
+        seed_s = min(seed_s, (time.thread_time() - started) / repeats)
+        started = time.thread_time()
+        for _ in peers:
+            np.add(total, words, out=total)
+        add_s = min(add_s, (time.thread_time() - started) / repeats)
     return {
         "bytes": 4 * length,
         **{f"{name}_ms": 1e3 * seconds for name, seconds in best.items()},
         **{f"{name}_gb_s": 4 * length / seconds / 1e9 for name, seconds in best.items()},
+        "pairwise_seed_ms": 1e3 * seed_s,
+        "add_into_sum_ms": 1e3 * add_s,
         "load_average": os.getloadavg(),
     }
 
@@ -267,6 +413,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accuracy", action="store_true", help="central against distributed DP on digits")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--stand-in", action="store_true", help="accuracy runs use the exact stand-in")
+    parser.add_argument("--seeds", default="0", help="accuracy runs: the run seeds, e.g. 0,1,2,3,4")
+    parser.add_argument("--rows", default=",".join(ACCURACY_ROWS), help="accuracy runs: which settings")
+    parser.add_argument("--noise", default="seeded", help="accuracy runs: seeded (from the run seed) or secure (fresh)")
+    parser.add_argument("--noise-check", action="store_true", help="the released noise and quantisation error of a sum")
     parser.add_argument("--primitives", action="store_true", help="ChaCha20 against AES-256-CTR mask expansion")
     parser.add_argument("--unmask", action="store_true", help="the server's unmasking on one thread and on several")
     args = parser.parse_args(argv)
@@ -275,11 +425,17 @@ def main(argv: list[str] | None = None) -> None:
         dropout = max(_floats(args.dropouts))
         print(json.dumps(unmasking(n, d, dropout, args.repeats), indent=1))
         return
+    if args.noise_check:
+        print(json.dumps(noise_check(), indent=1))
+        return
     if args.primitives:
         print(json.dumps(primitives(), indent=1))
         return
     if args.accuracy:
-        print(json.dumps({"accuracy": accuracy(args.rounds, args.stand_in), "load_average": os.getloadavg()}, indent=1))
+        seeds = [int(x) for x in args.seeds.split(",") if x]
+        only = tuple(row for row in ACCURACY_ROWS if row in args.rows.split(","))
+        figures = accuracy(args.rounds, args.stand_in, seeds, only, args.noise)
+        print(json.dumps({"accuracy": figures, "load_average": os.getloadavg()}, indent=1))
         return
     skip = {tuple(float(x) for x in cell.split("x")) for cell in args.skip.split(",") if cell}
     results = []

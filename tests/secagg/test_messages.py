@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import struct
 
 import numpy as np
 import pytest
@@ -88,3 +89,47 @@ def test_a_message_of_the_chacha20_version_is_refused() -> None:
     assert current[:3] == b"SA\x02"
     with pytest.raises(SecAggError, match="not a secure-aggregation message of this version"):
         decode_message(b"SA\x01" + current[3:])
+
+
+def _reference_bytes(message: object) -> bytes:
+    """The wire layout written out field by field with ``struct``, as the module docstring
+    states it (big-endian u64 ids, u32 counts and lengths): the faster encoder and decoder
+    must keep exactly these bytes, or deployed peers of two releases would not understand
+    each other."""
+    u64, u32 = (lambda v: struct.pack(">Q", v)), (lambda v: struct.pack(">I", v))
+
+    def blob(value: bytes) -> bytes:
+        return u32(len(value)) + value
+
+    def shares(items: tuple[EncryptedShare, ...]) -> bytes:
+        return u32(len(items)) + b"".join(u64(s.sender) + u64(s.recipient) + blob(s.ciphertext) for s in items)
+
+    def pairs(items: tuple[tuple[int, bytes], ...]) -> bytes:
+        return u32(len(items)) + b"".join(u64(peer) + blob(share) for peer, share in items)
+
+    if isinstance(message, ShareKeys):
+        return b"SA\x02\x03" + blob(message.instance) + u64(message.client) + shares(message.shares)
+    if isinstance(message, ForwardedShares):
+        return b"SA\x02\x04" + blob(message.instance) + shares(message.shares)
+    if isinstance(message, MaskedInput):
+        assert message.bits == 32
+        body = u64(32) + u32(message.vector.size) + message.vector.astype("<u4").tobytes()
+        return b"SA\x02\x05" + blob(message.instance) + u64(message.client) + body
+    assert isinstance(message, UnmaskShares)
+    body = u64(message.client) + pairs(message.seed_shares) + pairs(message.key_shares)
+    return b"SA\x02\x09" + blob(message.instance) + body
+
+
+@pytest.mark.parametrize(
+    "message", [MESSAGES[2], MESSAGES[3], MESSAGES[4], MESSAGES[-1]], ids=lambda m: type(m).__name__
+)
+def test_the_wire_bytes_are_the_documented_layout(message: object) -> None:
+    assert encode_message(message) == _reference_bytes(message)  # type: ignore[arg-type]
+
+
+def test_a_sealed_share_longer_than_the_cap_is_refused_before_reading_it() -> None:
+    # sender, recipient, then a ciphertext length past the 64 KiB cap: refused on the header
+    data = b"SA\x02\x04" + (16).to_bytes(4, "big") + INSTANCE + (1).to_bytes(4, "big")
+    data += (3).to_bytes(8, "big") + (5).to_bytes(8, "big") + (2**16 + 1).to_bytes(4, "big")
+    with pytest.raises(SecAggError, match="more than"):
+        decode_message(data + bytes(2**16 + 1))

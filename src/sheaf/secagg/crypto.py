@@ -203,10 +203,14 @@ class _Buffers(threading.local):
 _BUFFERS = _Buffers()
 
 
+#: Counter mode from counter block zero (immutable, so one object serves every mask).
+_COUNTER_ZERO = modes.CTR(bytes(16))
+
+
 def _cipher(seed: bytes) -> Cipher[modes.CTR]:
     if len(seed) != KEY_BYTES:
         raise SecAggError(f"a mask seed must be {KEY_BYTES} bytes, got {len(seed)}")
-    return Cipher(algorithms.AES256(seed), modes.CTR(bytes(16)))
+    return Cipher(algorithms.AES256(seed), _COUNTER_ZERO)
 
 
 def keystream(seed: bytes, count: int) -> bytes:

@@ -207,44 +207,77 @@ _TAGS: dict[type[Any], int] = {
 }
 
 
+#: Fixed-width fields, compiled once (a message of 99 sealed shares has some 400 of them).
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+_SHARE_HEAD = struct.Struct(">QQI")  # sender, recipient, ciphertext length
+
+
 class _Writer:
     def __init__(self) -> None:
         self.parts: list[bytes] = []
 
     def u64(self, value: int) -> None:
-        self.parts.append(struct.pack(">Q", value))
+        self.parts.append(_U64.pack(value))
 
     def blob(self, value: bytes) -> None:
-        self.parts.append(struct.pack(">I", len(value)) + value)
+        self.parts.append(_U32.pack(len(value)))
+        self.parts.append(value)
 
     def count(self, value: int) -> None:
-        self.parts.append(struct.pack(">I", value))
+        self.parts.append(_U32.pack(value))
 
 
 class _Reader:
+    """Reads fields in place (``unpack_from``: no copy per integer); every read checks
+    that the bytes are there, every count and length its cap, before anything is taken."""
+
     def __init__(self, data: bytes) -> None:
         self.data = memoryview(data)
         self.at = 0
 
-    def take(self, size: int) -> bytes:
-        if size > len(self.data) - self.at:
+    def _need(self, size: int) -> int:
+        at = self.at
+        if size > len(self.data) - at:
             raise SecAggError(f"a secure-aggregation message is truncated (needs {size} more bytes)")
-        chunk = bytes(self.data[self.at : self.at + size])
-        self.at += size
-        return chunk
+        self.at = at + size
+        return at
+
+    def take(self, size: int) -> bytes:
+        at = self._need(size)
+        return bytes(self.data[at : at + size])
+
+    def skip(self, size: int) -> int:
+        """The offset of the next ``size`` bytes, which the caller reads in place."""
+        return self._need(size)
 
     def u64(self) -> int:
-        value: int = struct.unpack(">Q", self.take(8))[0]
+        value: int = _U64.unpack_from(self.data, self._need(8))[0]
         return value
 
     def count(self, cap: int = _MAX_ITEMS) -> int:
-        value: int = struct.unpack(">I", self.take(4))[0]
+        value: int = _U32.unpack_from(self.data, self._need(4))[0]
         if value > cap:
             raise SecAggError(f"a secure-aggregation message declares {value} entries, more than {cap}")
         return value
 
     def blob(self) -> bytes:
-        return self.take(self.count(_MAX_BLOB))
+        data, at = self.data, self._need(4)
+        (size,) = _U32.unpack_from(data, at)
+        if size > _MAX_BLOB:
+            raise SecAggError(f"a secure-aggregation message declares {size} entries, more than {_MAX_BLOB}")
+        if size > len(data) - self.at:
+            raise SecAggError(f"a secure-aggregation message is truncated (needs {size} more bytes)")
+        at = self.at
+        self.at = at + size
+        return bytes(data[at : at + size])
+
+    def share(self) -> EncryptedShare:
+        """One sealed share: sender, recipient and ciphertext (a blob), read at once."""
+        sender, recipient, size = _SHARE_HEAD.unpack_from(self.data, self._need(_SHARE_HEAD.size))
+        if size > _MAX_BLOB:
+            raise SecAggError(f"a secure-aggregation message declares {size} entries, more than {_MAX_BLOB}")
+        return EncryptedShare(sender, recipient, self.take(size))
 
     def done(self) -> None:
         if self.at != len(self.data):
@@ -265,13 +298,12 @@ def _read_keys(r: _Reader) -> AdvertiseKeys:
 def _write_shares(w: _Writer, shares: tuple[EncryptedShare, ...]) -> None:
     w.count(len(shares))
     for share in shares:
-        w.u64(share.sender)
-        w.u64(share.recipient)
-        w.blob(share.ciphertext)
+        w.parts.append(_SHARE_HEAD.pack(share.sender, share.recipient, len(share.ciphertext)))
+        w.parts.append(share.ciphertext)
 
 
 def _read_shares(r: _Reader) -> tuple[EncryptedShare, ...]:
-    return tuple(EncryptedShare(r.u64(), r.u64(), r.blob()) for _ in range(r.count()))
+    return tuple(r.share() for _ in range(r.count()))
 
 
 def _write_ids(w: _Writer, ids: tuple[int, ...]) -> None:
@@ -312,8 +344,8 @@ def _read_vector(r: _Reader) -> tuple[int, npt.NDArray[np.uint32]]:
         raise SecAggError(f"a masked input declares a ring of {bits} bits")
     size = r.count(_MAX_VECTOR)
     width = -(-bits // 8)
-    if width == 4:
-        vector = np.frombuffer(r.take(size * 4), "<u4").astype(np.uint32)
+    if width == 4:  # one copy, straight from the message's bytes
+        vector = np.frombuffer(r.data, "<u4", count=size, offset=r.skip(size * 4)).astype(np.uint32)
     else:
         packed = np.frombuffer(r.take(size * width), np.uint8).reshape(size, width)
         words = np.zeros((size, 4), np.uint8)

@@ -187,23 +187,26 @@ def _abort(state: ServerState, reason: str) -> tuple[ServerState, dict[int, Serv
     return dataclasses.replace(state, stage=ServerStage.ABORTED, reason=reason, total=None), {}
 
 
-def _shares_by_owner(state: ServerState) -> tuple[dict[int, dict[int, int]], dict[int, dict[int, int]]]:
-    """The unmasking shares, indexed: owner -> {holder x-coordinate: share}, seeds and keys."""
-    seeds: dict[int, dict[int, int]] = {}
-    keys: dict[int, dict[int, int]] = {}
+def _shares_by_owner(state: ServerState) -> tuple[dict[int, dict[int, bytes]], dict[int, dict[int, bytes]]]:
+    """The unmasking shares, indexed: owner -> {holder x-coordinate: share bytes}, seeds and keys."""
+    seeds: dict[int, dict[int, bytes]] = {}
+    keys: dict[int, dict[int, bytes]] = {}
     for responder, reply in state.unmasking.items():
         for peer, share in reply.seed_shares:
-            seeds.setdefault(peer, {})[responder + 1] = secret_from_bytes(share)
+            seeds.setdefault(peer, {})[responder + 1] = share
         for peer, share in reply.key_shares:
-            keys.setdefault(peer, {})[responder + 1] = secret_from_bytes(share)
+            keys.setdefault(peer, {})[responder + 1] = share
     return seeds, keys
 
 
-def _rebuild(shares: dict[int, int] | None, threshold: int, owner: int) -> bytes | None:
-    """A secret from its shares, if at least ``threshold`` arrived."""
+def _rebuild(shares: dict[int, bytes] | None, threshold: int, owner: int) -> bytes | None:
+    """A secret from its shares, if at least ``threshold`` arrived: the first ``threshold``
+    by holder, as :func:`~sheaf.secagg.shamir.combine` takes them (only those are read as
+    field elements; every share was checked to be one when it arrived)."""
     if shares is None or len(shares) < threshold:
         return None
-    value = combine(shares, threshold)
+    chosen = {x: secret_from_bytes(shares[x]) for x in sorted(shares)[:threshold]}
+    value = combine(chosen, threshold)
     if value >= 1 << (8 * KEY_BYTES):
         raise SecAggError(f"the shares of client {owner}'s secret rebuild a value out of range")
     return value.to_bytes(KEY_BYTES, "big")
