@@ -254,13 +254,18 @@ class RoundLog:
             out.write(json.dumps(line) + "\n")
 
 
-def shakespeare(rounds: int, stride: int = 8, test_every: int = 25, log: Path | None = None) -> dict[str, Any]:
+def shakespeare(
+    rounds: int, stride: int = 8, test_every: int = 25, log: Path | None = None, runs_dir: Path | None = None
+) -> dict[str, Any]:
     """LEAF's Shakespeare FedAvg for ``rounds`` rounds: accuracy each round and seconds per round.
 
     The curve is measured on every ``test_every``-th test window (the whole test set costs
     many rounds' training with this model on a CPU); ``stride`` keeps every k-th training
     window as ``examples/shakespeare/run.py`` does (1: all, as LEAF). ``log``, if given,
-    gets one JSON line per round as the run goes.
+    gets one JSON line per round as the run goes. ``runs_dir``, if given, keeps the run
+    there under a fixed name, so that a run stopped (Ctrl-C, ``kill``, the machine's end)
+    resumes after its last round when the same command is given again, to the same model
+    (a named run resumes: :func:`sheaf.simulate`); without it the run is thrown away.
     """
     import dataclasses
 
@@ -276,13 +281,19 @@ def shakespeare(rounds: int, stride: int = 8, test_every: int = 25, log: Path | 
     test = federation.central_test
     federation = dataclasses.replace(federation, central_test=Split(test.x[::test_every], test.y[::test_every]))
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as folder:
-        config = dataclasses.replace(config, runs_dir=folder)
-        result = sheaf.simulate(config, federation=federation, listener=RoundLog(log))
+    if runs_dir is not None:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        named = dataclasses.replace(config, runs_dir=str(runs_dir), name=f"shakespeare-leaf-stride{stride}")
+        result = sheaf.simulate(named, federation=federation, listener=RoundLog(log))
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            config = dataclasses.replace(config, runs_dir=folder)
+            result = sheaf.simulate(config, federation=federation, listener=RoundLog(log))
     records = list(result.history)
+    kept = f" --shakespeare-runs-dir {runs_dir}" if runs_dir is not None else ""
     return {
         "command": "python benchmarks/quality.py --only shakespeare "
-        f"--shakespeare-rounds {rounds} --shakespeare-stride {stride}",
+        f"--shakespeare-rounds {rounds} --shakespeare-stride {stride}{kept}",
         "settings": [*LEAF_SETTINGS, f"stride={stride}", "examples/shakespeare/shakespeare.toml"],
         "backend": result.backend,
         "training_samples": int(federation.train_counts.sum()),
@@ -505,6 +516,12 @@ def main() -> None:
     parser.add_argument("--shakespeare-rounds", type=int, default=40, help="rounds of LEAF's Shakespeare run")
     parser.add_argument("--shakespeare-stride", type=int, default=8, help="keep every k-th window (1: all, as LEAF)")
     parser.add_argument("--log", type=Path, default=None, help="append one JSON line per Shakespeare round here")
+    parser.add_argument(
+        "--shakespeare-runs-dir",
+        type=Path,
+        default=None,
+        help="keep the Shakespeare run here (named): the same command resumes it after its last round",
+    )
     parser.add_argument("--seeds", type=int, default=5, help="seeds for the heart runs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="Fashion-MNIST override")
     parser.add_argument("--plot", default="", help="write Fashion-MNIST's accuracy curves to this PNG")
@@ -529,7 +546,9 @@ def main() -> None:
     if "shakespeare_cost" in wanted:
         figures["shakespeare_cost"] = shakespeare_cost()
     if "shakespeare" in wanted:
-        figures["shakespeare"] = shakespeare(args.shakespeare_rounds, args.shakespeare_stride, log=args.log)
+        figures["shakespeare"] = shakespeare(
+            args.shakespeare_rounds, args.shakespeare_stride, log=args.log, runs_dir=args.shakespeare_runs_dir
+        )
     print(json.dumps(figures, indent=2))
 
 
