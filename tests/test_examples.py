@@ -92,3 +92,16 @@ def test_shakespeare_example_trains_over_role_clients(tmp_path: Path) -> None:
     assert figures["clients"] == 1044
     assert int(figures["training_samples"]) > 40_000  # type: ignore[arg-type]
     assert float(figures["test_accuracy"]) > 0.1  # type: ignore[arg-type]  # a space alone is ~0.17 of characters
+
+
+def test_fashion_mnists_dataset_defaults_train_as_its_example_does() -> None:
+    # `sheaf simulate --set dataset=fashion_mnist` and examples/fashion-mnist are documented as
+    # the same training: a change to one of them that skips the other fails here.
+    import sheaf
+
+    example = sheaf.load_config(ROOT / "examples" / "fashion-mnist" / "fashion_mnist.toml")
+    defaults = sheaf.load_config(overrides=["dataset=fashion_mnist"])
+
+    assert defaults.rounds == example.rounds
+    assert (defaults.model, defaults.train, defaults.strategy) == (example.model, example.train, example.strategy)
+    assert defaults.data.clients == example.data.clients
