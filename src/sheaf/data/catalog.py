@@ -149,7 +149,14 @@ register_dataset(
             "data": {"clients": 100},
             "model": {"name": "cnn_wide", "hidden": [128]},
             "train": {"epochs": 3, "batch_size": 32, "lr": 0.05, "lr_decay": 0.986},
-            "strategy": {"name": "fedavgm", "fraction": 0.1, "min_clients": 10, "lr": 0.2, "momentum": 0.9, "lr_decay": 0.99},
+            "strategy": {
+                "name": "fedavgm",
+                "fraction": 0.1,
+                "min_clients": 10,
+                "lr": 0.2,
+                "momentum": 0.9,
+                "lr_decay": 0.99,
+            },
             "evaluation": {"interval": 10, "monitor": 2000},
         },
     )
