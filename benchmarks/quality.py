@@ -391,6 +391,7 @@ def fashion_mnist_figures(run_path: str | Path, every: int = 10) -> dict[str, An
         "settings": {
             "model": config.model.name,
             "strategy": config.strategy.name,
+            "strategy_options": dict(config.strategy.options),
             "train": {k: getattr(config.train, k) for k in ("epochs", "batch_size", "lr", "momentum", "lr_decay")},
         },
         "test_images": len(federation.central_test),

@@ -55,6 +55,19 @@ def test_a_stopped_run_resumes_with_its_strategy_and_client_state_and_ends_the_s
         assert left  # the clients that trained hold a control variate
 
 
+def test_server_lr_decay_follows_the_server_round_through_a_resume(runs_dir: str) -> None:
+    # the decayed rate comes from the server's round count: a run stopped after round 2 and
+    # resumed steps rounds 3-4 with lr * decay^2 and decay^3, as the straight run does
+    cfg = config(runs_dir, "rounds=4", "strategy=fedavgm", "strategy.lr=1.0", "strategy.lr_decay=0.5", "name=decay")
+    with pytest.raises(KeyboardInterrupt):
+        simulate(cfg, listener=StopAfter(2))
+    resumed = simulate(cfg)
+    straight = simulate(cfg.replace(name="decay-straight"))
+    assert resumed.params.array_equal(straight.params)
+    constant = simulate(config(runs_dir, "rounds=4", "strategy=fedavgm", "strategy.lr=1.0", "name=constant"))
+    assert not constant.params.array_equal(straight.params)
+
+
 class Crashing:
     """The built-in task, except that some clients crash every round."""
 

@@ -87,3 +87,68 @@ def test_bad_settings_name_the_setting_and_the_range(factory: object, kwargs: di
     with pytest.raises(ConfigError) as info:
         factory(**kwargs)  # type: ignore[operator]
     assert str(info.value) == message
+
+
+def step_at(strategy: Strategy, round: int, delta: float) -> float:
+    """The change one aggregation makes in ``round`` (fresh state) for a mean delta ``delta``."""
+    params = Params({"w": np.zeros(1)})
+    updates = [Update(0, Params({"w": np.array([delta])}), 1)]
+    new, _, _ = strategy.aggregate(updates, strategy.init(params), RoundContext(round, params, 0, 1))
+    return float(new["w"][0])
+
+
+def test_fedavgm_server_lr_decays_by_the_server_round() -> None:
+    # no momentum: the step is lr * lr_decay^(t-1) * delta; the round is the server's context
+    strategy = fedavgm(lr=0.5, momentum=0.0, lr_decay=0.5)
+    assert [step_at(strategy, t, 2.0) for t in (1, 2, 3, 11)] == pytest.approx([1.0, 0.5, 0.25, 0.5**10])
+
+
+def test_fedavgm_decay_scales_the_momentum_step() -> None:
+    # x1 = 0.5 * 2 = 1; m2 = 0.9 * 2 - 1 = 0.8, x2 = 1 + (0.5 * 0.5) * 0.8 = 1.2 (undecayed: 1.4)
+    assert two_rounds(fedavgm(lr=0.5, momentum=0.9, lr_decay=0.5), 2.0, -1.0) == pytest.approx((1.0, 1.2))
+
+
+@pytest.mark.parametrize("factory", [fedadam, fedyogi])
+def test_adaptive_server_lr_decays(factory: object) -> None:
+    # as the undecayed tests above, with the second round's step halved
+    first, second = two_rounds(factory(lr=0.4, beta1=0.5, beta2=0.5, tau=1.0, lr_decay=0.5), 1.0, 3.0)  # type: ignore[operator]
+    assert first == pytest.approx(0.1)
+    v = 5.0 if factory is fedadam else 5.5
+    assert second == pytest.approx(0.1 + 0.5 * 0.7 / (math.sqrt(v) + 1))
+
+
+def test_fedadagrad_server_lr_decays() -> None:
+    assert step_at(fedadagrad(lr=0.4, tau=1.0, lr_decay=0.25), 3, 1.0) == pytest.approx(
+        0.4 * 0.25**2 / (math.sqrt(2) + 1)
+    )
+
+
+@pytest.mark.parametrize("factory", [fedavgm, fedadam, fedyogi, fedadagrad])
+def test_default_lr_decay_leaves_every_round_unchanged(factory: object) -> None:
+    plain, explicit = factory(), factory(lr_decay=1.0)  # type: ignore[operator]
+    assert step_at(plain, 50, 0.3) == step_at(explicit, 50, 0.3) == step_at(plain, 1, 0.3)
+
+
+@pytest.mark.parametrize(
+    ("factory", "value", "message"),
+    [
+        (fedavgm, 0.0, "strategy.lr_decay must be > 0 and <= 1 for fedavgm, got 0.0"),
+        (fedavgm, 1.5, "strategy.lr_decay must be > 0 and <= 1 for fedavgm, got 1.5"),
+        (fedyogi, "slow", "strategy.lr_decay must be a number for fedyogi, got 'slow'"),
+        (fedadagrad, float("nan"), "strategy.lr_decay must be a number for fedadagrad, got nan"),
+    ],
+)
+def test_bad_lr_decay_is_refused(factory: object, value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        factory(lr_decay=value)  # type: ignore[operator]
+    assert str(info.value) == message
+
+
+def test_lr_decay_reaches_the_strategy_from_the_config() -> None:
+    from sheaf.core.config import StrategyConfig
+    from sheaf.strategies import build_strategy
+
+    built = build_strategy(StrategyConfig(name="fedavgm", options={"lr": 0.5, "momentum": 0.0, "lr_decay": 0.5}))
+    assert step_at(built, 3, 2.0) == pytest.approx(0.25)
+    with pytest.raises(ConfigError, match="unknown setting strategy.lr_decay for 'fedavg'"):
+        build_strategy(StrategyConfig(name="fedavg", options={"lr_decay": 0.5}))

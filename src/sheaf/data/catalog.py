@@ -145,11 +145,18 @@ register_dataset(
         load_fashion_mnist,
         install="apt-get install dataset-fashion-mnist",
         defaults={  # examples/fashion-mnist: a CNN over 100 clients, 10 per round, FedAvgM
-            "rounds": 110,
+            "rounds": 160,
             "data": {"clients": 100},
             "model": {"name": "cnn_wide", "hidden": [128]},
-            "train": {"epochs": 3, "batch_size": 32, "lr": 0.05, "lr_decay": 0.979},
-            "strategy": {"name": "fedavgm", "fraction": 0.1, "min_clients": 10, "lr": 0.2, "momentum": 0.9},
+            "train": {"epochs": 3, "batch_size": 32, "lr": 0.05, "lr_decay": 0.986},
+            "strategy": {
+                "name": "fedavgm",
+                "fraction": 0.1,
+                "min_clients": 10,
+                "lr": 0.2,
+                "momentum": 0.9,
+                "lr_decay": 0.99,
+            },
             "evaluation": {"interval": 10, "monitor": 2000},
         },
     )

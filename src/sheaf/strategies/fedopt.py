@@ -32,12 +32,14 @@ from sheaf.strategies.server_opt import server_adaptive, server_momentum
 __all__ = ["fedadagrad", "fedadam", "fedavgm", "fedyogi"]
 
 
-def fedavgm(lr: float = 1.0, momentum: float = 0.9) -> Strategy:
-    """FedAvg with server momentum: ``m ← β m + Δ``, new params = params + η m.
+def fedavgm(lr: float = 1.0, momentum: float = 0.9, lr_decay: float = 1.0) -> Strategy:
+    """FedAvg with server momentum: ``m ← β m + Δ``, new params = params + η_t m.
 
     Args:
         lr: server learning rate η > 0.
         momentum: server momentum β in [0, 1) (0 with ``lr = 1`` is FedAvg).
+        lr_decay: server learning-rate decay in (0, 1]: round ``t`` steps with
+            ``η_t = lr · lr_decay^(t−1)`` (1, the default: a constant η).
 
     Raises:
         ConfigError: if a hyperparameter is out of range.
@@ -60,21 +62,27 @@ def fedavgm(lr: float = 1.0, momentum: float = 0.9) -> Strategy:
     """
     eta = real("fedavgm", "lr", lr, low=0, low_open=True)
     beta = real("fedavgm", "momentum", momentum, low=0, high=1, high_open=True)
-    return chain(weighted_mean(), server_momentum(eta, beta), name="fedavgm")
+    decay = real("fedavgm", "lr_decay", lr_decay, low=0, high=1, low_open=True)
+    return chain(weighted_mean(), server_momentum(eta, beta, decay), name="fedavgm")
 
 
-def _adaptive(name: str, kind: str, lr: float, beta1: float, beta2: float, tau: float) -> Strategy:
+def _adaptive(
+    name: str, kind: str, lr: float, beta1: float, beta2: float, tau: float, lr_decay: float = 1.0
+) -> Strategy:
     step = server_adaptive(
         kind,
         lr=real(name, "lr", lr, low=0, low_open=True),
         beta1=real(name, "beta1", beta1, low=0, high=1, high_open=True),
         beta2=real(name, "beta2", beta2, low=0, high=1, high_open=True),
         tau=real(name, "tau", tau, low=0, low_open=True),
+        lr_decay=real(name, "lr_decay", lr_decay, low=0, high=1, low_open=True),
     )
     return chain(weighted_mean(), step, name=name)
 
 
-def fedadam(lr: float = 0.03, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> Strategy:
+def fedadam(
+    lr: float = 0.03, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3, lr_decay: float = 1.0
+) -> Strategy:
     """FedAdam: the mean update as a pseudo-gradient for server Adam (no bias correction).
 
     Args:
@@ -83,6 +91,8 @@ def fedadam(lr: float = 0.03, beta1: float = 0.9, beta2: float = 0.99, tau: floa
         beta1: first-moment decay β₁ in [0, 1).
         beta2: second-moment decay β₂ in [0, 1).
         tau: adaptivity τ > 0.
+        lr_decay: server learning-rate decay in (0, 1]: round ``t`` uses
+            ``lr · lr_decay^(t−1)`` (1, the default: a constant η).
 
     Raises:
         ConfigError: if a hyperparameter is out of range.
@@ -101,10 +111,12 @@ def fedadam(lr: float = 0.03, beta1: float = 0.9, beta2: float = 0.99, tau: floa
     References:
         Reddi et al. Adaptive Federated Optimization. ICLR 2021, Algorithm 2.
     """
-    return _adaptive("fedadam", "adam", lr, beta1, beta2, tau)
+    return _adaptive("fedadam", "adam", lr, beta1, beta2, tau, lr_decay)
 
 
-def fedyogi(lr: float = 0.03, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> Strategy:
+def fedyogi(
+    lr: float = 0.03, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3, lr_decay: float = 1.0
+) -> Strategy:
     """FedYogi: like FedAdam, but ``v`` moves by ``(1 − β₂) Δ²`` towards ``Δ²`` (additively).
 
     Args:
@@ -112,6 +124,8 @@ def fedyogi(lr: float = 0.03, beta1: float = 0.9, beta2: float = 0.99, tau: floa
         beta1: first-moment decay β₁ in [0, 1).
         beta2: second-moment rate β₂ in [0, 1).
         tau: adaptivity τ > 0.
+        lr_decay: server learning-rate decay in (0, 1]: round ``t`` uses
+            ``lr · lr_decay^(t−1)`` (1, the default: a constant η).
 
     Raises:
         ConfigError: if a hyperparameter is out of range.
@@ -131,16 +145,18 @@ def fedyogi(lr: float = 0.03, beta1: float = 0.9, beta2: float = 0.99, tau: floa
         Reddi et al. Adaptive Federated Optimization. ICLR 2021, Algorithm 2; Zaheer et al.
         Adaptive Methods for Nonconvex Optimization. NeurIPS 2018.
     """
-    return _adaptive("fedyogi", "yogi", lr, beta1, beta2, tau)
+    return _adaptive("fedyogi", "yogi", lr, beta1, beta2, tau, lr_decay)
 
 
-def fedadagrad(lr: float = 0.1, beta1: float = 0.0, tau: float = 1e-3) -> Strategy:
+def fedadagrad(lr: float = 0.1, beta1: float = 0.0, tau: float = 1e-3, lr_decay: float = 1.0) -> Strategy:
     """FedAdagrad: ``v ← v + Δ²``, new params = params + η m / (√v + τ).
 
     Args:
         lr: server learning rate η > 0.
         beta1: first-moment decay β₁ in [0, 1); 0 (the default) is plain Adagrad.
         tau: adaptivity τ > 0.
+        lr_decay: server learning-rate decay in (0, 1]: round ``t`` uses
+            ``lr · lr_decay^(t−1)`` (1, the default: a constant η).
 
     Raises:
         ConfigError: if a hyperparameter is out of range.
@@ -159,4 +175,4 @@ def fedadagrad(lr: float = 0.1, beta1: float = 0.0, tau: float = 1e-3) -> Strate
     References:
         Reddi et al. Adaptive Federated Optimization. ICLR 2021, Algorithm 2.
     """
-    return _adaptive("fedadagrad", "adagrad", lr, beta1, 0.0, tau)
+    return _adaptive("fedadagrad", "adagrad", lr, beta1, 0.0, tau, lr_decay)

@@ -16,6 +16,13 @@ of Reddi et al. (2021), Algorithm 2, with no bias correction and ``v`` starting 
 The moments are the step's state (stored with every round), kept in each parameter's
 dtype; the arithmetic runs in float64.
 
+``lr_decay`` (default 1: a constant η) decays the server learning rate by round: round ``t``
+applies ``η · lr_decay^(t−1)``, with ``t`` from the server's own round context (never from
+anything a client sends), so a resumed run continues on the same schedule. This is the
+server-side counterpart of ``train.lr_decay``; the FedOpt paper (Reddi et al. 2021) calls
+it a server learning-rate schedule, and Flower has no built-in one (its ``FedAvgM`` and
+``FedAdam`` keep ``server_learning_rate`` / ``eta`` constant).
+
 Example:
     >>> import numpy as np
     >>> from sheaf.core.params import Params
@@ -44,7 +51,7 @@ import numpy.typing as npt
 from sheaf.core.params import Params
 from sheaf.strategies.base import RoundContext, ServerStep
 
-__all__ = ["AdaptiveState", "MomentumState", "server_adaptive", "server_momentum"]
+__all__ = ["AdaptiveState", "MomentumState", "server_adaptive", "server_lr", "server_momentum"]
 
 F64 = npt.NDArray[np.float64]
 
@@ -62,12 +69,25 @@ class AdaptiveState(NamedTuple):
     v: Params
 
 
-def server_momentum(lr: float, momentum: float) -> ServerStep[MomentumState]:
-    """Server SGD with heavy-ball momentum: ``m ← β m + Δ``, apply ``lr · m``.
+def server_lr(lr: float, lr_decay: float, round: int) -> float:
+    """The server learning rate of round ``round`` (1-based): ``lr · lr_decay^(round−1)``.
+
+    Example:
+        >>> server_lr(0.2, 1.0, 50), server_lr(0.2, 0.5, 3)
+        (0.2, 0.05)
+    """
+    if lr_decay == 1.0:
+        return lr
+    return lr * lr_decay ** max(0, round - 1)
+
+
+def server_momentum(lr: float, momentum: float, lr_decay: float = 1.0) -> ServerStep[MomentumState]:
+    """Server SGD with heavy-ball momentum: ``m ← β m + Δ``, apply ``lr_t · m``.
 
     Args:
         lr: server learning rate η.
         momentum: β in [0, 1); 0 is plain server SGD (``lr = 1`` is FedAvg).
+        lr_decay: round ``t`` applies ``lr_t = η · lr_decay^(t−1)`` (1: constant).
 
     References:
         Hsu, Qi, Brown. Measuring the Effects of Non-Identical Data Distribution for
@@ -79,7 +99,8 @@ def server_momentum(lr: float, momentum: float) -> ServerStep[MomentumState]:
 
     def apply(delta: Params, state: MomentumState, ctx: RoundContext) -> tuple[Params, MomentumState]:
         m = _combine(state.momentum, delta, lambda m, d: momentum * m + d)
-        return _combine(m, m, lambda m, _: lr * m), MomentumState(m)
+        eta = server_lr(lr, lr_decay, ctx.round)
+        return _combine(m, m, lambda m, _: eta * m), MomentumState(m)
 
     return ServerStep(init, apply, "server_momentum")
 
@@ -91,7 +112,9 @@ _SECOND_MOMENT: dict[str, Callable[[F64, F64, float], F64]] = {
 }
 
 
-def server_adaptive(kind: str, *, lr: float, beta1: float, beta2: float, tau: float) -> ServerStep[AdaptiveState]:
+def server_adaptive(
+    kind: str, *, lr: float, beta1: float, beta2: float, tau: float, lr_decay: float = 1.0
+) -> ServerStep[AdaptiveState]:
     """An adaptive server optimiser from Reddi et al.'s Algorithm 2 (no bias correction).
 
     Args:
@@ -100,6 +123,7 @@ def server_adaptive(kind: str, *, lr: float, beta1: float, beta2: float, tau: fl
         beta1: first-moment decay β₁ in [0, 1).
         beta2: second-moment decay β₂ in [0, 1) (unused by Adagrad).
         tau: adaptivity τ > 0: added to √v, and ``v`` starts at ``tau²``.
+        lr_decay: round ``t`` applies ``η · lr_decay^(t−1)`` (1: constant).
 
     Raises:
         ValueError: for an unknown kind (a programming error; factories check settings).
@@ -117,9 +141,10 @@ def server_adaptive(kind: str, *, lr: float, beta1: float, beta2: float, tau: fl
     def apply(delta: Params, state: AdaptiveState, ctx: RoundContext) -> tuple[Params, AdaptiveState]:
         m = _combine(state.m, delta, lambda m, d: beta1 * m + (1 - beta1) * d)
         v = _combine(state.v, delta, lambda v, d: second(v, d * d, beta2))
+        eta = server_lr(lr, lr_decay, ctx.round)
         step = Params(
             {
-                name: (lr * m[name].astype(np.float64) / (np.sqrt(v[name].astype(np.float64)) + tau)).astype(
+                name: (eta * m[name].astype(np.float64) / (np.sqrt(v[name].astype(np.float64)) + tau)).astype(
                     delta[name].dtype
                 )
                 for name in delta
