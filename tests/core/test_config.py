@@ -149,7 +149,7 @@ def test_a_rounds_learning_rate_decays_from_the_first_round() -> None:
     assert rates == pytest.approx([0.1, 0.09, 0.1 * 0.9**10])
     assert all(train.for_round(t).lr_decay == 1.0 for t in (1, 5))  # the round's rate is final
     constant = load_config().train
-    assert constant.for_round(50) is constant
+    assert constant.for_round(50) == constant
 
 
 def test_a_datasets_strategy_hyperparameters_do_not_follow_the_user_to_another_strategy() -> None:

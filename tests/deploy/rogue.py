@@ -195,6 +195,26 @@ async def rogue(
     return lines
 
 
+async def vanish_with_a_task(connect: Connector, key: Path) -> ReceivedTask:
+    """Join, pull until a task comes, then close the connection and send nothing more: a
+    client killed while it trains, as its server sees it. Returns the task it took."""
+    identity = load_identity(key)
+    channel = connect()
+    try:
+        rpc = _Rpc(channel, identity)
+        join = await _join(rpc)
+        while True:
+            reader = await rpc.pull(join.run_id, 1 << 30)
+            if reader.idle is None:
+                task = reader.finish()
+                assert task is not None
+                return task
+            if reader.idle.finished:
+                raise AssertionError("the run finished before this client got a task")
+    finally:
+        await channel.close()
+
+
 async def stalled_pushes(
     connect: Connector, key: Path, count: int, *, on_line: Callable[[str], None] = lambda line: None
 ) -> list[str]:

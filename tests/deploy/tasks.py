@@ -19,10 +19,15 @@ from sheaf.task.base import EvalResult, FitInstructions, FitResult
 class SoftmaxTask(sheaf_softmax.SoftmaxTask):
     """:class:`sheaf.task.softmax.SoftmaxTask`, with hooks for tests of timing:
     ``SHEAF_TEST_FIT_SECONDS`` makes every fit take at least that long;
-    ``SHEAF_TEST_SLOW_ROUND`` and ``SHEAF_TEST_SLOW_SECONDS`` stall one round's fit.
+    ``SHEAF_TEST_SLOW_ROUND`` and ``SHEAF_TEST_SLOW_SECONDS`` stall one round's fit;
+    ``SHEAF_TEST_FIT_GATE`` (a path) makes every fit wait until that file exists (at most
+    10 minutes) — the gate of a client in another process, opened by the test.
     """
 
     def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        gate, deadline = os.environ.get("SHEAF_TEST_FIT_GATE"), time.monotonic() + 600
+        while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.05)
         if str(instructions.round) == os.environ.get("SHEAF_TEST_SLOW_ROUND"):
             time.sleep(float(os.environ.get("SHEAF_TEST_SLOW_SECONDS", "60")))
         time.sleep(float(os.environ.get("SHEAF_TEST_FIT_SECONDS", "0")))

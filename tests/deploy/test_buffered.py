@@ -5,6 +5,7 @@ the simulation's own function, bit for bit."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from tests.deploy.conftest import (
     start_server,
     wait_for,
 )
-from tests.deploy.rogue import rogue, roomy_in_process
+from tests.deploy.rogue import rogue, roomy_in_process, vanish_with_a_task
 from tests.deploy.tasks import GATE
 
 GATED = "tests.deploy.tasks:gated_softmax"
@@ -251,6 +252,36 @@ def test_a_task_never_returned_frees_its_slot_after_the_task_timeout(
         reasons = [(r, reason) for r, c, phase, reason in store.failures() if c == 3 and phase == "fit"]
     assert reasons[0] == (1, "no result within asynchronous.task_timeout=5 s")
     assert len(result.history) == 4
+
+
+def test_a_client_silent_past_the_heartbeat_timeout_loses_its_task_and_the_run_goes_on(
+    fedbuff: Callable[..., FedBuffDeployment], transport: InProcessTransport, logs: pytest.LogCaptureFixture
+) -> None:
+    # Client 3 takes a task and vanishes, as a killed process. The server's clock is the
+    # test's: it moves only once client 0 has called again, so no machine's speed decides
+    # who looks silent. Clients 1 and 2 start after the drop: no step is taken before it.
+    clock, calls = ManualClock(), Calls(transport)
+    run = fedbuff("heartbeat_timeout=5", "heartbeat_interval=0.05", clock=clock)
+    vanished = transport.submit(vanish_with_a_task(transport.connect, run.keys.client_keys[3]))
+    fast = run.clients(0)  # min_clients=2: the run starts with clients 3 and 0
+    task = vanished.result(60)
+
+    def dropped() -> bool:  # for any reason: the assertions below say which
+        return any(e["client"] == 3 for e in events(logs, "client_dropped"))
+
+    let_time_pass(clock, calls, key_ids(run.keys, [0]), dropped, step=2)
+    fast += run.clients(1, 2)
+    result = run.server.result()
+
+    assert [client.status() for client in fast] == [0, 0, 0]
+    assert task.round == 1
+    with RunStore.open(result.run_path, readonly=True) as store:
+        reasons = [(r, reason) for r, c, phase, reason in store.failures() if c == 3 and phase == "fit"]
+    # dropped in step 1's buffer; found after 3 or more of the clock's 2 s steps (the driver looks twice a second)
+    ((step, reason),) = reasons
+    silent = re.fullmatch(r"no contact for (\d+) s \(server\.heartbeat_timeout=5 s\)", reason)
+    assert step == 1 and silent is not None and int(silent.group(1)) >= 6
+    assert [(r.round, r.completed, r.aggregated) for r in result.history] == [(n, 2, True) for n in (1, 2, 3, 4)]
 
 
 def _driver(

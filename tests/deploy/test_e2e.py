@@ -50,7 +50,7 @@ pytestmark = pytest.mark.e2e
 STARTUP = 120.0
 #: A killed client is dropped after this silence; live clients heartbeat every 0.3 s
 #: (conftest.DEPLOY), so 4 s is 13 missed heartbeats, a margin for a loaded machine
-#: (1.5 s was 5); it costs each test at most 2.5 s. Not for the FedBuff test (see there).
+#: (1.5 s was 5); it costs each test at most 2.5 s.
 HEARTBEAT = "heartbeat_timeout=4"
 #: The large model's task, brought by its client.
 BIG = "tests.deploy.tasks:BigTask"
@@ -115,6 +115,13 @@ def test_a_client_killed_mid_round_drops_out_and_the_run_finishes(tmp_path: Path
     assert [(r, c) for r, c, _ in dropped] == [(3, 2), (4, 2), (5, 2)]
     assert dropped[0][2].startswith("no contact for")
     assert "client_dropped client=2 round=3" in processes.log("server")
+
+
+def _dropped_silent(server_log: str, client: int) -> bool:
+    """Whether the server's log says it dropped ``client`` for its silence."""
+    return any(
+        f" client_dropped client={client} " in line and "no contact for" in line for line in server_log.splitlines()
+    )
 
 
 def _small(tmp_path: Path) -> list[str]:
@@ -295,22 +302,32 @@ def test_fedbuff_deployed_with_a_slow_client_a_client_killed_mid_training_and_a_
 ) -> None:
     keys = init_keys(tmp_path / "keys", 4)
     overrides = [
-        # heartbeat_timeout=1.5 s, not HEARTBEAT: the killed client 3 must be found silent
-        # before the run's last steps (a few seconds), or its task ends for another reason.
-        *_small(tmp_path), "clients=4", "min_clients=2", "rounds=8", "heartbeat_timeout=1.5", "name=fedbuff",
+        *_small(tmp_path), "clients=4", "min_clients=2", "rounds=8", HEARTBEAT, "name=fedbuff",
         "asynchronous.enabled=true", "concurrency=3", "buffer=2",
     ]  # fmt: skip
     files = client_files(load_config(overrides=overrides), tmp_path / "data")
-    port, run = free_port(), tmp_path / "run.sqlite"
+    port, run, gate = free_port(), tmp_path / "run.sqlite", tmp_path / "gate"
     command = _server_args(overrides, port, keys, run)
     processes.start("server", *command)
+    # The order is forced, not timed (the server's clock is another process's: a test cannot
+    # move it). Clients 0-2 wait in every fit until the test opens the gate, so no server step
+    # is taken before the killed client 3 is found silent (HEARTBEAT: 13 missed heartbeats of
+    # the live clients, a margin for a loaded machine). Client 3 starts with client 0 only
+    # (min_clients=2, concurrency=3), so it is sure to get a task.
     seconds = {0: "0.3", 1: "0.3", 2: "2.5", 3: "600"}  # client 2 is slow; client 3 never finishes a fit
-    for i in range(4):
-        args = _client_args(port, keys, i, files[i], tmp_path / "state")
-        processes.start(f"client{i}", *args, env={"SHEAF_TEST_FIT_SECONDS": seconds[i]})
 
+    def start(i: int) -> None:
+        args = _client_args(port, keys, i, files[i], tmp_path / "state")
+        env = {"SHEAF_TEST_FIT_SECONDS": seconds[i], "SHEAF_TEST_FIT_GATE": str(gate)}
+        processes.start(f"client{i}", *args, env=env)
+
+    start(3), start(0)
     wait_for(lambda: "task_received kind=fit" in processes.log("client3"), STARTUP, "client 3 to start training")
     processes.kill("client3")
+    start(1), start(2)
+    wait_for(lambda: _dropped_silent(processes.log("server"), 3), STARTUP, "the killed client 3 to be found silent")
+    assert _last_round(run) == 0  # nothing stepped before it: the gate is still closed
+    gate.touch()
     wait_for(lambda: _last_round(run) >= 3, STARTUP, "three committed server steps")
     live = run_status(run)
     assert live["server"]["state"] == "running"

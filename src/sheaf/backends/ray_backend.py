@@ -109,8 +109,10 @@ class RayBackend(BackendBase):
             the next such run's task into them instead of starting new processes (seconds
             each: Python, torch, the task). Each run still gets a fresh runner, its own torch
             threads and device; module-level state of the task's own code survives, as it
-            does between runs of the inline backend. Kept actors hold their CPUs in Ray until
-            :func:`release_actors` or a run that cannot use them.
+            does between runs of the inline backend: for a task module that keeps state in
+            globals, use new actors (the default) or :func:`release_actors` between runs.
+            Kept actors hold their CPUs in Ray until :func:`release_actors` or a run that
+            cannot use them.
     """
 
     name = "ray"

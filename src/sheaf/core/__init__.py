@@ -56,6 +56,7 @@ from sheaf.core.keyed import SECRET_BYTES, KeyedStream, keyed_stream, new_secret
 from sheaf.core.params import Array, Params, ParamSpec, sum_of_squares
 from sheaf.core.rng import Purpose, counter_uniforms, seed_for, seeds_for, stream
 from sheaf.core.sampling import cohort_size, sample_cohort, secret_cohort
+from sheaf.core.schedule import decayed_lr
 from sheaf.core.tensor import ALLOWED_DTYPES, MAX_DIMS, array_from_record, array_to_record
 from sheaf.core.toml import dumps, literal, read_file, toml_value
 from sheaf.core.tree import decode_tree, encode_tree
@@ -131,6 +132,7 @@ __all__ = [
     "chosen_dataset",
     "cohort_size",
     "counter_uniforms",
+    "decayed_lr",
     "decode_tree",
     "device_profiles",
     "dumps",

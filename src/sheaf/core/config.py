@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from sheaf.core.checks import check_setting as _check
 from sheaf.core.clock_config import AsyncConfig, DevicesConfig
 from sheaf.core.errors import ConfigError
+from sheaf.core.schedule import decayed_lr
 from sheaf.core.toml import literal, read_file
 from sheaf.core.update import MAX_EXAMPLES, Scalar
 
@@ -178,9 +179,7 @@ class TrainConfig:
             >>> TrainConfig(lr=0.1, lr_decay=0.5).for_round(3).lr
             0.025
         """
-        if self.lr_decay == 1.0:
-            return self
-        return dataclasses.replace(self, lr=self.lr * self.lr_decay ** max(0, round - 1), lr_decay=1.0)
+        return dataclasses.replace(self, lr=decayed_lr(self.lr, self.lr_decay, round), lr_decay=1.0)
 
 
 #: How a round's clients are drawn (``strategy.sampling``).

@@ -45,6 +45,7 @@ from sheaf.deploy.client import ClientOptions, DeployedClient, checked_run_id, r
 from sheaf.deploy.client_ledger import ClientLedger
 from sheaf.deploy.client_state import ClientStateFile
 from sheaf.deploy.client_work import PRIVACY_STEP_NAMES, ClientWork, task_digest
+from sheaf.deploy.contacts import Contacts
 from sheaf.deploy.coordinator import Coordinator
 from sheaf.deploy.description import DescriptionError, RunDescription
 from sheaf.deploy.inprocess import InProcessTransport
@@ -153,6 +154,7 @@ __all__ = [
     "ClientStateFile",
     "ClientWork",
     "Connector",
+    "Contacts",
     "Coordinator",
     "DataPolicy",
     "DeployedClient",

@@ -11,7 +11,8 @@ A client's share of a batch is settled exactly once, by the first of:
 - its result (or its report that the work failed);
 - a rejection of its result by the server's checks;
 - silence: no request from it for ``server.heartbeat_timeout`` seconds (counted from
-  this server's start for a client it has not heard from yet) — it has dropped out;
+  this server's start for a client it has not heard from yet; the contact book,
+  :mod:`sheaf.deploy.contacts`) — it has dropped out;
 - the batch's ``server.round_timeout``.
 
 A second delivery of the same update id is a duplicate and changes nothing.
@@ -49,6 +50,7 @@ from typing import Any
 
 from sheaf.core.config import ServerConfig
 from sheaf.core.errors import ClientFailure
+from sheaf.deploy.contacts import Contacts
 from sheaf.deploy.logs import log_event
 from sheaf.deploy.secagg_exchange import SecAggExchange
 from sheaf.deploy.wire import ReceivedResult
@@ -87,18 +89,17 @@ class Coordinator:
         self.names = dict(clients)
         self.settings = settings
         self._clock = clock
-        self._started = clock()
+        started = clock()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._last_seen: dict[int, float] = {}
-        self._lost: set[int] = set()
+        self._contacts = Contacts(heartbeat_timeout=settings.heartbeat_timeout, started=started)
         self._work: Work | None = None
         self._finished = False
         # Recent update ids per client: a late repeat of a delivery is still a duplicate.
         self._delivered: dict[int, deque[str]] = {}
         self._traffic = {"sent": 0, "received": 0}
         self.on_tick = on_tick
-        self._last_tick = self._started
+        self._last_tick = started
         #: set by the service: wakes handlers waiting for work (called without the lock)
         self.wakeup: Callable[[], None] | None = None
         #: the secure-aggregation messages of the round in progress
@@ -108,12 +109,8 @@ class Coordinator:
     def touch(self, client_id: int, peer: str = "") -> None:
         """Record a request from a client (any request counts as a heartbeat)."""
         with self._lock:
-            first = client_id not in self._last_seen
-            back = client_id in self._lost
-            self._last_seen[client_id] = self._clock()
-            self._lost.discard(client_id)
-        if first or back:
-            event = "client_connected" if first else "client_back"
+            event = self._contacts.heard(client_id, now=self._clock())
+        if event is not None:
             log_event(_log, logging.INFO, event, client=client_id, name=self.names.get(client_id, "?"), peer=peer)
 
     def count_traffic(self, *, sent: int = 0, received: int = 0) -> None:
@@ -136,20 +133,17 @@ class Coordinator:
         """Seconds since the last request from a client (since the server's start if none)."""
         now = self._clock()
         with self._lock:
-            return self._silent_for(client_id, now)
+            return self._contacts.silent_for(client_id, now=now)
 
     def tick(self) -> None:
         """Let the status writer run if a second has passed (for waits outside :meth:`wait`)."""
         self._tick()
 
-    def _silent_for(self, client_id: int, now: float) -> float:
-        return now - max(self._last_seen.get(client_id, self._started), self._started)
-
     def connected(self) -> list[int]:
         """Clients heard from within ``heartbeat_timeout``, by id."""
         now = self._clock()
         with self._lock:
-            return sorted(c for c in self._last_seen if now - self._last_seen[c] <= self.settings.heartbeat_timeout)
+            return self._contacts.connected(now=now)
 
     def snapshot(self) -> dict[str, Any]:
         """The live view ``sheaf status`` shows: contacts and the batch in progress."""
@@ -157,7 +151,7 @@ class Coordinator:
         secagg = self.secagg.progress()
         with self._lock:
             work = self._work
-            contacts = {str(c): round(now - t, 1) for c, t in sorted(self._last_seen.items())}
+            contacts = self._contacts.seconds_since_contact(now=now)
             pending = sorted(c for c, s in work.slots.items() if s.state != "done") if work else []
             return {
                 "seconds_since_contact": contacts,
@@ -171,17 +165,15 @@ class Coordinator:
 
     def _sweep(self, now: float) -> None:
         """Log clients that just went silent (called with the lock held)."""
-        for client_id, seen in self._last_seen.items():
-            if client_id not in self._lost and now - seen > self.settings.heartbeat_timeout:
-                self._lost.add(client_id)
-                log_event(
-                    _log,
-                    logging.WARNING,
-                    "client_lost",
-                    client=client_id,
-                    name=self.names.get(client_id, "?"),
-                    silent_seconds=now - seen,
-                )
+        for client_id, silent in self._contacts.newly_silent(now=now):
+            log_event(
+                _log,
+                logging.WARNING,
+                "client_lost",
+                client=client_id,
+                name=self.names.get(client_id, "?"),
+                silent_seconds=silent,
+            )
 
     # Work --------------------------------------------------------------------------------
     def post(self, work: Work) -> None:
@@ -287,7 +279,7 @@ class Coordinator:
         for slot in work.slots.values():
             if slot.state == "done":
                 continue
-            silent = self._silent_for(slot.client_id, now)
+            silent = self._contacts.silent_for(slot.client_id, now=now)
             if silent > timeout:
                 slot.failure = f"no contact for {silent:.0f} s (server.heartbeat_timeout={timeout:g} s)"
             elif work.issue is not None and now - slot.issued >= work.slot_timeout:

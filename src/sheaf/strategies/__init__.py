@@ -54,7 +54,7 @@ from sheaf.strategies.scaffold import (
     scaffold_client_step,
     server_scale,
 )
-from sheaf.strategies.server_opt import AdaptiveState, MomentumState, server_adaptive, server_lr, server_momentum
+from sheaf.strategies.server_opt import AdaptiveState, MomentumState, server_adaptive, server_momentum
 
 __all__ = [
     "DITTO_KEY",
@@ -130,7 +130,6 @@ __all__ = [
     "scaffold_aggregate",
     "scaffold_client_step",
     "server_adaptive",
-    "server_lr",
     "server_momentum",
     "server_scale",
     "stack_updates",

@@ -17,7 +17,8 @@ The moments are the step's state (stored with every round), kept in each paramet
 dtype; the arithmetic runs in float64.
 
 ``lr_decay`` (default 1: a constant η) decays the server learning rate by round: round ``t``
-applies ``η · lr_decay^(t−1)``, with ``t`` from the server's own round context (never from
+applies ``η · lr_decay^(t−1)`` (:func:`~sheaf.core.schedule.decayed_lr`, the formula clients'
+rates decay by too), with ``t`` from the server's own round context (never from
 anything a client sends), so a resumed run continues on the same schedule. This is the
 server-side counterpart of ``train.lr_decay``; the FedOpt paper (Reddi et al. 2021) calls
 it a server learning-rate schedule, and Flower has no built-in one (its ``FedAvgM`` and
@@ -49,9 +50,10 @@ import numpy as np
 import numpy.typing as npt
 
 from sheaf.core.params import Params
+from sheaf.core.schedule import decayed_lr
 from sheaf.strategies.base import RoundContext, ServerStep
 
-__all__ = ["AdaptiveState", "MomentumState", "server_adaptive", "server_lr", "server_momentum"]
+__all__ = ["AdaptiveState", "MomentumState", "server_adaptive", "server_momentum"]
 
 F64 = npt.NDArray[np.float64]
 
@@ -67,18 +69,6 @@ class AdaptiveState(NamedTuple):
 
     m: Params
     v: Params
-
-
-def server_lr(lr: float, lr_decay: float, round: int) -> float:
-    """The server learning rate of round ``round`` (1-based): ``lr · lr_decay^(round−1)``.
-
-    Example:
-        >>> server_lr(0.2, 1.0, 50), server_lr(0.2, 0.5, 3)
-        (0.2, 0.05)
-    """
-    if lr_decay == 1.0:
-        return lr
-    return lr * lr_decay ** max(0, round - 1)
 
 
 def server_momentum(lr: float, momentum: float, lr_decay: float = 1.0) -> ServerStep[MomentumState]:
@@ -99,7 +89,7 @@ def server_momentum(lr: float, momentum: float, lr_decay: float = 1.0) -> Server
 
     def apply(delta: Params, state: MomentumState, ctx: RoundContext) -> tuple[Params, MomentumState]:
         m = _combine(state.momentum, delta, lambda m, d: momentum * m + d)
-        eta = server_lr(lr, lr_decay, ctx.round)
+        eta = decayed_lr(lr, lr_decay, ctx.round)
         return _combine(m, m, lambda m, _: eta * m), MomentumState(m)
 
     return ServerStep(init, apply, "server_momentum")
@@ -141,7 +131,7 @@ def server_adaptive(
     def apply(delta: Params, state: AdaptiveState, ctx: RoundContext) -> tuple[Params, AdaptiveState]:
         m = _combine(state.m, delta, lambda m, d: beta1 * m + (1 - beta1) * d)
         v = _combine(state.v, delta, lambda v, d: second(v, d * d, beta2))
-        eta = server_lr(lr, lr_decay, ctx.round)
+        eta = decayed_lr(lr, lr_decay, ctx.round)
         step = Params(
             {
                 name: (eta * m[name].astype(np.float64) / (np.sqrt(v[name].astype(np.float64)) + tau)).astype(
