@@ -99,8 +99,11 @@ def plain_round(n: int, d: int, update: np.ndarray) -> dict[str, Any]:
     return {"client_s": client, "server_s": server, "numpy_sum_s": naive, "upload_bytes": len(payload)}
 
 
-def secure_round(n: int, d: int, dropout: float, bits: int, update: np.ndarray) -> dict[str, Any]:
-    """One round of SecAgg+ in process, with ``dropout`` of the clients leaving before their input."""
+def secure_round(
+    n: int, d: int, dropout: float, bits: int, update: np.ndarray, threshold: float = 0.5
+) -> dict[str, Any]:
+    """One round of SecAgg+ in process, with ``dropout`` of the clients leaving before their input;
+    ``threshold`` is the secret-sharing threshold as a fraction of the neighbours."""
     scale = choose_scale(bits, clip=10.0, max_weight=1000, inputs=n, length=d)
     quantizer = Quantizer(d, bits, scale, 10.0, 1000, weighted=True)
     started = time.thread_time()
@@ -113,6 +116,7 @@ def secure_round(n: int, d: int, dropout: float, bits: int, update: np.ndarray) 
         bits=bits,
         length=quantizer.ring_length,
         max_dropout=max(dropout, 0.1),
+        threshold_fraction=threshold,
     )
     rng = np.random.default_rng(n * 7 + d)
     dropped = {int(c): Stage.INPUT for c in rng.choice(n, round(dropout * n), replace=False)}
@@ -397,6 +401,131 @@ def unmasking(n: int, d: int, dropout: float, repeats: int) -> dict[str, Any]:
     }
 
 
+def profile(n: int, d: int, dropout: float, threshold: float = 0.5) -> dict[str, Any]:
+    """Where the server's CPU goes in one round (the ``secure_round`` setting, unmasking on
+    one thread): CPU seconds of each stage (receiving its messages, closing it), of decoding
+    and encoding the server's messages, and within the unmasking of indexing the shares,
+    Shamir reconstruction (Lagrange bases included), checking the rebuilt keys, the pairwise
+    seeds (X25519 and HKDF), the keystreams and the additions; and the garbage collector's
+    seconds inside the unmasking. Each part is timed by wrapping the function that does it
+    (about a microsecond per call of overhead); ``rest`` is the server's CPU not in a part."""
+    import gc
+    from collections import defaultdict
+
+    import sheaf.secagg.crypto as crypto_module
+    import sheaf.secagg.driver as driver_module
+    import sheaf.secagg.server as server_module
+    from sheaf.secagg.messages import AdvertiseKeys, ConsistencySignature, MaskedInput, ShareKeys, UnmaskShares
+
+    client_kinds = (AdvertiseKeys, ShareKeys, MaskedInput, ConsistencySignature, UnmaskShares)
+    parts: dict[str, float] = defaultdict(float)
+    saved: list[tuple[Any, str, Any]] = []
+
+    def wrap(module: Any, name: str, label: Any) -> None:
+        original = getattr(module, name)
+        saved.append((module, name, original))
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            result = original(*args, **kwargs)
+            key = label(args, result) if callable(label) else label
+            if key:
+                parts[key] += time.thread_time() - started
+            return result
+
+        setattr(module, name, timed)
+
+    def close(state: Any, **_: Any) -> Any:
+        started = time.process_time()
+        result = saved[0][2](state, workers=1)
+        parts[f"close_{state.stage.value}"] += time.process_time() - started
+        return result
+
+    saved.append((driver_module, "server_close", driver_module.server_close))
+    driver_module.server_close = close  # type: ignore[assignment]
+    wrap(driver_module, "server_receive", lambda args, _: f"receive_{type(args[1]).__name__}")
+    wrap(driver_module, "decode_message", lambda _, out: "decode" if isinstance(out, client_kinds) else "")
+    wrap(driver_module, "encode_message", lambda args, _: "" if isinstance(args[0], client_kinds) else "encode")
+    wrap(server_module, "_shares_by_owner", "unmask_index_shares")
+    wrap(server_module, "_rebuild_all", "unmask_shamir")
+    wrap(server_module, "load_private", "unmask_check_keys")
+    wrap(server_module, "public_key_of", "unmask_check_keys")
+    wrap(server_module, "pairwise_seed", "unmask_pairwise_seeds")
+    collector = {"on": False, "started": 0.0, "masking": False}
+    server_add_mask = server_module.add_mask
+
+    def add_mask(*args: Any, **kwargs: Any) -> None:  # the server's masks, not the clients'
+        collector["masking"] = True
+        started = time.thread_time()
+        try:
+            server_add_mask(*args, **kwargs)
+        finally:
+            parts["unmask_masks"] += time.thread_time() - started
+            collector["masking"] = False
+
+    saved.append((server_module, "add_mask", server_add_mask))
+    server_module.add_mask = add_mask  # type: ignore[assignment]
+    wrap(crypto_module, "_keystream_into", lambda *_: "unmask_keystreams" if collector["masking"] else "")
+
+    def collecting(phase: str, _: dict[str, Any]) -> None:
+        if collector["on"] and phase == "start":
+            collector["started"] = time.perf_counter()
+        elif collector["on"]:
+            parts["unmask_gc_wall"] += time.perf_counter() - collector["started"]
+
+    gc.callbacks.append(collecting)
+    try:
+        setup = protocol_setup(
+            range(n),
+            instance=os.urandom(16),
+            graph_seed=n,
+            bits=32,
+            length=d,
+            max_dropout=max(dropout, 0.1),
+            threshold_fraction=threshold,
+        )
+        dropped = {
+            int(c): Stage.INPUT for c in np.random.default_rng(n * 7 + d).choice(n, round(dropout * n), replace=False)
+        }
+        ring = np.random.default_rng(0).integers(0, 2**32, d, dtype=np.uint32)
+        original_unmask = server_module._unmask
+
+        def unmask(*args: Any) -> Any:
+            collector["on"] = True
+            try:
+                return original_unmask(*args)
+            finally:
+                collector["on"] = False
+
+        saved.append((server_module, "_unmask", original_unmask))
+        server_module._unmask = unmask  # type: ignore[assignment]
+        outcome = run_protocol(setup, dict.fromkeys(setup.clients, ring), dropped)
+    finally:
+        gc.callbacks.remove(collecting)
+        for module, name, original in reversed(saved):
+            setattr(module, name, original)
+    # Keystreams are inside add_mask: the additions are what is left of it.
+    parts["unmask_additions"] = parts.pop("unmask_masks") - parts["unmask_keystreams"]
+    timed = sum(
+        v for k, v in parts.items() if not k.startswith(("unmask_", "close_unmasking")) or k == "close_unmasking"
+    )
+    figures = {k: round(v, 5) for k, v in sorted(parts.items())}
+    return {
+        "clients": n,
+        "length": d,
+        "dropout": dropout,
+        "degree": setup.degree,
+        "threshold": setup.threshold,
+        "pairwise_masks_removed": sum(
+            1 for owner in dropped for peer in setup.neighbours(owner) if peer in set(outcome.survivors)
+        ),
+        "server_s": outcome.server_seconds,
+        **figures,
+        "rest": round(outcome.server_seconds - timed, 5),
+        "load_average": os.getloadavg(),
+    }
+
+
 def _fastest(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run whose client plus server seconds were least."""
     return min(runs, key=lambda run: run["client_s"] + run["server_s"])
@@ -410,6 +539,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bits", type=int, default=32)
     parser.add_argument("--skip", default="", help="cells to skip, e.g. 200x1e6x0.3 (n x d x dropout)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="secret-sharing threshold as a fraction of the neighbours"
+    )
+    parser.add_argument("--profile", action="store_true", help="where the server's CPU goes, stage by stage")
     parser.add_argument("--accuracy", action="store_true", help="central against distributed DP on digits")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--stand-in", action="store_true", help="accuracy runs use the exact stand-in")
@@ -424,6 +557,12 @@ def main(argv: list[str] | None = None) -> None:
         n, d = int(_floats(args.clients)[0]), int(_floats(args.lengths)[0])
         dropout = max(_floats(args.dropouts))
         print(json.dumps(unmasking(n, d, dropout, args.repeats), indent=1))
+        return
+    if args.profile:
+        n, d = int(_floats(args.clients)[0]), int(_floats(args.lengths)[0])
+        dropout = max(_floats(args.dropouts))
+        runs = [profile(n, d, dropout, args.threshold) for _ in range(args.repeats)]
+        print(json.dumps({"runs": runs, "fastest": min(runs, key=lambda r: r["server_s"])}, indent=1))
         return
     if args.noise_check:
         print(json.dumps(noise_check(), indent=1))
@@ -449,13 +588,16 @@ def main(argv: list[str] | None = None) -> None:
                 if (float(n), float(d), dropout) in skip:
                     skipped.append({"clients": n, "length": d, "dropout": dropout})
                     continue
-                secure = _fastest([secure_round(n, d, dropout, args.bits, update) for _ in range(repeats)])
+                secure = _fastest(
+                    [secure_round(n, d, dropout, args.bits, update, args.threshold) for _ in range(repeats)]
+                )
                 secure["repeats"] = repeats
                 row = {
                     "clients": n,
                     "length": d,
                     "dropout": dropout,
                     "bits": args.bits,
+                    "threshold_fraction": args.threshold,
                     **{f"secure_{k}": v for k, v in secure.items()},
                     **{f"plain_{k}": v for k, v in plain.items()},
                     "round_ratio": (secure["client_s"] + secure["server_s"]) / (plain["client_s"] + plain["server_s"]),

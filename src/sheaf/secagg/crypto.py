@@ -76,6 +76,7 @@ __all__ = [
     "generate_signing_keypair",
     "keystream",
     "load_private",
+    "load_public",
     "open_sealed",
     "private_bytes",
     "public_key_of",
@@ -127,14 +128,27 @@ def public_key_of(private: X25519PrivateKey) -> bytes:
     return private.public_key().public_bytes(_RAW, _RAW_PUBLIC)
 
 
-def agree(private: X25519PrivateKey, public: bytes) -> bytes:
-    """The X25519 shared secret of ``private`` (ours) and ``public`` (the peer's).
+def load_public(raw: bytes) -> X25519PublicKey:
+    """An X25519 public key from its 32 raw bytes (to agree with it many times).
+
+    Raises:
+        SecAggError: if ``raw`` is not 32 bytes.
+    """
+    try:
+        return X25519PublicKey.from_public_bytes(raw)
+    except ValueError as exc:
+        raise SecAggError(f"not an X25519 public key: {exc}") from None
+
+
+def agree(private: X25519PrivateKey, public: bytes | X25519PublicKey) -> bytes:
+    """The X25519 shared secret of ``private`` (ours) and ``public`` (the peer's, raw or loaded).
 
     Raises:
         SecAggError: if the peer's key is malformed or of low order.
     """
     try:
-        return private.exchange(X25519PublicKey.from_public_bytes(public))
+        loaded = public if isinstance(public, X25519PublicKey) else X25519PublicKey.from_public_bytes(public)
+        return private.exchange(loaded)
     except ValueError as exc:
         raise SecAggError(f"key agreement failed: {exc}") from None
 
