@@ -100,7 +100,7 @@ def plain_round(n: int, d: int, update: np.ndarray) -> dict[str, Any]:
 
 
 def secure_round(
-    n: int, d: int, dropout: float, bits: int, update: np.ndarray, threshold: float = 0.5
+    n: int, d: int, dropout: float, bits: int, update: np.ndarray, threshold: float = 0.5, workers: int | None = None
 ) -> dict[str, Any]:
     """One round of SecAgg+ in process, with ``dropout`` of the clients leaving before their input;
     ``threshold`` is the secret-sharing threshold as a fraction of the neighbours."""
@@ -121,7 +121,8 @@ def secure_round(
     rng = np.random.default_rng(n * 7 + d)
     dropped = {int(c): Stage.INPUT for c in rng.choice(n, round(dropout * n), replace=False)}
     started = time.perf_counter()
-    outcome = run_protocol(setup, dict.fromkeys(setup.clients, ring), dropped)
+    threads = {} if workers is None else {"workers": workers}  # (so it also runs against older code)
+    outcome = run_protocol(setup, dict.fromkeys(setup.clients, ring), dropped, **threads)
     wall = time.perf_counter() - started
     decode_s = 0.0
     if outcome.total is not None:
@@ -542,6 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="secret-sharing threshold as a fraction of the neighbours"
     )
+    parser.add_argument("--workers", type=int, default=None, help="unmasking threads (default: the server's choice)")
     parser.add_argument("--profile", action="store_true", help="where the server's CPU goes, stage by stage")
     parser.add_argument("--accuracy", action="store_true", help="central against distributed DP on digits")
     parser.add_argument("--rounds", type=int, default=100)
@@ -589,7 +591,10 @@ def main(argv: list[str] | None = None) -> None:
                     skipped.append({"clients": n, "length": d, "dropout": dropout})
                     continue
                 secure = _fastest(
-                    [secure_round(n, d, dropout, args.bits, update, args.threshold) for _ in range(repeats)]
+                    [
+                        secure_round(n, d, dropout, args.bits, update, args.threshold, args.workers)
+                        for _ in range(repeats)
+                    ]
                 )
                 secure["repeats"] = repeats
                 row = {
@@ -598,6 +603,7 @@ def main(argv: list[str] | None = None) -> None:
                     "dropout": dropout,
                     "bits": args.bits,
                     "threshold_fraction": args.threshold,
+                    "unmask_workers": args.workers or "server's choice",
                     **{f"secure_{k}": v for k, v in secure.items()},
                     **{f"plain_{k}": v for k, v in plain.items()},
                     "round_ratio": (secure["client_s"] + secure["server_s"]) / (plain["client_s"] + plain["server_s"]),

@@ -72,11 +72,12 @@ def split(
         raise SecAggError("Shamir holders must be distinct, non-zero field elements")
     coefficients = [secret] + [randbelow(prime) for _ in range(threshold - 1)]
     shares = {}
+    highest_first = coefficients[::-1]
     for x in xs:
         value = 0
-        for coefficient in reversed(coefficients):  # Horner
-            value = (value * x + coefficient) % prime
-        shares[x] = value
+        for coefficient in highest_first:  # Horner, reduced once at the end: the same value mod p,
+            value = value * x + coefficient  # and an integer of about t log2(x) bits more than p
+        shares[x] = value % prime
     return shares
 
 
