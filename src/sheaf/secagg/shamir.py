@@ -113,9 +113,12 @@ def lagrange_at_zero(holders: tuple[int, ...], prime: int = PRIME) -> tuple[int,
     return tuple(numerator * value % prime for value in inverses)
 
 
-def _without(holders: tuple[int, ...], weights: tuple[int, ...], removed: int, prime: int) -> tuple[int, ...]:
+@functools.lru_cache(maxsize=256)
+def _without(holders: tuple[int, ...], removed: int, prime: int) -> tuple[int, ...]:
     """The Lagrange coefficients at zero of ``holders`` less ``removed``, from those of
-    ``holders``: ``λ'_i = λ_i (x_r - x_i) / x_r``, since ``λ_i = λ'_i x_r / (x_r - x_i)``."""
+    ``holders``: ``λ'_i = λ_i (x_r - x_i) / x_r``, since ``λ_i = λ'_i x_r / (x_r - x_i)``;
+    kept, like :func:`lagrange_at_zero`'s."""
+    weights = lagrange_at_zero(holders, prime)
     inverse = pow(removed, -1, prime)
     return tuple(w * (removed - x) % prime * inverse % prime for x, w in zip(holders, weights) if x != removed)
 
@@ -176,15 +179,15 @@ def combine_all(secrets: Mapping[Owner, Mapping[int, int]], threshold: int, *, p
     """
     if threshold < 1:
         raise SecAggError(f"a Shamir threshold must be at least 1, got {threshold}")
-    points: dict[Owner, list[tuple[int, int]]] = {}
+    points: dict[Owner, tuple[tuple[int, ...], list[int]]] = {}
     for owner, shares in secrets.items():
         if len(shares) < threshold:
             raise SecAggError(f"{len(shares)} shares cannot rebuild a secret shared with threshold {threshold}")
         chosen = sorted(shares.items())[:threshold]
         if any(not 0 < x < prime or not 0 <= y < prime for x, y in chosen):
             raise SecAggError("a Shamir share is not a field element")
-        points[owner] = chosen
-    sets = {tuple(x for x, _ in chosen) for chosen in points.values()}
+        points[owner] = (tuple(x for x, _ in chosen), [y for _, y in chosen])
+    sets = {holders for holders, _ in points.values()}
     everyone = sorted({x for holders in sets for x in holders})
     # Each holder set's candidate superset: it and the first holder it lacks.
     supersets: dict[tuple[int, ...], tuple[tuple[int, ...], int]] = {}
@@ -198,10 +201,10 @@ def combine_all(secrets: Mapping[Owner, Mapping[int, int]], threshold: int, *, p
     for holders in sets:
         superset, extra = supersets.get(holders, ((), 1))
         if uses[superset] > 1:
-            weights[holders] = _without(superset, lagrange_at_zero(superset, prime), extra, prime)
+            weights[holders] = _without(superset, extra, prime)
         else:
             weights[holders] = lagrange_at_zero(holders, prime)
     return {
-        owner: sum(y * w for (_, y), w in zip(chosen, weights[tuple(x for x, _ in chosen)])) % prime
-        for owner, chosen in points.items()
+        owner: sum(y * w for y, w in zip(values, weights[holders])) % prime
+        for owner, (holders, values) in points.items()
     }
