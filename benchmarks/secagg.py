@@ -2,6 +2,8 @@
 
     nice python benchmarks/secagg.py [--clients 10,50,100,200] [--lengths 1e4,1e5,1e6]
                                      [--dropouts 0,0.3] [--bits 32] [--skip 200x1e6x0.3]
+                                     [--threshold 0.5] [--workers N]
+    nice python benchmarks/secagg.py --profile --clients 100 --lengths 1e5 --dropouts 0.3 [--threshold 0.5]
     nice python benchmarks/secagg.py --accuracy [--rounds 100] [--seeds 0,1,2] [--rows central,distributed] [--stand-in]
 
 For every cohort size n, vector length d and dropout rate, one round of SecAgg+ runs in
@@ -36,6 +38,16 @@ the values, and the largest cells would otherwise hold gigabytes of inputs); eve
 client's masks are its own. Each cell runs ``--repeats`` times (default 3; once for cells
 of more than 2e7 coordinates in all) and reports the fastest run of each side, the usual
 way to time on a shared machine; the load average is printed with the results.
+
+``--threshold``: the secret-sharing threshold as a fraction of the neighbours
+(``secagg.threshold``, default 0.5); the graph's degree is planned for it and the dropout
+rate. ``--workers``: the server's unmasking threads (default: its own choice, one per core
+for a round this size). Server seconds are process CPU time, every thread counted: threads
+shorten the unmasking's wall time, never its CPU.
+
+``--profile``: where the server's CPU goes in one round of the first cell (one unmasking
+thread), stage by stage and, within the unmasking, part by part (:func:`profile`), the
+fastest of ``--repeats`` and every run.
 
 ``--accuracy``: digits over 1,000 clients (the setting of ``benchmarks/privacy.py``:
 IID, Poisson sampling of 10% a round, 100 rounds, the 64-64-10 MLP, one local epoch of
@@ -408,14 +420,17 @@ def profile(n: int, d: int, dropout: float, threshold: float = 0.5) -> dict[str,
     and encoding the server's messages, and within the unmasking of indexing the shares,
     Shamir reconstruction (Lagrange bases included), checking the rebuilt keys, the pairwise
     seeds (X25519 and HKDF), the keystreams and the additions; and the garbage collector's
-    seconds inside the unmasking. Each part is timed by wrapping the function that does it
-    (about a microsecond per call of overhead); ``rest`` is the server's CPU not in a part."""
+    wall seconds inside the unmasking (counted in the parts it interrupted). Each run starts
+    with no Lagrange basis computed (a new cohort's round) and a collected heap. Each part
+    is timed by wrapping the function that does it (about a microsecond per call of
+    overhead); ``rest`` is the server's CPU not in a part."""
     import gc
     from collections import defaultdict
 
     import sheaf.secagg.crypto as crypto_module
     import sheaf.secagg.driver as driver_module
     import sheaf.secagg.server as server_module
+    import sheaf.secagg.shamir as shamir_module
     from sheaf.secagg.messages import AdvertiseKeys, ConsistencySignature, MaskedInput, ShareKeys, UnmaskShares
 
     client_kinds = (AdvertiseKeys, ShareKeys, MaskedInput, ConsistencySignature, UnmaskShares)
@@ -478,6 +493,12 @@ def profile(n: int, d: int, dropout: float, threshold: float = 0.5) -> dict[str,
         elif collector["on"]:
             parts["unmask_gc_wall"] += time.perf_counter() - collector["started"]
 
+    # Every run as a deployed round's: a new cohort's Lagrange bases not yet computed, and
+    # the collector starting from a collected heap (what one round leaves is not the next's).
+    for cached in (getattr(shamir_module, "lagrange_at_zero", None), getattr(shamir_module, "_without", None)):
+        if cached is not None:
+            cached.cache_clear()
+    gc.collect()
     gc.callbacks.append(collecting)
     try:
         setup = protocol_setup(
