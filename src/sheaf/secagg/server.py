@@ -199,29 +199,34 @@ def _shares_by_owner(state: ServerState) -> tuple[dict[int, dict[int, bytes]], d
     return seeds, keys
 
 
-def _rebuild_all(wanted: list[int], shares: dict[int, dict[int, bytes]], threshold: int) -> dict[int, bytes | None]:
+def _rebuild_all(wanted: list[int], shares: dict[int, dict[int, bytes]], threshold: int) -> dict[int, int | None]:
     """The secrets of ``wanted`` from their shares, together (one Lagrange basis per set of
     holders, :func:`~sheaf.secagg.shamir.combine_all`): each from the first ``threshold``
     by holder, as :func:`~sheaf.secagg.shamir.combine` takes them (only those are read as
-    field elements; every share was checked to be one when it arrived). None for a secret
-    with fewer than ``threshold`` shares.
-
-    Raises:
-        SecAggError: if a secret rebuilds to a value out of range (the first in ``wanted``).
-    """
+    field elements; every share was checked to be one when it arrived). In the order of
+    ``wanted``, up to and including the first with fewer than ``threshold`` shares (None),
+    where the caller aborts, as it did when it rebuilt them one at a time."""
     points: dict[int, dict[int, int]] = {}
     for owner in wanted:
         held = shares.get(owner)
-        if held is not None and len(held) >= threshold:
-            points[owner] = {x: secret_from_bytes(held[x]) for x in sorted(held)[:threshold]}
-    values = combine_all(points, threshold)
-    rebuilt: dict[int, bytes | None] = {}
-    for owner in wanted:
-        value = values.get(owner)
-        if value is not None and value >= 1 << (8 * KEY_BYTES):
-            raise SecAggError(f"the shares of client {owner}'s secret rebuild a value out of range")
-        rebuilt[owner] = None if value is None else value.to_bytes(KEY_BYTES, "big")
-    return rebuilt
+        if held is None or len(held) < threshold:
+            break
+        points[owner] = {x: secret_from_bytes(held[x]) for x in sorted(held)[:threshold]}
+    values: dict[int, int | None] = dict(combine_all(points, threshold))
+    if len(values) < len(wanted):
+        values[wanted[len(values)]] = None
+    return values
+
+
+def _secret_bytes(value: int, owner: int) -> bytes:
+    """A rebuilt secret as its 32 bytes.
+
+    Raises:
+        SecAggError: if the shares rebuilt a value out of range (they were not honest).
+    """
+    if value >= 1 << (8 * KEY_BYTES):
+        raise SecAggError(f"the shares of client {owner}'s secret rebuild a value out of range")
+    return value.to_bytes(KEY_BYTES, "big")
 
 
 #: Below this many mask words to expand, unmasking stays on the calling thread.
@@ -261,10 +266,13 @@ def _unmask(state: ServerState, workers: int | None) -> tuple[ServerState, dict[
     assert state.total is not None
     alive = set(state.survivors)
     seed_shares, key_shares = _shares_by_owner(state)
-    seeds = _rebuild_all(list(state.survivors), seed_shares, setup.threshold)
+    rebuilt = _rebuild_all(list(state.survivors), seed_shares, setup.threshold)
+    seeds: list[bytes] = []
     for owner in state.survivors:
-        if seeds[owner] is None:
+        value = rebuilt[owner]
+        if value is None:
             return _abort(state, f"fewer than {setup.threshold} shares of survivor {owner}'s self mask arrived")
+        seeds.append(_secret_bytes(value, owner))
     partners_of = {
         owner: [c for c in setup.neighbours(owner) if c in alive] for owner in sorted(set(state.shares) - alive)
     }
@@ -273,10 +281,10 @@ def _unmask(state: ServerState, workers: int | None) -> tuple[ServerState, dict[
     publics: dict[int, X25519PublicKey] = {}  # each survivor's mask key, loaded once
     dropped: list[tuple[X25519PrivateKey, int, list[int]]] = []
     for owner in needed:
-        raw = keys[owner]
-        if raw is None:
+        value = keys[owner]
+        if value is None:
             return _abort(state, f"fewer than {setup.threshold} shares of dropped client {owner}'s mask key arrived")
-        key = load_private(raw)
+        key = load_private(_secret_bytes(value, owner))
         if public_key_of(key) != state.keys[owner].mask_key:
             return _abort(
                 state, f"the shares of dropped client {owner}'s mask key do not rebuild the key it advertised"
@@ -292,7 +300,7 @@ def _unmask(state: ServerState, workers: int | None) -> tuple[ServerState, dict[
     # gives the same total, bit for bit (tested against one thread).
     work: list[_Work] = [
         (
-            [seed for seed in list(seeds.values())[i::threads] if seed is not None],
+            seeds[i::threads],
             [(key, owner, [(p, publics[p]) for p in partners[i::threads]]) for key, owner, partners in dropped],
         )
         for i in range(threads)
