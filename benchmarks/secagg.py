@@ -2,6 +2,8 @@
 
     nice python benchmarks/secagg.py [--clients 10,50,100,200] [--lengths 1e4,1e5,1e6]
                                      [--dropouts 0,0.3] [--bits 32] [--skip 200x1e6x0.3]
+                                     [--threshold 0.5] [--workers N]
+    nice python benchmarks/secagg.py --profile --clients 100 --lengths 1e5 --dropouts 0.3 [--threshold 0.5]
     nice python benchmarks/secagg.py --accuracy [--rounds 100] [--seeds 0,1,2] [--rows central,distributed] [--stand-in]
 
 For every cohort size n, vector length d and dropout rate, one round of SecAgg+ runs in
@@ -36,6 +38,16 @@ the values, and the largest cells would otherwise hold gigabytes of inputs); eve
 client's masks are its own. Each cell runs ``--repeats`` times (default 3; once for cells
 of more than 2e7 coordinates in all) and reports the fastest run of each side, the usual
 way to time on a shared machine; the load average is printed with the results.
+
+``--threshold``: the secret-sharing threshold as a fraction of the neighbours
+(``secagg.threshold``, default 0.5); the graph's degree is planned for it and the dropout
+rate. ``--workers``: the server's unmasking threads (default: its own choice, one per core
+for a round this size). Server seconds are process CPU time, every thread counted: threads
+shorten the unmasking's wall time, never its CPU.
+
+``--profile``: where the server's CPU goes in one round of the first cell (one unmasking
+thread), stage by stage and, within the unmasking, part by part (:func:`profile`), the
+fastest of ``--repeats`` and every run.
 
 ``--accuracy``: digits over 1,000 clients (the setting of ``benchmarks/privacy.py``:
 IID, Poisson sampling of 10% a round, 100 rounds, the 64-64-10 MLP, one local epoch of
@@ -99,8 +111,11 @@ def plain_round(n: int, d: int, update: np.ndarray) -> dict[str, Any]:
     return {"client_s": client, "server_s": server, "numpy_sum_s": naive, "upload_bytes": len(payload)}
 
 
-def secure_round(n: int, d: int, dropout: float, bits: int, update: np.ndarray) -> dict[str, Any]:
-    """One round of SecAgg+ in process, with ``dropout`` of the clients leaving before their input."""
+def secure_round(
+    n: int, d: int, dropout: float, bits: int, update: np.ndarray, threshold: float = 0.5, workers: int | None = None
+) -> dict[str, Any]:
+    """One round of SecAgg+ in process, with ``dropout`` of the clients leaving before their input;
+    ``threshold`` is the secret-sharing threshold as a fraction of the neighbours."""
     scale = choose_scale(bits, clip=10.0, max_weight=1000, inputs=n, length=d)
     quantizer = Quantizer(d, bits, scale, 10.0, 1000, weighted=True)
     started = time.thread_time()
@@ -113,11 +128,13 @@ def secure_round(n: int, d: int, dropout: float, bits: int, update: np.ndarray) 
         bits=bits,
         length=quantizer.ring_length,
         max_dropout=max(dropout, 0.1),
+        threshold_fraction=threshold,
     )
     rng = np.random.default_rng(n * 7 + d)
     dropped = {int(c): Stage.INPUT for c in rng.choice(n, round(dropout * n), replace=False)}
     started = time.perf_counter()
-    outcome = run_protocol(setup, dict.fromkeys(setup.clients, ring), dropped)
+    threads = {} if workers is None else {"workers": workers}  # (so it also runs against older code)
+    outcome = run_protocol(setup, dict.fromkeys(setup.clients, ring), dropped, **threads)
     wall = time.perf_counter() - started
     decode_s = 0.0
     if outcome.total is not None:
@@ -306,7 +323,8 @@ def noise_check(seed: int = 0, trials: int = 3) -> dict[str, Any]:
 
 
 def primitives(length: int = 102_400, repeats: int = 200) -> dict[str, Any]:
-    """Mask expansion: ChaCha20 against AES-256-CTR keystreams of ``4 * length`` bytes, the
+    """Mask expansion: ChaCha20 against AES-256-CTR keystreams of ``4 * length`` bytes (and
+    the same AES-256-CTR keystream through GCM's code, as the masks are expanded), the
     fastest of 5 batches of ``repeats`` (CPU seconds of this thread), same run; beside them
     the rest of one pairwise mask's cost to the server: its seed (X25519 and HKDF-SHA256)
     and adding its words into the sum."""
@@ -317,7 +335,12 @@ def primitives(length: int = 102_400, repeats: int = 200) -> dict[str, Any]:
         "chacha20": lambda key: Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None),
         "aes256_ctr": lambda key: Cipher(algorithms.AES256(key), modes.CTR(bytes(16))),
     }
-    best = dict.fromkeys(ciphers, float("inf"))
+    best = dict.fromkeys([*ciphers, "aes256_ctr_via_gcm"], float("inf"))
+    try:  # the mask's keystream as sheaf computes it: blocks 2, 3, ... through GCM's code
+        from sheaf.secagg.crypto import _keystream_into
+    except ImportError:  # older code: counter mode's only
+        _keystream_into = None  # type: ignore[assignment]
+        del best["aes256_ctr_via_gcm"]
     for _ in range(5):
         for name, make in ciphers.items():
             keys = [os.urandom(32) for _ in range(repeats)]
@@ -325,6 +348,12 @@ def primitives(length: int = 102_400, repeats: int = 200) -> dict[str, Any]:
             for key in keys:
                 make(key).encryptor().update_into(zeros, out)
             best[name] = min(best[name], (time.thread_time() - started) / repeats)
+        if _keystream_into is not None:
+            keys = [os.urandom(32) for _ in range(repeats)]
+            started = time.thread_time()
+            for key in keys:
+                _keystream_into(key, 4 * length, out, through_gcm=True)
+            best["aes256_ctr_via_gcm"] = min(best["aes256_ctr_via_gcm"], (time.thread_time() - started) / repeats)
     # What else one pairwise mask the server removes costs: the key agreement with HKDF
     # (the seed) and the addition of the keystream into the sum, same batches.
     from sheaf.secagg.client import pairwise_seed
@@ -397,6 +426,146 @@ def unmasking(n: int, d: int, dropout: float, repeats: int) -> dict[str, Any]:
     }
 
 
+def profile(n: int, d: int, dropout: float, threshold: float = 0.5) -> dict[str, Any]:
+    """Where the server's CPU goes in one round (the ``secure_round`` setting, unmasking on
+    one thread): CPU seconds of each stage (receiving its messages, closing it), of decoding
+    and encoding the server's messages, and within the unmasking of indexing the shares,
+    Shamir reconstruction (Lagrange bases included), checking the rebuilt keys, the pairwise
+    seeds (X25519 and HKDF), the keystreams and the additions; and the garbage collector's
+    wall seconds inside the unmasking (counted in the parts it interrupted). Each run starts
+    with no Lagrange basis computed (a new cohort's round) and a collected heap. Each part
+    is timed by wrapping the function that does it (about a microsecond per call of
+    overhead); ``rest`` is the server's CPU not in a part."""
+    import gc
+    from collections import defaultdict
+
+    import sheaf.secagg.crypto as crypto_module
+    import sheaf.secagg.driver as driver_module
+    import sheaf.secagg.server as server_module
+    import sheaf.secagg.shamir as shamir_module
+    from sheaf.secagg.messages import AdvertiseKeys, ConsistencySignature, MaskedInput, ShareKeys, UnmaskShares
+
+    client_kinds = (AdvertiseKeys, ShareKeys, MaskedInput, ConsistencySignature, UnmaskShares)
+    parts: dict[str, float] = defaultdict(float)
+    saved: list[tuple[Any, str, Any]] = []
+
+    def wrap(module: Any, names: str, label: Any) -> None:
+        # The first of ``names`` the code has (so that older code can be profiled too).
+        name = next((n for n in names.split("|") if hasattr(module, n)), "")
+        if not name:
+            return
+        original = getattr(module, name)
+        saved.append((module, name, original))
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            result = original(*args, **kwargs)
+            key = label(args, result) if callable(label) else label
+            if key:
+                parts[key] += time.thread_time() - started
+            return result
+
+        setattr(module, name, timed)
+
+    def close(state: Any, **_: Any) -> Any:
+        started = time.process_time()
+        result = saved[0][2](state, workers=1)
+        parts[f"close_{state.stage.value}"] += time.process_time() - started
+        return result
+
+    saved.append((driver_module, "server_close", driver_module.server_close))
+    driver_module.server_close = close  # type: ignore[assignment]
+    wrap(driver_module, "server_receive", lambda args, _: f"receive_{type(args[1]).__name__}")
+    wrap(driver_module, "decode_message", lambda _, out: "decode" if isinstance(out, client_kinds) else "")
+    wrap(driver_module, "encode_message", lambda args, _: "" if isinstance(args[0], client_kinds) else "encode")
+    wrap(server_module, "_shares_by_owner", "unmask_index_shares")
+    wrap(server_module, "_rebuild_all|_rebuild", "unmask_shamir")
+    wrap(server_module, "load_private", "unmask_check_keys")
+    wrap(server_module, "public_key_of", "unmask_check_keys")
+    wrap(server_module, "pairwise_seed", "unmask_pairwise_seeds")
+    collector = {"on": False, "started": 0.0, "masking": False}
+    server_add_mask = server_module.add_mask
+
+    def add_mask(*args: Any, **kwargs: Any) -> None:  # the server's masks, not the clients'
+        collector["masking"] = True
+        started = time.thread_time()
+        try:
+            server_add_mask(*args, **kwargs)
+        finally:
+            parts["unmask_masks"] += time.thread_time() - started
+            collector["masking"] = False
+
+    saved.append((server_module, "add_mask", server_add_mask))
+    server_module.add_mask = add_mask  # type: ignore[assignment]
+    wrap(crypto_module, "_keystream_into", lambda *_: "unmask_keystreams" if collector["masking"] else "")
+
+    def collecting(phase: str, _: dict[str, Any]) -> None:
+        if collector["on"] and phase == "start":
+            collector["started"] = time.perf_counter()
+        elif collector["on"]:
+            parts["unmask_gc_wall"] += time.perf_counter() - collector["started"]
+
+    # Every run as a deployed round's: a new cohort's Lagrange bases not yet computed, and
+    # the collector starting from a collected heap (what one round leaves is not the next's).
+    for cached in (getattr(shamir_module, "lagrange_at_zero", None), getattr(shamir_module, "_without", None)):
+        if cached is not None:
+            cached.cache_clear()
+    gc.collect()
+    gc.callbacks.append(collecting)
+    try:
+        setup = protocol_setup(
+            range(n),
+            instance=os.urandom(16),
+            graph_seed=n,
+            bits=32,
+            length=d,
+            max_dropout=max(dropout, 0.1),
+            threshold_fraction=threshold,
+        )
+        dropped = {
+            int(c): Stage.INPUT for c in np.random.default_rng(n * 7 + d).choice(n, round(dropout * n), replace=False)
+        }
+        ring = np.random.default_rng(0).integers(0, 2**32, d, dtype=np.uint32)
+        original_unmask = server_module._unmask
+
+        def unmask(*args: Any) -> Any:  # the collector's time inside the unmasking
+            collector["on"] = True
+            try:
+                return original_unmask(*args)
+            finally:
+                collector["on"] = False
+
+        saved.append((server_module, "_unmask", original_unmask))
+        server_module._unmask = unmask  # type: ignore[assignment]
+        outcome = run_protocol(setup, dict.fromkeys(setup.clients, ring), dropped)
+    finally:
+        gc.callbacks.remove(collecting)
+        for module, name, original in reversed(saved):
+            setattr(module, name, original)
+    # Keystreams are inside add_mask: the additions are what is left of it (older code
+    # has no separate keystream function: there the two stay together as unmask_masks).
+    if "unmask_keystreams" in parts:
+        parts["unmask_additions"] = parts.pop("unmask_masks") - parts["unmask_keystreams"]
+    timed = sum(
+        v for k, v in parts.items() if not k.startswith(("unmask_", "close_unmasking")) or k == "close_unmasking"
+    )
+    figures = {k: round(v, 5) for k, v in sorted(parts.items())}
+    return {
+        "clients": n,
+        "length": d,
+        "dropout": dropout,
+        "degree": setup.degree,
+        "threshold": setup.threshold,
+        "pairwise_masks_removed": sum(
+            1 for owner in dropped for peer in setup.neighbours(owner) if peer in set(outcome.survivors)
+        ),
+        "server_s": outcome.server_seconds,
+        **figures,
+        "rest": round(outcome.server_seconds - timed, 5),
+        "load_average": os.getloadavg(),
+    }
+
+
 def _fastest(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run whose client plus server seconds were least."""
     return min(runs, key=lambda run: run["client_s"] + run["server_s"])
@@ -410,6 +579,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bits", type=int, default=32)
     parser.add_argument("--skip", default="", help="cells to skip, e.g. 200x1e6x0.3 (n x d x dropout)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="secret-sharing threshold as a fraction of the neighbours"
+    )
+    parser.add_argument("--workers", type=int, default=None, help="unmasking threads (default: the server's choice)")
+    parser.add_argument("--profile", action="store_true", help="where the server's CPU goes, stage by stage")
     parser.add_argument("--accuracy", action="store_true", help="central against distributed DP on digits")
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--stand-in", action="store_true", help="accuracy runs use the exact stand-in")
@@ -424,6 +598,12 @@ def main(argv: list[str] | None = None) -> None:
         n, d = int(_floats(args.clients)[0]), int(_floats(args.lengths)[0])
         dropout = max(_floats(args.dropouts))
         print(json.dumps(unmasking(n, d, dropout, args.repeats), indent=1))
+        return
+    if args.profile:
+        n, d = int(_floats(args.clients)[0]), int(_floats(args.lengths)[0])
+        dropout = max(_floats(args.dropouts))
+        runs = [profile(n, d, dropout, args.threshold) for _ in range(args.repeats)]
+        print(json.dumps({"runs": runs, "fastest": min(runs, key=lambda r: r["server_s"])}, indent=1))
         return
     if args.noise_check:
         print(json.dumps(noise_check(), indent=1))
@@ -449,13 +629,20 @@ def main(argv: list[str] | None = None) -> None:
                 if (float(n), float(d), dropout) in skip:
                     skipped.append({"clients": n, "length": d, "dropout": dropout})
                     continue
-                secure = _fastest([secure_round(n, d, dropout, args.bits, update) for _ in range(repeats)])
+                secure = _fastest(
+                    [
+                        secure_round(n, d, dropout, args.bits, update, args.threshold, args.workers)
+                        for _ in range(repeats)
+                    ]
+                )
                 secure["repeats"] = repeats
                 row = {
                     "clients": n,
                     "length": d,
                     "dropout": dropout,
                     "bits": args.bits,
+                    "threshold_fraction": args.threshold,
+                    "unmask_workers": args.workers or "server's choice",
                     **{f"secure_{k}": v for k, v in secure.items()},
                     **{f"plain_{k}": v for k, v in plain.items()},
                     "round_ratio": (secure["client_s"] + secure["server_s"]) / (plain["client_s"] + plain["server_s"]),

@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sheaf.core.errors import SecAggError
 from sheaf.secagg.crypto import (
+    _keystream_into,
     add_mask,
     agree,
     derive_key,
@@ -86,3 +89,35 @@ def test_keys_for_other_purposes_or_instances_differ() -> None:
 def test_a_low_order_public_key_is_refused() -> None:
     with pytest.raises(SecAggError, match="key agreement"):
         agree(generate_keypair()[0], bytes(32))
+
+
+def _counter_blocks(seed: bytes, count: int) -> bytes:
+    """AES-256 (ECB, block by block) of the counter blocks 0, 1, 2, ...: the reference."""
+    blocks = b"".join(i.to_bytes(16, "big") for i in range(-(-count // 16)))
+    return Cipher(algorithms.AES(seed), modes.ECB()).encryptor().update(blocks)[:count]
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.binary(min_size=32, max_size=32), count=st.integers(0, 3000) | st.integers(65_000, 70_000))
+def test_both_keystream_paths_are_counter_modes_keystream(seed: bytes, count: int) -> None:
+    # The long-stream path takes blocks 2, 3, ... from GCM under the zero nonce: it must be
+    # counter mode's keystream byte for byte, at every length (block boundaries included).
+    reference = _counter_blocks(seed, count)
+    for through_gcm in (False, True):
+        out = bytearray(count + 64)
+        _keystream_into(seed, count, out, through_gcm=through_gcm)
+        assert bytes(out[:count]) == reference
+    assert keystream(seed, count) == reference
+
+
+def test_a_long_mask_is_the_same_through_either_path() -> None:
+    seed = bytes(range(7, 39))
+    length = 1 << 17  # 512 KiB of keystream: past the threshold of the GCM path
+    expected = np.frombuffer(_counter_blocks(seed, 4 * length), "<u4")
+    start = np.arange(length, dtype=np.uint32) * np.uint32(2_654_435_761)
+    total = start.copy()
+    add_mask(total, seed)
+    assert np.array_equal(total, start + expected)
+    add_mask(total, seed, subtract=True)
+    assert np.array_equal(total, start)
+    assert np.array_equal(expand_mask(seed, length, bits=32), expected)

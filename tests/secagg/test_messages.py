@@ -107,6 +107,13 @@ def _reference_bytes(message: object) -> bytes:
     def pairs(items: tuple[tuple[int, bytes], ...]) -> bytes:
         return u32(len(items)) + b"".join(u64(peer) + blob(share) for peer, share in items)
 
+    def keys(m: AdvertiseKeys) -> bytes:
+        return blob(m.instance) + u64(m.client) + blob(m.cipher_key) + blob(m.mask_key) + blob(m.signing_key)
+
+    if isinstance(message, AdvertiseKeys):
+        return b"SA\x02\x01" + keys(message)
+    if isinstance(message, PeerKeys):
+        return b"SA\x02\x02" + blob(message.instance) + u32(len(message.keys)) + b"".join(map(keys, message.keys))
     if isinstance(message, ShareKeys):
         return b"SA\x02\x03" + blob(message.instance) + u64(message.client) + shares(message.shares)
     if isinstance(message, ForwardedShares):
@@ -120,8 +127,22 @@ def _reference_bytes(message: object) -> bytes:
     return b"SA\x02\x09" + blob(message.instance) + body
 
 
+ODD_SIZES = AdvertiseKeys(bytes(5), 2, b"k" * 31, b"m" * 33, b"s" * 32)  # not the one-call layout's sizes
+
+
 @pytest.mark.parametrize(
-    "message", [MESSAGES[2], MESSAGES[3], MESSAGES[4], MESSAGES[-1]], ids=lambda m: type(m).__name__
+    "message",
+    [
+        MESSAGES[0],
+        MESSAGES[1],
+        ODD_SIZES,
+        PeerKeys(bytes(5), (ODD_SIZES, KEYS)),
+        MESSAGES[2],
+        MESSAGES[3],
+        MESSAGES[4],
+        MESSAGES[-1],
+    ],
+    ids=lambda m: type(m).__name__,
 )
 def test_the_wire_bytes_are_the_documented_layout(message: object) -> None:
     assert encode_message(message) == _reference_bytes(message)  # type: ignore[arg-type]

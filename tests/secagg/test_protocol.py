@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from sheaf.core.errors import SecAggError
 from sheaf.quantize import ring_sum
 from sheaf.secagg import client as client_module
 from sheaf.secagg import driver
@@ -32,6 +33,7 @@ from sheaf.secagg.messages import (
 )
 from sheaf.secagg.server import ServerStage, ServerState, server_close, server_receive, start_server
 from sheaf.secagg.setup import ProtocolSetup, degree_for, protocol_setup
+from sheaf.secagg.shamir import secret_to_bytes, split
 
 
 def make_setup(n: int, *, bits: int = 32, length: int = 16, **options: float) -> ProtocolSetup:
@@ -310,3 +312,64 @@ def test_unmasking_over_several_threads_gives_the_sequential_sum_bit_for_bit(wor
     assert sequential.stage is parallel.stage is ServerStage.DONE
     assert np.array_equal(sequential.result, ring_sum([inputs[c] for c in survivors], 32))
     assert np.array_equal(parallel.result, sequential.result)
+
+
+def _at_unmasking(setup: ProtocolSetup, dropped: tuple[int, ...]) -> ServerState:
+    """The server with every unmasking reply in, ``dropped`` gone after sharing keys."""
+    inputs = make_inputs(setup)
+    server, states = start_server(setup), {}
+    for c in setup.clients:
+        states[c], advert = start_client(setup, c, inputs[c])
+        server = server_receive(server, advert)
+    for stage in range(4):
+        server, outbox = server_close(server)
+        for c, message in outbox.items():
+            states[c], reply = client_step(states[c], message)
+            if not (stage == 1 and c in dropped):
+                assert reply is not None
+                server = server_receive(server, reply)
+    assert server.stage is ServerStage.UNMASKING
+    return server
+
+
+def _forged(server: ServerState, owner: int, kind: str, value: int | None) -> ServerState:
+    """Every holder's ``kind`` share of ``owner``'s secret replaced by a sharing of ``value``
+    (None: the shares withheld by all but t - 1 holders)."""
+    holders = sorted(r for r, reply in server.unmasking.items() if any(p == owner for p, _ in getattr(reply, kind)))
+    keep = set(holders[: server.setup.threshold - 1])
+    shares = split(value, server.setup.threshold, [r + 1 for r in holders]) if value is not None else {}
+    unmasking = {}
+    for r, reply in server.unmasking.items():
+        pairs = tuple(
+            (p, s if p != owner or (value is None and r in keep) else secret_to_bytes(shares.get(r + 1, 0)))
+            for p, s in getattr(reply, kind)
+            if p != owner or value is not None or r in keep
+        )
+        unmasking[r] = dataclasses.replace(reply, **{kind: pairs})
+    return dataclasses.replace(server, unmasking=unmasking)
+
+
+def test_unmasking_refuses_dishonest_or_missing_shares_in_the_order_it_checks_them() -> None:
+    # Rebuilding every secret at once must keep the one-at-a-time order of refusals: the
+    # survivors' self masks first, then the dropped clients' keys, each in client order; a
+    # secret with too few shares or a key that is not the advertised one aborts, a value out
+    # of range (shares no honest client sends) raises — whichever comes first.
+    server = _at_unmasking(make_setup(10), dropped=(2, 5, 8))
+    wrong_key, too_big = int.from_bytes(os.urandom(32), "big"), 2**300
+
+    state, _ = server_close(_forged(server, 2, "key_shares", wrong_key))
+    assert state.stage is ServerStage.ABORTED and "dropped client 2's mask key do not rebuild" in state.reason
+    with pytest.raises(SecAggError, match="client 5's secret rebuild a value out of range"):
+        server_close(_forged(server, 5, "key_shares", too_big))
+    state, _ = server_close(_forged(_forged(server, 2, "key_shares", wrong_key), 5, "key_shares", too_big))
+    assert state.stage is ServerStage.ABORTED and "dropped client 2's" in state.reason
+
+    state, _ = server_close(_forged(server, 0, "seed_shares", None))
+    assert state.stage is ServerStage.ABORTED and "fewer than 5 shares of survivor 0's self mask" in state.reason
+    with pytest.raises(SecAggError, match="client 1's secret rebuild a value out of range"):
+        server_close(_forged(server, 1, "seed_shares", too_big))
+    state, _ = server_close(_forged(_forged(server, 1, "seed_shares", too_big), 0, "seed_shares", None))
+    assert state.stage is ServerStage.ABORTED and "survivor 0's" in state.reason
+    with pytest.raises(SecAggError, match="client 0's secret rebuild a value out of range"):
+        server_close(_forged(_forged(server, 0, "seed_shares", too_big), 2, "key_shares", wrong_key))
+    assert server_close(server)[0].stage is ServerStage.DONE  # the honest shares still unmask

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sheaf.core.errors import SecAggError
-from sheaf.secagg.shamir import PRIME, combine, secret_from_bytes, secret_to_bytes, split
+from sheaf.secagg.shamir import PRIME, combine, combine_all, secret_from_bytes, secret_to_bytes, split
 
 
 @st.composite
@@ -77,3 +77,38 @@ def test_shares_round_trip_as_bytes_and_bad_ones_are_refused() -> None:
         secret_from_bytes(b"\x00" * 65)
     with pytest.raises(SecAggError):
         split(1, 3, [1, 1, 2])
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), threshold=st.integers(1, 6), holders=st.integers(2, 12), owners=st.integers(1, 8))
+def test_combine_all_gives_each_secret_as_combine_does(
+    data: st.DataObject, threshold: int, holders: int, owners: int
+) -> None:
+    # A server's view: each owner's shares held by some of the clients, often everyone but
+    # the owner itself (the complete graph) — the case whose coefficients come from one
+    # larger set — and sometimes a random subset (a sparse graph, missing replies).
+    prime = 2**61 - 1  # small field: quick, and the algebra is the same
+    secrets, expected = {}, {}
+    for owner in range(owners):
+        complete = data.draw(st.booleans())
+        pool = [x for x in range(1, holders + 2) if x != owner + 1]
+        if complete:
+            xs = pool
+        else:
+            xs = data.draw(st.lists(st.sampled_from(pool), min_size=min(threshold, len(pool)), unique=True))
+        if len(xs) < threshold:
+            continue
+        value = data.draw(st.integers(0, prime - 1))
+        shares = split(value, threshold, xs, prime=prime)
+        secrets[owner] = shares
+        expected[owner] = combine(shares, threshold, prime=prime)
+        assert expected[owner] == value
+    assert combine_all(secrets, threshold, prime=prime) == expected
+
+
+def test_combine_all_refuses_what_combine_refuses() -> None:
+    shares = split(99, 3, [1, 2, 3, 4])
+    with pytest.raises(SecAggError, match="cannot rebuild"):
+        combine_all({"a": shares, "b": {1: shares[1], 2: shares[2]}}, 3)
+    with pytest.raises(SecAggError, match="not a field element"):
+        combine_all({"a": {**shares, 1: PRIME}}, 3)

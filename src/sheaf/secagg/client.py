@@ -59,7 +59,7 @@ from enum import Enum
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from sheaf.core.errors import SecAggError
 from sheaf.secagg.crypto import (
@@ -167,7 +167,9 @@ def pair_context(instance: bytes, a: int, b: int) -> bytes:
     return instance + struct.pack(">QQ", low, high)
 
 
-def pairwise_seed(mask_private: X25519PrivateKey, peer_mask_key: bytes, instance: bytes, me: int, peer: int) -> bytes:
+def pairwise_seed(
+    mask_private: X25519PrivateKey, peer_mask_key: bytes | X25519PublicKey, instance: bytes, me: int, peer: int
+) -> bytes:
     """The 256-bit seed of the pairwise mask of ``me`` and ``peer`` (the same from either side)."""
     return derive_key(agree(mask_private, peer_mask_key), b"pairwise-mask", pair_context(instance, me, peer))
 

@@ -107,7 +107,11 @@ def _dropped(stage: Stage) -> str:
 
 
 def run_protocol(
-    setup: ProtocolSetup, inputs: Mapping[int, Ring], dropouts: Mapping[int, Stage] | None = None
+    setup: ProtocolSetup,
+    inputs: Mapping[int, Ring],
+    dropouts: Mapping[int, Stage] | None = None,
+    *,
+    workers: int | None = None,
 ) -> ProtocolOutcome:
     """Run SecAgg+ among ``setup.clients`` holding ``inputs``, every message as bytes.
 
@@ -115,6 +119,8 @@ def run_protocol(
         setup: the instance (cohort, graph, thresholds, ring).
         inputs: each client's ring vector.
         dropouts: the stage at which a client goes silent (absent: it never does).
+        workers: threads for the server's unmasking (None: the server decides); the sum is
+            the same for any number.
 
     Raises:
         SecAggError: if an input is missing or not a ring vector of the setup's length.
@@ -156,7 +162,7 @@ def run_protocol(
 
     for stage in (Stage.SHARES, Stage.INPUT, Stage.SIGNATURE, Stage.UNMASKING, None):
         started, wall = time.process_time(), time.perf_counter()  # process: the unmasking threads too
-        server, outbox = server_close(server)
+        server, outbox = server_close(server, workers=workers)
         encoded = {c: encode_message(m) for c, m in outbox.items()}
         server_seconds += time.process_time() - started
         server_wall += time.perf_counter() - wall

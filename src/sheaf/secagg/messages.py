@@ -211,6 +211,7 @@ _TAGS: dict[type[Any], int] = {
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _SHARE_HEAD = struct.Struct(">QQI")  # sender, recipient, ciphertext length
+_PAIR_HEAD = struct.Struct(">QI")  # peer, share length
 
 
 class _Writer:
@@ -279,12 +280,27 @@ class _Reader:
             raise SecAggError(f"a secure-aggregation message declares {size} entries, more than {_MAX_BLOB}")
         return EncryptedShare(sender, recipient, self.take(size))
 
+    def pair(self) -> tuple[int, bytes]:
+        """A peer and a blob (an unmasking share), the head read at once."""
+        peer, size = _PAIR_HEAD.unpack_from(self.data, self._need(_PAIR_HEAD.size))
+        if size > _MAX_BLOB:
+            raise SecAggError(f"a secure-aggregation message declares {size} entries, more than {_MAX_BLOB}")
+        return peer, self.take(size)
+
     def done(self) -> None:
         if self.at != len(self.data):
             raise SecAggError(f"a secure-aggregation message has {len(self.data) - self.at} trailing bytes")
 
 
+#: An AdvertiseKeys of the usual sizes (16-byte instance, 32-byte keys) in one call: the
+#: same bytes as its fields one by one (a server sends 99 of them to each of 100 clients).
+_KEYS_USUAL = struct.Struct(">I16sQI32sI32sI32s")
+
+
 def _write_keys(w: _Writer, m: AdvertiseKeys) -> None:
+    if len(m.instance) == 16 and len(m.cipher_key) == len(m.mask_key) == len(m.signing_key) == 32:
+        w.parts.append(_KEYS_USUAL.pack(16, m.instance, m.client, 32, m.cipher_key, 32, m.mask_key, 32, m.signing_key))
+        return
     w.blob(m.instance)
     w.u64(m.client)
     for key in (m.cipher_key, m.mask_key, m.signing_key):
@@ -319,12 +335,12 @@ def _read_ids(r: _Reader) -> tuple[int, ...]:
 def _write_pairs(w: _Writer, pairs: tuple[tuple[int, bytes], ...]) -> None:
     w.count(len(pairs))
     for peer, share in pairs:
-        w.u64(peer)
-        w.blob(share)
+        w.parts.append(_PAIR_HEAD.pack(peer, len(share)))
+        w.parts.append(share)
 
 
 def _read_pairs(r: _Reader) -> tuple[tuple[int, bytes], ...]:
-    return tuple((r.u64(), r.blob()) for _ in range(r.count()))
+    return tuple(r.pair() for _ in range(r.count()))
 
 
 def _write_vector(w: _Writer, bits: int, vector: npt.NDArray[np.uint32]) -> None:

@@ -48,11 +48,11 @@ from enum import Enum
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from sheaf.core.errors import SecAggError
 from sheaf.secagg.client import consistency_message, pairwise_seed
-from sheaf.secagg.crypto import KEY_BYTES, add_mask, load_private, public_key_of, verify
+from sheaf.secagg.crypto import KEY_BYTES, add_mask, load_private, load_public, public_key_of, verify
 from sheaf.secagg.messages import (
     AdvertiseKeys,
     ClientMessage,
@@ -69,7 +69,7 @@ from sheaf.secagg.messages import (
     expect_turn,
 )
 from sheaf.secagg.setup import ProtocolSetup
-from sheaf.secagg.shamir import combine, secret_from_bytes
+from sheaf.secagg.shamir import combine_all, secret_from_bytes
 
 __all__ = ["ServerStage", "ServerState", "server_close", "server_receive", "start_server"]
 
@@ -199,14 +199,31 @@ def _shares_by_owner(state: ServerState) -> tuple[dict[int, dict[int, bytes]], d
     return seeds, keys
 
 
-def _rebuild(shares: dict[int, bytes] | None, threshold: int, owner: int) -> bytes | None:
-    """A secret from its shares, if at least ``threshold`` arrived: the first ``threshold``
+def _rebuild_all(wanted: list[int], shares: dict[int, dict[int, bytes]], threshold: int) -> dict[int, int | None]:
+    """The secrets of ``wanted`` from their shares, together (one Lagrange basis per set of
+    holders, :func:`~sheaf.secagg.shamir.combine_all`): each from the first ``threshold``
     by holder, as :func:`~sheaf.secagg.shamir.combine` takes them (only those are read as
-    field elements; every share was checked to be one when it arrived)."""
-    if shares is None or len(shares) < threshold:
-        return None
-    chosen = {x: secret_from_bytes(shares[x]) for x in sorted(shares)[:threshold]}
-    value = combine(chosen, threshold)
+    field elements; every share was checked to be one when it arrived). In the order of
+    ``wanted``, up to and including the first with fewer than ``threshold`` shares (None),
+    where the caller aborts, as it did when it rebuilt them one at a time."""
+    points: dict[int, dict[int, int]] = {}
+    for owner in wanted:
+        held = shares.get(owner)
+        if held is None or len(held) < threshold:
+            break
+        points[owner] = {x: secret_from_bytes(held[x]) for x in sorted(held)[:threshold]}
+    values: dict[int, int | None] = dict(combine_all(points, threshold))
+    if len(values) < len(wanted):
+        values[wanted[len(values)]] = None
+    return values
+
+
+def _secret_bytes(value: int, owner: int) -> bytes:
+    """A rebuilt secret as its 32 bytes.
+
+    Raises:
+        SecAggError: if the shares rebuilt a value out of range (they were not honest).
+    """
     if value >= 1 << (8 * KEY_BYTES):
         raise SecAggError(f"the shares of client {owner}'s secret rebuild a value out of range")
     return value.to_bytes(KEY_BYTES, "big")
@@ -225,19 +242,22 @@ def unmask_workers(jobs: int, length: int) -> int:
     return max(1, min(8, os.cpu_count() or 1, jobs))
 
 
-def _expand_jobs(
-    jobs: list[tuple[bytes, bool] | tuple[X25519PrivateKey, bytes, bytes, int, int]], length: int
-) -> npt.NDArray[np.uint32]:
-    """The sum mod 2**32 of the masks of ``jobs``: a self-mask seed (with its sign) or a
-    dropped client's rebuilt key, a partner's public key, the instance and the pair."""
+#: One thread's unmasking work: self-mask seeds (subtracted), and dropped clients' rebuilt
+#: keys, each with the partners (and their loaded public keys) whose masks it must remove.
+_Work = tuple[list[bytes], list[tuple[X25519PrivateKey, int, list[tuple[int, X25519PublicKey]]]]]
+
+
+def _expand(work: _Work, instance: bytes, length: int) -> npt.NDArray[np.uint32]:
+    """The sum mod 2**32 of the masks of ``work``, to add to the masked total: minus each
+    self mask; for each dropped client and surviving partner, minus the pairwise mask the
+    partner added (its sign undone)."""
+    seeds, dropped = work
     partial = np.zeros(length, np.uint32)
-    for job in jobs:
-        if len(job) == 2:
-            add_mask(partial, job[0], subtract=job[1])
-        else:
-            key, partner_key, instance, owner, partner = job
-            seed = pairwise_seed(key, partner_key, instance, owner, partner)
-            add_mask(partial, seed, subtract=partner < owner)  # undo what the partner added
+    for seed in seeds:
+        add_mask(partial, seed, subtract=True)
+    for key, owner, partners in dropped:
+        for partner, public in partners:
+            add_mask(partial, pairwise_seed(key, public, instance, owner, partner), subtract=partner < owner)
     return partial
 
 
@@ -246,36 +266,51 @@ def _unmask(state: ServerState, workers: int | None) -> tuple[ServerState, dict[
     assert state.total is not None
     alive = set(state.survivors)
     seed_shares, key_shares = _shares_by_owner(state)
-    jobs: list[tuple[bytes, bool] | tuple[X25519PrivateKey, bytes, bytes, int, int]] = []
+    rebuilt = _rebuild_all(list(state.survivors), seed_shares, setup.threshold)
+    seeds: list[bytes] = []
     for owner in state.survivors:
-        seed = _rebuild(seed_shares.get(owner), setup.threshold, owner)
-        if seed is None:
+        value = rebuilt[owner]
+        if value is None:
             return _abort(state, f"fewer than {setup.threshold} shares of survivor {owner}'s self mask arrived")
-        jobs.append((seed, True))
-    for owner in sorted(set(state.shares) - alive):
-        partners = [c for c in setup.neighbours(owner) if c in alive]
-        if not partners:
-            continue
-        raw = _rebuild(key_shares.get(owner), setup.threshold, owner)
-        if raw is None:
+        seeds.append(_secret_bytes(value, owner))
+    partners_of = {
+        owner: [c for c in setup.neighbours(owner) if c in alive] for owner in sorted(set(state.shares) - alive)
+    }
+    needed = [owner for owner, partners in partners_of.items() if partners]
+    keys = _rebuild_all(needed, key_shares, setup.threshold)
+    publics: dict[int, X25519PublicKey] = {}  # each survivor's mask key, loaded once
+    dropped: list[tuple[X25519PrivateKey, int, list[int]]] = []
+    for owner in needed:
+        value = keys[owner]
+        if value is None:
             return _abort(state, f"fewer than {setup.threshold} shares of dropped client {owner}'s mask key arrived")
-        key = load_private(raw)
+        key = load_private(_secret_bytes(value, owner))
         if public_key_of(key) != state.keys[owner].mask_key:
             return _abort(
                 state, f"the shares of dropped client {owner}'s mask key do not rebuild the key it advertised"
             )
-        jobs.extend((key, state.keys[partner].mask_key, setup.instance, owner, partner) for partner in partners)
+        for partner in partners_of[owner]:
+            if partner not in publics:
+                publics[partner] = load_public(state.keys[partner].mask_key)
+        dropped.append((key, owner, partners_of[owner]))
     length = state.total.size
-    threads = unmask_workers(len(jobs), length) if workers is None else max(1, workers)
-    # Addition mod 2**32 is associative and commutative: any split of the jobs over threads
+    jobs = len(seeds) + sum(len(partners) for _, _, partners in dropped)
+    threads = unmask_workers(jobs, length) if workers is None else max(1, workers)
+    # Addition mod 2**32 is associative and commutative: any split of the masks over threads
     # gives the same total, bit for bit (tested against one thread).
+    work: list[_Work] = [
+        (
+            seeds[i::threads],
+            [(key, owner, [(p, publics[p]) for p in partners[i::threads]]) for key, owner, partners in dropped],
+        )
+        for i in range(threads)
+    ]
     total = state.total.copy()
     if threads == 1:
-        total += _expand_jobs(jobs, length)
+        total += _expand(work[0], setup.instance, length)
     else:
-        chunks = [jobs[i::threads] for i in range(threads)]
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sheaf-unmask") as pool:
-            for partial in pool.map(_expand_jobs, chunks, [length] * threads):
+            for partial in pool.map(_expand, work, [setup.instance] * threads, [length] * threads):
                 total += partial
     if setup.bits < 32:
         total &= np.uint32((1 << setup.bits) - 1)
