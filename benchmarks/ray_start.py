@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--worker-niceness", type=int, nargs="+", default=[0])
     parser.add_argument("--hogs", type=int, default=0, help="busy processes to start beside the measurement")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` too must end the hogs
     hogs = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(args.hogs)]
     try:
         runs = [measure(niceness, args.kinds, args.repeats) for niceness in args.worker_niceness]
