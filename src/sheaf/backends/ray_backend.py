@@ -56,6 +56,10 @@ _START_TIMEOUT = 300.0
 _KEPT: list[tuple[tuple[object, ...], Any]] = []
 
 
+#: Ray sessions whose actors' niceness has been warned about (once each).
+_WARNED_SESSIONS: set[str] = set()
+
+
 def release_actors() -> None:
     """Kill the actors kept by runs with ``keep_actors=True`` (they hold their CPUs in Ray
     until then; a run that cannot use them kills them too)."""
@@ -229,6 +233,28 @@ class RayBackend(BackendBase):
         logger.info(
             "sheaf ray: %d actors (%d kept from a run before), %d torch thread(s) each", count, len(kept), env.threads
         )
+        if local and not self._owns_ray:
+            self._warn_if_niced()
+
+    def _warn_if_niced(self) -> None:
+        """Warn (once per Ray session) where a Ray started elsewhere runs the actors at a lower
+        priority than this process: Ray's default niceness 15 starves them beside busy processes."""
+        import ray
+
+        session = ray.get_runtime_context().get_session_name()
+        if session in _WARNED_SESSIONS:
+            return
+        actor = next(iter(self.transport.actors.values()))
+        theirs, ours = int(ray.get(actor.niceness.remote(), timeout=_START_TIMEOUT)), os.nice(0)
+        if theirs > ours:
+            _WARNED_SESSIONS.add(session)
+            logger.warning(
+                "sheaf ray: Ray runs the actors at niceness %d, this process at %d: beside busy processes "
+                "they get a sliver of the CPU; start Ray with "
+                "ray.init(_system_config=sheaf.backends.local_ray_system_config())",
+                theirs,
+                ours,
+            )
 
     def _local_data(self, env: SimulationEnv) -> dict[str, Any]:
         """For actors on this machine: where the data lies in this process's shared files (no copy)."""
