@@ -272,3 +272,11 @@ class Leaky(Pids):
     def setup_worker(self, threads: int) -> None:
         super().setup_worker(threads)
         torch.set_num_threads(2)
+
+
+class Niceness(Stateful):
+    """Stateful, with the niceness of the process each client trained in among its metrics."""
+
+    def fit(self, params: Params, data: Split, instructions: FitInstructions) -> FitResult:
+        result = super().fit(params, data, instructions)
+        return dataclasses.replace(result, metrics={**result.metrics, "niceness": float(os.nice(0))})

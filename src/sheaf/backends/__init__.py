@@ -15,7 +15,7 @@ from sheaf.backends.base import (
 from sheaf.backends.client_runner import ClientRunner, FitReply
 from sheaf.backends.inline import InlineBackend
 from sheaf.backends.pool import WORKERS_PER_GPU, PoolBackend, default_workers, warm_up
-from sheaf.backends.ray_backend import RayBackend, ray_available, release_actors
+from sheaf.backends.ray_backend import RayBackend, local_ray_system_config, ray_available, release_actors
 from sheaf.backends.registry import BACKENDS, available_backends, build_backend
 from sheaf.backends.vectorized import SMALL_FLOPS, VectorizedBackend, forward_flops, vectorize_reason
 
@@ -46,6 +46,7 @@ __all__ = [
     "default_workers",
     "describe_backend",
     "forward_flops",
+    "local_ray_system_config",
     "ray_available",
     "release_actors",
     "vectorize_reason",

@@ -76,6 +76,12 @@ def actor_class() -> Any:
                 raise self.error
             return self.runner is not None
 
+        def niceness(self) -> int:
+            """This actor's niceness (Ray's default for its workers is 15; see local_ray_system_config)."""
+            import os
+
+            return os.nice(0)
+
         def loaded(self) -> WorkerRunner:
             if self.runner is None:
                 raise BackendError("the actor has no task loaded")

@@ -45,7 +45,7 @@ from sheaf.core.params import Params
 from sheaf.task.base import EvalResult, prepare_worker
 from sheaf.task.device import worker_devices
 
-__all__ = ["RayBackend", "ray_available", "release_actors"]
+__all__ = ["RayBackend", "local_ray_system_config", "ray_available", "release_actors"]
 
 logger = logging.getLogger("sheaf.backends")
 
@@ -54,6 +54,10 @@ _START_TIMEOUT = 300.0
 #: Actors kept from runs with ``keep_actors=True``, each with what it was started for (the Ray
 #: session and job, CPUs and GPUs): a next run of the same kind loads its task into them.
 _KEPT: list[tuple[tuple[object, ...], Any]] = []
+
+
+#: Ray sessions whose actors' niceness has been warned about (once each).
+_WARNED_SESSIONS: set[str] = set()
 
 
 def release_actors() -> None:
@@ -86,6 +90,28 @@ def _take_kept(key: tuple[object, ...] | None, count: int) -> list[Any]:
             except Exception:
                 logger.debug("sheaf ray: the kept actor was gone already", exc_info=True)
     return alive
+
+
+def local_ray_system_config() -> dict[str, int]:
+    """Ray settings for a local Ray instance that sheaf's actors train in, for ``ray.init``'s
+    ``_system_config`` (the backend uses them when it starts Ray itself).
+
+    Ray lowers the priority of its worker processes to niceness 15 by default, so that its own
+    daemons win. Sheaf's actors do all of a run's training: beside busy processes at the usual
+    niceness 0 (other programs, other users' jobs), an actor at 15 gets a sliver of the CPU
+    (a CPU-bound neighbour weighs 1024 to its 36 in Linux's scheduler), and each new actor
+    took 37–56 s to start beside three busy processes on 2 cores instead of 1.4 s
+    (docs/backends.md, "On a loaded machine"). With ``worker_niceness`` 0 the actors run at
+    the driver's priority, as the pool's workers do.
+
+    Returns:
+        A fresh dict: ``ray.init(_system_config=local_ray_system_config())``.
+
+    Example:
+        >>> local_ray_system_config()
+        {'worker_niceness': 0}
+    """
+    return {"worker_niceness": 0}
 
 
 def ray_available() -> bool:
@@ -170,8 +196,15 @@ class RayBackend(BackendBase):
         prepare_worker(env.task, env.threads, worker_devices(env.device, 1)[0])  # central evaluation's fallback
         address = self._address if self._address is not None else env.engine.ray_address
         if not ray.is_initialized():
+            # Settings of a Ray started here; a cluster that is joined keeps its own (Ray refuses them).
+            starts = address == "local" or (not address and not os.environ.get("RAY_ADDRESS"))
             try:
-                ray.init(address=address or None, include_dashboard=False, logging_level=logging.ERROR)
+                ray.init(
+                    address=address or None,
+                    include_dashboard=False,
+                    logging_level=logging.ERROR,
+                    _system_config=local_ray_system_config() if starts else None,
+                )
             except Exception as exc:
                 raise BackendError(f"cannot start or join Ray at {address or 'a local instance'}: {exc}") from None
             self._owns_ray = True
@@ -202,6 +235,28 @@ class RayBackend(BackendBase):
         logger.info(
             "sheaf ray: %d actors (%d kept from a run before), %d torch thread(s) each", count, len(kept), env.threads
         )
+        if local and not self._owns_ray:
+            self._warn_if_niced()
+
+    def _warn_if_niced(self) -> None:
+        """Warn (once per Ray session) where a Ray started elsewhere runs the actors at a lower
+        priority than this process: Ray's default niceness 15 starves them beside busy processes."""
+        import ray
+
+        session = ray.get_runtime_context().get_session_name()
+        if session in _WARNED_SESSIONS:
+            return
+        actor = next(iter(self.transport.actors.values()))
+        theirs, ours = int(ray.get(actor.niceness.remote(), timeout=_START_TIMEOUT)), os.nice(0)
+        if theirs > ours:
+            _WARNED_SESSIONS.add(session)
+            logger.warning(
+                "sheaf ray: Ray runs the actors at niceness %d, this process at %d: beside busy processes "
+                "they get a sliver of the CPU; start Ray with "
+                "ray.init(_system_config=sheaf.backends.local_ray_system_config())",
+                theirs,
+                ours,
+            )
 
     def _local_data(self, env: SimulationEnv) -> dict[str, Any]:
         """For actors on this machine: where the data lies in this process's shared files (no copy)."""
