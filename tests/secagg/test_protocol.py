@@ -31,7 +31,14 @@ from sheaf.secagg.messages import (
     UnmaskRequest,
     UnmaskShares,
 )
-from sheaf.secagg.server import ServerStage, ServerState, server_close, server_receive, start_server
+from sheaf.secagg.server import (
+    ServerStage,
+    ServerState,
+    server_close,
+    server_receive,
+    start_server,
+    unmask_workers,
+)
 from sheaf.secagg.setup import ProtocolSetup, degree_for, protocol_setup
 from sheaf.secagg.shamir import secret_to_bytes, split
 
@@ -284,6 +291,18 @@ def test_what_the_server_receives_from_one_client_is_indistinguishable_from_unif
     # ... and no trace of the input's period-7 structure.
     by_phase = [masked[np.arange(masked.size) % 7 == k].astype(np.float64).mean() / 2**32 for k in range(7)]
     assert max(abs(m - 0.5) for m in by_phase) < 0.01
+
+
+def test_short_masks_are_unmasked_on_one_thread_long_ones_on_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Short masks: the key agreements (GIL-bound) dominate and threads cost more than they
+    # save (measured: docs/secure-aggregation.md); long masks: one thread per core, at most 8.
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert unmask_workers(2170, 100_000) == 1  # n = 100, 30% dropouts, 10^5 words: 2.2·10^8 words in all
+    assert unmask_workers(3, 100_000) == 1  # too little work in all
+    assert unmask_workers(2170, 1_000_000) == 8
+    assert unmask_workers(4, 1 << 20) == 4  # never more threads than masks
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert unmask_workers(2170, 1 << 18) == 2
 
 
 @pytest.mark.parametrize("workers", [2, 3, 8])
