@@ -65,6 +65,7 @@ from sheaf.deploy.policy import (
     TrainingPolicy,
     load_policy,
 )
+from sheaf.deploy.quorum import wait_for_quorum
 from sheaf.deploy.replay import SeenNonces
 from sheaf.deploy.rpc import (
     CallContext,
@@ -244,4 +245,5 @@ __all__ = [
     "task_id",
     "tensor_digest",
     "value_problem",
+    "wait_for_quorum",
 ]

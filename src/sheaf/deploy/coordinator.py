@@ -52,16 +52,12 @@ from sheaf.core.config import ServerConfig
 from sheaf.core.errors import ClientFailure
 from sheaf.deploy.contacts import Contacts
 from sheaf.deploy.logs import log_event
+from sheaf.deploy.quorum import wait_for_quorum
 from sheaf.deploy.secagg_exchange import SecAggExchange
 from sheaf.deploy.wire import ReceivedResult
 from sheaf.deploy.work import Slot, Work, WorkOutcome
 
 __all__ = ["Coordinator"]
-
-
-def _seconds(seconds: float) -> float:
-    """Seconds to one decimal, for the log."""
-    return float(f"{seconds:.1f}")
 
 
 _log = logging.getLogger("sheaf.server")
@@ -372,49 +368,16 @@ class Coordinator:
             self.on_tick()
 
     def wait_for_clients(
-        self,
-        count: int,
-        *,
-        among: Sequence[int] | None = None,
-        limit: float | None = None,
-        round: int | None = None,
+        self, count: int, *, among: Sequence[int] | None = None, limit: float | None = None, round: int | None = None,
         report_every: float = 10.0,
-    ) -> bool:
-        """Block until at least ``count`` clients are connected, logging who is awaited.
-
-        Args:
-            count: how many must be connected.
-            among: which clients count (default: every authorised one).
-            limit: give up after this many seconds of the coordinator's clock (None: never).
-            round: the round that waits (for the log).
-            report_every: seconds between ``waiting_for_clients`` lines.
-
-        Returns:
-            Whether ``count`` are connected (False: the limit passed first).
-        """
-        pool = set(self.names if among is None else among)
-        started = self._clock()
-        last_report = started - report_every
-        context = {} if round is None else {"round": round}
-        while len(connected := pool.intersection(self.connected())) < count:
-            now = self._clock()
-            if limit is not None and now - started >= limit:
-                log_event(
-                    _log, logging.WARNING, "clients_not_back", **context, connected=len(connected), needed=count,
-                    waited_seconds=_seconds(now - started),
-                )  # fmt: skip
-                return False
-            if now - last_report >= report_every:
-                last_report = now
-                missing = sorted(pool - connected)
-                log_event(
-                    _log, logging.INFO, "waiting_for_clients", **context, connected=len(connected), needed=count,
-                    not_connected=missing[:20],
-                )  # fmt: skip
-            self._tick()
-            with self._lock:
-                self._changed.wait(timeout=0.2)
-        return True
+    ) -> bool:  # fmt: skip
+        """Block until at least ``count`` clients of ``among`` (default: every authorised one) are
+        connected, by :func:`sheaf.deploy.quorum.wait_for_quorum` on this coordinator's clock
+        (``limit`` in its seconds). Returns whether they are (False: the limit passed first)."""
+        return wait_for_quorum(
+            self.names if among is None else among, count, connected=self.connected, clock=self._clock,
+            changed=self._changed, tick=self._tick, limit=limit, round=round, report_every=report_every,
+        )  # fmt: skip
 
     # End ----------------------------------------------------------------------------------
     def finish(self) -> None:
