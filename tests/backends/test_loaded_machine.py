@@ -29,6 +29,24 @@ def niceness(result: SimulationResult) -> set[float]:
         return {record.metrics["niceness"] for _, record in store.client_records(phase="fit")}
 
 
+def run_script(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh Python with no Ray of ours (nor the caller's Ray settings), the
+    runs' folder as its argument."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_worker_niceness")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "runs")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
 def test_actors_in_the_test_sessions_ray_train_at_the_drivers_niceness(
     tmp_path: Path, ray_session: None, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -59,18 +77,7 @@ print(json.dumps({"actors": seen, "driver": os.nice(0)}))
 
 @pytest.mark.e2e
 def test_actors_of_a_ray_the_backend_starts_train_at_the_drivers_niceness(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
-    done = subprocess.run(
-        [sys.executable, "-c", OWN_RAY, str(tmp_path / "runs")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_script(OWN_RAY, tmp_path)
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["actors"] == [seen["driver"]]
 
@@ -95,18 +102,7 @@ ray.shutdown()
 
 @pytest.mark.e2e
 def test_a_run_in_a_ray_that_starves_its_actors_says_how_to_start_ray(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_worker_niceness")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
-    done = subprocess.run(
-        [sys.executable, "-c", NICED_RAY, str(tmp_path / "runs")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_script(NICED_RAY, tmp_path)
     warned = [line for line in done.stderr.splitlines() if "sheaf ray: Ray runs the actors at niceness" in line]
     assert len(warned) == 1, done.stderr[-2000:]
     assert "ray.init(_system_config=sheaf.backends.local_ray_system_config())" in warned[0]

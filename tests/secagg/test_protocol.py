@@ -311,20 +311,7 @@ def test_unmasking_over_several_threads_gives_the_sequential_sum_bit_for_bit(wor
     # masks of the dropped clients with every survivor, split over `workers` threads.
     setup = make_setup(10, length=5000)
     inputs = make_inputs(setup, seed=workers)
-    server = start_server(setup)
-    states = {}
-    for c in setup.clients:
-        states[c], advert = start_client(setup, c, inputs[c])
-        server = server_receive(server, advert)
-    for stage in range(4):
-        server, outbox = server_close(server)
-        for c, message in outbox.items():
-            states[c], reply = client_step(states[c], message)
-            if stage == 1 and c in (2, 5, 8):
-                continue  # dropped after sharing keys, before the masked input
-            assert reply is not None
-            server = server_receive(server, reply)
-    assert server.stage is ServerStage.UNMASKING
+    server = _at_unmasking(setup, (2, 5, 8), inputs)  # dropped after sharing keys, before the masked input
     sequential, _ = server_close(server, workers=1)
     parallel, _ = server_close(server, workers=workers)
     survivors = [c for c in setup.clients if c not in (2, 5, 8)]
@@ -333,9 +320,12 @@ def test_unmasking_over_several_threads_gives_the_sequential_sum_bit_for_bit(wor
     assert np.array_equal(parallel.result, sequential.result)
 
 
-def _at_unmasking(setup: ProtocolSetup, dropped: tuple[int, ...]) -> ServerState:
-    """The server with every unmasking reply in, ``dropped`` gone after sharing keys."""
-    inputs = make_inputs(setup)
+def _at_unmasking(
+    setup: ProtocolSetup, dropped: tuple[int, ...], inputs: dict[int, np.ndarray] | None = None
+) -> ServerState:
+    """The server with every unmasking reply in, ``dropped`` gone after sharing keys
+    (``inputs``: the clients' ring inputs, by default :func:`make_inputs`'s)."""
+    inputs = make_inputs(setup) if inputs is None else inputs
     server, states = start_server(setup), {}
     for c in setup.clients:
         states[c], advert = start_client(setup, c, inputs[c])
